@@ -1,0 +1,131 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Swift 6 language mode (the default for tools 6.0) gives complete strict concurrency checking.
+let package = Package(
+    name: "Courier",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "courier-server", targets: ["CourierServerCommand"]),
+        .executable(name: "courier", targets: ["CourierCommand"]),
+        .executable(name: "courier-sim", targets: ["CourierSimCommand"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // Shared: what both ends speak.
+        .target(
+            name: "CoAP",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Shared/CoAP"
+        ),
+        .target(
+            name: "CourierProtocol",
+            dependencies: [
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            path: "Shared/Protocol"
+        ),
+
+        // Server.
+        .target(
+            name: "CourierServer",
+            dependencies: [
+                "CoAP",
+                "CourierProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Server/CourierServer"
+        ),
+        .executableTarget(
+            name: "CourierServerCommand",
+            dependencies: [
+                "CourierServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Server/CourierServerCommand"
+        ),
+
+        // Terminal client.
+        .target(
+            name: "CourierClient",
+            dependencies: [
+                "CoAP",
+                "CourierProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Client/CourierClient"
+        ),
+        .executableTarget(
+            name: "CourierCommand",
+            dependencies: [
+                "CourierClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Client/CourierCommand"
+        ),
+
+        // Device simulator.
+        .target(
+            name: "CourierSimulator",
+            dependencies: [
+                "CoAP",
+                "CourierProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Simulator/CourierSimulator"
+        ),
+        .executableTarget(
+            name: "CourierSimCommand",
+            dependencies: [
+                "CourierSimulator",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Simulator/CourierSimCommand"
+        ),
+
+        // Tests.
+        .testTarget(
+            name: "CoAPTests",
+            dependencies: [
+                "CoAP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Tests/CoAPTests"
+        ),
+        .testTarget(
+            name: "ProtocolTests",
+            dependencies: ["CourierProtocol"],
+            path: "Tests/ProtocolTests"
+        ),
+        .testTarget(
+            name: "InteropTests",
+            dependencies: [
+                "CoAP",
+                "CourierServer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Tests/InteropTests"
+        ),
+    ]
+)

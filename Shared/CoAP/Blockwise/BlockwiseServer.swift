@@ -1,0 +1,190 @@
+import NIOCore
+
+/// The server side of block-wise transfer (RFC 7959), between the message layer and the
+/// application: it assembles Block1 request bodies, so the application sees whole bodies, and
+/// slices large responses into Block2 blocks, serving the later blocks from a cache.
+///
+/// Bounds: an assembled body is at most `maxBodySize` (beyond it 4.13 with Size1); at most
+/// `maxTransfers` assemblies and as many cached responses live at once, each for `lifetime`;
+/// at the bound the oldest is dropped, and its client gets 4.08 and starts over.
+struct BlockwiseServer {
+    enum Decision: Equatable {
+        /// A whole request for the application (Block1 assembled, if it was block-wise).
+        case deliver(CoAPMessage)
+        /// An answer the block layer gives itself: 2.31 Continue, a cached block, or an error.
+        case respond(CoAPMessage)
+    }
+
+    /// Which transfer a block belongs to: same peer, method and target URI (RFC 7959 §2.3).
+    private struct TransferKey: Hashable {
+        var peer: SocketAddress
+        var method: CoAPCode
+        var target: [CoAPOption]
+    }
+
+    private struct Assembly {
+        var body: [UInt8]
+        var expiry: NIODeadline
+    }
+
+    private struct CachedResponse {
+        var response: CoAPMessage
+        var expiry: NIODeadline
+    }
+
+    let maxBodySize: Int
+    let preferredSizeExponent: UInt8
+    let maxTransfers: Int
+    let lifetime: TimeAmount
+    private var assemblies: [TransferKey: Assembly] = [:]
+    private var responses: [TransferKey: CachedResponse] = [:]
+    private var nextSweep = NIODeadline.uptimeNanoseconds(0)
+
+    init(maxBodySize: Int, preferredBlockSize: Int = 1024, maxTransfers: Int = 1024, lifetime: TimeAmount = .seconds(60)) {
+        self.maxBodySize = maxBodySize
+        self.preferredSizeExponent = BlockOption.sizeExponent(forBlockSize: preferredBlockSize)
+        self.maxTransfers = maxTransfers
+        self.lifetime = lifetime
+    }
+
+    var activeTransfers: Int { assemblies.count + responses.count }
+
+    private static func key(_ request: CoAPMessage, peer: SocketAddress) -> TransferKey {
+        TransferKey(peer: peer, method: request.code, target: request.options.filter { $0.number == .uriPath || $0.number == .uriQuery })
+    }
+
+    /// A request arrived (after deduplication).
+    mutating func requestReceived(_ request: CoAPMessage, from peer: SocketAddress, now: NIODeadline) -> Decision {
+        expire(now: now)
+        let block1: BlockOption?
+        let block2: BlockOption?
+        do {
+            block1 = try request.block1()
+            block2 = try request.block2()
+        } catch {
+            return .respond(Self.error(.badOption, "malformed Block\(error.option == .block1 ? 1 : 2) option"))
+        }
+        if let announced = request.uintOption(.size1), announced > maxBodySize {
+            return .respond(tooLarge())
+        }
+        let key = Self.key(request, peer: peer)
+        if let block1 {
+            return block1Received(request, block: block1, key: key, now: now)
+        }
+        guard request.payload.count <= maxBodySize else { return .respond(tooLarge()) }
+        if let block2, block2.number > 0 {
+            return laterBlockRequested(request, block: block2, key: key)
+        }
+        return .deliver(request)
+    }
+
+    private mutating func block1Received(_ request: CoAPMessage, block: BlockOption, key: TransferKey, now: NIODeadline) -> Decision {
+        if block.more && request.payload.count != block.size {
+            return .respond(Self.error(.badRequest, "a Block1 block other than the last must be exactly \(block.size) bytes"))
+        }
+        var body: [UInt8]
+        if block.number == 0 {
+            body = []
+        } else if let assembly = assemblies[key], assembly.body.count == block.offset {
+            body = assembly.body
+        } else {
+            assemblies[key] = nil
+            return .respond(Self.error(.requestEntityIncomplete, "Block1 block \(block.number) does not follow the blocks received"))
+        }
+        body += request.payload
+        guard body.count <= maxBodySize else {
+            assemblies[key] = nil
+            return .respond(tooLarge())
+        }
+        if block.more {
+            if assemblies[key] == nil { makeRoom(now: now) }
+            assemblies[key] = Assembly(body: body, expiry: now + lifetime)
+            var proceed = CoAPMessage(type: .acknowledgement, code: .continue, messageID: 0)
+            proceed.setBlock1(block)
+            return .respond(proceed)
+        }
+        assemblies[key] = nil
+        var whole = request
+        whole.payload = body
+        return .deliver(whole)
+    }
+
+    private func laterBlockRequested(_ request: CoAPMessage, block: BlockOption, key: TransferKey) -> Decision {
+        guard let cached = responses[key] else {
+            // A GET can be answered again and sliced; other methods must not run twice.
+            return request.code == .get
+                ? .deliver(request)
+                : .respond(Self.error(.requestEntityIncomplete, "no block-wise response to continue; start again at block 0"))
+        }
+        guard block.offset < cached.response.payload.count else {
+            return .respond(Self.error(.badOption, "Block2 block \(block.number) is past the end of the body"))
+        }
+        return .respond(Self.slice(cached.response, block: block))
+    }
+
+    /// Shapes the application's response to `request`: echoes a final Block1, and slices a body
+    /// larger than one block into Block2 blocks, caching the whole response for the later blocks.
+    mutating func prepareResponse(_ response: CoAPMessage, to request: CoAPMessage, from peer: SocketAddress, now: NIODeadline) -> CoAPMessage {
+        var shaped = response
+        if let block1 = try? request.block1() {
+            shaped.setBlock1(BlockOption(number: block1.number, more: false, sizeExponent: block1.sizeExponent))
+        }
+        let requested = (try? request.block2()) ?? nil
+        let exponent = min(requested?.sizeExponent ?? preferredSizeExponent, preferredSizeExponent)
+        let size = 1 << (Int(exponent) + 4)
+        guard shaped.payload.count > size else { return shaped }
+
+        let key = Self.key(request, peer: peer)
+        expire(now: now)
+        if responses[key] == nil { makeRoom(now: now) }
+        var cached = shaped
+        cached.removeOption(.block1)
+        responses[key] = CachedResponse(response: cached, expiry: now + lifetime)
+        // A regenerated GET may ask for a later block straight away.
+        let number = requested.map { UInt32($0.offset / size) } ?? 0
+        var first = Self.slice(shaped, block: BlockOption(number: number, more: false, sizeExponent: exponent))
+        first.setUIntOption(.size2, UInt32(clamping: shaped.payload.count))
+        return first
+    }
+
+    private static func slice(_ response: CoAPMessage, block: BlockOption) -> CoAPMessage {
+        var part = response
+        let start = min(block.offset, response.payload.count)
+        let end = min(start + block.size, response.payload.count)
+        part.payload = Array(response.payload[start..<end])
+        part.setBlock2(BlockOption(number: block.number, more: end < response.payload.count, sizeExponent: block.sizeExponent))
+        return part
+    }
+
+    private func tooLarge() -> CoAPMessage {
+        var message = Self.error(.requestEntityTooLarge, "body larger than \(maxBodySize) bytes")
+        message.setUIntOption(.size1, UInt32(clamping: maxBodySize))
+        return message
+    }
+
+    private static func error(_ code: CoAPCode, _ diagnostic: String) -> CoAPMessage {
+        CoAPMessage(type: .acknowledgement, code: code, messageID: 0, payload: Array(diagnostic.utf8))
+    }
+
+    /// Sweeps expired transfers at most once a second, keeping the common non-block path cheap.
+    private mutating func expire(now: NIODeadline) {
+        guard now >= nextSweep, !(assemblies.isEmpty && responses.isEmpty) else { return }
+        nextSweep = now + .seconds(1)
+        assemblies = assemblies.filter { $0.value.expiry > now }
+        responses = responses.filter { $0.value.expiry > now }
+    }
+
+    /// Drops the transfer closest to expiry when the bound is reached.
+    private mutating func makeRoom(now: NIODeadline) {
+        guard assemblies.count + responses.count >= maxTransfers else { return }
+        let oldestAssembly = assemblies.min { $0.value.expiry < $1.value.expiry }
+        let oldestResponse = responses.min { $0.value.expiry < $1.value.expiry }
+        switch (oldestAssembly, oldestResponse) {
+        case let (assembly?, response?):
+            if assembly.value.expiry <= response.value.expiry { assemblies[assembly.key] = nil } else { responses[response.key] = nil }
+        case let (assembly?, nil): assemblies[assembly.key] = nil
+        case let (nil, response?): responses[response.key] = nil
+        case (nil, nil): break
+        }
+    }
+}

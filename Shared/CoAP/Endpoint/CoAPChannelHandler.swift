@@ -1,0 +1,158 @@
+import NIOCore
+
+/// Carries out the message layer's and block layer's decisions on one UDP channel. Runs on the
+/// channel's event loop only; the endpoint reaches it through `NIOLoopBound`.
+final class CoAPChannelHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+
+    private var layer: MessageLayer
+    private var blockwise: BlockwiseServer
+    private let maxDatagramSize: Int
+    /// Where whole requests go; nil for an endpoint that only sends requests.
+    private let requestSink: AsyncStream<IncomingRequest>.Continuation?
+    private var responsePromises: [[UInt8]: EventLoopPromise<CoAPMessage>] = [:]
+    private var context: ChannelHandlerContext?
+    private var isClosed = false
+
+    init(
+        parameters: CoAPTransmissionParameters,
+        maxBodySize: Int,
+        maxDatagramSize: Int,
+        requestSink: AsyncStream<IncomingRequest>.Continuation?
+    ) {
+        layer = MessageLayer(parameters: parameters, seed: UInt64.random(in: .min ... .max))
+        blockwise = BlockwiseServer(maxBodySize: maxBodySize)
+        self.maxDatagramSize = maxDatagramSize
+        self.requestSink = requestSink
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        closeExchanges()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closeExchanges()
+        context.fireChannelInactive()
+    }
+
+    private static var now: NIODeadline { .now() }
+    private static var jitter: Double { Double.random(in: 0...1) }
+
+    // MARK: - Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        var buffer = envelope.data
+        let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
+        // A datagram that filled the whole receive buffer may have been cut short by the kernel.
+        if bytes.count >= maxDatagramSize {
+            perform(layer.oversizedDatagramReceived(bytes, from: envelope.remoteAddress, acceptableSize: blockwise.maxBodySize, now: Self.now))
+        } else {
+            perform(layer.datagramReceived(bytes, from: envelope.remoteAddress, now: Self.now, jitter: Self.jitter))
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        // ICMP errors and the like surface here for UDP; they must not close the endpoint.
+    }
+
+    // MARK: - Requests from the application
+
+    /// Sends one request exchange (no block-wise handling); `promise` gets the response.
+    func startExchange(_ request: CoAPMessage, to peer: SocketAddress, promise: EventLoopPromise<CoAPMessage>) -> [UInt8]? {
+        guard !isClosed else {
+            promise.fail(CoAPClientError.closed)
+            return nil
+        }
+        let (token, actions) = layer.sendRequest(request, to: peer, now: Self.now, jitter: Self.jitter)
+        responsePromises[token] = promise
+        perform(actions)
+        return token
+    }
+
+    func cancelExchange(token: [UInt8]) {
+        perform(layer.cancelRequest(token: token, now: Self.now, jitter: Self.jitter))
+    }
+
+    /// The application's response to a whole request delivered earlier.
+    func respond(to request: IncomingRequest, with response: CoAPMessage) {
+        let shaped = blockwise.prepareResponse(response, to: request.message, from: request.peer, now: Self.now)
+        perform(layer.respond(to: request.key, with: shaped, now: Self.now, jitter: Self.jitter))
+    }
+
+    // MARK: - Carrying out actions
+
+    private func perform(_ actions: [MessageLayer.Action]) {
+        for action in actions {
+            switch action {
+            case .send(let datagram, let peer):
+                send(datagram, to: peer)
+            case .scheduleRetransmission(let key, let attempt, let deadline):
+                schedule(at: deadline) { handler in
+                    handler.perform(handler.layer.retransmissionTimerFired(key, attempt: attempt, now: Self.now, jitter: Self.jitter))
+                }
+            case .schedulePiggybackDeadline(let key, let deadline):
+                schedule(at: deadline) { handler in handler.perform(handler.layer.piggybackWindowElapsed(key)) }
+            case .scheduleSeparateResponseTimeout(let token, let deadline):
+                schedule(at: deadline) { handler in
+                    handler.perform(handler.layer.separateResponseTimedOut(token: token, now: Self.now, jitter: Self.jitter))
+                }
+            case .deliverRequest(let request):
+                deliver(request)
+            case .completeRequest(let token, let result):
+                guard let promise = responsePromises.removeValue(forKey: token) else { continue }
+                switch result {
+                case .success(let response): promise.succeed(response)
+                case .failure(let error): promise.fail(error)
+                }
+            }
+        }
+    }
+
+    private func deliver(_ request: IncomingRequest) {
+        switch blockwise.requestReceived(request.message, from: request.peer, now: Self.now) {
+        case .respond(let response):
+            perform(layer.respond(to: request.key, with: response, now: Self.now, jitter: Self.jitter))
+        case .deliver(let whole):
+            var assembled = request
+            assembled.message = whole
+            guard let requestSink else {
+                let refusal = CoAPMessage(type: .acknowledgement, code: .notImplemented, messageID: 0, payload: Array("this endpoint serves no resources".utf8))
+                perform(layer.respond(to: request.key, with: refusal, now: Self.now, jitter: Self.jitter))
+                return
+            }
+            if case .dropped = requestSink.yield(assembled) {
+                var overloaded = CoAPMessage(type: .acknowledgement, code: .serviceUnavailable, messageID: 0)
+                overloaded.setUIntOption(.maxAge, layer.parameters.overloadMaxAge)
+                perform(layer.respond(to: request.key, with: overloaded, now: Self.now, jitter: Self.jitter))
+            }
+        }
+    }
+
+    private func send(_ datagram: [UInt8], to peer: SocketAddress) {
+        guard let context, !isClosed else { return }
+        let buffer = context.channel.allocator.buffer(bytes: datagram)
+        context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: peer, data: buffer)), promise: nil)
+    }
+
+    private func schedule(at deadline: NIODeadline, _ body: @escaping (CoAPChannelHandler) -> Void) {
+        guard let context, !isClosed else { return }
+        context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            guard !isClosed else { return }
+            body(self)
+        }
+    }
+
+    private func closeExchanges() {
+        guard !isClosed else { return }
+        perform(layer.close())
+        isClosed = true
+        for promise in responsePromises.values { promise.fail(CoAPClientError.closed) }
+        responsePromises = [:]
+        requestSink?.finish()
+    }
+}

@@ -1,0 +1,258 @@
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One CoAP endpoint on one UDP socket: it sends requests (with retransmission and block-wise
+/// transfer) and, when serving, hands whole incoming requests to the application.
+public final class CoAPEndpoint: Sendable {
+    /// What an endpoint is allowed to hold and how it times its messages.
+    public struct Configuration: Sendable {
+        public var transmission = CoAPTransmissionParameters()
+        /// Largest request body accepted, assembled from Block1 blocks if need be.
+        public var maxBodySize = 64 * 1024
+        /// Largest response body a request of ours accepts, assembled from Block2 blocks.
+        public var maxResponseBodySize = 1024 * 1024
+        /// Block size for bodies that do not fit one datagram (16-1024).
+        public var blockSize = 1024
+        /// Whole requests waiting for the application; beyond it they are answered 5.03.
+        public var requestQueueCapacity = 1024
+        /// The UDP receive buffer per read; a datagram that fills it is treated as oversized.
+        public var maxDatagramSize = 8 * 1024
+        /// Kernel socket buffer sizes; bursts beyond them are dropped by the kernel.
+        public var socketBufferSize = 4 * 1024 * 1024
+
+        public init() {}
+    }
+
+    public let localAddress: SocketAddress
+    public let configuration: Configuration
+    private let channel: any Channel
+    private let handler: NIOLoopBound<CoAPChannelHandler>
+    /// Whole incoming requests; present only on a serving endpoint.
+    private let incoming: AsyncStream<IncomingRequest>?
+
+    private init(
+        channel: any Channel,
+        handler: NIOLoopBound<CoAPChannelHandler>,
+        incoming: AsyncStream<IncomingRequest>?,
+        configuration: Configuration
+    ) throws {
+        guard let address = channel.localAddress else { throw CoAPClientError.closed }
+        self.channel = channel
+        self.handler = handler
+        self.incoming = incoming
+        self.configuration = configuration
+        self.localAddress = address
+    }
+
+    /// Binds a UDP socket. A `serving` endpoint queues incoming requests for `serve(_:)`;
+    /// otherwise it answers them 5.01.
+    public static func bind(
+        host: String,
+        port: Int,
+        serving: Bool,
+        configuration: Configuration = Configuration(),
+        reusePort: Bool = false,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> CoAPEndpoint {
+        let (stream, continuation) = serving
+            ? AsyncStream<IncomingRequest>.makeStream(bufferingPolicy: .bufferingOldest(configuration.requestQueueCapacity))
+            : (nil, nil)
+        let loop = group.next()
+        let handlerPromise = loop.makePromise(of: NIOLoopBound<CoAPChannelHandler>.self)
+        let bootstrap = DatagramBootstrap(group: loop)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(configuration.socketBufferSize))
+            .channelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(configuration.socketBufferSize))
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: configuration.maxDatagramSize))
+            .channelOption(.maxMessagesPerRead, value: 16)
+            .channelInitializer { channel in
+                let handler = CoAPChannelHandler(
+                    parameters: configuration.transmission,
+                    maxBodySize: configuration.maxBodySize,
+                    maxDatagramSize: configuration.maxDatagramSize,
+                    requestSink: continuation
+                )
+                do {
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                } catch {
+                    handlerPromise.fail(error)
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
+                handlerPromise.succeed(NIOLoopBound(handler, eventLoop: channel.eventLoop))
+                return channel.eventLoop.makeSucceededVoidFuture()
+            }
+        let channel: any Channel
+        do {
+            channel = try await (reusePort ? bootstrap.channelOption(ChannelOptions.Types.SocketOption(level: .socket, name: .init(rawValue: SO_REUSEPORT)), value: 1) : bootstrap)
+                .bind(host: host, port: port).get()
+        } catch {
+            handlerPromise.fail(error)
+            continuation?.finish()
+            throw error
+        }
+        let handler = try await handlerPromise.futureResult.get()
+        return try CoAPEndpoint(channel: channel, handler: handler, incoming: stream, configuration: configuration)
+    }
+
+    /// Closes the socket; pending requests fail with `.closed` and `serve` returns.
+    public func close() async {
+        try? await channel.close()
+    }
+
+    // MARK: - Client
+
+    /// One request/response exchange, with no block-wise handling: a Confirmable request,
+    /// retransmitted until acknowledged, answered piggybacked or separately.
+    public func exchange(_ request: CoAPMessage, with peer: SocketAddress) async throws(CoAPClientError) -> CoAPMessage {
+        let promise = channel.eventLoop.makePromise(of: CoAPMessage.self)
+        let tokenBox = NIOLoopBoundBox.makeEmptyBox(valueType: [UInt8].self, eventLoop: channel.eventLoop)
+        let handler = self.handler
+        do {
+            return try await withTaskCancellationHandler {
+                channel.eventLoop.execute {
+                    tokenBox.value = handler.value.startExchange(request, to: peer, promise: promise)
+                }
+                return try await promise.futureResult.get()
+            } onCancel: {
+                channel.eventLoop.execute {
+                    guard let token = tokenBox.value else { return }
+                    handler.value.cancelExchange(token: token)
+                }
+            }
+        } catch let error as CoAPClientError {
+            throw error
+        } catch {
+            throw .closed
+        }
+    }
+
+    /// Sends a request of any size and returns the whole response: a body larger than one block
+    /// goes out in Block1 blocks, and a Block2 response is fetched to its end (RFC 7959).
+    public func request(_ request: CoAPMessage, to peer: SocketAddress) async throws(CoAPClientError) -> CoAPMessage {
+        var sizeExponent = BlockOption.sizeExponent(forBlockSize: configuration.blockSize)
+        var response: CoAPMessage
+        if request.payload.count > 1 << (Int(sizeExponent) + 4) {
+            response = try await sendBlock1(request, to: peer, sizeExponent: &sizeExponent)
+        } else {
+            response = try await exchange(request, with: peer)
+        }
+        let block2: BlockOption?
+        do { block2 = try response.block2() } catch { throw .blockwise("malformed Block2 option in response") }
+        guard let first = block2, first.more, response.code.isSuccess else { return response }
+        guard first.number == 0 else { throw .blockwise("first response block is number \(first.number)") }
+
+        var body = response.payload
+        var current = first
+        while current.more {
+            var follow = request
+            follow.payload = []
+            follow.removeOption(.block1)
+            follow.removeOption(.size1)
+            let next = BlockOption(number: UInt32(body.count / current.size), more: false, sizeExponent: current.sizeExponent)
+            follow.setBlock2(next)
+            let part = try await exchange(follow, with: peer)
+            guard part.code.isSuccess else { return part }
+            let received: BlockOption?
+            do { received = try part.block2() } catch { throw .blockwise("malformed Block2 option in response") }
+            guard let received, received.offset == body.count else {
+                throw .blockwise("asked for the block at byte \(body.count), got \(part.block2Description)")
+            }
+            body += part.payload
+            guard body.count <= configuration.maxResponseBodySize else {
+                throw .blockwise("response body exceeds \(configuration.maxResponseBodySize) bytes")
+            }
+            guard !received.more || part.payload.count == received.size else {
+                throw .blockwise("block \(received.number) is \(part.payload.count) bytes, not \(received.size)")
+            }
+            current = received
+        }
+        response.payload = body
+        response.removeOption(.block2)
+        return response
+    }
+
+    private func sendBlock1(
+        _ request: CoAPMessage, to peer: SocketAddress, sizeExponent: inout UInt8
+    ) async throws(CoAPClientError) -> CoAPMessage {
+        let body = request.payload
+        var offset = 0
+        while true {
+            let size = 1 << (Int(sizeExponent) + 4)
+            let end = min(offset + size, body.count)
+            let more = end < body.count
+            var part = request
+            part.payload = Array(body[offset..<end])
+            part.setBlock1(BlockOption(number: UInt32(offset / size), more: more, sizeExponent: sizeExponent))
+            if offset == 0 { part.setUIntOption(.size1, UInt32(clamping: body.count)) }
+            let response = try await exchange(part, with: peer)
+            guard more else { return response }
+            guard response.code == .continue else { return response }
+            // The server may ask for smaller blocks (RFC 7959 §2.5); later offsets stay aligned.
+            if let granted = try? response.block1(), granted.sizeExponent < sizeExponent {
+                sizeExponent = granted.sizeExponent
+            }
+            offset = end
+        }
+    }
+
+    // MARK: - Server
+
+    /// Serves incoming requests until the endpoint closes, running at most `maxConcurrentRequests`
+    /// handlers at once; further requests wait in the bounded queue, then get 5.03.
+    public func serve(maxConcurrentRequests: Int = 256, _ handler: some CoAPRequestHandler) async {
+        guard let incoming else { return }
+        await withTaskGroup(of: Void.self) { group in
+            var running = 0
+            for await request in incoming {
+                if running >= maxConcurrentRequests {
+                    await group.next()
+                    running -= 1
+                }
+                running += 1
+                group.addTask {
+                    let response = await handler.handle(request)
+                    self.respond(to: request, with: response)
+                }
+            }
+        }
+    }
+
+    /// Answers a request taken from this endpoint; type, Message ID and token are filled in.
+    public func respond(to request: IncomingRequest, with response: CoAPMessage) {
+        let handler = self.handler
+        channel.eventLoop.execute { handler.value.respond(to: request, with: response) }
+    }
+}
+
+/// Answers whole CoAP requests.
+public protocol CoAPRequestHandler: Sendable {
+    /// The response to `request`; only its code, options and payload are used.
+    func handle(_ request: IncomingRequest) async -> CoAPMessage
+}
+
+extension CoAPMessage {
+    /// A response for `CoAPRequestHandler`: type, Message ID and token are filled in on sending.
+    public static func response(_ code: CoAPCode, payload: [UInt8] = [], contentFormat: UInt32? = nil) -> CoAPMessage {
+        var message = CoAPMessage(type: .acknowledgement, code: code, messageID: 0, payload: payload)
+        if let contentFormat { message.setUIntOption(.contentFormat, contentFormat) }
+        return message
+    }
+
+    /// A request with its URI path and query split into options.
+    public static func request(_ method: CoAPCode, path: String, query: [String] = [], payload: [UInt8] = [], contentFormat: UInt32? = nil) -> CoAPMessage {
+        var message = CoAPMessage(type: .confirmable, code: method, messageID: 0, payload: payload)
+        let segments = path.split(separator: "/", omittingEmptySubsequences: true)
+        message.options = segments.map { CoAPOption(number: .uriPath, string: String($0)) }
+        message.options += query.map { CoAPOption(number: .uriQuery, string: $0) }
+        if let contentFormat { message.setUIntOption(.contentFormat, contentFormat) }
+        return message
+    }
+
+    var block2Description: String {
+        (try? block2()).flatMap { $0?.description } ?? "no Block2 option"
+    }
+}

@@ -1,0 +1,112 @@
+import NIOCore
+import XCTest
+@testable import CoAP
+
+final class BlockwiseServerTests: XCTestCase {
+    let peer = try! SocketAddress(ipAddress: "127.0.0.1", port: 40000)
+    let now = NIODeadline.uptimeNanoseconds(1_000_000_000)
+
+    func block1Request(_ number: UInt32, more: Bool, payload: [UInt8], szx: UInt8 = 2) -> CoAPMessage {
+        var message = CoAPMessage.request(.post, path: "/echo", payload: payload)
+        message.setBlock1(BlockOption(number: number, more: more, sizeExponent: szx))
+        return message
+    }
+
+    func testBlock1AssemblyContinuesThenDeliversTheWholeBody() throws {
+        var server = BlockwiseServer(maxBodySize: 1000)
+        let body = (0..<150).map { UInt8($0) }
+        for (index, start) in stride(from: 0, to: 128, by: 64).enumerated() {
+            guard case .respond(let proceed) = server.requestReceived(block1Request(UInt32(index), more: true, payload: Array(body[start..<start + 64])), from: peer, now: now) else {
+                return XCTFail("expected 2.31 Continue")
+            }
+            XCTAssertEqual(proceed.code, .continue)
+            XCTAssertEqual(try proceed.block1(), BlockOption(number: UInt32(index), more: true, sizeExponent: 2))
+        }
+        let last = block1Request(2, more: false, payload: Array(body[128...]))
+        guard case .deliver(let whole) = server.requestReceived(last, from: peer, now: now) else { return XCTFail("expected delivery") }
+        XCTAssertEqual(whole.payload, body)
+
+        let response = server.prepareResponse(.response(.changed), to: whole, from: peer, now: now)
+        XCTAssertEqual(try response.block1(), BlockOption(number: 2, more: false, sizeExponent: 2), "the final Block1 is echoed")
+    }
+
+    func testBlock1OutOfOrderIsIncomplete() {
+        var server = BlockwiseServer(maxBodySize: 1000)
+        guard case .respond(let answer) = server.requestReceived(block1Request(3, more: true, payload: Array(repeating: 0, count: 64)), from: peer, now: now) else {
+            return XCTFail("expected an answer")
+        }
+        XCTAssertEqual(answer.code, .requestEntityIncomplete)
+    }
+
+    func testBlock1BeyondTheLimitIsTooLarge() {
+        var server = BlockwiseServer(maxBodySize: 100)
+        _ = server.requestReceived(block1Request(0, more: true, payload: Array(repeating: 0, count: 64)), from: peer, now: now)
+        guard case .respond(let answer) = server.requestReceived(block1Request(1, more: true, payload: Array(repeating: 0, count: 64)), from: peer, now: now) else {
+            return XCTFail("expected an answer")
+        }
+        XCTAssertEqual(answer.code, .requestEntityTooLarge)
+        XCTAssertEqual(answer.uintOption(.size1), 100)
+
+        var announced = block1Request(0, more: true, payload: Array(repeating: 0, count: 64))
+        announced.setUIntOption(.size1, 5000)
+        guard case .respond(let early) = server.requestReceived(announced, from: peer, now: now) else { return XCTFail("expected an answer") }
+        XCTAssertEqual(early.code, .requestEntityTooLarge, "Size1 above the limit is refused before any block is stored")
+    }
+
+    func testNonFinalBlockOfWrongSizeIsBadRequest() {
+        var server = BlockwiseServer(maxBodySize: 1000)
+        guard case .respond(let answer) = server.requestReceived(block1Request(0, more: true, payload: [1, 2, 3]), from: peer, now: now) else {
+            return XCTFail("expected an answer")
+        }
+        XCTAssertEqual(answer.code, .badRequest)
+    }
+
+    func testLargeResponseIsSlicedAndLaterBlocksServedFromCache() throws {
+        var server = BlockwiseServer(maxBodySize: 1000, preferredBlockSize: 1024)
+        let body = (0..<2500).map { UInt8(truncatingIfNeeded: $0) }
+        let request = CoAPMessage.request(.post, path: "/report")
+        let first = server.prepareResponse(.response(.content, payload: body), to: request, from: peer, now: now)
+        XCTAssertEqual(first.payload, Array(body[0..<1024]))
+        XCTAssertEqual(try first.block2(), BlockOption(number: 0, more: true, sizeExponent: 6))
+        XCTAssertEqual(first.uintOption(.size2), 2500)
+
+        var follow = request
+        follow.setBlock2(BlockOption(number: 2, more: false, sizeExponent: 6))
+        guard case .respond(let last) = server.requestReceived(follow, from: peer, now: now) else { return XCTFail("expected a cached block") }
+        XCTAssertEqual(last.payload, Array(body[2048...]))
+        XCTAssertEqual(try last.block2(), BlockOption(number: 2, more: false, sizeExponent: 6))
+
+        follow.setBlock2(BlockOption(number: 9, more: false, sizeExponent: 6))
+        guard case .respond(let past) = server.requestReceived(follow, from: peer, now: now) else { return XCTFail("expected an error") }
+        XCTAssertEqual(past.code, .badOption)
+    }
+
+    func testClientMaySmallerBlocksForTheResponse() throws {
+        var server = BlockwiseServer(maxBodySize: 1000)
+        var request = CoAPMessage.request(.get, path: "/big")
+        request.setBlock2(BlockOption(number: 0, more: false, sizeExponent: 2))
+        let first = server.prepareResponse(.response(.content, payload: Array(repeating: 7, count: 200)), to: request, from: peer, now: now)
+        XCTAssertEqual(first.payload.count, 64)
+        XCTAssertEqual(try first.block2(), BlockOption(number: 0, more: true, sizeExponent: 2))
+    }
+
+    func testLaterBlockWithoutCacheIsRegeneratedForGetOnly() {
+        var server = BlockwiseServer(maxBodySize: 1000)
+        var get = CoAPMessage.request(.get, path: "/big")
+        get.setBlock2(BlockOption(number: 1, more: false, sizeExponent: 6))
+        XCTAssertEqual(server.requestReceived(get, from: peer, now: now), .deliver(get))
+        var post = get
+        post.code = .post
+        guard case .respond(let answer) = server.requestReceived(post, from: peer, now: now) else { return XCTFail("expected an answer") }
+        XCTAssertEqual(answer.code, .requestEntityIncomplete)
+    }
+
+    func testTransfersAreBounded() {
+        var server = BlockwiseServer(maxBodySize: 10_000, maxTransfers: 10)
+        for port in 0..<100 {
+            let other = try! SocketAddress(ipAddress: "127.0.0.1", port: 20000 + port)
+            _ = server.requestReceived(block1Request(0, more: true, payload: Array(repeating: 0, count: 64)), from: other, now: now)
+        }
+        XCTAssertLessThanOrEqual(server.activeTransfers, 10)
+    }
+}
