@@ -75,6 +75,7 @@ let package = Package(
         .executableTarget(
             name: "CourierCommand",
             dependencies: [
+                "CoAP",
                 "CourierClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -95,6 +96,7 @@ let package = Package(
         .executableTarget(
             name: "CourierSimCommand",
             dependencies: [
+                "CoAP",
                 "CourierSimulator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -121,11 +123,11 @@ let package = Package(
             name: "InteropTests",
             dependencies: [
                 "CoAP",
-                "CourierServer",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
-            path: "Tests/InteropTests"
+            path: "Tests/InteropTests",
+            exclude: ["Peers"]
         ),
     ]
 )

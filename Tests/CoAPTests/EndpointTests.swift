@@ -50,6 +50,13 @@ final class EndpointTests: XCTestCase {
         await server.close()
     }
 
+    func testEphemeralPortsAreNeverShared() async throws {
+        var endpoints: [CoAPEndpoint] = []
+        for _ in 0..<300 { endpoints.append(try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false)) }
+        XCTAssertEqual(Set(endpoints.map { $0.localAddress.port! }).count, 300, "two endpoints on one port would take each other's responses")
+        for endpoint in endpoints { await endpoint.close() }
+    }
+
     func testRequestBodyAboveTheLimitGetsTooLarge() async throws {
         var configuration = CoAPEndpoint.Configuration()
         configuration.maxBodySize = 2000

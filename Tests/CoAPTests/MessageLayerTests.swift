@@ -285,11 +285,23 @@ final class MessageLayerTests: XCTestCase {
         XCTAssertEqual(delivered(layer.datagramReceived(incoming.encode(), from: client, now: at(248), jitter: 0)).count, 1, "after EXCHANGE_LIFETIME (247 s) a Message ID is new again")
     }
 
+    func testSameMessageIDWithAnotherTokenIsANewRequest() throws {
+        var layer = makeLayer()
+        let first = request(0x7000, token: [1])
+        let key = try XCTUnwrap(delivered(layer.datagramReceived(first.encode(), from: client, now: at(0), jitter: 0)).first).key
+        _ = layer.respond(to: key, with: .response(.changed), now: at(0.1), jitter: 0)
+        // The peer restarted on the same port and happened to pick the same Message ID.
+        let restarted = request(0x7000, token: [2])
+        let actions = layer.datagramReceived(restarted.encode(), from: client, now: at(5), jitter: 0)
+        XCTAssertEqual(delivered(actions).map(\.message), [restarted], "not mistaken for a duplicate")
+        XCTAssertEqual(sent(layer.respond(to: key, with: .response(.changed), now: at(5.1), jitter: 0)).first?.token, [2])
+    }
+
     func testDuplicateCacheIsBounded() {
         var cache = DuplicateCache(capacity: 100, lifetime: .seconds(247))
         for id in 0..<10_000 {
             let peer = try! SocketAddress(ipAddress: "10.0.\(id / 250).\(id % 250)", port: 1000 + id % 50_000)
-            cache.insert(MessageKey(peer: peer, messageID: UInt16(id % 65_536)), now: at(Double(id) / 1000))
+            cache.insert(MessageKey(peer: peer, messageID: UInt16(id % 65_536)), token: [1], now: at(Double(id) / 1000))
         }
         XCTAssertEqual(cache.count, 100)
     }

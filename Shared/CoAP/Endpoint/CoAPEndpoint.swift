@@ -63,8 +63,9 @@ public final class CoAPEndpoint: Sendable {
             : (nil, nil)
         let loop = group.next()
         let handlerPromise = loop.makePromise(of: NIOLoopBound<CoAPChannelHandler>.self)
+        // No SO_REUSEADDR: on Linux it lets the kernel hand one ephemeral UDP port to two sockets,
+        // and one of them then receives the other's responses.
         let bootstrap = DatagramBootstrap(group: loop)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(configuration.socketBufferSize))
             .channelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(configuration.socketBufferSize))
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: configuration.maxDatagramSize))

@@ -3,6 +3,10 @@ import NIOCore
 /// Remembers the reply sent to each incoming Confirmable or Non-confirmable message for
 /// EXCHANGE_LIFETIME, so a duplicate gets the same reply and is not processed twice (RFC 7252 §4.5).
 ///
+/// A message counts as a duplicate only if its token matches too: a peer that restarts on the same
+/// port with a new Message ID sequence can reuse an ID within the lifetime (CoAP cannot prevent
+/// it), and answering its new request with the old reply would stall it until it gives up.
+///
 /// Bounded by `capacity`: entries expire in insertion order, and at the bound the oldest is
 /// forgotten early. A duplicate of a forgotten message is then processed again, which the
 /// application tolerates through its own dedup keys.
@@ -15,6 +19,7 @@ struct DuplicateCache {
     }
 
     private struct Slot {
+        var token: [UInt8]
         var entry: Entry
         var expiry: NIODeadline
     }
@@ -32,17 +37,18 @@ struct DuplicateCache {
 
     var count: Int { slots.count }
 
-    /// The entry for `key` if it is remembered and not expired.
-    mutating func lookup(_ key: MessageKey, now: NIODeadline) -> Entry? {
+    /// The entry for `key` if it is remembered, not expired, and was sent with the same token.
+    mutating func lookup(_ key: MessageKey, token: [UInt8], now: NIODeadline) -> Entry? {
         expire(now: now)
-        return slots[key]?.entry
+        guard let slot = slots[key], slot.token == token else { return nil }
+        return slot.entry
     }
 
-    /// Starts remembering `key` as being processed.
-    mutating func insert(_ key: MessageKey, now: NIODeadline) {
+    /// Starts remembering `key` as being processed, replacing what an older message left there.
+    mutating func insert(_ key: MessageKey, token: [UInt8], now: NIODeadline) {
         expire(now: now)
         let expiry = now + lifetime
-        slots[key] = Slot(entry: .processing, expiry: expiry)
+        slots[key] = Slot(token: token, entry: .processing, expiry: expiry)
         insertionOrder.append((key, expiry))
         while slots.count > capacity, let oldest = insertionOrder.popFirst() {
             if slots[oldest.key]?.expiry == oldest.expiry { slots[oldest.key] = nil }

@@ -243,8 +243,8 @@ struct MessageLayer {
             return [.send(CoAPMessage.empty(.reset, messageID: messageID).encode(), to: peer)]
         }
         let key = MessageKey(peer: peer, messageID: message.messageID)
-        if case .answered(let datagram) = duplicates.lookup(key, now: now) { return [.send(datagram, to: peer)] }
-        duplicates.insert(key, now: now)
+        if case .answered(let datagram) = duplicates.lookup(key, token: message.token, now: now) { return [.send(datagram, to: peer)] }
+        duplicates.insert(key, token: message.token, now: now)
         var tooLarge = CoAPMessage(type: .acknowledgement, code: .requestEntityTooLarge, messageID: 0)
         tooLarge.setUIntOption(.size1, UInt32(clamping: acceptableSize))
         return answerImmediately(message, key: key, response: tooLarge)
@@ -259,7 +259,7 @@ struct MessageLayer {
             // A CON ping is answered with RST (RFC 7252 §4.3); an Empty NON is a format error.
             return isConfirmable ? [.send(CoAPMessage.empty(.reset, messageID: message.messageID).encode(), to: peer)] : []
         }
-        switch duplicates.lookup(key, now: now) {
+        switch duplicates.lookup(key, token: message.token, now: now) {
         case .answered(let datagram):
             return [.send(datagram, to: peer)]
         case .processing:
@@ -268,7 +268,7 @@ struct MessageLayer {
         case nil:
             break
         }
-        duplicates.insert(key, now: now)
+        duplicates.insert(key, token: message.token, now: now)
 
         if message.isRequest {
             return receivedRequest(message, key: key, now: now)

@@ -1,0 +1,63 @@
+/// Validates the fields of one decoded message, reporting errors against its schema name.
+struct FieldCheck {
+    /// The message's name in the schema.
+    let type: String
+
+    /// A required id: 0 means not set.
+    func id(_ value: UInt64, _ field: String) throws(WireDecodingError) -> UInt64 {
+        guard value != 0 else { throw .missingField(type: type, field: field) }
+        return value
+    }
+
+    /// A required, bounded client message id.
+    func clientMessageID(_ value: String, _ field: String) throws(WireDecodingError) -> String {
+        guard !value.isEmpty else { throw .missingField(type: type, field: field) }
+        guard value.utf8.count <= SendMessage.maxClientMessageIDBytes else {
+            throw .invalidField(
+                type: type,
+                field: field,
+                reason: "longer than \(SendMessage.maxClientMessageIDBytes) bytes"
+            )
+        }
+        return value
+    }
+
+    /// A required positive number (an interval, a size).
+    func positive(_ value: UInt32, _ field: String) throws(WireDecodingError) -> UInt32 {
+        guard value != 0 else { throw .missingField(type: type, field: field) }
+        return value
+    }
+
+    /// The case of a required oneof: nil means no case set, or one this version does not know.
+    func oneof<Case>(_ value: Case?, _ field: String) throws(WireDecodingError) -> Case {
+        guard let value else { throw .missingField(type: type, field: field) }
+        return value
+    }
+
+    /// A nested message, with its errors reported at `field` within this message.
+    func nested<Value: ProtoConvertible>(
+        _ proto: Value.Proto,
+        as _: Value.Type,
+        _ field: String
+    ) throws(WireDecodingError) -> Value {
+        do {
+            return try Value(fromProto: proto)
+        } catch {
+            throw error.nested(in: type, at: field)
+        }
+    }
+
+    /// A repeated nested message, with errors reported at `field[index]`.
+    func list<Value: ProtoConvertible>(
+        _ protos: [Value.Proto],
+        of _: Value.Type,
+        _ field: String
+    ) throws(WireDecodingError) -> [Value] {
+        var values: [Value] = []
+        values.reserveCapacity(protos.count)
+        for (index, proto) in protos.enumerated() {
+            values.append(try nested(proto, as: Value.self, "\(field)[\(index)]"))
+        }
+        return values
+    }
+}

@@ -1,0 +1,94 @@
+import Foundation
+
+/// Runs a real program that no one here wrote (libcoap, aiocoap) and collects what it printed.
+struct ExternalProgram {
+    struct Output {
+        var status: Int32
+        var stdout: Data
+        var stderr: String
+        var text: String { String(decoding: stdout, as: UTF8.self) }
+        /// The output without the newline command-line tools add after a response body.
+        var body: String { text.hasSuffix("\n") ? String(text.dropLast()) : text }
+    }
+
+    enum Failure: Error, CustomStringConvertible {
+        case notInstalled(String, hint: String)
+        case timedOut(String, seconds: Double)
+
+        var description: String {
+            switch self {
+            case .notInstalled(let name, let hint): "\(name) is not installed: \(hint)"
+            case .timedOut(let command, let seconds): "\(command) did not finish within \(seconds) s"
+            }
+        }
+    }
+
+    /// The absolute path of `name` on PATH, or a failure telling how to install it.
+    static func locate(_ name: String, hint: String) throws -> String {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        for directory in path.split(separator: ":") {
+            let candidate = "\(directory)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        throw Failure.notInstalled(name, hint: hint)
+    }
+
+    /// Runs to completion, killing the program if it outlives `timeout`.
+    static func run(_ executable: String, _ arguments: [String], timeout: Double = 30) async throws -> Output {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        let stdout = Pipe()
+        let stderr = Pipe()
+        process.standardOutput = stdout
+        process.standardError = stderr
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        // Drain the pipes while the program runs, so a large output cannot block it.
+        async let out = Task.detached { stdout.fileHandleForReading.readDataToEndOfFile() }.value
+        async let err = Task.detached { stderr.fileHandleForReading.readDataToEndOfFile() }.value
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning {
+            if Date() > deadline {
+                await stop(process)
+                throw Failure.timedOut(([executable] + arguments).joined(separator: " "), seconds: timeout)
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return Output(status: process.terminationStatus, stdout: await out, stderr: String(decoding: await err, as: UTF8.self))
+    }
+
+    /// Runs `body` while a long-running peer is up, and stops the peer however `body` ends.
+    static func withRunning<T>(_ executable: String, _ arguments: [String], _ body: (Process) async throws -> T) async throws -> T {
+        let process = try start(executable, arguments)
+        do {
+            let result = try await body(process)
+            await stop(process)
+            return result
+        } catch {
+            await stop(process)
+            throw error
+        }
+    }
+
+    /// Kills a peer and waits for it to go. SIGKILL, because a child of this process may inherit
+    /// a signal mask that blocks SIGTERM; polling, because `waitUntilExit` spins on Linux.
+    static func stop(_ process: Process) async {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }
+    }
+
+    private static func start(_ executable: String, _ arguments: [String]) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("courier-peer-\(UUID().uuidString).log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: log)
+        try process.run()
+        return process
+    }
+}

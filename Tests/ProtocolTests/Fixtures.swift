@@ -1,0 +1,117 @@
+import CourierProtocol
+
+/// Sample values covering every type, every enum case, and the edges of each field's range.
+enum Fixtures {
+    static let sendMessages = [
+        SendMessage(clientMessageID: "c-1", chatID: 7, text: "hello", clientSentAtMs: 1_700_000_000_123),
+        SendMessage(clientMessageID: "ü", chatID: .max, text: "", clientSentAtMs: .min),
+        SendMessage(
+            clientMessageID: String(repeating: "x", count: SendMessage.maxClientMessageIDBytes),
+            chatID: 1,
+            text: "multi\nline, emoji 🚀, NUL \u{0}",
+            clientSentAtMs: -1
+        ),
+    ]
+
+    static let sendResults = [
+        SendResult(clientMessageID: "c-1", serverMessageID: 42, chatID: 7, acceptedAtMs: 1_700_000_000_456),
+        SendResult(
+            clientMessageID: "c-2",
+            serverMessageID: .max,
+            chatID: .max,
+            chatSequence: .max,
+            acceptedAtMs: .max
+        ),
+    ]
+
+    static let chatMessages = [
+        ChatMessage(
+            serverMessageID: 42,
+            chatID: 7,
+            chatSequence: 1,
+            senderUserID: 3,
+            senderDeviceID: 5,
+            clientMessageID: "c-1",
+            text: "hello",
+            clientSentAtMs: 1_700_000_000_123,
+            acceptedAtMs: 1_700_000_000_456
+        ),
+        ChatMessage(
+            serverMessageID: .max,
+            chatID: .max,
+            chatSequence: .max,
+            senderUserID: .max,
+            senderDeviceID: .max,
+            clientMessageID: "d",
+            text: "",
+            clientSentAtMs: .min,
+            acceptedAtMs: 0
+        ),
+    ]
+
+    static let cursors = [
+        ChatCursor(chatID: 7, sequence: 0),
+        ChatCursor(chatID: .max, sequence: .max),
+    ]
+
+    static let receipts = [
+        DeliveryReceipt(chatID: 7, chatSequence: 1, serverMessageID: 42, clientMessageID: "c-1"),
+    ]
+
+    static let pushes = chatMessages.map(Push.message) + receipts.map(Push.delivered)
+
+    static let pushAcks = [
+        PushAck(cursors: []),
+        PushAck(cursors: cursors),
+    ]
+
+    static let syncRequests = [
+        SyncRequest(have: []),
+        SyncRequest(have: cursors, limit: 500),
+    ]
+
+    static let syncResponses = [
+        SyncResponse(messages: [], more: false),
+        SyncResponse(messages: chatMessages, more: true),
+    ]
+
+    static let hellos = [
+        Hello(token: "", have: [], clientName: ""),
+        Hello(token: "tok-3f2a", have: cursors, clientName: "courier/1.0"),
+    ]
+
+    static let welcomes = [
+        Welcome(
+            userID: 3,
+            deviceID: 5,
+            heartbeatIntervalMs: 30_000,
+            serverTimeMs: 1_700_000_000_000,
+            maxFrameBytes: 65_536
+        ),
+        Welcome(userID: .max, deviceID: .max, heartbeatIntervalMs: .max, serverTimeMs: .min, maxFrameBytes: .max),
+    ]
+
+    static let heartbeats = [
+        Heartbeat(sentAtMs: 0),
+        Heartbeat(sentAtMs: 1_700_000_000_000),
+        Heartbeat(sentAtMs: .min),
+    ]
+
+    static let errorCodes: [WireErrorCode] = [
+        .unspecified, .badRequest, .unauthorized, .forbidden, .notFound, .tooLarge, .overloaded,
+        .rateLimited, .internalError, .storageFull, .conflict, .sessionReplaced, .unrecognized(999),
+    ]
+
+    static let errors = errorCodes.map { code in
+        WireError(code: code, message: "something about \(code)", retryAfterSeconds: 0)
+    } + [WireError(code: .overloaded, message: "", retryAfterSeconds: .max)]
+
+    static let clientFrames =
+        hellos.map(ClientFrame.hello) + pushAcks.map(ClientFrame.ack)
+        + heartbeats.map(ClientFrame.heartbeat) + syncRequests.map(ClientFrame.sync)
+
+    static let serverFrames =
+        welcomes.map(ServerFrame.welcome) + pushes.map(ServerFrame.push)
+        + heartbeats.map(ServerFrame.heartbeat) + syncResponses.map(ServerFrame.sync)
+        + errors.map(ServerFrame.error)
+}
