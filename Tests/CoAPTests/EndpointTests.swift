@@ -50,6 +50,27 @@ final class EndpointTests: XCTestCase {
         await server.close()
     }
 
+    func testCancelledCallerDoesNotStartAnExchange() async throws {
+        let silent = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let client = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false)
+        let peer = silent.localAddress!
+        let started = ContinuousClock.now
+        let task = Task { () -> CoAPClientError? in
+            withUnsafeCurrentTask { $0?.cancel() }
+            do throws(CoAPClientError) {
+                _ = try await client.exchange(.request(.get, path: "/x"), with: peer)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        let outcome = await task.value
+        XCTAssertEqual(outcome, .cancelled)
+        XCTAssertLessThan(ContinuousClock.now - started, .seconds(1), "not the whole retransmission schedule")
+        await client.close()
+        try await silent.close()
+    }
+
     func testEphemeralPortsAreNeverShared() async throws {
         var endpoints: [CoAPEndpoint] = []
         for _ in 0..<300 { endpoints.append(try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false)) }

@@ -261,6 +261,17 @@ final class MessageLayerTests: XCTestCase {
         XCTAssertEqual(sent(layer.datagramReceived([0x49, 0x01, 0x12, 0x34], from: client, now: at(0), jitter: 0)), [.empty(.reset, messageID: 0x1234)])
         XCTAssertTrue(layer.datagramReceived([0x59, 0x01, 0x12, 0x35], from: client, now: at(0), jitter: 0).isEmpty)
         XCTAssertTrue(layer.datagramReceived([0x40, 0x01], from: client, now: at(0), jitter: 0).isEmpty)
+        XCTAssertTrue(layer.datagramReceived([0x80, 0x01, 0x12, 0x36], from: client, now: at(0), jitter: 0).isEmpty, "an unknown version is silently ignored, even as CON")
+    }
+
+    func testReusedMessageIDWhileTheFirstIsInFlightIsRejected() throws {
+        var layer = makeLayer()
+        let first = request(0x7100, token: [1])
+        let key = try XCTUnwrap(delivered(layer.datagramReceived(first.encode(), from: client, now: at(0), jitter: 0)).first).key
+        let intruder = layer.datagramReceived(request(0x7100, token: [2]).encode(), from: client, now: at(0.1), jitter: 0)
+        XCTAssertTrue(delivered(intruder).isEmpty)
+        XCTAssertEqual(sent(intruder), [.empty(.reset, messageID: 0x7100)])
+        XCTAssertEqual(sent(layer.respond(to: key, with: .response(.changed), now: at(0.2), jitter: 0)).first?.token, [1], "the first request keeps its exchange")
     }
 
     func testConfirmablePingIsReset() {
@@ -304,6 +315,14 @@ final class MessageLayerTests: XCTestCase {
             cache.insert(MessageKey(peer: peer, messageID: UInt16(id % 65_536)), token: [1], now: at(Double(id) / 1000))
         }
         XCTAssertEqual(cache.count, 100)
+
+        // One key flooded with new tokens keeps replacing its slot; the expiry queue stays bounded.
+        let peer = try! SocketAddress(ipAddress: "10.9.9.9", port: 9)
+        for token in 0..<10_000 {
+            cache.insert(MessageKey(peer: peer, messageID: 1), token: [UInt8(token % 256), UInt8(token / 256)], now: at(20))
+        }
+        XCTAssertLessThanOrEqual(cache.queuedCount, 100)
+        XCTAssertLessThanOrEqual(cache.count, 100)
     }
 
     func testCloseFailsPendingRequests() {

@@ -12,14 +12,6 @@ final class AiocoapInteropTests: XCTestCase {
         return try await ExternalProgram.run(client, ["--no-color", "--no-pretty-print"] + arguments)
     }
 
-    func withOurServer(_ body: (String) async throws -> Void) async throws {
-        let server = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: true)
-        let serving = Task { await server.serve(InteropHandler()) }
-        defer { serving.cancel() }
-        try await body("coap://127.0.0.1:\(server.localAddress.port!)")
-        await server.close()
-    }
-
     // MARK: - aiocoap-client against our server
 
     func testAiocoapClientGetsABlockwiseResponse() async throws {

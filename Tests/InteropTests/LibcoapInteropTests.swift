@@ -10,14 +10,6 @@ final class LibcoapInteropTests: XCTestCase {
 
     // MARK: - libcoap's coap-client against our server
 
-    func withOurServer(_ body: (String) async throws -> Void) async throws {
-        let server = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: true)
-        let serving = Task { await server.serve(InteropHandler()) }
-        defer { serving.cancel() }
-        try await body("coap://127.0.0.1:\(server.localAddress.port!)")
-        await server.close()
-    }
-
     func coapClient(_ arguments: [String]) async throws -> ExternalProgram.Output {
         let client = try ExternalProgram.locate("coap-client-notls", hint: Self.install)
         return try await ExternalProgram.run(client, ["-B", "20"] + arguments)
@@ -82,35 +74,6 @@ final class LibcoapInteropTests: XCTestCase {
             let missing = try await client.request(.request(.get, path: "/not/there"), to: peer)
             XCTAssertEqual(missing.code, .notFound)
             await client.close()
-        }
-    }
-}
-
-/// A UDP port nothing listens on right now.
-func freeUDPPort() async throws -> Int {
-    let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
-    let port = channel.localAddress!.port!
-    try await channel.close()
-    return port
-}
-
-/// Polls a freshly started peer until it answers a GET (any code), for up to 10 s.
-func waitUntilAnswering(_ client: CoAPEndpoint, _ peer: SocketAddress) async throws {
-    let deadline = Date().addingTimeInterval(10)
-    while true {
-        do {
-            _ = try await withThrowingTaskGroup(of: CoAPMessage.self) { group in
-                group.addTask { try await client.exchange(.request(.get, path: "/"), with: peer) }
-                group.addTask {
-                    try await Task.sleep(for: .milliseconds(300))
-                    throw CoAPClientError.timeout
-                }
-                defer { group.cancelAll() }
-                return try await group.next()!
-            }
-            return
-        } catch {
-            if Date() > deadline { throw error }
         }
     }
 }

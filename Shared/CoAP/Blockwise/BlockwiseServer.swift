@@ -134,14 +134,18 @@ struct BlockwiseServer {
         let size = 1 << (Int(exponent) + 4)
         guard shaped.payload.count > size else { return shaped }
 
+        // A regenerated GET may ask for a later block straight away.
+        let offset = requested?.offset ?? 0
+        guard offset < shaped.payload.count, offset / size <= Int(BlockOption.maxNumber) else {
+            return Self.error(.badOption, "Block2 block starting at byte \(offset) is past the end of the body")
+        }
         let key = Self.key(request, peer: peer)
         expire(now: now)
         if responses[key] == nil { makeRoom(now: now) }
         var cached = shaped
         cached.removeOption(.block1)
         responses[key] = CachedResponse(response: cached, expiry: now + lifetime)
-        // A regenerated GET may ask for a later block straight away.
-        let number = requested.map { UInt32($0.offset / size) } ?? 0
+        let number = UInt32(offset / size)
         var first = Self.slice(shaped, block: BlockOption(number: number, more: false, sizeExponent: exponent))
         first.setUIntOption(.size2, UInt32(clamping: shaped.payload.count))
         return first

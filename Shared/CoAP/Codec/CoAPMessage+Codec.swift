@@ -89,7 +89,8 @@ extension CoAPMessage {
         func failure(_ reason: CoAPFormatError.Reason) -> CoAPFormatError {
             CoAPFormatError(reason, type: type, messageID: messageID)
         }
-        guard version == 1 else { throw failure(.unsupportedVersion(version)) }
+        // RFC 7252 §3: an unknown version is silently ignored, so no header is handed on for a RST.
+        guard version == 1 else { throw CoAPFormatError(.unsupportedVersion(version)) }
         let tokenLength = Int(data[0] & 0x0F)
         guard tokenLength <= maxTokenLength else { throw failure(.reservedTokenLength(UInt8(tokenLength))) }
         let code = CoAPCode(rawValue: data[1])

@@ -18,11 +18,12 @@ final class CoAPChannelHandler: ChannelInboundHandler {
     init(
         parameters: CoAPTransmissionParameters,
         maxBodySize: Int,
+        blockSize: Int,
         maxDatagramSize: Int,
         requestSink: AsyncStream<IncomingRequest>.Continuation?
     ) {
         layer = MessageLayer(parameters: parameters, seed: UInt64.random(in: .min ... .max))
-        blockwise = BlockwiseServer(maxBodySize: maxBodySize)
+        blockwise = BlockwiseServer(maxBodySize: maxBodySize, preferredBlockSize: blockSize)
         self.maxDatagramSize = maxDatagramSize
         self.requestSink = requestSink
     }
@@ -125,16 +126,24 @@ final class CoAPChannelHandler: ChannelInboundHandler {
                 perform(layer.respond(to: request.key, with: refusal, now: Self.now, jitter: Self.jitter))
                 return
             }
-            if case .dropped = requestSink.yield(assembled) {
+            switch requestSink.yield(assembled) {
+            case .enqueued:
+                break
+            case .dropped, .terminated:
+                // Queue full, or nobody serves any more: say so now rather than leave the peer waiting.
                 var overloaded = CoAPMessage(type: .acknowledgement, code: .serviceUnavailable, messageID: 0)
                 overloaded.setUIntOption(.maxAge, layer.parameters.overloadMaxAge)
                 perform(layer.respond(to: request.key, with: overloaded, now: Self.now, jitter: Self.jitter))
+            @unknown default:
+                break
             }
         }
     }
 
     private func send(_ datagram: [UInt8], to peer: SocketAddress) {
-        guard let context, !isClosed else { return }
+        // A socket that cannot keep up loses the datagram here instead of queueing it without
+        // bound; retransmission (ours or the peer's) covers the loss.
+        guard let context, !isClosed, context.channel.isWritable else { return }
         let buffer = context.channel.allocator.buffer(bytes: datagram)
         context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: peer, data: buffer)), promise: nil)
     }

@@ -74,6 +74,7 @@ public final class CoAPEndpoint: Sendable {
                 let handler = CoAPChannelHandler(
                     parameters: configuration.transmission,
                     maxBodySize: configuration.maxBodySize,
+                    blockSize: configuration.blockSize,
                     maxDatagramSize: configuration.maxDatagramSize,
                     requestSink: continuation
                 )
@@ -109,19 +110,26 @@ public final class CoAPEndpoint: Sendable {
     /// One request/response exchange, with no block-wise handling: a Confirmable request,
     /// retransmitted until acknowledged, answered piggybacked or separately.
     public func exchange(_ request: CoAPMessage, with peer: SocketAddress) async throws(CoAPClientError) -> CoAPMessage {
+        guard !Task.isCancelled else { throw .cancelled }
         let promise = channel.eventLoop.makePromise(of: CoAPMessage.self)
-        let tokenBox = NIOLoopBoundBox.makeEmptyBox(valueType: [UInt8].self, eventLoop: channel.eventLoop)
+        // Cancellation may be seen on the loop before the exchange starts; the box records it so
+        // the exchange then never starts, instead of running its full retransmission schedule.
+        let state = NIOLoopBoundBox.makeEmptyBox(valueType: ExchangeState.self, eventLoop: channel.eventLoop)
         let handler = self.handler
         do {
             return try await withTaskCancellationHandler {
                 channel.eventLoop.execute {
-                    tokenBox.value = handler.value.startExchange(request, to: peer, promise: promise)
+                    guard state.value == nil else {
+                        promise.fail(CoAPClientError.cancelled)
+                        return
+                    }
+                    state.value = handler.value.startExchange(request, to: peer, promise: promise).map(ExchangeState.started) ?? .cancelled
                 }
                 return try await promise.futureResult.get()
             } onCancel: {
                 channel.eventLoop.execute {
-                    guard let token = tokenBox.value else { return }
-                    handler.value.cancelExchange(token: token)
+                    if case .started(let token) = state.value { handler.value.cancelExchange(token: token) }
+                    state.value = .cancelled
                 }
             }
         } catch let error as CoAPClientError {
@@ -129,6 +137,11 @@ public final class CoAPEndpoint: Sendable {
         } catch {
             throw .closed
         }
+    }
+
+    private enum ExchangeState: Equatable {
+        case started([UInt8])
+        case cancelled
     }
 
     /// Sends a request of any size and returns the whole response: a body larger than one block
@@ -176,13 +189,19 @@ public final class CoAPEndpoint: Sendable {
         return response
     }
 
+    private static let maxBlock1Restarts = 2
+
     private func sendBlock1(
         _ request: CoAPMessage, to peer: SocketAddress, sizeExponent: inout UInt8
     ) async throws(CoAPClientError) -> CoAPMessage {
         let body = request.payload
         var offset = 0
+        var restarts = 0
         while true {
             let size = 1 << (Int(sizeExponent) + 4)
+            guard offset / size <= Int(BlockOption.maxNumber) else {
+                throw .invalidRequest("a \(body.count)-byte body does not fit in \(size)-byte blocks")
+            }
             let end = min(offset + size, body.count)
             let more = end < body.count
             var part = request
@@ -190,6 +209,12 @@ public final class CoAPEndpoint: Sendable {
             part.setBlock1(BlockOption(number: UInt32(offset / size), more: more, sizeExponent: sizeExponent))
             if offset == 0 { part.setUIntOption(.size1, UInt32(clamping: body.count)) }
             let response = try await exchange(part, with: peer)
+            // 4.08: the server lost the blocks so far (expired or evicted under load); start again.
+            if response.code == .requestEntityIncomplete && offset > 0 && restarts < Self.maxBlock1Restarts {
+                restarts += 1
+                offset = 0
+                continue
+            }
             guard more else { return response }
             guard response.code == .continue else { return response }
             // The server may ask for smaller blocks (RFC 7959 §2.5); later offsets stay aligned.

@@ -36,6 +36,8 @@ struct DuplicateCache {
     }
 
     var count: Int { slots.count }
+    /// Entries in the expiry queue, stale ones included; never above `capacity`.
+    var queuedCount: Int { insertionOrder.count }
 
     /// The entry for `key` if it is remembered, not expired, and was sent with the same token.
     mutating func lookup(_ key: MessageKey, token: [UInt8], now: NIODeadline) -> Entry? {
@@ -50,7 +52,9 @@ struct DuplicateCache {
         let expiry = now + lifetime
         slots[key] = Slot(token: token, entry: .processing, expiry: expiry)
         insertionOrder.append((key, expiry))
-        while slots.count > capacity, let oldest = insertionOrder.popFirst() {
+        // Bounding the queue, not the dictionary: a replaced slot leaves a stale queue entry, and
+        // a flood reusing one key must not grow the queue either.
+        while insertionOrder.count > capacity, let oldest = insertionOrder.popFirst() {
             if slots[oldest.key]?.expiry == oldest.expiry { slots[oldest.key] = nil }
         }
     }

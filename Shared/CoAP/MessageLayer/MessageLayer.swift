@@ -247,6 +247,8 @@ struct MessageLayer {
         duplicates.insert(key, token: message.token, now: now)
         var tooLarge = CoAPMessage(type: .acknowledgement, code: .requestEntityTooLarge, messageID: 0)
         tooLarge.setUIntOption(.size1, UInt32(clamping: acceptableSize))
+        // RFC 7959 §2.9.3: the Block1 option says which block size to use instead.
+        tooLarge.setBlock1(BlockOption(number: 0, more: false, sizeExponent: BlockOption.maxSizeExponent))
         return answerImmediately(message, key: key, response: tooLarge)
     }
 
@@ -259,14 +261,20 @@ struct MessageLayer {
             // A CON ping is answered with RST (RFC 7252 §4.3); an Empty NON is a format error.
             return isConfirmable ? [.send(CoAPMessage.empty(.reset, messageID: message.messageID).encode(), to: peer)] : []
         }
-        switch duplicates.lookup(key, token: message.token, now: now) {
-        case .answered(let datagram):
+        if let inFlight = serverExchanges[key] {
+            // Another request under this Message ID is still being handled: either this is its
+            // retransmission, or a restarted peer reused the ID. The second must not take over the
+            // first one's exchange (its response would go to the wrong request): reject it.
+            guard inFlight.request.token == message.token else {
+                return isConfirmable ? [.send(CoAPMessage.empty(.reset, messageID: message.messageID).encode(), to: peer)] : []
+            }
+            // A retransmission while the handler works: acknowledge now, respond separately.
+            guard isConfirmable else { return [] }
+            if inFlight.acknowledged { return [.send(CoAPMessage.empty(.acknowledgement, messageID: message.messageID).encode(), to: peer)] }
+            return acknowledgeSeparately(key)
+        }
+        if case .answered(let datagram) = duplicates.lookup(key, token: message.token, now: now) {
             return [.send(datagram, to: peer)]
-        case .processing:
-            // The sender retransmitted while the handler works: acknowledge now, respond separately.
-            return isConfirmable && serverExchanges[key]?.acknowledged == false ? acknowledgeSeparately(key) : []
-        case nil:
-            break
         }
         duplicates.insert(key, token: message.token, now: now)
 
