@@ -78,6 +78,27 @@ final class EndpointTests: XCTestCase {
         for endpoint in endpoints { await endpoint.close() }
     }
 
+    func testConcurrentBlockwiseTransfersOnOneEndpointStayApart() async throws {
+        let server = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: true)
+        let client = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false)
+        let serving = Task { await server.serve(EchoHandler()) }
+        defer { serving.cancel() }
+        let bodies = (0..<4).map { index in (0..<3000).map { UInt8(truncatingIfNeeded: $0 &* (index + 3)) } }
+        let echoes = try await withThrowingTaskGroup(of: (Int, [UInt8]).self) { group in
+            for (index, body) in bodies.enumerated() {
+                group.addTask { (index, try await client.request(.request(.post, path: "/echo", payload: body), to: server.localAddress).payload) }
+            }
+            var echoes: [Int: [UInt8]] = [:]
+            for try await (index, echo) in group { echoes[index] = echo }
+            return echoes
+        }
+        for (index, body) in bodies.enumerated() {
+            XCTAssertEqual(echoes[index], body, "transfer \(index) came back whole, not spliced with another")
+        }
+        await client.close()
+        await server.close()
+    }
+
     func testRequestBodyAboveTheLimitGetsTooLarge() async throws {
         var configuration = CoAPEndpoint.Configuration()
         configuration.maxBodySize = 2000

@@ -39,6 +39,7 @@ struct BlockwiseServer {
     private var assemblies: [TransferKey: Assembly] = [:]
     private var responses: [TransferKey: CachedResponse] = [:]
     private var nextSweep = NIODeadline.uptimeNanoseconds(0)
+    private var nextETag: UInt32 = 0
 
     init(maxBodySize: Int, preferredBlockSize: Int = 1024, maxTransfers: Int = 1024, lifetime: TimeAmount = .seconds(60)) {
         self.maxBodySize = maxBodySize
@@ -144,6 +145,13 @@ struct BlockwiseServer {
         if responses[key] == nil { makeRoom(now: now) }
         var cached = shaped
         cached.removeOption(.block1)
+        // Each cached body gets its own ETag, so a client whose later blocks come from another
+        // response to the same URI (a concurrent transfer replaced it) sees the change.
+        if cached.optionValue(.eTag) == nil {
+            nextETag &+= 1
+            cached.setOption(.eTag, values: [CoAPOption.encodeUInt(nextETag)])
+            shaped.setOption(.eTag, values: [CoAPOption.encodeUInt(nextETag)])
+        }
         responses[key] = CachedResponse(response: cached, expiry: now + lifetime)
         let number = UInt32(offset / size)
         var first = Self.slice(shaped, block: BlockOption(number: number, more: false, sizeExponent: exponent))

@@ -33,6 +33,7 @@ public final class CoAPEndpoint: Sendable {
     private let handler: NIOLoopBound<CoAPChannelHandler>
     /// Whole incoming requests; present only on a serving endpoint.
     private let incoming: AsyncStream<IncomingRequest>?
+    private let block1Turns = TurnGate()
 
     private init(
         channel: any Channel,
@@ -146,18 +147,60 @@ public final class CoAPEndpoint: Sendable {
 
     /// Sends a request of any size and returns the whole response: a body larger than one block
     /// goes out in Block1 blocks, and a Block2 response is fetched to its end (RFC 7959).
+    ///
+    /// A server tells transfers apart only by peer and URI, so this endpoint's Block1 transfers
+    /// take turns (two at once would interleave into one body). Each cached Block2 body carries
+    /// an ETag; if it changes mid-transfer a GET starts again, anything else fails.
     public func request(_ request: CoAPMessage, to peer: SocketAddress) async throws(CoAPClientError) -> CoAPMessage {
+        let usesBlock1 = request.payload.count > 1 << (Int(BlockOption.sizeExponent(forBlockSize: configuration.blockSize)) + 4)
+        if usesBlock1 { await block1Turns.enter() }
+        do {
+            var attempt = 0
+            while true {
+                do {
+                    let response = try await transfer(request, to: peer)
+                    if usesBlock1 { await block1Turns.leave() }
+                    return response
+                } catch .resourceChanged where request.code == .get && attempt < Self.maxBlock2Restarts {
+                    attempt += 1
+                }
+            }
+        } catch {
+            if usesBlock1 { await block1Turns.leave() }
+            throw error.publicError
+        }
+    }
+
+    /// What can go wrong inside one transfer; `resourceChanged` may be retried by the caller.
+    private enum TransferError: Error {
+        case failed(CoAPClientError)
+        case resourceChanged
+
+        var publicError: CoAPClientError {
+            switch self {
+            case .failed(let error): error
+            case .resourceChanged: .blockwise("the resource changed during the transfer (ETag differs)")
+            }
+        }
+    }
+
+    private static let maxBlock2Restarts = 2
+
+    private func transfer(_ request: CoAPMessage, to peer: SocketAddress) async throws(TransferError) -> CoAPMessage {
+        func attempt<T>(_ body: () async throws(CoAPClientError) -> T) async throws(TransferError) -> T {
+            do { return try await body() } catch { throw .failed(error) }
+        }
         var sizeExponent = BlockOption.sizeExponent(forBlockSize: configuration.blockSize)
         var response: CoAPMessage
         if request.payload.count > 1 << (Int(sizeExponent) + 4) {
-            response = try await sendBlock1(request, to: peer, sizeExponent: &sizeExponent)
+            response = try await attempt { () async throws(CoAPClientError) in try await sendBlock1(request, to: peer, sizeExponent: &sizeExponent) }
         } else {
-            response = try await exchange(request, with: peer)
+            response = try await attempt { () async throws(CoAPClientError) in try await exchange(request, with: peer) }
         }
         let block2: BlockOption?
-        do { block2 = try response.block2() } catch { throw .blockwise("malformed Block2 option in response") }
+        do { block2 = try response.block2() } catch { throw .failed(.blockwise("malformed Block2 option in response")) }
         guard let first = block2, first.more, response.code.isSuccess else { return response }
-        guard first.number == 0 else { throw .blockwise("first response block is number \(first.number)") }
+        guard first.number == 0 else { throw .failed(.blockwise("first response block is number \(first.number)")) }
 
         var body = response.payload
         var current = first
@@ -166,21 +209,21 @@ public final class CoAPEndpoint: Sendable {
             follow.payload = []
             follow.removeOption(.block1)
             follow.removeOption(.size1)
-            let next = BlockOption(number: UInt32(body.count / current.size), more: false, sizeExponent: current.sizeExponent)
-            follow.setBlock2(next)
-            let part = try await exchange(follow, with: peer)
+            follow.setBlock2(BlockOption(number: UInt32(body.count / current.size), more: false, sizeExponent: current.sizeExponent))
+            let part = try await attempt { () async throws(CoAPClientError) in try await exchange(follow, with: peer) }
             guard part.code.isSuccess else { return part }
             let received: BlockOption?
-            do { received = try part.block2() } catch { throw .blockwise("malformed Block2 option in response") }
+            do { received = try part.block2() } catch { throw .failed(.blockwise("malformed Block2 option in response")) }
             guard let received, received.offset == body.count else {
-                throw .blockwise("asked for the block at byte \(body.count), got \(part.block2Description)")
+                throw .failed(.blockwise("asked for the block at byte \(body.count), got \(part.block2Description)"))
             }
+            guard part.optionValue(.eTag) == response.optionValue(.eTag) else { throw .resourceChanged }
             body += part.payload
             guard body.count <= configuration.maxResponseBodySize else {
-                throw .blockwise("response body exceeds \(configuration.maxResponseBodySize) bytes")
+                throw .failed(.blockwise("response body exceeds \(configuration.maxResponseBodySize) bytes"))
             }
             guard !received.more || part.payload.count == received.size else {
-                throw .blockwise("block \(received.number) is \(part.payload.count) bytes, not \(received.size)")
+                throw .failed(.blockwise("block \(received.number) is \(part.payload.count) bytes, not \(received.size)"))
             }
             current = received
         }
