@@ -241,6 +241,9 @@ final class MessageLayerTests: XCTestCase {
         let actions = layer.datagramReceived(incoming.encode(), from: client, now: at(0), jitter: 0)
         XCTAssertTrue(delivered(actions).isEmpty)
         XCTAssertEqual(sent(actions).first?.code, .badOption)
+        for case .send(let bytes, _) in actions {
+            XCTAssertLessThanOrEqual(bytes.count, incoming.encode().count, "an error answer never amplifies the request")
+        }
         // An unknown elective (even) option is ignored.
         let elective = request(0x5001, options: [CoAPOption(number: CoAPOptionNumber(rawValue: 10), value: [1])])
         XCTAssertEqual(delivered(layer.datagramReceived(elective.encode(), from: client, now: at(0), jitter: 0)).count, 1)

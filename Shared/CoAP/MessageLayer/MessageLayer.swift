@@ -302,7 +302,10 @@ struct MessageLayer {
     }
 
     private mutating func answerImmediately(_ request: CoAPMessage, key: MessageKey, code: CoAPCode, diagnostic: String) -> [Action] {
-        let response = CoAPMessage(type: .acknowledgement, code: code, messageID: 0, payload: Array(diagnostic.utf8))
+        // The diagnostic is cut to the request's own size, so a spoofed source cannot use us to
+        // amplify traffic (RFC 7252 §11.3).
+        let budget = max(0, request.encode().count - 4 - request.token.count)
+        let response = CoAPMessage(type: .acknowledgement, code: code, messageID: 0, payload: Array(diagnostic.utf8.prefix(budget)))
         return answerImmediately(request, key: key, response: response)
     }
 
