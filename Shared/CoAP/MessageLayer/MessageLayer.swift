@@ -304,7 +304,7 @@ struct MessageLayer {
     private mutating func answerImmediately(_ request: CoAPMessage, key: MessageKey, code: CoAPCode, diagnostic: String) -> [Action] {
         // The diagnostic is cut to the request's own size, so a spoofed source cannot use us to
         // amplify traffic (RFC 7252 §11.3).
-        let budget = max(0, request.encode().count - 4 - request.token.count)
+        let budget = max(0, request.encode().count - 4 - request.token.count - 1)  // header, token, payload marker
         let response = CoAPMessage(type: .acknowledgement, code: code, messageID: 0, payload: Array(diagnostic.utf8.prefix(budget)))
         return answerImmediately(request, key: key, response: response)
     }
