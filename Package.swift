@@ -38,6 +38,10 @@ let package = Package(
 
         // Server.
         .target(
+            name: "CourierLog",
+            path: "Server/CourierLog"
+        ),
+        .target(
             name: "CourierServer",
             dependencies: [
                 "CoAP",
@@ -113,6 +117,11 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             path: "Tests/CoAPTests"
+        ),
+        .testTarget(
+            name: "LogTests",
+            dependencies: ["CourierLog"],
+            path: "Tests/LogTests"
         ),
         .testTarget(
             name: "ProtocolTests",

@@ -1,0 +1,111 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The file operations the log needs, behind a protocol so tests can put a fault layer under
+/// the log (drop or tear everything not yet synced) without touching the log's code.
+public protocol LogFile: AnyObject {
+    /// Current size in bytes.
+    var size: Int { get }
+    /// Appends at the end. May be partly written before a crash; durable only after `sync`.
+    func append(_ bytes: [UInt8]) throws(LogIOError)
+    /// Makes every appended byte durable (fdatasync). After a failure the file is not trusted again.
+    func sync() throws(LogIOError)
+    /// Reads `count` bytes at `position` (fewer at the end of the file).
+    func read(at position: Int, count: Int) throws(LogIOError) -> [UInt8]
+    /// Cuts the file to `length` bytes and syncs that.
+    func truncate(to length: Int) throws(LogIOError)
+    func close()
+}
+
+/// A failed file operation, with the OS error number.
+public struct LogIOError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Operation: String, Sendable {
+        case open, seek, write, sync = "fdatasync", read, truncate = "ftruncate", syncDirectory = "fsync directory"
+    }
+
+    public var operation: Operation
+    public var path: String
+    public var errno: Int32
+
+    public var isDiskFull: Bool { errno == ENOSPC || errno == EDQUOT }
+
+    public var description: String {
+        "\(operation.rawValue) \(path): \(String(cString: strerror(errno))) (errno \(errno))"
+    }
+}
+
+/// A segment file on a POSIX file system.
+public final class PosixLogFile: LogFile {
+    public let path: String
+    private let descriptor: Int32
+    public private(set) var size: Int
+
+    /// Opens (creating if asked) `path` for appending and reading.
+    public init(path: String, create: Bool) throws(LogIOError) {
+        self.path = path
+        let flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0)
+        let descriptor = open(path, flags, 0o644)
+        guard descriptor >= 0 else { throw LogIOError(operation: .open, path: path, errno: errno) }
+        let end = lseek(descriptor, 0, SEEK_END)
+        guard end >= 0 else {
+            let error = LogIOError(operation: .seek, path: path, errno: errno)
+            Glibc.close(descriptor)
+            throw error
+        }
+        self.descriptor = descriptor
+        self.size = Int(end)
+    }
+
+    public func append(_ bytes: [UInt8]) throws(LogIOError) {
+        var written = 0
+        while written < bytes.count {
+            let result = bytes.withUnsafeBytes { pwrite(descriptor, $0.baseAddress! + written, bytes.count - written, off_t(size + written)) }
+            if result < 0 {
+                if errno == EINTR { continue }
+                // What was written stays beyond `size`; the next append overwrites it.
+                throw LogIOError(operation: .write, path: path, errno: errno)
+            }
+            written += result
+        }
+        size += bytes.count
+    }
+
+    public func sync() throws(LogIOError) {
+        guard fdatasync(descriptor) == 0 else { throw LogIOError(operation: .sync, path: path, errno: errno) }
+    }
+
+    public func read(at position: Int, count: Int) throws(LogIOError) -> [UInt8] {
+        let wanted = max(0, min(count, size - position))
+        var buffer = [UInt8](repeating: 0, count: wanted)
+        var done = 0
+        while done < wanted {
+            let result = buffer.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress! + done, wanted - done, off_t(position + done)) }
+            if result < 0 {
+                if errno == EINTR { continue }
+                throw LogIOError(operation: .read, path: path, errno: errno)
+            }
+            if result == 0 { break }
+            done += result
+        }
+        return Array(buffer.prefix(done))
+    }
+
+    public func truncate(to length: Int) throws(LogIOError) {
+        guard ftruncate(descriptor, off_t(length)) == 0 else { throw LogIOError(operation: .truncate, path: path, errno: errno) }
+        size = length
+        try sync()
+    }
+
+    public func close() {
+        Glibc.close(descriptor)
+    }
+
+    /// Makes a directory entry durable (a new segment's file name survives a crash).
+    public static func syncDirectory(_ path: String) throws(LogIOError) {
+        let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw LogIOError(operation: .open, path: path, errno: errno) }
+        defer { Glibc.close(descriptor) }
+        guard fsync(descriptor) == 0 else { throw LogIOError(operation: .syncDirectory, path: path, errno: errno) }
+    }
+}

@@ -1,0 +1,130 @@
+import Foundation
+import XCTest
+@testable import CourierLog
+
+final class SegmentTests: XCTestCase {
+    var directory: URL!
+
+    override func setUpWithError() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-segment-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    func path(_ baseOffset: UInt64 = 100) -> String { directory.appendingPathComponent(Segment.fileName(baseOffset: baseOffset)).path }
+
+    func payload(_ offset: UInt64) -> [UInt8] { Array("record \(offset) ".utf8) + [UInt8](repeating: UInt8(offset % 251), count: Int(offset % 300)) }
+
+    /// A segment at base offset 100 holding `count` records, synced and closed.
+    func writeSegment(count: Int) throws {
+        let segment = Segment.create(baseOffset: 100, file: try PosixLogFile(path: path(), create: true))
+        for start in stride(from: 0, to: count, by: 10) {
+            let batch = (start..<min(start + 10, count)).map { payload(100 + UInt64($0)) }
+            XCTAssertEqual(try segment.append(batch), 100 + UInt64(start))
+        }
+        try segment.sync()
+        segment.close()
+    }
+
+    func testFileNamesSortByOffset() {
+        XCTAssertEqual(Segment.fileName(baseOffset: 42), "00000000000000000042.log")
+        XCTAssertLessThan(Segment.fileName(baseOffset: 9), Segment.fileName(baseOffset: 10))
+    }
+
+    func testRecoverReadsEveryRecordBackAndTheIndexFindsAnyOffset() throws {
+        try writeSegment(count: 500)
+        let (segment, cut) = try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true)
+        defer { segment.close() }
+        XCTAssertEqual(cut, 0)
+        XCTAssertEqual(segment.nextOffset, 600)
+        for offset in [UInt64(100), 101, 250, 377, 599] {
+            let records = try segment.read(from: offset, maxBytes: 1)
+            XCTAssertEqual(records.first?.offset, offset)
+            XCTAssertEqual(records.first?.payload, payload(offset))
+        }
+        let all = try segment.read(from: 100, maxBytes: .max)
+        XCTAssertEqual(all.map(\.offset), Array(100..<600))
+        XCTAssertTrue(try segment.read(from: 600, maxBytes: 100).isEmpty)
+    }
+
+    func testTornTailOfTheNewestSegmentIsCutOff() throws {
+        try writeSegment(count: 20)
+        let intact = try PosixLogFile(path: path(), create: false)
+        let intactSize = intact.size
+        // A write of two more records that only got partly to disk.
+        var partial: [UInt8] = []
+        RecordFrame.append(offset: 120, payload: payload(120), to: &partial)
+        RecordFrame.append(offset: 121, payload: payload(121), to: &partial)
+        try intact.append(Array(partial.prefix(partial.count - 5)))
+        intact.close()
+
+        let (segment, cut) = try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true)
+        defer { segment.close() }
+        XCTAssertEqual(segment.nextOffset, 121, "record 120 of the torn write was whole, so it stays")
+        XCTAssertEqual(try segment.read(from: 120, maxBytes: 1).first?.payload, payload(120))
+        var first: [UInt8] = []
+        RecordFrame.append(offset: 120, payload: payload(120), to: &first)
+        XCTAssertEqual(cut, partial.count - 5 - first.count, "exactly the unfinished record is cut")
+        XCTAssertEqual(segment.size, intactSize + first.count)
+        XCTAssertEqual(try segment.read(from: 121, maxBytes: 1).count, 0, "record 121 was torn")
+    }
+
+    func testGarbageTailIsCutOffOnlyInTheNewestSegment() throws {
+        try writeSegment(count: 20)
+        let file = try PosixLogFile(path: path(), create: false)
+        let intactSize = file.size
+        try file.append([0xDE, 0xAD, 0xBE, 0xEF, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
+        file.close()
+
+        XCTAssertThrowsError(try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: false)) { error in
+            guard case .corruptRecord(let segment, let position, let expected, _) = error as? LogRecoveryError else { return XCTFail("\(error)") }
+            XCTAssertEqual(segment, Segment.fileName(baseOffset: 100))
+            XCTAssertEqual(position, intactSize)
+            XCTAssertEqual(expected, 120)
+        }
+        let (segment, cut) = try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true)
+        XCTAssertEqual(cut, 16)
+        XCTAssertEqual(segment.size, intactSize)
+        segment.close()
+    }
+
+    func testBadChecksumInTheMiddleIsALoudErrorNeverATruncation() throws {
+        try writeSegment(count: 50)
+        let file = try PosixLogFile(path: path(), create: false)
+        let size = file.size
+        file.close()
+        // Flip one byte inside an early record's payload.
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path()))
+        try handle.seek(toOffset: 40)
+        let original = try handle.read(upToCount: 1)![0]
+        try handle.seek(toOffset: 40)
+        try handle.write(contentsOf: [original ^ 0x55])
+        try handle.close()
+
+        XCTAssertThrowsError(try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true)) { error in
+            guard case .corruptRecord(_, let position, let expected, let reason) = error as? LogRecoveryError else { return XCTFail("\(error)") }
+            XCTAssertEqual(position, 0)
+            XCTAssertEqual(expected, 100)
+            XCTAssertTrue(reason.contains("checksum"), reason)
+        }
+        XCTAssertEqual(try PosixLogFile(path: path(), create: false).size, size, "nothing was cut")
+    }
+
+    func testRecordsMustContinueTheOffsetSequence() throws {
+        let segment = Segment.create(baseOffset: 100, file: try PosixLogFile(path: path(), create: true))
+        _ = try segment.append([payload(100)])
+        try segment.sync()
+        segment.close()
+        // A record numbered 105 after 100: offsets must be dense.
+        let file = try PosixLogFile(path: path(), create: false)
+        var stray: [UInt8] = []
+        RecordFrame.append(offset: 105, payload: [1], to: &stray)
+        RecordFrame.append(offset: 106, payload: [1], to: &stray)
+        try file.append(stray)
+        file.close()
+        XCTAssertThrowsError(try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true))
+    }
+}
