@@ -123,6 +123,12 @@ let package = Package(
             dependencies: ["CourierLog"],
             path: "Tests/LogTests"
         ),
+        // The child process LogTests kills with SIGKILL; built with the tests.
+        .executableTarget(
+            name: "LogCrashWriter",
+            dependencies: ["CourierLog"],
+            path: "Tests/LogCrashWriter"
+        ),
         .testTarget(
             name: "ProtocolTests",
             dependencies: ["CourierProtocol"],
