@@ -57,6 +57,7 @@ let package = Package(
             name: "CourierServerCommand",
             dependencies: [
                 "CourierServer",
+                "CourierLog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -8,7 +8,7 @@ struct CourierServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "courier-server",
         abstract: "Courier's server: a CoAP/UDP gateway for devices.",
-        subcommands: [Serve.self],
+        subcommands: [Serve.self, BenchLog.self],
         defaultSubcommand: Serve.self
     )
 }
