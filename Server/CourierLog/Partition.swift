@@ -174,6 +174,10 @@ public final class Partition: @unchecked Sendable {
             bytes += queue[count].payload.count
             count += 1
         }
+        guard count < queue.count else {
+            defer { queue = [] }
+            return queue
+        }
         let batch = Array(queue.prefix(count))
         queue.removeFirst(count)
         return batch

@@ -26,11 +26,16 @@ public enum RecordFrame {
     /// Appends the frame for one record to `buffer`.
     public static func append(offset: UInt64, payload: some Collection<UInt8>, to buffer: inout [UInt8]) {
         precondition(payload.count <= maxPayloadSize, "record payload above \(maxPayloadSize) bytes")
-        let body = withUnsafeBytes(of: offset.littleEndian, Array.init) + Array(payload)
-        let crc = CRC32C.checksum(body)
-        buffer.append(contentsOf: withUnsafeBytes(of: UInt32(body.count).littleEndian, Array.init))
-        buffer.append(contentsOf: withUnsafeBytes(of: crc.littleEndian, Array.init))
-        buffer.append(contentsOf: body)
+        // Straight into the buffer, checksum filled in last: no per-record intermediate arrays.
+        let start = buffer.count
+        withUnsafeBytes(of: UInt32(8 + payload.count).littleEndian) { buffer.append(contentsOf: $0) }
+        buffer.append(contentsOf: [0, 0, 0, 0])
+        withUnsafeBytes(of: offset.littleEndian) { buffer.append(contentsOf: $0) }
+        buffer.append(contentsOf: payload)
+        let crc = buffer.withUnsafeBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[(start + headerSize)...])) }
+        withUnsafeBytes(of: crc.littleEndian) { bytes in
+            for index in 0..<4 { buffer[start + 4 + index] = bytes[index] }
+        }
     }
 
     /// Reads the record starting at `position` in `bytes`.
