@@ -135,6 +135,25 @@ public final class Partition: @unchecked Sendable {
         return records
     }
 
+    /// Deletes whole segments whose records all lie below `offset` and whose file was last
+    /// written before `cutoff`. The newest segment always stays. Returns how many were deleted.
+    func deleteSegments(below offset: UInt64, modifiedBefore cutoff: Date) throws(LogIOError) -> Int {
+        segmentsLock.lock()
+        defer { segmentsLock.unlock() }
+        var deleted = 0
+        while segments.count > 1, segments[0].nextOffset <= offset {
+            let path = "\(directory)/\(segments[0].name)"
+            let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? Date()
+            guard modified < cutoff else { break }
+            segments[0].close()
+            guard unlink(path) == 0 else { throw LogIOError(operation: .truncate, path: path, errno: errno) }
+            segments.removeFirst()
+            deleted += 1
+        }
+        if deleted > 0 { try PosixLogFile.syncDirectory(directory) }
+        return deleted
+    }
+
     /// Stops taking appends, lets the writer finish what is queued, and closes the files.
     public func close() {
         condition.lock()

@@ -1,0 +1,101 @@
+import Foundation
+
+/// The embedded log: a fixed number of partitions under one directory, plus each consumer
+/// group's committed offsets. Partitions are chosen by sender user range.
+public final class EmbeddedLog: MessageLog, @unchecked Sendable {
+    // @unchecked: `partitions` never changes after init; `groups` is guarded by `lock`.
+
+    public struct Configuration: Sendable {
+        public var partitionCount = 16
+        /// Consecutive user ids that share a partition before the next range is spread elsewhere.
+        public var usersPerRange: UInt64 = 64
+        public var partition = Partition.Configuration()
+        public init() {}
+    }
+
+    public let directory: String
+    public let configuration: Configuration
+    private let partitions: [Partition]
+    private let lock = NSLock()
+    private var groups: [String: ConsumerOffsets] = [:]
+
+    public var partitionCount: Int { partitions.count }
+
+    /// Opens the log, recovering every partition; the partition count is fixed for a directory.
+    public init(directory: String, configuration: Configuration = Configuration()) throws(LogRecoveryError) {
+        precondition(configuration.partitionCount > 0 && configuration.usersPerRange > 0)
+        self.directory = directory
+        self.configuration = configuration
+        var partitions: [Partition] = []
+        for index in 0..<configuration.partitionCount {
+            partitions.append(try Partition(directory: "\(directory)/partitions/\(index)", configuration: configuration.partition))
+        }
+        self.partitions = partitions
+        // Groups with committed offsets on disk take part in retention from the start.
+        let consumers = "\(directory)/consumers"
+        for file in (try? FileManager.default.contentsOfDirectory(atPath: consumers)) ?? [] where file.hasSuffix(".offsets") {
+            let name = String(file.dropLast(".offsets".count))
+            guard ConsumerOffsets.isValidGroupName(name) else { continue }
+            groups[name] = try ConsumerOffsets(directory: consumers, group: name)
+        }
+    }
+
+    public func partition(forUser userID: UInt64) -> Int {
+        // Ranges are mixed before the modulo, so consecutive ranges spread over all partitions.
+        var range = userID / configuration.usersPerRange
+        range = (range ^ (range >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        range = (range ^ (range >> 27)) &* 0x94D0_49BB_1331_11EB
+        return Int((range ^ (range >> 31)) % UInt64(partitions.count))
+    }
+
+    public func append(_ payload: [UInt8], partition: Int) async throws(LogAppendError) -> UInt64 {
+        try await partitions[partition].append(payload)
+    }
+
+    public func read(partition: Int, from offset: UInt64, maxBytes: Int) async throws(LogIOError) -> [LogRecord] {
+        try partitions[partition].read(from: offset, maxBytes: maxBytes).map { LogRecord(offset: $0.offset, payload: $0.payload) }
+    }
+
+    public func committedOffset(group: String, partition: Int) async throws(LogIOError) -> UInt64 {
+        try offsets(of: group).committed(partition: partition)
+    }
+
+    public func commit(group: String, partition: Int, offset: UInt64) async throws(LogIOError) {
+        try offsets(of: group).commit(partition: partition, offset: offset)
+    }
+
+    private func offsets(of group: String) throws(LogIOError) -> ConsumerOffsets {
+        guard ConsumerOffsets.isValidGroupName(group) else {
+            throw LogIOError(operation: .open, path: "consumer group '\(group)'", errno: EINVAL)
+        }
+        lock.lock()
+        defer { lock.unlock() }
+        if let existing = groups[group] { return existing }
+        do {
+            let offsets = try ConsumerOffsets(directory: "\(directory)/consumers", group: group)
+            groups[group] = offsets
+            return offsets
+        } catch {
+            throw LogIOError(operation: .read, path: "\(directory)/consumers/\(group).offsets", errno: EIO)
+        }
+    }
+
+    /// Deletes segments that every consumer group has committed past and that are older than
+    /// `retention`; with no consumer group, nothing is deleted. Returns the segments deleted.
+    @discardableResult
+    public func applyRetention(olderThan retention: Duration, now: Date = Date()) throws(LogIOError) -> Int {
+        let known = lock.withLock { Array(groups.values) }
+        guard !known.isEmpty else { return 0 }
+        let cutoff = now.addingTimeInterval(-Double(retention.components.seconds) - Double(retention.components.attoseconds) / 1e18)
+        var deleted = 0
+        for (index, partition) in partitions.enumerated() {
+            let lowest = known.map { $0.committed(partition: index) }.min()!
+            deleted += try partition.deleteSegments(below: lowest, modifiedBefore: cutoff)
+        }
+        return deleted
+    }
+
+    public func close() {
+        for partition in partitions { partition.close() }
+    }
+}

@@ -1,0 +1,27 @@
+/// One record read back from the log.
+public struct LogRecord: Sendable, Equatable {
+    public var offset: UInt64
+    public var payload: [UInt8]
+
+    public init(offset: UInt64, payload: [UInt8]) {
+        self.offset = offset
+        self.payload = payload
+    }
+}
+
+/// What the rest of the server needs from the durable log: append, read from an offset, and
+/// commit a consumer group's offset. The embedded log implements it on segment files; cluster
+/// mode will put a PostgreSQL-backed log behind the same protocol.
+public protocol MessageLog: Sendable {
+    var partitionCount: Int { get }
+    /// The partition of a sender: one sender's messages always land in one partition, in order.
+    func partition(forUser userID: UInt64) -> Int
+    /// Returns the record's offset once it is on stable storage.
+    func append(_ payload: [UInt8], partition: Int) async throws(LogAppendError) -> UInt64
+    /// Records from `offset` on, up to about `maxBytes` (at least one if any).
+    func read(partition: Int, from offset: UInt64, maxBytes: Int) async throws(LogIOError) -> [LogRecord]
+    /// Where `group` resumes in `partition`.
+    func committedOffset(group: String, partition: Int) async throws(LogIOError) -> UInt64
+    /// Durably moves `group`'s resume point in `partition` forward to `offset`.
+    func commit(group: String, partition: Int, offset: UInt64) async throws(LogIOError)
+}

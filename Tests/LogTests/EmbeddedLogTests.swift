@@ -1,0 +1,74 @@
+import Foundation
+import XCTest
+@testable import CourierLog
+
+final class EmbeddedLogTests: XCTestCase {
+    var directory: String!
+
+    override func setUpWithError() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-log-\(UUID().uuidString)").path
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    func testOneSenderStaysInOnePartitionInOrderAndRangesSpread() async throws {
+        let log = try EmbeddedLog(directory: directory)
+        defer { log.close() }
+        XCTAssertEqual(log.partitionCount, 16)
+        let sender: UInt64 = 4242
+        let partition = log.partition(forUser: sender)
+        XCTAssertEqual(log.partition(forUser: sender), partition, "deterministic")
+        XCTAssertEqual(log.partition(forUser: 4224), log.partition(forUser: 4287), "one range of 64 users shares a partition")
+        let used = Set((0..<UInt64(200)).map { log.partition(forUser: $0 * 64) })
+        XCTAssertGreaterThan(used.count, 12, "200 ranges spread over most of the 16 partitions")
+
+        var offsets: [UInt64] = []
+        for index in 0..<20 { offsets.append(try await log.append(Array("m\(index)".utf8), partition: partition)) }
+        let records = try await log.read(partition: partition, from: 0, maxBytes: .max)
+        XCTAssertEqual(records.map(\.payload), (0..<20).map { Array("m\($0)".utf8) }, "a sender's messages keep their order")
+        XCTAssertEqual(records.map(\.offset), offsets)
+    }
+
+    func testCommittedOffsetsPersistPerGroup() async throws {
+        do {
+            let log = try EmbeddedLog(directory: directory)
+            try await log.commit(group: "actors", partition: 2, offset: 10)
+            log.close()
+        }
+        let log = try EmbeddedLog(directory: directory)
+        defer { log.close() }
+        let committed = try await log.committedOffset(group: "actors", partition: 2)
+        XCTAssertEqual(committed, 10)
+        let other = try await log.committedOffset(group: "push", partition: 2)
+        XCTAssertEqual(other, 0)
+        do {
+            try await log.commit(group: "../escape", partition: 0, offset: 1)
+            XCTFail("a group name that is not a plain file name is refused")
+        } catch {}
+    }
+
+    func testRetentionDeletesOnlyOldSegmentsEveryGroupHasPassed() async throws {
+        var configuration = EmbeddedLog.Configuration()
+        configuration.partitionCount = 1
+        configuration.partition.maxSegmentBytes = 2 * 1024
+        let log = try EmbeddedLog(directory: directory, configuration: configuration)
+        defer { log.close() }
+        for index in 0..<200 { _ = try await log.append([UInt8](repeating: UInt8(index % 256), count: 100), partition: 0) }
+        let segmentFiles = { try FileManager.default.contentsOfDirectory(atPath: "\(self.directory!)/partitions/0").filter { $0.hasSuffix(".log") }.count }
+        let before = try segmentFiles()
+        XCTAssertGreaterThan(before, 5)
+
+        XCTAssertEqual(try log.applyRetention(olderThan: .zero, now: Date().addingTimeInterval(60)), 0, "no consumer group yet: keep everything")
+        try await log.commit(group: "actors", partition: 0, offset: 150)
+        try await log.commit(group: "push", partition: 0, offset: 60)
+        XCTAssertEqual(try log.applyRetention(olderThan: .seconds(3600)), 0, "segments younger than the retention stay")
+        let deleted = try log.applyRetention(olderThan: .zero, now: Date().addingTimeInterval(60))
+        XCTAssertGreaterThan(deleted, 0)
+        XCTAssertEqual(try segmentFiles(), before - deleted)
+        let remaining = try await log.read(partition: 0, from: 60, maxBytes: .max)
+        XCTAssertEqual(remaining.first?.offset, 60, "everything the slowest group has not passed is still there")
+        XCTAssertEqual(remaining.last?.offset, 199)
+    }
+}
