@@ -109,10 +109,12 @@ let package = Package(
         ),
 
         // Tests.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(
             name: "CoAPTests",
             dependencies: [
                 "CoAP",
+                "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -121,7 +123,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LogTests",
-            dependencies: ["CourierLog"],
+            dependencies: ["CourierLog", "TestSupport"],
             path: "Tests/LogTests"
         ),
         // The child process LogTests kills with SIGKILL; built with the tests.
@@ -132,7 +134,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ProtocolTests",
-            dependencies: ["CourierProtocol"],
+            dependencies: ["CourierProtocol", "TestSupport"],
             path: "Tests/ProtocolTests"
         ),
         .testTarget(

@@ -1,4 +1,5 @@
 import CourierProtocol
+import TestSupport
 import XCTest
 
 /// Decoding is total: any bytes give a value or a `WireDecodingError`, never a trap.
@@ -134,22 +135,8 @@ final class GarbageDecodingTests: XCTestCase {
     }
 }
 
-/// A small seeded generator, so a failure reproduces.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) {
-        state = seed
-    }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+/// Protobuf-shaped garbage from the shared seeded generator.
+extension SplitMix64 {
     mutating func next(below bound: UInt64) -> UInt64 {
         next() % bound
     }

@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import TestSupport
 
 /// A UDP relay for one client that drops and duplicates datagrams in both directions with a
 /// seeded generator, so the message layer can be tested against loss and duplication.
