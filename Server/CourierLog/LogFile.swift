@@ -21,7 +21,7 @@ public protocol LogFile: AnyObject {
 /// A failed file operation, with the OS error number.
 public struct LogIOError: Error, Sendable, Equatable, CustomStringConvertible {
     public enum Operation: String, Sendable {
-        case open, seek, write, sync = "fdatasync", read, truncate = "ftruncate", syncDirectory = "fsync directory"
+        case open, seek, write, sync = "fdatasync", read, truncate = "ftruncate", delete = "unlink", syncDirectory = "fsync directory"
     }
 
     public var operation: Operation

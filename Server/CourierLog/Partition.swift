@@ -146,7 +146,7 @@ public final class Partition: @unchecked Sendable {
             let modified = (try? FileManager.default.attributesOfItem(atPath: path)[.modificationDate] as? Date) ?? Date()
             guard modified < cutoff else { break }
             segments[0].close()
-            guard unlink(path) == 0 else { throw LogIOError(operation: .truncate, path: path, errno: errno) }
+            guard unlink(path) == 0 else { throw LogIOError(operation: .delete, path: path, errno: errno) }
             segments.removeFirst()
             deleted += 1
         }
@@ -215,9 +215,11 @@ public final class Partition: @unchecked Sendable {
             return .success(first)
         } catch {
             switch error.operation {
-            case .write where error.isDiskFull:
+            // A failed write (cut back off the file) or a new segment that could not be created
+            // leaves the partition as it was: the batch fails, later appends may succeed.
+            case .write where error.isDiskFull, .open where error.isDiskFull:
                 return .failure(.diskFull("\(error)"))
-            case .write:
+            case .write, .open:
                 return .failure(.writeFailed("\(error)"))
             default:
                 // A failed sync or cut: the file's state is unknown, so accept nothing more.
@@ -229,7 +231,12 @@ public final class Partition: @unchecked Sendable {
     private func roll() throws(LogIOError) {
         let baseOffset = segments.last!.nextOffset
         let file = try PosixLogFile(path: "\(directory)/\(Segment.fileName(baseOffset: baseOffset))", create: true)
-        try PosixLogFile.syncDirectory(directory)
+        do {
+            try PosixLogFile.syncDirectory(directory)
+        } catch {
+            file.close()
+            throw error
+        }
         segments.append(Segment.create(baseOffset: baseOffset, file: file))
     }
 

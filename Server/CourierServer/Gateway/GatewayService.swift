@@ -34,15 +34,9 @@ public struct GatewayService: Service {
         )
         logger.info("CoAP gateway listening", metadata: ["address": "\(endpoint.localAddress)"])
         await cancelWhenGracefulShutdown {
-            await endpoint.serve(maxConcurrentRequests: configuration.maxConcurrentRequests, AnyHandler(base: resources))
+            await endpoint.serve(maxConcurrentRequests: configuration.maxConcurrentRequests, resources)
         }
         await endpoint.close()
         logger.info("CoAP gateway stopped")
     }
-}
-
-/// Lets an existential handler be passed where a generic one is expected.
-private struct AnyHandler: CoAPRequestHandler {
-    let base: any CoAPRequestHandler
-    func handle(_ request: IncomingRequest) async -> CoAPMessage { await base.handle(request) }
 }

@@ -68,13 +68,13 @@ struct BlockwiseServer {
         if let announced = request.uintOption(.size1), announced > maxBodySize {
             return .respond(tooLarge())
         }
-        let key = Self.key(request, peer: peer)
+        // The transfer key is built only for block-wise requests: the common request skips it.
         if let block1 {
-            return block1Received(request, block: block1, key: key, now: now)
+            return block1Received(request, block: block1, key: Self.key(request, peer: peer), now: now)
         }
         guard request.payload.count <= maxBodySize else { return .respond(tooLarge()) }
         if let block2, block2.number > 0 {
-            return laterBlockRequested(request, block: block2, key: key)
+            return laterBlockRequested(request, block: block2, key: Self.key(request, peer: peer))
         }
         return .deliver(request)
     }
