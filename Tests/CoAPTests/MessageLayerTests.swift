@@ -196,7 +196,7 @@ final class MessageLayerTests: XCTestCase {
         let key = try XCTUnwrap(delivered(actions).first).key
         XCTAssertTrue(actions.contains(.schedulePiggybackDeadline(key, at: at(0.5))))
 
-        XCTAssertEqual(sent(layer.piggybackWindowElapsed(key)), [.empty(.acknowledgement, messageID: 0x2000)])
+        XCTAssertEqual(sent(layer.piggybackWindowElapsed(key, now: at(0.5))), [.empty(.acknowledgement, messageID: 0x2000)])
         let responded = layer.respond(to: key, with: .response(.created, payload: [5]), now: at(3), jitter: 0)
         let separate = try XCTUnwrap(sent(responded).first)
         XCTAssertEqual(separate.type, .confirmable)
@@ -315,14 +315,14 @@ final class MessageLayerTests: XCTestCase {
         var cache = DuplicateCache(capacity: 100, lifetime: .seconds(247))
         for id in 0..<10_000 {
             let peer = try! SocketAddress(ipAddress: "10.0.\(id / 250).\(id % 250)", port: 1000 + id % 50_000)
-            cache.insert(MessageKey(peer: peer, messageID: UInt16(id % 65_536)), token: [1], now: at(Double(id) / 1000))
+            cache.record(MessageKey(peer: peer, messageID: UInt16(id % 65_536)), token: [1], reply: [0x60, 0, 0, 0], now: at(Double(id) / 1000))
         }
         XCTAssertEqual(cache.count, 100)
 
         // One key flooded with new tokens keeps replacing its slot; the expiry queue stays bounded.
         let peer = try! SocketAddress(ipAddress: "10.9.9.9", port: 9)
         for token in 0..<10_000 {
-            cache.insert(MessageKey(peer: peer, messageID: 1), token: [UInt8(token % 256), UInt8(token / 256)], now: at(20))
+            cache.record(MessageKey(peer: peer, messageID: 1), token: [UInt8(token % 256), UInt8(token / 256)], reply: [0x60, 0, 0, 0], now: at(20))
         }
         XCTAssertLessThanOrEqual(cache.queuedCount, 100)
         XCTAssertLessThanOrEqual(cache.count, 100)

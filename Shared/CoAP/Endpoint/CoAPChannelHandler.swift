@@ -97,7 +97,7 @@ final class CoAPChannelHandler: ChannelInboundHandler {
                     handler.perform(handler.layer.retransmissionTimerFired(key, attempt: attempt, now: Self.now, jitter: Self.jitter))
                 }
             case .schedulePiggybackDeadline(let key, let deadline):
-                schedule(at: deadline) { handler in handler.perform(handler.layer.piggybackWindowElapsed(key)) }
+                schedule(at: deadline) { handler in handler.perform(handler.layer.piggybackWindowElapsed(key, now: Self.now)) }
             case .scheduleSeparateResponseTimeout(let token, let deadline):
                 schedule(at: deadline) { handler in
                     handler.perform(handler.layer.separateResponseTimedOut(token: token, now: Self.now, jitter: Self.jitter))

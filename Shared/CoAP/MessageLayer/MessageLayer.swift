@@ -144,7 +144,7 @@ struct MessageLayer {
             message.type = .acknowledgement
             message.messageID = key.messageID
             let datagram = message.encode()
-            duplicates.recordReply(key, datagram: datagram)
+            duplicates.record(key, token: exchange.request.token, reply: datagram, now: now)
             return [.send(datagram, to: key.peer)]
         }
         message.messageID = makeMessageID()
@@ -157,22 +157,23 @@ struct MessageLayer {
         }
         message.type = .nonConfirmable
         let datagram = message.encode()
-        if exchange.request.type == .nonConfirmable { duplicates.recordReply(key, datagram: datagram) }
+        if exchange.request.type == .nonConfirmable { duplicates.record(key, token: exchange.request.token, reply: datagram, now: now) }
         return [.send(datagram, to: key.peer)]
     }
 
     /// The handler took longer than the piggyback window: acknowledge now, answer separately later.
-    mutating func piggybackWindowElapsed(_ key: MessageKey) -> [Action] {
+    mutating func piggybackWindowElapsed(_ key: MessageKey, now: NIODeadline) -> [Action] {
         guard let exchange = serverExchanges[key], exchange.request.type == .confirmable, !exchange.acknowledged else {
             return []
         }
-        return acknowledgeSeparately(key)
+        return acknowledgeSeparately(key, now: now)
     }
 
-    private mutating func acknowledgeSeparately(_ key: MessageKey) -> [Action] {
+    private mutating func acknowledgeSeparately(_ key: MessageKey, now: NIODeadline) -> [Action] {
+        guard let exchange = serverExchanges[key] else { return [] }
         serverExchanges[key]?.acknowledged = true
         let ack = CoAPMessage.empty(.acknowledgement, messageID: key.messageID).encode()
-        duplicates.recordReply(key, datagram: ack)
+        duplicates.record(key, token: exchange.request.token, reply: ack, now: now)
         return [.send(ack, to: key.peer)]
     }
 
@@ -243,13 +244,12 @@ struct MessageLayer {
             return [.send(CoAPMessage.empty(.reset, messageID: messageID).encode(), to: peer)]
         }
         let key = MessageKey(peer: peer, messageID: message.messageID)
-        if case .answered(let datagram) = duplicates.lookup(key, token: message.token, now: now) { return [.send(datagram, to: peer)] }
-        duplicates.insert(key, token: message.token, now: now)
+        if let datagram = duplicates.reply(to: key, token: message.token, now: now) { return [.send(datagram, to: peer)] }
         var tooLarge = CoAPMessage(type: .acknowledgement, code: .requestEntityTooLarge, messageID: 0)
         tooLarge.setUIntOption(.size1, UInt32(clamping: acceptableSize))
         // RFC 7959 §2.9.3: the Block1 option says which block size to use instead.
         tooLarge.setBlock1(BlockOption(number: 0, more: false, sizeExponent: BlockOption.maxSizeExponent))
-        return answerImmediately(message, key: key, response: tooLarge)
+        return answerImmediately(message, key: key, response: tooLarge, now: now)
     }
 
     private mutating func receivedConfirmableOrNon(
@@ -271,12 +271,11 @@ struct MessageLayer {
             // A retransmission while the handler works: acknowledge now, respond separately.
             guard isConfirmable else { return [] }
             if inFlight.acknowledged { return [.send(CoAPMessage.empty(.acknowledgement, messageID: message.messageID).encode(), to: peer)] }
-            return acknowledgeSeparately(key)
+            return acknowledgeSeparately(key, now: now)
         }
-        if case .answered(let datagram) = duplicates.lookup(key, token: message.token, now: now) {
+        if let datagram = duplicates.reply(to: key, token: message.token, now: now) {
             return [.send(datagram, to: peer)]
         }
-        duplicates.insert(key, token: message.token, now: now)
 
         if message.isRequest {
             return receivedRequest(message, key: key, now: now)
@@ -286,12 +285,12 @@ struct MessageLayer {
 
     private mutating func receivedRequest(_ message: CoAPMessage, key: MessageKey, now: NIODeadline) -> [Action] {
         if let unknown = message.options.first(where: { $0.number.isCritical && !Self.recognizedOptions.contains($0.number) }) {
-            return answerImmediately(message, key: key, code: .badOption, diagnostic: "unrecognized critical option \(unknown.number)")
+            return answerImmediately(message, key: key, code: .badOption, diagnostic: "unrecognized critical option \(unknown.number)", now: now)
         }
         guard serverExchanges.count < parameters.maxRequestsInFlight else {
             var overloaded = CoAPMessage(type: .acknowledgement, code: .serviceUnavailable, messageID: 0)
             overloaded.setUIntOption(.maxAge, parameters.overloadMaxAge)
-            return answerImmediately(message, key: key, response: overloaded)
+            return answerImmediately(message, key: key, response: overloaded, now: now)
         }
         serverExchanges[key] = ServerExchange(request: message, acknowledged: false)
         var actions: [Action] = [.deliverRequest(IncomingRequest(message: message, peer: key.peer))]
@@ -301,15 +300,15 @@ struct MessageLayer {
         return actions
     }
 
-    private mutating func answerImmediately(_ request: CoAPMessage, key: MessageKey, code: CoAPCode, diagnostic: String) -> [Action] {
+    private mutating func answerImmediately(_ request: CoAPMessage, key: MessageKey, code: CoAPCode, diagnostic: String, now: NIODeadline) -> [Action] {
         // The diagnostic is cut to the request's own size, so a spoofed source cannot use us to
         // amplify traffic (RFC 7252 §11.3).
         let budget = max(0, request.encode().count - 4 - request.token.count - 1)  // header, token, payload marker
         let response = CoAPMessage(type: .acknowledgement, code: code, messageID: 0, payload: Array(diagnostic.utf8.prefix(budget)))
-        return answerImmediately(request, key: key, response: response)
+        return answerImmediately(request, key: key, response: response, now: now)
     }
 
-    private mutating func answerImmediately(_ request: CoAPMessage, key: MessageKey, response: CoAPMessage) -> [Action] {
+    private mutating func answerImmediately(_ request: CoAPMessage, key: MessageKey, response: CoAPMessage, now: NIODeadline) -> [Action] {
         var message = response
         message.token = request.token
         if request.type == .confirmable {
@@ -320,7 +319,7 @@ struct MessageLayer {
             message.messageID = makeMessageID()
         }
         let datagram = message.encode()
-        duplicates.recordReply(key, datagram: datagram)
+        duplicates.record(key, token: request.token, reply: datagram, now: now)
         return [.send(datagram, to: key.peer)]
     }
 
@@ -334,13 +333,13 @@ struct MessageLayer {
             // Nobody asked for this: reject a CON with RST (RFC 7252 §5.3.2), ignore a NON.
             guard isConfirmable else { return [] }
             let reset = CoAPMessage.empty(.reset, messageID: message.messageID).encode()
-            duplicates.recordReply(key, datagram: reset)
+            duplicates.record(key, token: message.token, reply: reset, now: now)
             return [.send(reset, to: key.peer)]
         }
         var actions: [Action] = []
         if isConfirmable {
             let ack = CoAPMessage.empty(.acknowledgement, messageID: message.messageID).encode()
-            duplicates.recordReply(key, datagram: ack)
+            duplicates.record(key, token: message.token, reply: ack, now: now)
             actions.append(.send(ack, to: key.peer))
         }
         // A response may overtake a lost empty ACK; it acknowledges the request all the same.
