@@ -71,6 +71,21 @@ final class EndpointTests: XCTestCase {
         try await silent.close()
     }
 
+    func testRequestsAfterServingStoppedGetServiceUnavailableNotSilence() async throws {
+        let server = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: true)
+        let client = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false)
+        let serving = Task { await server.serve(EchoHandler()) }
+        let before = try await client.request(.request(.post, path: "/echo", payload: [7]), to: server.localAddress)
+        XCTAssertEqual(before.code, .changed)
+        serving.cancel()
+        await serving.value
+        let after = try await client.request(.request(.post, path: "/echo", payload: [8]), to: server.localAddress)
+        XCTAssertEqual(after.code, .serviceUnavailable, "nobody serves: say so at once instead of leaving the peer waiting")
+        XCTAssertNotNil(after.uintOption(.maxAge))
+        await client.close()
+        await server.close()
+    }
+
     func testEphemeralPortsAreNeverShared() async throws {
         var endpoints: [CoAPEndpoint] = []
         for _ in 0..<300 { endpoints.append(try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false)) }
