@@ -52,7 +52,7 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
         try await partitions[partition].append(payload)
     }
 
-    public func read(partition: Int, from offset: UInt64, maxBytes: Int) async throws(LogIOError) -> [LogRecord] {
+    public func read(partition: Int, from offset: UInt64, maxBytes: Int) async throws(LogReadError) -> [LogRecord] {
         try partitions[partition].read(from: offset, maxBytes: maxBytes).map { LogRecord(offset: $0.offset, payload: $0.payload) }
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -5,13 +6,14 @@ import Glibc
 /// The file operations the log needs, behind a protocol so tests can put a fault layer under
 /// the log (drop or tear everything not yet synced) without touching the log's code.
 public protocol LogFile: AnyObject {
-    /// Current size in bytes.
+    /// Current size in bytes (the writer's view: only the appending thread asks).
     var size: Int { get }
     /// Appends at the end. May be partly written before a crash; durable only after `sync`.
     func append(_ bytes: [UInt8]) throws(LogIOError)
     /// Makes every appended byte durable (fdatasync). After a failure the file is not trusted again.
     func sync() throws(LogIOError)
-    /// Reads `count` bytes at `position` (fewer at the end of the file).
+    /// Reads `count` bytes at `position` (fewer at the end of the file). Safe beside `append`
+    /// and `sync` on other threads.
     func read(at position: Int, count: Int) throws(LogIOError) -> [UInt8]
     /// Cuts the file to `length` bytes and syncs that.
     func truncate(to length: Int) throws(LogIOError)
@@ -76,7 +78,7 @@ public final class PosixLogFile: LogFile {
     }
 
     public func read(at position: Int, count: Int) throws(LogIOError) -> [UInt8] {
-        let wanted = max(0, min(count, size - position))
+        let wanted = max(0, count)
         var buffer = [UInt8](repeating: 0, count: wanted)
         var done = 0
         while done < wanted {
@@ -101,11 +103,62 @@ public final class PosixLogFile: LogFile {
         Glibc.close(descriptor)
     }
 
-    /// Makes a directory entry durable (a new segment's file name survives a crash).
+    /// Makes a directory's entries durable (a new segment's file name survives a crash).
     public static func syncDirectory(_ path: String) throws(LogIOError) {
         let descriptor = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard descriptor >= 0 else { throw LogIOError(operation: .open, path: path, errno: errno) }
         defer { Glibc.close(descriptor) }
         guard fsync(descriptor) == 0 else { throw LogIOError(operation: .syncDirectory, path: path, errno: errno) }
+    }
+}
+
+/// The directory operations a partition needs, behind a protocol so the crash tests can put a
+/// fault layer under a whole partition: file names that were never made durable vanish in a
+/// crash just as unsynced bytes do.
+public protocol LogFileSystem: Sendable {
+    func createDirectory(_ path: String) throws(LogIOError)
+    /// Names in `path`, unsorted.
+    func contentsOfDirectory(_ path: String) throws(LogIOError) -> [String]
+    func openFile(_ path: String, create: Bool) throws(LogIOError) -> any LogFile
+    func syncDirectory(_ path: String) throws(LogIOError)
+    func deleteFile(_ path: String) throws(LogIOError)
+    /// When the file's content last changed; nil if it cannot be told.
+    func modificationDate(_ path: String) -> Date?
+}
+
+/// The real file system.
+public struct PosixFileSystem: LogFileSystem {
+    public init() {}
+
+    public func createDirectory(_ path: String) throws(LogIOError) {
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw LogIOError(operation: .open, path: path, errno: (error as NSError).code == NSFileWriteOutOfSpaceError ? ENOSPC : EIO)
+        }
+    }
+
+    public func contentsOfDirectory(_ path: String) throws(LogIOError) -> [String] {
+        do { return try FileManager.default.contentsOfDirectory(atPath: path) } catch {
+            throw LogIOError(operation: .read, path: path, errno: EIO)
+        }
+    }
+
+    public func openFile(_ path: String, create: Bool) throws(LogIOError) -> any LogFile {
+        try PosixLogFile(path: path, create: create)
+    }
+
+    public func syncDirectory(_ path: String) throws(LogIOError) {
+        try PosixLogFile.syncDirectory(path)
+    }
+
+    public func deleteFile(_ path: String) throws(LogIOError) {
+        guard unlink(path) == 0 else { throw LogIOError(operation: .delete, path: path, errno: errno) }
+    }
+
+    public func modificationDate(_ path: String) -> Date? {
+        var status = stat()
+        guard stat(path, &status) == 0 else { return nil }
+        return Date(timeIntervalSince1970: Double(status.st_mtim.tv_sec) + Double(status.st_mtim.tv_nsec) / 1e9)
     }
 }

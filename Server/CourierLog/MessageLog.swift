@@ -18,8 +18,8 @@ public protocol MessageLog: Sendable {
     func partition(forUser userID: UInt64) -> Int
     /// Returns the record's offset once it is on stable storage.
     func append(_ payload: [UInt8], partition: Int) async throws(LogAppendError) -> UInt64
-    /// Records from `offset` on, up to about `maxBytes` (at least one if any).
-    func read(partition: Int, from offset: UInt64, maxBytes: Int) async throws(LogIOError) -> [LogRecord]
+    /// Durable records from `offset` on, up to about `maxBytes` (at least one if any).
+    func read(partition: Int, from offset: UInt64, maxBytes: Int) async throws(LogReadError) -> [LogRecord]
     /// Where `group` resumes in `partition`.
     func committedOffset(group: String, partition: Int) async throws(LogIOError) -> UInt64
     /// Durably moves `group`'s resume point in `partition` forward to `offset`.

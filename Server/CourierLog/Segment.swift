@@ -1,19 +1,40 @@
+import Foundation
+
 /// One segment of a partition: a file of records named by its base offset, with a sparse
-/// in-memory index rebuilt by the recovery scan. Single-threaded: the partition that owns it
-/// serialises every call.
-final class Segment {
+/// in-memory index rebuilt by the recovery scan.
+///
+/// One writer thread appends; a sync thread marks what fdatasync made durable; readers see
+/// only durable records, so a consumer never acts on a record a crash could still take back.
+final class Segment: @unchecked Sendable {
+    // @unchecked: `index`, `written`, `durable` and `bytesSinceIndexEntry` are guarded by
+    // `lock`. File reads (pread) and syncs run beside the writer's pwrite without it.
+
     /// Bytes between index entries: a read seeks to the nearest entry below, then scans.
     static let indexInterval = 4 * 1024
     /// A read window large enough for the largest record.
     static let scanWindow = 2 * RecordFrame.maxPayloadSize
 
+    /// The next offset and the end of the file at one moment.
+    struct Position: Equatable {
+        var offset: UInt64
+        var byte: Int
+    }
+
     let baseOffset: UInt64
     let name: String
     private let file: any LogFile
-    private(set) var nextOffset: UInt64
+    private let lock = NSLock()
     private var index: [(offset: UInt64, position: Int)] = []
     private var bytesSinceIndexEntry = Int.max
+    private var written: Position
+    private var durable: Position
+    private var isClosed = false
 
+    /// The offset the next appended record gets.
+    var nextOffset: UInt64 { lock.withLock { written.offset } }
+    /// Records below this offset are on stable storage.
+    var durableNextOffset: UInt64 { lock.withLock { durable.offset } }
+    /// Bytes written so far (writer thread only).
     var size: Int { file.size }
 
     /// `00000000000000000042.log` for base offset 42: names sort in offset order.
@@ -26,7 +47,14 @@ final class Segment {
         self.baseOffset = baseOffset
         self.name = name
         self.file = file
-        self.nextOffset = baseOffset
+        self.written = Position(offset: baseOffset, byte: 0)
+        self.durable = written
+    }
+
+    deinit {
+        // Partitions drop segments rather than close them, so a reader holding one finishes
+        // its read on a valid descriptor.
+        if !isClosed { file.close() }
     }
 
     /// A new, empty segment.
@@ -49,8 +77,8 @@ final class Segment {
             scanning: while true {
                 switch RecordFrame.scan(window, at: cursor) {
                 case .record(let offset, _, let next):
-                    guard offset == segment.nextOffset else {
-                        invalid = "offset \(offset) where \(segment.nextOffset) was expected"
+                    guard offset == segment.written.offset else {
+                        invalid = "offset \(offset) where \(segment.written.offset) was expected"
                         break scanning
                     }
                     segment.noteRecord(offset: offset, position: position + cursor, length: next - cursor)
@@ -69,14 +97,21 @@ final class Segment {
             if let invalid {
                 let badPosition = position + cursor
                 guard isNewest, try !segment.hasValidRecord(after: badPosition) else {
-                    throw .corruptRecord(segment: segment.name, position: badPosition, expectedOffset: segment.nextOffset, reason: invalid)
+                    throw .corruptRecord(segment: segment.name, position: badPosition, expectedOffset: segment.written.offset, reason: invalid)
                 }
                 let cut = file.size - badPosition
                 do { try file.truncate(to: badPosition) } catch { throw .io(error) }
+                segment.durable = segment.written
                 return (segment, cut)
             }
             position += cursor
         }
+        if isNewest {
+            // A killed process leaves written but unsynced records in the page cache: sync them
+            // before anyone reads them, so a power cut cannot take back what was read.
+            do { try file.sync() } catch { throw .io(error) }
+        }
+        segment.durable = segment.written
         return (segment, 0)
     }
 
@@ -87,24 +122,26 @@ final class Segment {
         let tail: [UInt8]
         do { tail = try file.read(at: position + 1, count: file.size - position - 1) } catch { throw .io(error) }
         for candidate in tail.indices {
-            if case .record(let offset, _, _) = RecordFrame.scan(tail, at: candidate), offset >= nextOffset { return true }
+            if case .record(let offset, _, _) = RecordFrame.scan(tail, at: candidate), offset >= written.offset { return true }
         }
         return false
     }
 
+    /// Callers hold `lock` (or run before the segment is shared, during recovery).
     private func noteRecord(offset: UInt64, position: Int, length: Int) {
         if bytesSinceIndexEntry >= Self.indexInterval {
             index.append((offset, position))
             bytesSinceIndexEntry = 0
         }
         bytesSinceIndexEntry += length
-        nextOffset = offset + 1
+        written = Position(offset: offset + 1, byte: position + length)
     }
 
     /// Writes `payloads` as the next records, without syncing; returns the first offset.
     /// On a failed write the partial bytes are cut off again, so the segment is as before.
+    @discardableResult
     func append(_ payloads: [[UInt8]]) throws(LogIOError) -> UInt64 {
-        let first = nextOffset
+        let first = lock.withLock { written.offset }
         var buffer: [UInt8] = []
         buffer.reserveCapacity(payloads.reduce(0) { $0 + $1.count + RecordFrame.headerSize + 8 })
         var positions: [(Int, Int)] = []
@@ -122,23 +159,54 @@ final class Segment {
             try file.truncate(to: base)
             throw error
         }
-        for (index, (start, length)) in positions.enumerated() {
-            noteRecord(offset: first + UInt64(index), position: base + start, length: length)
+        lock.withLock {
+            for (index, (start, length)) in positions.enumerated() {
+                noteRecord(offset: first + UInt64(index), position: base + start, length: length)
+            }
         }
         return first
     }
 
-    func sync() throws(LogIOError) { try file.sync() }
+    /// The byte position of the last index entry at or below `offset` (binary search; callers
+    /// hold `lock`).
+    private func indexPosition(atOrBelow offset: UInt64) -> Int {
+        var low = 0
+        var high = index.count
+        while low < high {
+            let middle = (low + high) / 2
+            if index[middle].offset <= offset { low = middle + 1 } else { high = middle }
+        }
+        return low == 0 ? 0 : index[low - 1].position
+    }
 
-    /// Records from `offset` on, up to about `maxBytes` (at least one record if any).
+    /// Where the written records end: what a sync started now will make durable.
+    var writtenPosition: Position { lock.withLock { written } }
+
+    /// Makes every written record durable; readers see them from then on.
+    func sync() throws(LogIOError) {
+        let target = writtenPosition
+        try file.sync()
+        markDurable(target)
+    }
+
+    /// Records up to `position` are on stable storage (a sync that covered them succeeded).
+    private func markDurable(_ position: Position) {
+        lock.withLock {
+            if position.offset > durable.offset { durable = position }
+        }
+    }
+
+    /// Durable records from `offset` on, up to about `maxBytes` (at least one record if any).
     func read(from offset: UInt64, maxBytes: Int) throws(LogIOError) -> [(offset: UInt64, payload: [UInt8])] {
-        guard offset >= baseOffset, offset < nextOffset else { return [] }
-        let entry = index.last { $0.offset <= offset } ?? (baseOffset, 0)
-        var position = entry.position
+        let (start, end) = lock.withLock { () -> (Int, Int) in
+            guard offset >= baseOffset, offset < durable.offset else { return (0, 0) }
+            return (indexPosition(atOrBelow: offset), durable.byte)
+        }
+        var position = start
         var records: [(offset: UInt64, payload: [UInt8])] = []
         var bytes = 0
-        while position < file.size, records.isEmpty || bytes < maxBytes {
-            let window = try file.read(at: position, count: max(Self.scanWindow, maxBytes))
+        while position < end, records.isEmpty || bytes < maxBytes {
+            let window = try file.read(at: position, count: min(end - position, max(Self.scanWindow, maxBytes)))
             var cursor = 0
             while case .record(let found, let payload, let next) = RecordFrame.scan(window, at: cursor) {
                 if found >= offset {
@@ -154,5 +222,12 @@ final class Segment {
         return records
     }
 
-    func close() { file.close() }
+    /// Closes the file now (tests and recovery); partitions let `deinit` do it.
+    func close() {
+        lock.withLock {
+            guard !isClosed else { return }
+            isClosed = true
+            file.close()
+        }
+    }
 }

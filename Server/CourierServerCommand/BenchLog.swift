@@ -42,10 +42,17 @@ struct BenchLog: AsyncParsableCommand {
 
         for concurrency in appenders {
             let partition = try Partition(directory: "\(root)/p\(concurrency)")
+            let cpuBefore = processorSeconds()
             let result = await Self.measure(partition, concurrency: concurrency, recordBytes: recordBytes, seconds: seconds)
-            let (batches, records) = partition.commitStatistics
+            let cpu = (processorSeconds() - cpuBefore) / seconds
+            let (syncs, records) = partition.commitStatistics
             partition.close()
-            print("appenders \(concurrency): \(Int(result.perSecond)) appends/s, p50 \(format(result.p50)) ms, p99 \(format(result.p99)) ms, \(String(format: "%.1f", Double(records) / Double(max(batches, 1)))) records per sync")
+            let reopenStart = ContinuousClock.now
+            let reopened = try Partition(directory: "\(root)/p\(concurrency)")
+            let reopenMilliseconds = milliseconds(ContinuousClock.now - reopenStart)
+            let recordsOnDisk = reopened.nextOffset
+            reopened.close()
+            print("appenders \(concurrency): \(Int(result.perSecond)) appends/s, p50 \(format(result.p50)) ms, p99 \(format(result.p99)) ms, \(String(format: "%.1f", Double(records) / Double(max(syncs, 1)))) records per sync, \(String(format: "%.2f", cpu)) cores busy; reopening verified \(recordsOnDisk) records in \(Int(reopenMilliseconds)) ms")
         }
     }
 
@@ -134,6 +141,14 @@ enum DiskFloor {
             sequentialMiBPerSecond: Double(written) / 1_048_576 / elapsed
         )
     }
+}
+
+/// User plus system CPU seconds this process has used.
+private func processorSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 private func milliseconds(_ duration: Duration) -> Double {

@@ -70,5 +70,13 @@ final class EmbeddedLogTests: XCTestCase {
         let remaining = try await log.read(partition: 0, from: 60, maxBytes: .max)
         XCTAssertEqual(remaining.first?.offset, 60, "everything the slowest group has not passed is still there")
         XCTAssertEqual(remaining.last?.offset, 199)
+        do {
+            _ = try await log.read(partition: 0, from: 0, maxBytes: .max)
+            XCTFail("a read below retention must say so, not return nothing")
+        } catch {
+            guard case .belowRetention(0, let first) = error else { return XCTFail("\(error)") }
+            XCTAssertGreaterThan(first, 0)
+            XCTAssertLessThanOrEqual(first, 60)
+        }
     }
 }

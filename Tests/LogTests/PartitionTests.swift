@@ -102,4 +102,26 @@ final class PartitionTests: XCTestCase {
             XCTAssertEqual(error, .closed)
         }
     }
+
+    func testReadsSeeOnlyDurableRecordsAndRunDuringASync() async throws {
+        // Syncs take 300 ms: long enough to read while one is under way.
+        let partition = try Partition(directory: "/log", fileSystem: FaultyFileSystem(syncMicroseconds: 300_000))
+        defer { partition.close() }
+        let first = try await partition.append([1])
+        let pending = Task { try await partition.append([2]) }
+        try await Task.sleep(for: .milliseconds(100))
+        let clock = ContinuousClock()
+        let start = clock.now
+        let during = try partition.read(from: first, maxBytes: .max)
+        XCTAssertLessThan(clock.now - start, .milliseconds(100), "a read does not wait for the sync")
+        XCTAssertEqual(during.map(\.payload), [[1]], "the record being synced is not visible yet")
+        let second = try await pending.value
+        XCTAssertEqual(try partition.read(from: first, maxBytes: .max).map(\.offset), [first, second])
+    }
+
+    func testReadAfterCloseIsAnError() throws {
+        let partition = try Partition(directory: directory)
+        partition.close()
+        XCTAssertThrowsError(try partition.read(from: 0, maxBytes: 10)) { XCTAssertEqual($0 as? LogReadError, .closed) }
+    }
 }
