@@ -10,6 +10,8 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
         /// Consecutive user ids that share a partition before the next range is spread elsewhere.
         public var usersPerRange: UInt64 = 64
         public var partition = Partition.Configuration()
+        /// Where segments live; tests and benchmarks put other layers here.
+        public var fileSystem: any LogFileSystem = PosixFileSystem()
         public init() {}
     }
 
@@ -28,7 +30,7 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
         self.configuration = configuration
         var partitions: [Partition] = []
         for index in 0..<configuration.partitionCount {
-            partitions.append(try Partition(directory: "\(directory)/partitions/\(index)", configuration: configuration.partition))
+            partitions.append(try Partition(directory: "\(directory)/partitions/\(index)", configuration: configuration.partition, fileSystem: configuration.fileSystem))
         }
         self.partitions = partitions
         // Groups with committed offsets on disk take part in retention from the start.
@@ -54,6 +56,14 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
 
     public func read(partition: Int, from offset: UInt64, maxBytes: Int) async throws(LogReadError) -> [LogRecord] {
         try partitions[partition].read(from: offset, maxBytes: maxBytes).map { LogRecord(offset: $0.offset, payload: $0.payload) }
+    }
+
+    public func durableNextOffset(partition: Int) async -> UInt64 {
+        partitions[partition].durableNextOffset
+    }
+
+    public func waitForRecords(partition: Int, at offset: UInt64, timeout: Duration) async {
+        await partitions[partition].waitForRecords(at: offset, timeout: timeout)
     }
 
     public func committedOffset(group: String, partition: Int) async throws(LogIOError) -> UInt64 {

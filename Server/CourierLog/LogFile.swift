@@ -162,3 +162,31 @@ public struct PosixFileSystem: LogFileSystem {
         return Date(timeIntervalSince1970: Double(status.st_mtim.tv_sec) + Double(status.st_mtim.tv_nsec) / 1e9)
     }
 }
+
+/// Test setting only: the real file system with every fdatasync skipped, so a benchmark can
+/// show what durability costs. An acknowledged record can be lost in a power cut.
+public struct UnsafeNoSyncFileSystem: LogFileSystem {
+    private let base = PosixFileSystem()
+
+    public init() {}
+
+    public func createDirectory(_ path: String) throws(LogIOError) { try base.createDirectory(path) }
+    public func contentsOfDirectory(_ path: String) throws(LogIOError) -> [String] { try base.contentsOfDirectory(path) }
+    public func openFile(_ path: String, create: Bool) throws(LogIOError) -> any LogFile {
+        UnsyncedFile(try base.openFile(path, create: create))
+    }
+    public func syncDirectory(_ path: String) throws(LogIOError) {}
+    public func deleteFile(_ path: String) throws(LogIOError) { try base.deleteFile(path) }
+    public func modificationDate(_ path: String) -> Date? { base.modificationDate(path) }
+
+    private final class UnsyncedFile: LogFile {
+        let file: any LogFile
+        init(_ file: any LogFile) { self.file = file }
+        var size: Int { file.size }
+        func append(_ bytes: [UInt8]) throws(LogIOError) { try file.append(bytes) }
+        func sync() throws(LogIOError) {}
+        func read(at position: Int, count: Int) throws(LogIOError) -> [UInt8] { try file.read(at: position, count: count) }
+        func truncate(to length: Int) throws(LogIOError) { try file.truncate(to: length) }
+        func close() { file.close() }
+    }
+}

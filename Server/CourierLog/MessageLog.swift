@@ -20,6 +20,10 @@ public protocol MessageLog: Sendable {
     func append(_ payload: [UInt8], partition: Int) async throws(LogAppendError) -> UInt64
     /// Durable records from `offset` on, up to about `maxBytes` (at least one if any).
     func read(partition: Int, from offset: UInt64, maxBytes: Int) async throws(LogReadError) -> [LogRecord]
+    /// The offset after the last durable record of `partition`.
+    func durableNextOffset(partition: Int) async -> UInt64
+    /// Returns once a record at `offset` is readable in `partition`, or after `timeout`.
+    func waitForRecords(partition: Int, at offset: UInt64, timeout: Duration) async
     /// Where `group` resumes in `partition`.
     func committedOffset(group: String, partition: Int) async throws(LogIOError) -> UInt64
     /// Durably moves `group`'s resume point in `partition` forward to `offset`.

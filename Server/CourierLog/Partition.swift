@@ -49,6 +49,9 @@ public final class Partition: @unchecked Sendable {
     /// gives that many appenders up to that long to come back before it starts the next batch.
     private var lastBatchCount = 0
     private var lastCommitDuration = Duration.zero
+    /// Readers waiting for records at or beyond an offset (consumers at the end of the log).
+    private var waiters: [UInt64: (offset: UInt64, continuation: CheckedContinuation<Void, Never>)] = [:]
+    private var nextWaiterID: UInt64 = 0
 
     private let segmentsLock = NSLock()
     private var segments: [Segment]
@@ -117,6 +120,42 @@ public final class Partition: @unchecked Sendable {
     /// The offset the next record will get.
     public var nextOffset: UInt64 {
         segmentsLock.withLock { segments.last!.nextOffset }
+    }
+
+    /// The offset after the last durable record: what readers can see.
+    public var durableNextOffset: UInt64 {
+        segmentsLock.withLock { segments.last!.durableNextOffset }
+    }
+
+    /// Returns once a durable record at `offset` exists, after `timeout`, or when the partition
+    /// closes: a consumer at the end of the log sleeps here instead of polling.
+    public func waitForRecords(at offset: UInt64, timeout: Duration) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let id: UInt64? = condition.withLock {
+                // The writer marks records durable before it takes this lock to wake waiters,
+                // so a check here cannot miss a wake-up.
+                if stopping || durableNextOffset > offset { return nil }
+                nextWaiterID += 1
+                waiters[nextWaiterID] = (offset, continuation)
+                return nextWaiterID
+            }
+            guard let id else { return continuation.resume() }
+            Task {
+                try? await Task.sleep(for: timeout)
+                self.condition.withLock { self.waiters.removeValue(forKey: id) }?.continuation.resume()
+            }
+        }
+    }
+
+    /// Wakes the waiters whose record is now durable (or all of them when closing).
+    private func wakeWaiters(durableNextOffset end: UInt64, all: Bool = false) {
+        let woken: [CheckedContinuation<Void, Never>] = condition.withLock {
+            guard !waiters.isEmpty else { return [] }
+            let ready = waiters.filter { all || $0.value.offset < end }
+            for id in ready.keys { waiters.removeValue(forKey: id) }
+            return ready.values.map(\.continuation)
+        }
+        for continuation in woken { continuation.resume() }
     }
 
     /// The lowest offset still stored (retention deletes whole segments below it).
@@ -199,6 +238,7 @@ public final class Partition: @unchecked Sendable {
             condition.broadcast()
         }
         writerStopped.wait()
+        wakeWaiters(durableNextOffset: 0, all: true)
         segmentsLock.withLock {
             isClosed = true
             segments.removeFirst(segments.count - 1)
@@ -214,6 +254,7 @@ public final class Partition: @unchecked Sendable {
             let result = commit(batch.map(\.payload))
             let duration = clock.now - start
             answer(batch, with: result)
+            if case .success(let first) = result { wakeWaiters(durableNextOffset: first + UInt64(batch.count)) }
             condition.withLock {
                 lastBatchCount = batch.count
                 lastCommitDuration = duration

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CourierServer
+import Foundation
 import Logging
 import ServiceLifecycle
 
@@ -7,37 +8,84 @@ import ServiceLifecycle
 struct CourierServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "courier-server",
-        abstract: "Courier's server: a CoAP/UDP gateway for devices.",
-        subcommands: [Serve.self, BenchLog.self],
+        abstract: "Courier's server: CoAP gateway, durable log, chat actors and history.",
+        discussion: """
+            With no subcommand it serves. Admin subcommands work on the same data directory and \
+            are safe to run while the server runs.
+            """,
+        subcommands: [Serve.self, UserCommand.self, DeviceCommand.self, TokenCommand.self, ChatCommand.self, Search.self, Stats.self, BenchLog.self],
         defaultSubcommand: Serve.self
     )
 }
 
 struct Serve: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Run the server until SIGINT or SIGTERM.")
+    static let configuration = CommandConfiguration(
+        abstract: "Run the server until SIGINT or SIGTERM.",
+        discussion: """
+            Settings come from, lowest first: built-in defaults, the JSON file given by --config \
+            (keys: \(ServerConfiguration.CodingKeys.allCases.map(\.rawValue).joined(separator: ", "))), \
+            environment variables COURIER_<KEY IN UPPER SNAKE CASE> (e.g. COURIER_COAP_PORT), and \
+            these flags. Defaults: data directory ./courier-data, CoAP on 0.0.0.0:5683 with 2 \
+            sockets, operations HTTP (/health, /ready, /metrics) on 127.0.0.1:8081.
+            """
+    )
+
+    @Option(help: "JSON configuration file.")
+    var config: String?
+
+    @Option(name: .customLong("data-dir"), help: "Data directory (log and database).")
+    var dataDirectory: String?
 
     @Option(help: "Address the CoAP gateway binds to.")
-    var bind = "0.0.0.0"
+    var bind: String?
 
-    @Option(help: "UDP port of the CoAP gateway.")
-    var coapPort = 5683
+    @Option(help: "UDP port of the CoAP gateway (0: any free port).")
+    var coapPort: Int?
+
+    @Option(help: "UDP sockets sharing the CoAP port, one per event loop.")
+    var coapChannels: Int?
+
+    @Option(help: "Address of the operations HTTP listener.")
+    var httpBind: String?
+
+    @Option(help: "TCP port of the operations HTTP listener (0: any free port).")
+    var httpPort: Int?
+
+    @Option(help: "This node's id in message ids (0-1023).")
+    var nodeID: Int?
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: Logger.Level = .info
+    var logLevel: String?
+
+    @Flag(help: "Benchmarks only: skip fdatasync in the log (acknowledged messages can be lost).")
+    var unsafeNoSync = false
+
+    func resolvedConfiguration() throws -> ServerConfiguration {
+        var configuration = try config.map(ServerConfiguration.load(file:)) ?? ServerConfiguration()
+        try configuration.apply(environment: ProcessInfo.processInfo.environment)
+        if let dataDirectory { configuration.dataDirectory = dataDirectory }
+        if let bind { configuration.coapHost = bind }
+        if let coapPort { configuration.coapPort = coapPort }
+        if let coapChannels { configuration.coapChannels = coapChannels }
+        if let httpBind { configuration.httpHost = httpBind }
+        if let httpPort { configuration.httpPort = httpPort }
+        if let nodeID { configuration.nodeID = nodeID }
+        if let logLevel { configuration.logLevel = logLevel }
+        if unsafeNoSync { configuration.unsafeNoSync = true }
+        try configuration.validate()
+        return configuration
+    }
 
     func validate() throws {
-        guard (0...65_535).contains(coapPort) else { throw ValidationError("--coap-port must be 0-65535") }
+        do { _ = try resolvedConfiguration() } catch { throw ValidationError("\(error)") }
     }
 
     func run() async throws {
+        let configuration = try resolvedConfiguration()
+        LoggingSystem.bootstrap(StreamLogHandler.standardError)
         var logger = Logger(label: "courier-server")
-        logger.logLevel = logLevel
-        let gateway = GatewayService(configuration: .init(host: bind, port: coapPort), logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(services: [.init(service: gateway)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        )
-        try await group.run()
+        logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
+        let server = try CourierServer(configuration: configuration, logger: logger)
+        try await server.run()
     }
 }
-
-extension Logger.Level: @retroactive ExpressibleByArgument {}

@@ -3,12 +3,29 @@ import CoAP
 /// The CoAP resources the gateway serves. Every path is versioned under `/v1`.
 public struct GatewayResources: CoAPRequestHandler {
     /// `/.well-known/core` (RFC 6690): what a generic CoAP client can discover here.
-    static let linkFormat = "</v1/health>;rt=\"courier.health\";ct=0"
+    static let linkFormat = "</v1/health>;rt=\"courier.health\";ct=0,</v1/msg>;rt=\"courier.send\";ct=65001"
 
-    public init() {}
+    let intake: MessageIntake?
+    let metrics: ServerMetrics?
+
+    /// Without `intake` only the health and discovery resources exist.
+    public init(intake: MessageIntake? = nil, metrics: ServerMetrics? = nil) {
+        self.intake = intake
+        self.metrics = metrics
+    }
 
     public func handle(_ request: IncomingRequest) async -> CoAPMessage {
+        let response = await route(request)
+        metrics?.countRequest(code: "\(response.code)")
+        return response
+    }
+
+    private func route(_ request: IncomingRequest) async -> CoAPMessage {
         switch (request.message.code, request.message.uriPath) {
+        case (.post, ["v1", "msg"]) where intake != nil:
+            return await intake!.send(request)
+        case (_, ["v1", "msg"]) where intake != nil:
+            return .response(.methodNotAllowed, payload: Array("only POST is allowed here".utf8))
         case (.get, ["v1", "health"]):
             return .response(.content, payload: Array("ok".utf8), contentFormat: CoAPContentFormat.textPlain)
         case (.get, [".well-known", "core"]):
@@ -16,7 +33,7 @@ public struct GatewayResources: CoAPRequestHandler {
         case (_, ["v1", "health"]), (_, [".well-known", "core"]):
             return .response(.methodNotAllowed, payload: Array("only GET is allowed here".utf8))
         default:
-            return .response(.notFound, payload: Array("no resource at /\(request.message.uriPath.joined(separator: "/"))".utf8))
+            return .response(.notFound, payload: Array("no such resource".utf8))
         }
     }
 }

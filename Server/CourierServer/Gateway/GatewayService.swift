@@ -1,18 +1,27 @@
 import CoAP
 import Logging
+import NIOConcurrencyHelpers
 import ServiceLifecycle
 
-/// The CoAP/UDP gateway as a long-running service: binds, serves until graceful shutdown, closes.
-public struct GatewayService: Service {
+/// The CoAP/UDP gateway as a long-running service: binds its sockets, serves until graceful
+/// shutdown (letting in-flight appends finish and be answered), then closes.
+///
+/// It uses more than one core with several sockets on one port (SO_REUSEPORT), each on its own
+/// event loop: the kernel spreads peers over them by address, so one peer always meets the
+/// same socket and its duplicate detection.
+public final class GatewayService: Service, Sendable {
     public struct Configuration: Sendable {
         public var host: String
         public var port: Int
+        /// Sockets sharing the port; 1 disables SO_REUSEPORT.
+        public var channels: Int
         public var maxConcurrentRequests: Int
         public var endpoint: CoAPEndpoint.Configuration
 
-        public init(host: String = "0.0.0.0", port: Int = 5683, maxConcurrentRequests: Int = 256, endpoint: CoAPEndpoint.Configuration = .init()) {
+        public init(host: String = "0.0.0.0", port: Int = 5683, channels: Int = 1, maxConcurrentRequests: Int = 256, endpoint: CoAPEndpoint.Configuration = .init()) {
             self.host = host
             self.port = port
+            self.channels = channels
             self.maxConcurrentRequests = maxConcurrentRequests
             self.endpoint = endpoint
         }
@@ -21,22 +30,48 @@ public struct GatewayService: Service {
     let configuration: Configuration
     let resources: any CoAPRequestHandler
     let logger: Logger
+    /// Runs before binding (the server waits here until its consumers have caught up).
+    let beforeBinding: @Sendable () async -> Void
+    private let boundPort = NIOLockedValueBox<Int?>(nil)
 
-    public init(configuration: Configuration, resources: any CoAPRequestHandler = GatewayResources(), logger: Logger) {
+    public init(configuration: Configuration, resources: any CoAPRequestHandler = GatewayResources(), logger: Logger, beforeBinding: @escaping @Sendable () async -> Void = {}) {
         self.configuration = configuration
         self.resources = resources
         self.logger = logger
+        self.beforeBinding = beforeBinding
     }
 
+    /// The UDP port once bound (useful with port 0); nil before.
+    public var port: Int? { boundPort.withLockedValue { $0 } }
+
     public func run() async throws {
-        let endpoint = try await CoAPEndpoint.bind(
-            host: configuration.host, port: configuration.port, serving: true, configuration: configuration.endpoint
-        )
-        logger.info("CoAP gateway listening", metadata: ["address": "\(endpoint.localAddress)"])
-        await cancelWhenGracefulShutdown {
-            await endpoint.serve(maxConcurrentRequests: configuration.maxConcurrentRequests, resources)
+        await cancelWhenGracefulShutdown { await self.beforeBinding() }
+        if Task.isCancelled || Task.isShuttingDownGracefully { return }
+        let reusePort = configuration.channels > 1
+        var endpoints: [CoAPEndpoint] = []
+        do {
+            let first = try await CoAPEndpoint.bind(host: configuration.host, port: configuration.port, serving: true, configuration: configuration.endpoint, reusePort: reusePort)
+            endpoints.append(first)
+            let port = first.localAddress.port ?? configuration.port
+            for _ in 1..<configuration.channels {
+                endpoints.append(try await CoAPEndpoint.bind(host: configuration.host, port: port, serving: true, configuration: configuration.endpoint, reusePort: true))
+            }
+        } catch {
+            for endpoint in endpoints { await endpoint.close() }
+            throw error
         }
-        await endpoint.close()
+        let serving = endpoints
+        boundPort.withLockedValue { $0 = serving[0].localAddress.port }
+        logger.info("CoAP gateway listening", metadata: ["address": "\(endpoints[0].localAddress)", "sockets": "\(endpoints.count)"])
+        await cancelWhenGracefulShutdown {
+            await withTaskGroup(of: Void.self) { group in
+                for endpoint in serving {
+                    group.addTask { await endpoint.serve(maxConcurrentRequests: self.configuration.maxConcurrentRequests, self.resources) }
+                }
+            }
+        }
+        for endpoint in endpoints { await endpoint.close() }
+        boundPort.withLockedValue { $0 = nil }
         logger.info("CoAP gateway stopped")
     }
 }

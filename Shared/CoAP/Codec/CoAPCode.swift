@@ -49,6 +49,8 @@ public struct CoAPCode: RawRepresentable, Sendable, Hashable, CustomStringConver
     public static let preconditionFailed = CoAPCode(4, 12)
     public static let requestEntityTooLarge = CoAPCode(4, 13)
     public static let unsupportedContentFormat = CoAPCode(4, 15)
+    /// RFC 8132: the request conflicts with the current state (a reused client message id).
+    public static let conflict = CoAPCode(4, 9)
     public static let tooManyRequests = CoAPCode(4, 29)
     public static let internalServerError = CoAPCode(5, 0)
     public static let notImplemented = CoAPCode(5, 1)

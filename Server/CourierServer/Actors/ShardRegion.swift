@@ -1,0 +1,169 @@
+import Foundation
+import Logging
+
+/// An entity that lives in a shard region: one live instance per id, started on first use
+/// from storage and stopped (passivated) when idle.
+public protocol ShardedEntity: Actor {
+    associatedtype Context: Sendable
+    /// Loads the entity's state; a thrown error leaves no instance behind (the next use retries).
+    static func activate(id: UInt64, context: Context) async throws -> Self
+}
+
+/// Why an entity could not be reached.
+public enum ShardRegionError: Error, Sendable, Equatable {
+    /// Every live entity of the shard is in use and the shard is at its bound.
+    case shardFull(kind: String, shard: Int)
+    case stopped
+}
+
+/// Maps an entity id to a shard and a shard to its live entities. Callers reach an entity only
+/// through `withEntity`, which counts it as in use: an entity in use is never passivated, so
+/// there is never a second live instance of one id (for a Chat, a second writer).
+///
+/// Bounded: a shard holds at most `maxEntitiesPerShard` live entities; at the bound it
+/// passivates the least recently used idle one, and if none is idle the call fails with
+/// `.shardFull` (the caller retries later).
+public final class ShardRegion<Entity: ShardedEntity>: Sendable {
+    public struct Configuration: Sendable {
+        public var shardCount = 64
+        public var maxEntitiesPerShard = 4096
+        public var idleTimeout: Duration = .seconds(120)
+        public init() {}
+    }
+
+    public let kind: String
+    public let configuration: Configuration
+    private let shards: [Shard<Entity>]
+
+    public init(kind: String, context: Entity.Context, configuration: Configuration = Configuration()) {
+        precondition(configuration.shardCount > 0 && configuration.maxEntitiesPerShard > 0)
+        self.kind = kind
+        self.configuration = configuration
+        shards = (0..<configuration.shardCount).map {
+            Shard(kind: kind, index: $0, context: context, capacity: configuration.maxEntitiesPerShard)
+        }
+    }
+
+    /// The shard an id lives in: ids are mixed first, since database ids are consecutive.
+    public func shardIndex(of id: UInt64) -> Int {
+        var mixed = id &* 0x9E37_79B9_7F4A_7C15
+        mixed ^= mixed >> 29
+        return Int(mixed % UInt64(shards.count))
+    }
+
+    /// Runs `body` with the live entity for `id`, activating it first if needed.
+    public func withEntity<Result: Sendable>(_ id: UInt64, _ body: (Entity) async throws -> Result) async throws -> Result {
+        let shard = shards[shardIndex(of: id)]
+        let entity = try await shard.checkOut(id)
+        do {
+            let result = try await body(entity)
+            await shard.checkIn(id)
+            return result
+        } catch {
+            await shard.checkIn(id)
+            throw error
+        }
+    }
+
+    /// Live entities across all shards.
+    public func liveCount() async -> Int {
+        var total = 0
+        for shard in shards { total += await shard.liveCount }
+        return total
+    }
+
+    /// Passivates entities idle for longer than the idle timeout; returns how many.
+    @discardableResult
+    public func passivateIdle() async -> Int {
+        var total = 0
+        for shard in shards { total += await shard.passivateIdle(olderThan: configuration.idleTimeout) }
+        return total
+    }
+}
+
+actor Shard<Entity: ShardedEntity> {
+    private enum Slot {
+        case activating(Task<Entity, any Error>, users: Int)
+        case active(Entity, users: Int, lastUsed: ContinuousClock.Instant)
+    }
+
+    let kind: String
+    let index: Int
+    let context: Entity.Context
+    let capacity: Int
+    private var slots: [UInt64: Slot] = [:]
+    private let clock = ContinuousClock()
+
+    init(kind: String, index: Int, context: Entity.Context, capacity: Int) {
+        self.kind = kind
+        self.index = index
+        self.context = context
+        self.capacity = capacity
+    }
+
+    var liveCount: Int { slots.count }
+
+    func checkOut(_ id: UInt64) async throws -> Entity {
+        switch slots[id] {
+        case .active(let entity, let users, _):
+            slots[id] = .active(entity, users: users + 1, lastUsed: clock.now)
+            return entity
+        case .activating(let task, let users):
+            slots[id] = .activating(task, users: users + 1)
+            return try await awaitActivation(id, task)
+        case nil:
+            if slots.count >= capacity, !evictLeastRecentlyUsed() {
+                throw ShardRegionError.shardFull(kind: kind, shard: index)
+            }
+            let context = self.context
+            let task = Task { try await Entity.activate(id: id, context: context) }
+            slots[id] = .activating(task, users: 1)
+            return try await awaitActivation(id, task)
+        }
+    }
+
+    private func awaitActivation(_ id: UInt64, _ task: Task<Entity, any Error>) async throws -> Entity {
+        do {
+            let entity = try await task.value
+            if case .activating(_, let users) = slots[id] {
+                slots[id] = .active(entity, users: users, lastUsed: clock.now)
+            }
+            return entity
+        } catch {
+            // Every waiter sees the failure; the slot goes, so the next use tries again.
+            if case .activating = slots[id] { slots[id] = nil }
+            throw error
+        }
+    }
+
+    func checkIn(_ id: UInt64) {
+        switch slots[id] {
+        case .active(let entity, let users, _):
+            slots[id] = .active(entity, users: max(0, users - 1), lastUsed: clock.now)
+        case .activating(let task, let users):
+            slots[id] = .activating(task, users: max(0, users - 1))
+        case nil:
+            break
+        }
+    }
+
+    func passivateIdle(olderThan idle: Duration) -> Int {
+        let now = clock.now
+        let idleIDs = slots.compactMap { id, slot -> UInt64? in
+            if case .active(_, 0, let lastUsed) = slot, now - lastUsed >= idle { return id }
+            return nil
+        }
+        for id in idleIDs { slots[id] = nil }
+        return idleIDs.count
+    }
+
+    private func evictLeastRecentlyUsed() -> Bool {
+        var oldest: (UInt64, ContinuousClock.Instant)?
+        for (id, slot) in slots {
+            if case .active(_, 0, let lastUsed) = slot, oldest == nil || lastUsed < oldest!.1 { oldest = (id, lastUsed) }
+        }
+        guard let (id, _) = oldest else { return false }
+        slots[id] = nil
+        return true
+    }
+}

@@ -1,0 +1,204 @@
+import CourierLog
+import CourierProtocol
+import CourierStorage
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+
+/// One consumer per log partition, in consumer group "chats": reads accepted messages from the
+/// committed offset, hands each to its chat's writer, and commits the offset only once every
+/// record below it is stored and the storage is durable. A crash replays from the committed
+/// offset; the chats' dedup keys make the replay a no-op.
+///
+/// Within a batch, chats are processed concurrently and each chat's records in log order, so
+/// one sender's messages keep their order. A record that fails for a passing reason (storage
+/// busy, full) is retried with backoff until it succeeds; the offset does not move past it.
+public final class ChatConsumers: Sendable {
+    public static let group = "chats"
+
+    public struct Configuration: Sendable {
+        /// Bytes read from a partition per batch.
+        public var batchBytes = 256 * 1024
+        /// How long an idle consumer sleeps before checking for shutdown.
+        public var idleWait: Duration = .milliseconds(200)
+        public var maxRetryDelay: Duration = .seconds(1)
+        public init() {}
+    }
+
+    let log: any MessageLog
+    let storage: any CourierStorage
+    let chats: ShardRegion<ChatEntity>
+    let users: ShardRegion<UserEntity>
+    let accepted: AcceptedMessages
+    let metrics: ServerMetrics
+    let configuration: Configuration
+    let logger: Logger
+    private let startupTargets = NIOLockedValueBox<[Int: UInt64]>([:])
+    private let positions = NIOLockedValueBox<[Int: UInt64]>([:])
+    private let stopping = NIOLockedValueBox(false)
+
+    public init(log: any MessageLog, storage: any CourierStorage, chats: ShardRegion<ChatEntity>, users: ShardRegion<UserEntity>, accepted: AcceptedMessages, metrics: ServerMetrics, configuration: Configuration = Configuration(), logger: Logger) {
+        self.log = log
+        self.storage = storage
+        self.chats = chats
+        self.users = users
+        self.accepted = accepted
+        self.metrics = metrics
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// True once every partition has processed what its log held when consuming began: from
+    /// then on a retry of any message finds it in storage or in flight, so the gateway may open.
+    public var caughtUp: Bool {
+        let targets = startupTargets.withLockedValue { $0 }
+        let positions = positions.withLockedValue { $0 }
+        guard targets.count == log.partitionCount else { return false }
+        return targets.allSatisfy { partition, target in (positions[partition] ?? 0) >= target }
+    }
+
+    /// Waits until `caughtUp`.
+    public func waitUntilCaughtUp() async {
+        while !caughtUp && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
+    }
+
+    /// Consumes every partition until `stop()`; each finishes and commits its current batch.
+    public func run() async {
+        await withTaskGroup(of: Void.self) { group in
+            for partition in 0..<log.partitionCount {
+                group.addTask { await self.consume(partition: partition) }
+            }
+        }
+    }
+
+    /// Asks every consumer to commit what it has and return.
+    public func stop() {
+        stopping.withLockedValue { $0 = true }
+    }
+
+    private var isStopping: Bool { stopping.withLockedValue { $0 } }
+
+    private func consume(partition: Int) async {
+        var offset: UInt64
+        do {
+            offset = try await log.committedOffset(group: Self.group, partition: partition)
+        } catch {
+            logger.critical("cannot read the committed offset; partition not consumed", metadata: ["partition": "\(partition)", "error": "\(error)"])
+            return
+        }
+        let target = await log.durableNextOffset(partition: partition)
+        startupTargets.withLockedValue { $0[partition] = target }
+        positions.withLockedValue { $0[partition] = offset }
+
+        while !isStopping {
+            let records: [LogRecord]
+            do {
+                records = try await log.read(partition: partition, from: offset, maxBytes: configuration.batchBytes)
+            } catch {
+                logger.error("log read failed", metadata: ["partition": "\(partition)", "offset": "\(offset)", "error": "\(error)"])
+                try? await Task.sleep(for: configuration.maxRetryDelay)
+                continue
+            }
+            guard let last = records.last else {
+                await log.waitForRecords(partition: partition, at: offset, timeout: configuration.idleWait)
+                continue
+            }
+            await process(records, partition: partition)
+            let next = last.offset + 1
+            await retrying("commit offset \(next) of partition \(partition)") {
+                try await self.storage.makeDurable()
+                try await self.log.commit(group: Self.group, partition: partition, offset: next)
+            }
+            offset = next
+            positions.withLockedValue { $0[partition] = offset }
+            metrics.recordLag(partition: partition, records: await log.durableNextOffset(partition: partition) - offset)
+        }
+    }
+
+    /// Stores a batch: chats concurrently, each chat's records in log order.
+    private func process(_ records: [LogRecord], partition: Int) async {
+        var byChat: [UInt64: [AcceptedMessage]] = [:]
+        var order: [UInt64] = []
+        for record in records {
+            let message: AcceptedMessage
+            do {
+                message = try AcceptedMessage(serializedBytes: record.payload)
+            } catch {
+                // Only the gateway writes the log, so this is a bug or damage; skipping it is
+                // the only way forward, and it is said loudly.
+                logger.error("undecodable log record skipped", metadata: ["partition": "\(partition)", "offset": "\(record.offset)", "error": "\(error)"])
+                continue
+            }
+            if byChat[message.chatID] == nil { order.append(message.chatID) }
+            byChat[message.chatID, default: []].append(message)
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for chatID in order {
+                let messages = byChat[chatID]!
+                group.addTask {
+                    for message in messages { await self.store(message) }
+                }
+            }
+        }
+    }
+
+    private func store(_ message: AcceptedMessage) async {
+        let key = AcceptedMessages.Key(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID)
+        let outcome: ChatEntity.Outcome? = await retrying("store message \(message.serverMessageID) in chat \(message.chatID)") {
+            do {
+                return try await self.chats.withEntity(message.chatID) { try await $0.store(message) }
+            } catch StorageError.notFound {
+                return nil
+            }
+        }
+        accepted.release(key)
+        switch outcome {
+        case .stored(let stored)?:
+            await fanOut(stored)
+        case .duplicate?:
+            break
+        case .conflict(let existing)?:
+            logger.warning("client message id reused for a different message; not stored", metadata: [
+                "device": "\(message.senderDeviceID)", "clientMessageID": "\(message.clientMessageID)", "stored": "\(existing.serverMessageID)",
+            ])
+        case .notMember?:
+            logger.warning("sender left the chat before the message was stored; not stored", metadata: ["chat": "\(message.chatID)", "user": "\(message.senderUserID)"])
+        case nil:
+            logger.warning("chat no longer exists; message not stored", metadata: ["chat": "\(message.chatID)"])
+        }
+    }
+
+    /// Hands a stored message to every member's User actor (and on to their devices). A member
+    /// that cannot be reached now still gets the message by sync from storage.
+    private func fanOut(_ message: StoredMessage) async {
+        let members: Set<UInt64>
+        do {
+            members = try await chats.withEntity(message.chatID) { await $0.memberIDs }
+        } catch {
+            return
+        }
+        for member in members {
+            do {
+                try await users.withEntity(member) { try await $0.deliver(message) }
+            } catch {
+                logger.debug("hand-off to user failed", metadata: ["user": "\(member)", "error": "\(error)"])
+            }
+        }
+    }
+
+    /// Runs `body` until it succeeds, with doubling delays up to the maximum. A consumer never
+    /// skips a record because storage was briefly unavailable.
+    @discardableResult
+    private func retrying<T: Sendable>(_ what: String, _ body: @Sendable () async throws -> T) async -> T {
+        var delay: Duration = .milliseconds(10)
+        while true {
+            do {
+                return try await body()
+            } catch {
+                logger.warning("retrying", metadata: ["what": "\(what)", "error": "\(error)", "delay": "\(delay)"])
+                try? await Task.sleep(for: delay)
+                delay = min(delay * 2, configuration.maxRetryDelay)
+            }
+        }
+    }
+}

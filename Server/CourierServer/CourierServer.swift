@@ -1,0 +1,152 @@
+import CourierLog
+import CourierStorage
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// One `courier-server` node, embedded: the log and the SQLite database in one data directory,
+/// the CoAP gateway, the consumers and actors, and the operations listener.
+public final class CourierServer: Sendable {
+    public let configuration: ServerConfiguration
+    public let storage: SQLiteStorage
+    public let log: EmbeddedLog
+    public let metrics: ServerMetrics
+    public let chats: ShardRegion<ChatEntity>
+    public let users: ShardRegion<UserEntity>
+    public let devices: ShardRegion<DeviceEntity>
+    public let accepted: AcceptedMessages
+    public let consumers: ChatConsumers
+    public let gateway: GatewayService
+    public let ops: OpsHTTPService
+    let logger: Logger
+
+    public static func storagePath(dataDirectory: String) -> String { "\(dataDirectory)/courier.sqlite3" }
+    public static func logPath(dataDirectory: String) -> String { "\(dataDirectory)/log" }
+
+    public init(configuration: ServerConfiguration, logger: Logger) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        self.logger = logger
+        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        storage = try SQLiteStorage(path: Self.storagePath(dataDirectory: configuration.dataDirectory))
+
+        var logConfiguration = EmbeddedLog.Configuration()
+        logConfiguration.partitionCount = configuration.partitions
+        logConfiguration.partition.maxQueuedAppends = configuration.maxQueuedAppends
+        if configuration.unsafeNoSync {
+            logger.warning("unsafeNoSync is on: acknowledged messages can be lost in a power cut (benchmarks only)")
+            logConfiguration.fileSystem = UnsafeNoSyncFileSystem()
+        }
+        log = try EmbeddedLog(directory: Self.logPath(dataDirectory: configuration.dataDirectory), configuration: logConfiguration)
+        metrics = ServerMetrics(partitionCount: configuration.partitions)
+
+        var regionConfiguration = ShardRegion<ChatEntity>.Configuration()
+        regionConfiguration.idleTimeout = .seconds(configuration.entityIdleSeconds)
+        regionConfiguration.maxEntitiesPerShard = configuration.maxEntitiesPerShard
+        devices = ShardRegion(kind: "device", context: DeviceEntity.Context(storage: storage), configuration: .init(regionConfiguration))
+        users = ShardRegion(kind: "user", context: UserEntity.Context(storage: storage, devices: devices), configuration: .init(regionConfiguration))
+        chats = ShardRegion(kind: "chat", context: ChatEntity.Context(storage: storage), configuration: regionConfiguration)
+
+        accepted = AcceptedMessages(capacity: configuration.maxPendingMessages)
+        consumers = ChatConsumers(log: log, storage: storage, chats: chats, users: users, accepted: accepted, metrics: metrics, logger: logger)
+        var limits = MessageIntake.Limits()
+        limits.maxTextBytes = configuration.maxTextBytes
+        let intake = MessageIntake(
+            log: log, storage: storage,
+            authenticator: TokenAuthenticator(storage: storage, cacheDuration: .seconds(configuration.tokenCacheSeconds)),
+            chats: chats, accepted: accepted, ids: MessageIDGenerator(nodeID: configuration.nodeID),
+            metrics: metrics, limits: limits, logger: logger
+        )
+        let consumers = self.consumers
+        gateway = GatewayService(
+            configuration: .init(host: configuration.coapHost, port: configuration.coapPort, channels: configuration.coapChannels, maxConcurrentRequests: configuration.maxConcurrentRequests),
+            resources: GatewayResources(intake: intake, metrics: metrics),
+            logger: logger,
+            beforeBinding: {
+                // A retry of a message still in the log but not stored must find it: open only
+                // once the consumers have stored what the log held at startup.
+                await consumers.waitUntilCaughtUp()
+            }
+        )
+        let gateway = self.gateway
+        ops = OpsHTTPService(host: configuration.httpHost, port: configuration.httpPort, metrics: metrics, logger: logger) {
+            consumers.caughtUp && gateway.port != nil
+        }
+    }
+
+    /// The services in start order; a graceful shutdown stops them in reverse: the gateway
+    /// first (no new messages, in-flight appends answered), the consumers last (they commit).
+    public var services: [any Service] {
+        [ConsumersService(consumers: consumers), MaintenanceService(server: self), ops, gateway]
+    }
+
+    /// Runs until SIGTERM or SIGINT, then shuts down gracefully and closes the log.
+    public func run() async throws {
+        let group = ServiceGroup(configuration: .init(
+            services: services.map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        defer { log.close() }
+        try await group.run()
+    }
+
+    /// Publishes live actor counts, passivates idle actors and applies log retention.
+    func maintain(retentionCheck: Bool) async {
+        for (kind, count) in [("chat", await chats.passivateIdleAndCount()), ("user", await users.passivateIdleAndCount()), ("device", await devices.passivateIdleAndCount())] {
+            metrics.recordLiveActors(type: kind, count: count)
+        }
+        if retentionCheck {
+            do {
+                let deleted = try log.applyRetention(olderThan: .seconds(configuration.retentionHours * 3600))
+                if deleted > 0 { logger.info("log retention deleted segments", metadata: ["segments": "\(deleted)"]) }
+            } catch {
+                logger.error("log retention failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}
+
+extension ShardRegion.Configuration {
+    init<Other>(_ other: ShardRegion<Other>.Configuration) {
+        self.init()
+        shardCount = other.shardCount
+        maxEntitiesPerShard = other.maxEntitiesPerShard
+        idleTimeout = other.idleTimeout
+    }
+}
+
+extension ShardRegion {
+    /// Passivates idle entities, then counts the live ones.
+    func passivateIdleAndCount() async -> Int {
+        await passivateIdle()
+        return await liveCount()
+    }
+}
+
+/// The consumers as a service: on graceful shutdown each finishes and commits its batch.
+struct ConsumersService: Service {
+    let consumers: ChatConsumers
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            await consumers.run()
+        } onGracefulShutdown: {
+            consumers.stop()
+        }
+    }
+}
+
+/// Periodic upkeep: metrics of live actors, passivation, retention.
+struct MaintenanceService: Service {
+    let server: CourierServer
+
+    func run() async throws {
+        var rounds = 0
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(5)) }
+            rounds += 1
+            await server.maintain(retentionCheck: rounds % 60 == 0)
+        }
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+
+/// Everything `courier-server serve` can be told. Defaults run the embedded server with no
+/// flags; a JSON file (`--config`) sets any of these by name, environment variables
+/// (`COURIER_` + the name in upper snake case, e.g. COURIER_COAP_PORT) override the file, and
+/// flags override both.
+public struct ServerConfiguration: Codable, Sendable, Equatable {
+    /// Where the log segments and the SQLite database live.
+    public var dataDirectory = "courier-data"
+    public var coapHost = "0.0.0.0"
+    public var coapPort = 5683
+    /// UDP sockets on the CoAP port (SO_REUSEPORT), each on its own event loop.
+    public var coapChannels = 2
+    /// The operations listener: /health, /ready, /metrics.
+    public var httpHost = "127.0.0.1"
+    public var httpPort = 8081
+    /// This node's part of every message id (0-1023): unique per node of a cluster.
+    public var nodeID = 0
+    public var logLevel = "info"
+    /// Log partitions; fixed once a data directory has been created.
+    public var partitions = 16
+    /// Appends waiting per partition; beyond it sends get 5.03.
+    public var maxQueuedAppends = 65_536
+    /// Messages acknowledged but not yet stored by their chat; beyond it sends get 5.03.
+    public var maxPendingMessages = 100_000
+    /// Requests being handled at once per CoAP socket; beyond it they get 5.03.
+    public var maxConcurrentRequests = 1_024
+    public var maxTextBytes = 8 * 1024
+    /// Seconds an idle User, Device or Chat actor stays loaded.
+    public var entityIdleSeconds = 120
+    /// Live actors per shard (64 shards per kind).
+    public var maxEntitiesPerShard = 4_096
+    /// How long a token check is cached: a revocation takes effect within this time.
+    public var tokenCacheSeconds = 5
+    /// Log segments older than this and consumed by every group are deleted.
+    public var retentionHours = 168
+    /// Test setting: skip fdatasync in the log, so benchmarks can show what durability costs.
+    /// Never for real use: an acknowledged message could be lost in a power cut.
+    public var unsafeNoSync = false
+
+    public init() {}
+
+    public enum CodingKeys: String, CodingKey, CaseIterable {
+        case dataDirectory, coapHost, coapPort, coapChannels, httpHost, httpPort, nodeID, logLevel
+        case partitions, maxQueuedAppends, maxPendingMessages, maxConcurrentRequests, maxTextBytes
+        case entityIdleSeconds, maxEntitiesPerShard, tokenCacheSeconds, retentionHours, unsafeNoSync
+    }
+
+    public init(from decoder: any Decoder) throws {
+        // Every key is optional: a file sets only what it names.
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let defaults = ServerConfiguration()
+        func value<T: Decodable>(_ key: CodingKeys, _ fallback: T) throws -> T {
+            try container.decodeIfPresent(T.self, forKey: key) ?? fallback
+        }
+        dataDirectory = try value(.dataDirectory, defaults.dataDirectory)
+        coapHost = try value(.coapHost, defaults.coapHost)
+        coapPort = try value(.coapPort, defaults.coapPort)
+        coapChannels = try value(.coapChannels, defaults.coapChannels)
+        httpHost = try value(.httpHost, defaults.httpHost)
+        httpPort = try value(.httpPort, defaults.httpPort)
+        nodeID = try value(.nodeID, defaults.nodeID)
+        logLevel = try value(.logLevel, defaults.logLevel)
+        partitions = try value(.partitions, defaults.partitions)
+        maxQueuedAppends = try value(.maxQueuedAppends, defaults.maxQueuedAppends)
+        maxPendingMessages = try value(.maxPendingMessages, defaults.maxPendingMessages)
+        maxConcurrentRequests = try value(.maxConcurrentRequests, defaults.maxConcurrentRequests)
+        maxTextBytes = try value(.maxTextBytes, defaults.maxTextBytes)
+        entityIdleSeconds = try value(.entityIdleSeconds, defaults.entityIdleSeconds)
+        maxEntitiesPerShard = try value(.maxEntitiesPerShard, defaults.maxEntitiesPerShard)
+        tokenCacheSeconds = try value(.tokenCacheSeconds, defaults.tokenCacheSeconds)
+        retentionHours = try value(.retentionHours, defaults.retentionHours)
+        unsafeNoSync = try value(.unsafeNoSync, defaults.unsafeNoSync)
+    }
+
+    /// Reads a JSON configuration file; unknown keys are an error (a typo must not pass silently).
+    public static func load(file path: String) throws -> ServerConfiguration {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        let object = try JSONSerialization.jsonObject(with: data)
+        guard let keys = (object as? [String: Any])?.keys else { throw ConfigurationError("\(path): expected a JSON object") }
+        let known = Set(CodingKeys.allCases.map(\.rawValue))
+        if let unknown = keys.first(where: { !known.contains($0) }) {
+            throw ConfigurationError("\(path): unknown setting '\(unknown)'; known: \(known.sorted().joined(separator: ", "))")
+        }
+        do {
+            return try JSONDecoder().decode(ServerConfiguration.self, from: data)
+        } catch {
+            throw ConfigurationError("\(path): \(error)")
+        }
+    }
+
+    /// Applies `COURIER_*` variables from `environment`.
+    public mutating func apply(environment: [String: String]) throws {
+        for key in CodingKeys.allCases {
+            let name = "COURIER_" + key.rawValue.replacingOccurrences(of: "([a-z])([A-Z])", with: "$1_$2", options: .regularExpression).uppercased()
+            guard let text = environment[name] else { continue }
+            func int() throws -> Int {
+                guard let value = Int(text) else { throw ConfigurationError("\(name)=\(text): expected a whole number") }
+                return value
+            }
+            switch key {
+            case .dataDirectory: dataDirectory = text
+            case .coapHost: coapHost = text
+            case .coapPort: coapPort = try int()
+            case .coapChannels: coapChannels = try int()
+            case .httpHost: httpHost = text
+            case .httpPort: httpPort = try int()
+            case .nodeID: nodeID = try int()
+            case .logLevel: logLevel = text
+            case .partitions: partitions = try int()
+            case .maxQueuedAppends: maxQueuedAppends = try int()
+            case .maxPendingMessages: maxPendingMessages = try int()
+            case .maxConcurrentRequests: maxConcurrentRequests = try int()
+            case .maxTextBytes: maxTextBytes = try int()
+            case .entityIdleSeconds: entityIdleSeconds = try int()
+            case .maxEntitiesPerShard: maxEntitiesPerShard = try int()
+            case .tokenCacheSeconds: tokenCacheSeconds = try int()
+            case .retentionHours: retentionHours = try int()
+            case .unsafeNoSync:
+                guard let flag = Bool(text) else { throw ConfigurationError("\(name)=\(text): expected true or false") }
+                unsafeNoSync = flag
+            }
+        }
+    }
+
+    /// Every setting in range, or a clear error naming the first that is not.
+    public func validate() throws {
+        func check(_ condition: Bool, _ message: String) throws { if !condition { throw ConfigurationError(message) } }
+        try check(!dataDirectory.isEmpty, "dataDirectory must not be empty")
+        try check((0...65_535).contains(coapPort), "coapPort must be 0-65535")
+        try check((0...65_535).contains(httpPort), "httpPort must be 0-65535")
+        try check((1...64).contains(coapChannels), "coapChannels must be 1-64")
+        try check((0...MessageIDGenerator.maxNodeID).contains(nodeID), "nodeID must be 0-\(MessageIDGenerator.maxNodeID)")
+        try check(["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel), "logLevel must be trace, debug, info, notice, warning, error or critical")
+        try check((1...1024).contains(partitions), "partitions must be 1-1024")
+        try check(maxQueuedAppends >= 1, "maxQueuedAppends must be at least 1")
+        try check(maxPendingMessages >= 1, "maxPendingMessages must be at least 1")
+        try check(maxConcurrentRequests >= 1, "maxConcurrentRequests must be at least 1")
+        try check((1...60_000).contains(maxTextBytes), "maxTextBytes must be 1-60000")
+        try check(entityIdleSeconds >= 1, "entityIdleSeconds must be at least 1")
+        try check(maxEntitiesPerShard >= 1, "maxEntitiesPerShard must be at least 1")
+        try check(tokenCacheSeconds >= 0, "tokenCacheSeconds must not be negative")
+        try check(retentionHours >= 1, "retentionHours must be at least 1")
+    }
+}
+
+public struct ConfigurationError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

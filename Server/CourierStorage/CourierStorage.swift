@@ -1,0 +1,61 @@
+import Foundation
+
+/// Everything the server keeps beyond the log: users, devices, tokens, chats, members, message
+/// history with full-text search, delivery cursors and deduplication keys.
+///
+/// The embedded implementation is SQLite (`SQLiteStorage`); a PostgreSQL one will sit behind the
+/// same protocol, so the SQL is kept portable and the same tests run against each.
+public protocol CourierStorage: Sendable {
+    // MARK: Accounts
+    func createUser(name: String) async throws(StorageError) -> User
+    func user(id: UInt64) async throws(StorageError) -> User
+    func user(named name: String) async throws(StorageError) -> User
+    func listUsers() async throws(StorageError) -> [User]
+    func createDevice(userID: UInt64, name: String) async throws(StorageError) -> Device
+    func devices(ofUser userID: UInt64) async throws(StorageError) -> [Device]
+    func device(id: UInt64) async throws(StorageError) -> Device
+
+    // MARK: Tokens
+    /// A new random token for the device; only its hash is stored.
+    func issueToken(deviceID: UInt64, expiresAt: Date?) async throws(StorageError) -> IssuedToken
+    /// Who `token` speaks for, or nil when it is unknown, revoked or expired at `now`.
+    func authenticate(token: String, now: Date) async throws(StorageError) -> TokenIdentity?
+    /// Revokes one token; false when it was unknown or already revoked.
+    func revokeToken(_ token: String, now: Date) async throws(StorageError) -> Bool
+    /// Revokes every token of a device; returns how many were active.
+    func revokeTokens(deviceID: UInt64, now: Date) async throws(StorageError) -> Int
+
+    // MARK: Chats
+    func createChat(name: String) async throws(StorageError) -> Chat
+    func chat(id: UInt64) async throws(StorageError) -> Chat
+    func chat(named name: String) async throws(StorageError) -> Chat
+    /// Adds a member; adding one twice changes nothing.
+    func addMember(chatID: UInt64, userID: UInt64) async throws(StorageError)
+    func members(ofChat chatID: UInt64) async throws(StorageError) -> Set<UInt64>
+    func chats(ofUser userID: UInt64) async throws(StorageError) -> [Chat]
+    func listChats() async throws(StorageError) -> [ChatSummary]
+
+    // MARK: Messages
+    /// Stores a numbered message, its deduplication key and its search entry in one transaction.
+    /// `message.sequence` must be one above the chat's stored last sequence (else
+    /// `.sequenceConflict`). A device's reused client message id is `.duplicate` (same chat and
+    /// text) or `.conflict`; both leave storage unchanged.
+    func storeMessage(_ message: StoredMessage) async throws(StorageError) -> StoreOutcome
+    /// The stored message a device sent under `clientMessageID`, if any.
+    func message(deviceID: UInt64, clientMessageID: String) async throws(StorageError) -> StoredMessage?
+    /// Messages of a chat with sequence above `afterSequence`, oldest first.
+    func history(chatID: UInt64, afterSequence: UInt64, limit: Int) async throws(StorageError) -> [StoredMessage]
+    /// Messages matching every word (whole words, not substrings), best first. With `userID`,
+    /// only chats that user is a member of.
+    func search(words: String, userID: UInt64?, chatID: UInt64?, limit: Int) async throws(StorageError) -> [SearchHit]
+    /// Makes everything stored so far survive a power cut. Consumers call it before committing
+    /// their log offset, so a committed offset never points past history that could be lost.
+    func makeDurable() async throws(StorageError)
+
+    // MARK: Delivery
+    func deliveryCursor(deviceID: UInt64, chatID: UInt64) async throws(StorageError) -> UInt64
+    /// Moves the cursor forward (never back).
+    func advanceDeliveryCursor(deviceID: UInt64, chatID: UInt64, to sequence: UInt64) async throws(StorageError)
+
+    func statistics() async throws(StorageError) -> StorageStatistics
+}

@@ -1,0 +1,98 @@
+import Foundation
+
+/// A person who chats; ids come from the database, so every node sees the same ones.
+public struct User: Sendable, Equatable, Codable {
+    public var id: UInt64
+    public var name: String
+    public var createdAt: Date
+}
+
+/// One device of a user (a terminal, a phone, a simulated device).
+public struct Device: Sendable, Equatable, Codable {
+    public var id: UInt64
+    public var userID: UInt64
+    public var name: String
+    public var createdAt: Date
+}
+
+public struct Chat: Sendable, Equatable, Codable {
+    public var id: UInt64
+    public var name: String
+    public var createdAt: Date
+    /// The sequence number of the chat's newest message; 0 when it has none.
+    public var lastSequence: UInt64
+}
+
+/// A chat with its members, for listings.
+public struct ChatSummary: Sendable, Equatable, Codable {
+    public var chat: Chat
+    public var memberNames: [String]
+}
+
+/// Who a valid device token speaks for.
+public struct TokenIdentity: Sendable, Equatable {
+    public var userID: UInt64
+    public var deviceID: UInt64
+    /// nil: the token does not expire (it can still be revoked).
+    public var expiresAt: Date?
+}
+
+/// A token as issued: the plain text exists only here, the database keeps its hash.
+public struct IssuedToken: Sendable, Equatable {
+    public var token: String
+    public var userID: UInt64
+    public var deviceID: UInt64
+    public var expiresAt: Date?
+}
+
+/// A message in a chat's history: numbered by its chat's writer.
+public struct StoredMessage: Sendable, Equatable {
+    public var serverMessageID: UInt64
+    public var chatID: UInt64
+    public var sequence: UInt64
+    public var senderUserID: UInt64
+    public var senderDeviceID: UInt64
+    public var clientMessageID: String
+    public var text: String
+    public var clientSentAtMilliseconds: Int64
+    public var acceptedAtMilliseconds: Int64
+
+    public init(serverMessageID: UInt64, chatID: UInt64, sequence: UInt64, senderUserID: UInt64, senderDeviceID: UInt64, clientMessageID: String, text: String, clientSentAtMilliseconds: Int64, acceptedAtMilliseconds: Int64) {
+        self.serverMessageID = serverMessageID
+        self.chatID = chatID
+        self.sequence = sequence
+        self.senderUserID = senderUserID
+        self.senderDeviceID = senderDeviceID
+        self.clientMessageID = clientMessageID
+        self.text = text
+        self.clientSentAtMilliseconds = clientSentAtMilliseconds
+        self.acceptedAtMilliseconds = acceptedAtMilliseconds
+    }
+}
+
+/// What storing a message did.
+public enum StoreOutcome: Sendable, Equatable {
+    case stored
+    /// The sending device already used this client message id for this message: nothing changed.
+    case duplicate(StoredMessage)
+    /// The sending device already used this client message id for a different message.
+    case conflict(StoredMessage)
+}
+
+/// One search result.
+public struct SearchHit: Sendable, Equatable {
+    public var message: StoredMessage
+    public var chatName: String
+    public var senderName: String
+    /// The matching words marked with [ ], and some context.
+    public var snippet: String
+}
+
+public struct StorageStatistics: Sendable, Equatable, Codable {
+    public var users: Int
+    public var devices: Int
+    public var chats: Int
+    public var messages: Int
+    public var activeTokens: Int
+    public var schemaVersion: String
+}

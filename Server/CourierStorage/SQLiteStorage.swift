@@ -1,0 +1,502 @@
+import Foundation
+import GRDB
+
+/// The embedded storage: one SQLite database in WAL mode in the data directory, with FTS5 for
+/// search. Safe to open from the admin commands while the server runs: SQLite locks across
+/// processes, and WAL lets readers run beside the one writer.
+public final class SQLiteStorage: CourierStorage {
+    public let path: String
+    private let pool: DatabasePool
+
+    /// Opens (creating and migrating if needed) the database at `path`.
+    public init(path: String) throws(StorageError) {
+        self.path = path
+        var configuration = Configuration()
+        // Another process (an admin command, a second server) may hold the write lock briefly.
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            // NORMAL: a commit does not wait for fsync. The log is the source of truth and
+            // consumers call `makeDurable` before committing an offset, so nothing is lost.
+            try db.execute(sql: "PRAGMA synchronous = NORMAL")
+            try db.execute(sql: "PRAGMA foreign_keys = ON")
+        }
+        do {
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try Self.migrator.migrate(pool)
+        } catch {
+            throw Self.storageError(error)
+        }
+    }
+
+    // MARK: - Schema
+
+    /// Versioned migrations: each runs once, in order, recorded in the database. Never edit
+    /// one that has shipped; add the next.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: accounts, chats, messages, search, cursors") { db in
+            try db.execute(sql: """
+                CREATE TABLE users (
+                    id INTEGER PRIMARY KEY,
+                    name TEXT NOT NULL UNIQUE,
+                    created_at_ms INTEGER NOT NULL
+                );
+                CREATE TABLE devices (
+                    id INTEGER PRIMARY KEY,
+                    user_id INTEGER NOT NULL REFERENCES users(id),
+                    name TEXT NOT NULL,
+                    created_at_ms INTEGER NOT NULL,
+                    UNIQUE (user_id, name)
+                );
+                CREATE TABLE tokens (
+                    hash BLOB PRIMARY KEY,
+                    device_id INTEGER NOT NULL REFERENCES devices(id),
+                    created_at_ms INTEGER NOT NULL,
+                    expires_at_ms INTEGER,
+                    revoked_at_ms INTEGER
+                );
+                CREATE INDEX tokens_by_device ON tokens(device_id);
+                CREATE TABLE chats (
+                    id INTEGER PRIMARY KEY,
+                    name TEXT NOT NULL UNIQUE,
+                    created_at_ms INTEGER NOT NULL,
+                    last_sequence INTEGER NOT NULL DEFAULT 0
+                );
+                CREATE TABLE members (
+                    chat_id INTEGER NOT NULL REFERENCES chats(id),
+                    user_id INTEGER NOT NULL REFERENCES users(id),
+                    joined_at_ms INTEGER NOT NULL,
+                    PRIMARY KEY (chat_id, user_id)
+                );
+                CREATE INDEX members_by_user ON members(user_id);
+                CREATE TABLE messages (
+                    server_message_id INTEGER PRIMARY KEY,
+                    chat_id INTEGER NOT NULL REFERENCES chats(id),
+                    sequence INTEGER NOT NULL,
+                    sender_user_id INTEGER NOT NULL,
+                    sender_device_id INTEGER NOT NULL,
+                    client_message_id TEXT NOT NULL,
+                    text TEXT NOT NULL,
+                    client_sent_at_ms INTEGER NOT NULL,
+                    accepted_at_ms INTEGER NOT NULL,
+                    stored_at_ms INTEGER NOT NULL,
+                    UNIQUE (chat_id, sequence)
+                );
+                CREATE TABLE dedup_keys (
+                    device_id INTEGER NOT NULL,
+                    client_message_id TEXT NOT NULL,
+                    server_message_id INTEGER NOT NULL REFERENCES messages(server_message_id),
+                    PRIMARY KEY (device_id, client_message_id)
+                );
+                CREATE TABLE delivery_cursors (
+                    device_id INTEGER NOT NULL REFERENCES devices(id),
+                    chat_id INTEGER NOT NULL REFERENCES chats(id),
+                    sequence INTEGER NOT NULL,
+                    PRIMARY KEY (device_id, chat_id)
+                );
+                CREATE VIRTUAL TABLE message_search USING fts5(
+                    text, content = 'messages', content_rowid = 'server_message_id'
+                );
+                CREATE TABLE durability_marks (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL);
+                INSERT INTO durability_marks (id, at_ms) VALUES (1, 0);
+                """)
+        }
+        return migrator
+    }
+
+    /// The migrations applied to this database, oldest first.
+    public func appliedMigrations() throws(StorageError) -> [String] {
+        do { return try pool.read { try Self.migrator.appliedMigrations($0) } } catch { throw Self.storageError(error) }
+    }
+
+    // MARK: - Accounts
+
+    public func createUser(name: String) async throws(StorageError) -> User {
+        let name = try Self.validName(name, of: "user")
+        let now = Date()
+        return try await write { db in
+            do {
+                try db.execute(sql: "INSERT INTO users (name, created_at_ms) VALUES (?, ?)", arguments: [name, now.milliseconds])
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+                throw StorageError.alreadyExists("user \(name)")
+            }
+            return User(id: UInt64(db.lastInsertedRowID), name: name, createdAt: Date(milliseconds: now.milliseconds))
+        }
+    }
+
+    public func user(id: UInt64) async throws(StorageError) -> User {
+        try await read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM users WHERE id = ?", arguments: [Int64(clamping: id)]) else {
+                throw StorageError.notFound("user \(id)")
+            }
+            return Self.user(row)
+        }
+    }
+
+    public func user(named name: String) async throws(StorageError) -> User {
+        try await read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM users WHERE name = ?", arguments: [name]) else {
+                throw StorageError.notFound("user \(name)")
+            }
+            return Self.user(row)
+        }
+    }
+
+    public func listUsers() async throws(StorageError) -> [User] {
+        try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM users ORDER BY id").map(Self.user) }
+    }
+
+    public func createDevice(userID: UInt64, name: String) async throws(StorageError) -> Device {
+        let name = try Self.validName(name, of: "device")
+        let now = Date()
+        return try await write { db in
+            guard try Int64.fetchOne(db, sql: "SELECT id FROM users WHERE id = ?", arguments: [Int64(clamping: userID)]) != nil else {
+                throw StorageError.notFound("user \(userID)")
+            }
+            do {
+                try db.execute(sql: "INSERT INTO devices (user_id, name, created_at_ms) VALUES (?, ?, ?)", arguments: [Int64(userID), name, now.milliseconds])
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+                throw StorageError.alreadyExists("device \(name) of user \(userID)")
+            }
+            return Device(id: UInt64(db.lastInsertedRowID), userID: userID, name: name, createdAt: Date(milliseconds: now.milliseconds))
+        }
+    }
+
+    public func devices(ofUser userID: UInt64) async throws(StorageError) -> [Device] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM devices WHERE user_id = ? ORDER BY id", arguments: [Int64(clamping: userID)]).map(Self.device)
+        }
+    }
+
+    public func device(id: UInt64) async throws(StorageError) -> Device {
+        try await read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM devices WHERE id = ?", arguments: [Int64(clamping: id)]) else {
+                throw StorageError.notFound("device \(id)")
+            }
+            return Self.device(row)
+        }
+    }
+
+    // MARK: - Tokens
+
+    public func issueToken(deviceID: UInt64, expiresAt: Date?) async throws(StorageError) -> IssuedToken {
+        let token = DeviceToken.generate()
+        let hash = DeviceToken.hash(token)
+        let now = Date()
+        return try await write { db in
+            guard let userID = try Int64.fetchOne(db, sql: "SELECT user_id FROM devices WHERE id = ?", arguments: [Int64(clamping: deviceID)]) else {
+                throw StorageError.notFound("device \(deviceID)")
+            }
+            try db.execute(
+                sql: "INSERT INTO tokens (hash, device_id, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?)",
+                arguments: [Data(hash), Int64(deviceID), now.milliseconds, expiresAt?.milliseconds]
+            )
+            return IssuedToken(token: token, userID: UInt64(userID), deviceID: deviceID, expiresAt: expiresAt)
+        }
+    }
+
+    public func authenticate(token: String, now: Date) async throws(StorageError) -> TokenIdentity? {
+        guard token.utf8.count <= DeviceToken.maxLength else { return nil }
+        let hash = DeviceToken.hash(token)
+        return try await read { db in
+            guard let row = try Row.fetchOne(db, sql: """
+                SELECT d.user_id, t.device_id, t.expires_at_ms FROM tokens t JOIN devices d ON d.id = t.device_id
+                WHERE t.hash = ? AND t.revoked_at_ms IS NULL
+                """, arguments: [Data(hash)]) else { return nil }
+            let expires: Int64? = row["expires_at_ms"]
+            if let expires, expires <= now.milliseconds { return nil }
+            return TokenIdentity(userID: UInt64(row["user_id"] as Int64), deviceID: UInt64(row["device_id"] as Int64), expiresAt: expires.map { Date(milliseconds: $0) })
+        }
+    }
+
+    public func revokeToken(_ token: String, now: Date) async throws(StorageError) -> Bool {
+        let hash = DeviceToken.hash(token)
+        return try await write { db in
+            try db.execute(sql: "UPDATE tokens SET revoked_at_ms = ? WHERE hash = ? AND revoked_at_ms IS NULL", arguments: [now.milliseconds, Data(hash)])
+            return db.changesCount > 0
+        }
+    }
+
+    public func revokeTokens(deviceID: UInt64, now: Date) async throws(StorageError) -> Int {
+        try await write { db in
+            try db.execute(sql: "UPDATE tokens SET revoked_at_ms = ? WHERE device_id = ? AND revoked_at_ms IS NULL", arguments: [now.milliseconds, Int64(clamping: deviceID)])
+            return db.changesCount
+        }
+    }
+
+    // MARK: - Chats
+
+    public func createChat(name: String) async throws(StorageError) -> Chat {
+        let name = try Self.validName(name, of: "chat")
+        let now = Date()
+        return try await write { db in
+            do {
+                try db.execute(sql: "INSERT INTO chats (name, created_at_ms) VALUES (?, ?)", arguments: [name, now.milliseconds])
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+                throw StorageError.alreadyExists("chat \(name)")
+            }
+            return Chat(id: UInt64(db.lastInsertedRowID), name: name, createdAt: Date(milliseconds: now.milliseconds), lastSequence: 0)
+        }
+    }
+
+    public func chat(id: UInt64) async throws(StorageError) -> Chat {
+        try await read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM chats WHERE id = ?", arguments: [Int64(clamping: id)]) else {
+                throw StorageError.notFound("chat \(id)")
+            }
+            return Self.chat(row)
+        }
+    }
+
+    public func chat(named name: String) async throws(StorageError) -> Chat {
+        try await read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM chats WHERE name = ?", arguments: [name]) else {
+                throw StorageError.notFound("chat \(name)")
+            }
+            return Self.chat(row)
+        }
+    }
+
+    public func addMember(chatID: UInt64, userID: UInt64) async throws(StorageError) {
+        let now = Date()
+        try await write { db in
+            guard try Int64.fetchOne(db, sql: "SELECT id FROM chats WHERE id = ?", arguments: [Int64(clamping: chatID)]) != nil else {
+                throw StorageError.notFound("chat \(chatID)")
+            }
+            guard try Int64.fetchOne(db, sql: "SELECT id FROM users WHERE id = ?", arguments: [Int64(clamping: userID)]) != nil else {
+                throw StorageError.notFound("user \(userID)")
+            }
+            try db.execute(
+                sql: "INSERT INTO members (chat_id, user_id, joined_at_ms) VALUES (?, ?, ?) ON CONFLICT (chat_id, user_id) DO NOTHING",
+                arguments: [Int64(chatID), Int64(userID), now.milliseconds]
+            )
+        }
+    }
+
+    public func members(ofChat chatID: UInt64) async throws(StorageError) -> Set<UInt64> {
+        try await read { db in
+            Set(try Int64.fetchAll(db, sql: "SELECT user_id FROM members WHERE chat_id = ?", arguments: [Int64(clamping: chatID)]).map { UInt64($0) })
+        }
+    }
+
+    public func chats(ofUser userID: UInt64) async throws(StorageError) -> [Chat] {
+        try await read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT c.* FROM chats c JOIN members m ON m.chat_id = c.id WHERE m.user_id = ? ORDER BY c.id
+                """, arguments: [Int64(clamping: userID)]).map(Self.chat)
+        }
+    }
+
+    public func listChats() async throws(StorageError) -> [ChatSummary] {
+        try await read { db in
+            let chats = try Row.fetchAll(db, sql: "SELECT * FROM chats ORDER BY id").map(Self.chat)
+            return try chats.map { chat in
+                let names = try String.fetchAll(db, sql: """
+                    SELECT u.name FROM members m JOIN users u ON u.id = m.user_id WHERE m.chat_id = ? ORDER BY u.name
+                    """, arguments: [Int64(chat.id)])
+                return ChatSummary(chat: chat, memberNames: names)
+            }
+        }
+    }
+
+    // MARK: - Messages
+
+    public func storeMessage(_ message: StoredMessage) async throws(StorageError) -> StoreOutcome {
+        let storedAt = Date().milliseconds
+        return try await write { db in
+            if let existing = try Self.message(db, deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID) {
+                let same = existing.chatID == message.chatID && existing.text == message.text
+                return same ? .duplicate(existing) : .conflict(existing)
+            }
+            guard let last = try Int64.fetchOne(db, sql: "SELECT last_sequence FROM chats WHERE id = ?", arguments: [Int64(clamping: message.chatID)]) else {
+                throw StorageError.notFound("chat \(message.chatID)")
+            }
+            guard UInt64(last) + 1 == message.sequence else {
+                throw StorageError.sequenceConflict(chatID: message.chatID, expected: message.sequence - 1, found: UInt64(last))
+            }
+            try db.execute(sql: """
+                INSERT INTO messages (server_message_id, chat_id, sequence, sender_user_id, sender_device_id,
+                    client_message_id, text, client_sent_at_ms, accepted_at_ms, stored_at_ms)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [
+                    Int64(message.serverMessageID), Int64(message.chatID), Int64(message.sequence), Int64(message.senderUserID),
+                    Int64(message.senderDeviceID), message.clientMessageID, message.text, message.clientSentAtMilliseconds,
+                    message.acceptedAtMilliseconds, storedAt,
+                ])
+            try db.execute(sql: "INSERT INTO message_search (rowid, text) VALUES (?, ?)", arguments: [Int64(message.serverMessageID), message.text])
+            try db.execute(
+                sql: "INSERT INTO dedup_keys (device_id, client_message_id, server_message_id) VALUES (?, ?, ?)",
+                arguments: [Int64(message.senderDeviceID), message.clientMessageID, Int64(message.serverMessageID)]
+            )
+            try db.execute(sql: "UPDATE chats SET last_sequence = ? WHERE id = ? AND last_sequence = ?", arguments: [Int64(message.sequence), Int64(message.chatID), last])
+            return .stored
+        }
+    }
+
+    public func message(deviceID: UInt64, clientMessageID: String) async throws(StorageError) -> StoredMessage? {
+        try await read { db in try Self.message(db, deviceID: deviceID, clientMessageID: clientMessageID) }
+    }
+
+    private static func message(_ db: Database, deviceID: UInt64, clientMessageID: String) throws -> StoredMessage? {
+        try Row.fetchOne(db, sql: """
+            SELECT m.* FROM dedup_keys k JOIN messages m ON m.server_message_id = k.server_message_id
+            WHERE k.device_id = ? AND k.client_message_id = ?
+            """, arguments: [Int64(clamping: deviceID), clientMessageID]).map(storedMessage)
+    }
+
+    public func history(chatID: UInt64, afterSequence: UInt64, limit: Int) async throws(StorageError) -> [StoredMessage] {
+        try await read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM messages WHERE chat_id = ? AND sequence > ? ORDER BY sequence LIMIT ?
+                """, arguments: [Int64(clamping: chatID), Int64(clamping: afterSequence), max(0, limit)]).map(Self.storedMessage)
+        }
+    }
+
+    public func search(words: String, userID: UInt64?, chatID: UInt64?, limit: Int) async throws(StorageError) -> [SearchHit] {
+        let query = try Self.ftsQuery(words)
+        var sql = """
+            SELECT m.*, c.name AS chat_name, u.name AS sender_name,
+                   snippet(message_search, 0, '[', ']', '…', 12) AS snippet
+            FROM message_search
+            JOIN messages m ON m.server_message_id = message_search.rowid
+            JOIN chats c ON c.id = m.chat_id
+            JOIN users u ON u.id = m.sender_user_id
+            WHERE message_search MATCH ?
+            """
+        var arguments: StatementArguments = [query]
+        if let userID {
+            sql += " AND m.chat_id IN (SELECT chat_id FROM members WHERE user_id = ?)"
+            arguments += [Int64(clamping: userID)]
+        }
+        if let chatID {
+            sql += " AND m.chat_id = ?"
+            arguments += [Int64(clamping: chatID)]
+        }
+        sql += " ORDER BY bm25(message_search) LIMIT ?"
+        arguments += [max(0, limit)]
+        return try await read { [sql, arguments] db in
+            try Row.fetchAll(db, sql: sql, arguments: arguments).map { row in
+                SearchHit(message: Self.storedMessage(row), chatName: row["chat_name"], senderName: row["sender_name"], snippet: row["snippet"])
+            }
+        }
+    }
+
+    /// Words to an FTS5 query that matches messages holding every word as a whole word. Each
+    /// word is quoted, so FTS5 operators and punctuation in the input are plain text.
+    static func ftsQuery(_ words: String) throws(StorageError) -> String {
+        let terms = words.split(whereSeparator: { $0.isWhitespace }).map { "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+        guard !terms.isEmpty else { throw .invalid("search needs at least one word") }
+        guard terms.count <= 32, words.utf8.count <= 1024 else { throw .invalid("search is limited to 32 words and 1024 bytes") }
+        return terms.joined(separator: " ")
+    }
+
+    public func makeDurable() async throws(StorageError) {
+        do {
+            try await pool.writeWithoutTransaction { db in
+                // A FULL commit syncs the write-ahead log, and with it every NORMAL commit before.
+                try db.execute(sql: "PRAGMA synchronous = FULL")
+                defer { try? db.execute(sql: "PRAGMA synchronous = NORMAL") }
+                try db.execute(sql: "UPDATE durability_marks SET at_ms = ? WHERE id = 1", arguments: [Date().milliseconds])
+            }
+        } catch {
+            throw Self.storageError(error)
+        }
+    }
+
+    // MARK: - Delivery
+
+    public func deliveryCursor(deviceID: UInt64, chatID: UInt64) async throws(StorageError) -> UInt64 {
+        try await read { db in
+            UInt64(try Int64.fetchOne(db, sql: "SELECT sequence FROM delivery_cursors WHERE device_id = ? AND chat_id = ?", arguments: [Int64(clamping: deviceID), Int64(clamping: chatID)]) ?? 0)
+        }
+    }
+
+    public func advanceDeliveryCursor(deviceID: UInt64, chatID: UInt64, to sequence: UInt64) async throws(StorageError) {
+        try await write { db in
+            try db.execute(sql: """
+                INSERT INTO delivery_cursors (device_id, chat_id, sequence) VALUES (?, ?, ?)
+                ON CONFLICT (device_id, chat_id) DO UPDATE SET sequence = excluded.sequence WHERE excluded.sequence > delivery_cursors.sequence
+                """, arguments: [Int64(clamping: deviceID), Int64(clamping: chatID), Int64(clamping: sequence)])
+        }
+    }
+
+    public func statistics() async throws(StorageError) -> StorageStatistics {
+        let now = Date().milliseconds
+        return try await read { db in
+            func count(_ sql: String, _ arguments: StatementArguments = []) throws -> Int { try Int.fetchOne(db, sql: sql, arguments: arguments) ?? 0 }
+            return StorageStatistics(
+                users: try count("SELECT COUNT(*) FROM users"),
+                devices: try count("SELECT COUNT(*) FROM devices"),
+                chats: try count("SELECT COUNT(*) FROM chats"),
+                messages: try count("SELECT COUNT(*) FROM messages"),
+                activeTokens: try count("SELECT COUNT(*) FROM tokens WHERE revoked_at_ms IS NULL AND (expires_at_ms IS NULL OR expires_at_ms > ?)", [now]),
+                schemaVersion: try Self.migrator.appliedMigrations(db).last ?? "none"
+            )
+        }
+    }
+
+    // MARK: - Plumbing
+
+    private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(StorageError) -> T {
+        do { return try await pool.read(body) } catch { throw Self.storageError(error) }
+    }
+
+    private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(StorageError) -> T {
+        do { return try await pool.write(body) } catch { throw Self.storageError(error) }
+    }
+
+    static func storageError(_ error: any Error) -> StorageError {
+        if let error = error as? StorageError { return error }
+        if let error = error as? DatabaseError {
+            switch error.resultCode {
+            case .SQLITE_FULL: return .full(error.description)
+            default: return .unavailable(error.description)
+            }
+        }
+        return .unavailable("\(error)")
+    }
+
+    static func validName(_ name: String, of kind: String) throws(StorageError) -> String {
+        let trimmed = name.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !trimmed.isEmpty, trimmed.utf8.count <= 64 else { throw .invalid("a \(kind) name is 1-64 bytes") }
+        guard !trimmed.unicodeScalars.contains(where: { CharacterSet.controlCharacters.contains($0) }) else {
+            throw .invalid("a \(kind) name has no control characters")
+        }
+        return trimmed
+    }
+
+    private static func user(_ row: Row) -> User {
+        User(id: UInt64(row["id"] as Int64), name: row["name"], createdAt: Date(milliseconds: row["created_at_ms"]))
+    }
+
+    private static func device(_ row: Row) -> Device {
+        Device(id: UInt64(row["id"] as Int64), userID: UInt64(row["user_id"] as Int64), name: row["name"], createdAt: Date(milliseconds: row["created_at_ms"]))
+    }
+
+    private static func chat(_ row: Row) -> Chat {
+        Chat(id: UInt64(row["id"] as Int64), name: row["name"], createdAt: Date(milliseconds: row["created_at_ms"]), lastSequence: UInt64(row["last_sequence"] as Int64))
+    }
+
+    private static func storedMessage(_ row: Row) -> StoredMessage {
+        StoredMessage(
+            serverMessageID: UInt64(row["server_message_id"] as Int64),
+            chatID: UInt64(row["chat_id"] as Int64),
+            sequence: UInt64(row["sequence"] as Int64),
+            senderUserID: UInt64(row["sender_user_id"] as Int64),
+            senderDeviceID: UInt64(row["sender_device_id"] as Int64),
+            clientMessageID: row["client_message_id"],
+            text: row["text"],
+            clientSentAtMilliseconds: row["client_sent_at_ms"],
+            acceptedAtMilliseconds: row["accepted_at_ms"]
+        )
+    }
+}
+
+extension Date {
+    /// Milliseconds since the Unix epoch.
+    public var milliseconds: Int64 { Int64((timeIntervalSince1970 * 1000).rounded(.down)) }
+
+    public init(milliseconds: Int64) {
+        self.init(timeIntervalSince1970: Double(milliseconds) / 1000)
+    }
+}
