@@ -129,7 +129,14 @@ let package = Package(
         ),
 
         // Tests.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Tests/TestSupport"
+        ),
         .testTarget(
             name: "CoAPTests",
             dependencies: [
@@ -161,11 +168,31 @@ let package = Package(
             name: "InteropTests",
             dependencies: [
                 "CoAP",
+                "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Tests/InteropTests",
             exclude: ["Peers"]
+        ),
+        .testTarget(
+            name: "StorageTests",
+            dependencies: ["CourierStorage", "TestSupport"],
+            path: "Tests/StorageTests"
+        ),
+        .testTarget(
+            name: "ServerTests",
+            dependencies: [
+                "CoAP",
+                "CourierProtocol",
+                "CourierServer",
+                "CourierStorage",
+                "CourierLog",
+                "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Tests/ServerTests"
         ),
     ]
 )

@@ -1,6 +1,7 @@
 import CoAP
 import Foundation
 import NIOCore
+import TestSupport
 import XCTest
 
 /// Python's aiocoap (PyPI) against our CoAP layer, both directions.

@@ -2,6 +2,7 @@ import CoAP
 import Foundation
 import NIOCore
 import NIOPosix
+import TestSupport
 import XCTest
 
 /// libcoap's command-line tools (Debian's libcoap3-bin) against our CoAP layer, both directions.

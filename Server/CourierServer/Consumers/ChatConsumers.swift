@@ -87,6 +87,9 @@ public final class ChatConsumers: Sendable {
             return
         }
         let target = await log.durableNextOffset(partition: partition)
+        if target > offset || offset > 0 {
+            logger.info("consumer resumes", metadata: ["partition": "\(partition)", "offset": "\(offset)", "logEnd": "\(target)"])
+        }
         startupTargets.withLockedValue { $0[partition] = target }
         positions.withLockedValue { $0[partition] = offset }
 

@@ -1,4 +1,5 @@
 import CoAP
+import TestSupport
 import Foundation
 import NIOCore
 import NIOPosix
@@ -17,14 +18,6 @@ func withOurServer(_ body: (String) async throws -> Void) async throws {
     }
     await server.close()
     await serving
-}
-
-/// A UDP port nothing listens on right now.
-func freeUDPPort() async throws -> Int {
-    let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
-    let port = channel.localAddress!.port!
-    try await channel.close()
-    return port
 }
 
 /// Polls a freshly started peer until it answers a GET (any code), for up to 10 s.

@@ -1,21 +1,21 @@
 import Foundation
 
 /// Runs a real program that no one here wrote (libcoap, aiocoap) and collects what it printed.
-struct ExternalProgram {
-    struct Output {
-        var status: Int32
-        var stdout: Data
-        var stderr: String
-        var text: String { String(decoding: stdout, as: UTF8.self) }
+public struct ExternalProgram {
+    public struct Output {
+        public var status: Int32
+        public var stdout: Data
+        public var stderr: String
+        public var text: String { String(decoding: stdout, as: UTF8.self) }
         /// The output without the newline command-line tools add after a response body.
-        var body: String { text.hasSuffix("\n") ? String(text.dropLast()) : text }
+        public var body: String { text.hasSuffix("\n") ? String(text.dropLast()) : text }
     }
 
-    enum Failure: Error, CustomStringConvertible {
+    public enum Failure: Error, CustomStringConvertible {
         case notInstalled(String, hint: String)
         case timedOut(String, seconds: Double)
 
-        var description: String {
+        public var description: String {
             switch self {
             case .notInstalled(let name, let hint): "\(name) is not installed: \(hint)"
             case .timedOut(let command, let seconds): "\(command) did not finish within \(seconds) s"
@@ -24,7 +24,7 @@ struct ExternalProgram {
     }
 
     /// The absolute path of `name` on PATH, or a failure telling how to install it.
-    static func locate(_ name: String, hint: String) throws -> String {
+    public static func locate(_ name: String, hint: String) throws -> String {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
         for directory in path.split(separator: ":") {
             let candidate = "\(directory)/\(name)"
@@ -34,7 +34,7 @@ struct ExternalProgram {
     }
 
     /// Runs to completion, killing the program if it outlives `timeout`.
-    static func run(_ executable: String, _ arguments: [String], timeout: Double = 30) async throws -> Output {
+    public static func run(_ executable: String, _ arguments: [String], timeout: Double = 30) async throws -> Output {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
@@ -59,7 +59,7 @@ struct ExternalProgram {
     }
 
     /// Runs `body` while a long-running peer is up, and stops the peer however `body` ends.
-    static func withRunning<T>(_ executable: String, _ arguments: [String], _ body: (Process) async throws -> T) async throws -> T {
+    public static func withRunning<T>(_ executable: String, _ arguments: [String], _ body: (Process) async throws -> T) async throws -> T {
         let process = try start(executable, arguments)
         do {
             let result = try await body(process)
@@ -73,7 +73,7 @@ struct ExternalProgram {
 
     /// Kills a peer and waits for it to go. SIGKILL, because a child of this process may inherit
     /// a signal mask that blocks SIGTERM; polling, because `waitUntilExit` spins on Linux.
-    static func stop(_ process: Process) async {
+    public static func stop(_ process: Process) async {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
         while process.isRunning { try? await Task.sleep(for: .milliseconds(10)) }

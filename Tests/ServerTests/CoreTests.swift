@@ -1,0 +1,231 @@
+import CourierProtocol
+import CourierStorage
+import Foundation
+import NIOConcurrencyHelpers
+import XCTest
+@testable import CourierServer
+
+final class MessageIDTests: XCTestCase {
+    func testIDsAreUniqueOrderedAndCarryTheirNodeAndTime() {
+        let generator = MessageIDGenerator(nodeID: 513)
+        let ids = (0..<20_000).map { _ in generator.next() }
+        XCTAssertEqual(ids, ids.sorted(), "time-ordered")
+        XCTAssertEqual(Set(ids).count, ids.count, "unique, even past 4096 in one millisecond")
+        XCTAssertTrue(ids.allSatisfy { MessageIDGenerator.node(of: $0) == 513 })
+        XCTAssertTrue(ids.allSatisfy { $0 < 1 << 63 }, "fits a signed 64-bit column")
+        XCTAssertEqual(MessageIDGenerator.date(of: ids[0]).timeIntervalSinceNow, 0, accuracy: 5)
+    }
+
+    func testAClockGoingBackDoesNotRepeatOrReorder() {
+        let now = NIOLockedValueBox(Date())
+        let generator = MessageIDGenerator(nodeID: 1) { now.withLockedValue { $0 } }
+        let first = generator.next()
+        now.withLockedValue { $0 = $0.addingTimeInterval(-10) }
+        let second = generator.next()
+        XCTAssertGreaterThan(second, first)
+    }
+
+    func testTwoNodesNeverCollide() {
+        let clock: @Sendable () -> Date = { Date(timeIntervalSince1970: 1_800_000_000) }
+        let a = MessageIDGenerator(nodeID: 1, clock: clock)
+        let b = MessageIDGenerator(nodeID: 2, clock: clock)
+        let ids = (0..<5000).flatMap { _ in [a.next(), b.next()] }
+        XCTAssertEqual(Set(ids).count, ids.count)
+    }
+}
+
+/// An entity that counts its activations; used to watch the region.
+actor CountingEntity: ShardedEntity {
+    struct Context: Sendable {
+        let activations: NIOLockedValueBox<[UInt64: Int]>
+        let failFirst: Bool
+    }
+
+    let id: UInt64
+    private var calls = 0
+
+    init(id: UInt64) { self.id = id }
+
+    static func activate(id: UInt64, context: Context) async throws -> CountingEntity {
+        let count = context.activations.withLockedValue { $0[id, default: 0] += 1; return $0[id]! }
+        try await Task.sleep(for: .milliseconds(20))
+        if context.failFirst && count == 1 { throw StorageError.unavailable("first activation fails") }
+        return CountingEntity(id: id)
+    }
+
+    func call() -> Int {
+        calls += 1
+        return calls
+    }
+}
+
+final class ShardRegionTests: XCTestCase {
+    func region(capacity: Int = 100, idle: Duration = .seconds(60), failFirst: Bool = false) -> (ShardRegion<CountingEntity>, NIOLockedValueBox<[UInt64: Int]>) {
+        let activations = NIOLockedValueBox<[UInt64: Int]>([:])
+        var configuration = ShardRegion<CountingEntity>.Configuration()
+        configuration.shardCount = 4
+        configuration.maxEntitiesPerShard = capacity
+        configuration.idleTimeout = idle
+        return (ShardRegion(kind: "test", context: .init(activations: activations, failFirst: failFirst), configuration: configuration), activations)
+    }
+
+    func testConcurrentFirstUsesActivateOneInstance() async throws {
+        let (region, activations) = region()
+        let results = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<50 { group.addTask { try await region.withEntity(7) { await $0.call() } } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        XCTAssertEqual(activations.withLockedValue { $0[7] }, 1, "one activation for fifty concurrent callers")
+        XCTAssertEqual(results.sorted(), Array(1...50), "all reached the same instance")
+        let live = await region.liveCount()
+        XCTAssertEqual(live, 1)
+    }
+
+    func testIdleEntitiesPassivateAndComeBackFromScratch() async throws {
+        let (region, activations) = region(idle: .milliseconds(50))
+        _ = try await region.withEntity(1) { await $0.call() }
+        let stillHere = await region.passivateIdle()
+        XCTAssertEqual(stillHere, 0, "not idle long enough yet")
+        try await Task.sleep(for: .milliseconds(80))
+        let passivated = await region.passivateIdle()
+        XCTAssertEqual(passivated, 1)
+        let calls = try await region.withEntity(1) { await $0.call() }
+        XCTAssertEqual(calls, 1, "a new instance")
+        XCTAssertEqual(activations.withLockedValue { $0[1] }, 2)
+    }
+
+    func testAnEntityInUseIsNeverPassivated() async throws {
+        let (region, activations) = region(idle: .milliseconds(10))
+        try await region.withEntity(3) { _ in
+            try await Task.sleep(for: .milliseconds(50))
+            await region.passivateIdle()
+        }
+        XCTAssertEqual(activations.withLockedValue { $0[3] }, 1)
+        let live = await region.liveCount()
+        XCTAssertEqual(live, 1, "it was in use during the sweep")
+    }
+
+    func testAFailedActivationLeavesNothingAndTheNextUseRetries() async throws {
+        let (region, activations) = region(failFirst: true)
+        do {
+            _ = try await region.withEntity(9) { await $0.call() }
+            XCTFail("the first activation fails")
+        } catch {}
+        let calls = try await region.withEntity(9) { await $0.call() }
+        XCTAssertEqual(calls, 1)
+        XCTAssertEqual(activations.withLockedValue { $0[9] }, 2)
+    }
+
+    func testAFullShardEvictsTheLeastRecentlyUsedIdleOneOrRefuses() async throws {
+        let (region, _) = region(capacity: 2)
+        // Ids in one shard.
+        let sameShard = (1...200).map(UInt64.init).filter { region.shardIndex(of: $0) == region.shardIndex(of: 1) }.prefix(3)
+        let (a, b, c) = (sameShard[sameShard.startIndex], sameShard[sameShard.startIndex + 1], sameShard[sameShard.startIndex + 2])
+        _ = try await region.withEntity(a) { await $0.call() }
+        _ = try await region.withEntity(b) { await $0.call() }
+        _ = try await region.withEntity(c) { await $0.call() }
+        let live = await region.liveCount()
+        XCTAssertEqual(live, 2, "the bound holds")
+        // All busy: the third is refused rather than exceeding the bound.
+        try await region.withEntity(b) { _ in
+            try await region.withEntity(c) { _ in
+                do {
+                    _ = try await region.withEntity(a) { await $0.call() }
+                    XCTFail("expected shardFull")
+                } catch let error as ShardRegionError {
+                    guard case .shardFull = error else { return XCTFail("\(error)") }
+                }
+            }
+        }
+    }
+}
+
+final class ChatEntityTests: XCTestCase {
+    func testConcurrentStoresGetConsecutiveSequencesAndReplaysAreNoOps() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-chat-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let storage = try SQLiteStorage(path: "\(directory)/db.sqlite3")
+        let chat = try await storage.createChat(name: "c")
+        var devices: [Device] = []
+        for index in 0..<10 {
+            let user = try await storage.createUser(name: "u\(index)")
+            try await storage.addMember(chatID: chat.id, userID: user.id)
+            devices.append(try await storage.createDevice(userID: user.id, name: "d"))
+        }
+        let outsider = try await storage.createUser(name: "outsider")
+        let region = ShardRegion<ChatEntity>(kind: "chat", context: .init(storage: storage))
+        let ids = MessageIDGenerator(nodeID: 0)
+        let messages = devices.flatMap { device in
+            (0..<20).map { AcceptedMessage(serverMessageID: ids.next(), chatID: chat.id, senderUserID: device.userID, senderDeviceID: device.id, clientMessageID: "\(device.id)-\($0)", text: "t\($0)", clientSentAtMs: 0, acceptedAtMs: 0) }
+        }
+        func storeAll(_ messages: [AcceptedMessage]) async throws -> [ChatEntity.Outcome] {
+            try await withThrowingTaskGroup(of: ChatEntity.Outcome.self) { group in
+                for message in messages { group.addTask { try await region.withEntity(chat.id) { try await $0.store(message) } } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+        }
+        let first = try await storeAll(messages)
+        let sequences = first.compactMap { if case .stored(let m) = $0 { m.sequence } else { nil } }
+        XCTAssertEqual(sequences.sorted(), (1...200).map { UInt64($0) })
+
+        let replay = try await storeAll(messages)
+        XCTAssertTrue(replay.allSatisfy { if case .duplicate = $0 { true } else { false } }, "a replay stores nothing")
+        let stored = try await storage.history(chatID: chat.id, afterSequence: 0, limit: 1000)
+        XCTAssertEqual(stored.count, 200)
+
+        let intruder = AcceptedMessage(serverMessageID: ids.next(), chatID: chat.id, senderUserID: outsider.id, senderDeviceID: 999, clientMessageID: "x", text: "x", clientSentAtMs: 0, acceptedAtMs: 0)
+        let refused = try await region.withEntity(chat.id) { try await $0.store(intruder) }
+        XCTAssertEqual(refused, .notMember)
+    }
+}
+
+final class AcceptedMessagesTests: XCTestCase {
+    func testARetryWaitsForTheFirstAppendAndGetsItsAnswer() async throws {
+        let table = AcceptedMessages(capacity: 10)
+        let key = AcceptedMessages.Key(deviceID: 1, clientMessageID: "m")
+        let first = AcceptedMessages.Acceptance(serverMessageID: 100, chatID: 1, text: "t", acceptedAtMilliseconds: 5)
+        guard case .claimed = await table.claim(key, first) else { return XCTFail() }
+        let retry = Task { await table.claim(key, AcceptedMessages.Acceptance(serverMessageID: 200, chatID: 1, text: "t", acceptedAtMilliseconds: 6)) }
+        try await Task.sleep(for: .milliseconds(50))
+        table.finish(key, inLog: true)
+        guard case .accepted(let answer) = await retry.value else { return XCTFail("the retry gets the first answer") }
+        XCTAssertEqual(answer.serverMessageID, 100)
+        table.release(key)
+        XCTAssertEqual(table.count, 0)
+    }
+
+    func testAFailedAppendFreesTheClaimAndTheBoundHolds() async {
+        let table = AcceptedMessages(capacity: 1)
+        let key = AcceptedMessages.Key(deviceID: 1, clientMessageID: "m")
+        let acceptance = AcceptedMessages.Acceptance(serverMessageID: 1, chatID: 1, text: "t", acceptedAtMilliseconds: 0)
+        guard case .claimed = await table.claim(key, acceptance) else { return XCTFail() }
+        guard case .full = await table.claim(.init(deviceID: 2, clientMessageID: "m"), acceptance) else { return XCTFail("bound of 1") }
+        table.finish(key, inLog: false)
+        guard case .claimed = await table.claim(key, acceptance) else { return XCTFail("free again") }
+        // Stored before the append's answer came back: the entry goes at `finish`.
+        table.release(key)
+        table.finish(key, inLog: true)
+        XCTAssertEqual(table.count, 0)
+    }
+}
+
+final class ServerConfigurationTests: XCTestCase {
+    func testFileThenEnvironmentThenValidation() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("courier-cfg-\(UUID().uuidString).json").path
+        try Data(#"{"coapPort": 6000, "nodeID": 7}"#.utf8).write(to: URL(fileURLWithPath: path))
+        var configuration = try ServerConfiguration.load(file: path)
+        XCTAssertEqual(configuration.coapPort, 6000)
+        XCTAssertEqual(configuration.httpPort, 8081, "unnamed settings keep their defaults")
+        try configuration.apply(environment: ["COURIER_COAP_PORT": "7000", "COURIER_DATA_DIRECTORY": "/tmp/x", "COURIER_UNSAFE_NO_SYNC": "true"])
+        XCTAssertEqual(configuration.coapPort, 7000)
+        XCTAssertEqual(configuration.dataDirectory, "/tmp/x")
+        XCTAssertTrue(configuration.unsafeNoSync)
+        XCTAssertThrowsError(try configuration.apply(environment: ["COURIER_COAP_PORT": "many"]))
+        configuration.nodeID = 5000
+        XCTAssertThrowsError(try configuration.validate()) { XCTAssertTrue("\($0)".contains("nodeID")) }
+
+        try Data(#"{"coapPrt": 1}"#.utf8).write(to: URL(fileURLWithPath: path))
+        XCTAssertThrowsError(try ServerConfiguration.load(file: path)) { XCTAssertTrue("\($0)".contains("unknown setting 'coapPrt'"), "\($0)") }
+    }
+}

@@ -1,0 +1,191 @@
+import CoAP
+import CourierProtocol
+import Foundation
+import NIOCore
+import TestSupport
+import XCTest
+
+/// A real `courier-server` process on loopback ports of its own, with its own data directory.
+/// Tests provision it through the admin subcommands, as an admin would, and talk CoAP to it.
+final class ServerProcess: @unchecked Sendable {
+    // @unchecked: `process` is touched only by the test that owns this server, one step at a time.
+    let dataDirectory: String
+    let coapPort: Int
+    let httpPort: Int
+    private var process: Process?
+    private(set) var logPath: String
+
+    static var binary: String {
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("courier-server").path
+    }
+
+    init() async throws {
+        guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
+            throw ExternalProgram.Failure.notInstalled(Self.binary, hint: "build with `swift build --build-tests` (scripts/test does)")
+        }
+        dataDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-server-test-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
+        coapPort = try await freeUDPPort()
+        httpPort = try await freeTCPPort()
+        logPath = "\(dataDirectory)/server.log"
+    }
+
+    var peer: SocketAddress { try! SocketAddress(ipAddress: "127.0.0.1", port: coapPort) }
+    var uri: String { "coap://127.0.0.1:\(coapPort)" }
+
+    /// Starts the server and returns once its gateway answers (it binds only when ready).
+    func start(_ extraArguments: [String] = []) async throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = [
+            "serve", "--data-dir", dataDirectory, "--bind", "127.0.0.1", "--coap-port", "\(coapPort)",
+            "--http-bind", "127.0.0.1", "--http-port", "\(httpPort)", "--log-level", "info",
+        ] + extraArguments
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        log.seekToEndOfFile()
+        process.standardError = log
+        try process.run()
+        self.process = process
+        let client = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false)
+        defer { Task { await client.close() } }
+        let deadline = Date().addingTimeInterval(30)
+        while true {
+            guard process.isRunning else { throw ServerTestError("courier-server exited at start: \(serverLog())") }
+            if let response = try? await Self.withTimeout(.milliseconds(300), { try await client.exchange(.request(.get, path: "/v1/health"), with: self.peer) }),
+               response.code == .content { return }
+            if Date() > deadline { throw ServerTestError("courier-server did not answer within 30 s: \(serverLog())") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// kill -9: no shutdown of any kind.
+    func kill9() async {
+        guard let process else { return }
+        await ExternalProgram.stop(process)
+        self.process = nil
+    }
+
+    var isRunning: Bool { process?.isRunning ?? false }
+
+    func serverLog() -> String {
+        (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+    }
+
+    /// Runs an admin subcommand against this server's data directory; returns its JSON.
+    @discardableResult
+    func admin(_ arguments: [String]) async throws -> [String: Any] {
+        let output = try await ExternalProgram.run(Self.binary, arguments + ["--data-dir", dataDirectory, "--json"], timeout: 60)
+        guard output.status == 0 else { throw ServerTestError("courier-server \(arguments.joined(separator: " ")) failed: \(output.stderr)") }
+        guard let object = try JSONSerialization.jsonObject(with: output.stdout) as? [String: Any] else {
+            throw ServerTestError("not a JSON object: \(output.text)")
+        }
+        return object
+    }
+
+    /// Runs an admin subcommand and returns its exit status and error text (for refusals).
+    func adminFailure(_ arguments: [String]) async throws -> (status: Int32, stderr: String) {
+        let output = try await ExternalProgram.run(Self.binary, arguments + ["--data-dir", dataDirectory], timeout: 60)
+        return (output.status, output.stderr)
+    }
+
+    struct Account {
+        var userID: UInt64
+        var deviceID: UInt64
+        var token: String
+    }
+
+    /// A user with one device, and its token.
+    func account(_ user: String, device: String = "phone") async throws -> Account {
+        try await admin(["user", "add", user])
+        let created = try await admin(["device", "add", user, device])
+        return Account(userID: (created["user_id"] as! NSNumber).uint64Value, deviceID: (created["device_id"] as! NSNumber).uint64Value, token: created["token"] as! String)
+    }
+
+    func chat(_ name: String, members: [String]) async throws -> UInt64 {
+        let created = try await admin(["chat", "create", name] + members.flatMap { ["--member", $0] })
+        return (created["id"] as! NSNumber).uint64Value
+    }
+
+    /// The chat's history as (sequence, client message id, text, sender device).
+    func history(_ chat: String) async throws -> [(sequence: UInt64, clientMessageID: String, text: String, device: UInt64)] {
+        let object = try await admin(["chat", "history", chat, "--limit", "100000"])
+        return (object["messages"] as! [[String: Any]]).map {
+            (($0["sequence"] as! NSNumber).uint64Value, $0["client_message_id"] as! String, $0["text"] as! String, ($0["sender_device_id"] as! NSNumber).uint64Value)
+        }
+    }
+
+    func messageCount() async throws -> Int {
+        (try await admin(["stats"])["messages"] as! NSNumber).intValue
+    }
+
+    /// Waits until the history of `chat` holds `count` messages (consumers run behind the ack).
+    func waitForHistory(_ chat: String, count: Int, timeout: Double = 30) async throws -> [(sequence: UInt64, clientMessageID: String, text: String, device: UInt64)] {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let history = try await history(chat)
+            if history.count >= count || Date() > deadline { return history }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    func remove() {
+        try? FileManager.default.removeItem(atPath: dataDirectory)
+    }
+
+    static func withTimeout<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw ServerTestError("timed out after \(timeout)")
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
+        }
+    }
+}
+
+struct ServerTestError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Runs `body` with a started server; the server is killed and its data removed however
+/// `body` ends (the log is kept in the failure message).
+func withServer(_ extraArguments: [String] = [], _ body: (ServerProcess) async throws -> Void) async throws {
+    let server = try await ServerProcess()
+    do {
+        try await server.start(extraArguments)
+        try await body(server)
+        await server.kill9()
+        server.remove()
+    } catch {
+        await server.kill9()
+        let log = server.serverLog()
+        server.remove()
+        throw ServerTestError("\(error)\n--- server log (last 3000 bytes) ---\n\(log.suffix(3000))")
+    }
+}
+
+/// A CoAP client endpoint on loopback; closed however `body` ends.
+func withClient<T>(_ body: (CoAPEndpoint) async throws -> T) async throws -> T {
+    let client = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false)
+    do {
+        let result = try await body(client)
+        await client.close()
+        return result
+    } catch {
+        await client.close()
+        throw error
+    }
+}
+
+extension CoAPEndpoint {
+    /// POSTs a SendMessage with `token`; returns the response.
+    func send(_ message: SendMessage, token: String, to peer: SocketAddress) async throws -> CoAPMessage {
+        try await request(.request(.post, path: "/v1/msg", query: ["t=\(token)"], payload: message.serializedBytes(), contentFormat: CoAPContentFormat.protobuf), to: peer)
+    }
+}
