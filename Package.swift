@@ -75,9 +75,12 @@ let package = Package(
         .executableTarget(
             name: "CourierServerCommand",
             dependencies: [
+                "CoAP",
+                "CourierProtocol",
                 "CourierServer",
                 "CourierLog",
                 "CourierStorage",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

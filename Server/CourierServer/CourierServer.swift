@@ -48,13 +48,14 @@ public final class CourierServer: Sendable {
         chats = ShardRegion(kind: "chat", context: ChatEntity.Context(storage: storage), configuration: regionConfiguration)
 
         accepted = AcceptedMessages(capacity: configuration.maxPendingMessages)
-        consumers = ChatConsumers(log: log, storage: storage, chats: chats, users: users, accepted: accepted, metrics: metrics, logger: logger)
+        let dedupFilter = DedupFilter()
+        consumers = ChatConsumers(log: log, storage: storage, chats: chats, users: users, accepted: accepted, dedupFilter: dedupFilter, metrics: metrics, logger: logger)
         var limits = MessageIntake.Limits()
         limits.maxTextBytes = configuration.maxTextBytes
         let intake = MessageIntake(
             log: log, storage: storage,
             authenticator: TokenAuthenticator(storage: storage, cacheDuration: .seconds(configuration.tokenCacheSeconds)),
-            chats: chats, accepted: accepted, ids: MessageIDGenerator(nodeID: configuration.nodeID),
+            chats: chats, accepted: accepted, dedupFilter: dedupFilter, ids: MessageIDGenerator(nodeID: configuration.nodeID),
             metrics: metrics, limits: limits, logger: logger
         )
         let consumers = self.consumers

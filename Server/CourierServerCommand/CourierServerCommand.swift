@@ -13,7 +13,7 @@ struct CourierServerCommand: AsyncParsableCommand {
             With no subcommand it serves. Admin subcommands work on the same data directory and \
             are safe to run while the server runs.
             """,
-        subcommands: [Serve.self, UserCommand.self, DeviceCommand.self, TokenCommand.self, ChatCommand.self, Search.self, Stats.self, BenchLog.self],
+        subcommands: [Serve.self, UserCommand.self, DeviceCommand.self, TokenCommand.self, ChatCommand.self, Search.self, Stats.self, BenchLog.self, BenchSend.self],
         defaultSubcommand: Serve.self
     )
 }

@@ -36,11 +36,15 @@ public protocol CourierStorage: Sendable {
     func listChats() async throws(StorageError) -> [ChatSummary]
 
     // MARK: Messages
-    /// Stores a numbered message, its deduplication key and its search entry in one transaction.
-    /// `message.sequence` must be one above the chat's stored last sequence (else
-    /// `.sequenceConflict`). A device's reused client message id is `.duplicate` (same chat and
-    /// text) or `.conflict`; both leave storage unchanged.
-    func storeMessage(_ message: StoredMessage) async throws(StorageError) -> StoreOutcome
+    /// Stores messages of one chat, each with its deduplication key and search entry, in one
+    /// transaction, numbering the new ones consecutively after `afterSequence`, which must be
+    /// the chat's stored last sequence (else `.sequenceConflict`: another writer was here). A
+    /// device's reused client message id is `.duplicate` (same chat and text) or `.conflict`;
+    /// neither takes a number or changes anything. The `sequence` of each given message is
+    /// ignored. Outcomes come in the order of `messages`.
+    func storeMessages(_ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64) async throws(StorageError) -> [StoreOutcome]
+    /// Every deduplication key stored, for the gateway's filter at startup.
+    func forEachDedupKey(_ body: @escaping @Sendable (UInt64, String) -> Void) async throws(StorageError)
     /// The stored message a device sent under `clientMessageID`, if any.
     func message(deviceID: UInt64, clientMessageID: String) async throws(StorageError) -> StoredMessage?
     /// Messages of a chat with sequence above `afterSequence`, oldest first.
@@ -58,4 +62,11 @@ public protocol CourierStorage: Sendable {
     func advanceDeliveryCursor(deviceID: UInt64, chatID: UInt64, to sequence: UInt64) async throws(StorageError)
 
     func statistics() async throws(StorageError) -> StorageStatistics
+}
+
+extension CourierStorage {
+    /// Stores one message numbered `message.sequence` (see `storeMessages`).
+    public func storeMessage(_ message: StoredMessage) async throws(StorageError) -> StoreOutcome {
+        try await storeMessages([message], chatID: message.chatID, afterSequence: message.sequence - 1)[0]
+    }
 }

@@ -72,7 +72,8 @@ public struct StoredMessage: Sendable, Equatable {
 
 /// What storing a message did.
 public enum StoreOutcome: Sendable, Equatable {
-    case stored
+    /// Stored now, as given (with its sequence number).
+    case stored(StoredMessage)
     /// The sending device already used this client message id for this message: nothing changed.
     case duplicate(StoredMessage)
     /// The sending device already used this client message id for a different message.

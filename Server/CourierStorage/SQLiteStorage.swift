@@ -199,10 +199,10 @@ public final class SQLiteStorage: CourierStorage {
         guard token.utf8.count <= DeviceToken.maxLength else { return nil }
         let hash = DeviceToken.hash(token)
         return try await read { db in
-            guard let row = try Row.fetchOne(db, sql: """
+            guard let row = try Row.fetchOne(db.cachedStatement(sql: """
                 SELECT d.user_id, t.device_id, t.expires_at_ms FROM tokens t JOIN devices d ON d.id = t.device_id
                 WHERE t.hash = ? AND t.revoked_at_ms IS NULL
-                """, arguments: [Data(hash)]) else { return nil }
+                """), arguments: [Data(hash)]) else { return nil }
             let expires: Int64? = row["expires_at_ms"]
             if let expires, expires <= now.milliseconds { return nil }
             return TokenIdentity(userID: UInt64(row["user_id"] as Int64), deviceID: UInt64(row["device_id"] as Int64), expiresAt: expires.map { Date(milliseconds: $0) })
@@ -301,35 +301,56 @@ public final class SQLiteStorage: CourierStorage {
 
     // MARK: - Messages
 
-    public func storeMessage(_ message: StoredMessage) async throws(StorageError) -> StoreOutcome {
+    public func storeMessages(_ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64) async throws(StorageError) -> [StoreOutcome] {
         let storedAt = Date().milliseconds
         return try await write { db in
-            if let existing = try Self.message(db, deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID) {
-                let same = existing.chatID == message.chatID && existing.text == message.text
-                return same ? .duplicate(existing) : .conflict(existing)
+            guard let last = try Int64.fetchOne(db.cachedStatement(sql: "SELECT last_sequence FROM chats WHERE id = ?"), arguments: [Int64(clamping: chatID)]) else {
+                throw StorageError.notFound("chat \(chatID)")
             }
-            guard let last = try Int64.fetchOne(db, sql: "SELECT last_sequence FROM chats WHERE id = ?", arguments: [Int64(clamping: message.chatID)]) else {
-                throw StorageError.notFound("chat \(message.chatID)")
+            guard UInt64(last) == afterSequence else {
+                throw StorageError.sequenceConflict(chatID: chatID, expected: afterSequence, found: UInt64(last))
             }
-            guard UInt64(last) + 1 == message.sequence else {
-                throw StorageError.sequenceConflict(chatID: message.chatID, expected: message.sequence - 1, found: UInt64(last))
-            }
-            try db.execute(sql: """
+            var sequence = afterSequence
+            var outcomes: [StoreOutcome] = []
+            outcomes.reserveCapacity(messages.count)
+            let insertMessage = try db.cachedStatement(sql: """
                 INSERT INTO messages (server_message_id, chat_id, sequence, sender_user_id, sender_device_id,
                     client_message_id, text, client_sent_at_ms, accepted_at_ms, stored_at_ms)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [
-                    Int64(message.serverMessageID), Int64(message.chatID), Int64(message.sequence), Int64(message.senderUserID),
+                """)
+            let insertSearch = try db.cachedStatement(sql: "INSERT INTO message_search (rowid, text) VALUES (?, ?)")
+            let insertKey = try db.cachedStatement(sql: "INSERT INTO dedup_keys (device_id, client_message_id, server_message_id) VALUES (?, ?, ?)")
+            for var message in messages {
+                // A duplicate within this batch is found here too: its key went in above.
+                if let existing = try Self.message(db, deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID) {
+                    let same = existing.chatID == chatID && existing.text == message.text
+                    outcomes.append(same ? .duplicate(existing) : .conflict(existing))
+                    continue
+                }
+                sequence += 1
+                message.chatID = chatID
+                message.sequence = sequence
+                try insertMessage.execute(arguments: [
+                    Int64(message.serverMessageID), Int64(chatID), Int64(sequence), Int64(message.senderUserID),
                     Int64(message.senderDeviceID), message.clientMessageID, message.text, message.clientSentAtMilliseconds,
                     message.acceptedAtMilliseconds, storedAt,
                 ])
-            try db.execute(sql: "INSERT INTO message_search (rowid, text) VALUES (?, ?)", arguments: [Int64(message.serverMessageID), message.text])
-            try db.execute(
-                sql: "INSERT INTO dedup_keys (device_id, client_message_id, server_message_id) VALUES (?, ?, ?)",
-                arguments: [Int64(message.senderDeviceID), message.clientMessageID, Int64(message.serverMessageID)]
-            )
-            try db.execute(sql: "UPDATE chats SET last_sequence = ? WHERE id = ? AND last_sequence = ?", arguments: [Int64(message.sequence), Int64(message.chatID), last])
-            return .stored
+                try insertSearch.execute(arguments: [Int64(message.serverMessageID), message.text])
+                try insertKey.execute(arguments: [Int64(message.senderDeviceID), message.clientMessageID, Int64(message.serverMessageID)])
+                outcomes.append(.stored(message))
+            }
+            if sequence != afterSequence {
+                try db.cachedStatement(sql: "UPDATE chats SET last_sequence = ? WHERE id = ? AND last_sequence = ?")
+                    .execute(arguments: [Int64(sequence), Int64(chatID), last])
+            }
+            return outcomes
+        }
+    }
+
+    public func forEachDedupKey(_ body: @escaping @Sendable (UInt64, String) -> Void) async throws(StorageError) {
+        try await read { db in
+            let rows = try Row.fetchCursor(db, sql: "SELECT device_id, client_message_id FROM dedup_keys")
+            while let row = try rows.next() { body(UInt64(row[0] as Int64), row[1]) }
         }
     }
 
@@ -338,10 +359,10 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     private static func message(_ db: Database, deviceID: UInt64, clientMessageID: String) throws -> StoredMessage? {
-        try Row.fetchOne(db, sql: """
+        try Row.fetchOne(db.cachedStatement(sql: """
             SELECT m.* FROM dedup_keys k JOIN messages m ON m.server_message_id = k.server_message_id
             WHERE k.device_id = ? AND k.client_message_id = ?
-            """, arguments: [Int64(clamping: deviceID), clientMessageID]).map(storedMessage)
+            """), arguments: [Int64(clamping: deviceID), clientMessageID]).map(storedMessage)
     }
 
     public func history(chatID: UInt64, afterSequence: UInt64, limit: Int) async throws(StorageError) -> [StoredMessage] {

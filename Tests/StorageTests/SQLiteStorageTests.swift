@@ -87,9 +87,9 @@ final class SQLiteStorageTests: XCTestCase {
     func testStoringDeduplicatesByDeviceAndClientIDAndChecksTheSequence() async throws {
         let (_, device, chat) = try await member("ann")
         let value10 = try await storage.storeMessage(message(1, in: chat, from: device, "one"))
-        XCTAssertEqual(value10, .stored)
+        XCTAssertEqual(value10, .stored(message(1, in: chat, from: device, "one")))
         let value11 = try await storage.storeMessage(message(2, in: chat, from: device, "two"))
-        XCTAssertEqual(value11, .stored)
+        XCTAssertEqual(value11, .stored(message(2, in: chat, from: device, "two")))
 
         // A replay of message 1, numbered 3 by a writer that did not know: nothing changes.
         let replay = message(3, in: chat, from: device, "one", clientID: "c-1", serverID: 5555)
@@ -111,6 +111,36 @@ final class SQLiteStorageTests: XCTestCase {
         XCTAssertEqual(value15, "two")
         let value16 = try await storage.message(deviceID: device.id + 1, clientMessageID: "c-2")
         XCTAssertNil(value16, "dedup keys are per device")
+    }
+
+    func testABatchNumbersOnlyNewMessagesAndFindsDuplicatesWithinItself() async throws {
+        let (_, device, chat) = try await member("ann")
+        _ = try await storage.storeMessage(message(1, in: chat, from: device, "old", clientID: "old"))
+        let batch = [
+            message(0, in: chat, from: device, "a", clientID: "a"),
+            message(0, in: chat, from: device, "old", clientID: "old"),
+            message(0, in: chat, from: device, "b", clientID: "b"),
+            message(0, in: chat, from: device, "a", clientID: "a"),
+            message(0, in: chat, from: device, "not a", clientID: "a"),
+        ].enumerated().map { index, message in
+            var message = message
+            message.serverMessageID = 100 + UInt64(index)
+            return message
+        }
+        let outcomes = try await storage.storeMessages(batch, chatID: chat.id, afterSequence: 1)
+        let summary = outcomes.map { outcome -> String in
+            switch outcome {
+            case .stored(let m): "stored \(m.sequence)"
+            case .duplicate(let m): "duplicate of \(m.sequence)"
+            case .conflict(let m): "conflict with \(m.sequence)"
+            }
+        }
+        XCTAssertEqual(summary, ["stored 2", "duplicate of 1", "stored 3", "duplicate of 2", "conflict with 2"])
+        let history = try await storage.history(chatID: chat.id, afterSequence: 0, limit: 10)
+        XCTAssertEqual(history.map(\.clientMessageID), ["old", "a", "b"])
+        await XCTAssertThrowsAsync(try await self.storage.storeMessages(batch, chatID: chat.id, afterSequence: 1)) {
+            XCTAssertEqual($0, .sequenceConflict(chatID: chat.id, expected: 1, found: 3), "a writer with a stale view is refused as a whole")
+        }
     }
 
     func testSearchMatchesWholeWordsRanksAndRespectsMembership() async throws {

@@ -60,32 +60,47 @@ public actor ChatEntity: ShardedEntity {
         return members.contains(userID)
     }
 
-    /// Numbers and stores one message the gateway accepted.
-    public func store(_ message: AcceptedMessage) async throws -> Outcome {
+    /// Numbers and stores messages the gateway accepted, in the given order, in one storage
+    /// transaction; returns an outcome for each, in order.
+    public func store(_ messages: [AcceptedMessage]) async throws -> [Outcome] {
         try await exclusively {
-            guard try await permits(message.senderUserID) else { return .notMember }
-            let numbered = StoredMessage(
-                serverMessageID: message.serverMessageID, chatID: id, sequence: lastSequence + 1,
-                senderUserID: message.senderUserID, senderDeviceID: message.senderDeviceID,
-                clientMessageID: message.clientMessageID, text: message.text,
-                clientSentAtMilliseconds: message.clientSentAtMs, acceptedAtMilliseconds: message.acceptedAtMs
-            )
-            do {
-                switch try await context.storage.storeMessage(numbered) {
-                case .stored:
-                    lastSequence += 1
-                    return .stored(numbered)
-                case .duplicate(let existing):
-                    return .duplicate(existing)
-                case .conflict(let existing):
-                    return .conflict(existing)
+            var allowed: [UInt64: Bool] = [:]
+            for sender in Set(messages.map(\.senderUserID)) { allowed[sender] = try await permits(sender) }
+            let storable = messages.filter { allowed[$0.senderUserID]! }.map { message in
+                StoredMessage(
+                    serverMessageID: message.serverMessageID, chatID: id, sequence: 0,
+                    senderUserID: message.senderUserID, senderDeviceID: message.senderDeviceID,
+                    clientMessageID: message.clientMessageID, text: message.text,
+                    clientSentAtMilliseconds: message.clientSentAtMs, acceptedAtMilliseconds: message.acceptedAtMs
+                )
+            }
+            var stored: [StoreOutcome] = []
+            if !storable.isEmpty {
+                do {
+                    stored = try await context.storage.storeMessages(storable, chatID: id, afterSequence: lastSequence)
+                } catch StorageError.sequenceConflict(let chat, let expected, let found) {
+                    // Someone else wrote this chat: take storage's word, and let the caller retry.
+                    lastSequence = found
+                    throw StorageError.sequenceConflict(chatID: chat, expected: expected, found: found)
                 }
-            } catch StorageError.sequenceConflict(_, _, let found) {
-                // Someone else wrote this chat: take storage's word, and let the caller retry.
-                lastSequence = found
-                throw StorageError.sequenceConflict(chatID: id, expected: numbered.sequence - 1, found: found)
+            }
+            var next = stored.makeIterator()
+            return messages.map { message -> Outcome in
+                guard allowed[message.senderUserID]! else { return .notMember }
+                switch next.next()! {
+                case .stored(let message):
+                    lastSequence = max(lastSequence, message.sequence)
+                    return .stored(message)
+                case .duplicate(let existing): return .duplicate(existing)
+                case .conflict(let existing): return .conflict(existing)
+                }
             }
         }
+    }
+
+    /// Numbers and stores one message (see the batch form).
+    public func store(_ message: AcceptedMessage) async throws -> Outcome {
+        try await store([message])[0]
     }
 
     private func exclusively<T: Sendable>(_ body: () async throws -> T) async throws -> T {

@@ -19,6 +19,8 @@ public final class ChatConsumers: Sendable {
     public struct Configuration: Sendable {
         /// Bytes read from a partition per batch.
         public var batchBytes = 256 * 1024
+        /// Messages of one chat stored in one transaction.
+        public var maxMessagesPerTransaction = 512
         /// How long an idle consumer sleeps before checking for shutdown.
         public var idleWait: Duration = .milliseconds(200)
         public var maxRetryDelay: Duration = .seconds(1)
@@ -30,6 +32,7 @@ public final class ChatConsumers: Sendable {
     let chats: ShardRegion<ChatEntity>
     let users: ShardRegion<UserEntity>
     let accepted: AcceptedMessages
+    let dedupFilter: DedupFilter
     let metrics: ServerMetrics
     let configuration: Configuration
     let logger: Logger
@@ -37,7 +40,8 @@ public final class ChatConsumers: Sendable {
     private let positions = NIOLockedValueBox<[Int: UInt64]>([:])
     private let stopping = NIOLockedValueBox(false)
 
-    public init(log: any MessageLog, storage: any CourierStorage, chats: ShardRegion<ChatEntity>, users: ShardRegion<UserEntity>, accepted: AcceptedMessages, metrics: ServerMetrics, configuration: Configuration = Configuration(), logger: Logger) {
+    public init(log: any MessageLog, storage: any CourierStorage, chats: ShardRegion<ChatEntity>, users: ShardRegion<UserEntity>, accepted: AcceptedMessages, dedupFilter: DedupFilter, metrics: ServerMetrics, configuration: Configuration = Configuration(), logger: Logger) {
+        self.dedupFilter = dedupFilter
         self.log = log
         self.storage = storage
         self.chats = chats
@@ -62,8 +66,13 @@ public final class ChatConsumers: Sendable {
         while !caughtUp && !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
     }
 
-    /// Consumes every partition until `stop()`; each finishes and commits its current batch.
+    /// Fills the gateway's dedup filter from storage, then consumes every partition until
+    /// `stop()`; each finishes and commits its current batch.
     public func run() async {
+        let filter = dedupFilter
+        await retrying("load the dedup keys") {
+            try await self.storage.forEachDedupKey { filter.insert(deviceID: $0, clientMessageID: $1) }
+        }
         await withTaskGroup(of: Void.self) { group in
             for partition in 0..<log.partitionCount {
                 group.addTask { await self.consume(partition: partition) }
@@ -139,36 +148,50 @@ public final class ChatConsumers: Sendable {
             for chatID in order {
                 let messages = byChat[chatID]!
                 group.addTask {
-                    for message in messages { await self.store(message) }
+                    var start = 0
+                    while start < messages.count {
+                        let end = min(messages.count, start + self.configuration.maxMessagesPerTransaction)
+                        await self.store(Array(messages[start..<end]), chatID: chatID)
+                        start = end
+                    }
                 }
             }
         }
     }
 
-    private func store(_ message: AcceptedMessage) async {
-        let key = AcceptedMessages.Key(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID)
-        let outcome: ChatEntity.Outcome? = await retrying("store message \(message.serverMessageID) in chat \(message.chatID)") {
+    /// Stores messages of one chat in log order, retrying until storage takes them.
+    private func store(_ messages: [AcceptedMessage], chatID: UInt64) async {
+        let outcomes: [ChatEntity.Outcome]? = await retrying("store \(messages.count) message(s) in chat \(chatID)") {
             do {
-                return try await self.chats.withEntity(message.chatID) { try await $0.store(message) }
+                return try await self.chats.withEntity(chatID) { try await $0.store(messages) }
             } catch StorageError.notFound {
                 return nil
             }
         }
-        accepted.release(key)
-        switch outcome {
-        case .stored(let stored)?:
-            await fanOut(stored)
-        case .duplicate?:
-            break
-        case .conflict(let existing)?:
-            logger.warning("client message id reused for a different message; not stored", metadata: [
-                "device": "\(message.senderDeviceID)", "clientMessageID": "\(message.clientMessageID)", "stored": "\(existing.serverMessageID)",
-            ])
-        case .notMember?:
-            logger.warning("sender left the chat before the message was stored; not stored", metadata: ["chat": "\(message.chatID)", "user": "\(message.senderUserID)"])
-        case nil:
-            logger.warning("chat no longer exists; message not stored", metadata: ["chat": "\(message.chatID)"])
+        guard let outcomes else {
+            logger.warning("chat no longer exists; messages not stored", metadata: ["chat": "\(chatID)", "count": "\(messages.count)"])
+            for message in messages { accepted.release(AcceptedMessages.Key(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID)) }
+            return
         }
+        var stored: [StoredMessage] = []
+        for (message, outcome) in zip(messages, outcomes) {
+            switch outcome {
+            case .stored(let message):
+                // Into the filter before leaving the accepted table, so a retry always finds it.
+                dedupFilter.insert(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID)
+                stored.append(message)
+            case .duplicate:
+                break
+            case .conflict(let existing):
+                logger.warning("client message id reused for a different message; not stored", metadata: [
+                    "device": "\(message.senderDeviceID)", "clientMessageID": "\(message.clientMessageID)", "stored": "\(existing.serverMessageID)",
+                ])
+            case .notMember:
+                logger.warning("sender left the chat before the message was stored; not stored", metadata: ["chat": "\(chatID)", "user": "\(message.senderUserID)"])
+            }
+            accepted.release(AcceptedMessages.Key(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID))
+        }
+        for message in stored { await fanOut(message) }
     }
 
     /// Hands a stored message to every member's User actor (and on to their devices). A member

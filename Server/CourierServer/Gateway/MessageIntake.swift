@@ -22,12 +22,14 @@ public struct MessageIntake: Sendable {
     let authenticator: TokenAuthenticator
     let chats: ShardRegion<ChatEntity>
     let accepted: AcceptedMessages
+    let dedupFilter: DedupFilter
     let ids: MessageIDGenerator
     let metrics: ServerMetrics
     let limits: Limits
     let logger: Logger
 
-    public init(log: any MessageLog, storage: any CourierStorage, authenticator: TokenAuthenticator, chats: ShardRegion<ChatEntity>, accepted: AcceptedMessages, ids: MessageIDGenerator, metrics: ServerMetrics, limits: Limits = Limits(), logger: Logger) {
+    public init(log: any MessageLog, storage: any CourierStorage, authenticator: TokenAuthenticator, chats: ShardRegion<ChatEntity>, accepted: AcceptedMessages, dedupFilter: DedupFilter, ids: MessageIDGenerator, metrics: ServerMetrics, limits: Limits = Limits(), logger: Logger) {
+        self.dedupFilter = dedupFilter
         self.log = log
         self.storage = storage
         self.authenticator = authenticator
@@ -111,9 +113,11 @@ public struct MessageIntake: Sendable {
             break
         }
 
-        // Not in flight here: it may be stored already (a retry after the chat stored it).
+        // Not in flight here: it may be stored already (a retry after the chat stored it). The
+        // filter rules that out for almost every new message without asking the database.
         do {
-            if let stored = try await storage.message(deviceID: identity.deviceID, clientMessageID: message.clientMessageID) {
+            if dedupFilter.mightContain(deviceID: identity.deviceID, clientMessageID: message.clientMessageID),
+               let stored = try await storage.message(deviceID: identity.deviceID, clientMessageID: message.clientMessageID) {
                 accepted.finish(key, inLog: false)
                 guard stored.chatID == message.chatID, stored.text == message.text else { return Self.conflict(message) }
                 return Self.created(message.clientMessageID, stored.serverMessageID, stored.chatID, sequence: stored.sequence, stored.acceptedAtMilliseconds)
