@@ -10,14 +10,19 @@ public enum DeviceToken {
     /// Longest text accepted as a token before hashing; longer input is refused unhashed.
     public static let maxLength = 64
 
-    /// A new token from the system's cryptographic random source.
+    /// A new token from the system's cryptographic random source. It never starts with "-"
+    /// or "_", so it can follow a command-line option without being taken for one (redrawing
+    /// costs 0.05 bits of the 128).
     public static func generate() -> String {
         var generator = SystemRandomNumberGenerator()
-        let bytes = (0..<randomBytes).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        return Data(bytes).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-")
-            .replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        while true {
+            let bytes = (0..<randomBytes).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let token = Data(bytes).base64EncodedString()
+                .replacingOccurrences(of: "+", with: "-")
+                .replacingOccurrences(of: "/", with: "_")
+                .replacingOccurrences(of: "=", with: "")
+            if let first = token.unicodeScalars.first, CharacterSet.alphanumerics.contains(first) { return token }
+        }
     }
 
     /// What the database keys a token by.

@@ -84,6 +84,17 @@ final class SQLiteStorageTests: XCTestCase {
         XCTAssertNil(value9)
     }
 
+    func testTokensAreRandomBase64URLAndNeverLookLikeAnOption() {
+        let tokens = (0..<2000).map { _ in DeviceToken.generate() }
+        XCTAssertEqual(Set(tokens).count, tokens.count)
+        let alphabet = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+        for token in tokens {
+            XCTAssertEqual(token.count, 22)
+            XCTAssertTrue(token.unicodeScalars.allSatisfy(alphabet.contains), token)
+            XCTAssertFalse(token.hasPrefix("-") || token.hasPrefix("_"), "\(token) would read as a command-line option")
+        }
+    }
+
     func testStoringDeduplicatesByDeviceAndClientIDAndChecksTheSequence() async throws {
         let (_, device, chat) = try await member("ann")
         let value10 = try await storage.storeMessage(message(1, in: chat, from: device, "one"))

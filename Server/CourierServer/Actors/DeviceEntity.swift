@@ -25,9 +25,11 @@ public actor DeviceEntity: ShardedEntity {
         return DeviceEntity(id: id, context: context)
     }
 
-    public func notify(_ message: StoredMessage) async throws {
-        newest[message.chatID] = max(newest[message.chatID] ?? 0, message.sequence)
-        notifications += 1
+    public func notify(_ messages: [StoredMessage]) async throws {
+        for message in messages {
+            newest[message.chatID] = max(newest[message.chatID] ?? 0, message.sequence)
+        }
+        notifications += messages.count
     }
 
     /// Chats with messages newer than the device's delivery cursor, with the newest sequence.

@@ -29,10 +29,10 @@ public actor UserEntity: ShardedEntity {
 
     public var devices: [UInt64] { deviceIDs }
 
-    /// Hands a newly stored message to every device of this user.
-    public func deliver(_ message: StoredMessage) async throws {
+    /// Hands newly stored messages (of one chat, in sequence order) to every device of this user.
+    public func deliver(_ messages: [StoredMessage]) async throws {
         for deviceID in deviceIDs {
-            try await context.devices.withEntity(deviceID) { try await $0.notify(message) }
+            try await context.devices.withEntity(deviceID) { try await $0.notify(messages) }
         }
     }
 }

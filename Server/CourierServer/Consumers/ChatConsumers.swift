@@ -191,21 +191,22 @@ public final class ChatConsumers: Sendable {
             }
             accepted.release(AcceptedMessages.Key(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID))
         }
-        for message in stored { await fanOut(message) }
+        if !stored.isEmpty { await fanOut(stored, chatID: chatID) }
     }
 
-    /// Hands a stored message to every member's User actor (and on to their devices). A member
-    /// that cannot be reached now still gets the message by sync from storage.
-    private func fanOut(_ message: StoredMessage) async {
+    /// Hands newly stored messages of one chat to every member's User actor (and on to their
+    /// devices), one call per member for the whole batch. A member that cannot be reached now
+    /// still gets the messages by sync from storage.
+    private func fanOut(_ messages: [StoredMessage], chatID: UInt64) async {
         let members: Set<UInt64>
         do {
-            members = try await chats.withEntity(message.chatID) { await $0.memberIDs }
+            members = try await chats.withEntity(chatID) { await $0.memberIDs }
         } catch {
             return
         }
         for member in members {
             do {
-                try await users.withEntity(member) { try await $0.deliver(message) }
+                try await users.withEntity(member) { try await $0.deliver(messages) }
             } catch {
                 logger.debug("hand-off to user failed", metadata: ["user": "\(member)", "error": "\(error)"])
             }

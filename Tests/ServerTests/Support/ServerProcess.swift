@@ -36,8 +36,12 @@ final class ServerProcess: @unchecked Sendable {
     /// Starts the server and returns once its gateway answers (it binds only when ready).
     func start(_ extraArguments: [String] = []) async throws {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
+        // Through a launcher that unblocks SIGTERM and SIGINT: children of this test process
+        // inherit them blocked, and graceful shutdown is part of what is tested.
+        process.executableURL = URL(fileURLWithPath: try ExternalProgram.locate("python3", hint: "apt-get install python3"))
         process.arguments = [
+            "-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM, signal.SIGINT]); os.execv(sys.argv[1], sys.argv[1:])",
+            Self.binary,
             "serve", "--data-dir", dataDirectory, "--bind", "127.0.0.1", "--coap-port", "\(coapPort)",
             "--http-bind", "127.0.0.1", "--http-port", "\(httpPort)", "--log-level", "info",
         ] + extraArguments
@@ -69,6 +73,27 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     var isRunning: Bool { process?.isRunning ?? false }
+
+    /// SIGTERM, then waits up to `timeout` seconds; returns the exit status (nil: still running,
+    /// and then killed).
+    func terminate(timeout: Double = 20) async -> Int32? {
+        guard let process else { return nil }
+        kill(process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
+        let status = process.isRunning ? nil : process.terminationStatus
+        await kill9()
+        return status
+    }
+
+    /// GET on the operations listener: status code and body.
+    func http(_ path: String) async throws -> (status: Int, body: String) {
+        let curl = try ExternalProgram.locate("curl", hint: "apt-get install curl (scripts/install-deps)")
+        let output = try await ExternalProgram.run(curl, ["-s", "-w", "\n%{http_code}", "http://127.0.0.1:\(httpPort)\(path)"])
+        var lines = output.text.components(separatedBy: "\n")
+        let status = Int(lines.removeLast()) ?? 0
+        return (status, lines.joined(separator: "\n"))
+    }
 
     func serverLog() -> String {
         (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
