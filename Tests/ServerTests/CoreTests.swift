@@ -191,8 +191,27 @@ final class AcceptedMessagesTests: XCTestCase {
         table.finish(key, inLog: true)
         guard case .accepted(let answer) = await retry.value else { return XCTFail("the retry gets the first answer") }
         XCTAssertEqual(answer.serverMessageID, 100)
-        table.release(key)
-        XCTAssertEqual(table.count, 0)
+        XCTAssertEqual(answer.sequence, 0, "not stored yet")
+        XCTAssertEqual(table.count, 1)
+        table.release(key, storedAs: 7)
+        XCTAssertEqual(table.count, 0, "stored: no longer waiting")
+        guard case .accepted(let later) = await table.claim(key, first) else { return XCTFail("remembered after storing") }
+        XCTAssertEqual(later.sequence, 7)
+        XCTAssertTrue(later.matches(chatID: 1, text: "t"))
+        XCTAssertFalse(later.matches(chatID: 1, text: "other"))
+    }
+
+    func testRememberedStoredMessagesAreBounded() async {
+        let table = AcceptedMessages(capacity: 10, storedCapacity: 3)
+        for number in 0..<5 {
+            let key = AcceptedMessages.Key(deviceID: 1, clientMessageID: "m\(number)")
+            guard case .claimed = await table.claim(key, .init(serverMessageID: UInt64(number), chatID: 1, text: "t", acceptedAtMilliseconds: 0)) else { return XCTFail() }
+            table.finish(key, inLog: true)
+            table.release(key, storedAs: UInt64(number + 1))
+        }
+        // The two oldest are forgotten: claiming them again is a fresh claim.
+        guard case .claimed = await table.claim(.init(deviceID: 1, clientMessageID: "m0"), .init(serverMessageID: 9, chatID: 1, text: "t", acceptedAtMilliseconds: 0)) else { return XCTFail("forgotten") }
+        guard case .accepted = await table.claim(.init(deviceID: 1, clientMessageID: "m4"), .init(serverMessageID: 9, chatID: 1, text: "t", acceptedAtMilliseconds: 0)) else { return XCTFail("remembered") }
     }
 
     func testAFailedAppendFreesTheClaimAndTheBoundHolds() async {
@@ -203,10 +222,12 @@ final class AcceptedMessagesTests: XCTestCase {
         guard case .full = await table.claim(.init(deviceID: 2, clientMessageID: "m"), acceptance) else { return XCTFail("bound of 1") }
         table.finish(key, inLog: false)
         guard case .claimed = await table.claim(key, acceptance) else { return XCTFail("free again") }
-        // Stored before the append's answer came back: the entry goes at `finish`.
-        table.release(key)
+        // Stored before the append's answer came back: remembered as stored at `finish`.
+        table.release(key, storedAs: 3)
         table.finish(key, inLog: true)
         XCTAssertEqual(table.count, 0)
+        guard case .accepted(let stored) = await table.claim(key, acceptance) else { return XCTFail() }
+        XCTAssertEqual(stored.sequence, 3)
     }
 }
 

@@ -170,18 +170,20 @@ public final class ChatConsumers: Sendable {
         }
         guard let outcomes else {
             logger.warning("chat no longer exists; messages not stored", metadata: ["chat": "\(chatID)", "count": "\(messages.count)"])
-            for message in messages { accepted.release(AcceptedMessages.Key(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID)) }
+            for message in messages { accepted.release(AcceptedMessages.Key(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID), storedAs: nil) }
             return
         }
         var stored: [StoredMessage] = []
         for (message, outcome) in zip(messages, outcomes) {
+            var storedAs: UInt64?
             switch outcome {
             case .stored(let message):
                 // Into the filter before leaving the accepted table, so a retry always finds it.
                 dedupFilter.insert(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID)
                 stored.append(message)
-            case .duplicate:
-                break
+                storedAs = message.sequence
+            case .duplicate(let existing):
+                storedAs = existing.sequence
             case .conflict(let existing):
                 logger.warning("client message id reused for a different message; not stored", metadata: [
                     "device": "\(message.senderDeviceID)", "clientMessageID": "\(message.clientMessageID)", "stored": "\(existing.serverMessageID)",
@@ -189,7 +191,7 @@ public final class ChatConsumers: Sendable {
             case .notMember:
                 logger.warning("sender left the chat before the message was stored; not stored", metadata: ["chat": "\(chatID)", "user": "\(message.senderUserID)"])
             }
-            accepted.release(AcceptedMessages.Key(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID))
+            accepted.release(AcceptedMessages.Key(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID), storedAs: storedAs)
         }
         if !stored.isEmpty { await fanOut(stored, chatID: chatID) }
     }

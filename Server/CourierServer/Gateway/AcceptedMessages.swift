@@ -2,14 +2,18 @@ import CourierProtocol
 import Foundation
 import NIOConcurrencyHelpers
 
-/// Messages the gateway has taken into the log and their chat has not stored yet, by sending
-/// device and client message id. A retry of one of them (a new CoAP exchange, a client that
-/// restarted) gets the same answer as the first send, not a second copy in the log; a retry
-/// that arrives while the first append is still on its way waits for that append.
+/// The gateway's memory of recent sends, by sending device and client message id, so that a
+/// retry (a new CoAP exchange, a client that restarted) gets the same answer as the first send
+/// instead of a second copy in the log:
 ///
-/// Bounded (`capacity`): the table is the distance between what devices were told is safe and
-/// what chats have stored. When it is full the gateway answers 5.03, which also keeps consumer
-/// lag bounded.
+/// - messages taken into the log that their chat has not stored yet (a retry that arrives while
+///   the first append is still on its way waits for that append);
+/// - messages stored recently, with their sequence, so most retries need no database read.
+///
+/// Bounded: at most `capacity` messages waiting to be stored (the distance between what
+/// devices were told is safe and what chats have stored; when full the gateway answers 5.03,
+/// which also bounds consumer lag), and at most `storedCapacity` recently stored ones (the
+/// oldest are forgotten; a retry of those asks the database). Texts are kept as digests.
 public final class AcceptedMessages: Sendable {
     public struct Key: Hashable, Sendable {
         public var deviceID: UInt64
@@ -20,44 +24,80 @@ public final class AcceptedMessages: Sendable {
     public struct Acceptance: Sendable, Equatable {
         public var serverMessageID: UInt64
         public var chatID: UInt64
-        public var text: String
+        /// A digest of the text, to tell a retry from a reused id (4.09).
+        public var textDigest: Int
         public var acceptedAtMilliseconds: Int64
+        /// The chat sequence once stored; 0 before.
+        public var sequence: UInt64 = 0
+
+        public init(serverMessageID: UInt64, chatID: UInt64, text: String, acceptedAtMilliseconds: Int64) {
+            self.serverMessageID = serverMessageID
+            self.chatID = chatID
+            self.textDigest = Self.digest(text)
+            self.acceptedAtMilliseconds = acceptedAtMilliseconds
+        }
+
+        /// Whether a send of `text` into `chatID` is this same message.
+        public func matches(chatID: UInt64, text: String) -> Bool {
+            self.chatID == chatID && textDigest == Self.digest(text)
+        }
+
+        static func digest(_ text: String) -> Int {
+            var hasher = Hasher()
+            hasher.combine(text)
+            return hasher.finalize()
+        }
     }
 
     public enum Claim: Sendable {
         /// The caller appends this message and then calls `finish`.
         case claimed
-        /// Already in the log: answer as before (or 4.09 if the text or chat differ).
+        /// Already in the log (and stored, if `sequence` is set): answer as before, or 4.09 if
+        /// the text or chat differ.
         case accepted(Acceptance)
-        /// The table is full.
+        /// Too many messages wait to be stored.
         case full
     }
 
     private enum State {
-        /// `stored`: the chat stored it before the append's answer came back here.
-        case appending(Acceptance, waiters: [CheckedContinuation<Acceptance?, Never>], stored: Bool)
+        /// `storedSequence`: the chat stored it before the append's answer came back here.
+        case appending(Acceptance, waiters: [CheckedContinuation<Acceptance?, Never>], storedSequence: UInt64?)
         case inLog(Acceptance)
+        case stored(Acceptance)
+    }
+
+    private struct Table {
+        var states: [Key: State] = [:]
+        var waitingToBeStored = 0
+        /// Stored keys, oldest first (from `oldest` on); entries may have left already.
+        var storedOrder: [Key] = []
+        var oldest = 0
+        var storedCount = 0
     }
 
     public let capacity: Int
-    private let table = NIOLockedValueBox<[Key: State]>([:])
+    public let storedCapacity: Int
+    private let table = NIOLockedValueBox(Table())
 
-    public init(capacity: Int = 100_000) {
+    public init(capacity: Int = 100_000, storedCapacity: Int = 100_000) {
         self.capacity = capacity
+        self.storedCapacity = storedCapacity
     }
 
-    public var count: Int { table.withLockedValue { $0.count } }
+    /// Messages in the log and not yet stored.
+    public var count: Int { table.withLockedValue { $0.waitingToBeStored } }
 
     /// Claims `key` for a first append of `acceptance`, or reports what happened to it before.
     public func claim(_ key: Key, _ acceptance: Acceptance) async -> Claim {
         enum Step { case done(Claim), wait }
         let step: Step = table.withLockedValue { table in
-            switch table[key] {
-            case .inLog(let earlier): return .done(.accepted(earlier))
+            switch table.states[key] {
+            case .inLog(let earlier), .stored(let earlier): return .done(.accepted(earlier))
             case .appending: return .wait
             case nil:
-                guard table.count < capacity else { return .done(.full) }
-                table[key] = .appending(acceptance, waiters: [], stored: false)
+                guard table.waitingToBeStored < capacity else { return .done(.full) }
+                table.states[key] = .appending(acceptance, waiters: [], storedSequence: nil)
+                table.waitingToBeStored += 1
                 return .done(.claimed)
             }
         }
@@ -67,11 +107,11 @@ public final class AcceptedMessages: Sendable {
         case .wait:
             let earlier = await withCheckedContinuation { (continuation: CheckedContinuation<Acceptance?, Never>) in
                 let immediate: Acceptance?? = table.withLockedValue { table in
-                    switch table[key] {
+                    switch table.states[key] {
                     case .appending(let pending, let waiters, let stored):
-                        table[key] = .appending(pending, waiters: waiters + [continuation], stored: stored)
+                        table.states[key] = .appending(pending, waiters: waiters + [continuation], storedSequence: stored)
                         return .none
-                    case .inLog(let earlier):
+                    case .inLog(let earlier), .stored(let earlier):
                         return .some(earlier)
                     case nil:
                         return .some(nil)
@@ -88,21 +128,61 @@ public final class AcceptedMessages: Sendable {
     /// The claimed append is durable (`inLog`) or failed (the claim is dropped).
     public func finish(_ key: Key, inLog: Bool) {
         let (waiters, acceptance) = table.withLockedValue { table -> ([CheckedContinuation<Acceptance?, Never>], Acceptance?) in
-            guard case .appending(let acceptance, let waiters, let stored) = table[key] else { return ([], nil) }
-            table[key] = inLog && !stored ? .inLog(acceptance) : nil
-            return (waiters, inLog ? acceptance : nil)
+            guard case .appending(var acceptance, let waiters, let storedSequence) = table.states[key] else { return ([], nil) }
+            table.waitingToBeStored -= 1
+            if !inLog {
+                table.states[key] = nil
+                return (waiters, nil)
+            }
+            if let storedSequence {
+                acceptance.sequence = storedSequence
+                Self.remember(key, acceptance, in: &table, capacity: storedCapacity)
+            } else {
+                table.states[key] = .inLog(acceptance)
+                table.waitingToBeStored += 1
+            }
+            return (waiters, acceptance)
         }
         for waiter in waiters { waiter.resume(returning: acceptance) }
     }
 
-    /// The chat has stored (or refused) the message: storage answers retries from now on.
-    public func release(_ key: Key) {
+    /// The chat has dealt with the message: stored it as `sequence`, or (nil) refused it. A
+    /// stored one is remembered for retries; a refused one is forgotten.
+    public func release(_ key: Key, storedAs sequence: UInt64?) {
         table.withLockedValue { table in
-            switch table[key] {
-            case .inLog: table[key] = nil
-            case .appending(let acceptance, let waiters, _): table[key] = .appending(acceptance, waiters: waiters, stored: true)
-            case nil: break
+            switch table.states[key] {
+            case .inLog(var acceptance):
+                table.waitingToBeStored -= 1
+                if let sequence {
+                    acceptance.sequence = sequence
+                    Self.remember(key, acceptance, in: &table, capacity: storedCapacity)
+                } else {
+                    table.states[key] = nil
+                }
+            case .appending(let acceptance, let waiters, _):
+                table.states[key] = .appending(acceptance, waiters: waiters, storedSequence: sequence)
+            case .stored, nil:
+                break
             }
+        }
+    }
+
+    private static func remember(_ key: Key, _ acceptance: Acceptance, in table: inout Table, capacity: Int) {
+        table.states[key] = .stored(acceptance)
+        table.storedOrder.append(key)
+        table.storedCount += 1
+        while table.storedCount > capacity, table.oldest < table.storedOrder.count {
+            let old = table.storedOrder[table.oldest]
+            table.oldest += 1
+            if case .stored = table.states[old] {
+                table.states[old] = nil
+                table.storedCount -= 1
+            }
+        }
+        // Compact the order list once half of it is gone.
+        if table.oldest > 1024 && table.oldest * 2 > table.storedOrder.count {
+            table.storedOrder.removeFirst(table.oldest)
+            table.oldest = 0
         }
     }
 }

@@ -107,8 +107,8 @@ public struct MessageIntake: Sendable {
         case .full:
             return Self.error(.serviceUnavailable, .overloaded, "too many messages waiting to be stored", retryAfter: limits.retryAfterSeconds)
         case .accepted(let earlier):
-            guard earlier.chatID == message.chatID, earlier.text == message.text else { return Self.conflict(message) }
-            return Self.created(message.clientMessageID, earlier.serverMessageID, earlier.chatID, sequence: 0, earlier.acceptedAtMilliseconds)
+            guard earlier.matches(chatID: message.chatID, text: message.text) else { return Self.conflict(message) }
+            return Self.created(message.clientMessageID, earlier.serverMessageID, earlier.chatID, sequence: earlier.sequence, earlier.acceptedAtMilliseconds)
         case .claimed:
             break
         }
