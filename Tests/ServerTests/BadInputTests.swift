@@ -56,9 +56,15 @@ final class BadInputTests: XCTestCase {
                 expect(try await post(SendMessage(clientMessageID: "after-revoke", chatID: chat, text: "x", clientSentAtMs: 0).serializedBytes(), query: token), .unauthorized, .unauthorized, "revoked token")
 
                 // An unauthenticated request never draws a response much larger than itself.
-                let small = CoAPMessage.request(.post, path: "/v1/msg", query: ["t=x"], payload: [0x0A])
-                let answer = try await client.request(small, to: peer)
-                XCTAssertLessThanOrEqual(answer.encode().count, small.encode().count + 16, "amplification")
+                for small in [
+                    CoAPMessage.request(.post, path: "/v1/msg", query: ["t=x"], payload: [0x0A]),
+                    CoAPMessage.request(.get, path: "/.well-known/core"),
+                    CoAPMessage.request(.get, path: "/x"),
+                    CoAPMessage.request(.delete, path: "/v1/health"),
+                ] {
+                    let answer = try await client.request(small, to: peer)
+                    XCTAssertLessThanOrEqual(answer.encode().count, 2 * small.encode().count, "amplification by \(small.uriPath)")
+                }
             }
 
             // Malformed CoAP: a CON whose payload marker has no payload gets RST.

@@ -2,8 +2,9 @@ import CoAP
 
 /// The CoAP resources the gateway serves. Every path is versioned under `/v1`.
 public struct GatewayResources: CoAPRequestHandler {
-    /// `/.well-known/core` (RFC 6690): what a generic CoAP client can discover here.
-    static let linkFormat = "</v1/health>;rt=\"courier.health\";ct=0,</v1/msg>;rt=\"courier.send\";ct=65001"
+    /// `/.well-known/core` (RFC 6690): what a generic CoAP client can discover here. Kept short:
+    /// anyone may ask, so the answer must not be much larger than the question (amplification).
+    static let linkFormat = "</v1/msg>,</v1/health>"
 
     let intake: MessageIntake?
     let metrics: ServerMetrics?
@@ -25,15 +26,17 @@ public struct GatewayResources: CoAPRequestHandler {
         case (.post, ["v1", "msg"]) where intake != nil:
             return await intake!.send(request)
         case (_, ["v1", "msg"]) where intake != nil:
-            return .response(.methodNotAllowed, payload: Array("only POST is allowed here".utf8))
+            return .response(.methodNotAllowed)
         case (.get, ["v1", "health"]):
             return .response(.content, payload: Array("ok".utf8), contentFormat: CoAPContentFormat.textPlain)
         case (.get, [".well-known", "core"]):
             return .response(.content, payload: Array(Self.linkFormat.utf8), contentFormat: CoAPContentFormat.linkFormat)
         case (_, ["v1", "health"]), (_, [".well-known", "core"]):
-            return .response(.methodNotAllowed, payload: Array("only GET is allowed here".utf8))
+            return .response(.methodNotAllowed)
         default:
-            return .response(.notFound, payload: Array("no such resource".utf8))
+            // No diagnostic text: the code says it, and an unauthenticated request must not
+            // draw a response much larger than itself.
+            return .response(.notFound)
         }
     }
 }
