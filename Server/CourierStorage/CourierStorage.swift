@@ -67,6 +67,7 @@ public protocol CourierStorage: Sendable {
 extension CourierStorage {
     /// Stores one message numbered `message.sequence` (see `storeMessages`).
     public func storeMessage(_ message: StoredMessage) async throws(StorageError) -> StoreOutcome {
-        try await storeMessages([message], chatID: message.chatID, afterSequence: message.sequence - 1)[0]
+        guard message.sequence >= 1 else { throw .invalid("a message's sequence starts at 1") }
+        return try await storeMessages([message], chatID: message.chatID, afterSequence: message.sequence - 1)[0]
     }
 }
