@@ -20,6 +20,9 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
     private let partitions: [Partition]
     private let lock = NSLock()
     private var groups: [String: ConsumerOffsets] = [:]
+    /// Reads (pread) and offset commits (write, fsync, rename, fsync) block; they run here, not
+    /// on Swift's cooperative threads, which must stay free for the gateway and the actors.
+    private let blockingIO = DispatchQueue(label: "courier-log-io", attributes: .concurrent)
 
     public var partitionCount: Int { partitions.count }
 
@@ -55,7 +58,10 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
     }
 
     public func read(partition: Int, from offset: UInt64, maxBytes: Int) async throws(LogReadError) -> [LogRecord] {
-        try partitions[partition].read(from: offset, maxBytes: maxBytes).map { LogRecord(offset: $0.offset, payload: $0.payload) }
+        let partition = partitions[partition]
+        return try await offCooperativePool { () throws(LogReadError) -> [LogRecord] in
+            try partition.read(from: offset, maxBytes: maxBytes).map { LogRecord(offset: $0.offset, payload: $0.payload) }
+        }
     }
 
     public func durableNextOffset(partition: Int) async -> UInt64 {
@@ -71,7 +77,21 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
     }
 
     public func commit(group: String, partition: Int, offset: UInt64) async throws(LogIOError) {
-        try offsets(of: group).commit(partition: partition, offset: offset)
+        let offsets = try offsets(of: group)
+        try await offCooperativePool { () throws(LogIOError) in try offsets.commit(partition: partition, offset: offset) }
+    }
+
+    private func offCooperativePool<T: Sendable, Failure: Error>(_ body: @escaping @Sendable () throws(Failure) -> T) async throws(Failure) -> T {
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, Failure>, Never>) in
+            blockingIO.async {
+                do throws(Failure) {
+                    continuation.resume(returning: .success(try body()))
+                } catch {
+                    continuation.resume(returning: .failure(error))
+                }
+            }
+        }
+        return try result.get()
     }
 
     private func offsets(of group: String) throws(LogIOError) -> ConsumerOffsets {

@@ -52,13 +52,15 @@ public final class CourierServer: Sendable {
         consumers = ChatConsumers(log: log, storage: storage, chats: chats, users: users, accepted: accepted, dedupFilter: dedupFilter, metrics: metrics, logger: logger)
         var limits = MessageIntake.Limits()
         limits.maxTextBytes = configuration.maxTextBytes
+        let ids = MessageIDGenerator(nodeID: configuration.nodeID)
         let intake = MessageIntake(
             log: log, storage: storage,
             authenticator: TokenAuthenticator(storage: storage, cacheDuration: .seconds(configuration.tokenCacheSeconds)),
-            chats: chats, accepted: accepted, dedupFilter: dedupFilter, ids: MessageIDGenerator(nodeID: configuration.nodeID),
+            chats: chats, accepted: accepted, dedupFilter: dedupFilter, ids: ids,
             metrics: metrics, limits: limits, logger: logger
         )
         let consumers = self.consumers
+        let storage = self.storage
         gateway = GatewayService(
             configuration: .init(host: configuration.coapHost, port: configuration.coapPort, channels: configuration.coapChannels, maxConcurrentRequests: configuration.maxConcurrentRequests),
             resources: GatewayResources(intake: intake, metrics: metrics),
@@ -67,6 +69,9 @@ public final class CourierServer: Sendable {
                 // A retry of a message still in the log but not stored must find it: open only
                 // once the consumers have stored what the log held at startup.
                 await consumers.waitUntilCaughtUp()
+                // Everything in the log is stored now: no id handed out before may come again,
+                // even if the wall clock went back across the restart.
+                if let highest = try? await storage.maxServerMessageID() { ids.advance(past: highest) }
             }
         )
         let gateway = self.gateway

@@ -43,6 +43,8 @@ public protocol CourierStorage: Sendable {
     /// neither takes a number or changes anything. The `sequence` of each given message is
     /// ignored. Outcomes come in the order of `messages`.
     func storeMessages(_ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64) async throws(StorageError) -> [StoreOutcome]
+    /// The highest server message id stored (0 when none).
+    func maxServerMessageID() async throws(StorageError) -> UInt64
     /// Every deduplication key stored, for the gateway's filter at startup.
     func forEachDedupKey(_ body: @escaping @Sendable (UInt64, String) -> Void) async throws(StorageError)
     /// The stored message a device sent under `clientMessageID`, if any.

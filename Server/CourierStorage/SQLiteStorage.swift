@@ -347,6 +347,10 @@ public final class SQLiteStorage: CourierStorage {
         }
     }
 
+    public func maxServerMessageID() async throws(StorageError) -> UInt64 {
+        try await read { db in UInt64(try Int64.fetchOne(db, sql: "SELECT MAX(server_message_id) FROM messages") ?? 0) }
+    }
+
     public func forEachDedupKey(_ body: @escaping @Sendable (UInt64, String) -> Void) async throws(StorageError) {
         try await read { db in
             let rows = try Row.fetchCursor(db, sql: "SELECT device_id, client_message_id FROM dedup_keys")
@@ -471,6 +475,7 @@ public final class SQLiteStorage: CourierStorage {
         if let error = error as? DatabaseError {
             switch error.resultCode {
             case .SQLITE_FULL: return .full(error.description)
+            case .SQLITE_CONSTRAINT: return .rejected(error.description)
             default: return .unavailable(error.description)
             }
         }

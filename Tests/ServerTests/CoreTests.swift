@@ -25,6 +25,17 @@ final class MessageIDTests: XCTestCase {
         XCTAssertGreaterThan(second, first)
     }
 
+    func testAClockBeforeTheEpochAndARestartAfterTheClockWentBack() {
+        let early = MessageIDGenerator(nodeID: 3) { Date(timeIntervalSince1970: 0) }
+        let first = early.next()
+        XCTAssertGreaterThan(early.next(), first, "no trap, still ordered")
+
+        let before = MessageIDGenerator(nodeID: 0).next()
+        let restarted = MessageIDGenerator(nodeID: 0) { Date().addingTimeInterval(-3600) }
+        restarted.advance(past: before)
+        XCTAssertGreaterThan(restarted.next(), before, "an id from before the restart never comes again")
+    }
+
     func testTwoNodesNeverCollide() {
         let clock: @Sendable () -> Date = { Date(timeIntervalSince1970: 1_800_000_000) }
         let a = MessageIDGenerator(nodeID: 1, clock: clock)
@@ -193,7 +204,7 @@ final class AcceptedMessagesTests: XCTestCase {
         XCTAssertEqual(answer.serverMessageID, 100)
         XCTAssertEqual(answer.sequence, 0, "not stored yet")
         XCTAssertEqual(table.count, 1)
-        table.release(key, storedAs: 7)
+        table.settle(key, .stored(serverMessageID: 100, sequence: 7))
         XCTAssertEqual(table.count, 0, "stored: no longer waiting")
         guard case .accepted(let later) = await table.claim(key, first) else { return XCTFail("remembered after storing") }
         XCTAssertEqual(later.sequence, 7)
@@ -207,7 +218,7 @@ final class AcceptedMessagesTests: XCTestCase {
             let key = AcceptedMessages.Key(deviceID: 1, clientMessageID: "m\(number)")
             guard case .claimed = await table.claim(key, .init(serverMessageID: UInt64(number), chatID: 1, text: "t", acceptedAtMilliseconds: 0)) else { return XCTFail() }
             table.finish(key, inLog: true)
-            table.release(key, storedAs: UInt64(number + 1))
+            table.settle(key, .stored(serverMessageID: UInt64(number), sequence: UInt64(number + 1)))
         }
         // The two oldest are forgotten: claiming them again is a fresh claim.
         guard case .claimed = await table.claim(.init(deviceID: 1, clientMessageID: "m0"), .init(serverMessageID: 9, chatID: 1, text: "t", acceptedAtMilliseconds: 0)) else { return XCTFail("forgotten") }
@@ -223,11 +234,19 @@ final class AcceptedMessagesTests: XCTestCase {
         table.finish(key, inLog: false)
         guard case .claimed = await table.claim(key, acceptance) else { return XCTFail("free again") }
         // Stored before the append's answer came back: remembered as stored at `finish`.
-        table.release(key, storedAs: 3)
+        table.settle(key, .stored(serverMessageID: 1, sequence: 3))
         table.finish(key, inLog: true)
         XCTAssertEqual(table.count, 0)
         guard case .accepted(let stored) = await table.claim(key, acceptance) else { return XCTFail() }
         XCTAssertEqual(stored.sequence, 3)
+
+        // Refused before the append's answer came back: forgotten at `finish`, not parked.
+        let refusedKey = AcceptedMessages.Key(deviceID: 5, clientMessageID: "r")
+        guard case .claimed = await table.claim(refusedKey, acceptance) else { return XCTFail() }
+        table.settle(refusedKey, .refused)
+        table.finish(refusedKey, inLog: true)
+        XCTAssertEqual(table.count, 0, "a refused message does not hold a place")
+        guard case .claimed = await table.claim(refusedKey, acceptance) else { return XCTFail("a retry of a refused message is a fresh claim") }
     }
 }
 

@@ -123,15 +123,19 @@ actor Shard<Entity: ShardedEntity> {
     }
 
     private func awaitActivation(_ id: UInt64, _ task: Task<Entity, any Error>) async throws -> Entity {
+        // Only this activation's own slot is touched: after a failure, a newer activation of the
+        // same id may already be under way, and it must not be dropped or replaced.
         do {
             let entity = try await task.value
-            if case .activating(_, let users) = slots[id] {
+            if case .activating(let current, let users) = slots[id], current == task {
                 slots[id] = .active(entity, users: users, lastUsed: clock.now)
+                return entity
             }
+            if case .active(let current, _, _) = slots[id] { return current }
             return entity
         } catch {
             // Every waiter sees the failure; the slot goes, so the next use tries again.
-            if case .activating = slots[id] { slots[id] = nil }
+            if case .activating(let current, _) = slots[id], current == task { slots[id] = nil }
             throw error
         }
     }

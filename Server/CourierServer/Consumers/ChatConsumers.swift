@@ -102,7 +102,7 @@ public final class ChatConsumers: Sendable {
         startupTargets.withLockedValue { $0[partition] = target }
         positions.withLockedValue { $0[partition] = offset }
 
-        while !isStopping {
+        while !isStopping && !Task.isCancelled {
             let records: [LogRecord]
             do {
                 records = try await log.read(partition: partition, from: offset, maxBytes: configuration.batchBytes)
@@ -115,20 +115,30 @@ public final class ChatConsumers: Sendable {
                 await log.waitForRecords(partition: partition, at: offset, timeout: configuration.idleWait)
                 continue
             }
-            await process(records, partition: partition)
+            // Cancelled midway: nothing is committed, so the batch is replayed next time.
+            guard let settled = await process(records, partition: partition) else { return }
             let next = last.offset + 1
-            await retrying("commit offset \(next) of partition \(partition)") {
-                try await self.storage.makeDurable()
-                try await self.log.commit(group: Self.group, partition: partition, offset: next)
-            }
+            // Durable before anyone hears of a sequence number: a power cut must not let a
+            // replay number these messages differently from what devices and retries were told.
+            guard await retrying("sync storage for partition \(partition)", { try await self.storage.makeDurable() }) != nil else { return }
+            for (key, settlement) in settled.settlements { accepted.settle(key, settlement) }
+            for (chatID, messages) in settled.stored { await fanOut(messages, chatID: chatID) }
+            guard await retrying("commit offset \(next) of partition \(partition)", { try await self.log.commit(group: Self.group, partition: partition, offset: next) }) != nil else { return }
             offset = next
             positions.withLockedValue { $0[partition] = offset }
             metrics.recordLag(partition: partition, records: await log.durableNextOffset(partition: partition) - offset)
         }
     }
 
-    /// Stores a batch: chats concurrently, each chat's records in log order.
-    private func process(_ records: [LogRecord], partition: Int) async {
+    /// What a stored batch means for the gateway's table and for the members.
+    private struct Settled: Sendable {
+        var settlements: [(AcceptedMessages.Key, AcceptedMessages.Settlement)] = []
+        /// Newly stored messages per chat, in sequence order.
+        var stored: [(UInt64, [StoredMessage])] = []
+    }
+
+    /// Stores a batch: chats concurrently, each chat's records in log order. Nil if cancelled.
+    private func process(_ records: [LogRecord], partition: Int) async -> Settled? {
         var byChat: [UInt64: [AcceptedMessage]] = [:]
         var order: [UInt64] = []
         for record in records {
@@ -144,56 +154,85 @@ public final class ChatConsumers: Sendable {
             if byChat[message.chatID] == nil { order.append(message.chatID) }
             byChat[message.chatID, default: []].append(message)
         }
-        await withTaskGroup(of: Void.self) { group in
+        return await withTaskGroup(of: Settled?.self) { group in
             for chatID in order {
                 let messages = byChat[chatID]!
                 group.addTask {
+                    var settled = Settled()
                     var start = 0
                     while start < messages.count {
                         let end = min(messages.count, start + self.configuration.maxMessagesPerTransaction)
-                        await self.store(Array(messages[start..<end]), chatID: chatID)
+                        guard let part = await self.store(Array(messages[start..<end]), chatID: chatID) else { return nil }
+                        settled.settlements += part.settlements
+                        settled.stored += part.stored
                         start = end
                     }
+                    return settled
                 }
             }
+            var all = Settled()
+            for await part in group {
+                guard let part else { return nil }
+                all.settlements += part.settlements
+                all.stored += part.stored
+            }
+            return all
         }
     }
 
-    /// Stores messages of one chat in log order, retrying until storage takes them.
-    private func store(_ messages: [AcceptedMessage], chatID: UInt64) async {
-        let outcomes: [ChatEntity.Outcome]? = await retrying("store \(messages.count) message(s) in chat \(chatID)") {
+    /// Stores messages of one chat in log order, retrying until storage takes them. Nil if
+    /// cancelled.
+    private func store(_ messages: [AcceptedMessage], chatID: UInt64) async -> Settled? {
+        enum Attempt: Sendable { case outcomes([ChatEntity.Outcome]), chatGone, rejected(String) }
+        guard let attempt: Attempt = await retrying("store \(messages.count) message(s) in chat \(chatID)", {
             do {
-                return try await self.chats.withEntity(chatID) { try await $0.store(messages) }
+                return .outcomes(try await self.chats.withEntity(chatID) { try await $0.store(messages) })
             } catch StorageError.notFound {
-                return nil
+                return .chatGone
+            } catch StorageError.rejected(let reason) {
+                // The database refuses these as they are: retrying cannot help.
+                return .rejected(reason)
             }
-        }
-        guard let outcomes else {
+        }) else { return nil }
+        var settled = Settled()
+        let outcomes: [ChatEntity.Outcome?]
+        switch attempt {
+        case .outcomes(let found):
+            outcomes = found
+        case .chatGone:
             logger.warning("chat no longer exists; messages not stored", metadata: ["chat": "\(chatID)", "count": "\(messages.count)"])
-            for message in messages { accepted.release(AcceptedMessages.Key(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID), storedAs: nil) }
-            return
+            outcomes = messages.map { _ in nil }
+        case .rejected(let reason):
+            logger.critical("storage refuses these messages; they are skipped", metadata: [
+                "chat": "\(chatID)", "serverMessageIDs": "\(messages.map(\.serverMessageID))", "reason": "\(reason)",
+            ])
+            outcomes = messages.map { _ in nil }
         }
         var stored: [StoredMessage] = []
         for (message, outcome) in zip(messages, outcomes) {
-            var storedAs: UInt64?
+            let key = AcceptedMessages.Key(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID)
             switch outcome {
-            case .stored(let message):
-                // Into the filter before leaving the accepted table, so a retry always finds it.
+            case .stored(let message)?:
+                // Into the filter before the gateway's table lets go of it, so a retry always finds it.
                 dedupFilter.insert(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID)
                 stored.append(message)
-                storedAs = message.sequence
-            case .duplicate(let existing):
-                storedAs = existing.sequence
-            case .conflict(let existing):
+                settled.settlements.append((key, .stored(serverMessageID: message.serverMessageID, sequence: message.sequence)))
+            case .duplicate(let existing)?:
+                settled.settlements.append((key, .stored(serverMessageID: existing.serverMessageID, sequence: existing.sequence)))
+            case .conflict(let existing)?:
                 logger.warning("client message id reused for a different message; not stored", metadata: [
                     "device": "\(message.senderDeviceID)", "clientMessageID": "\(message.clientMessageID)", "stored": "\(existing.serverMessageID)",
                 ])
-            case .notMember:
+                settled.settlements.append((key, .refused))
+            case .notMember?:
                 logger.warning("sender left the chat before the message was stored; not stored", metadata: ["chat": "\(chatID)", "user": "\(message.senderUserID)"])
+                settled.settlements.append((key, .refused))
+            case nil:
+                settled.settlements.append((key, .refused))
             }
-            accepted.release(AcceptedMessages.Key(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID), storedAs: storedAs)
         }
-        if !stored.isEmpty { await fanOut(stored, chatID: chatID) }
+        if !stored.isEmpty { settled.stored.append((chatID, stored)) }
+        return settled
     }
 
     /// Hands newly stored messages of one chat to every member's User actor (and on to their
@@ -215,19 +254,20 @@ public final class ChatConsumers: Sendable {
         }
     }
 
-    /// Runs `body` until it succeeds, with doubling delays up to the maximum. A consumer never
-    /// skips a record because storage was briefly unavailable.
-    @discardableResult
-    private func retrying<T: Sendable>(_ what: String, _ body: @Sendable () async throws -> T) async -> T {
+    /// Runs `body` until it succeeds, with doubling delays up to the maximum; nil once the task
+    /// is cancelled. A consumer never skips a record because storage was briefly unavailable.
+    private func retrying<T: Sendable>(_ what: String, _ body: @Sendable () async throws -> T) async -> T? {
         var delay: Duration = .milliseconds(10)
-        while true {
+        while !Task.isCancelled {
             do {
                 return try await body()
             } catch {
+                if Task.isCancelled { return nil }
                 logger.warning("retrying", metadata: ["what": "\(what)", "error": "\(error)", "delay": "\(delay)"])
-                try? await Task.sleep(for: delay)
+                do { try await Task.sleep(for: delay) } catch { return nil }
                 delay = min(delay * 2, configuration.maxRetryDelay)
             }
         }
+        return nil
     }
 }

@@ -59,9 +59,17 @@ public final class AcceptedMessages: Sendable {
         case full
     }
 
+    /// What the chat did with a message.
+    public enum Settlement: Sendable, Equatable {
+        /// Stored (now or before) under this id and sequence.
+        case stored(serverMessageID: UInt64, sequence: UInt64)
+        /// Not stored (not a member, a reused id, no such chat).
+        case refused
+    }
+
     private enum State {
-        /// `storedSequence`: the chat stored it before the append's answer came back here.
-        case appending(Acceptance, waiters: [CheckedContinuation<Acceptance?, Never>], storedSequence: UInt64?)
+        /// `settled`: the chat dealt with it before the append's answer came back here.
+        case appending(Acceptance, waiters: [CheckedContinuation<Acceptance?, Never>], settled: Settlement?)
         case inLog(Acceptance)
         case stored(Acceptance)
     }
@@ -96,7 +104,7 @@ public final class AcceptedMessages: Sendable {
             case .appending: return .wait
             case nil:
                 guard table.waitingToBeStored < capacity else { return .done(.full) }
-                table.states[key] = .appending(acceptance, waiters: [], storedSequence: nil)
+                table.states[key] = .appending(acceptance, waiters: [], settled: nil)
                 table.waitingToBeStored += 1
                 return .done(.claimed)
             }
@@ -108,8 +116,8 @@ public final class AcceptedMessages: Sendable {
             let earlier = await withCheckedContinuation { (continuation: CheckedContinuation<Acceptance?, Never>) in
                 let immediate: Acceptance?? = table.withLockedValue { table in
                     switch table.states[key] {
-                    case .appending(let pending, let waiters, let stored):
-                        table.states[key] = .appending(pending, waiters: waiters + [continuation], storedSequence: stored)
+                    case .appending(let pending, let waiters, let settled):
+                        table.states[key] = .appending(pending, waiters: waiters + [continuation], settled: settled)
                         return .none
                     case .inLog(let earlier), .stored(let earlier):
                         return .some(earlier)
@@ -128,16 +136,20 @@ public final class AcceptedMessages: Sendable {
     /// The claimed append is durable (`inLog`) or failed (the claim is dropped).
     public func finish(_ key: Key, inLog: Bool) {
         let (waiters, acceptance) = table.withLockedValue { table -> ([CheckedContinuation<Acceptance?, Never>], Acceptance?) in
-            guard case .appending(var acceptance, let waiters, let storedSequence) = table.states[key] else { return ([], nil) }
+            guard case .appending(var acceptance, let waiters, let settled) = table.states[key] else { return ([], nil) }
             table.waitingToBeStored -= 1
-            if !inLog {
+            guard inLog else {
                 table.states[key] = nil
                 return (waiters, nil)
             }
-            if let storedSequence {
-                acceptance.sequence = storedSequence
+            switch settled {
+            case .stored(let serverMessageID, let sequence)?:
+                acceptance.serverMessageID = serverMessageID
+                acceptance.sequence = sequence
                 Self.remember(key, acceptance, in: &table, capacity: storedCapacity)
-            } else {
+            case .refused?:
+                table.states[key] = nil
+            case nil:
                 table.states[key] = .inLog(acceptance)
                 table.waitingToBeStored += 1
             }
@@ -146,21 +158,23 @@ public final class AcceptedMessages: Sendable {
         for waiter in waiters { waiter.resume(returning: acceptance) }
     }
 
-    /// The chat has dealt with the message: stored it as `sequence`, or (nil) refused it. A
-    /// stored one is remembered for retries; a refused one is forgotten.
-    public func release(_ key: Key, storedAs sequence: UInt64?) {
+    /// The chat has dealt with the message. A stored one is remembered for retries, with the id
+    /// and sequence storage holds (for a duplicate, those of the first copy); a refused one is
+    /// forgotten.
+    public func settle(_ key: Key, _ settlement: Settlement) {
         table.withLockedValue { table in
             switch table.states[key] {
             case .inLog(var acceptance):
                 table.waitingToBeStored -= 1
-                if let sequence {
+                if case .stored(let serverMessageID, let sequence) = settlement {
+                    acceptance.serverMessageID = serverMessageID
                     acceptance.sequence = sequence
                     Self.remember(key, acceptance, in: &table, capacity: storedCapacity)
                 } else {
                     table.states[key] = nil
                 }
             case .appending(let acceptance, let waiters, _):
-                table.states[key] = .appending(acceptance, waiters: waiters, storedSequence: sequence)
+                table.states[key] = .appending(acceptance, waiters: waiters, settled: settlement)
             case .stored, nil:
                 break
             }

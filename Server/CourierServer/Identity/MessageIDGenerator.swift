@@ -27,7 +27,8 @@ public final class MessageIDGenerator: @unchecked Sendable {
     }
 
     public func next() -> UInt64 {
-        let now = Int64((clock().timeIntervalSince(Self.epoch) * 1000).rounded(.down))
+        // A clock before the epoch counts as the epoch (the ids stay unique and ordered).
+        let now = max(0, Int64((clock().timeIntervalSince(Self.epoch) * 1000).rounded(.down)))
         return lock.withLock {
             if now > lastMilliseconds {
                 lastMilliseconds = now
@@ -42,6 +43,18 @@ public final class MessageIDGenerator: @unchecked Sendable {
             return UInt64(lastMilliseconds) << UInt64(Self.nodeBits + Self.sequenceBits)
                 | UInt64(nodeID) << UInt64(Self.sequenceBits)
                 | UInt64(sequence)
+        }
+    }
+
+    /// Never hands out `id` or anything below it again: called at startup with the highest id
+    /// stored, so a wall clock that went back across a restart cannot repeat an id.
+    public func advance(past id: UInt64) {
+        let milliseconds = Int64(id >> UInt64(Self.nodeBits + Self.sequenceBits))
+        lock.withLock {
+            if milliseconds >= lastMilliseconds {
+                lastMilliseconds = milliseconds
+                sequence = (1 << Self.sequenceBits) - 1  // the next id takes the next millisecond
+            }
         }
     }
 
