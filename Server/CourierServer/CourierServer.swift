@@ -40,11 +40,11 @@ public final class CourierServer: Sendable {
         log = try EmbeddedLog(directory: Self.logPath(dataDirectory: configuration.dataDirectory), configuration: logConfiguration)
         metrics = ServerMetrics(partitionCount: configuration.partitions)
 
-        var regionConfiguration = ShardRegion<ChatEntity>.Configuration()
+        var regionConfiguration = ShardRegionConfiguration()
         regionConfiguration.idleTimeout = .seconds(configuration.entityIdleSeconds)
         regionConfiguration.maxEntitiesPerShard = configuration.maxEntitiesPerShard
-        devices = ShardRegion(kind: "device", context: DeviceEntity.Context(storage: storage), configuration: .init(regionConfiguration))
-        users = ShardRegion(kind: "user", context: UserEntity.Context(storage: storage, devices: devices), configuration: .init(regionConfiguration))
+        devices = ShardRegion(kind: "device", context: DeviceEntity.Context(storage: storage), configuration: regionConfiguration)
+        users = ShardRegion(kind: "user", context: UserEntity.Context(storage: storage, devices: devices), configuration: regionConfiguration)
         chats = ShardRegion(kind: "chat", context: ChatEntity.Context(storage: storage), configuration: regionConfiguration)
 
         accepted = AcceptedMessages(capacity: configuration.maxPendingMessages)
@@ -110,15 +110,6 @@ public final class CourierServer: Sendable {
                 logger.error("log retention failed", metadata: ["error": "\(error)"])
             }
         }
-    }
-}
-
-extension ShardRegion.Configuration {
-    init<Other>(_ other: ShardRegion<Other>.Configuration) {
-        self.init()
-        shardCount = other.shardCount
-        maxEntitiesPerShard = other.maxEntitiesPerShard
-        idleTimeout = other.idleTimeout
     }
 }
 

@@ -73,7 +73,7 @@ actor CountingEntity: ShardedEntity {
 final class ShardRegionTests: XCTestCase {
     func region(capacity: Int = 100, idle: Duration = .seconds(60), failFirst: Bool = false) -> (ShardRegion<CountingEntity>, NIOLockedValueBox<[UInt64: Int]>) {
         let activations = NIOLockedValueBox<[UInt64: Int]>([:])
-        var configuration = ShardRegion<CountingEntity>.Configuration()
+        var configuration = ShardRegionConfiguration()
         configuration.shardCount = 4
         configuration.maxEntitiesPerShard = capacity
         configuration.idleTimeout = idle

@@ -1,6 +1,14 @@
 import Foundation
 import Logging
 
+/// How a shard region is laid out and bounded (the same for every kind of entity).
+public struct ShardRegionConfiguration: Sendable {
+    public var shardCount = 64
+    public var maxEntitiesPerShard = 4096
+    public var idleTimeout: Duration = .seconds(120)
+    public init() {}
+}
+
 /// An entity that lives in a shard region: one live instance per id, started on first use
 /// from storage and stopped (passivated) when idle.
 public protocol ShardedEntity: Actor {
@@ -24,18 +32,11 @@ public enum ShardRegionError: Error, Sendable, Equatable {
 /// passivates the least recently used idle one, and if none is idle the call fails with
 /// `.shardFull` (the caller retries later).
 public final class ShardRegion<Entity: ShardedEntity>: Sendable {
-    public struct Configuration: Sendable {
-        public var shardCount = 64
-        public var maxEntitiesPerShard = 4096
-        public var idleTimeout: Duration = .seconds(120)
-        public init() {}
-    }
-
     public let kind: String
-    public let configuration: Configuration
+    public let configuration: ShardRegionConfiguration
     private let shards: [Shard<Entity>]
 
-    public init(kind: String, context: Entity.Context, configuration: Configuration = Configuration()) {
+    public init(kind: String, context: Entity.Context, configuration: ShardRegionConfiguration = ShardRegionConfiguration()) {
         precondition(configuration.shardCount > 0 && configuration.maxEntitiesPerShard > 0)
         self.kind = kind
         self.configuration = configuration
