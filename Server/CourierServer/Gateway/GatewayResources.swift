@@ -4,7 +4,7 @@ import CoAP
 public struct GatewayResources: CoAPRequestHandler {
     /// `/.well-known/core` (RFC 6690): what a generic CoAP client can discover here. Kept short:
     /// anyone may ask, so the answer must not be much larger than the question (amplification).
-    static let linkFormat = "</v1/msg>,</v1/health>"
+    static let linkFormat = "</v1/msg>,</v1/sync>"
 
     let intake: MessageIntake?
     let metrics: ServerMetrics?
@@ -25,7 +25,9 @@ public struct GatewayResources: CoAPRequestHandler {
         switch (request.message.code, request.message.uriPath) {
         case (.post, ["v1", "msg"]) where intake != nil:
             return await intake!.send(request)
-        case (_, ["v1", "msg"]) where intake != nil:
+        case (.post, ["v1", "sync"]) where intake != nil:
+            return await SyncResource(intake: intake!, storage: intake!.storage, logger: intake!.logger).sync(request)
+        case (_, ["v1", "msg"]) where intake != nil, (_, ["v1", "sync"]) where intake != nil:
             return .response(.methodNotAllowed)
         case (.get, ["v1", "health"]):
             return .response(.content, payload: Array("ok".utf8), contentFormat: CoAPContentFormat.textPlain)
