@@ -61,6 +61,8 @@ let package = Package(
                 "CourierProtocol",
                 "CourierLog",
                 "CourierStorage",
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -195,7 +197,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
-            path: "Tests/ServerTests"
+            path: "Tests/ServerTests",
+            exclude: ["Peers"]
         ),
     ]
 )

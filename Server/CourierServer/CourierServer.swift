@@ -18,6 +18,7 @@ public final class CourierServer: Sendable {
     public let consumers: ChatConsumers
     public let gateway: GatewayService
     public let ops: OpsHTTPService
+    public let push: PushService
     let logger: Logger
 
     public static func storagePath(dataDirectory: String) -> String { "\(dataDirectory)/courier.sqlite3" }
@@ -53,9 +54,17 @@ public final class CourierServer: Sendable {
         var limits = MessageIntake.Limits()
         limits.maxTextBytes = configuration.maxTextBytes
         let ids = MessageIDGenerator(nodeID: configuration.nodeID)
+        let authenticator = TokenAuthenticator(storage: storage, cacheDuration: .seconds(configuration.tokenCacheSeconds))
+        var pushConfiguration = PushService.Configuration()
+        pushConfiguration.host = configuration.pushHost
+        pushConfiguration.port = configuration.pushPort
+        pushConfiguration.allowedOrigins = Set(configuration.allowedOrigins)
+        pushConfiguration.heartbeatInterval = .seconds(configuration.heartbeatSeconds)
+        pushConfiguration.maxFrameBytes = configuration.maxFrameBytes
+        push = PushService(configuration: pushConfiguration, authenticator: authenticator, logger: logger)
         let intake = MessageIntake(
             log: log, storage: storage,
-            authenticator: TokenAuthenticator(storage: storage, cacheDuration: .seconds(configuration.tokenCacheSeconds)),
+            authenticator: authenticator,
             chats: chats, accepted: accepted, dedupFilter: dedupFilter, ids: ids,
             metrics: metrics, limits: limits, logger: logger
         )
@@ -83,7 +92,7 @@ public final class CourierServer: Sendable {
     /// The services in start order; a graceful shutdown stops them in reverse: the gateway
     /// first (no new messages, in-flight appends answered), the consumers last (they commit).
     public var services: [any Service] {
-        [ConsumersService(consumers: consumers), MaintenanceService(server: self), ops, gateway]
+        [ConsumersService(consumers: consumers), MaintenanceService(server: self), ops, push, gateway]
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully and closes the log.

@@ -14,6 +14,15 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     /// The operations listener: /health, /ready, /metrics.
     public var httpHost = "127.0.0.1"
     public var httpPort = 8081
+    /// The push WebSocket listener (`/v1/push`).
+    public var pushHost = "0.0.0.0"
+    public var pushPort = 8080
+    /// Origins allowed to open a push session (browsers send one); devices send none.
+    public var allowedOrigins: [String] = []
+    /// Devices heartbeat at this interval; a session silent for three is closed.
+    public var heartbeatSeconds = 30
+    /// Largest WebSocket message a device may send; larger closes the session.
+    public var maxFrameBytes = 64 * 1024
     /// This node's part of every message id (0-1023): unique per node of a cluster.
     public var nodeID = 0
     public var logLevel = "info"
@@ -41,7 +50,8 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     public init() {}
 
     public enum CodingKeys: String, CodingKey, CaseIterable {
-        case dataDirectory, coapHost, coapPort, coapChannels, httpHost, httpPort, nodeID, logLevel
+        case dataDirectory, coapHost, coapPort, coapChannels, httpHost, httpPort, pushHost, pushPort, allowedOrigins
+        case heartbeatSeconds, maxFrameBytes, nodeID, logLevel
         case partitions, maxQueuedAppends, maxPendingMessages, maxConcurrentRequests, maxTextBytes
         case entityIdleSeconds, maxEntitiesPerShard, tokenCacheSeconds, retentionHours, unsafeNoSync
     }
@@ -59,6 +69,11 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         coapChannels = try value(.coapChannels, defaults.coapChannels)
         httpHost = try value(.httpHost, defaults.httpHost)
         httpPort = try value(.httpPort, defaults.httpPort)
+        pushHost = try value(.pushHost, defaults.pushHost)
+        pushPort = try value(.pushPort, defaults.pushPort)
+        allowedOrigins = try value(.allowedOrigins, defaults.allowedOrigins)
+        heartbeatSeconds = try value(.heartbeatSeconds, defaults.heartbeatSeconds)
+        maxFrameBytes = try value(.maxFrameBytes, defaults.maxFrameBytes)
         nodeID = try value(.nodeID, defaults.nodeID)
         logLevel = try value(.logLevel, defaults.logLevel)
         partitions = try value(.partitions, defaults.partitions)
@@ -105,6 +120,11 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             case .coapChannels: coapChannels = try int()
             case .httpHost: httpHost = text
             case .httpPort: httpPort = try int()
+            case .pushHost: pushHost = text
+            case .pushPort: pushPort = try int()
+            case .allowedOrigins: allowedOrigins = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            case .heartbeatSeconds: heartbeatSeconds = try int()
+            case .maxFrameBytes: maxFrameBytes = try int()
             case .nodeID: nodeID = try int()
             case .logLevel: logLevel = text
             case .partitions: partitions = try int()
@@ -129,6 +149,9 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         try check(!dataDirectory.isEmpty, "dataDirectory must not be empty")
         try check((0...65_535).contains(coapPort), "coapPort must be 0-65535")
         try check((0...65_535).contains(httpPort), "httpPort must be 0-65535")
+        try check((0...65_535).contains(pushPort), "pushPort must be 0-65535")
+        try check((1...3600).contains(heartbeatSeconds), "heartbeatSeconds must be 1-3600")
+        try check((1024...16 * 1024 * 1024).contains(maxFrameBytes), "maxFrameBytes must be 1 KiB-16 MiB")
         try check((1...64).contains(coapChannels), "coapChannels must be 1-64")
         try check((0...MessageIDGenerator.maxNodeID).contains(nodeID), "nodeID must be 0-\(MessageIDGenerator.maxNodeID)")
         try check(["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel), "logLevel must be trace, debug, info, notice, warning, error or critical")

@@ -26,7 +26,8 @@ struct Serve: AsyncParsableCommand {
             (keys: \(ServerConfiguration.CodingKeys.allCases.map(\.rawValue).joined(separator: ", "))), \
             environment variables COURIER_<KEY IN UPPER SNAKE CASE> (e.g. COURIER_COAP_PORT), and \
             these flags. Defaults: data directory ./courier-data, CoAP on 0.0.0.0:5683 with 2 \
-            sockets, operations HTTP (/health, /ready, /metrics) on 127.0.0.1:8081.
+            sockets, push WebSocket on 0.0.0.0:8080 (/v1/push), operations HTTP (/health, /ready, \
+            /metrics) on 127.0.0.1:8081.
             """
     )
 
@@ -51,6 +52,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "TCP port of the operations HTTP listener (0: any free port).")
     var httpPort: Int?
 
+    @Option(help: "TCP port of the push WebSocket listener (0: any free port).")
+    var pushPort: Int?
+
     @Option(help: "This node's id in message ids (0-1023).")
     var nodeID: Int?
 
@@ -69,6 +73,7 @@ struct Serve: AsyncParsableCommand {
         if let coapChannels { configuration.coapChannels = coapChannels }
         if let httpBind { configuration.httpHost = httpBind }
         if let httpPort { configuration.httpPort = httpPort }
+        if let pushPort { configuration.pushPort = pushPort }
         if let nodeID { configuration.nodeID = nodeID }
         if let logLevel { configuration.logLevel = logLevel }
         if unsafeNoSync { configuration.unsafeNoSync = true }

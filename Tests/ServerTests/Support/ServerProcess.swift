@@ -12,6 +12,7 @@ final class ServerProcess: @unchecked Sendable {
     let dataDirectory: String
     let coapPort: Int
     let httpPort: Int
+    let pushPort: Int
     private var process: Process?
     private(set) var logPath: String
 
@@ -27,6 +28,7 @@ final class ServerProcess: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         coapPort = try await freeUDPPort()
         httpPort = try await freeTCPPort()
+        pushPort = try await freeTCPPort()
         logPath = "\(dataDirectory)/server.log"
     }
 
@@ -43,7 +45,7 @@ final class ServerProcess: @unchecked Sendable {
             "-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM, signal.SIGINT]); os.execv(sys.argv[1], sys.argv[1:])",
             Self.binary,
             "serve", "--data-dir", dataDirectory, "--bind", "127.0.0.1", "--coap-port", "\(coapPort)",
-            "--http-bind", "127.0.0.1", "--http-port", "\(httpPort)", "--log-level", "info",
+            "--http-bind", "127.0.0.1", "--http-port", "\(httpPort)", "--push-port", "\(pushPort)", "--log-level", "info",
         ] + extraArguments
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice

@@ -1,0 +1,131 @@
+import CourierProtocol
+import CourierStorage
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+import ServiceLifecycle
+
+/// WORK IN PROGRESS (issue 5): the WebSocket endpoint `/v1/push`. Today it upgrades (path and
+/// Origin checked), authenticates the device by its first frame (`Hello`), answers `Welcome`,
+/// answers heartbeats, answers control frames per RFC 6455, and closes a session that stays
+/// silent past the heartbeat window. Pushes, acknowledgements and sync are still to come.
+public final class PushService: Service, Sendable {
+    public struct Configuration: Sendable {
+        public var host = "0.0.0.0"
+        public var port = 8080
+        /// Origins allowed at the upgrade; a request without Origin (a device, not a browser)
+        /// is always allowed.
+        public var allowedOrigins: Set<String> = []
+        public var maxFrameBytes = 64 * 1024
+        public var heartbeatInterval: Duration = .seconds(30)
+        /// The first frame (Hello) must come within this.
+        public var helloTimeout: Duration = .seconds(10)
+        public init() {}
+    }
+
+    enum Upgrade {
+        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>)
+        case refused
+    }
+
+    let configuration: Configuration
+    let authenticator: TokenAuthenticator
+    let logger: Logger
+    private let boundPort = NIOLockedValueBox<Int?>(nil)
+
+    public init(configuration: Configuration, authenticator: TokenAuthenticator, logger: Logger) {
+        self.configuration = configuration
+        self.authenticator = authenticator
+        self.logger = logger
+    }
+
+    public var port: Int? { boundPort.withLockedValue { $0 } }
+
+    public func run() async throws {
+        let configuration = self.configuration
+        let server: NIOAsyncChannel<EventLoopFuture<Upgrade>, Never> = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .bind(host: configuration.host, port: configuration.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
+                        maxFrameSize: configuration.maxFrameBytes,
+                        shouldUpgrade: { channel, head in
+                            let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+                            let origin = head.headers.first(name: "Origin")
+                            guard path == "/v1/push", origin == nil || configuration.allowedOrigins.contains(origin!) else {
+                                return channel.eventLoop.makeSucceededFuture(nil)
+                            }
+                            return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+                        },
+                        upgradePipelineHandler: { channel, _ in
+                            channel.eventLoop.makeCompletedFuture {
+                                .websocket(try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: channel))
+                            }
+                        }
+                    )
+                    let upgradeConfiguration = NIOTypedHTTPServerUpgradeConfiguration(
+                        upgraders: [upgrader],
+                        notUpgradingCompletionHandler: { channel in
+                            // Not a WebSocket upgrade to /v1/push from an allowed origin: 403, close.
+                            channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHandler(RefusingHandler())
+                                return .refused
+                            }
+                        }
+                    )
+                    return try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(
+                        configuration: .init(upgradeConfiguration: upgradeConfiguration)
+                    )
+                }
+            }
+        boundPort.withLockedValue { $0 = server.channel.localAddress?.port }
+        logger.info("push WebSocket listening", metadata: ["address": "\(server.channel.localAddress.map { "\($0)" } ?? "?")"])
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await withThrowingDiscardingTaskGroup { group in
+                    try await server.executeThenClose { inbound in
+                        for try await upgrade in inbound {
+                            group.addTask { await self.handle(upgrade) }
+                        }
+                    }
+                }
+            }
+        } catch is CancellationError {
+            // The way a graceful shutdown ends the accept loop; not a failure.
+        }
+        boundPort.withLockedValue { $0 = nil }
+        logger.info("push WebSocket stopped")
+    }
+
+    private func handle(_ upgrade: EventLoopFuture<Upgrade>) async {
+        guard case .websocket(let channel)? = try? await upgrade.get() else { return }
+        do {
+            try await channel.executeThenClose { inbound, outbound in
+                let session = PushSession(configuration: configuration, authenticator: authenticator, channel: channel.channel, outbound: outbound, logger: logger)
+                try await session.run(inbound)
+            }
+        } catch {
+            logger.debug("push session ended", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+/// Answers a plain HTTP request (no upgrade, wrong path or origin) with 403 and closes.
+final class RefusingHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .end = unwrapInboundIn(data) else { return }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Length", value: "0")
+        headers.add(name: "Connection", value: "close")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .forbidden, headers: headers))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.close(promise: nil)
+    }
+}

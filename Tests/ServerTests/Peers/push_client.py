@@ -1,0 +1,36 @@
+"""A push-session client on Python's websockets library, driven by the Swift tests.
+
+Usage: push_client.py URI ORIGIN|- FRAME...
+Sends each frame in turn (hex-encoded bytes, or `big:N` for N bytes) and reads one answer after each,
+then pings. Prints one line per event: `frame HEX`, `pong`, `closed CODE REASON`, or
+`refused STATUS` when the upgrade is refused.
+"""
+import asyncio
+import sys
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+
+async def main():
+    uri, origin, frames = sys.argv[1], sys.argv[2], sys.argv[3:]
+    try:
+        async with connect(uri, origin=None if origin == "-" else origin, max_size=None, open_timeout=10) as ws:
+            try:
+                for frame in frames:
+                    data = bytes(7 for _ in range(int(frame[4:]))) if frame.startswith("big:") else bytes.fromhex(frame)
+                    await ws.send(data)
+                    answer = await asyncio.wait_for(ws.recv(), timeout=10)
+                    print("frame", answer.hex() if isinstance(answer, bytes) else answer.encode().hex(), flush=True)
+                waiter = await ws.ping()
+                await asyncio.wait_for(waiter, timeout=10)
+                print("pong", flush=True)
+                await ws.close()
+            except ConnectionClosed as closed:
+                rcvd = closed.rcvd
+                print("closed", rcvd.code if rcvd else 0, rcvd.reason if rcvd else "", flush=True)
+    except InvalidStatus as refused:
+        print("refused", refused.response.status_code, flush=True)
+
+
+asyncio.run(main())
