@@ -61,6 +61,7 @@ public final class CourierServer: Sendable {
         pushConfiguration.allowedOrigins = Set(configuration.allowedOrigins)
         pushConfiguration.heartbeatInterval = .seconds(configuration.heartbeatSeconds)
         pushConfiguration.maxFrameBytes = configuration.maxFrameBytes
+        pushConfiguration.maxSessions = configuration.maxPushSessions
         push = PushService(configuration: pushConfiguration, authenticator: authenticator, logger: logger)
         let intake = MessageIntake(
             log: log, storage: storage,

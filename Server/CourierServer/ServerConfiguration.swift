@@ -23,6 +23,8 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     public var heartbeatSeconds = 30
     /// Largest WebSocket message a device may send; larger closes the session.
     public var maxFrameBytes = 64 * 1024
+    /// Open push sessions; one more is closed at once with 1013 (try again later).
+    public var maxPushSessions = 50_000
     /// This node's part of every message id (0-1023): unique per node of a cluster.
     public var nodeID = 0
     public var logLevel = "info"
@@ -51,7 +53,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
 
     public enum CodingKeys: String, CodingKey, CaseIterable {
         case dataDirectory, coapHost, coapPort, coapChannels, httpHost, httpPort, pushHost, pushPort, allowedOrigins
-        case heartbeatSeconds, maxFrameBytes, nodeID, logLevel
+        case heartbeatSeconds, maxFrameBytes, maxPushSessions, nodeID, logLevel
         case partitions, maxQueuedAppends, maxPendingMessages, maxConcurrentRequests, maxTextBytes
         case entityIdleSeconds, maxEntitiesPerShard, tokenCacheSeconds, retentionHours, unsafeNoSync
     }
@@ -74,6 +76,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         allowedOrigins = try value(.allowedOrigins, defaults.allowedOrigins)
         heartbeatSeconds = try value(.heartbeatSeconds, defaults.heartbeatSeconds)
         maxFrameBytes = try value(.maxFrameBytes, defaults.maxFrameBytes)
+        maxPushSessions = try value(.maxPushSessions, defaults.maxPushSessions)
         nodeID = try value(.nodeID, defaults.nodeID)
         logLevel = try value(.logLevel, defaults.logLevel)
         partitions = try value(.partitions, defaults.partitions)
@@ -125,6 +128,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             case .allowedOrigins: allowedOrigins = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
             case .heartbeatSeconds: heartbeatSeconds = try int()
             case .maxFrameBytes: maxFrameBytes = try int()
+            case .maxPushSessions: maxPushSessions = try int()
             case .nodeID: nodeID = try int()
             case .logLevel: logLevel = text
             case .partitions: partitions = try int()
@@ -152,6 +156,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         try check((0...65_535).contains(pushPort), "pushPort must be 0-65535")
         try check((1...3600).contains(heartbeatSeconds), "heartbeatSeconds must be 1-3600")
         try check((1024...16 * 1024 * 1024).contains(maxFrameBytes), "maxFrameBytes must be 1 KiB-16 MiB")
+        try check(maxPushSessions >= 1, "maxPushSessions must be at least 1")
         try check((1...64).contains(coapChannels), "coapChannels must be 1-64")
         try check((0...MessageIDGenerator.maxNodeID).contains(nodeID), "nodeID must be 0-\(MessageIDGenerator.maxNodeID)")
         try check(["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel), "logLevel must be trace, debug, info, notice, warning, error or critical")

@@ -24,6 +24,8 @@ public final class PushService: Service, Sendable {
         public var heartbeatInterval: Duration = .seconds(30)
         /// The first frame (Hello) must come within this.
         public var helloTimeout: Duration = .seconds(10)
+        /// Open sessions; one more is closed at once with 1013 (try again later).
+        public var maxSessions = 50_000
         public init() {}
     }
 
@@ -36,6 +38,7 @@ public final class PushService: Service, Sendable {
     let authenticator: TokenAuthenticator
     let logger: Logger
     private let boundPort = NIOLockedValueBox<Int?>(nil)
+    private let openSessions = NIOLockedValueBox(0)
 
     public init(configuration: Configuration, authenticator: TokenAuthenticator, logger: Logger) {
         self.configuration = configuration
@@ -103,6 +106,21 @@ public final class PushService: Service, Sendable {
 
     private func handle(_ upgrade: EventLoopFuture<Upgrade>) async {
         guard case .websocket(let channel)? = try? await upgrade.get() else { return }
+        let admitted = openSessions.withLockedValue { open in
+            guard open < configuration.maxSessions else { return false }
+            open += 1
+            return true
+        }
+        guard admitted else {
+            try? await channel.executeThenClose { _, outbound in
+                var reason = ByteBuffer()
+                reason.write(webSocketErrorCode: .unknown(1013))  // RFC 6455 registry: Try Again Later
+                reason.writeString("too many sessions")
+                try await outbound.write(WebSocketFrame(fin: true, opcode: .connectionClose, data: reason))
+            }
+            return
+        }
+        defer { openSessions.withLockedValue { $0 -= 1 } }
         do {
             try await channel.executeThenClose { inbound, outbound in
                 let session = PushSession(configuration: configuration, authenticator: authenticator, channel: channel.channel, outbound: outbound, logger: logger)

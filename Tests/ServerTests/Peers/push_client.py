@@ -1,7 +1,8 @@
 """A push-session client on Python's websockets library, driven by the Swift tests.
 
 Usage: push_client.py URI ORIGIN|- FRAME...
-Sends each frame in turn (hex-encoded bytes, or `big:N` for N bytes) and reads one answer after each,
+Sends each frame in turn (hex-encoded bytes, `big:N` for N bytes, or `hold:S` to wait S
+seconds instead) and reads one answer after each,
 then pings. Prints one line per event: `frame HEX`, `pong`, `closed CODE REASON`, or
 `refused STATUS` when the upgrade is refused.
 """
@@ -18,6 +19,9 @@ async def main():
         async with connect(uri, origin=None if origin == "-" else origin, max_size=None, open_timeout=10) as ws:
             try:
                 for frame in frames:
+                    if frame.startswith("hold:"):
+                        await asyncio.sleep(float(frame[5:]))
+                        continue
                     data = bytes(7 for _ in range(int(frame[4:]))) if frame.startswith("big:") else bytes.fromhex(frame)
                     await ws.send(data)
                     answer = await asyncio.wait_for(ws.recv(), timeout=10)
