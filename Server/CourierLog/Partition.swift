@@ -158,11 +158,6 @@ public final class Partition: @unchecked Sendable {
         for continuation in woken { continuation.resume() }
     }
 
-    /// The lowest offset still stored (retention deletes whole segments below it).
-    public var firstOffset: UInt64 {
-        segmentsLock.withLock { segments.first!.baseOffset }
-    }
-
     /// Appends one record; returns its offset once it is on stable storage.
     public func append(_ payload: [UInt8]) async throws(LogAppendError) -> UInt64 {
         guard payload.count <= RecordFrame.maxPayloadSize else {

@@ -22,13 +22,6 @@ public actor UserEntity: ShardedEntity {
         UserEntity(id: id, context: context, deviceIDs: try await context.storage.devices(ofUser: id).map(\.id))
     }
 
-    /// Devices are added by the admin from another process: reload them.
-    public func reloadDevices() async throws {
-        deviceIDs = try await context.storage.devices(ofUser: id).map(\.id)
-    }
-
-    public var devices: [UInt64] { deviceIDs }
-
     /// Hands newly stored messages (of one chat, in sequence order) to every device of this user.
     public func deliver(_ messages: [StoredMessage]) async throws {
         for deviceID in deviceIDs {

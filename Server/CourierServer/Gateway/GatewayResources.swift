@@ -7,11 +7,13 @@ public struct GatewayResources: CoAPRequestHandler {
     static let linkFormat = "</v1/msg>,</v1/sync>"
 
     let intake: MessageIntake?
+    let sync: SyncResource?
     let metrics: ServerMetrics?
 
     /// Without `intake` only the health and discovery resources exist.
     public init(intake: MessageIntake? = nil, metrics: ServerMetrics? = nil) {
         self.intake = intake
+        self.sync = intake.map { SyncResource(intake: $0, storage: $0.storage, logger: $0.logger) }
         self.metrics = metrics
     }
 
@@ -25,8 +27,8 @@ public struct GatewayResources: CoAPRequestHandler {
         switch (request.message.code, request.message.uriPath) {
         case (.post, ["v1", "msg"]) where intake != nil:
             return await intake!.send(request)
-        case (.post, ["v1", "sync"]) where intake != nil:
-            return await SyncResource(intake: intake!, storage: intake!.storage, logger: intake!.logger).sync(request)
+        case (.post, ["v1", "sync"]) where sync != nil:
+            return await sync!.sync(request)
         case (_, ["v1", "msg"]) where intake != nil, (_, ["v1", "sync"]) where intake != nil:
             return .response(.methodNotAllowed)
         case (.get, ["v1", "health"]):
