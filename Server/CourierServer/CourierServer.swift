@@ -44,7 +44,12 @@ public final class CourierServer: Sendable {
         var regionConfiguration = ShardRegionConfiguration()
         regionConfiguration.idleTimeout = .seconds(configuration.entityIdleSeconds)
         regionConfiguration.maxEntitiesPerShard = configuration.maxEntitiesPerShard
-        devices = ShardRegion(kind: "device", context: DeviceEntity.Context(storage: storage), configuration: regionConfiguration)
+        var deviceContext = DeviceEntity.Context(storage: storage)
+        deviceContext.maxUnackedPerChat = UInt64(configuration.maxUnackedPerChat)
+        deviceContext.ackTimeout = .seconds(configuration.ackTimeoutSeconds)
+        deviceContext.metrics = metrics
+        deviceContext.logger = logger
+        devices = ShardRegion(kind: "device", context: deviceContext, configuration: regionConfiguration)
         users = ShardRegion(kind: "user", context: UserEntity.Context(storage: storage, devices: devices), configuration: regionConfiguration)
         chats = ShardRegion(kind: "chat", context: ChatEntity.Context(storage: storage), configuration: regionConfiguration)
 
@@ -62,7 +67,12 @@ public final class CourierServer: Sendable {
         pushConfiguration.heartbeatInterval = .seconds(configuration.heartbeatSeconds)
         pushConfiguration.maxFrameBytes = configuration.maxFrameBytes
         pushConfiguration.maxSessions = configuration.maxPushSessions
-        push = PushService(configuration: pushConfiguration, authenticator: authenticator, logger: logger)
+        pushConfiguration.maxOutboundBytes = configuration.maxOutboundBytes
+        pushConfiguration.slowReaderTimeout = .seconds(configuration.slowReaderSeconds)
+        push = PushService(
+            configuration: pushConfiguration, authenticator: authenticator, devices: devices, users: users, storage: storage,
+            receipts: DeliveryReceipts(chats: chats, devices: devices, logger: logger), metrics: metrics, logger: logger
+        )
         let intake = MessageIntake(
             log: log, storage: storage,
             authenticator: authenticator,

@@ -25,6 +25,14 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     public var maxFrameBytes = 64 * 1024
     /// Open push sessions; one more is closed at once with 1013 (try again later).
     public var maxPushSessions = 50_000
+    /// A push left unacknowledged this long is sent again.
+    public var ackTimeoutSeconds = 10
+    /// A push session whose outbound frames have not moved for this long is closed.
+    public var slowReaderSeconds = 10
+    /// Bytes queued for one push session's writer; pushes wait beyond it.
+    public var maxOutboundBytes = 256 * 1024
+    /// Pushes of one chat awaiting a device's acknowledgement; more wait for acks.
+    public var maxUnackedPerChat = 1_000
     /// This node's part of every message id (0-1023): unique per node of a cluster.
     public var nodeID = 0
     public var logLevel = "info"
@@ -53,7 +61,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
 
     public enum CodingKeys: String, CodingKey, CaseIterable {
         case dataDirectory, coapHost, coapPort, coapChannels, httpHost, httpPort, pushHost, pushPort, allowedOrigins
-        case heartbeatSeconds, maxFrameBytes, maxPushSessions, nodeID, logLevel
+        case heartbeatSeconds, maxFrameBytes, maxPushSessions, ackTimeoutSeconds, slowReaderSeconds, maxOutboundBytes, maxUnackedPerChat, nodeID, logLevel
         case partitions, maxQueuedAppends, maxPendingMessages, maxConcurrentRequests, maxTextBytes
         case entityIdleSeconds, maxEntitiesPerShard, tokenCacheSeconds, retentionHours, unsafeNoSync
     }
@@ -77,6 +85,10 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         heartbeatSeconds = try value(.heartbeatSeconds, defaults.heartbeatSeconds)
         maxFrameBytes = try value(.maxFrameBytes, defaults.maxFrameBytes)
         maxPushSessions = try value(.maxPushSessions, defaults.maxPushSessions)
+        ackTimeoutSeconds = try value(.ackTimeoutSeconds, defaults.ackTimeoutSeconds)
+        slowReaderSeconds = try value(.slowReaderSeconds, defaults.slowReaderSeconds)
+        maxOutboundBytes = try value(.maxOutboundBytes, defaults.maxOutboundBytes)
+        maxUnackedPerChat = try value(.maxUnackedPerChat, defaults.maxUnackedPerChat)
         nodeID = try value(.nodeID, defaults.nodeID)
         logLevel = try value(.logLevel, defaults.logLevel)
         partitions = try value(.partitions, defaults.partitions)
@@ -129,6 +141,10 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             case .heartbeatSeconds: heartbeatSeconds = try int()
             case .maxFrameBytes: maxFrameBytes = try int()
             case .maxPushSessions: maxPushSessions = try int()
+            case .ackTimeoutSeconds: ackTimeoutSeconds = try int()
+            case .slowReaderSeconds: slowReaderSeconds = try int()
+            case .maxOutboundBytes: maxOutboundBytes = try int()
+            case .maxUnackedPerChat: maxUnackedPerChat = try int()
             case .nodeID: nodeID = try int()
             case .logLevel: logLevel = text
             case .partitions: partitions = try int()
@@ -157,6 +173,10 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         try check((1...3600).contains(heartbeatSeconds), "heartbeatSeconds must be 1-3600")
         try check((1024...16 * 1024 * 1024).contains(maxFrameBytes), "maxFrameBytes must be 1 KiB-16 MiB")
         try check(maxPushSessions >= 1, "maxPushSessions must be at least 1")
+        try check((1...3600).contains(ackTimeoutSeconds), "ackTimeoutSeconds must be 1-3600")
+        try check((1...3600).contains(slowReaderSeconds), "slowReaderSeconds must be 1-3600")
+        try check((16 * 1024...64 * 1024 * 1024).contains(maxOutboundBytes), "maxOutboundBytes must be 16 KiB-64 MiB")
+        try check((1...1_000_000).contains(maxUnackedPerChat), "maxUnackedPerChat must be 1-1000000")
         try check((1...64).contains(coapChannels), "coapChannels must be 1-64")
         try check((0...MessageIDGenerator.maxNodeID).contains(nodeID), "nodeID must be 0-\(MessageIDGenerator.maxNodeID)")
         try check(["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel), "logLevel must be trace, debug, info, notice, warning, error or critical")

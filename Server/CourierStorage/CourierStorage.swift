@@ -60,6 +60,11 @@ public protocol CourierStorage: Sendable {
 
     // MARK: Delivery
     func deliveryCursor(deviceID: UInt64, chatID: UInt64) async throws(StorageError) -> UInt64
+    /// Every stored delivery cursor of a device: chat id -> sequence.
+    func deliveryCursors(deviceID: UInt64) async throws(StorageError) -> [UInt64: UInt64]
+    /// Every device of every member of a chat that can still connect (it has a token neither
+    /// revoked nor expired), with its delivery cursor in that chat (0 when it has none).
+    func memberDeviceCursors(chatID: UInt64, now: Date) async throws(StorageError) -> [MemberDeviceCursor]
     /// Moves the cursor forward (never back).
     func advanceDeliveryCursor(deviceID: UInt64, chatID: UInt64, to sequence: UInt64) async throws(StorageError)
 

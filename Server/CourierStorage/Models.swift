@@ -97,3 +97,15 @@ public struct StorageStatistics: Sendable, Equatable, Codable {
     public var activeTokens: Int
     public var schemaVersion: String
 }
+
+/// One member device's delivery cursor in a chat.
+public struct MemberDeviceCursor: Sendable, Equatable {
+    public var userID: UInt64
+    public var deviceID: UInt64
+    public var sequence: UInt64
+    public init(userID: UInt64, deviceID: UInt64, sequence: UInt64) {
+        self.userID = userID
+        self.deviceID = deviceID
+        self.sequence = sequence
+    }
+}

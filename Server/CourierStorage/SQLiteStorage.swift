@@ -436,6 +436,32 @@ public final class SQLiteStorage: CourierStorage {
         }
     }
 
+    public func deliveryCursors(deviceID: UInt64) async throws(StorageError) -> [UInt64: UInt64] {
+        try await read { db in
+            var cursors: [UInt64: UInt64] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT chat_id, sequence FROM delivery_cursors WHERE device_id = ?", arguments: [Int64(clamping: deviceID)]) {
+                cursors[UInt64(row[0] as Int64)] = UInt64(row[1] as Int64)
+            }
+            return cursors
+        }
+    }
+
+    public func memberDeviceCursors(chatID: UInt64, now: Date) async throws(StorageError) -> [MemberDeviceCursor] {
+        try await read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT d.user_id, d.id, COALESCE(c.sequence, 0)
+                FROM members m
+                JOIN devices d ON d.user_id = m.user_id
+                LEFT JOIN delivery_cursors c ON c.device_id = d.id AND c.chat_id = m.chat_id
+                WHERE m.chat_id = ? AND EXISTS (
+                    SELECT 1 FROM tokens t WHERE t.device_id = d.id AND t.revoked_at_ms IS NULL
+                    AND (t.expires_at_ms IS NULL OR t.expires_at_ms > ?))
+                """, arguments: [Int64(clamping: chatID), now.milliseconds]).map {
+                MemberDeviceCursor(userID: UInt64($0[0] as Int64), deviceID: UInt64($0[1] as Int64), sequence: UInt64($0[2] as Int64))
+            }
+        }
+    }
+
     public func advanceDeliveryCursor(deviceID: UInt64, chatID: UInt64, to sequence: UInt64) async throws(StorageError) {
         try await write { db in
             try db.execute(sql: """

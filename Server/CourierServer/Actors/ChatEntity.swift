@@ -48,7 +48,15 @@ public actor ChatEntity: ShardedEntity {
         return ChatEntity(id: id, context: context, members: members, lastSequence: chat.lastSequence)
     }
 
-    public var memberIDs: Set<UInt64> { members }
+    /// The members, reloaded when older than five refresh intervals: an admin adds members
+    /// from another process, and a new member's devices must get the chat's next messages.
+    public func currentMembers() async -> Set<UInt64> {
+        if clock.now - membersLoadedAt >= context.membershipRefreshInterval * 5, let loaded = try? await context.storage.members(ofChat: id) {
+            members = loaded
+            membersLoadedAt = clock.now
+        }
+        return members
+    }
 
     /// Whether `userID` may send here; reloads the members (at most once per refresh interval)
     /// before saying no.
@@ -101,6 +109,82 @@ public actor ChatEntity: ShardedEntity {
     /// Numbers and stores one message (see the batch form).
     public func store(_ message: AcceptedMessage) async throws -> Outcome {
         try await store([message])[0]
+    }
+
+    // MARK: Delivery receipts
+
+    /// The receipts due to one sender's devices.
+    public struct Receipts: Sendable {
+        public var senderUserID: UInt64
+        public var deviceIDs: [UInt64]
+        public var receipts: [DeliveryReceipt]
+    }
+
+    /// The most receipts one acknowledgement releases per sender; past it only the newest go
+    /// (receipts are a courtesy, not replayed; the messages themselves are).
+    static let maxReceiptsPerAcknowledgement: UInt64 = 2_048
+
+    /// Member devices' cursors per user, loaded at the first acknowledgement after activation.
+    private var receiptCursors: [UInt64: [UInt64: UInt64]]?
+    /// Per sender: receipts went out for the sender's messages through this sequence.
+    private var receiptedThrough: [UInt64: UInt64] = [:]
+
+    /// A member device acknowledged this chat from `from` through `to`. A message is delivered
+    /// once every device of every other member has acknowledged it; returns the receipts that
+    /// this acknowledgement completes, for the senders' devices.
+    public func acknowledged(userID: UInt64, deviceID: UInt64, from: UInt64, to: UInt64) async throws -> [Receipts] {
+        if receiptCursors?[userID]?[deviceID] == nil {
+            var loaded: [UInt64: [UInt64: UInt64]] = [:]
+            for row in try await context.storage.memberDeviceCursors(chatID: id, now: Date()) {
+                loaded[row.userID, default: [:]][row.deviceID] = row.sequence
+            }
+            // As before this acknowledgement, so that what it completes is still news.
+            loaded[userID, default: [:]][deviceID] = from
+            receiptCursors = loaded
+            let lowest = Self.lowestPerUser(loaded)
+            for sender in loaded.keys {
+                receiptedThrough[sender] = max(receiptedThrough[sender] ?? 0, Self.deliveredThrough(sender, lowest))
+            }
+        }
+        receiptCursors![userID, default: [:]][deviceID] = max(receiptCursors![userID]?[deviceID] ?? 0, to)
+        let cursors = receiptCursors!
+        let lowest = Self.lowestPerUser(cursors)
+        var due: [(sender: UInt64, after: UInt64, through: UInt64)] = []
+        for sender in cursors.keys {
+            let through = Self.deliveredThrough(sender, lowest)
+            let done = receiptedThrough[sender] ?? 0
+            guard through > done else { continue }
+            // Claimed before any await, so a concurrent acknowledgement cannot send these twice.
+            receiptedThrough[sender] = through
+            due.append((sender, max(done, through > Self.maxReceiptsPerAcknowledgement ? through - Self.maxReceiptsPerAcknowledgement : 0), through))
+        }
+        var result: [Receipts] = []
+        for (sender, start, through) in due {
+            var receipts: [DeliveryReceipt] = []
+            var after = start
+            while after < through {
+                let page = try await context.storage.history(chatID: id, afterSequence: after, limit: Int(min(512, through - after)))
+                guard let last = page.last else { break }
+                receipts += page.filter { $0.senderUserID == sender }.map {
+                    DeliveryReceipt(chatID: id, chatSequence: $0.sequence, serverMessageID: $0.serverMessageID, clientMessageID: $0.clientMessageID)
+                }
+                after = last.sequence
+            }
+            if !receipts.isEmpty {
+                result.append(Receipts(senderUserID: sender, deviceIDs: cursors[sender].map { Array($0.keys) } ?? [], receipts: receipts))
+            }
+        }
+        return result
+    }
+
+    private static func lowestPerUser(_ cursors: [UInt64: [UInt64: UInt64]]) -> [UInt64: UInt64] {
+        cursors.compactMapValues { $0.values.min() }
+    }
+
+    /// The sequence through which every device of every member but `sender` has acknowledged;
+    /// 0 when no other member has a device.
+    private static func deliveredThrough(_ sender: UInt64, _ lowest: [UInt64: UInt64]) -> UInt64 {
+        lowest.filter { $0.key != sender }.values.min() ?? 0
     }
 
     private func exclusively<T: Sendable>(_ body: () async throws -> T) async throws -> T {

@@ -55,7 +55,19 @@ public final class ShardRegion<Entity: ShardedEntity>: Sendable {
     /// Runs `body` with the live entity for `id`, activating it first if needed.
     public func withEntity<Result: Sendable>(_ id: UInt64, _ body: (Entity) async throws -> Result) async throws -> Result {
         let shard = shards[shardIndex(of: id)]
-        let entity = try await shard.checkOut(id)
+        return try await use(try await shard.checkOut(id), of: shard, id, body)
+    }
+
+    /// Runs `body` with the entity for `id` only if it is live (or being activated); nil
+    /// otherwise, without activating it.
+    public func withLiveEntity<Result: Sendable>(_ id: UInt64, _ body: (Entity) async throws -> Result) async throws -> Result? {
+        let shard = shards[shardIndex(of: id)]
+        guard let entity = try await shard.checkOutIfLive(id) else { return nil }
+        return try await use(entity, of: shard, id, body)
+    }
+
+    /// Runs `body` with a checked-out entity, and checks it in however `body` ends.
+    private func use<Result: Sendable>(_ entity: Entity, of shard: Shard<Entity>, _ id: UInt64, _ body: (Entity) async throws -> Result) async throws -> Result {
         do {
             let result = try await body(entity)
             await shard.checkIn(id)
@@ -121,6 +133,11 @@ actor Shard<Entity: ShardedEntity> {
             slots[id] = .activating(task, users: 1)
             return try await awaitActivation(id, task)
         }
+    }
+
+    func checkOutIfLive(_ id: UInt64) async throws -> Entity? {
+        guard slots[id] != nil else { return nil }
+        return try await checkOut(id)
     }
 
     private func awaitActivation(_ id: UInt64, _ task: Task<Entity, any Error>) async throws -> Entity {

@@ -241,7 +241,7 @@ public final class ChatConsumers: Sendable {
     private func fanOut(_ messages: [StoredMessage], chatID: UInt64) async {
         let members: Set<UInt64>
         do {
-            members = try await chats.withEntity(chatID) { await $0.memberIDs }
+            members = try await chats.withEntity(chatID) { await $0.currentMembers() }
         } catch {
             return
         }

@@ -13,6 +13,11 @@ public final class ServerMetrics: Sendable {
     private let lagGauges: [CoreMetrics.Gauge]
     private let liveGauges: [String: CoreMetrics.Gauge]
     public let appendLatency: CoreMetrics.Timer
+    private let pushSessions: CoreMetrics.Gauge
+    private let openPushSessions = NIOLockedValueBox(0)
+    private let pushCounter: CoreMetrics.Counter
+    private let resendCounter: CoreMetrics.Counter
+    private let closeCounters = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
 
     public init(partitionCount: Int) {
         registry = PrometheusCollectorRegistry()
@@ -26,6 +31,9 @@ public final class ServerMetrics: Sendable {
         lagGauges = (0..<partitionCount).map {
             CoreMetrics.Gauge(label: "courier_consumer_lag_records", dimensions: [("partition", String($0))], factory: factory)
         }
+        pushSessions = CoreMetrics.Gauge(label: "courier_push_sessions", factory: factory)
+        pushCounter = CoreMetrics.Counter(label: "courier_push_messages_total", factory: factory)
+        resendCounter = CoreMetrics.Counter(label: "courier_push_resends_total", factory: factory)
         liveGauges = Dictionary(uniqueKeysWithValues: ["user", "device", "chat"].map {
             ($0, CoreMetrics.Gauge(label: "courier_live_actors", dimensions: [("type", $0)], factory: factory))
         })
@@ -48,6 +56,30 @@ public final class ServerMetrics: Sendable {
 
     public func recordLiveActors(type: String, count: Int) {
         liveGauges[type]?.record(Double(count))
+    }
+
+    /// A push session opened (+1) or ended (-1).
+    public func changePushSessions(by delta: Int) {
+        let open = openPushSessions.withLockedValue { open in
+            open += delta
+            return open
+        }
+        pushSessions.record(Double(open))
+    }
+
+    /// A push session closed by the server for `reason` (a short fixed word, e.g. "heartbeat").
+    public func countPushClose(reason: String) {
+        counter(in: closeCounters, label: "courier_push_closes_total", dimension: "reason", value: reason).increment()
+    }
+
+    /// Messages pushed to devices (each resend counts again).
+    public func countPushes(_ count: Int) {
+        if count > 0 { pushCounter.increment(by: count) }
+    }
+
+    /// Chats whose unacknowledged pushes were sent again after the acknowledgement timeout.
+    public func countResends(_ count: Int) {
+        if count > 0 { resendCounter.increment(by: count) }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -9,10 +9,8 @@ import NIOPosix
 import NIOWebSocket
 import ServiceLifecycle
 
-/// WORK IN PROGRESS (issue 5): the WebSocket endpoint `/v1/push`. Today it upgrades (path and
-/// Origin checked), authenticates the device by its first frame (`Hello`), answers `Welcome`,
-/// answers heartbeats, answers control frames per RFC 6455, and closes a session that stays
-/// silent past the heartbeat window. Pushes, acknowledgements and sync are still to come.
+/// The WebSocket endpoint `/v1/push`: upgrades requests for that path from an allowed Origin
+/// (or none) and runs one `PushSession` per connection, up to a bound.
 public final class PushService: Service, Sendable {
     public struct Configuration: Sendable {
         public var host = "0.0.0.0"
@@ -26,6 +24,11 @@ public final class PushService: Service, Sendable {
         public var helloTimeout: Duration = .seconds(10)
         /// Open sessions; one more is closed at once with 1013 (try again later).
         public var maxSessions = 50_000
+        /// Bytes of frames queued for one session's writer; pushes wait beyond it.
+        public var maxOutboundBytes = 256 * 1024
+        /// A session whose queued frames have not moved for this long is closed (the reader
+        /// does not read); the device catches up by replay when it reconnects.
+        public var slowReaderTimeout: Duration = .seconds(10)
         public init() {}
     }
 
@@ -36,13 +39,26 @@ public final class PushService: Service, Sendable {
 
     let configuration: Configuration
     let authenticator: TokenAuthenticator
+    let devices: ShardRegion<DeviceEntity>
+    let users: ShardRegion<UserEntity>
+    let storage: any CourierStorage
+    let receipts: DeliveryReceipts
+    let metrics: ServerMetrics
     let logger: Logger
     private let boundPort = NIOLockedValueBox<Int?>(nil)
     private let openSessions = NIOLockedValueBox(0)
 
-    public init(configuration: Configuration, authenticator: TokenAuthenticator, logger: Logger) {
+    init(
+        configuration: Configuration, authenticator: TokenAuthenticator, devices: ShardRegion<DeviceEntity>, users: ShardRegion<UserEntity>,
+        storage: any CourierStorage, receipts: DeliveryReceipts, metrics: ServerMetrics, logger: Logger
+    ) {
         self.configuration = configuration
         self.authenticator = authenticator
+        self.devices = devices
+        self.users = users
+        self.storage = storage
+        self.receipts = receipts
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -112,6 +128,7 @@ public final class PushService: Service, Sendable {
             return true
         }
         guard admitted else {
+            metrics.countPushClose(reason: "too_many_sessions")
             try? await channel.executeThenClose { _, outbound in
                 var reason = ByteBuffer()
                 reason.write(webSocketErrorCode: .unknown(1013))  // RFC 6455 registry: Try Again Later
@@ -123,8 +140,7 @@ public final class PushService: Service, Sendable {
         defer { openSessions.withLockedValue { $0 -= 1 } }
         do {
             try await channel.executeThenClose { inbound, outbound in
-                let session = PushSession(configuration: configuration, authenticator: authenticator, channel: channel.channel, outbound: outbound, logger: logger)
-                try await session.run(inbound)
+                try await PushSession(service: self, channel: channel.channel, outbound: outbound).run(inbound)
             }
         } catch {
             logger.debug("push session ended", metadata: ["error": "\(error)"])

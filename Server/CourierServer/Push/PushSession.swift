@@ -6,137 +6,253 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOWebSocket
 
-/// One device's WebSocket session (work in progress, issue 5): the first binary frame must be
-/// a `Hello` with a valid token, within the hello timeout; then heartbeats are answered, and a
-/// session silent for three heartbeat intervals is closed. Control frames follow RFC 6455:
-/// a ping gets a pong, a close gets a close; fragmented messages are reassembled up to the
-/// frame limit, and anything larger closes the session (1009).
+/// One device's WebSocket session. The first binary frame must be a `Hello` with a valid token,
+/// within the hello timeout; the session then attaches to the device's Device actor (which
+/// stays loaded while it lasts), is answered `Welcome`, and receives pushes from the actor.
+/// Acknowledgements advance the device's cursors, sync requests are answered from history,
+/// heartbeats are answered. The session is closed when it stays silent for three heartbeat
+/// intervals, or when its outbound queue has been stalled for the slow-reader timeout (a
+/// reader that does not read); in both cases the device catches up by replay on reconnect.
+///
+/// Control frames follow RFC 6455: a ping gets a pong, a close gets a close; fragmented
+/// messages are reassembled up to the frame limit, and anything larger closes the session
+/// (1009).
 struct PushSession {
-    let configuration: PushService.Configuration
-    let authenticator: TokenAuthenticator
+    let service: PushService
     let channel: any Channel
     let outbound: NIOAsyncChannelOutboundWriter<WebSocketFrame>
-    let logger: Logger
 
+    private var configuration: PushService.Configuration { service.configuration }
+    private var logger: Logger { service.logger }
+
+    /// What the watchdog and the frame loop share.
     private final class State: @unchecked Sendable {
         // @unchecked: guarded by `lock`.
         let lock = NSLock()
         var identity: TokenIdentity?
+        var device: DeviceEntity?
         var lastHeard = ContinuousClock.now
-        var closing = false
+    }
+
+    /// A whole message from the device, or the end of the session.
+    private enum Incoming {
+        case message([UInt8])
+        case ended
     }
 
     func run(_ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>) async throws {
         let state = State()
-        let started = ContinuousClock.now
-        let watchdog = Task {
-            while !Task.isCancelled {
-                try await Task.sleep(for: .milliseconds(200))
-                let (identity, lastHeard) = state.lock.withLock { (state.identity, state.lastHeard) }
-                if identity == nil && ContinuousClock.now - started > configuration.helloTimeout {
-                    try await close(.policyViolation, "no Hello within the hello timeout", state)
-                    return
-                }
-                if identity != nil && ContinuousClock.now - lastHeard > configuration.heartbeatInterval * 3 {
-                    try await close(.goingAway, "heartbeat timeout", state)
-                    return
-                }
-            }
+        let link = SessionLink(capacityBytes: configuration.maxOutboundBytes)
+        let writer = Task { await writeFrames(from: link) }
+        let watchdog = Task { await watch(link, state) }
+        defer {
+            watchdog.cancel()
+            link.close(code: WebSocketErrorCode.normalClosure.code, reason: "")
         }
-        defer { watchdog.cancel() }
 
-        var message: ByteBuffer?
-        for try await frame in inbound {
-            state.lock.withLock { state.lastHeard = ContinuousClock.now }
-            switch frame.opcode {
-            case .ping:
-                try await outbound.write(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData))
-            case .pong:
-                break
-            case .connectionClose:
-                try await close(.normalClosure, "", state)
-                return
-            case .text:
-                try await close(.unacceptableData, "binary Protobuf frames only", state)
-                return
-            case .binary, .continuation:
-                var data = frame.unmaskedData
-                if frame.opcode == .binary { message = ByteBuffer() }
-                guard message != nil else {
-                    try await close(.protocolError, "continuation without a start", state)
-                    return
-                }
-                guard message!.readableBytes + data.readableBytes <= configuration.maxFrameBytes else {
-                    try await close(.messageTooLarge, "message above \(configuration.maxFrameBytes) bytes", state)
-                    return
-                }
-                message!.writeBuffer(&data)
-                if frame.fin, let whole = message {
-                    message = nil
-                    guard try await handle(Array(buffer: whole), state) else { return }
-                }
-            default:
-                try await close(.protocolError, "unknown opcode", state)
-                return
-            }
+        var frames = inbound.makeAsyncIterator()
+        var reassembly: ByteBuffer?
+        guard case .message(let first) = try await nextMessage(&frames, &reassembly, link, state) else { return }
+        guard let (identity, hello) = await open(first, link) else {
+            await writer.value
+            return
         }
+        state.lock.withLock { state.identity = identity }
+        service.metrics.changePushSessions(by: 1)
+        defer { service.metrics.changePushSessions(by: -1) }
+
+        do {
+            try await service.devices.withEntity(identity.deviceID) { device in
+                link.offer(.welcome(Welcome(
+                    userID: identity.userID, deviceID: identity.deviceID,
+                    heartbeatIntervalMs: UInt32(configuration.heartbeatInterval.components.seconds * 1000),
+                    serverTimeMs: Date().milliseconds, maxFrameBytes: UInt32(configuration.maxFrameBytes)
+                )))
+                // The user learns of the device first, so no message stored from here on misses it.
+                try await service.users.withEntity(identity.userID) { await $0.deviceConnected(identity.deviceID) }
+                try await device.attach(link, have: hello.have)
+                state.lock.withLock { state.device = device }
+                var ended: (any Error)?
+                do {
+                    while case .message(let bytes) = try await nextMessage(&frames, &reassembly, link, state) {
+                        guard await handle(bytes, identity, device, link) else { break }
+                    }
+                } catch {
+                    ended = error
+                }
+                state.lock.withLock { state.device = nil }
+                await device.detach(link)
+                if let ended { throw ended }
+            }
+        } catch {
+            logger.warning("push session failed", metadata: ["device": "\(identity.deviceID)", "error": "\(error)"])
+            link.offer(.error(WireError(code: .overloaded, message: "the server cannot serve this session now; reconnect later")))
+            close(link, .unknown(1011), "server error", metric: "server_error")
+        }
+        link.close(code: WebSocketErrorCode.normalClosure.code, reason: "")
+        await writer.value
     }
 
-    /// One whole client message; false once the session is closing.
-    private func handle(_ bytes: [UInt8], _ state: State) async throws -> Bool {
+    /// Authenticates the first message, which must be a Hello; nil (and the session closing)
+    /// otherwise.
+    private func open(_ bytes: [UInt8], _ link: SessionLink) async -> (TokenIdentity, Hello)? {
+        guard case .hello(let hello)? = try? ClientFrame(serializedBytes: bytes) else {
+            link.offer(.error(WireError(code: .unauthorized, message: "send Hello first")))
+            close(link, .policyViolation, "Hello must come first", metric: "no_hello")
+            return nil
+        }
+        guard let identity = try? await service.authenticator.authenticate(hello.token) else {
+            link.offer(.error(WireError(code: .unauthorized, message: "bad token")))
+            close(link, .policyViolation, "bad token", metric: "bad_token")
+            return nil
+        }
+        return (identity, hello)
+    }
+
+    /// One whole message after Hello; false once the session is closing.
+    private func handle(_ bytes: [UInt8], _ identity: TokenIdentity, _ device: DeviceEntity, _ link: SessionLink) async -> Bool {
         let frame: ClientFrame
         do {
             frame = try ClientFrame(serializedBytes: bytes)
         } catch {
-            try await send(.error(WireError(code: .badRequest, message: "ClientFrame: \(error)")))
+            link.offer(.error(WireError(code: .badRequest, message: "ClientFrame: \(error)")))
             return true
         }
-        let identity = state.lock.withLock { state.identity }
-        switch (frame, identity) {
-        case (.hello(let hello), nil):
-            guard let found = try? await authenticator.authenticate(hello.token) else {
-                try await send(.error(WireError(code: .unauthorized, message: "bad token")))
-                try await close(.policyViolation, "bad token", state)
-                return false
+        switch frame {
+        case .heartbeat:
+            link.offer(.heartbeat(Heartbeat(sentAtMs: Date().milliseconds)))
+        case .hello:
+            link.offer(.error(WireError(code: .badRequest, message: "already authenticated")))
+        case .ack(let ack):
+            do {
+                let advances = try await device.acknowledge(ack.cursors)
+                if !advances.isEmpty { await service.receipts.acknowledged(advances, userID: identity.userID, deviceID: identity.deviceID) }
+            } catch {
+                // The cursor stays where it was: the device is pushed these again and acks again.
+                logger.warning("acknowledgement not stored", metadata: ["device": "\(identity.deviceID)", "error": "\(error)"])
             }
-            state.lock.withLock { state.identity = found }
-            try await send(.welcome(Welcome(
-                userID: found.userID, deviceID: found.deviceID,
-                heartbeatIntervalMs: UInt32(configuration.heartbeatInterval.components.seconds * 1000),
-                serverTimeMs: Date().milliseconds, maxFrameBytes: UInt32(configuration.maxFrameBytes)
-            )))
-            return true
-        case (_, nil):
-            try await send(.error(WireError(code: .unauthorized, message: "send Hello first")))
-            try await close(.policyViolation, "Hello must come first", state)
-            return false
-        case (.heartbeat, _?):
-            try await send(.heartbeat(Heartbeat(sentAtMs: Date().milliseconds)))
-            return true
-        case (.hello, _?):
-            try await send(.error(WireError(code: .badRequest, message: "already authenticated")))
-            return true
-        case (.ack, _?), (.sync, _?):
-            // Issue 5: acknowledgements advance delivery cursors; sync replays history.
-            try await send(.error(WireError(code: .badRequest, message: "not implemented yet")))
-            return true
+        case .sync(let request):
+            do {
+                link.offer(.sync(try await HistorySync.answer(request, for: identity, storage: service.storage)))
+            } catch {
+                link.offer(.error(WireError(code: .overloaded, message: "sync failed; try again")))
+            }
+        }
+        return !link.isClosed
+    }
+
+    /// The next whole binary message, reassembled from fragments; control frames are answered
+    /// on the way. `.ended` once the peer closed or the session is closing.
+    private func nextMessage(
+        _ frames: inout NIOAsyncChannelInboundStream<WebSocketFrame>.AsyncIterator,
+        _ reassembly: inout ByteBuffer?, _ link: SessionLink, _ state: State
+    ) async throws -> Incoming {
+        while let frame = try await frames.next() {
+            state.lock.withLock { state.lastHeard = ContinuousClock.now }
+            switch frame.opcode {
+            case .ping:
+                // Straight to the channel: a pong is due even when pushes are queued.
+                try await outbound.write(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData))
+            case .pong:
+                break
+            case .connectionClose:
+                link.close(code: WebSocketErrorCode.normalClosure.code, reason: "")
+                return .ended
+            case .text:
+                close(link, .unacceptableData, "binary Protobuf frames only", metric: "bad_frame")
+                return .ended
+            case .binary, .continuation:
+                var data = frame.unmaskedData
+                if frame.opcode == .binary { reassembly = ByteBuffer() }
+                guard reassembly != nil else {
+                    close(link, .protocolError, "continuation without a start", metric: "bad_frame")
+                    return .ended
+                }
+                guard reassembly!.readableBytes + data.readableBytes <= configuration.maxFrameBytes else {
+                    close(link, .messageTooLarge, "message above \(configuration.maxFrameBytes) bytes", metric: "too_large")
+                    return .ended
+                }
+                reassembly!.writeBuffer(&data)
+                if frame.fin, let whole = reassembly {
+                    reassembly = nil
+                    return .message(Array(buffer: whole))
+                }
+            default:
+                close(link, .protocolError, "unknown opcode", metric: "bad_frame")
+                return .ended
+            }
+            if link.isClosed { return .ended }
+        }
+        return .ended
+    }
+
+    /// The session's only writer of pushes and answers: frames in the order the link took them,
+    /// then the close frame, then the connection closes.
+    private func writeFrames(from link: SessionLink) async {
+        while true {
+            switch await link.next() {
+            case .frame(let bytes):
+                do {
+                    try await outbound.write(WebSocketFrame(fin: true, opcode: .binary, data: ByteBuffer(bytes: bytes)))
+                } catch {
+                    // The connection is gone; drain nothing more.
+                    link.close(code: WebSocketErrorCode.goingAway.code, reason: "connection lost")
+                    _ = try? await channel.close()
+                    return
+                }
+            case .close(let code, let reason):
+                var data = ByteBuffer()
+                data.writeInteger(code)
+                data.writeString(String(reason.utf8.prefix(120)) ?? "")
+                try? await outbound.write(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))
+                try? await channel.close()
+                return
+            }
         }
     }
 
-    private func send(_ frame: ServerFrame) async throws {
-        try await outbound.write(WebSocketFrame(fin: true, opcode: .binary, data: ByteBuffer(bytes: frame.serializedBytes())))
+    /// Every 200 ms: the hello timeout, the heartbeat window, the slow-reader timeout, and
+    /// (about every second) the device's acknowledgement timeout.
+    private func watch(_ link: SessionLink, _ state: State) async {
+        let started = ContinuousClock.now
+        var ticks = 0
+        while !Task.isCancelled, !link.isClosed {
+            try? await Task.sleep(for: .milliseconds(200))
+            ticks += 1
+            let now = ContinuousClock.now
+            let (identity, device, lastHeard) = state.lock.withLock { (state.identity, state.device, state.lastHeard) }
+            if identity == nil && now - started > configuration.helloTimeout {
+                close(link, .policyViolation, "no Hello within the hello timeout", metric: "no_hello")
+                return
+            }
+            if identity != nil && now - lastHeard > configuration.heartbeatInterval * 3 {
+                close(link, .goingAway, "heartbeat timeout", metric: "heartbeat")
+                return
+            }
+            if let stalled = link.stalled(now: now), stalled > configuration.slowReaderTimeout {
+                logger.info("push session closed: reader too slow", metadata: ["device": "\(identity?.deviceID ?? 0)", "stalled": "\(stalled)"])
+                close(link, .policyViolation, "reader too slow: pushes not read for \(configuration.slowReaderTimeout)", metric: "slow_reader")
+                // The writer is stuck behind a full socket: it cannot send the close frame, so
+                // the connection goes now; the device catches up by replay when it reconnects.
+                _ = try? await channel.close()
+                return
+            }
+            if ticks % 5 == 0, let device { await device.resendUnacknowledged() }
+        }
     }
 
-    private func close(_ code: WebSocketErrorCode, _ reason: String, _ state: State) async throws {
-        let first = state.lock.withLock { () -> Bool in
-            defer { state.closing = true }
-            return !state.closing
-        }
-        guard first else { return }
-        var data = ByteBuffer()
-        data.write(webSocketErrorCode: code)
-        data.writeString(String(reason.prefix(120)))
-        try? await outbound.write(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))
-        try? await channel.close()
+    private func close(_ link: SessionLink, _ code: WebSocketErrorCode, _ reason: String, metric: String) {
+        guard !link.isClosed else { return }
+        service.metrics.countPushClose(reason: metric)
+        link.close(code: code.code, reason: reason)
+    }
+}
+
+extension WebSocketErrorCode {
+    /// The code as sent on the wire.
+    var code: UInt16 {
+        var buffer = ByteBuffer()
+        buffer.write(webSocketErrorCode: self)
+        return buffer.readInteger(as: UInt16.self) ?? 1000
     }
 }

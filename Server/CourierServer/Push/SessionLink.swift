@@ -1,0 +1,143 @@
+import CourierProtocol
+import Foundation
+
+/// The outbound side of one push session: every frame for the device goes through here, to the
+/// session's single writer, in the order offered.
+///
+/// Bounded by bytes: `offer` refuses a frame that would take the queue past `capacityBytes`
+/// (one frame is always taken into an empty queue). The Device actor's pump waits for room
+/// instead of offering more; a reader that stops reading therefore stalls the queue rather
+/// than growing it, and the session's watchdog closes it once it has been stalled for the
+/// slow-reader timeout.
+final class SessionLink: @unchecked Sendable {
+    // @unchecked: every stored property is guarded by `lock`.
+    enum Item: Sendable {
+        case frame([UInt8])
+        /// Write this close frame, then close the connection.
+        case close(code: UInt16, reason: String)
+    }
+
+    let capacityBytes: Int
+    private let lock = NSLock()
+    private var queue: [Item] = []
+    private var head = 0
+    private var queuedBytes = 0
+    private var closeReason: String?
+    private var writerWaiting: CheckedContinuation<Item, Never>?
+    private var roomWaiters: [CheckedContinuation<Void, Never>] = []
+    private var writing = false
+    private var lastProgress = ContinuousClock.now
+
+    init(capacityBytes: Int) {
+        self.capacityBytes = capacityBytes
+    }
+
+    /// Queues `frame` unless that would pass the bound or the session is closing.
+    @discardableResult
+    func offer(_ frame: ServerFrame) -> Bool {
+        let bytes = frame.serializedBytes()
+        enum Decision { case refused, queued, handed(CheckedContinuation<Item, Never>) }
+        let decision: Decision = lock.withLock {
+            guard closeReason == nil, queuedBytes == 0 || queuedBytes + bytes.count <= capacityBytes else { return .refused }
+            if let waiting = writerWaiting {
+                writerWaiting = nil
+                writing = true
+                lastProgress = ContinuousClock.now
+                return .handed(waiting)
+            }
+            queue.append(.frame(bytes))
+            queuedBytes += bytes.count
+            return .queued
+        }
+        switch decision {
+        case .refused: return false
+        case .queued: return true
+        case .handed(let writer):
+            writer.resume(returning: .frame(bytes))
+            return true
+        }
+    }
+
+    /// Bytes that may be queued now before `offer` refuses.
+    var roomBytes: Int {
+        lock.withLock { closeReason == nil ? max(0, capacityBytes - queuedBytes) : 0 }
+    }
+
+    var isClosed: Bool { lock.withLock { closeReason != nil } }
+
+    /// Why the session is closing, once it is.
+    var closedBecause: String? { lock.withLock { closeReason } }
+
+    /// Returns once the queue is at most half full, or the session is closing.
+    func waitForRoom() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let ready = lock.withLock { () -> Bool in
+                if closeReason != nil || queuedBytes <= capacityBytes / 2 { return true }
+                roomWaiters.append(continuation)
+                return false
+            }
+            if ready { continuation.resume() }
+        }
+    }
+
+    /// Asks the writer to send a close frame after what is queued and end the session. Only
+    /// the first reason counts; later offers are refused.
+    func close(code: UInt16, reason: String) {
+        let (writer, waiters): (CheckedContinuation<Item, Never>?, [CheckedContinuation<Void, Never>]) = lock.withLock {
+            guard closeReason == nil else { return (nil, []) }
+            closeReason = reason
+            let waiters = roomWaiters
+            roomWaiters = []
+            let item = Item.close(code: code, reason: reason)
+            if let waiting = writerWaiting {
+                writerWaiting = nil
+                return (waiting, waiters)
+            }
+            queue.append(item)
+            return (nil, waiters)
+        }
+        writer?.resume(returning: .close(code: code, reason: reason))
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// The writer's next item; the writer stops after a `.close`.
+    func next() async -> Item {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Item, Never>) in
+            let (item, waiters): (Item?, [CheckedContinuation<Void, Never>]) = lock.withLock {
+                writing = false
+                lastProgress = ContinuousClock.now
+                if head < queue.count {
+                    let item = queue[head]
+                    head += 1
+                    if case .frame(let bytes) = item { queuedBytes -= bytes.count }
+                    if head == queue.count {
+                        queue.removeAll(keepingCapacity: true)
+                        head = 0
+                    } else if head > 64 && head * 2 > queue.count {
+                        queue.removeFirst(head)
+                        head = 0
+                    }
+                    writing = true
+                    var waiters: [CheckedContinuation<Void, Never>] = []
+                    if queuedBytes <= capacityBytes / 2 {
+                        waiters = roomWaiters
+                        roomWaiters = []
+                    }
+                    return (item, waiters)
+                }
+                writerWaiting = continuation
+                let waiters = roomWaiters
+                roomWaiters = []
+                return (nil, waiters)
+            }
+            for waiter in waiters { waiter.resume() }
+            if let item { continuation.resume(returning: item) }
+        }
+    }
+
+    /// How long the writer has made no progress while it has something to write; nil when it
+    /// is idle (nothing queued, no write in flight).
+    func stalled(now: ContinuousClock.Instant) -> Duration? {
+        lock.withLock { (writing || head < queue.count) ? now - lastProgress : nil }
+    }
+}

@@ -1,0 +1,216 @@
+import CourierProtocol
+import CourierStorage
+import Foundation
+import NIOConcurrencyHelpers
+import XCTest
+@testable import CourierServer
+
+/// The Device actor's delivery, in process, on real SQLite storage: replay from a cursor, the
+/// seam to live pushes, the acknowledgement window, resends, and delivery receipts.
+final class DeliveryTests: XCTestCase {
+    /// A provisioned database: alice (one device) and bob (two devices) in one chat.
+    struct World {
+        let storage: SQLiteStorage
+        let chatID: UInt64
+        let alice: (user: UInt64, device: UInt64)
+        let bob: (user: UInt64, device: UInt64, second: UInt64)
+        let nextID = NIOLockedValueBox<UInt64>(1)
+
+        static func make() async throws -> World {
+            let path = FileManager.default.temporaryDirectory.appendingPathComponent("courier-delivery-\(UUID().uuidString).sqlite3").path
+            let storage = try SQLiteStorage(path: path)
+            let alice = try await storage.createUser(name: "alice")
+            let bob = try await storage.createUser(name: "bob")
+            let aliceDevice = try await storage.createDevice(userID: alice.id, name: "phone")
+            let bobDevice = try await storage.createDevice(userID: bob.id, name: "phone")
+            let bobSecond = try await storage.createDevice(userID: bob.id, name: "laptop")
+            for device in [aliceDevice, bobDevice, bobSecond] { _ = try await storage.issueToken(deviceID: device.id, expiresAt: nil) }
+            let chat = try await storage.createChat(name: "general")
+            try await storage.addMember(chatID: chat.id, userID: alice.id)
+            try await storage.addMember(chatID: chat.id, userID: bob.id)
+            return World(storage: storage, chatID: chat.id, alice: (alice.id, aliceDevice.id), bob: (bob.id, bobDevice.id, bobSecond.id))
+        }
+
+        /// Stores `count` messages from alice; returns them with their sequences.
+        func send(_ count: Int, chatID: UInt64? = nil) async throws -> [StoredMessage] {
+            let chat = chatID ?? self.chatID
+            let last = try await storage.chat(id: chat).lastSequence
+            let messages = (0..<count).map { index -> StoredMessage in
+                let id = nextID.withLockedValue { next in
+                    defer { next += 1 }
+                    return next
+                }
+                return StoredMessage(
+                    serverMessageID: id, chatID: chat, sequence: 0, senderUserID: alice.user, senderDeviceID: alice.device,
+                    clientMessageID: "m\(id)", text: "message \(id)", clientSentAtMilliseconds: 0, acceptedAtMilliseconds: 0
+                )
+            }
+            return try await storage.storeMessages(messages, chatID: chat, afterSequence: last).map {
+                guard case .stored(let message) = $0 else { fatalError("not stored: \($0)") }
+                return message
+            }
+        }
+
+        func device(_ id: UInt64, window: UInt64 = 1_000, ackTimeout: Duration = .seconds(10)) async throws -> DeviceEntity {
+            var context = DeviceEntity.Context(storage: storage)
+            context.maxUnackedPerChat = window
+            context.ackTimeout = ackTimeout
+            return try await DeviceEntity.activate(id: id, context: context)
+        }
+    }
+
+    /// Plays the session's writer: takes every frame off the link and keeps the pushed messages.
+    final class Reader: Sendable {
+        let pushed = NIOLockedValueBox<[ChatMessage]>([])
+        let receipts = NIOLockedValueBox<[DeliveryReceipt]>([])
+        let task: Task<Void, Never>
+
+        init(_ link: SessionLink) {
+            let pushed = self.pushed
+            let receipts = self.receipts
+            task = Task {
+                while case .frame(let bytes) = await link.next() {
+                    switch try? ServerFrame(serializedBytes: bytes) {
+                    case .push(.message(let message))?: pushed.withLockedValue { $0.append(message) }
+                    case .push(.delivered(let receipt))?: receipts.withLockedValue { $0.append(receipt) }
+                    default: break
+                    }
+                }
+            }
+        }
+
+        var sequences: [UInt64] { pushed.withLockedValue { $0.map(\.chatSequence) } }
+
+        func waitFor(count: Int, timeout: Duration = .seconds(10)) async throws {
+            let deadline = ContinuousClock.now + timeout
+            while pushed.withLockedValue({ $0.count }) < count {
+                if ContinuousClock.now > deadline { throw ServerTestError("only \(pushed.withLockedValue { $0.count }) of \(count) pushes arrived") }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+
+        /// Gives late (wrong) pushes a moment to show up.
+        func settle() async throws { try await Task.sleep(for: .milliseconds(300)) }
+    }
+
+    func testReplayThenLivePushesMeetWithoutAGapOrADuplicate() async throws {
+        let world = try await World.make()
+        _ = try await world.send(700)
+        let device = try await world.device(world.bob.device, window: 100_000)
+        let link = SessionLink(capacityBytes: 16 * 1024)
+        let reader = Reader(link)
+        try await device.attach(link, have: [])
+        // Live messages arrive while the replay is still going (the small link makes it slow),
+        // and some notifications come twice, as after a consumer retry.
+        for _ in 0..<20 {
+            let fresh = try await world.send(15)
+            await device.notify(fresh)
+            if Bool.random() { await device.notify(fresh) }
+        }
+        try await reader.waitFor(count: 1000)
+        try await reader.settle()
+        XCTAssertEqual(reader.sequences, Array(1...1000), "every message once, in order, across the seam")
+        link.close(code: 1000, reason: "")
+    }
+
+    func testTheDeviceStartsAfterWhatItHoldsElseAfterItsCursorAndAcksMoveTheCursor() async throws {
+        let world = try await World.make()
+        _ = try await world.send(10)
+        let device = try await world.device(world.bob.device)
+
+        let first = SessionLink(capacityBytes: 1 << 20)
+        let firstReader = Reader(first)
+        try await device.attach(first, have: [ChatCursor(chatID: world.chatID, sequence: 4), ChatCursor(chatID: 999, sequence: 3)])
+        try await firstReader.waitFor(count: 6)
+        XCTAssertEqual(firstReader.sequences, Array(5...10), "after what the device says it holds; a chat not its own is ignored")
+        let advanced = try await device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 7), ChatCursor(chatID: 999, sequence: 50)])
+        XCTAssertEqual(advanced, [CursorAdvance(chatID: world.chatID, from: 0, to: 7)])
+        let overreach = try await device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 5_000)])
+        XCTAssertEqual(overreach, [CursorAdvance(chatID: world.chatID, from: 7, to: 10)], "an ack past the chat's end counts to its end")
+        let cursor = try await world.storage.deliveryCursor(deviceID: world.bob.device, chatID: world.chatID)
+        XCTAssertEqual(cursor, 10)
+        let backwards = try await device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 3)])
+        XCTAssertEqual(backwards, [], "a cursor never goes back")
+
+        // A new session of the same device replaces the first and starts after the stored cursor.
+        _ = try await world.send(2)
+        let second = SessionLink(capacityBytes: 1 << 20)
+        let secondReader = Reader(second)
+        try await device.attach(second, have: [])
+        XCTAssertEqual(first.closedBecause, "replaced by a newer session of this device")
+        try await secondReader.waitFor(count: 2)
+        try await secondReader.settle()
+        XCTAssertEqual(secondReader.sequences, [11, 12])
+        second.close(code: 1000, reason: "")
+    }
+
+    func testTheWindowHoldsPushesUntilAcknowledgedAndUnackedPushesAreResent() async throws {
+        let world = try await World.make()
+        _ = try await world.send(25)
+        let device = try await world.device(world.bob.device, window: 10, ackTimeout: .milliseconds(200))
+        let link = SessionLink(capacityBytes: 1 << 20)
+        let reader = Reader(link)
+        try await device.attach(link, have: [])
+        try await reader.waitFor(count: 10)
+        try await reader.settle()
+        XCTAssertEqual(reader.sequences, Array(1...10), "no more than the window without an acknowledgement")
+
+        _ = try await device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 4)])
+        try await reader.waitFor(count: 14)
+        try await reader.settle()
+        XCTAssertEqual(reader.sequences, Array(1...14), "each acknowledged push frees one place")
+
+        try await Task.sleep(for: .milliseconds(250))
+        let rewound = await device.resendUnacknowledged()
+        XCTAssertEqual(rewound, 1)
+        try await reader.waitFor(count: 24)
+        XCTAssertEqual(Array(reader.sequences.suffix(10)), Array(5...14), "what waited past the timeout comes again, in order")
+        link.close(code: 1000, reason: "")
+    }
+
+    func testADeviceThatNeverReadsStallsTheLinkWithoutGrowingIt() async throws {
+        let world = try await World.make()
+        _ = try await world.send(500)
+        let device = try await world.device(world.bob.device)
+        let link = SessionLink(capacityBytes: 16 * 1024)
+        try await device.attach(link, have: [])
+        try await Task.sleep(for: .milliseconds(500))
+        XCTAssertLessThan(16 * 1024 - link.roomBytes, 16 * 1024 + 512, "queued bytes stay within the bound (one frame of slack)")
+        let stalled = link.stalled(now: .now)
+        XCTAssertNotNil(stalled, "the watchdog sees a stalled writer")
+        link.close(code: 1008, reason: "reader too slow")
+        await device.detach(link)
+    }
+
+    func testReceiptsGoOutOnceEveryDeviceOfEveryOtherMemberHasAcknowledged() async throws {
+        let world = try await World.make()
+        let messages = try await world.send(3)
+        let chat = try await ChatEntity.activate(id: world.chatID, context: ChatEntity.Context(storage: world.storage))
+
+        // Alice's own device acknowledging does not make her messages delivered.
+        try await world.storage.advanceDeliveryCursor(deviceID: world.alice.device, chatID: world.chatID, to: 3)
+        var due = try await chat.acknowledged(userID: world.alice.user, deviceID: world.alice.device, from: 0, to: 3)
+        XCTAssertTrue(due.isEmpty)
+
+        // One of bob's two devices: not yet.
+        try await world.storage.advanceDeliveryCursor(deviceID: world.bob.device, chatID: world.chatID, to: 3)
+        due = try await chat.acknowledged(userID: world.bob.user, deviceID: world.bob.device, from: 0, to: 3)
+        XCTAssertTrue(due.isEmpty, "bob's laptop has not acknowledged")
+
+        // The second through 2: receipts for 1 and 2, to alice's devices.
+        try await world.storage.advanceDeliveryCursor(deviceID: world.bob.second, chatID: world.chatID, to: 2)
+        due = try await chat.acknowledged(userID: world.bob.user, deviceID: world.bob.second, from: 0, to: 2)
+        XCTAssertEqual(due.map(\.senderUserID), [world.alice.user])
+        XCTAssertEqual(due.first?.deviceIDs, [world.alice.device])
+        XCTAssertEqual(due.first?.receipts.map(\.chatSequence), [1, 2])
+        XCTAssertEqual(due.first?.receipts.map(\.clientMessageID), messages.prefix(2).map(\.clientMessageID))
+
+        // A fresh Chat actor (after passivation) still sends the receipt the next ack completes, once.
+        let reloaded = try await ChatEntity.activate(id: world.chatID, context: ChatEntity.Context(storage: world.storage))
+        try await world.storage.advanceDeliveryCursor(deviceID: world.bob.second, chatID: world.chatID, to: 3)
+        due = try await reloaded.acknowledged(userID: world.bob.user, deviceID: world.bob.second, from: 2, to: 3)
+        XCTAssertEqual(due.first?.receipts.map(\.chatSequence), [3])
+        due = try await reloaded.acknowledged(userID: world.bob.user, deviceID: world.bob.second, from: 3, to: 3)
+        XCTAssertTrue(due.isEmpty, "never twice")
+    }
+}
