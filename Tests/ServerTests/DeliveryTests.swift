@@ -113,6 +113,23 @@ final class DeliveryTests: XCTestCase {
         link.close(code: 1000, reason: "")
     }
 
+    func testAMissedNotificationIsFilledFromStorageNeverSkipped() async throws {
+        let world = try await World.make()
+        _ = try await world.send(5)
+        let device = try await world.device(world.bob.device)
+        let link = SessionLink(capacityBytes: 1 << 20)
+        let reader = Reader(link)
+        try await device.attach(link, have: [])
+        try await reader.waitFor(count: 5)
+        _ = try await world.send(3)  // stored, but the device never hears of them (a lost hand-off)
+        let later = try await world.send(1)
+        await device.notify(later)
+        try await reader.waitFor(count: 9)
+        try await reader.settle()
+        XCTAssertEqual(reader.sequences, Array(1...9), "the gap is filled in order before the newer message")
+        link.close(code: 1000, reason: "")
+    }
+
     func testTheDeviceStartsAfterWhatItHoldsElseAfterItsCursorAndAcksMoveTheCursor() async throws {
         let world = try await World.make()
         _ = try await world.send(10)

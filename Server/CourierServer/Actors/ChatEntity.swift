@@ -45,7 +45,9 @@ public actor ChatEntity: ShardedEntity {
     public static func activate(id: UInt64, context: Context) async throws -> ChatEntity {
         let chat = try await context.storage.chat(id: id)
         let members = try await context.storage.members(ofChat: id)
-        return ChatEntity(id: id, context: context, members: members, lastSequence: chat.lastSequence)
+        let entity = ChatEntity(id: id, context: context, members: members, lastSequence: chat.lastSequence)
+        await entity.loadReceiptCursors(try await context.storage.memberDeviceCursors(chatID: id, now: Date()))
+        return entity
     }
 
     /// The members, reloaded when older than five refresh intervals: an admin adds members
@@ -124,30 +126,27 @@ public actor ChatEntity: ShardedEntity {
     /// (receipts are a courtesy, not replayed; the messages themselves are).
     static let maxReceiptsPerAcknowledgement: UInt64 = 2_048
 
-    /// Member devices' cursors per user, loaded at the first acknowledgement after activation.
-    private var receiptCursors: [UInt64: [UInt64: UInt64]]?
-    /// Per sender: receipts went out for the sender's messages through this sequence.
+    /// Member devices' cursors per user, loaded at activation (before the acknowledgements
+    /// that follow it) and then kept up to date by them.
+    private var receiptCursors: [UInt64: [UInt64: UInt64]] = [:]
+    /// Per sender: receipts went out for the sender's messages through this sequence. What was
+    /// delivered before activation counts as receipted (receipts are not replayed).
     private var receiptedThrough: [UInt64: UInt64] = [:]
+
+    private func loadReceiptCursors(_ rows: [MemberDeviceCursor]) {
+        for row in rows { receiptCursors[row.userID, default: [:]][row.deviceID] = row.sequence }
+        let lowest = Self.lowestPerUser(receiptCursors)
+        for sender in receiptCursors.keys { receiptedThrough[sender] = Self.deliveredThrough(sender, lowest) }
+    }
 
     /// A member device acknowledged this chat from `from` through `to`. A message is delivered
     /// once every device of every other member has acknowledged it; returns the receipts that
     /// this acknowledgement completes, for the senders' devices.
     public func acknowledged(userID: UInt64, deviceID: UInt64, from: UInt64, to: UInt64) async throws -> [Receipts] {
-        if receiptCursors?[userID]?[deviceID] == nil {
-            var loaded: [UInt64: [UInt64: UInt64]] = [:]
-            for row in try await context.storage.memberDeviceCursors(chatID: id, now: Date()) {
-                loaded[row.userID, default: [:]][row.deviceID] = row.sequence
-            }
-            // As before this acknowledgement, so that what it completes is still news.
-            loaded[userID, default: [:]][deviceID] = from
-            receiptCursors = loaded
-            let lowest = Self.lowestPerUser(loaded)
-            for sender in loaded.keys {
-                receiptedThrough[sender] = max(receiptedThrough[sender] ?? 0, Self.deliveredThrough(sender, lowest))
-            }
-        }
-        receiptCursors![userID, default: [:]][deviceID] = max(receiptCursors![userID]?[deviceID] ?? 0, to)
-        let cursors = receiptCursors!
+        // A device unknown here (new since activation) stood at `from` before this.
+        let before = receiptCursors[userID]?[deviceID] ?? from
+        receiptCursors[userID, default: [:]][deviceID] = max(before, to)
+        let cursors = receiptCursors
         let lowest = Self.lowestPerUser(cursors)
         var due: [(sender: UInt64, after: UInt64, through: UInt64)] = []
         for sender in cursors.keys {
