@@ -54,10 +54,13 @@ let package = Package(
             ],
             path: "Server/CourierStorage"
         ),
+        // glibc's malloc_trim, which Swift's Glibc module does not expose.
+        .target(name: "CourierMemory", path: "Server/CourierMemory"),
         .target(
             name: "CourierServer",
             dependencies: [
                 "CoAP",
+                "CourierMemory",
                 "CourierProtocol",
                 "CourierLog",
                 "CourierStorage",

@@ -3,8 +3,8 @@ import Foundation
 import TestSupport
 import XCTest
 
-/// The push endpoint with a WebSocket client no one here wrote (Python's websockets).
-/// Work in progress with issue 5: the session opens, authenticates and heartbeats; pushes come next.
+/// The push endpoint with a WebSocket client no one here wrote (Python's websockets): the
+/// session's protocol, its bounds, and what happens to readers that stop reading or go silent.
 final class PushTests: XCTestCase {
     static let client = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers/push_client.py").path
 
@@ -66,6 +66,98 @@ final class PushTests: XCTestCase {
             guard case .welcome? = Self.serverFrame(held.first ?? "") else { return XCTFail("the first session was admitted: \(held)") }
             let third = try await Self.run(server, [hello])
             guard case .welcome? = Self.serverFrame(third.first ?? "") else { return XCTFail("a place is free again once the first left: \(third)") }
+        }
+    }
+
+    static func configFile(_ json: String) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("courier-push-\(UUID().uuidString).json").path
+        try Data(json.utf8).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    func testReadersThatNeverReadAreDisconnectedAndServerMemoryStaysBounded() async throws {
+        // No acknowledgement window to stop the pushes: only each session's bounded queue does.
+        let config = try Self.configFile(#"{"slowReaderSeconds": 2, "maxUnackedPerChat": 1000000}"#)
+        try await withServer(["--config", config]) { server in
+            let alice = try await server.account("alice")
+            var readers = [try await server.account("bob").token]
+            for index in 1..<8 { readers.append(try await server.admin(["device", "add", "bob", "device\(index)"])["token"] as! String) }
+            let chat = try await server.chat("general", members: ["alice", "bob"])
+            let load = ["bench-send", "--port", "\(server.coapPort)", "--token=\(alice.token)", "--chat", "\(chat)", "--bytes", "1000", "--seconds", "4", "--endpoints", "32"]
+
+            // The same load once with no one connected, so that caches and pools have grown
+            // before the measurement.
+            let warmUp = try await ExternalProgram.run(ServerProcess.binary, load, timeout: 60)
+            XCTAssertEqual(warmUp.status, 0, warmUp.stderr)
+            _ = try await Self.settledMessageCount(server)
+            let control0 = try XCTUnwrap(server.residentKiB())
+            _ = try await ExternalProgram.run(ServerProcess.binary, load, timeout: 60)
+            let warmCount = try await Self.settledMessageCount(server)
+            try await Task.sleep(for: .seconds(6))  // one maintenance pass, which trims the heap
+            let before = try XCTUnwrap(server.residentKiB())
+
+            // Eight devices say Hello, read the Welcome, then read nothing for 25 s; each is
+            // pushed everything the load sends (and everything before it).
+            let tokens = readers
+            let sessions = Task {
+                try await withThrowingTaskGroup(of: [String].self) { group in
+                    for token in tokens { group.addTask { try await Self.run(server, [.hello(Hello(token: token, have: [], clientName: "stuck"))], hold: 25) } }
+                    return try await group.reduce(into: []) { $0.append($1) }
+                }
+            }
+            try await Task.sleep(for: .seconds(2))
+            let loaded = try await ExternalProgram.run(ServerProcess.binary, load, timeout: 60)
+            XCTAssertEqual(loaded.status, 0, loaded.stderr)
+            let count = try await Self.settledMessageCount(server)
+            let pushedBytes = count * 1000 * readers.count
+
+            let closes = try await server.waitForMetric(#"courier_push_closes_total{reason="slow_reader"}"#) { $0 >= Double(readers.count) }
+            XCTAssertEqual(closes, Double(readers.count), "every reader that never reads is disconnected")
+            try await Task.sleep(for: .seconds(6))
+            let after = try XCTUnwrap(server.residentKiB())
+            print("slow readers: server resident memory \(control0 / 1024) MiB after a first load, \(before / 1024) MiB after a second with no session, \(after / 1024) MiB after \(pushedBytes >> 20) MiB of messages were due to \(readers.count) sessions that never read (\(count - warmCount) new messages)")
+            XCTAssertLessThan((after - before) * 1024, pushedBytes / 4, "memory does not grow with what the slow readers did not read")
+            for lines in try await sessions.value {
+                XCTAssertTrue(lines.last?.hasPrefix("closed") ?? false, "the session is gone: \(lines.suffix(2))")
+            }
+
+            // Reconnecting, a device catches up on everything, in order.
+            let fleet = try PushFleet(pushPort: server.pushPort, devices: [("bob", readers[0])], seed: 3, disconnectRate: 0)
+            defer { fleet.stop() }
+            try await fleet.waitUntilReady()
+            let result = try await fleet.finish(["bob": [chat: UInt64(count)]])
+            XCTAssertFalse(result.timedOut)
+            XCTAssertEqual(result.devices["bob"]?.chats[chat]?.map(\.sequence) == Array(1...UInt64(count)), true, "every message once, in order")
+        }
+    }
+
+    /// The stored message count once the consumers have caught up (it stops changing).
+    static func settledMessageCount(_ server: ServerProcess) async throws -> Int {
+        var last = -1
+        while true {
+            let count = try await server.messageCount()
+            if count == last { return count }
+            last = count
+            try await Task.sleep(for: .milliseconds(500))
+        }
+    }
+
+    func testASilentSessionIsClosedAndItsDeviceActorPassivates() async throws {
+        let config = try Self.configFile(#"{"heartbeatSeconds": 3, "entityIdleSeconds": 1}"#)
+        try await withServer(["--config", config]) { server in
+            let alice = try await server.account("alice")
+            // Hello, then silence (no heartbeat) past three intervals.
+            async let silent = Self.run(server, [.hello(Hello(token: alice.token, have: [], clientName: "silent"))], hold: 14)
+            let whileOpen = try await server.waitForMetric(#"courier_live_actors{type="device"}"#, timeout: 8) { $0 == 1 }
+            XCTAssertEqual(whileOpen, 1, "the session keeps its Device actor loaded")
+            let lines = try await silent
+            XCTAssertEqual(lines.last, "closed 1001 heartbeat timeout")
+            let heartbeatCloses = try await server.metric(#"courier_push_closes_total{reason="heartbeat"}"#)
+            XCTAssertEqual(heartbeatCloses, 1)
+            let afterwards = try await server.waitForMetric(#"courier_live_actors{type="device"}"#, timeout: 15) { $0 == 0 }
+            XCTAssertEqual(afterwards, 0, "with no session to keep it, the Device actor passivates")
+            let users = try await server.metric(#"courier_live_actors{type="user"}"#)
+            XCTAssertEqual(users, 0, "and so does the idle User actor")
         }
     }
 }

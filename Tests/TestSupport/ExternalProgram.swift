@@ -44,9 +44,11 @@ public struct ExternalProgram {
         process.standardError = stderr
         process.standardInput = FileHandle.nullDevice
         try process.run()
-        // Drain the pipes while the program runs, so a large output cannot block it.
-        async let out = Task.detached { stdout.fileHandleForReading.readDataToEndOfFile() }.value
-        async let err = Task.detached { stderr.fileHandleForReading.readDataToEndOfFile() }.value
+        // Drain the pipes while the program runs, so a large output cannot block it; on dispatch
+        // threads, since a blocking read on the cooperative pool (2 threads here) would stall
+        // every other task of the test for as long as the program runs.
+        async let out = Self.readToEnd(stdout)
+        async let err = Self.readToEnd(stderr)
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning {
             if Date() > deadline {
@@ -56,6 +58,12 @@ public struct ExternalProgram {
             try await Task.sleep(for: .milliseconds(20))
         }
         return Output(status: process.terminationStatus, stdout: await out, stderr: String(decoding: await err, as: UTF8.self))
+    }
+
+    private static func readToEnd(_ pipe: Pipe) async -> Data {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: pipe.fileHandleForReading.readDataToEndOfFile()) }
+        }
     }
 
     /// Runs `body` while a long-running peer is up, and stops the peer however `body` ends.

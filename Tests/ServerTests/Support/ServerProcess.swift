@@ -76,6 +76,32 @@ final class ServerProcess: @unchecked Sendable {
 
     var isRunning: Bool { process?.isRunning ?? false }
 
+    /// The server's resident memory in KiB (from /proc), nil when it is not running.
+    func residentKiB() -> Int? {
+        guard let pid = process?.processIdentifier,
+              let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }) else { return nil }
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true)[1])
+    }
+
+    /// One series of /metrics, e.g. `courier_live_actors{type="device"}`; nil when absent.
+    func metric(_ series: String) async throws -> Double? {
+        try await http("/metrics").body.components(separatedBy: "\n").first { $0.hasPrefix(series + " ") }
+            .flatMap { Double($0.split(separator: " ").last!) }
+    }
+
+    /// Waits until `series` satisfies `condition`; its last value either way.
+    @discardableResult
+    func waitForMetric(_ series: String, timeout: Double = 30, _ condition: (Double) -> Bool) async throws -> Double? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let value = try await metric(series)
+            if let value, condition(value) { return value }
+            if Date() > deadline { return value }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
     /// SIGTERM, then waits up to `timeout` seconds; returns the exit status (nil: still running,
     /// and then killed).
     func terminate(timeout: Double = 20) async -> Int32? {
