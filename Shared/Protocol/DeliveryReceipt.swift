@@ -1,4 +1,5 @@
-/// Tells the sending device that the chat's writer has stored and numbered its message.
+/// Tells the sending device that its message was delivered: every device of every other member
+/// of the chat has acknowledged it.
 public struct DeliveryReceipt: Hashable, Sendable {
     /// Chat the message belongs to.
     public var chatID: UInt64

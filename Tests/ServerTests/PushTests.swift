@@ -8,10 +8,10 @@ import XCTest
 final class PushTests: XCTestCase {
     static let client = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers/push_client.py").path
 
-    static func run(_ server: ServerProcess, origin: String = "-", _ frames: [ClientFrame], thenBytes big: Int? = nil, hold: Double? = nil) async throws -> [String] {
+    static func run(_ server: ServerProcess, origin: String = "-", query: String = "", _ frames: [ClientFrame], thenBytes big: Int? = nil, hold: Double? = nil) async throws -> [String] {
         let python = try ExternalProgram.locate("python3", hint: "apt-get install python3")
         let hex = frames.map { $0.serializedBytes().map { String(format: "%02x", $0) }.joined() } + (big.map { ["big:\($0)"] } ?? []) + (hold.map { ["hold:\($0)"] } ?? [])
-        let output = try await ExternalProgram.run(python, [Self.client, "ws://127.0.0.1:\(server.pushPort)/v1/push", origin] + hex, timeout: 60)
+        let output = try await ExternalProgram.run(python, [Self.client, "ws://127.0.0.1:\(server.pushPort)/v1/push\(query)", origin] + hex, timeout: 60)
         XCTAssertEqual(output.status, 0, output.stderr)
         return output.text.split(separator: "\n").map(String.init)
     }
@@ -49,6 +49,36 @@ final class PushTests: XCTestCase {
 
             let huge = try await Self.run(server, [.hello(Hello(token: alice.token, have: [], clientName: "test"))], thenBytes: 70_000)
             XCTAssertTrue(huge.last?.hasPrefix("closed 1009") ?? false, "a message above the limit closes the session: \(huge)")
+
+            // The token may come in the upgrade's query instead; two different tokens are refused.
+            let byQuery = try await Self.run(server, query: "?t=\(alice.token)", [.hello(Hello(token: "", have: [], clientName: "test"))])
+            guard case .welcome(let queried)? = Self.serverFrame(byQuery.first ?? "") else { return XCTFail("no Welcome: \(byQuery)") }
+            XCTAssertEqual(queried.deviceID, alice.deviceID)
+            let bob = try await server.account("bob")
+            let mixed = try await Self.run(server, query: "?t=\(bob.token)", [.hello(Hello(token: alice.token, have: [], clientName: "test"))])
+            XCTAssertEqual(mixed.last, "closed 1008 bad token")
+        }
+    }
+
+    func testSyncOverTheSessionAnswersWhatTheDeviceLacks() async throws {
+        try await withServer { server in
+            let alice = try await server.account("alice")
+            let chat = try await server.chat("general", members: ["alice"])
+            try await withClient { client in
+                for index in 1...3 {
+                    let response = try await client.send(SendMessage(clientMessageID: "s\(index)", chatID: chat, text: "text \(index)", clientSentAtMs: 1), token: alice.token, to: server.peer)
+                    XCTAssertEqual(response.code, .created)
+                }
+            }
+            _ = try await server.waitForHistory("general", count: 3)
+            // Hello says it holds all three, so nothing is pushed; the sync asks from 1.
+            let lines = try await Self.run(server, [
+                .hello(Hello(token: alice.token, have: [ChatCursor(chatID: chat, sequence: 3)], clientName: "test")),
+                .sync(SyncRequest(have: [ChatCursor(chatID: chat, sequence: 1), ChatCursor(chatID: 999, sequence: 0)], limit: 0)),
+            ])
+            guard case .sync(let answer)? = Self.serverFrame(lines.count > 1 ? lines[1] : "") else { return XCTFail("no SyncResponse: \(lines)") }
+            XCTAssertEqual(answer.messages.map(\.clientMessageID), ["s2", "s3"])
+            XCTAssertFalse(answer.more)
         }
     }
 

@@ -33,7 +33,8 @@ public final class PushService: Service, Sendable {
     }
 
     enum Upgrade {
-        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>)
+        /// `queryToken`: the `t=` of the upgrade request's query, if it carried one.
+        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, queryToken: String?)
         case refused
     }
 
@@ -80,9 +81,9 @@ public final class PushService: Service, Sendable {
                             }
                             return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
                         },
-                        upgradePipelineHandler: { channel, _ in
+                        upgradePipelineHandler: { channel, head in
                             channel.eventLoop.makeCompletedFuture {
-                                .websocket(try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: channel))
+                                .websocket(try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: channel), queryToken: Self.queryToken(head.uri))
                             }
                         }
                     )
@@ -121,7 +122,7 @@ public final class PushService: Service, Sendable {
     }
 
     private func handle(_ upgrade: EventLoopFuture<Upgrade>) async {
-        guard case .websocket(let channel)? = try? await upgrade.get() else { return }
+        guard case .websocket(let channel, let queryToken)? = try? await upgrade.get() else { return }
         let admitted = openSessions.withLockedValue { open in
             guard open < configuration.maxSessions else { return false }
             open += 1
@@ -140,11 +141,22 @@ public final class PushService: Service, Sendable {
         defer { openSessions.withLockedValue { $0 -= 1 } }
         do {
             try await channel.executeThenClose { inbound, outbound in
-                try await PushSession(service: self, channel: channel.channel, outbound: outbound).run(inbound)
+                try await PushSession(service: self, channel: channel.channel, outbound: outbound, queryToken: queryToken).run(inbound)
             }
         } catch {
             logger.debug("push session ended", metadata: ["error": "\(error)"])
         }
+    }
+}
+
+extension PushService {
+    /// The value of `t=` in a request target's query (`/v1/push?t=TOKEN`), percent-decoded.
+    static func queryToken(_ uri: String) -> String? {
+        guard let query = uri.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
+        for pair in query.split(separator: "&") where pair.hasPrefix("t=") {
+            return String(pair.dropFirst(2)).removingPercentEncoding
+        }
+        return nil
     }
 }
 

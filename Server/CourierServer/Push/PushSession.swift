@@ -6,8 +6,8 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOWebSocket
 
-/// One device's WebSocket session. The first binary frame must be a `Hello` with a valid token,
-/// within the hello timeout; the session then attaches to the device's Device actor (which
+/// One device's WebSocket session. The first binary frame must be a `Hello`, within the hello
+/// timeout, with a valid token (in Hello or in the upgrade's query `?t=`); the session then attaches to the device's Device actor (which
 /// stays loaded while it lasts), is answered `Welcome`, and receives pushes from the actor.
 /// Acknowledgements advance the device's cursors, sync requests are answered from history,
 /// heartbeats are answered. The session is closed when it stays silent for three heartbeat
@@ -21,6 +21,8 @@ struct PushSession {
     let service: PushService
     let channel: any Channel
     let outbound: NIOAsyncChannelOutboundWriter<WebSocketFrame>
+    /// The token of the upgrade request's query (`?t=TOKEN`), if it had one.
+    let queryToken: String?
 
     private var configuration: PushService.Configuration { service.configuration }
     private var logger: Logger { service.logger }
@@ -101,7 +103,9 @@ struct PushSession {
             close(link, .policyViolation, "Hello must come first", metric: "no_hello")
             return nil
         }
-        guard let identity = try? await service.authenticator.authenticate(hello.token) else {
+        // The token comes in Hello, or in the upgrade's query; when both, they must agree.
+        let token = hello.token.isEmpty ? queryToken ?? "" : hello.token
+        guard queryToken == nil || queryToken == token, let identity = try? await service.authenticator.authenticate(token) else {
             link.offer(.error(WireError(code: .unauthorized, message: "bad token")))
             close(link, .policyViolation, "bad token", metric: "bad_token")
             return nil

@@ -68,11 +68,11 @@ nonisolated struct Courier_V1_Push: Sendable {
   init() {}
 }
 
-/// Tells the sending device that the chat's writer has stored and numbered a
-/// message it sent, so it can show the message as delivered in its place.
-/// Receipts are not acknowledged and not replayed: a device that misses one
-/// learns the same from the message itself, which comes back to it by push or
-/// sync with the same client_message_id.
+/// Tells the sending device that a message it sent has been delivered: every
+/// device of every other member of the chat has acknowledged it (PushAck). Sent
+/// to the sender's devices that have a session open at that moment. Receipts are
+/// not acknowledged and not replayed; they are a courtesy for the sender's
+/// screen, never needed for correctness.
 nonisolated struct Courier_V1_DeliveryReceipt: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
