@@ -26,7 +26,9 @@ public protocol CourierStorage: Sendable {
     func revokeTokens(deviceID: UInt64, now: Date) async throws(StorageError) -> Int
 
     // MARK: Chats
-    func createChat(name: String) async throws(StorageError) -> Chat
+    /// Creates a chat with its first members, in one transaction: nothing is created when the
+    /// name is taken (`.alreadyExists`) or a member does not exist (`.notFound`).
+    func createChat(name: String, memberIDs: [UInt64]) async throws(StorageError) -> Chat
     func chat(id: UInt64) async throws(StorageError) -> Chat
     func chat(named name: String) async throws(StorageError) -> Chat
     /// Adds a member; adding one twice changes nothing.
@@ -34,6 +36,11 @@ public protocol CourierStorage: Sendable {
     func members(ofChat chatID: UInt64) async throws(StorageError) -> Set<UInt64>
     func chats(ofUser userID: UInt64) async throws(StorageError) -> [Chat]
     func listChats() async throws(StorageError) -> [ChatSummary]
+    /// The user's chats with an id above `afterChatID`, in id order, at most `limit`; each lists
+    /// at most `maxMemberNames` member names (the first in byte order) and counts all members.
+    func chatSummaries(ofUser userID: UInt64, afterChatID: UInt64, limit: Int, maxMemberNames: Int) async throws(StorageError) -> [ChatSummary]
+    /// One chat, listing at most `maxMemberNames` member names (as in `chatSummaries`).
+    func chatSummary(id: UInt64, maxMemberNames: Int) async throws(StorageError) -> ChatSummary
 
     // MARK: Messages
     /// Stores messages of one chat, each with its deduplication key and search entry, in one
@@ -51,6 +58,8 @@ public protocol CourierStorage: Sendable {
     func message(deviceID: UInt64, clientMessageID: String) async throws(StorageError) -> StoredMessage?
     /// Messages of a chat with sequence above `afterSequence`, oldest first.
     func history(chatID: UInt64, afterSequence: UInt64, limit: Int) async throws(StorageError) -> [StoredMessage]
+    /// The newest `limit` messages of a chat with sequence below `beforeSequence`, oldest first.
+    func history(chatID: UInt64, beforeSequence: UInt64, limit: Int) async throws(StorageError) -> [StoredMessage]
     /// Messages matching every word (whole words, not substrings), best first. With `userID`,
     /// only chats that user is a member of.
     func search(words: String, userID: UInt64?, chatID: UInt64?, limit: Int) async throws(StorageError) -> [SearchHit]
@@ -72,6 +81,11 @@ public protocol CourierStorage: Sendable {
 }
 
 extension CourierStorage {
+    /// Creates a chat with no members yet.
+    public func createChat(name: String) async throws(StorageError) -> Chat {
+        try await createChat(name: name, memberIDs: [])
+    }
+
     /// Stores one message numbered `message.sequence` (see `storeMessages`).
     public func storeMessage(_ message: StoredMessage) async throws(StorageError) -> StoreOutcome {
         guard message.sequence >= 1 else { throw .invalid("a message's sequence starts at 1") }

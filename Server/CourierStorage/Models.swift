@@ -26,7 +26,10 @@ public struct Chat: Sendable, Equatable, Codable {
 /// A chat with its members, for listings.
 public struct ChatSummary: Sendable, Equatable, Codable {
     public var chat: Chat
+    /// Member names in byte order; all of them, or the first few when the listing bounds them.
     public var memberNames: [String]
+    /// How many members the chat has.
+    public var memberCount: Int
 }
 
 /// Who a valid device token speaks for.

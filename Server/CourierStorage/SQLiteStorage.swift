@@ -226,7 +226,7 @@ public final class SQLiteStorage: CourierStorage {
 
     // MARK: - Chats
 
-    public func createChat(name: String) async throws(StorageError) -> Chat {
+    public func createChat(name: String, memberIDs: [UInt64]) async throws(StorageError) -> Chat {
         let name = try Self.validName(name, of: "chat")
         let now = Date()
         return try await write { db in
@@ -235,7 +235,10 @@ public final class SQLiteStorage: CourierStorage {
             } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
                 throw StorageError.alreadyExists("chat \(name)")
             }
-            return Chat(id: UInt64(db.lastInsertedRowID), name: name, createdAt: Date(milliseconds: now.milliseconds), lastSequence: 0)
+            let chat = Chat(id: UInt64(db.lastInsertedRowID), name: name, createdAt: Date(milliseconds: now.milliseconds), lastSequence: 0)
+            // A missing user throws, and the transaction takes the chat back with it.
+            for userID in Set(memberIDs) { try Self.insertMember(db, chatID: chat.id, userID: userID, at: now) }
+            return chat
         }
     }
 
@@ -263,14 +266,19 @@ public final class SQLiteStorage: CourierStorage {
             guard try Int64.fetchOne(db, sql: "SELECT id FROM chats WHERE id = ?", arguments: [Int64(clamping: chatID)]) != nil else {
                 throw StorageError.notFound("chat \(chatID)")
             }
-            guard try Int64.fetchOne(db, sql: "SELECT id FROM users WHERE id = ?", arguments: [Int64(clamping: userID)]) != nil else {
-                throw StorageError.notFound("user \(userID)")
-            }
-            try db.execute(
-                sql: "INSERT INTO members (chat_id, user_id, joined_at_ms) VALUES (?, ?, ?) ON CONFLICT (chat_id, user_id) DO NOTHING",
-                arguments: [Int64(chatID), Int64(userID), now.milliseconds]
-            )
+            try Self.insertMember(db, chatID: chatID, userID: userID, at: now)
         }
+    }
+
+    /// Adds a member to an existing chat; adding one twice changes nothing.
+    private static func insertMember(_ db: Database, chatID: UInt64, userID: UInt64, at now: Date) throws {
+        guard try Int64.fetchOne(db, sql: "SELECT id FROM users WHERE id = ?", arguments: [Int64(clamping: userID)]) != nil else {
+            throw StorageError.notFound("user \(userID)")
+        }
+        try db.execute(
+            sql: "INSERT INTO members (chat_id, user_id, joined_at_ms) VALUES (?, ?, ?) ON CONFLICT (chat_id, user_id) DO NOTHING",
+            arguments: [Int64(chatID), Int64(userID), now.milliseconds]
+        )
     }
 
     public func members(ofChat chatID: UInt64) async throws(StorageError) -> Set<UInt64> {
@@ -289,14 +297,36 @@ public final class SQLiteStorage: CourierStorage {
 
     public func listChats() async throws(StorageError) -> [ChatSummary] {
         try await read { db in
-            let chats = try Row.fetchAll(db, sql: "SELECT * FROM chats ORDER BY id").map(Self.chat)
-            return try chats.map { chat in
-                let names = try String.fetchAll(db, sql: """
-                    SELECT u.name FROM members m JOIN users u ON u.id = m.user_id WHERE m.chat_id = ? ORDER BY u.name
-                    """, arguments: [Int64(chat.id)])
-                return ChatSummary(chat: chat, memberNames: names)
+            try Row.fetchAll(db, sql: "SELECT * FROM chats ORDER BY id").map { try Self.summary(db, Self.chat($0), maxMemberNames: nil) }
+        }
+    }
+
+    public func chatSummaries(ofUser userID: UInt64, afterChatID: UInt64, limit: Int, maxMemberNames: Int) async throws(StorageError) -> [ChatSummary] {
+        try await read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT c.* FROM chats c JOIN members m ON m.chat_id = c.id WHERE m.user_id = ? AND c.id > ? ORDER BY c.id LIMIT ?
+                """, arguments: [Int64(clamping: userID), Int64(clamping: afterChatID), max(0, limit)]).map {
+                try Self.summary(db, Self.chat($0), maxMemberNames: maxMemberNames)
             }
         }
+    }
+
+    public func chatSummary(id: UInt64, maxMemberNames: Int) async throws(StorageError) -> ChatSummary {
+        try await read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM chats WHERE id = ?", arguments: [Int64(clamping: id)]) else {
+                throw StorageError.notFound("chat \(id)")
+            }
+            return try Self.summary(db, Self.chat(row), maxMemberNames: maxMemberNames)
+        }
+    }
+
+    /// A chat's member names in byte order (the first `maxMemberNames`, or all when nil) and count.
+    private static func summary(_ db: Database, _ chat: Chat, maxMemberNames: Int?) throws -> ChatSummary {
+        let names = try String.fetchAll(db.cachedStatement(sql: """
+            SELECT u.name FROM members m JOIN users u ON u.id = m.user_id WHERE m.chat_id = ? ORDER BY u.name LIMIT ?
+            """), arguments: [Int64(chat.id), maxMemberNames.map { max(0, $0) } ?? -1])
+        let count = try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM members WHERE chat_id = ?"), arguments: [Int64(chat.id)]) ?? 0
+        return ChatSummary(chat: chat, memberNames: names, memberCount: count)
     }
 
     // MARK: - Messages
@@ -374,6 +404,14 @@ public final class SQLiteStorage: CourierStorage {
             try Row.fetchAll(db, sql: """
                 SELECT * FROM messages WHERE chat_id = ? AND sequence > ? ORDER BY sequence LIMIT ?
                 """, arguments: [Int64(clamping: chatID), Int64(clamping: afterSequence), max(0, limit)]).map(Self.storedMessage)
+        }
+    }
+
+    public func history(chatID: UInt64, beforeSequence: UInt64, limit: Int) async throws(StorageError) -> [StoredMessage] {
+        try await read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM (SELECT * FROM messages WHERE chat_id = ? AND sequence < ? ORDER BY sequence DESC LIMIT ?) ORDER BY sequence
+                """, arguments: [Int64(clamping: chatID), Int64(clamping: beforeSequence), max(0, limit)]).map(Self.storedMessage)
         }
     }
 

@@ -28,8 +28,35 @@ struct FieldCheck {
         return value
     }
 
+    /// A required string: empty means not set.
+    func required(_ value: String, _ field: String) throws(WireDecodingError) -> String {
+        guard !value.isEmpty else { throw .missingField(type: type, field: field) }
+        return value
+    }
+
+    /// A required chat or user name that keeps `NameRule`.
+    func name(_ value: String, _ field: String) throws(WireDecodingError) -> String {
+        let value = try required(value, field)
+        if let problem = NameRule.problem(with: value) { throw .invalidField(type: type, field: field, reason: problem) }
+        return value
+    }
+
+    /// A bounded list of names, each keeping `NameRule`.
+    func names(_ values: [String], _ field: String, atMost bound: Int) throws(WireDecodingError) -> [String] {
+        guard values.count <= bound else { throw .invalidField(type: type, field: field, reason: "more than \(bound) names") }
+        for (index, value) in values.enumerated() {
+            if let problem = NameRule.problem(with: value) { throw .invalidField(type: type, field: "\(field)[\(index)]", reason: problem) }
+        }
+        return values
+    }
+
     /// The case of a required oneof: nil means no case set, or one this version does not know.
     func oneof<Case>(_ value: Case?, _ field: String) throws(WireDecodingError) -> Case {
+        try present(value, field)
+    }
+
+    /// A required nested message: nil means not set.
+    func present<Value>(_ value: Value?, _ field: String) throws(WireDecodingError) -> Value {
         guard let value else { throw .missingField(type: type, field: field) }
         return value
     }

@@ -106,6 +106,62 @@ enum Fixtures {
         WireError(code: code, message: "something about \(code)", retryAfterSeconds: 0)
     } + [WireError(code: .overloaded, message: "", retryAfterSeconds: .max)]
 
+    static let chatInfos = [
+        ChatInfo(chatID: 7, name: "general", lastSequence: 0, memberNames: [], memberCount: 0),
+        ChatInfo(
+            chatID: .max,
+            name: String(repeating: "n", count: NameRule.maxBytes),
+            lastSequence: .max,
+            memberNames: ["alice", "bob", "zoë 🚀"],
+            memberCount: .max
+        ),
+    ]
+
+    static let chatLists = [
+        ChatList(chats: [], more: false),
+        ChatList(chats: chatInfos, more: true),
+    ]
+
+    static let createChats = [
+        CreateChat(name: "general"),
+        CreateChat(name: "lunch · harbour", memberNames: ["alice", "bob"]),
+        CreateChat(name: "x", memberNames: (0..<CreateChat.maxMemberNames).map { "user-\($0)" }),
+    ]
+
+    static let joinChats = [
+        JoinChat(name: "general"),
+        JoinChat(name: "inner space"),
+    ]
+
+    static let invites = [
+        InviteToChat(chatID: 7, userName: "bob"),
+        InviteToChat(chatID: .max, userName: String(repeating: "é", count: NameRule.maxBytes / 2)),
+    ]
+
+    static let historyRequests = [
+        HistoryRequest(chatID: 7),
+        HistoryRequest(chatID: .max, beforeSequence: .max, limit: .max),
+    ]
+
+    static let historyResponses = [
+        HistoryResponse(messages: [], more: false),
+        HistoryResponse(messages: chatMessages, more: true),
+    ]
+
+    static let searchRequests = [
+        SearchRequest(words: "lunch"),
+        SearchRequest(words: "\"harbour\" OR NEAR(x)", chatID: .max, limit: .max),
+    ]
+
+    static let searchHits = chatMessages.map {
+        SearchHit(message: $0, chatName: "general", senderName: "alice", snippet: "[lunch] at the …")
+    } + [SearchHit(message: chatMessages[0], chatName: "", senderName: "", snippet: "")]
+
+    static let searchResponses = [
+        SearchResponse(hits: []),
+        SearchResponse(hits: searchHits),
+    ]
+
     static let clientFrames =
         hellos.map(ClientFrame.hello) + pushAcks.map(ClientFrame.ack)
         + heartbeats.map(ClientFrame.heartbeat) + syncRequests.map(ClientFrame.sync)

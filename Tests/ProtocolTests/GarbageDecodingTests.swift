@@ -31,6 +31,10 @@ final class GarbageDecodingTests: XCTestCase {
     func testEveryTruncationAndBitFlipOfValidFramesIsHandled() {
         let encodings = Fixtures.serverFrames.map { $0.serializedBytes() }
             + Fixtures.clientFrames.map { $0.serializedBytes() }
+            + Fixtures.chatLists.map { $0.serializedBytes() }
+            + Fixtures.createChats.prefix(2).map { $0.serializedBytes() }
+            + Fixtures.invites.map { $0.serializedBytes() }
+            + Fixtures.searchResponses.map { $0.serializedBytes() }
         for bytes in encodings {
             for end in 0..<bytes.count {
                 checkEveryType(Array(bytes[..<end]))
@@ -111,6 +115,10 @@ final class GarbageDecodingTests: XCTestCase {
             check(PushAck.self, bytes), check(SyncRequest.self, bytes), check(SyncResponse.self, bytes),
             check(Hello.self, bytes), check(Welcome.self, bytes), check(Heartbeat.self, bytes),
             check(WireError.self, bytes), check(ClientFrame.self, bytes), check(ServerFrame.self, bytes),
+            check(ChatInfo.self, bytes), check(ChatList.self, bytes), check(CreateChat.self, bytes),
+            check(JoinChat.self, bytes), check(InviteToChat.self, bytes), check(HistoryRequest.self, bytes),
+            check(HistoryResponse.self, bytes), check(SearchRequest.self, bytes), check(SearchHit.self, bytes),
+            check(SearchResponse.self, bytes),
         ]
         let accepted = outcomes.filter { $0 }.count
         return (accepted, outcomes.count - accepted)

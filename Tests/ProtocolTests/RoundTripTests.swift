@@ -19,6 +19,16 @@ final class RoundTripTests: XCTestCase {
         try assertRoundTrips(Fixtures.errors)
         try assertRoundTrips(Fixtures.clientFrames)
         try assertRoundTrips(Fixtures.serverFrames)
+        try assertRoundTrips(Fixtures.chatInfos)
+        try assertRoundTrips(Fixtures.chatLists)
+        try assertRoundTrips(Fixtures.createChats)
+        try assertRoundTrips(Fixtures.joinChats)
+        try assertRoundTrips(Fixtures.invites)
+        try assertRoundTrips(Fixtures.historyRequests)
+        try assertRoundTrips(Fixtures.historyResponses)
+        try assertRoundTrips(Fixtures.searchRequests)
+        try assertRoundTrips(Fixtures.searchHits)
+        try assertRoundTrips(Fixtures.searchResponses)
     }
 
     func testEncodingIsDeterministic() {

@@ -142,6 +142,86 @@ final class ValidationTests: XCTestCase {
         }
     }
 
+    func testNamesFollowTheRule() {
+        for good in ["general", "x", "lunch · harbour", "zoë 🚀", "a b", String(repeating: "n", count: NameRule.maxBytes)] {
+            XCTAssertNil(NameRule.problem(with: good), good)
+        }
+        let bad: [(String, String)] = [
+            ("", "empty"),
+            (String(repeating: "é", count: NameRule.maxBytes / 2 + 1), "longer than 64 bytes"),
+            ("tab\there", "holds a control or format character"),
+            ("line\nbreak", "holds a control or format character"),
+            ("nul\u{0}", "holds a control or format character"),
+            ("zero\u{200B}width", "holds a control or format character"),
+            (" leading", "starts or ends with whitespace"),
+            ("trailing\u{00A0}", "starts or ends with whitespace"),
+            ("\u{3000}ideographic", "starts or ends with whitespace"),
+        ]
+        for (name, problem) in bad {
+            XCTAssertEqual(NameRule.problem(with: name), problem, name.debugDescription)
+        }
+    }
+
+    func testChatRequestsRequireValidNames() {
+        assertRejects(CreateChat(name: ""), .missingField(type: "CreateChat", field: "name"))
+        assertRejects(
+            CreateChat(name: " general"),
+            .invalidField(type: "CreateChat", field: "name", reason: "starts or ends with whitespace")
+        )
+        assertRejects(
+            CreateChat(name: "general", memberNames: ["alice", "bo\u{7}b"]),
+            .invalidField(type: "CreateChat", field: "member_names[1]", reason: "holds a control or format character")
+        )
+        assertRejects(
+            CreateChat(name: "general", memberNames: ["alice", ""]),
+            .invalidField(type: "CreateChat", field: "member_names[1]", reason: "empty")
+        )
+        assertRejects(
+            CreateChat(name: "general", memberNames: (0...CreateChat.maxMemberNames).map { "u\($0)" }),
+            .invalidField(type: "CreateChat", field: "member_names", reason: "more than 100 names")
+        )
+        assertRejects(JoinChat(name: ""), .missingField(type: "JoinChat", field: "name"))
+        assertRejects(
+            JoinChat(name: String(repeating: "j", count: 65)),
+            .invalidField(type: "JoinChat", field: "name", reason: "longer than 64 bytes")
+        )
+        assertRejects(InviteToChat(chatID: 0, userName: "bob"), .missingField(type: "InviteToChat", field: "chat_id"))
+        assertRejects(InviteToChat(chatID: 7, userName: ""), .missingField(type: "InviteToChat", field: "user_name"))
+    }
+
+    func testChatInfoRequiresIDAndName() {
+        var noID = Fixtures.chatInfos[0]
+        noID.chatID = 0
+        assertRejects(noID, .missingField(type: "ChatInfo", field: "chat_id"))
+        var noName = Fixtures.chatInfos[0]
+        noName.name = ""
+        assertRejects(noName, .missingField(type: "ChatInfo", field: "name"))
+        assertRejects(
+            ChatList(chats: [Fixtures.chatInfos[1], noName], more: false),
+            .missingField(type: "ChatList", field: "chats[1].name")
+        )
+    }
+
+    func testHistoryAndSearchRequireTheirFields() {
+        assertRejects(HistoryRequest(chatID: 0, beforeSequence: 5), .missingField(type: "HistoryRequest", field: "chat_id"))
+        assertRejects(SearchRequest(words: ""), .missingField(type: "SearchRequest", field: "words"))
+        XCTAssertEqual(try SearchRequest(serializedBytes: SearchRequest(words: "x").serializedBytes()).chatID, 0, "0 searches every chat")
+        var badMessage = Fixtures.chatMessages[0]
+        badMessage.chatSequence = 0
+        assertRejects(
+            HistoryResponse(messages: [Fixtures.chatMessages[0], badMessage], more: true),
+            .missingField(type: "HistoryResponse", field: "messages[1].chat_sequence")
+        )
+        assertRejects(
+            SearchResponse(hits: [SearchHit(message: badMessage, chatName: "c", senderName: "s", snippet: "")]),
+            .missingField(type: "SearchResponse", field: "hits[0].message.chat_sequence")
+        )
+        // A hit with no message at all: field 2 (chat_name) only.
+        XCTAssertThrowsError(try SearchHit(serializedBytes: [0x12, 0x01, 0x63])) { error in
+            XCTAssertEqual(error as? WireDecodingError, .missingField(type: "SearchHit", field: "message"))
+        }
+    }
+
     func testDescriptionsReadWellInAnErrorPayload() {
         XCTAssertEqual(
             WireDecodingError.missingField(type: "SendMessage", field: "chat_id").description,

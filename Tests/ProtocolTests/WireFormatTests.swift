@@ -40,6 +40,20 @@ final class WireFormatTests: XCTestCase {
         )
     }
 
+    func testChatAPIBytes() {
+        XCTAssertEqual(
+            ChatInfo(chatID: 1, name: "g", lastSequence: 2, memberNames: ["a", "b"], memberCount: 3).serializedBytes(),
+            [0x08, 0x01, 0x12, 0x01, 0x67, 0x18, 0x02, 0x22, 0x01, 0x61, 0x22, 0x01, 0x62, 0x28, 0x03]
+        )
+        XCTAssertEqual(CreateChat(name: "g", memberNames: ["a"]).serializedBytes(), [0x0A, 0x01, 0x67, 0x12, 0x01, 0x61])
+        XCTAssertEqual(JoinChat(name: "g").serializedBytes(), [0x0A, 0x01, 0x67])
+        XCTAssertEqual(InviteToChat(chatID: 1, userName: "a").serializedBytes(), [0x08, 0x01, 0x12, 0x01, 0x61])
+        XCTAssertEqual(HistoryRequest(chatID: 1, beforeSequence: 2, limit: 3).serializedBytes(), [0x08, 0x01, 0x10, 0x02, 0x18, 0x03])
+        XCTAssertEqual(SearchRequest(words: "w", chatID: 1, limit: 3).serializedBytes(), [0x0A, 0x01, 0x77, 0x10, 0x01, 0x18, 0x03])
+        XCTAssertEqual(ChatList(chats: [], more: true).serializedBytes(), [0x10, 0x01])
+        XCTAssertEqual(HistoryResponse(messages: [], more: true).serializedBytes(), [0x10, 0x01])
+    }
+
     func testNegativeTimesAreTenByteVarints() {
         // int64, not sint64: -1 is ten bytes. Pinned because changing the type would break old peers.
         XCTAssertEqual(

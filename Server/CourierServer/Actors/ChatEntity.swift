@@ -53,10 +53,7 @@ public actor ChatEntity: ShardedEntity {
     /// The members, reloaded when older than five refresh intervals: an admin adds members
     /// from another process, and a new member's devices must get the chat's next messages.
     public func currentMembers() async -> Set<UInt64> {
-        if clock.now - membersLoadedAt >= context.membershipRefreshInterval * 5, let loaded = try? await context.storage.members(ofChat: id) {
-            members = loaded
-            membersLoadedAt = clock.now
-        }
+        if clock.now - membersLoadedAt >= context.membershipRefreshInterval * 5 { try? await reloadMembers() }
         return members
     }
 
@@ -65,9 +62,30 @@ public actor ChatEntity: ShardedEntity {
     public func permits(_ userID: UInt64) async throws -> Bool {
         if members.contains(userID) { return true }
         guard clock.now - membersLoadedAt >= context.membershipRefreshInterval else { return false }
-        members = try await context.storage.members(ofChat: id)
-        membersLoadedAt = clock.now
+        try await reloadMembers()
         return members.contains(userID)
+    }
+
+    /// A user became a member (the gateway stored it just now): they may send, and their
+    /// devices get the chat's next messages, from now on rather than after the next reload.
+    public func memberAdded(_ userID: UInt64) {
+        members.insert(userID)
+        if reloadsInFlight > 0 { addedDuringReload.insert(userID) }
+    }
+
+    // A reload may have read storage before a member was added and finish after `memberAdded`;
+    // the members announced meanwhile are kept, so the reload cannot take them back.
+    private var reloadsInFlight = 0
+    private var addedDuringReload: Set<UInt64> = []
+
+    private func reloadMembers() async throws {
+        reloadsInFlight += 1
+        defer {
+            reloadsInFlight -= 1
+            if reloadsInFlight == 0 { addedDuringReload = [] }
+        }
+        members = try await context.storage.members(ofChat: id).union(addedDuringReload)
+        membersLoadedAt = clock.now
     }
 
     /// Numbers and stores messages the gateway accepted, in the given order, in one storage

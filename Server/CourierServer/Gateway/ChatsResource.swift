@@ -1,0 +1,98 @@
+import CoAP
+import CourierProtocol
+import CourierStorage
+
+/// `GET /v1/chats`, `POST /v1/chats`, `POST /v1/chats/join` and `POST /v1/chats/invite`: a
+/// user's chats, and becoming a member of one (chats are open by name). Membership goes to
+/// storage first; then the chat's live actor, if any, hears of it, so the new member can send
+/// and receive at once instead of after the actor's next reload of its members.
+struct ChatsResource: Sendable {
+    let calls: ClientCalls
+    let chats: ShardRegion<ChatEntity>
+
+    var storage: any CourierStorage { calls.storage }
+
+    /// `GET /v1/chats[?after=CHAT_ID]`: a page of the caller's chats, in id order.
+    func list(_ request: IncomingRequest) async -> CoAPMessage {
+        await calls.answer(request) { identity in
+            var page = try await storage.chatSummaries(
+                ofUser: identity.userID, afterChatID: try Self.after(request.message), limit: ChatList.maxChats + 1, maxMemberNames: ChatInfo.maxMemberNames
+            )
+            let more = page.count > ChatList.maxChats
+            if more { page.removeLast() }
+            return .response(.content, payload: ChatList(chats: page.map(ChatInfo.init), more: more).serializedBytes(), contentFormat: CoAPContentFormat.protobuf)
+        }
+    }
+
+    /// `POST /v1/chats`: a new chat with the caller and the named users as members, or nothing.
+    func create(_ request: IncomingRequest) async -> CoAPMessage {
+        await calls.answer(request, decoding: CreateChat.self) { identity, create in
+            var memberIDs = [identity.userID]
+            for name in create.memberNames { memberIDs.append(try await user(named: name).id) }
+            // A chat that did not exist has no live actor to tell.
+            let chat = try await storage.createChat(name: create.name, memberIDs: memberIDs)
+            return try await info(chat.id, .created)
+        }
+    }
+
+    /// `POST /v1/chats/join`: the caller becomes a member of the chat of that name.
+    func join(_ request: IncomingRequest) async -> CoAPMessage {
+        await calls.answer(request, decoding: JoinChat.self) { identity, join in
+            let chat: Chat
+            do {
+                chat = try await storage.chat(named: join.name)
+            } catch StorageError.notFound {
+                throw Refusal(.notFound, .notFound, "no chat \(join.name)")
+            }
+            try await admit(identity.userID, to: chat.id)
+            return try await info(chat.id, .changed)
+        }
+    }
+
+    /// `POST /v1/chats/invite`: a member makes another user a member.
+    func invite(_ request: IncomingRequest) async -> CoAPMessage {
+        await calls.answer(request, decoding: InviteToChat.self) { identity, invite in
+            try await calls.requireMember(identity.userID, of: invite.chatID)
+            try await admit(try await user(named: invite.userName).id, to: invite.chatID)
+            return try await info(invite.chatID, .changed)
+        }
+    }
+
+    private func user(named name: String) async throws -> User {
+        do {
+            return try await storage.user(named: name)
+        } catch .notFound {
+            throw Refusal(.notFound, .notFound, "no user \(name)")
+        }
+    }
+
+    private func admit(_ userID: UInt64, to chatID: UInt64) async throws {
+        try await storage.addMember(chatID: chatID, userID: userID)
+        // A chat actor that is not live reads its members from storage when it starts; if this
+        // fails, the actor's periodic reload finds the member a little later.
+        _ = try? await chats.withLiveEntity(chatID) { await $0.memberAdded(userID) }
+    }
+
+    private func info(_ chatID: UInt64, _ code: CoAPCode) async throws -> CoAPMessage {
+        let summary = try await storage.chatSummary(id: chatID, maxMemberNames: ChatInfo.maxMemberNames)
+        return .response(code, payload: ChatInfo(summary).serializedBytes(), contentFormat: CoAPContentFormat.protobuf)
+    }
+
+    /// The `after=CHAT_ID` query option; 0 when absent.
+    private static func after(_ message: CoAPMessage) throws -> UInt64 {
+        guard let option = message.uriQuery.first(where: { $0.hasPrefix("after=") }) else { return 0 }
+        guard let after = UInt64(option.dropFirst("after=".count)) else {
+            throw Refusal(.badRequest, .badRequest, "after= takes a chat id")
+        }
+        return after
+    }
+}
+
+extension ChatInfo {
+    init(_ summary: ChatSummary) {
+        self.init(
+            chatID: summary.chat.id, name: summary.chat.name, lastSequence: summary.chat.lastSequence,
+            memberNames: summary.memberNames, memberCount: UInt32(clamping: summary.memberCount)
+        )
+    }
+}
