@@ -94,22 +94,52 @@ let package = Package(
         ),
 
         // Terminal client.
+        // What every device does (the terminal client and the simulator's devices): send a
+        // message until the server holds it, and keep a push session.
+        .target(
+            name: "CourierDevice",
+            dependencies: [
+                "CoAP",
+                "CourierProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Shared/CourierDevice"
+        ),
         .target(
             name: "CourierClient",
             dependencies: [
                 "CoAP",
+                "CourierDevice",
                 "CourierProtocol",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Client/CourierClient"
         ),
+        // ncursesw (Debian's libncurses-dev): wide characters for UTF-8 and emoji.
+        .systemLibrary(name: "CNCurses", path: "Client/CNCurses", providers: [.apt(["libncurses-dev"])]),
+        .target(
+            name: "CourierTUI",
+            dependencies: [
+                "CNCurses",
+                "CourierClient",
+                "CourierProtocol",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Client/CourierTUI"
+        ),
         .executableTarget(
             name: "CourierCommand",
             dependencies: [
                 "CoAP",
                 "CourierClient",
+                "CourierTUI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Client/CourierCommand"
@@ -182,6 +212,20 @@ let package = Package(
             ],
             path: "Tests/InteropTests",
             exclude: ["Peers"]
+        ),
+        .testTarget(
+            name: "ClientTests",
+            dependencies: [
+                "CoAP",
+                "CourierClient",
+                "CourierTUI",
+                "CourierDevice",
+                "CourierProtocol",
+                "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Tests/ClientTests"
         ),
         .testTarget(
             name: "StorageTests",

@@ -7,7 +7,8 @@ struct CourierCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "courier",
         abstract: "Courier's terminal client.",
-        subcommands: [Ping.self]
+        subcommands: [Chat.self, Login.self, Send.self, Flush.self, Outbox.self, Tail.self, History.self, Search.self, Ping.self],
+        defaultSubcommand: Chat.self
     )
 }
 

@@ -1,0 +1,201 @@
+import CoAP
+import CourierDevice
+import CourierProtocol
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// The terminal client's engine, which knows nothing of the screen: an outbox that sends every
+/// message, in order, until the server acknowledges it (and only then forgets it), and a push
+/// session that keeps the local history current. The screen and the scripting subcommands
+/// read `store` and `status`.
+public final class ClientEngine: Sendable {
+    public enum Connection: Sendable, Equatable {
+        case connecting
+        case connected
+        case disconnected(reason: String)
+        case refused(reason: String)
+    }
+
+    /// What the status bar shows.
+    public struct Status: Sendable, Equatable {
+        public var connection: Connection = .connecting
+        /// The last problem sending the outbox's head (cleared when a send succeeds).
+        public var sendProblem: String?
+    }
+
+    public let settings: ClientSettings
+    public let store: LocalStore
+    public let endpoint: CoAPEndpoint
+    public let server: SocketAddress
+    private let sender: ReliableSender
+    private let push: PushClient
+    private let statusBox = NIOLockedValueBox(Status())
+    /// Rung when the push session connects: the server is back, so a backing-off send retries now.
+    private let serverBack = Nudge()
+    private let wake: AsyncStream<Void>.Continuation
+    private let wakes: AsyncStream<Void>
+
+    public init(settings: ClientSettings, store: LocalStore, policy: ReliableSender.Policy = .init()) async throws {
+        self.settings = settings
+        self.store = store
+        server = try SocketAddress.makeAddressResolvingHost(settings.host, port: settings.coapPort)
+        endpoint = try await CoAPEndpoint.bind(host: server.protocol == .inet6 ? "::" : "0.0.0.0", port: 0, serving: false)
+        sender = ReliableSender(endpoint: endpoint, server: server, token: settings.token, policy: policy)
+        var pushConfiguration = PushClient.Configuration(host: settings.host, port: settings.pushPort, token: settings.token)
+        pushConfiguration.clientName = "courier/1.0"
+        push = PushClient(configuration: pushConfiguration, store: store)
+        (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    public var status: Status { statusBox.withLockedValue { $0 } }
+
+    /// Runs the outbox and (if `pushSession`) the push session until cancelled.
+    public func run(pushSession: Bool = true) async {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.drainOutbox() }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(5))
+                    self.wake.yield()
+                }
+            }
+            if pushSession {
+                group.addTask { await self.push.run() }
+                group.addTask {
+                    for await event in self.push.events { self.record(event) }
+                }
+            }
+        }
+    }
+
+    /// Writes a message to the outbox (on disk) and wakes the sender.
+    @discardableResult
+    public func send(chatID: UInt64, text: String) throws -> LocalStore.OutboxEntry {
+        let entry = try store.enqueue(chatID: chatID, text: text)
+        wake.yield()
+        return entry
+    }
+
+    public func close() async {
+        wake.finish()
+        await endpoint.close()
+    }
+
+    /// Sends the outbox's head until answered, then the next: one at a time, so the server
+    /// numbers a user's messages in the order they were written.
+    private func drainOutbox() async {
+        var wakeups = wakes.makeAsyncIterator()
+        while !Task.isCancelled {
+            let next: LocalStore.OutboxEntry?
+            do {
+                next = try store.nextToSend()
+            } catch {
+                statusBox.withLockedValue { $0.sendProblem = "outbox unreadable: \(error)" }
+                try? await Task.sleep(for: .seconds(1))
+                continue
+            }
+            guard let entry = next else {
+                // Woken by a new message, or by the ticker every few seconds to be safe.
+                guard await wakeups.next() != nil else { return }
+                continue
+            }
+            let message = SendMessage(clientMessageID: entry.clientMessageID, chatID: entry.chatID, text: entry.text, clientSentAtMs: entry.clientSentAtMs)
+            do {
+                let outcome = try await sender.send(message, nudge: serverBack) { attempt in
+                    self.statusBox.withLockedValue { $0.sendProblem = Self.describe(attempt) }
+                }
+                switch outcome {
+                case .accepted(let result):
+                    try store.accepted(result)
+                    statusBox.withLockedValue { $0.sendProblem = nil }
+                case .refused(let code, let error):
+                    try store.failed(clientMessageID: entry.clientMessageID, reason: "\(code) \(error?.message ?? "refused")")
+                }
+            } catch is CancellationError {
+                return
+            } catch {
+                statusBox.withLockedValue { $0.sendProblem = "\(error)" }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    private func record(_ event: PushClient.Event) {
+        if case .connected = event { serverBack.ring() }
+        statusBox.withLockedValue { status in
+            switch event {
+            case .connecting: if status.connection != .connected { status.connection = .connecting }
+            case .connected: status.connection = .connected
+            case .disconnected(let reason, _): status.connection = .disconnected(reason: reason)
+            case .refused(let reason): status.connection = .refused(reason: reason)
+            }
+        }
+    }
+
+    static func describe(_ attempt: ReliableSender.Attempt) -> String {
+        switch attempt {
+        case .failed(let reason, let retryIn): return "no answer (\(reason)); retrying in \(retryIn.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow)))"
+        case .deferred(let code, let retryIn): return "server busy (\(code)); retrying in \(retryIn.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow)))"
+        }
+    }
+}
+
+/// Where the client talks to and who it is: `courier login` writes it to the config file.
+public struct ClientSettings: Codable, Sendable, Equatable {
+    public var host: String
+    public var coapPort: Int
+    public var pushPort: Int
+    public var token: String
+    public var userID: UInt64
+    public var deviceID: UInt64
+
+    public init(host: String, coapPort: Int, pushPort: Int, token: String, userID: UInt64, deviceID: UInt64) {
+        self.host = host
+        self.coapPort = coapPort
+        self.pushPort = pushPort
+        self.token = token
+        self.userID = userID
+        self.deviceID = deviceID
+    }
+
+    /// `$XDG_CONFIG_HOME/courier/config.json`, else `~/.config/courier/config.json`.
+    public static func defaultPath(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        let base = environment["XDG_CONFIG_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? (NSHomeDirectory() + "/.config")
+        return base + "/courier/config.json"
+    }
+
+    /// `$XDG_STATE_HOME/courier`, else `~/.local/state/courier`: the outbox and the history cache.
+    public static func defaultStateDirectory(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        let base = environment["XDG_STATE_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? (NSHomeDirectory() + "/.local/state")
+        return base + "/courier"
+    }
+
+    public static func load(path: String) throws -> ClientSettings {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw ClientError("no configuration at \(path); run `courier login --server HOST --token TOKEN` first")
+        }
+        do {
+            return try JSONDecoder().decode(ClientSettings.self, from: data)
+        } catch {
+            throw ClientError("\(path) is not a valid configuration: \(error)")
+        }
+    }
+
+    public func save(path: String) throws {
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(self).write(to: URL(fileURLWithPath: path), options: .atomic)
+        // The token is a credential: only the user may read it.
+        _ = chmod(path, 0o600)
+    }
+}
+
+public struct ClientError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,209 @@
+import ArgumentParser
+import CoAP
+import CourierClient
+import CourierTUI
+import Foundation
+
+/// Where the configuration and the state live; every subcommand that talks to a server takes these.
+struct ClientLocation: ParsableArguments {
+    @Option(help: "Configuration file (written by `courier login`).")
+    var config: String = ClientSettings.defaultPath()
+
+    @Option(help: "Directory of the outbox and the history cache.")
+    var stateDir: String = ClientSettings.defaultStateDirectory()
+
+    func settings() throws -> ClientSettings { try ClientSettings.load(path: config) }
+
+    /// A chat named by id or by name (the user's chats, from the server).
+    func resolve(_ chat: String, with engine: ClientEngine) async throws -> UInt64 {
+        if let id = UInt64(chat) { return id }
+        let calls = ServerCalls(endpoint: engine.endpoint, server: engine.server, token: engine.settings.token)
+        let chats = try await calls.chats()
+        try engine.store.rememberChats(chats.map { ($0.chatID, $0.name) })
+        guard let found = chats.first(where: { $0.name == chat }) else {
+            throw ClientError("no chat named '\(chat)' among yours (\(chats.map(\.name).joined(separator: ", ")))")
+        }
+        return found.chatID
+    }
+
+    /// The engine over this user's state file (one per user and device).
+    func engine() async throws -> ClientEngine {
+        let settings = try settings()
+        try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
+        let store = try LocalStore(path: "\(stateDir)/device-\(settings.deviceID).sqlite3", userID: settings.userID)
+        return try await ClientEngine(settings: settings, store: store)
+    }
+}
+
+struct Login: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check a device token with the server and save it in the configuration file.")
+
+    @Option(help: "The server's host.") var server = "127.0.0.1"
+    @Option(help: "The server's CoAP port.") var coapPort = 5683
+    @Option(help: "The server's push (WebSocket) port.") var pushPort = 8080
+    @Option(help: "The device token printed by `courier-server device add`.") var token: String
+    @OptionGroup var location: ClientLocation
+
+    func run() async throws {
+        let settings = try await CourierClient.Login.verify(host: server, coapPort: coapPort, pushPort: pushPort, token: token)
+        try settings.save(path: location.config)
+        print("logged in as user \(settings.userID), device \(settings.deviceID); configuration in \(location.config)")
+    }
+}
+
+struct Send: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Send a message: it goes to the outbox first, and the command exits once the server holds it.",
+        discussion: "Exit status 0: accepted. 1: refused (the reason is printed). 2: no answer within --timeout; the message stays in the outbox and is sent by the next courier command that runs."
+    )
+
+    @Argument(help: "Chat name or id.") var chat: String
+    @Argument(help: "The message text.") var text: String
+    @Option(help: "Seconds to keep trying before leaving the message in the outbox.") var timeout: Double = 60
+    @OptionGroup var location: ClientLocation
+
+    func run() async throws {
+        let engine = try await location.engine()
+        let entry = try engine.send(chatID: try await location.resolve(chat, with: engine), text: text)
+        let running = Task { await engine.run(pushSession: false) }
+        defer { running.cancel() }
+        let deadline = ContinuousClock.now + .seconds(timeout)
+        while ContinuousClock.now < deadline {
+            switch try engine.store.ownState(clientMessageID: entry.clientMessageID) {
+            case .accepted?, .delivered?:
+                print("accepted \(entry.clientMessageID)")
+                return
+            case .failed?:
+                let reason = try engine.store.outbox().first { $0.clientMessageID == entry.clientMessageID }?.failure ?? "refused"
+                FileHandleOutput.error("courier: the server refused the message: \(reason)")
+                throw ExitCode(1)
+            default:
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        FileHandleOutput.error("courier: no answer within \(timeout) s (\(engine.status.sendProblem ?? "waiting")); the message waits in the outbox")
+        throw ExitCode(2)
+    }
+}
+
+struct Flush: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Send everything waiting in the outbox, then exit (status 2 if some is still waiting after --timeout).")
+
+    @Option(help: "Seconds to keep trying.") var timeout: Double = 60
+    @OptionGroup var location: ClientLocation
+
+    func run() async throws {
+        let engine = try await location.engine()
+        let running = Task { await engine.run(pushSession: false) }
+        defer { running.cancel() }
+        let deadline = ContinuousClock.now + .seconds(timeout)
+        while try engine.store.waitingCount() > 0 {
+            guard ContinuousClock.now < deadline else {
+                FileHandleOutput.error("courier: \(try engine.store.waitingCount()) messages still wait in the outbox (\(engine.status.sendProblem ?? "no answer"))")
+                throw ExitCode(2)
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        print("outbox empty")
+    }
+}
+
+struct Outbox: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the messages the server has not acknowledged yet.")
+
+    @OptionGroup var location: ClientLocation
+
+    func run() async throws {
+        let settings = try location.settings()
+        let store = try LocalStore(path: "\(location.stateDir)/device-\(settings.deviceID).sqlite3", userID: settings.userID)
+        for entry in try store.outbox() {
+            print("\(entry.chatID)\t\(entry.failure.map { "failed: \($0)" } ?? "waiting")\t\(entry.clientMessageID)\t\(entry.text)")
+        }
+    }
+}
+
+struct Tail: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a chat's messages as they arrive (and the outbox drains meanwhile).")
+
+    @Argument(help: "Chat name or id.") var chat: String
+    @Option(help: "Print this many earlier messages first.") var last = 10
+    @OptionGroup var location: ClientLocation
+
+    func run() async throws {
+        let engine = try await location.engine()
+        let chat = try await location.resolve(self.chat, with: engine)
+        let running = Task { await engine.run() }
+        defer { running.cancel() }
+        var printed = Set<String>()
+        var first = true
+        for await _ in engine.store.changed {
+            let lines = try engine.store.lines(chatID: chat).filter { $0.sequence != nil }
+            for line in (first ? Array(lines.suffix(last)) : lines) where !printed.contains(line.clientMessageID) {
+                printed.insert(line.clientMessageID)
+                // Unbuffered, so a pipe reader sees each line as it arrives.
+                FileHandleOutput.line("#\(line.sequence!) user \(line.senderUserID): \(line.text)")
+            }
+            first = false
+        }
+    }
+}
+
+enum FileHandleOutput {
+    static func line(_ text: String) {
+        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    }
+
+    static func error(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+}
+
+struct History: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a chat's history from the server, oldest first.")
+
+    @Argument(help: "Chat name or id.") var chat: String
+    @Option(help: "How many of the newest messages.") var limit: UInt32 = 50
+    @OptionGroup var location: ClientLocation
+
+    func run() async throws {
+        let engine = try await location.engine()
+        let calls = ServerCalls(endpoint: engine.endpoint, server: engine.server, token: engine.settings.token)
+        let response = try await calls.history(chatID: try await location.resolve(chat, with: engine), limit: limit)
+        for message in response.messages {
+            FileHandleOutput.line("#\(message.chatSequence) user \(message.senderUserID): \(message.text)")
+        }
+    }
+}
+
+struct Search: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Search your chats for messages with these words (whole words).")
+
+    @Argument(parsing: .remaining, help: "Words to find.") var words: [String]
+    @Option(help: "Only this chat (name or id).") var chat: String?
+    @OptionGroup var location: ClientLocation
+
+    func run() async throws {
+        guard !words.isEmpty else { throw ValidationError("give at least one word") }
+        let engine = try await location.engine()
+        let calls = ServerCalls(endpoint: engine.endpoint, server: engine.server, token: engine.settings.token)
+        var chatID: UInt64 = 0
+        if let chat { chatID = try await location.resolve(chat, with: engine) }
+        for hit in try await calls.search(words: words.joined(separator: " "), chatID: chatID) {
+            FileHandleOutput.line("\(hit.chatName) #\(hit.message.chatSequence) \(hit.senderName): \(hit.snippet)")
+        }
+    }
+}
+
+struct Chat: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The chat screen (the default): chats, messages, an input line; /help inside lists commands and keys.")
+
+    @OptionGroup var location: ClientLocation
+
+    func run() async throws {
+        let engine = try await location.engine()
+        let running = Task { await engine.run() }
+        await ChatApp(engine: engine).run()
+        running.cancel()
+        await engine.close()
+    }
+}

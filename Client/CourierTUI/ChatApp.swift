@@ -1,0 +1,400 @@
+import CNCurses
+import CourierClient
+import CourierProtocol
+import Foundation
+import NIOConcurrencyHelpers
+
+/// The terminal chat screen on ncurses: chats with unread counts on the left, the selected
+/// chat's messages (with each own message's state) on the right, a status bar with the
+/// connection and the outbox, and an input line with editing and history.
+///
+/// Curses is not thread-safe, so every curses call happens on one thread of its own; server
+/// calls run as tasks and hand their results back through `inbox`.
+public final class ChatApp: @unchecked Sendable {
+    // @unchecked: the screen state below is touched only on the UI thread; `inbox` is locked.
+    private enum Posted: Sendable {
+        case chats([ChatInfo])
+        case notice(String)
+        case overlay(title: String, lines: [String])
+        case select(UInt64)
+    }
+
+    public static let help = [
+        "Commands:",
+        "  /new NAME [USER...]   create a chat (you and the users named)",
+        "  /join NAME            join a chat by name",
+        "  /invite USER          add a user to this chat",
+        "  /search WORDS         search your chats (whole words)",
+        "  /help                 this text",
+        "  /quit                 leave (also Ctrl-C, or Ctrl-D on an empty line)",
+        "Keys:",
+        "  Tab, Ctrl-N / Shift-Tab, Ctrl-P   next / previous chat",
+        "  PgUp / PgDn, mouse wheel          scroll the messages",
+        "  Up / Down                         input history",
+        "  Left / Right, Home / End, Ctrl-A / Ctrl-E   move in the line",
+        "  Backspace, Delete, Ctrl-W, Ctrl-U, Ctrl-K   delete a character, word, to start, to end",
+        "  Esc                               close this panel or search results",
+        "  Ctrl-L                            redraw",
+        "Marks on your messages: … waiting to send · ✓ accepted by the server · ✓✓ delivered to everyone · ✗ refused",
+    ]
+
+    private let engine: ClientEngine
+    private let calls: ServerCalls
+    private let inbox = NIOLockedValueBox<[Posted]>([])
+
+    private var chats: [LocalStore.ChatEntry] = []
+    private var selectedChat: UInt64?
+    /// Lines scrolled up from the newest.
+    private var scroll = 0
+    private var editor = LineEditor()
+    private var notice: String?
+    private var overlay: (title: String, lines: [String])?
+    private var running = true
+    private var colors = false
+    private var lastChatRefresh = ContinuousClock.now - .seconds(3600)
+
+    public init(engine: ClientEngine) {
+        self.engine = engine
+        calls = ServerCalls(endpoint: engine.endpoint, server: engine.server, token: engine.settings.token)
+    }
+
+    /// Runs the screen until the user quits; the terminal is restored however it ends.
+    public func run() async {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            let thread = Thread {
+                self.loop()
+                done.resume()
+            }
+            thread.name = "courier-ui"
+            thread.start()
+        }
+    }
+
+    // MARK: The UI thread
+
+    private func loop() {
+        courier_set_locale()
+        initscr()
+        defer { endwin() }
+        raw()
+        noecho()
+        keypad(courier_stdscr(), true)
+        wtimeout(courier_stdscr(), 100)
+        mousemask(courier_wheel_up() | courier_wheel_down(), nil)
+        if has_colors() {
+            colors = true
+            start_color()
+            use_default_colors()
+            init_pair(1, Int16(COLOR_CYAN), -1)    // chat names, titles
+            init_pair(2, Int16(COLOR_GREEN), -1)   // accepted, delivered
+            init_pair(3, Int16(COLOR_YELLOW), -1)  // waiting
+            init_pair(4, Int16(COLOR_RED), -1)     // refused
+            init_pair(5, Int16(COLOR_BLACK), Int16(COLOR_CYAN))  // status bar
+        }
+        while running {
+            let age = ContinuousClock.now - lastChatRefresh
+            // A chat known only by id (someone added us to it) is named within a few seconds.
+            if age > .seconds(30) || (age > .seconds(3) && (try? engine.store.hasUnnamedChats()) == true) { refreshChats() }
+            drainInbox()
+            draw()
+            var key: wint_t = 0
+            let kind = wget_wch(courier_stdscr(), &key)
+            if kind == ERR { continue }
+            if kind == courier_key_code_yes() {
+                handleKey(Int32(key))
+            } else {
+                handleCharacter(UInt32(key))
+            }
+        }
+    }
+
+    private func handleKey(_ key: Int32) {
+        switch key {
+        case KEY_RESIZE: clear()
+        case KEY_PPAGE: scroll += max(1, messageRows - 1)
+        case KEY_NPAGE: scroll = max(0, scroll - max(1, messageRows - 1))
+        case KEY_UP: editor.previous()
+        case KEY_DOWN: editor.next()
+        case KEY_LEFT: editor.left()
+        case KEY_RIGHT: editor.right()
+        case KEY_HOME: editor.home()
+        case KEY_END: editor.end()
+        case KEY_BACKSPACE: editor.backspace()
+        case KEY_DC: editor.deleteForward()
+        case KEY_BTAB: selectChat(offset: -1)
+        case KEY_ENTER: submit()
+        case KEY_MOUSE:
+            var event = MEVENT()
+            if getmouse(&event) == OK {
+                if event.bstate & courier_wheel_up() != 0 { scroll += 3 }
+                if event.bstate & courier_wheel_down() != 0 { scroll = max(0, scroll - 3) }
+            }
+        default: break
+        }
+    }
+
+    private func handleCharacter(_ code: UInt32) {
+        switch code {
+        case 3: running = false                                   // Ctrl-C
+        case 4: if editor.text.isEmpty { running = false } else { editor.deleteForward() }  // Ctrl-D
+        case 1: editor.home()                                     // Ctrl-A
+        case 5: editor.end()                                      // Ctrl-E
+        case 11: editor.killToEnd()                               // Ctrl-K
+        case 21: editor.killToStart()                             // Ctrl-U
+        case 23: editor.deleteWordBackward()                      // Ctrl-W
+        case 12: clear()                                          // Ctrl-L
+        case 9, 14: selectChat(offset: 1)                         // Tab, Ctrl-N
+        case 16: selectChat(offset: -1)                           // Ctrl-P
+        case 10, 13: submit()
+        case 8, 127: editor.backspace()
+        case 27:
+            overlay = nil
+            notice = nil
+        default:
+            guard code >= 32, let scalar = Unicode.Scalar(code) else { return }
+            editor.insert(Character(scalar))
+        }
+    }
+
+    private func selectChat(offset: Int) {
+        guard !chats.isEmpty else { return }
+        let index = chats.firstIndex { $0.id == selectedChat } ?? 0
+        selectedChat = chats[(index + offset + chats.count) % chats.count].id
+        scroll = 0
+        overlay = nil
+    }
+
+    private func submit() {
+        guard let line = editor.submit() else { return }
+        if line.hasPrefix("/") {
+            command(line)
+            return
+        }
+        guard let chat = selectedChat else {
+            notice = "no chat selected: /join NAME or /new NAME first"
+            return
+        }
+        do {
+            try engine.send(chatID: chat, text: line)
+            scroll = 0
+        } catch {
+            notice = "not sent: \(error)"
+        }
+    }
+
+    private func command(_ line: String) {
+        let words = line.split(separator: " ").map(String.init)
+        let arguments = Array(words.dropFirst())
+        switch words.first {
+        case "/quit", "/exit": running = false
+        case "/help": overlay = ("Help", Self.help)
+        case "/new":
+            guard let name = arguments.first else { return notice = "usage: /new NAME [USER...]" }
+            call("creating \(name)") { calls in
+                let chat = try await calls.createChat(name: name, members: Array(arguments.dropFirst()))
+                return [.chats(try await calls.chats()), .select(chat.chatID), .notice("created \(chat.name)")]
+            }
+        case "/join":
+            guard let name = arguments.first else { return notice = "usage: /join NAME" }
+            call("joining \(name)") { calls in
+                let chat = try await calls.join(name: name)
+                return [.chats(try await calls.chats()), .select(chat.chatID), .notice("joined \(chat.name)")]
+            }
+        case "/invite":
+            guard let user = arguments.first, let chat = selectedChat else { return notice = "usage: /invite USER (in a chat)" }
+            call("inviting \(user)") { calls in
+                let info = try await calls.invite(chatID: chat, user: user)
+                return [.chats(try await calls.chats()), .notice("\(user) is in \(info.name) now")]
+            }
+        case "/search":
+            guard !arguments.isEmpty else { return notice = "usage: /search WORDS" }
+            let words = arguments.joined(separator: " ")
+            call("searching") { calls in
+                let hits = try await calls.search(words: words)
+                let lines = hits.isEmpty ? ["nothing found"] : hits.map { "\($0.chatName) · \($0.senderName): \($0.snippet)" }
+                return [.overlay(title: "Search: \(words) (Esc closes)", lines: lines)]
+            }
+        default:
+            notice = "unknown command \(words.first ?? ""); /help lists them"
+        }
+    }
+
+    /// Runs a server call as a task; its results (or its failure) come back through the inbox.
+    private func call(_ what: String, _ body: @escaping @Sendable (ServerCalls) async throws -> [Posted]) {
+        notice = what + "…"
+        let calls = self.calls
+        let inbox = self.inbox
+        Task {
+            let posted: [Posted]
+            do {
+                posted = try await body(calls)
+            } catch {
+                posted = [.notice("\(what) failed: \(error)")]
+            }
+            inbox.withLockedValue { $0 += posted }
+        }
+    }
+
+    private func refreshChats() {
+        lastChatRefresh = ContinuousClock.now
+        let calls = self.calls
+        let inbox = self.inbox
+        Task {
+            // Offline, the chats known from earlier sessions stay on screen.
+            if let found = try? await calls.chats() { inbox.withLockedValue { $0.append(.chats(found)) } }
+        }
+    }
+
+    private func drainInbox() {
+        let posted = inbox.withLockedValue { posted in
+            defer { posted = [] }
+            return posted
+        }
+        for item in posted {
+            switch item {
+            case .chats(let found): try? engine.store.rememberChats(found.map { ($0.chatID, $0.name) })
+            case .notice(let text): notice = text
+            case .overlay(let title, let lines): overlay = (title, lines)
+            case .select(let chat):
+                selectedChat = chat
+                scroll = 0
+                overlay = nil
+            }
+        }
+        chats = (try? engine.store.chats()) ?? chats
+        if selectedChat == nil || !chats.contains(where: { $0.id == selectedChat }) { selectedChat = chats.first?.id }
+    }
+
+    // MARK: Drawing
+
+    private var rows: Int { Int(courier_lines()) }
+    private var columns: Int { Int(courier_cols()) }
+    private var listWidth: Int { min(24, max(12, columns / 4)) }
+    private var messageRows: Int { max(0, rows - 3) }
+
+    private func draw() {
+        erase()
+        guard rows >= 6, columns >= 30 else {
+            put(0, 0, TextWidth.prefix("window too small", columns: columns))
+            refresh()
+            return
+        }
+        drawChatList()
+        drawMessages()
+        drawStatus()
+        drawInput()
+        refresh()
+    }
+
+    private func drawChatList() {
+        let width = listWidth
+        styled(colors ? courier_color_pair(1) | courier_bold() : courier_bold()) { put(0, 0, TextWidth.prefix("Chats", columns: width - 1)) }
+        for (index, chat) in chats.prefix(rows - 3).enumerated() {
+            let unread = chat.unread > 0 && chat.id != selectedChat ? " (\(chat.unread))" : ""
+            let label = TextWidth.prefix(chat.name, columns: width - 2 - TextWidth.of(unread)) + unread
+            if chat.id == selectedChat {
+                styled(courier_reverse()) { put(index + 1, 0, label + String(repeating: " ", count: max(0, width - 1 - TextWidth.of(label)))) }
+            } else {
+                styled(chat.unread > 0 ? courier_bold() : 0) { put(index + 1, 0, label) }
+            }
+        }
+        for row in 0..<(rows - 2) { put(row, width - 1, "│") }
+    }
+
+    private func drawMessages() {
+        let left = listWidth + 1
+        let width = columns - left
+        if let overlay {
+            styled(courier_bold()) { put(0, left, TextWidth.prefix(overlay.title, columns: width)) }
+            let lines = overlay.lines.flatMap { TextWidth.wrap($0, columns: width) }
+            for (index, line) in lines.prefix(messageRows).enumerated() { put(index + 1, left, line) }
+            return
+        }
+        guard let chatID = selectedChat, let chat = chats.first(where: { $0.id == chatID }) else {
+            put(0, left, TextWidth.prefix("No chats yet: /new NAME creates one, /join NAME joins one, /help for more.", columns: width))
+            return
+        }
+        styled(colors ? courier_color_pair(1) | courier_bold() : courier_bold()) { put(0, left, TextWidth.prefix("# \(chat.name)", columns: width)) }
+        var rendered: [(text: String, attributes: attr_t)] = []
+        for line in (try? engine.store.lines(chatID: chatID)) ?? [] {
+            let time = Self.clock(line.sentAtMs)
+            let who = line.senderUserID == engine.settings.userID ? "you" : "user \(line.senderUserID)"
+            let (mark, attributes) = self.mark(line.own)
+            let wrapped = TextWidth.wrap("\(time) \(who): \(line.text)\(mark.isEmpty ? "" : " " + mark)", columns: width)
+            rendered += wrapped.map { ($0, attributes) }
+        }
+        let visible = messageRows - 1
+        scroll = min(scroll, max(0, rendered.count - visible))
+        let end = rendered.count - scroll
+        let start = max(0, end - visible)
+        for (row, line) in rendered[start..<end].enumerated() {
+            styled(line.attributes) { put(row + 1, left, line.text) }
+        }
+        if chat.unread > 0 && scroll == 0 { try? engine.store.markRead(chatID: chatID) }
+    }
+
+    private func mark(_ state: LocalStore.OwnState?) -> (String, attr_t) {
+        switch state {
+        case .waiting?: return ("…", colors ? courier_color_pair(3) : courier_dim())
+        case .accepted?: return ("✓", colors ? courier_color_pair(2) : 0)
+        case .delivered?: return ("✓✓", colors ? courier_color_pair(2) | courier_bold() : courier_bold())
+        case .failed?: return ("✗ refused", colors ? courier_color_pair(4) : courier_bold())
+        case nil: return ("", 0)
+        }
+    }
+
+    private func drawStatus() {
+        let status = engine.status
+        // The state and the outbox first, so a narrow window still shows them; details after.
+        let connection: String
+        var detail: String?
+        switch status.connection {
+        case .connecting: connection = "connecting"
+        case .connected: connection = "connected"
+        case .disconnected(let reason):
+            connection = "offline"
+            detail = reason
+        case .refused(let reason):
+            connection = "refused"
+            detail = reason
+        }
+        let waiting = (try? engine.store.waitingCount()) ?? 0
+        var text = " \(connection) · outbox: \(waiting) waiting"
+        if let notice { text += " · \(notice)" }
+        if let problem = status.sendProblem, waiting > 0 { text += " · \(problem)" }
+        if let detail { text += " · \(detail)" }
+        text += scroll > 0 ? " · scrolled up \(scroll)" : ""
+        text = TextWidth.prefix(text, columns: columns)
+        styled(colors ? courier_color_pair(5) : courier_reverse()) {
+            put(rows - 2, 0, text + String(repeating: " ", count: max(0, columns - TextWidth.of(text))))
+        }
+    }
+
+    private func drawInput() {
+        let prompt = "> "
+        let width = columns - prompt.count - 1
+        let characters = editor.text
+        // Scroll the line horizontally so the cursor stays visible.
+        var start = 0
+        while TextWidth.of(String(characters[start..<editor.cursor])) > width { start += 1 }
+        let visible = TextWidth.prefix(String(characters[start...]), columns: width)
+        put(rows - 1, 0, prompt + visible)
+        move(Int32(rows - 1), Int32(prompt.count + TextWidth.of(String(characters[start..<editor.cursor]))))
+    }
+
+    private func put(_ row: Int, _ column: Int, _ text: String) {
+        _ = mvaddstr(Int32(row), Int32(column), text)
+    }
+
+    private func styled(_ attributes: attr_t, _ body: () -> Void) {
+        attr_on(attributes, nil)
+        body()
+        attr_off(attributes, nil)
+    }
+
+    static func clock(_ milliseconds: Int64) -> String {
+        let date = Date(timeIntervalSince1970: Double(milliseconds) / 1000)
+        let components = Calendar.current.dateComponents([.hour, .minute], from: date)
+        return String(format: "%02d:%02d", components.hour ?? 0, components.minute ?? 0)
+    }
+}

@@ -1,0 +1,297 @@
+import CourierProtocol
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+
+/// Where a device keeps what it has received; the push client keeps it consecutive.
+public protocol PushStore: Sendable {
+    /// Per chat, the highest sequence held with every one after the chat's first held message
+    /// also held.
+    func cursors() async throws -> [ChatCursor]
+    /// Messages that each follow what is held of their chat, in order.
+    func store(_ messages: [ChatMessage]) async throws
+    /// A message this device's user sent has reached every device of every other member.
+    func delivered(_ receipt: DeliveryReceipt) async
+}
+
+/// A device's push session, kept open: connects to `/v1/push`, says what the device holds,
+/// stores what the server pushes in chat order (dropping duplicates, filling a gap by sync,
+/// never skipping it), acknowledges what it stored, heartbeats, and reconnects with backoff
+/// and jitter whenever the session ends, until cancelled or refused (bad token).
+public final class PushClient: Sendable {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        public var token: String
+        public var clientName = "courier"
+        public var initialBackoff: Duration = .milliseconds(500)
+        public var maxBackoff: Duration = .seconds(30)
+        public var connectTimeout: Duration = .seconds(10)
+        /// Largest frame accepted from the server (sync responses are the large ones).
+        public var maxFrameBytes = 4 * 1024 * 1024
+
+        public init(host: String, port: Int, token: String) {
+            self.host = host
+            self.port = port
+            self.token = token
+        }
+    }
+
+    public enum Event: Sendable, Equatable {
+        case connecting
+        case connected(Welcome)
+        /// The session ended; the next try is after `retryIn`.
+        case disconnected(reason: String, retryIn: Duration)
+        /// The server will not take this device (bad token, or a newer session of it took
+        /// over): the client stops.
+        case refused(reason: String)
+    }
+
+    public let configuration: Configuration
+    private let store: any PushStore
+    /// The newest events, for a status line; older ones are dropped (bounded at 64).
+    public let events: AsyncStream<Event>
+    private let eventSink: AsyncStream<Event>.Continuation
+    private let sessionChannel = NIOLockedValueBox<(any Channel)?>(nil)
+
+    public init(configuration: Configuration, store: any PushStore) {
+        self.configuration = configuration
+        self.store = store
+        (events, eventSink) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(64))
+    }
+
+    /// Keeps a session open until cancelled or refused.
+    public func run() async {
+        var failures = 0
+        while !Task.isCancelled {
+            eventSink.yield(.connecting)
+            let end = await session()
+            switch end {
+            case .refused(let reason):
+                eventSink.yield(.refused(reason: reason))
+                eventSink.finish()
+                return
+            case .ended(let reason, let wasWelcomed):
+                failures = wasWelcomed ? 1 : failures + 1
+                let wait = backoff(failures)
+                eventSink.yield(.disconnected(reason: reason, retryIn: wait))
+                try? await Task.sleep(for: wait)
+            }
+        }
+        eventSink.finish()
+    }
+
+    /// Drops the current session at once (as a network loss would); `run` reconnects.
+    public func dropSession() {
+        sessionChannel.withLockedValue { $0 }?.close(promise: nil)
+    }
+
+    private enum SessionEnd {
+        case ended(reason: String, wasWelcomed: Bool)
+        case refused(String)
+    }
+
+    private enum Upgrade {
+        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>)
+        case refused(HTTPResponseStatus)
+    }
+
+    private func session() async -> SessionEnd {
+        let channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>
+        do {
+            switch try await connect() {
+            case .websocket(let upgraded): channel = upgraded
+            case .refused(let status): return .ended(reason: "upgrade refused: \(status.code)", wasWelcomed: false)
+            }
+        } catch {
+            return .ended(reason: "cannot connect: \(error)", wasWelcomed: false)
+        }
+        sessionChannel.withLockedValue { $0 = channel.channel }
+        defer { sessionChannel.withLockedValue { $0 = nil } }
+        let state = SessionState()
+        do {
+            return try await channel.executeThenClose { inbound, outbound in
+                let writer = FrameWriter(outbound: outbound, state: state)
+                try await writer.send(.hello(Hello(token: configuration.token, have: try await store.cursors(), clientName: configuration.clientName)))
+                return try await withThrowingTaskGroup(of: SessionEnd?.self) { group in
+                    group.addTask { try await self.heartbeat(writer, state) }
+                    group.addTask { try await self.read(inbound, writer, state) }
+                    defer { group.cancelAll() }
+                    while let result = try await group.next() {
+                        if let result { return result }
+                    }
+                    return .ended(reason: "session ended", wasWelcomed: state.welcomed)
+                }
+            }
+        } catch {
+            return .ended(reason: "\(error)", wasWelcomed: state.welcomed)
+        }
+    }
+
+    private func connect() async throws -> Upgrade {
+        let configuration = self.configuration
+        let upgrade: EventLoopFuture<Upgrade> = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.milliseconds(configuration.connectTimeout.components.seconds * 1000))
+            .connect(host: configuration.host, port: configuration.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(
+                        maxFrameSize: configuration.maxFrameBytes,
+                        upgradePipelineHandler: { channel, _ in
+                            channel.eventLoop.makeCompletedFuture {
+                                .websocket(try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: channel))
+                            }
+                        }
+                    )
+                    var headers = HTTPHeaders()
+                    headers.add(name: "Host", value: "\(configuration.host):\(configuration.port)")
+                    headers.add(name: "Content-Length", value: "0")
+                    let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/push", headers: headers)
+                    let upgradeConfiguration = NIOTypedHTTPClientUpgradeConfiguration(
+                        upgradeRequestHead: head,
+                        upgraders: [upgrader],
+                        notUpgradingCompletionHandler: { channel in
+                            channel.eventLoop.makeCompletedFuture { .refused(.forbidden) }
+                        }
+                    )
+                    return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
+                        configuration: .init(upgradeConfiguration: upgradeConfiguration)
+                    )
+                }
+            }
+        return try await upgrade.get()
+    }
+
+    /// Sends a Heartbeat whenever nothing was sent for the interval the Welcome announced.
+    private func heartbeat(_ writer: FrameWriter, _ state: SessionState) async throws -> SessionEnd? {
+        while !Task.isCancelled {
+            guard let interval = state.heartbeatInterval else {
+                try await Task.sleep(for: .milliseconds(100))
+                continue
+            }
+            let idle = ContinuousClock.now - state.lastSent
+            if idle >= interval {
+                try await writer.send(.heartbeat(Heartbeat(sentAtMs: Int64(Date().timeIntervalSince1970 * 1000))))
+            } else {
+                try await Task.sleep(for: interval - idle)
+            }
+        }
+        return nil
+    }
+
+    private func read(_ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, _ writer: FrameWriter, _ state: SessionState) async throws -> SessionEnd? {
+        var held: [UInt64: UInt64] = [:]
+        for cursor in try await store.cursors() { held[cursor.chatID] = cursor.sequence }
+        var syncing = false
+        var message: ByteBuffer?
+        for try await frame in inbound {
+            switch frame.opcode {
+            case .ping:
+                try await writer.write(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData))
+                continue
+            case .connectionClose:
+                var data = frame.unmaskedData
+                let code = data.readInteger(as: UInt16.self) ?? 1005
+                let reason = data.readString(length: data.readableBytes) ?? ""
+                // A bad token, or a newer session of this device: reconnecting cannot help.
+                if code == 1008 || reason.hasPrefix("replaced") { return .refused("closed \(code) \(reason)") }
+                return .ended(reason: "closed \(code) \(reason)", wasWelcomed: state.welcomed)
+            case .binary:
+                message = frame.unmaskedData
+            case .continuation:
+                var data = frame.unmaskedData
+                message?.writeBuffer(&data)
+            default:
+                continue
+            }
+            guard frame.fin, let whole = message else { continue }
+            message = nil
+            guard let serverFrame = try? ServerFrame(serializedBytes: Array(buffer: whole)) else { continue }
+
+            var incoming: [ChatMessage] = []
+            var moreToSync = false
+            switch serverFrame {
+            case .welcome(let welcome):
+                state.welcome(interval: .milliseconds(Int64(max(welcome.heartbeatIntervalMs, 1000))))
+                eventSink.yield(.connected(welcome))
+            case .push(.message(let pushed)):
+                incoming = [pushed]
+            case .push(.delivered(let receipt)):
+                await store.delivered(receipt)
+            case .sync(let response):
+                syncing = false
+                incoming = response.messages
+                moreToSync = response.more
+            case .heartbeat:
+                break
+            case .error(let error):
+                if error.code == .unauthorized { return .refused(error.message) }
+            }
+            guard !incoming.isEmpty || moreToSync else { continue }
+
+            // Keep each chat consecutive: the next one is stored, an old one is a duplicate, a
+            // later one means a gap that a sync fills. A chat seen for the first time starts
+            // where the server starts it (after the device's stored cursor).
+            var accepted: [ChatMessage] = []
+            var touched: Set<UInt64> = []
+            var gap = false
+            for pushed in incoming {
+                touched.insert(pushed.chatID)
+                let have = held[pushed.chatID]
+                if have == nil || pushed.chatSequence == have! + 1 {
+                    accepted.append(pushed)
+                    held[pushed.chatID] = pushed.chatSequence
+                } else if pushed.chatSequence > have! + 1 {
+                    gap = true
+                }
+            }
+            if !accepted.isEmpty { try await store.store(accepted) }
+            if !touched.isEmpty {
+                // Duplicates are acknowledged again too, so the server's resend stops.
+                try await writer.send(.ack(PushAck(cursors: touched.sorted().compactMap { chat in held[chat].map { ChatCursor(chatID: chat, sequence: $0) } })))
+            }
+            if (gap || moreToSync) && !syncing {
+                syncing = true
+                try await writer.send(.sync(SyncRequest(have: held.map { ChatCursor(chatID: $0.key, sequence: $0.value) })))
+            }
+        }
+        return .ended(reason: "connection closed", wasWelcomed: state.welcomed)
+    }
+
+    private func backoff(_ failures: Int) -> Duration {
+        let ceiling = min(configuration.initialBackoff * (1 << min(max(failures - 1, 0), 16)), configuration.maxBackoff)
+        let milliseconds = ceiling.components.seconds * 1000 + ceiling.components.attoseconds / 1_000_000_000_000_000
+        return .milliseconds(Int64.random(in: max(1, milliseconds / 2)...max(1, milliseconds)))
+    }
+}
+
+/// What the reader, the heartbeat and the writer of one session share.
+private final class SessionState: @unchecked Sendable {
+    // @unchecked: guarded by `lock`.
+    private let lock = NSLock()
+    private var interval: Duration?
+    private var sentAt = ContinuousClock.now
+
+    var heartbeatInterval: Duration? { lock.withLock { interval } }
+    var welcomed: Bool { lock.withLock { interval != nil } }
+    var lastSent: ContinuousClock.Instant { lock.withLock { sentAt } }
+    func welcome(interval: Duration) { lock.withLock { self.interval = interval } }
+    func sent() { lock.withLock { sentAt = ContinuousClock.now } }
+}
+
+/// Masked client frames (RFC 6455 requires a client to mask every frame).
+private struct FrameWriter: Sendable {
+    let outbound: NIOAsyncChannelOutboundWriter<WebSocketFrame>
+    let state: SessionState
+
+    func send(_ frame: ClientFrame) async throws {
+        try await write(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: ByteBuffer(bytes: frame.serializedBytes())))
+    }
+
+    func write(_ frame: WebSocketFrame) async throws {
+        try await outbound.write(frame)
+        state.sent()
+    }
+}

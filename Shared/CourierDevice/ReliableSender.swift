@@ -1,0 +1,127 @@
+import CoAP
+import CourierProtocol
+import Foundation
+import NIOCore
+
+/// Sends one message until the server answers it: through CoAP retransmissions (the endpoint's
+/// own), then new exchanges after a failed one, waiting out a 5.03's or 4.29's Max-Age, with
+/// backoff and jitter in between. Only an answer ends it: 2.xx (accepted: the server holds the
+/// message durably) or another 4.xx (refused: retrying the same request cannot help).
+///
+/// Every attempt carries the same `client_message_id`, so the server stores the message once
+/// however many attempts reach it.
+public struct ReliableSender: Sendable {
+    public struct Policy: Sendable {
+        /// The first wait after a failed exchange; doubles per failure up to `maxBackoff`.
+        public var initialBackoff: Duration = .milliseconds(500)
+        public var maxBackoff: Duration = .seconds(30)
+        /// How long one exchange may take, CoAP retransmissions included, before a new one.
+        public var exchangeTimeout: Duration = .seconds(20)
+        public init() {}
+    }
+
+    public enum Outcome: Sendable, Equatable {
+        /// The server holds the message durably: forget it.
+        case accepted(SendResult)
+        /// The server will never take this request: tell the user why.
+        case refused(code: CoAPCode, error: WireError?)
+    }
+
+    /// What happened to one attempt, for a status line.
+    public enum Attempt: Sendable, Equatable {
+        /// No answer (or an unreadable one); the next attempt is after `retryIn`.
+        case failed(reason: String, retryIn: Duration)
+        /// The server asked to wait (5.03 or 4.29 with Max-Age, or 5.xx).
+        case deferred(code: CoAPCode, retryIn: Duration)
+    }
+
+    public let endpoint: CoAPEndpoint
+    public let server: SocketAddress
+    public let token: String
+    public let policy: Policy
+
+    public init(endpoint: CoAPEndpoint, server: SocketAddress, token: String, policy: Policy = Policy()) {
+        self.endpoint = endpoint
+        self.server = server
+        self.token = token
+        self.policy = policy
+    }
+
+    /// Sends until answered; throws only `CancellationError` (the caller gave up, e.g. on quit).
+    /// A `nudge` rung during a wait ends the wait early (the server is known to be back).
+    public func send(_ message: SendMessage, nudge: Nudge? = nil, onAttempt: @Sendable (Attempt) -> Void = { _ in }) async throws -> Outcome {
+        let request = CoAPMessage.request(
+            .post, path: "/v1/msg", query: ["t=\(token)"], payload: message.serializedBytes(), contentFormat: CoAPContentFormat.protobuf
+        )
+        var failures = 0
+        while true {
+            try Task.checkCancellation()
+            let wait: Duration
+            switch await exchange(request) {
+            case .answered(let response):
+                let error = try? WireError(serializedBytes: response.payload)
+                if response.code.codeClass == 2 {
+                    guard let result = try? SendResult(serializedBytes: response.payload) else {
+                        // A 2.xx we cannot read still means the server holds the message, but
+                        // without its id; ask again (the retry is answered the same way).
+                        failures += 1
+                        wait = backoff(failures)
+                        onAttempt(.failed(reason: "unreadable answer", retryIn: wait))
+                        break
+                    }
+                    return .accepted(result)
+                }
+                if response.code.codeClass == 4 && response.code != .tooManyRequests {
+                    return .refused(code: response.code, error: error)
+                }
+                // 5.xx, or 4.29: the server asks to wait (Max-Age), else back off.
+                failures += 1
+                let maxAge = response.uintOption(.maxAge).map { Duration.seconds(Int64($0)) }
+                wait = max(maxAge ?? .zero, backoff(failures))
+                onAttempt(.deferred(code: response.code, retryIn: wait))
+            case .failed(let reason):
+                failures += 1
+                wait = backoff(failures)
+                onAttempt(.failed(reason: reason, retryIn: wait))
+            }
+            if let nudge { try await nudge.sleep(for: wait) } else { try await Task.sleep(for: wait) }
+        }
+    }
+
+    private enum ExchangeResult {
+        case answered(CoAPMessage)
+        case failed(String)
+    }
+
+    private func exchange(_ request: CoAPMessage) async -> ExchangeResult {
+        let endpoint = self.endpoint
+        let server = self.server
+        let timeout = policy.exchangeTimeout
+        return await withTaskGroup(of: ExchangeResult?.self) { group in
+            group.addTask {
+                do {
+                    return .answered(try await endpoint.request(request, to: server))
+                } catch {
+                    return .failed("\(error)")
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return Task.isCancelled ? nil : .failed("no answer within \(timeout)")
+            }
+            defer { group.cancelAll() }
+            while let result = await group.next() {
+                if let result { return result }
+            }
+            return .failed("cancelled")
+        }
+    }
+
+    /// Full jitter: uniformly up to the doubled backoff, so a fleet that lost the server at one
+    /// moment does not come back at one moment.
+    private func backoff(_ failures: Int) -> Duration {
+        let ceiling = min(policy.initialBackoff * (1 << min(failures - 1, 16)), policy.maxBackoff)
+        let milliseconds = ceiling.components.seconds * 1000 + ceiling.components.attoseconds / 1_000_000_000_000_000
+        return .milliseconds(Int64.random(in: max(1, milliseconds / 2)...max(1, milliseconds)))
+    }
+}

@@ -1,0 +1,149 @@
+import CoAP
+import CourierClient
+import CourierDevice
+import CourierProtocol
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import TestSupport
+import XCTest
+
+/// A CoAP peer that answers POST /v1/msg from a script and records when each request came.
+final class ScriptedGateway: CoAPRequestHandler {
+    let answers: NIOLockedValueBox<[CoAPMessage]>
+    let arrivals = NIOLockedValueBox<[(ContinuousClock.Instant, SendMessage)]>([])
+
+    init(_ answers: [CoAPMessage]) {
+        self.answers = NIOLockedValueBox(answers)
+    }
+
+    func handle(_ request: IncomingRequest) async -> CoAPMessage {
+        let message = try? SendMessage(serializedBytes: request.message.payload)
+        arrivals.withLockedValue { $0.append((ContinuousClock.now, message ?? SendMessage(clientMessageID: "?", chatID: 0, text: "", clientSentAtMs: 0))) }
+        return answers.withLockedValue { $0.isEmpty ? Self.accepted(message) : $0.removeFirst() }
+    }
+
+    static func accepted(_ message: SendMessage?) -> CoAPMessage {
+        .response(.created, payload: SendResult(clientMessageID: message?.clientMessageID ?? "", serverMessageID: 7, chatID: message?.chatID ?? 0, chatSequence: 0, acceptedAtMs: 1).serializedBytes())
+    }
+
+    static func refusal(_ code: CoAPCode, _ wire: WireErrorCode, maxAge: UInt32? = nil) -> CoAPMessage {
+        var response = CoAPMessage.response(code, payload: WireError(code: wire, message: "scripted", retryAfterSeconds: maxAge ?? 0).serializedBytes())
+        if let maxAge { response.setUIntOption(.maxAge, maxAge) }
+        return response
+    }
+
+    /// Serves on a loopback port until `body` ends.
+    static func serving<T>(_ answers: [CoAPMessage], _ body: (ScriptedGateway, SocketAddress) async throws -> T) async throws -> T {
+        let gateway = ScriptedGateway(answers)
+        let endpoint = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: true)
+        let serving = Task { await endpoint.serve(gateway) }
+        defer {
+            serving.cancel()
+            Task { await endpoint.close() }
+        }
+        return try await body(gateway, endpoint.localAddress)
+    }
+}
+
+final class ReliableSenderTests: XCTestCase {
+    func message(_ id: String = "m1") -> SendMessage {
+        SendMessage(clientMessageID: id, chatID: 3, text: "hello", clientSentAtMs: 1)
+    }
+
+    func testA503WithMaxAgeIsRetriedNoSoonerThanMaxAgeWithTheSameID() async throws {
+        try await ScriptedGateway.serving([ScriptedGateway.refusal(.serviceUnavailable, .overloaded, maxAge: 2)]) { gateway, address in
+            let client = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false)
+            var policy = ReliableSender.Policy()
+            policy.initialBackoff = .milliseconds(10)
+            let attempts = NIOLockedValueBox<[ReliableSender.Attempt]>([])
+            let outcome = try await ReliableSender(endpoint: client, server: address, token: "t", policy: policy).send(message()) { attempt in
+                attempts.withLockedValue { $0.append(attempt) }
+            }
+            await client.close()
+            guard case .accepted(let result) = outcome else { return XCTFail("\(outcome)") }
+            XCTAssertEqual(result.serverMessageID, 7)
+            let arrivals = gateway.arrivals.withLockedValue { $0 }
+            XCTAssertEqual(arrivals.count, 2)
+            XCTAssertEqual(arrivals.map(\.1.clientMessageID), ["m1", "m1"], "a retry is the same message")
+            XCTAssertGreaterThanOrEqual(arrivals[1].0 - arrivals[0].0, .seconds(2), "Max-Age is honoured")
+            guard case .deferred(let code, _)? = attempts.withLockedValue({ $0.first }) else { return XCTFail("the wait is reported") }
+            XCTAssertEqual(code, .serviceUnavailable)
+        }
+    }
+
+    func testA4xxIsNotRetried() async throws {
+        try await ScriptedGateway.serving([ScriptedGateway.refusal(.forbidden, .forbidden)]) { gateway, address in
+            let client = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false)
+            let outcome = try await ReliableSender(endpoint: client, server: address, token: "t").send(message())
+            try await Task.sleep(for: .milliseconds(300))
+            await client.close()
+            XCTAssertEqual(outcome, .refused(code: .forbidden, error: WireError(code: .forbidden, message: "scripted", retryAfterSeconds: 0)))
+            XCTAssertEqual(gateway.arrivals.withLockedValue { $0.count }, 1)
+        }
+    }
+
+    func testNoAnswerMeansANewExchangeUntilTheServerAnswers() async throws {
+        // Nothing listens on this port at first: the exchange times out and a new one starts.
+        let port = try await freeUDPPort()
+        let client = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false)
+        var policy = ReliableSender.Policy()
+        policy.exchangeTimeout = .milliseconds(700)
+        policy.initialBackoff = .milliseconds(100)
+        policy.maxBackoff = .milliseconds(200)
+        let failures = NIOLockedValueBox(0)
+        let sender = ReliableSender(endpoint: client, server: try SocketAddress(ipAddress: "127.0.0.1", port: port), token: "t", policy: policy)
+        let message = self.message()
+        let sending = Task { try await sender.send(message) { _ in failures.withLockedValue { $0 += 1 } } }
+        try await Task.sleep(for: .seconds(2))
+        XCTAssertGreaterThanOrEqual(failures.withLockedValue { $0 }, 1, "attempts failed while no one answered")
+        let gateway = ScriptedGateway([])
+        let server = try await CoAPEndpoint.bind(host: "127.0.0.1", port: port, serving: true)
+        let serving = Task { await server.serve(gateway) }
+        let outcome = try await sending.value
+        serving.cancel()
+        await server.close()
+        await client.close()
+        guard case .accepted = outcome else { return XCTFail("\(outcome)") }
+    }
+}
+
+final class LocalStoreTests: XCTestCase {
+    func temporaryPath() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("courier-client-\(UUID().uuidString).sqlite3").path
+    }
+
+    func testTheOutboxSurvivesARestartAndForgetsOnlyWhatWasAccepted() throws {
+        let path = temporaryPath()
+        var ids: [String] = []
+        do {
+            let store = try LocalStore(path: path, userID: 1)
+            for index in 1...3 { ids.append(try store.enqueue(chatID: 9, text: "message \(index)").clientMessageID) }
+        }
+        let reopened = try LocalStore(path: path, userID: 1)
+        XCTAssertEqual(try reopened.outbox().map(\.clientMessageID), ids, "everything written is still there, in order")
+        XCTAssertEqual(try reopened.nextToSend()?.clientMessageID, ids[0])
+        try reopened.accepted(SendResult(clientMessageID: ids[0], serverMessageID: 70, chatID: 9, chatSequence: 0, acceptedAtMs: 1))
+        try reopened.failed(clientMessageID: ids[1], reason: "4.03 not a member")
+        XCTAssertEqual(try reopened.outbox().map(\.clientMessageID), [ids[1], ids[2]], "accepted is forgotten; failed stays, marked")
+        XCTAssertEqual(try reopened.nextToSend()?.clientMessageID, ids[2], "a failed message is not sent again")
+        XCTAssertEqual(try reopened.waitingCount(), 1)
+        XCTAssertEqual(try reopened.ownState(clientMessageID: ids[0]), .accepted)
+        XCTAssertEqual(try reopened.ownState(clientMessageID: ids[1]), .failed)
+    }
+
+    func testPushedMessagesAdvanceTheCursorAndOwnMessagesMoveToDelivered() async throws {
+        let store = try LocalStore(path: temporaryPath(), userID: 1)
+        let mine = try store.enqueue(chatID: 9, text: "mine")
+        func pushed(_ sequence: UInt64, from user: UInt64, id: String) -> ChatMessage {
+            ChatMessage(serverMessageID: 100 + sequence, chatID: 9, chatSequence: sequence, senderUserID: user, senderDeviceID: user, clientMessageID: id, text: id, clientSentAtMs: 1, acceptedAtMs: 1)
+        }
+        try await store.store([pushed(1, from: 2, id: "theirs"), pushed(2, from: 1, id: mine.clientMessageID)])
+        let cursors = try await store.cursors()
+        XCTAssertEqual(cursors, [ChatCursor(chatID: 9, sequence: 2)])
+        XCTAssertEqual(try store.waitingCount(), 0, "our own message came back numbered: it left the outbox")
+        XCTAssertEqual(try store.lines(chatID: 9).map(\.own), [nil, .accepted])
+        await store.delivered(DeliveryReceipt(chatID: 9, chatSequence: 2, serverMessageID: 102, clientMessageID: mine.clientMessageID))
+        XCTAssertEqual(try store.lines(chatID: 9).last?.own, .delivered)
+    }
+}
