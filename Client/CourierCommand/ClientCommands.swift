@@ -12,7 +12,18 @@ struct ClientLocation: ParsableArguments {
     @Option(help: "Directory of the outbox and the history cache.")
     var stateDir: String = ClientSettings.defaultStateDirectory()
 
-    func settings() throws -> ClientSettings { try ClientSettings.load(path: config) }
+    @Option(help: "Server host, instead of the configuration's.") var server: String?
+    @Option(help: "Server CoAP port, instead of the configuration's.") var coapPort: Int?
+    @Option(help: "Server push port, instead of the configuration's.") var pushPort: Int?
+
+    /// The configuration file's settings, with the flags given here instead of its values.
+    func settings() throws -> ClientSettings {
+        var settings = try ClientSettings.load(path: config)
+        if let server { settings.host = server }
+        if let coapPort { settings.coapPort = coapPort }
+        if let pushPort { settings.pushPort = pushPort }
+        return settings
+    }
 
     /// A chat named by id or by name (the user's chats, from the server).
     func resolve(_ chat: String, with engine: ClientEngine) async throws -> UInt64 {
@@ -36,16 +47,18 @@ struct ClientLocation: ParsableArguments {
 }
 
 struct Login: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Check a device token with the server and save it in the configuration file.")
+    static let configuration = CommandConfiguration(
+        abstract: "Check a device token with the server and save it in the configuration file.",
+        discussion: "--server (default 127.0.0.1), --coap-port (5683) and --push-port (8080) say where the server is."
+    )
 
-    @Option(help: "The server's host.") var server = "127.0.0.1"
-    @Option(help: "The server's CoAP port.") var coapPort = 5683
-    @Option(help: "The server's push (WebSocket) port.") var pushPort = 8080
     @Option(help: "The device token printed by `courier-server device add`.") var token: String
     @OptionGroup var location: ClientLocation
 
     func run() async throws {
-        let settings = try await CourierClient.Login.verify(host: server, coapPort: coapPort, pushPort: pushPort, token: token)
+        let settings = try await CourierClient.Login.verify(
+            host: location.server ?? "127.0.0.1", coapPort: location.coapPort ?? 5683, pushPort: location.pushPort ?? 8080, token: token
+        )
         try settings.save(path: location.config)
         print("logged in as user \(settings.userID), device \(settings.deviceID); configuration in \(location.config)")
     }
