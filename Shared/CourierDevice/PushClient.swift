@@ -261,9 +261,7 @@ public final class PushClient: Sendable {
     }
 
     private func backoff(_ failures: Int) -> Duration {
-        let ceiling = min(configuration.initialBackoff * (1 << min(max(failures - 1, 0), 16)), configuration.maxBackoff)
-        let milliseconds = ceiling.components.seconds * 1000 + ceiling.components.attoseconds / 1_000_000_000_000_000
-        return .milliseconds(Int64.random(in: max(1, milliseconds / 2)...max(1, milliseconds)))
+        Backoff.delay(failures: failures, initial: configuration.initialBackoff, maximum: configuration.maxBackoff)
     }
 }
 

@@ -117,11 +117,7 @@ public struct ReliableSender: Sendable {
         }
     }
 
-    /// Full jitter: uniformly up to the doubled backoff, so a fleet that lost the server at one
-    /// moment does not come back at one moment.
     private func backoff(_ failures: Int) -> Duration {
-        let ceiling = min(policy.initialBackoff * (1 << min(failures - 1, 16)), policy.maxBackoff)
-        let milliseconds = ceiling.components.seconds * 1000 + ceiling.components.attoseconds / 1_000_000_000_000_000
-        return .milliseconds(Int64.random(in: max(1, milliseconds / 2)...max(1, milliseconds)))
+        Backoff.delay(failures: failures, initial: policy.initialBackoff, maximum: policy.maxBackoff)
     }
 }

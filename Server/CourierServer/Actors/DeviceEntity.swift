@@ -66,8 +66,6 @@ public actor DeviceEntity: ShardedEntity {
         return DeviceEntity(id: id, userID: device.userID, context: context)
     }
 
-    var hasSession: Bool { session != nil }
-
     /// Makes `link` this device's session (closing an older one) and starts the replay after
     /// the device's cursors: a chat listed in `have` starts after the sequence stated there,
     /// any other chat after its stored delivery cursor.
