@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
     ],
     targets: [
         // Shared: what both ends speak.
@@ -150,7 +151,9 @@ let package = Package(
             name: "CourierSimulator",
             dependencies: [
                 "CoAP",
+                "CourierDevice",
                 "CourierProtocol",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -226,6 +229,18 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             path: "Tests/ClientTests"
+        ),
+        .testTarget(
+            name: "SimulatorTests",
+            dependencies: [
+                "CoAP",
+                "CourierDevice",
+                "CourierProtocol",
+                "CourierSimulator",
+                "TestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Tests/SimulatorTests"
         ),
         .testTarget(
             name: "StorageTests",
