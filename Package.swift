@@ -173,6 +173,7 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: [
+                "CoAP",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -32,6 +32,11 @@ public final class PushClient: Sendable {
         public var connectTimeout: Duration = .seconds(10)
         /// Largest frame accepted from the server (sync responses are the large ones).
         public var maxFrameBytes = 4 * 1024 * 1024
+        /// The local address to connect from (nil: the system's choice). A fleet on one
+        /// machine spreads over several loopback addresses to go past one address's ports.
+        public var localHost: String?
+        /// Called with every event as it happens (`events` keeps only the newest).
+        public var observer: (@Sendable (Event) -> Void)?
 
         public init(host: String, port: Int, token: String) {
             self.host = host
@@ -63,21 +68,26 @@ public final class PushClient: Sendable {
         (events, eventSink) = AsyncStream.makeStream(of: Event.self, bufferingPolicy: .bufferingNewest(64))
     }
 
+    private func emit(_ event: Event) {
+        configuration.observer?(event)
+        eventSink.yield(event)
+    }
+
     /// Keeps a session open until cancelled or refused.
     public func run() async {
         var failures = 0
         while !Task.isCancelled {
-            eventSink.yield(.connecting)
+            emit(.connecting)
             let end = await session()
             switch end {
             case .refused(let reason):
-                eventSink.yield(.refused(reason: reason))
+                emit(.refused(reason: reason))
                 eventSink.finish()
                 return
             case .ended(let reason, let wasWelcomed):
                 failures = wasWelcomed ? 1 : failures + 1
                 let wait = backoff(failures)
-                eventSink.yield(.disconnected(reason: reason, retryIn: wait))
+                emit(.disconnected(reason: reason, retryIn: wait))
                 try? await Task.sleep(for: wait)
             }
         }
@@ -133,8 +143,12 @@ public final class PushClient: Sendable {
 
     private func connect() async throws -> Upgrade {
         let configuration = self.configuration
-        let upgrade: EventLoopFuture<Upgrade> = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.milliseconds(configuration.connectTimeout.components.seconds * 1000))
+        if let localHost = configuration.localHost {
+            bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: localHost, port: 0))
+        }
+        let upgrade: EventLoopFuture<Upgrade> = try await bootstrap
             .connect(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(
@@ -215,7 +229,7 @@ public final class PushClient: Sendable {
             switch serverFrame {
             case .welcome(let welcome):
                 state.welcome(interval: .milliseconds(Int64(max(welcome.heartbeatIntervalMs, 1000))))
-                eventSink.yield(.connected(welcome))
+                emit(.connected(welcome))
             case .push(.message(let pushed)):
                 incoming = [pushed]
             case .push(.delivered(let receipt)):

@@ -11,6 +11,7 @@ final class CoAPChannelHandler: ChannelInboundHandler {
     private let maxDatagramSize: Int
     /// Where whole requests go; nil for an endpoint that only sends requests.
     private let requestSink: AsyncStream<IncomingRequest>.Continuation?
+    private let counters: CoAPCounters?
     private var responsePromises: [[UInt8]: EventLoopPromise<CoAPMessage>] = [:]
     private var context: ChannelHandlerContext?
     private var isClosed = false
@@ -20,8 +21,10 @@ final class CoAPChannelHandler: ChannelInboundHandler {
         maxBodySize: Int,
         blockSize: Int,
         maxDatagramSize: Int,
-        requestSink: AsyncStream<IncomingRequest>.Continuation?
+        requestSink: AsyncStream<IncomingRequest>.Continuation?,
+        counters: CoAPCounters? = nil
     ) {
+        self.counters = counters
         layer = MessageLayer(parameters: parameters, seed: UInt64.random(in: .min ... .max))
         blockwise = BlockwiseServer(maxBodySize: maxBodySize, preferredBlockSize: blockSize)
         self.maxDatagramSize = maxDatagramSize
@@ -94,7 +97,11 @@ final class CoAPChannelHandler: ChannelInboundHandler {
                 send(datagram, to: peer)
             case .scheduleRetransmission(let key, let attempt, let deadline):
                 schedule(at: deadline) { handler in
-                    handler.perform(handler.layer.retransmissionTimerFired(key, attempt: attempt, now: Self.now, jitter: Self.jitter))
+                    let actions = handler.layer.retransmissionTimerFired(key, attempt: attempt, now: Self.now, jitter: Self.jitter)
+                    if actions.contains(where: { if case .send = $0 { true } else { false } }) {
+                        handler.counters?.retransmissions.add(1, ordering: .relaxed)
+                    }
+                    handler.perform(actions)
                 }
             case .schedulePiggybackDeadline(let key, let deadline):
                 schedule(at: deadline) { handler in handler.perform(handler.layer.piggybackWindowElapsed(key, now: Self.now)) }

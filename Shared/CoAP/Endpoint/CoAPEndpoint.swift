@@ -23,6 +23,10 @@ public final class CoAPEndpoint: Sendable {
         public var maxDatagramSize = 8 * 1024
         /// Kernel socket buffer sizes; bursts beyond them are dropped by the kernel.
         public var socketBufferSize = 4 * 1024 * 1024
+        /// Faults to inject into this endpoint's datagrams (tests and the simulator only).
+        public var faults: DatagramFaults?
+        /// Where the endpoint counts retransmissions and injected faults; may be shared.
+        public var counters: CoAPCounters?
 
         public init() {}
     }
@@ -77,9 +81,13 @@ public final class CoAPEndpoint: Sendable {
                     maxBodySize: configuration.maxBodySize,
                     blockSize: configuration.blockSize,
                     maxDatagramSize: configuration.maxDatagramSize,
-                    requestSink: continuation
+                    requestSink: continuation,
+                    counters: configuration.counters
                 )
                 do {
+                    if let faults = configuration.faults {
+                        try channel.pipeline.syncOperations.addHandler(DatagramFaultHandler(faults: faults, counters: configuration.counters))
+                    }
                     try channel.pipeline.syncOperations.addHandler(handler)
                 } catch {
                     handlerPromise.fail(error)

@@ -1,0 +1,314 @@
+import CoAP
+import CourierDevice
+import CourierProtocol
+import Foundation
+import NIOCore
+import Synchronization
+
+/// A fleet of simulated devices in one process, each with its own UDP endpoint and its own
+/// push session, sending at a chosen rate through the client's `ReliableSender`, while the
+/// `DeliveryOracle` watches every arrival.
+public struct Fleet: Sendable {
+    public struct Options: Sendable {
+        public var settings: SimulationReport.Settings
+        public var serverHost: String
+        public var coapPort: Int
+        public var pushPort: Int
+        public var provisioning: Provisioning
+        public var prefix: String
+        /// After sending stops: how long unanswered sends may still finish, and how long
+        /// acknowledged messages may take to reach every device.
+        public var drainTimeout: Duration = .seconds(30)
+        public var settleTimeout: Duration = .seconds(30)
+        /// Addresses the devices send from, in turn; nil picks them (several loopback
+        /// addresses when the server is on loopback).
+        public var sourceHosts: [String]?
+        /// Devices per source address when they are picked (each needs a UDP and a TCP port).
+        public var devicesPerSourceHost = 10_000
+        /// Receives the live progress line once a second.
+        public var progress: @Sendable (String) -> Void = { _ in }
+
+        public init(settings: SimulationReport.Settings, serverHost: String, coapPort: Int, pushPort: Int, provisioning: Provisioning, prefix: String) {
+            self.settings = settings
+            self.serverHost = serverHost
+            self.coapPort = coapPort
+            self.pushPort = pushPort
+            self.provisioning = provisioning
+            self.prefix = prefix
+        }
+    }
+
+    public let options: Options
+
+    public init(options: Options) {
+        self.options = options
+    }
+
+    /// Provisions, runs, waits for the oracle, and reports. Throws only when the fleet cannot
+    /// be set up (provisioning, bad addresses); everything after is in the report.
+    public func run() async throws -> SimulationReport {
+        let settings = options.settings
+        let fleet = try await options.provisioning.provision(Provisioning.Request(
+            prefix: options.prefix, users: settings.users, devicesPerUser: settings.devicesPerUser,
+            chats: settings.chats, membersPerChat: settings.membersPerChat
+        ))
+        let server = try SocketAddress.makeAddressResolvingHost(options.serverHost, port: options.coapPort)
+        let plan = FleetPlan(fleet: fleet, serverHost: options.serverHost, sourceHosts: options.sourceHosts, devicesPerSourceHost: options.devicesPerSourceHost)
+        var random = SplitMix64(seed: settings.seed)
+        let runID = String(random.next() & 0xFFFF_FFFF, radix: 36)
+        let oracle = DeliveryOracle(runID: runID, deviceCount: plan.devices.count, recipients: plan.recipients) { index in
+            let device = plan.devices[index]
+            return "device \(device.deviceID) (\(fleet.users[device.user].name)/\(fleet.users[device.user].devices[device.deviceInUser].name))"
+        }
+        let stats = FleetStatistics(devices: plan.devices.count)
+        let counters = CoAPCounters()
+        let clock = ContinuousClock()
+        let started = clock.now
+        let startedAt = Date()
+        let sendUntil = settings.durationSeconds.map { started + .milliseconds(Int64($0 * 1000)) }
+        let budget = settings.messageCount.map { MessageBudget($0) }
+        let sendingOver = Flag()
+
+        // One device's life: its endpoint and push session for the whole run, its lanes until
+        // sending stops.
+        let devices = plan.devices.indices.map { index in
+            SimDevice(
+                index: index, plan: plan, settings: settings, server: server, pushPort: options.pushPort, oracle: oracle,
+                stats: stats, counters: counters, seed: settings.seed ^ (UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
+            )
+        }
+        let rampStep = settings.rampUpSeconds / Double(max(1, devices.count))
+        let disconnectWindow = (settings.rampUpSeconds, max(settings.rampUpSeconds, settings.durationSeconds ?? settings.rampUpSeconds + 30))
+
+        let sending = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for device in devices {
+                    let startAt = started + .milliseconds(Int64(Double(device.index) * rampStep * 1000))
+                    group.addTask {
+                        // Every device starts, even one whose turn comes after sending ended:
+                        // it is a member device, and the oracle expects it to catch up.
+                        try? await clock.sleep(until: startAt)
+                        await device.start()
+                        guard !Task.isCancelled, !sendingOver.isSet else { return }
+                        if draw(seed: settings.seed, device.index, below: 100) < settings.faults.disconnectSessions {
+                            device.scheduleDisconnect(within: disconnectWindow, from: started)
+                        }
+                        await device.send(until: sendUntil, budget: budget, over: sendingOver)
+                    }
+                }
+            }
+        }
+
+        // The live line, and the end of sending: the duration, the budget, or the drain.
+        var timeline: [SimulationReport.Second] = []
+        var last = (acknowledged: 0, arrivals: 0)
+        var sendingEndedAt: ContinuousClock.Instant?
+        var drainDeadline: ContinuousClock.Instant?
+        var tick = started
+        while true {
+            tick = tick + .seconds(1)
+            try? await clock.sleep(until: tick)
+            let now = clock.now
+            let progress = oracle.progress
+            let window = oracle.takeLatencyWindow()
+            let second = SimulationReport.Second(
+                elapsed: Double((now - started).components.seconds) + Double((now - started).components.attoseconds) / 1e18,
+                connected: stats.connected, sent: progress.sent, acknowledged: progress.acknowledged, delivered: progress.arrivals,
+                inFlight: stats.inFlight, acknowledgedPerSecond: Double(progress.acknowledged - last.acknowledged),
+                deliveredPerSecond: Double(progress.arrivals - last.arrivals), ackP99: window.ack.p99Milliseconds, deliveryP99: window.delivery.p99Milliseconds
+            )
+            last = (progress.acknowledged, progress.arrivals)
+            timeline.append(second)
+            let phase = sendingEndedAt == nil ? "sending" : "settling"
+            options.progress(Self.progressLine(second, phase: phase, deliveryP99: oracle.deliveryP99, outstanding: progress.outstanding))
+
+            if sendingEndedAt == nil {
+                let budgetSpent = budget?.isSpent ?? false
+                if let sendUntil, now >= sendUntil { sendingOver.set() }
+                if budgetSpent { sendingOver.set() }
+                if sendingOver.isSet {
+                    sendingEndedAt = now
+                    drainDeadline = now + options.drainTimeout
+                }
+            }
+            if let drainDeadline, stats.inFlight == 0 || now >= drainDeadline {
+                sending.cancel()
+                break
+            }
+        }
+        await sending.value
+        let sendingSeconds = Self.seconds(sendingEndedAt.map { $0 - started } ?? (clock.now - started))
+
+        // Settle: every acknowledged message at every member device, or the timeout.
+        let settleStarted = clock.now
+        let settleDeadline = settleStarted + options.settleTimeout
+        while oracle.progress.outstanding > 0 && clock.now < settleDeadline {
+            try? await clock.sleep(for: .milliseconds(200))
+        }
+        let settleSeconds = Self.seconds(clock.now - settleStarted)
+        let progress = oracle.progress
+        options.progress(Self.progressLine(
+            timeline.last ?? SimulationReport.Second(elapsed: 0, connected: 0, sent: 0, acknowledged: 0, delivered: 0, inFlight: 0, acknowledgedPerSecond: 0, deliveredPerSecond: 0, ackP99: 0, deliveryP99: 0),
+            phase: "done", deliveryP99: oracle.deliveryP99, outstanding: progress.outstanding
+        ))
+        await withTaskGroup(of: Void.self) { group in
+            for device in devices { group.addTask { await device.stop() } }
+        }
+
+        let latencies = oracle.latencies()
+        return SimulationReport(
+            settings: settings, startedAt: startedAt, sendingSeconds: sendingSeconds, settleSeconds: settleSeconds,
+            sent: progress.sent, acknowledged: progress.acknowledged, delivered: progress.arrivals,
+            sendToAck: latencies.ack, sendToDelivery: latencies.delivery,
+            acknowledgedPerSecond: sendingSeconds > 0 ? Double(progress.acknowledged) / sendingSeconds : 0,
+            deliveredPerSecond: sendingSeconds > 0 ? Double(progress.arrivals) / sendingSeconds : 0,
+            responseCodes: stats.responseCodes, transportFailures: stats.transportFailures,
+            retransmissions: counters.retransmissions.load(ordering: .relaxed), reconnects: stats.reconnects,
+            injectedDisconnects: stats.injectedDisconnects, datagramsDropped: counters.faultDrops.load(ordering: .relaxed),
+            datagramsDuplicated: counters.faultDuplicates.load(ordering: .relaxed), peakConnected: stats.peakConnected,
+            timeline: timeline, verdict: oracle.verdict()
+        )
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    static func progressLine(_ second: SimulationReport.Second, phase: String, deliveryP99: Double, outstanding: Int) -> String {
+        func ms(_ value: Double) -> String { value < 10 ? String(format: "%.2f", value) : String(format: "%.0f", value) }
+        return String(
+            format: "%5.0fs %@  connected %d  sent %d  acked %d  delivered %d  in flight %d  %.0f acked/s  %.0f delivered/s  p99 delivery %@ ms  awaiting %d",
+            second.elapsed, phase, second.connected, second.sent, second.acknowledged, second.delivered, second.inFlight,
+            second.acknowledgedPerSecond, second.deliveredPerSecond, ms(deliveryP99), outstanding
+        )
+    }
+}
+
+/// A number in 0..<bound, the same for the same device in every run with the same seed.
+private func draw(seed: UInt64, _ index: Int, below bound: Double) -> Double {
+    var generator = SplitMix64(seed: seed ^ (UInt64(index) &* 0xD1B5_4A32_D192_ED03 &+ 1))
+    return Double.random(in: 0..<bound, using: &generator)
+}
+
+/// Who is who: the fleet's devices in order, each chat's member devices, and where each
+/// device sends from.
+struct FleetPlan: Sendable {
+    struct Device: Sendable {
+        var user: Int
+        var deviceInUser: Int
+        var deviceID: UInt64
+        var token: String
+        /// The chats (by index) its user is a member of.
+        var chats: [Int]
+        var sourceHost: String
+    }
+
+    let devices: [Device]
+    /// Per chat index, the device indices that must receive its messages.
+    let recipients: [[Int]]
+    let chatIDs: [UInt64]
+    let chatIndex: [UInt64: Int]
+    /// Where the push sessions go: the gateway's host.
+    let pushHost: String
+
+    init(fleet: Provisioning.Fleet, serverHost: String, sourceHosts: [String]?, devicesPerSourceHost: Int) {
+        var userIndex: [UInt64: Int] = [:]
+        for (index, user) in fleet.users.enumerated() { userIndex[user.id] = index }
+        var chatsOfUser = Array(repeating: [Int](), count: fleet.users.count)
+        for (chat, info) in fleet.chats.enumerated() {
+            for member in info.memberUserIDs { if let user = userIndex[member] { chatsOfUser[user].append(chat) } }
+        }
+        let loopback = serverHost == "localhost" || serverHost.hasPrefix("127.")
+        var devices: [Device] = []
+        var firstDevice: [Int] = []
+        for (user, info) in fleet.users.enumerated() {
+            firstDevice.append(devices.count)
+            for (position, device) in info.devices.enumerated() {
+                let index = devices.count
+                let host: String
+                if let sourceHosts, !sourceHosts.isEmpty {
+                    host = sourceHosts[index % sourceHosts.count]
+                } else if loopback {
+                    host = "127.0.0.\(1 + index / max(1, devicesPerSourceHost))"
+                } else {
+                    host = "0.0.0.0"
+                }
+                devices.append(Device(user: user, deviceInUser: position, deviceID: device.id, token: device.token, chats: chatsOfUser[user], sourceHost: host))
+            }
+        }
+        self.devices = devices
+        recipients = fleet.chats.map { chat in
+            chat.memberUserIDs.compactMap { userIndex[$0] }.flatMap { user in
+                (0..<fleet.users[user].devices.count).map { firstDevice[user] + $0 }
+            }
+        }
+        chatIDs = fleet.chats.map(\.id)
+        var chatIndex: [UInt64: Int] = [:]
+        for (index, id) in chatIDs.enumerated() { chatIndex[id] = index }
+        self.chatIndex = chatIndex
+        pushHost = serverHost
+    }
+}
+
+/// What the progress line and the report count across the fleet.
+final class FleetStatistics: Sendable {
+    private struct State {
+        var connected = 0
+        var peakConnected = 0
+        var everConnected: Set<Int> = []
+        var reconnects = 0
+        var injectedDisconnects = 0
+        var inFlight = 0
+        var responseCodes: [String: Int] = [:]
+        var transportFailures: [String: Int] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    init(devices: Int) {}
+
+    var connected: Int { state.withLock { $0.connected } }
+    var peakConnected: Int { state.withLock { $0.peakConnected } }
+    var reconnects: Int { state.withLock { $0.reconnects } }
+    var injectedDisconnects: Int { state.withLock { $0.injectedDisconnects } }
+    var inFlight: Int { state.withLock { $0.inFlight } }
+    var responseCodes: [String: Int] { state.withLock { $0.responseCodes } }
+    var transportFailures: [String: Int] { state.withLock { $0.transportFailures } }
+
+    func sessionOpened(device: Int) {
+        state.withLock { state in
+            state.connected += 1
+            state.peakConnected = max(state.peakConnected, state.connected)
+            if !state.everConnected.insert(device).inserted { state.reconnects += 1 }
+        }
+    }
+
+    func sessionClosed() { state.withLock { $0.connected -= 1 } }
+    func disconnectInjected() { state.withLock { $0.injectedDisconnects += 1 } }
+    func sendStarted() { state.withLock { $0.inFlight += 1 } }
+    func sendEnded() { state.withLock { $0.inFlight -= 1 } }
+    func answered(_ code: String) { state.withLock { $0.responseCodes[code, default: 0] += 1 } }
+
+    func failed(_ reason: String) {
+        // Reasons carry details (timeouts, addresses); the kind is enough for a table.
+        let kind = reason.split(separator: "(").first.map { String($0.prefix(60)) } ?? reason
+        state.withLock { $0.transportFailures[kind, default: 0] += 1 }
+    }
+}
+
+/// How many messages the run may still start, when it has a count instead of a duration.
+final class MessageBudget: Sendable {
+    private let remaining: Atomic<Int>
+
+    init(_ count: Int) { remaining = Atomic(count) }
+
+    /// Takes one; false once all were taken.
+    func take() -> Bool { remaining.subtract(1, ordering: .relaxed).newValue >= 0 }
+    var isSpent: Bool { remaining.load(ordering: .relaxed) <= 0 }
+}
+
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .relaxed) }
+    var isSet: Bool { value.load(ordering: .relaxed) }
+}

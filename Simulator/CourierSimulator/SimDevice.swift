@@ -1,0 +1,234 @@
+import CoAP
+import CourierDevice
+import CourierProtocol
+import Foundation
+import NIOCore
+import Synchronization
+
+/// One simulated device: its own UDP endpoint (with the run's datagram faults), its own push
+/// session, and `window` lanes that each send one message at a time at the device's rate.
+final class SimDevice: Sendable {
+    let index: Int
+    private let plan: FleetPlan
+    private let settings: SimulationReport.Settings
+    private let server: SocketAddress
+    private let pushPort: Int
+    private let oracle: DeliveryOracle
+    private let stats: FleetStatistics
+    private let counters: CoAPCounters
+    private let seed: UInt64
+
+    private struct Runtime {
+        var endpoint: CoAPEndpoint?
+        var push: PushClient?
+        var tasks: [Task<Void, Never>] = []
+        var stopped = false
+    }
+
+    private let runtime = Mutex(Runtime())
+
+    init(
+        index: Int, plan: FleetPlan, settings: SimulationReport.Settings, server: SocketAddress, pushPort: Int,
+        oracle: DeliveryOracle, stats: FleetStatistics, counters: CoAPCounters, seed: UInt64
+    ) {
+        self.index = index
+        self.plan = plan
+        self.settings = settings
+        self.server = server
+        self.pushPort = pushPort
+        self.oracle = oracle
+        self.stats = stats
+        self.counters = counters
+        self.seed = seed
+    }
+
+    private var device: FleetPlan.Device { plan.devices[index] }
+
+    /// Binds the endpoint and opens the push session (kept open, reconnecting, until `stop`).
+    func start() async {
+        var configuration = CoAPEndpoint.Configuration()
+        // A device sends small requests; the default 4 MiB buffers are for servers.
+        configuration.socketBufferSize = 256 * 1024
+        configuration.counters = counters
+        let faults = settings.faults
+        if faults.dropOutgoing > 0 || faults.dropIncoming > 0 || faults.duplicateOutgoing > 0 || faults.duplicateIncoming > 0 {
+            configuration.faults = DatagramFaults(
+                dropOutgoing: faults.dropOutgoing / 100, dropIncoming: faults.dropIncoming / 100,
+                duplicateOutgoing: faults.duplicateOutgoing / 100, duplicateIncoming: faults.duplicateIncoming / 100, seed: seed
+            )
+        }
+        let endpoint: CoAPEndpoint
+        do {
+            endpoint = try await CoAPEndpoint.bind(host: device.sourceHost, port: 0, serving: false, configuration: configuration)
+        } catch {
+            stats.failed("cannot bind a UDP endpoint on \(device.sourceHost): \(error)")
+            return
+        }
+
+        var pushConfiguration = PushClient.Configuration(host: plan.pushHost, port: pushPort, token: device.token)
+        pushConfiguration.clientName = "courier-sim"
+        pushConfiguration.localHost = device.sourceHost == "0.0.0.0" ? nil : device.sourceHost
+        let stats = self.stats
+        let index = self.index
+        let welcomed = Mutex(false)
+        pushConfiguration.observer = { event in
+            switch event {
+            case .connected:
+                welcomed.withLock { $0 = true }
+                stats.sessionOpened(device: index)
+            case .disconnected, .refused:
+                let wasOpen = welcomed.withLock { open in
+                    defer { open = false }
+                    return open
+                }
+                if wasOpen { stats.sessionClosed() }
+                if case .refused(let reason) = event { stats.failed("push session refused: \(reason)") }
+            case .connecting:
+                break
+            }
+        }
+        let push = PushClient(configuration: pushConfiguration, store: SimDeviceStore(device: index, plan: plan, oracle: oracle))
+        let pushTask = Task { await push.run() }
+        let stillRunning = runtime.withLock { runtime in
+            runtime.endpoint = endpoint
+            runtime.push = push
+            runtime.tasks.append(pushTask)
+            return !runtime.stopped
+        }
+        if !stillRunning { await stop() }
+    }
+
+    /// Drops the push session once, at a random time within `window` (seconds from `start`).
+    func scheduleDisconnect(within window: (Double, Double), from start: ContinuousClock.Instant) {
+        var generator = SplitMix64(seed: seed ^ 0xA5A5_A5A5)
+        let at = Double.random(in: window.0...max(window.0, window.1), using: &generator)
+        let task = Task { [self] in
+            try? await ContinuousClock().sleep(until: start + .milliseconds(Int64(at * 1000)))
+            guard !Task.isCancelled, let push = runtime.withLock({ $0.push }) else { return }
+            stats.disconnectInjected()
+            push.dropSession()
+        }
+        runtime.withLock { $0.tasks.append(task) }
+    }
+
+    /// Sends until `deadline`, the budget, or `over`; returns when every lane has stopped
+    /// (a lane finishes its message first unless the task is cancelled).
+    func send(until deadline: ContinuousClock.Instant?, budget: MessageBudget?, over: Flag) async {
+        guard let endpoint = runtime.withLock({ $0.endpoint }), !device.chats.isEmpty else { return }
+        let perDevice = min(settings.ratePerDevice, settings.totalRate.map { $0 / Double(max(1, plan.devices.count)) } ?? .infinity)
+        guard perDevice > 0 else { return }
+        let sender = ReliableSender(endpoint: endpoint, server: server, token: device.token)
+        let lanes = settings.window
+        let laneRate = perDevice / Double(lanes)
+        await withTaskGroup(of: Void.self) { group in
+            for lane in 0..<lanes {
+                group.addTask { [self] in
+                    await runLane(lane, rate: laneRate, sender: sender, deadline: deadline, budget: budget, over: over)
+                }
+            }
+        }
+    }
+
+    private func runLane(_ lane: Int, rate: Double, sender: ReliableSender, deadline: ContinuousClock.Instant?, budget: MessageBudget?, over: Flag) async {
+        let clock = ContinuousClock()
+        var generator = SplitMix64(seed: seed ^ UInt64(lane + 1) &* 0xBF58_476D_1CE4_E5B9)
+        // Poisson arrivals: independent devices, as a real fleet sends.
+        func interval() -> Duration {
+            let uniform = Double.random(in: Double.ulpOfOne..<1, using: &generator)
+            return .microseconds(Int64(min(3600, -log(uniform) / rate) * 1_000_000))
+        }
+        var next = clock.now + interval()
+        var laneIndex = 0
+        let chats = device.chats
+        let padding = settings.messageBytes
+        while !Task.isCancelled {
+            do { try await clock.sleep(until: next) } catch { return }
+            let now = clock.now
+            if over.isSet { return }
+            if let deadline, now >= deadline { return }
+            if let budget, !budget.take() { return }
+            let chat = chats[Int(generator.next() % UInt64(chats.count))]
+            let (number, clientMessageID) = oracle.willSend(.init(chat: chat, senderDevice: index, lane: lane, laneIndex: laneIndex, sentAt: now))
+            laneIndex += 1
+            let message = SendMessage(
+                clientMessageID: clientMessageID, chatID: plan.chatIDs[chat],
+                text: Self.text(clientMessageID, bytes: padding), clientSentAtMs: Int64(Date().timeIntervalSince1970 * 1000)
+            )
+            stats.sendStarted()
+            defer { stats.sendEnded() }
+            let outcome: ReliableSender.Outcome
+            do {
+                outcome = try await sender.send(message) { attempt in
+                    switch attempt {
+                    case .deferred(let code, _): stats.answered(code.description)
+                    case .failed(let reason, _): stats.failed(reason)
+                    }
+                }
+            } catch {
+                return  // cancelled at the end of the drain: counted as unacknowledged
+            }
+            switch outcome {
+            case .accepted:
+                oracle.acknowledged(number, at: clock.now)
+                stats.answered("2.01")
+            case .refused(let code, let error):
+                oracle.refused(number)
+                stats.answered(code.description)
+                if let error { stats.failed("refused \(code): \(error.message)") }
+            }
+            // Behind schedule by more than a second (a slow answer): start afresh rather than
+            // send a burst to catch up.
+            next = next + interval()
+            if clock.now - next > .seconds(1) { next = clock.now }
+        }
+    }
+
+    /// "sim <id>" padded with dots to `bytes` (at least the id).
+    static func text(_ clientMessageID: String, bytes: Int) -> String {
+        let head = "sim \(clientMessageID) "
+        return head.utf8.count >= bytes ? head : head + String(repeating: ".", count: bytes - head.utf8.count)
+    }
+
+    /// Ends the push session and closes the endpoint.
+    func stop() async {
+        let (endpoint, tasks) = runtime.withLock { runtime in
+            runtime.stopped = true
+            defer { runtime.tasks = [] }
+            return (runtime.endpoint, runtime.tasks)
+        }
+        for task in tasks { task.cancel() }
+        runtime.withLock { $0.push }?.dropSession()
+        for task in tasks { await task.value }
+        await endpoint?.close()
+    }
+}
+
+/// A simulated device's memory: its cursor per chat. Everything it stores goes to the oracle.
+final class SimDeviceStore: PushStore {
+    private let device: Int
+    private let plan: FleetPlan
+    private let oracle: DeliveryOracle
+    private let held = Mutex<[UInt64: UInt64]>([:])
+
+    init(device: Int, plan: FleetPlan, oracle: DeliveryOracle) {
+        self.device = device
+        self.plan = plan
+        self.oracle = oracle
+    }
+
+    func cursors() async throws -> [ChatCursor] {
+        held.withLock { $0.map { ChatCursor(chatID: $0.key, sequence: $0.value) } }
+    }
+
+    func store(_ messages: [ChatMessage]) async throws {
+        let now = ContinuousClock.now
+        held.withLock { held in
+            for message in messages { held[message.chatID] = max(held[message.chatID] ?? 0, message.chatSequence) }
+        }
+        for message in messages {
+            oracle.arrived(device: device, chat: plan.chatIndex[message.chatID] ?? -1, sequence: message.chatSequence, clientMessageID: message.clientMessageID, at: now)
+        }
+    }
+
+    func delivered(_ receipt: DeliveryReceipt) async {}
+}
