@@ -1,14 +1,21 @@
 import ArgumentParser
 import CoAP
 import CourierSimulator
+import Foundation
 
 @main
 struct CourierSimCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "courier-sim",
-        abstract: "Courier's device simulator.",
-        subcommands: [Probe.self]
+        abstract: "Courier's device simulator: put a fleet of devices on a server and check that nothing acknowledged was lost.",
+        subcommands: [Run.self, Probe.self],
+        defaultSubcommand: Run.self
     )
+}
+
+func parseServer(_ text: String) throws -> HostAndPort {
+    guard let address = HostAndPort(parsing: text) else { throw ValidationError("--server must be host[:port], got '\(text)'") }
+    return address
 }
 
 struct Probe: AsyncParsableCommand {
@@ -16,10 +23,7 @@ struct Probe: AsyncParsableCommand {
         abstract: "Put a fleet of devices, each on its own UDP endpoint, on a server's gateway and report round trips."
     )
 
-    @Option(help: "Server's CoAP gateway as host[:port].", transform: { text in
-        guard let address = HostAndPort(parsing: text) else { throw ValidationError("--server must be host[:port], got '\(text)'") }
-        return address
-    })
+    @Option(help: "Server's CoAP gateway as host[:port].", transform: parseServer)
     var server = HostAndPort(host: "127.0.0.1")
 
     @Option(help: "Number of simulated devices.")

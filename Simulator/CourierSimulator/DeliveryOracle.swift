@@ -26,6 +26,8 @@ public final class DeliveryOracle: Sendable {
         var refused = false
         /// Distinct devices it reached.
         var arrivals: Int32 = 0
+        /// Its send->delivery latency was taken (at its first arrival at another device).
+        var timed = false
     }
 
     private struct DeviceState {
@@ -123,7 +125,11 @@ public final class DeliveryOracle: Sendable {
             state.devices[device].received[number] = sequence
             state.messages[number].arrivals += 1
             if message.acknowledged { state.outstanding -= 1 }
-            if message.arrivals == 0 { state.deliveryLatency.record(instant - message.sent.sentAt) }
+            // The sender's own device gets its message too; delivery is reaching another one.
+            if !message.timed && device != message.sent.senderDevice {
+                state.messages[number].timed = true
+                state.deliveryLatency.record(instant - message.sent.sentAt)
+            }
 
             if chat != message.sent.chat {
                 state.orderViolations += 1

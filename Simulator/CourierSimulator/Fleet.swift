@@ -53,7 +53,10 @@ public struct Fleet: Sendable {
             chats: settings.chats, membersPerChat: settings.membersPerChat
         ))
         let server = try SocketAddress.makeAddressResolvingHost(options.serverHost, port: options.coapPort)
-        let plan = FleetPlan(fleet: fleet, serverHost: options.serverHost, sourceHosts: options.sourceHosts, devicesPerSourceHost: options.devicesPerSourceHost)
+        let plan = FleetPlan(
+            fleet: fleet, serverHost: options.serverHost, sourceHosts: options.sourceHosts,
+            devicesPerSourceHost: options.devicesPerSourceHost, sendersPerChat: settings.sendersPerChat
+        )
         var random = SplitMix64(seed: settings.seed)
         let runID = String(random.next() & 0xFFFF_FFFF, radix: 36)
         let oracle = DeliveryOracle(runID: runID, deviceCount: plan.devices.count, recipients: plan.recipients) { index in
@@ -198,7 +201,7 @@ struct FleetPlan: Sendable {
         var deviceInUser: Int
         var deviceID: UInt64
         var token: String
-        /// The chats (by index) its user is a member of.
+        /// The chats (by index) it sends into: its user's (where the user is a sender).
         var chats: [Int]
         var sourceHost: String
     }
@@ -211,12 +214,12 @@ struct FleetPlan: Sendable {
     /// Where the push sessions go: the gateway's host.
     let pushHost: String
 
-    init(fleet: Provisioning.Fleet, serverHost: String, sourceHosts: [String]?, devicesPerSourceHost: Int) {
+    init(fleet: Provisioning.Fleet, serverHost: String, sourceHosts: [String]?, devicesPerSourceHost: Int, sendersPerChat: Int? = nil) {
         var userIndex: [UInt64: Int] = [:]
         for (index, user) in fleet.users.enumerated() { userIndex[user.id] = index }
         var chatsOfUser = Array(repeating: [Int](), count: fleet.users.count)
         for (chat, info) in fleet.chats.enumerated() {
-            for member in info.memberUserIDs { if let user = userIndex[member] { chatsOfUser[user].append(chat) } }
+            for member in info.memberUserIDs.prefix(sendersPerChat ?? .max) { if let user = userIndex[member] { chatsOfUser[user].append(chat) } }
         }
         let loopback = serverHost == "localhost" || serverHost.hasPrefix("127.")
         var devices: [Device] = []

@@ -41,6 +41,11 @@ public struct Provisioning: Sendable {
             public var id: UInt64
             public var name: String
             public var memberUserIDs: [UInt64]
+
+            enum CodingKeys: String, CodingKey {
+                case id, name
+                case memberUserIDs = "member_user_ids"
+            }
         }
 
         public var users: [User]
@@ -93,11 +98,9 @@ public struct Provisioning: Sendable {
             let message = (try? JSONDecoder().decode([String: String].self, from: data))?["error"] ?? String(decoding: data.prefix(300), as: UTF8.self)
             throw Failure.refused(status: status, message: message)
         }
-        let decoder = JSONDecoder()
-        decoder.keyDecodingStrategy = .convertFromSnakeCase
         let fleet: Fleet
         do {
-            fleet = try decoder.decode(Fleet.self, from: data)
+            fleet = try JSONDecoder().decode(Fleet.self, from: data)
         } catch {
             throw Failure.unreadable("\(error)")
         }

@@ -21,6 +21,8 @@ public struct SimulationReport: Codable, Sendable, Equatable {
         public var window: Int
         public var faults: Faults
         public var seed: UInt64
+        /// Only the first this many members of each chat send into it (nil: all of them).
+        public var sendersPerChat: Int?
 
         public var devices: Int { users * devicesPerUser }
 

@@ -34,14 +34,16 @@ final class DeliveryOracleTests: XCTestCase {
         XCTAssertEqual(verdict.expectedDeliveries, 8)
         XCTAssertEqual(verdict.delivered, 8)
         XCTAssertEqual(oracle.progress.outstanding, 0)
-        XCTAssertEqual(oracle.latencies().delivery.count, 3, "one send->delivery latency per message: its first arrival")
+        XCTAssertEqual(oracle.latencies().delivery.count, 3, "one send->delivery latency per message: its first arrival at another device")
     }
 
     func testAMissingArrivalIsLossAndNamesTheMessageAndTheDevice() {
         let oracle = makeOracle()
         let id = send(oracle, chat: 0, from: 0, index: 0)
         oracle.arrived(device: 0, chat: 0, sequence: 1, clientMessageID: id, at: .now)
+        XCTAssertEqual(oracle.latencies().delivery.count, 0, "reaching the sender's own device is not delivery")
         oracle.arrived(device: 2, chat: 0, sequence: 1, clientMessageID: id, at: .now)
+        XCTAssertEqual(oracle.latencies().delivery.count, 1)
         let verdict = oracle.verdict()
         XCTAssertFalse(verdict.passed)
         XCTAssertEqual(verdict.lost, 1)

@@ -1,0 +1,155 @@
+import ArgumentParser
+import CoAP
+import CourierSimulator
+import Foundation
+
+/// `courier-sim run`: provision, simulate, judge, report. Exit 0 when the oracle finds
+/// nothing wrong, 1 when it finds loss, duplicates or reordering, 2 when the run could not
+/// be set up.
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Simulate a fleet against a server and judge its delivery (the default subcommand).",
+        discussion: """
+        Provisions USERS x DEVICES-PER-USER devices and CHATS chats of MEMBERS users through the \
+        server's admin API, opens a push session per device, sends at the chosen rate, then waits \
+        until every acknowledged message reached every member device (or --settle-timeout). \
+        Exit status: 0 nothing lost, duplicated or reordered; 1 the oracle found faults; 2 the \
+        run could not start.
+        """
+    )
+
+    @Option(help: "Server's CoAP gateway as host[:port].", transform: parseServer)
+    var server = HostAndPort(host: "127.0.0.1")
+
+    @Option(help: "Server's WebSocket push port.")
+    var pushPort = 8080
+
+    @Option(help: "Server's operations listener, where the admin API is.")
+    var admin = "http://127.0.0.1:8081"
+
+    @Option(help: "The admin token (default: $COURIER_ADMIN_TOKEN, or --admin-token-file).")
+    var adminToken: String?
+
+    @Option(help: "File holding the admin token (the server writes DATA_DIR/admin.token).")
+    var adminTokenFile: String?
+
+    @Option(help: "Names of the provisioned users and chats start with this (reused by later runs).")
+    var prefix = "sim"
+
+    @Option(help: "Users in the fleet.") var users = 500
+    @Option(help: "Devices per user.") var devicesPerUser = 2
+    @Option(help: "Chats (default: users / members, at least 1).") var chats: Int?
+    @Option(help: "Users per chat.") var members = 4
+
+    @Option(help: "Only the first this many members of each chat send into it (default: all; 1 with --members 2 makes sender/receiver pairs).") var sendersPerChat: Int?
+    @Option(help: "Messages per second per device.") var rate = 0.1
+    @Option(help: "Cap on the fleet's total messages per second.") var totalRate: Double?
+    @Option(help: "Bytes of text per message.") var messageBytes = 100
+    @Option(help: "Seconds of sending (default 30, unless --messages is given).") var duration: Double?
+    @Option(help: "Stop after this many messages instead of after a duration.") var messages: Int?
+    @Option(help: "Seconds over which devices start, evenly.") var rampUp = 5.0
+    @Option(help: "Messages one device may have unanswered at once (each lane keeps its order).") var window = 1
+
+    @Option(help: "Percent of datagrams dropped in both directions (see --drop-out/--drop-in).") var drop: Double?
+    @Option(help: "Percent of outgoing datagrams dropped.") var dropOut = 0.0
+    @Option(help: "Percent of incoming datagrams dropped.") var dropIn = 0.0
+    @Option(help: "Percent of datagrams duplicated in both directions.") var duplicate: Double?
+    @Option(help: "Percent of outgoing datagrams duplicated.") var duplicateOut = 0.0
+    @Option(help: "Percent of incoming datagrams duplicated.") var duplicateIn = 0.0
+    @Option(help: "Percent of devices whose push session is dropped once, at a random time.") var disconnect = 0.0
+
+    @Option(help: "Seconds unanswered sends may still finish after sending stops.") var drainTimeout = 30.0
+    @Option(help: "Seconds acknowledged messages may take to reach every device after that.") var settleTimeout = 30.0
+    @Option(help: "Seed for every random choice (default: random; printed).") var seed: UInt64?
+    @Option(help: "Comma-separated local addresses to send from (default: 127.0.0.N per 10,000 devices on loopback).") var sourceAddresses: String?
+
+    @Option(help: "Write the report as JSON to this file.") var json: String?
+    @Option(help: "Write the report as a self-contained HTML page to this file.") var html: String?
+    @Flag(help: "No progress line.") var quiet = false
+
+    var chatCount: Int { chats ?? max(1, users / max(1, members)) }
+
+    func validate() throws {
+        func check(_ condition: Bool, _ message: String) throws { if !condition { throw ValidationError(message) } }
+        try check((1...100_000).contains(users), "--users must be 1-100000")
+        try check((1...16).contains(devicesPerUser), "--devices-per-user must be 1-16")
+        try check(users * devicesPerUser <= 100_000, "at most 100,000 devices (users x devices-per-user)")
+        try check((1...100_000).contains(chatCount), "--chats must be 1-100000")
+        try check((1...min(users, 10_000)).contains(members), "--members must be 1-min(users, 10000)")
+        try check(sendersPerChat.map { (1...members).contains($0) } ?? true, "--senders-per-chat must be 1-members")
+        try check(rate > 0 && rate <= 10_000, "--rate must be above 0 and at most 10000")
+        try check(totalRate.map { $0 > 0 } ?? true, "--total-rate must be above 0")
+        try check((1...8000).contains(messageBytes), "--message-bytes must be 1-8000")
+        try check(duration.map { $0 > 0 && $0 <= 86_400 } ?? true, "--duration must be above 0 and at most 86400")
+        try check(messages.map { $0 > 0 } ?? true, "--messages must be above 0")
+        try check(!(duration != nil && messages != nil), "give --duration or --messages, not both")
+        try check(rampUp >= 0 && rampUp <= 3600, "--ramp-up must be 0-3600")
+        try check((1...64).contains(window), "--window must be 1-64")
+        for (name, value) in [("drop", drop ?? 0), ("drop-out", dropOut), ("drop-in", dropIn), ("duplicate", duplicate ?? 0), ("duplicate-out", duplicateOut), ("duplicate-in", duplicateIn), ("disconnect", disconnect)] {
+            try check((0...100).contains(value), "--\(name) must be a percentage, 0-100")
+        }
+        try check(drainTimeout >= 0 && settleTimeout >= 0, "timeouts must not be negative")
+        try check(URL(string: admin)?.scheme?.hasPrefix("http") == true, "--admin must be an http:// URL")
+    }
+
+    func run() async throws {
+        let token: String
+        do {
+            if let adminToken {
+                token = adminToken
+            } else if let adminTokenFile {
+                token = try Provisioning.readToken(path: adminTokenFile)
+            } else if let fromEnvironment = ProcessInfo.processInfo.environment["COURIER_ADMIN_TOKEN"], !fromEnvironment.isEmpty {
+                token = fromEnvironment
+            } else {
+                throw ValidationError("give --admin-token, --admin-token-file or COURIER_ADMIN_TOKEN (the server writes DATA_DIR/admin.token)")
+            }
+        } catch let error as ValidationError {
+            throw error
+        } catch {
+            throw ValidationError("cannot read the admin token: \(error)")
+        }
+        FileDescriptorLimit.raise()
+
+        var faults = SimulationReport.Faults()
+        faults.dropOutgoing = drop ?? dropOut
+        faults.dropIncoming = drop ?? dropIn
+        faults.duplicateOutgoing = duplicate ?? duplicateOut
+        faults.duplicateIncoming = duplicate ?? duplicateIn
+        faults.disconnectSessions = disconnect
+        let seed = seed ?? UInt64.random(in: 1 ... .max)
+        var settings = SimulationReport.Settings(
+            server: server.description, users: users, devicesPerUser: devicesPerUser, chats: chatCount, membersPerChat: members,
+            ratePerDevice: rate, totalRate: totalRate, messageBytes: messageBytes, durationSeconds: messages == nil ? (duration ?? 30) : nil,
+            messageCount: messages, rampUpSeconds: rampUp, window: window, faults: faults, seed: seed
+        )
+        settings.sendersPerChat = sendersPerChat
+        var options = Fleet.Options(
+            settings: settings, serverHost: server.host, coapPort: server.port, pushPort: pushPort,
+            provisioning: Provisioning(adminURL: URL(string: admin)!, adminToken: token), prefix: prefix
+        )
+        options.drainTimeout = .milliseconds(Int64(drainTimeout * 1000))
+        options.settleTimeout = .milliseconds(Int64(settleTimeout * 1000))
+        options.sourceHosts = sourceAddresses.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
+        if !quiet {
+            let interactive = isatty(STDERR_FILENO) == 1
+            options.progress = { line in
+                FileHandle.standardError.write(Data((interactive ? "\r\u{1B}[K" + line : line + "\n").utf8))
+            }
+        }
+        FileHandle.standardError.write(Data("courier-sim: \(settings.devices) devices, seed \(seed)\n".utf8))
+
+        let report: SimulationReport
+        do {
+            report = try await Fleet(options: options).run()
+        } catch {
+            FileHandle.standardError.write(Data("courier-sim: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        if !quiet && isatty(STDERR_FILENO) == 1 { FileHandle.standardError.write(Data("\n".utf8)) }
+        print(ReportRendering.table(report))
+        if let json { try ReportRendering.json(report).write(to: URL(fileURLWithPath: json)) }
+        if let html { try Data(ReportRendering.html(report).utf8).write(to: URL(fileURLWithPath: html)) }
+        if !report.verdict.passed { throw ExitCode(1) }
+    }
+}
