@@ -14,6 +14,10 @@ public protocol CourierStorage: Sendable {
     func createDevice(userID: UInt64, name: String) async throws(StorageError) -> Device
     func devices(ofUser userID: UInt64) async throws(StorageError) -> [Device]
     func device(id: UInt64) async throws(StorageError) -> Device
+    /// Makes sure of every user, device, chat and membership of `plan` in one transaction,
+    /// reusing what exists by name, and issues each device a new token. Nothing changes when a
+    /// name is invalid or a member index is out of range (`.invalid`).
+    func provision(_ plan: ProvisionPlan) async throws(StorageError) -> ProvisionResult
 
     // MARK: Tokens
     /// A new random token for the device; only its hash is stored.
@@ -49,7 +53,12 @@ public protocol CourierStorage: Sendable {
     /// device's reused client message id is `.duplicate` (same chat and text) or `.conflict`;
     /// neither takes a number or changes anything. The `sequence` of each given message is
     /// ignored. Outcomes come in the order of `messages`.
-    func storeMessages(_ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64) async throws(StorageError) -> [StoreOutcome]
+    ///
+    /// A message whose server message id is in `copies` (test faults only) is a second copy of
+    /// the message its device sent under the same client message id earlier in this call: it
+    /// takes its own sequence number and no deduplication key. When that earlier message was
+    /// not stored by this call (a replay), the copy is not stored either (`.duplicate`).
+    func storeMessages(_ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64, copies: Set<UInt64>) async throws(StorageError) -> [StoreOutcome]
     /// The highest server message id stored (0 when none).
     func maxServerMessageID() async throws(StorageError) -> UInt64
     /// Every deduplication key stored, for the gateway's filter at startup.
@@ -84,6 +93,11 @@ extension CourierStorage {
     /// Creates a chat with no members yet.
     public func createChat(name: String) async throws(StorageError) -> Chat {
         try await createChat(name: name, memberIDs: [])
+    }
+
+    /// Stores messages of one chat, with no copies (see the full form).
+    public func storeMessages(_ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64) async throws(StorageError) -> [StoreOutcome] {
+        try await storeMessages(messages, chatID: chatID, afterSequence: afterSequence, copies: [])
     }
 
     /// Stores one message numbered `message.sequence` (see `storeMessages`).

@@ -115,13 +115,23 @@ public final class SQLiteStorage: CourierStorage {
         let name = try Self.validName(name, of: "user")
         let now = Date()
         return try await write { db in
-            do {
-                try db.execute(sql: "INSERT INTO users (name, created_at_ms) VALUES (?, ?)", arguments: [name, now.milliseconds])
-            } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
-                throw StorageError.alreadyExists("user \(name)")
-            }
-            return User(id: UInt64(db.lastInsertedRowID), name: name, createdAt: Date(milliseconds: now.milliseconds))
+            User(id: try Self.insertUser(db, name: name, at: now), name: name, createdAt: Date(milliseconds: now.milliseconds))
         }
+    }
+
+    /// Inserts a user with a valid name; `.alreadyExists` when the name is taken.
+    private static func insertUser(_ db: Database, name: String, at now: Date) throws -> UInt64 {
+        try insert(db, "INSERT INTO users (name, created_at_ms) VALUES (?, ?)", [name, now.milliseconds], taken: "user \(name)")
+    }
+
+    /// Runs an INSERT and returns the new row's id; a constraint failure is `.alreadyExists(taken)`.
+    private static func insert(_ db: Database, _ sql: String, _ arguments: StatementArguments, taken: String) throws -> UInt64 {
+        do {
+            try db.cachedStatement(sql: sql).execute(arguments: arguments)
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
+            throw StorageError.alreadyExists(taken)
+        }
+        return UInt64(db.lastInsertedRowID)
     }
 
     public func user(id: UInt64) async throws(StorageError) -> User {
@@ -153,13 +163,15 @@ public final class SQLiteStorage: CourierStorage {
             guard try Int64.fetchOne(db, sql: "SELECT id FROM users WHERE id = ?", arguments: [Int64(clamping: userID)]) != nil else {
                 throw StorageError.notFound("user \(userID)")
             }
-            do {
-                try db.execute(sql: "INSERT INTO devices (user_id, name, created_at_ms) VALUES (?, ?, ?)", arguments: [Int64(userID), name, now.milliseconds])
-            } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
-                throw StorageError.alreadyExists("device \(name) of user \(userID)")
-            }
-            return Device(id: UInt64(db.lastInsertedRowID), userID: userID, name: name, createdAt: Date(milliseconds: now.milliseconds))
+            let id = try Self.insertDevice(db, userID: userID, name: name, at: now)
+            return Device(id: id, userID: userID, name: name, createdAt: Date(milliseconds: now.milliseconds))
         }
+    }
+
+    /// Inserts a device with a valid name for an existing user; `.alreadyExists` when the user
+    /// has a device of that name.
+    private static func insertDevice(_ db: Database, userID: UInt64, name: String, at now: Date) throws -> UInt64 {
+        try insert(db, "INSERT INTO devices (user_id, name, created_at_ms) VALUES (?, ?, ?)", [Int64(userID), name, now.milliseconds], taken: "device \(name) of user \(userID)")
     }
 
     public func devices(ofUser userID: UInt64) async throws(StorageError) -> [Device] {
@@ -180,19 +192,22 @@ public final class SQLiteStorage: CourierStorage {
     // MARK: - Tokens
 
     public func issueToken(deviceID: UInt64, expiresAt: Date?) async throws(StorageError) -> IssuedToken {
-        let token = DeviceToken.generate()
-        let hash = DeviceToken.hash(token)
         let now = Date()
         return try await write { db in
             guard let userID = try Int64.fetchOne(db, sql: "SELECT user_id FROM devices WHERE id = ?", arguments: [Int64(clamping: deviceID)]) else {
                 throw StorageError.notFound("device \(deviceID)")
             }
-            try db.execute(
-                sql: "INSERT INTO tokens (hash, device_id, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?)",
-                arguments: [Data(hash), Int64(deviceID), now.milliseconds, expiresAt?.milliseconds]
-            )
+            let token = try Self.insertToken(db, deviceID: deviceID, expiresAt: expiresAt, at: now)
             return IssuedToken(token: token, userID: UInt64(userID), deviceID: deviceID, expiresAt: expiresAt)
         }
+    }
+
+    /// Issues a new token for an existing device: stores its hash, returns the token.
+    private static func insertToken(_ db: Database, deviceID: UInt64, expiresAt: Date?, at now: Date) throws -> String {
+        let token = DeviceToken.generate()
+        try db.cachedStatement(sql: "INSERT INTO tokens (hash, device_id, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?)")
+            .execute(arguments: [Data(DeviceToken.hash(token)), Int64(deviceID), now.milliseconds, expiresAt?.milliseconds])
+        return token
     }
 
     public func authenticate(token: String, now: Date) async throws(StorageError) -> TokenIdentity? {
@@ -230,16 +245,16 @@ public final class SQLiteStorage: CourierStorage {
         let name = try Self.validName(name, of: "chat")
         let now = Date()
         return try await write { db in
-            do {
-                try db.execute(sql: "INSERT INTO chats (name, created_at_ms) VALUES (?, ?)", arguments: [name, now.milliseconds])
-            } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT {
-                throw StorageError.alreadyExists("chat \(name)")
-            }
-            let chat = Chat(id: UInt64(db.lastInsertedRowID), name: name, createdAt: Date(milliseconds: now.milliseconds), lastSequence: 0)
+            let chat = Chat(id: try Self.insertChat(db, name: name, at: now), name: name, createdAt: Date(milliseconds: now.milliseconds), lastSequence: 0)
             // A missing user throws, and the transaction takes the chat back with it.
             for userID in Set(memberIDs) { try Self.insertMember(db, chatID: chat.id, userID: userID, at: now) }
             return chat
         }
+    }
+
+    /// Inserts a chat with a valid name; `.alreadyExists` when the name is taken.
+    private static func insertChat(_ db: Database, name: String, at now: Date) throws -> UInt64 {
+        try insert(db, "INSERT INTO chats (name, created_at_ms) VALUES (?, ?)", [name, now.milliseconds], taken: "chat \(name)")
     }
 
     public func chat(id: UInt64) async throws(StorageError) -> Chat {
@@ -271,14 +286,15 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     /// Adds a member to an existing chat; adding one twice changes nothing.
-    private static func insertMember(_ db: Database, chatID: UInt64, userID: UInt64, at now: Date) throws {
-        guard try Int64.fetchOne(db, sql: "SELECT id FROM users WHERE id = ?", arguments: [Int64(clamping: userID)]) != nil else {
+    /// Returns whether the user was not a member before.
+    @discardableResult
+    private static func insertMember(_ db: Database, chatID: UInt64, userID: UInt64, at now: Date) throws -> Bool {
+        guard try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM users WHERE id = ?"), arguments: [Int64(clamping: userID)]) != nil else {
             throw StorageError.notFound("user \(userID)")
         }
-        try db.execute(
-            sql: "INSERT INTO members (chat_id, user_id, joined_at_ms) VALUES (?, ?, ?) ON CONFLICT (chat_id, user_id) DO NOTHING",
-            arguments: [Int64(chatID), Int64(userID), now.milliseconds]
-        )
+        try db.cachedStatement(sql: "INSERT INTO members (chat_id, user_id, joined_at_ms) VALUES (?, ?, ?) ON CONFLICT (chat_id, user_id) DO NOTHING")
+            .execute(arguments: [Int64(chatID), Int64(userID), now.milliseconds])
+        return db.changesCount > 0
     }
 
     public func members(ofChat chatID: UInt64) async throws(StorageError) -> Set<UInt64> {
@@ -329,9 +345,54 @@ public final class SQLiteStorage: CourierStorage {
         return ChatSummary(chat: chat, memberNames: names, memberCount: count)
     }
 
+    // MARK: - Provisioning
+
+    public func provision(_ plan: ProvisionPlan) async throws(StorageError) -> ProvisionResult {
+        // Every name and index is checked before the transaction starts.
+        var plan = plan
+        for index in plan.users.indices {
+            plan.users[index].name = try Self.validName(plan.users[index].name, of: "user")
+            for device in plan.users[index].deviceNames.indices {
+                plan.users[index].deviceNames[device] = try Self.validName(plan.users[index].deviceNames[device], of: "device")
+            }
+        }
+        for index in plan.chats.indices {
+            plan.chats[index].name = try Self.validName(plan.chats[index].name, of: "chat")
+            guard plan.chats[index].memberIndexes.allSatisfy(plan.users.indices.contains) else {
+                throw .invalid("chat \(plan.chats[index].name) names a member that is not in the plan")
+            }
+        }
+        let now = Date()
+        return try await write { [plan] db in
+            var users: [ProvisionResult.User] = []
+            users.reserveCapacity(plan.users.count)
+            for user in plan.users {
+                let userID = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM users WHERE name = ?"), arguments: [user.name]).map(UInt64.init)
+                    ?? Self.insertUser(db, name: user.name, at: now)
+                var devices: [ProvisionResult.Device] = []
+                for name in user.deviceNames {
+                    let deviceID = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM devices WHERE user_id = ? AND name = ?"), arguments: [Int64(userID), name]).map(UInt64.init)
+                        ?? Self.insertDevice(db, userID: userID, name: name, at: now)
+                    devices.append(.init(id: deviceID, name: name, token: try Self.insertToken(db, deviceID: deviceID, expiresAt: plan.tokenExpiresAt, at: now)))
+                }
+                users.append(.init(id: userID, name: user.name, devices: devices))
+            }
+            var chats: [ProvisionResult.Chat] = []
+            chats.reserveCapacity(plan.chats.count)
+            for chat in plan.chats {
+                let chatID = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM chats WHERE name = ?"), arguments: [chat.name]).map(UInt64.init)
+                    ?? Self.insertChat(db, name: chat.name, at: now)
+                let memberIDs = chat.memberIndexes.map { users[$0].id }
+                let added = try memberIDs.filter { try Self.insertMember(db, chatID: chatID, userID: $0, at: now) }
+                chats.append(.init(id: chatID, name: chat.name, memberUserIDs: memberIDs, addedUserIDs: added))
+            }
+            return ProvisionResult(users: users, chats: chats)
+        }
+    }
+
     // MARK: - Messages
 
-    public func storeMessages(_ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64) async throws(StorageError) -> [StoreOutcome] {
+    public func storeMessages(_ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64, copies: Set<UInt64>) async throws(StorageError) -> [StoreOutcome] {
         let storedAt = Date().milliseconds
         return try await write { db in
             guard let last = try Int64.fetchOne(db.cachedStatement(sql: "SELECT last_sequence FROM chats WHERE id = ?"), arguments: [Int64(clamping: chatID)]) else {
@@ -350,9 +411,17 @@ public final class SQLiteStorage: CourierStorage {
                 """)
             let insertSearch = try db.cachedStatement(sql: "INSERT INTO message_search (rowid, text) VALUES (?, ?)")
             let insertKey = try db.cachedStatement(sql: "INSERT INTO dedup_keys (device_id, client_message_id, server_message_id) VALUES (?, ?, ?)")
+            // Server message ids stored by this call, for telling a copy from a replay's copy.
+            var storedNow: Set<UInt64> = []
             for var message in messages {
+                let isCopy = copies.contains(message.serverMessageID)
                 // A duplicate within this batch is found here too: its key went in above.
-                if let existing = try Self.message(db, deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID) {
+                let existing = try Self.message(db, deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID)
+                if isCopy, existing.map({ !storedNow.contains($0.serverMessageID) }) ?? true {
+                    outcomes.append(.duplicate(existing ?? message))
+                    continue
+                }
+                if let existing, !isCopy {
                     let same = existing.chatID == chatID && existing.text == message.text
                     outcomes.append(same ? .duplicate(existing) : .conflict(existing))
                     continue
@@ -366,7 +435,10 @@ public final class SQLiteStorage: CourierStorage {
                     message.acceptedAtMilliseconds, storedAt,
                 ])
                 try insertSearch.execute(arguments: [Int64(message.serverMessageID), message.text])
-                try insertKey.execute(arguments: [Int64(message.senderDeviceID), message.clientMessageID, Int64(message.serverMessageID)])
+                if !isCopy {
+                    try insertKey.execute(arguments: [Int64(message.senderDeviceID), message.clientMessageID, Int64(message.serverMessageID)])
+                    if !copies.isEmpty { storedNow.insert(message.serverMessageID) }
+                }
                 outcomes.append(.stored(message))
             }
             if sequence != afterSequence {

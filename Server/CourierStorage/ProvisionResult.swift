@@ -1,0 +1,29 @@
+import Foundation
+
+/// What a provision made sure of, in the order of its plan.
+public struct ProvisionResult: Sendable, Equatable {
+    public struct User: Sendable, Equatable {
+        public var id: UInt64
+        public var name: String
+        public var devices: [Device]
+    }
+
+    public struct Device: Sendable, Equatable {
+        public var id: UInt64
+        public var name: String
+        /// Issued by this provision; shown only now.
+        public var token: String
+    }
+
+    public struct Chat: Sendable, Equatable {
+        public var id: UInt64
+        public var name: String
+        /// The plan's members of this chat, in the plan's order.
+        public var memberUserIDs: [UInt64]
+        /// Those of them that were not members before this provision.
+        public var addedUserIDs: [UInt64]
+    }
+
+    public var users: [User]
+    public var chats: [Chat]
+}
