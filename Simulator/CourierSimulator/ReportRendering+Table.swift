@@ -105,7 +105,7 @@ extension ReportRendering {
 
     /// A line cut to `tableWidth`, at a space where one is near the end, the rest indented.
     private static func wrapped(_ line: String) -> [String] {
-        let continuation = "    "
+        let continuation = padded("", to: labelWidth + 2)
         var lines: [String] = []
         var prefix = ""
         var rest = Substring(line)
