@@ -20,6 +20,8 @@ public final class CourierServer: Sendable {
     public let gateway: GatewayService
     public let ops: OpsHTTPService
     public let push: PushService
+    /// The admin API's bearer token, from `<data directory>/admin.token`.
+    public let adminToken: String
     let logger: Logger
 
     public static func storagePath(dataDirectory: String) -> String { "\(dataDirectory)/courier.sqlite3" }
@@ -31,6 +33,7 @@ public final class CourierServer: Sendable {
         self.logger = logger
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
         storage = try SQLiteStorage(path: Self.storagePath(dataDirectory: configuration.dataDirectory))
+        adminToken = try AdminToken.ensure(dataDirectory: configuration.dataDirectory)
 
         var logConfiguration = EmbeddedLog.Configuration()
         logConfiguration.partitionCount = configuration.partitions
@@ -96,7 +99,8 @@ public final class CourierServer: Sendable {
             }
         )
         let gateway = self.gateway
-        ops = OpsHTTPService(host: configuration.httpHost, port: configuration.httpPort, metrics: metrics, logger: logger) {
+        let admin = AdminAPI(token: adminToken, storage: storage, chats: chats, metrics: metrics, logger: logger)
+        ops = OpsHTTPService(host: configuration.httpHost, port: configuration.httpPort, metrics: metrics, admin: admin, logger: logger) {
             consumers.caughtUp && gateway.port != nil
         }
     }

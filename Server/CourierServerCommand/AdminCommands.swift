@@ -11,10 +11,15 @@ struct AdminOptions: ParsableArguments {
     @Flag(help: "Print JSON instead of text.")
     var json = false
 
-    func openStorage() throws -> SQLiteStorage {
+    /// The data directory, created if missing.
+    func directory() throws -> String {
         let directory = dataDirectory ?? ProcessInfo.processInfo.environment["COURIER_DATA_DIRECTORY"] ?? ServerConfiguration().dataDirectory
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        return try SQLiteStorage(path: CourierServer.storagePath(dataDirectory: directory))
+        return directory
+    }
+
+    func openStorage() throws -> SQLiteStorage {
+        try SQLiteStorage(path: CourierServer.storagePath(dataDirectory: directory()))
     }
 
     func emit(text: String, json object: [String: Any]) throws {
@@ -268,6 +273,23 @@ struct Search: AsyncParsableCommand {
             text: hits.map { "\($0.chatName) #\($0.message.sequence) \($0.senderName): \($0.snippet)" }.joined(separator: "\n"),
             json: ["hits": hits.map { ["chat": $0.chatName, "sender": $0.senderName, "snippet": $0.snippet, "message": messageJSON($0.message)] }]
         )
+    }
+}
+
+struct AdminTokenCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "admin-token",
+        abstract: "Print the admin API's bearer token, making it first if there is none.",
+        discussion: """
+            The token lives in <data directory>/admin.token (mode 0600); `serve` reads it at start. \
+            Use it as `Authorization: Bearer TOKEN` on POST /admin/v1/provision.
+            """
+    )
+    @OptionGroup var options: AdminOptions
+
+    func run() throws {
+        let token = try AdminToken.ensure(dataDirectory: options.directory())
+        try options.emit(text: token, json: ["token": token])
     }
 }
 

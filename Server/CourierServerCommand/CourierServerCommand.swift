@@ -13,7 +13,7 @@ struct CourierServerCommand: AsyncParsableCommand {
             With no subcommand it serves. Admin subcommands work on the same data directory and \
             are safe to run while the server runs.
             """,
-        subcommands: [Serve.self, UserCommand.self, DeviceCommand.self, TokenCommand.self, ChatCommand.self, Search.self, Stats.self, BenchLog.self, BenchSend.self],
+        subcommands: [Serve.self, UserCommand.self, DeviceCommand.self, TokenCommand.self, ChatCommand.self, Search.self, Stats.self, AdminTokenCommand.self, BenchLog.self, BenchSend.self],
         defaultSubcommand: Serve.self
     )
 }
@@ -27,7 +27,8 @@ struct Serve: AsyncParsableCommand {
             environment variables COURIER_<KEY IN UPPER SNAKE CASE> (e.g. COURIER_COAP_PORT), and \
             these flags. Defaults: data directory ./courier-data, CoAP on 0.0.0.0:5683 with 2 \
             sockets, push WebSocket on 0.0.0.0:8080 (/v1/push), operations HTTP (/health, /ready, \
-            /metrics) on 127.0.0.1:8081.
+            /metrics, POST /admin/v1/provision with the token of `courier-server admin-token`) on \
+            127.0.0.1:8081.
             """
     )
 
@@ -90,6 +91,11 @@ struct Serve: AsyncParsableCommand {
         LoggingSystem.bootstrap(StreamLogHandler.standardError)
         var logger = Logger(label: "courier-server")
         logger.logLevel = Logger.Level(rawValue: configuration.logLevel) ?? .info
+        if let files = FileDescriptorLimit.raise() {
+            logger.info("open file limit", metadata: ["soft": "\(files.soft)", "hard": "\(files.hard)"])
+        } else {
+            logger.warning("cannot read the open file limit")
+        }
         let server = try CourierServer(configuration: configuration, logger: logger)
         try await server.run()
     }

@@ -1,3 +1,4 @@
+import Foundation
 import Hummingbird
 import Logging
 import NIOConcurrencyHelpers
@@ -5,17 +6,20 @@ import NIOCore
 import ServiceLifecycle
 
 /// The operations listener: `GET /health` (the process runs), `GET /ready` (the gateway takes
-/// messages) and `GET /metrics` (Prometheus text format).
+/// messages), `GET /metrics` (Prometheus text format) and, with an `AdminAPI`,
+/// `POST /admin/v1/provision`.
 public final class OpsHTTPService: Service, Sendable {
     let host: String
     let port: Int
     let metrics: ServerMetrics
     let isReady: @Sendable () async -> Bool
     let logger: Logger
+    let admin: AdminAPI?
     private let boundPort = NIOLockedValueBox<Int?>(nil)
 
-    public init(host: String, port: Int, metrics: ServerMetrics, logger: Logger, isReady: @escaping @Sendable () async -> Bool) {
+    public init(host: String, port: Int, metrics: ServerMetrics, admin: AdminAPI? = nil, logger: Logger, isReady: @escaping @Sendable () async -> Bool) {
         self.host = host
+        self.admin = admin
         self.port = port
         self.metrics = metrics
         self.logger = logger
@@ -43,6 +47,22 @@ public final class OpsHTTPService: Service, Sendable {
                 body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.exposition()))
             )
         }
+        if let admin {
+            router.post("admin/v1/provision") { request, _ -> Response in
+                do {
+                    try admin.authorize(request.headers[.authorization])
+                    let body: ByteBuffer
+                    do {
+                        body = try await request.body.collect(upTo: ProvisionRequest.maxBodyBytes)
+                    } catch is NIOTooManyBytesError {
+                        throw AdminRefusal.badRequest("the body is larger than \(ProvisionRequest.maxBodyBytes / 1024) KiB")
+                    }
+                    return Self.json(.ok, ByteBuffer(bytes: try await admin.provision(body: Array(buffer: body))))
+                } catch let refusal as AdminRefusal {
+                    return Self.json(Self.status(of: refusal), ByteBuffer(bytes: try JSONEncoder().encode(["error": refusal.message])))
+                }
+            }
+        }
         let app = Application(
             router: router,
             configuration: .init(address: .hostname(host, port: port), serverName: "courier-server"),
@@ -53,5 +73,18 @@ public final class OpsHTTPService: Service, Sendable {
             logger: logger
         )
         try await app.run()
+    }
+
+    private static func json(_ status: HTTPResponse.Status, _ body: ByteBuffer) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: body))
+    }
+
+    private static func status(of refusal: AdminRefusal) -> HTTPResponse.Status {
+        switch refusal {
+        case .unauthorized: .unauthorized
+        case .badRequest: .badRequest
+        case .unavailable: .serviceUnavailable
+        case .failed: .internalServerError
+        }
     }
 }

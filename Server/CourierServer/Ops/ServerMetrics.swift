@@ -18,6 +18,7 @@ public final class ServerMetrics: Sendable {
     private let pushCounter: CoreMetrics.Counter
     private let resendCounter: CoreMetrics.Counter
     private let closeCounters = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
+    private let provisionCounters = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
 
     public init(partitionCount: Int) {
         registry = PrometheusCollectorRegistry()
@@ -80,6 +81,11 @@ public final class ServerMetrics: Sendable {
     /// Chats whose unacknowledged pushes were sent again after the acknowledgement timeout.
     public func countResends(_ count: Int) {
         if count > 0 { resendCounter.increment(by: count) }
+    }
+
+    /// One admin provision that ended with `result` ("ok", "refused", "failed").
+    public func countProvision(result: String) {
+        counter(in: provisionCounters, label: "courier_admin_provisions_total", dimension: "result", value: result).increment()
     }
 
     /// The Prometheus text exposition of every metric.
