@@ -27,8 +27,10 @@ public final class CourierServer: Sendable {
     public static func storagePath(dataDirectory: String) -> String { "\(dataDirectory)/courier.sqlite3" }
     public static func logPath(dataDirectory: String) -> String { "\(dataDirectory)/log" }
 
-    public init(configuration: ServerConfiguration, logger: Logger) throws {
+    /// `testFaults` are for tests only: a server with any of them loses or repeats messages.
+    public init(configuration: ServerConfiguration, testFaults: TestFaults = TestFaults(), logger: Logger) throws {
         try configuration.validate()
+        try testFaults.validate()
         self.configuration = configuration
         self.logger = logger
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
@@ -59,10 +61,15 @@ public final class CourierServer: Sendable {
 
         accepted = AcceptedMessages(capacity: configuration.maxPendingMessages)
         let dedupFilter = DedupFilter()
-        consumers = ChatConsumers(log: log, storage: storage, chats: chats, users: users, accepted: accepted, dedupFilter: dedupFilter, metrics: metrics, logger: logger)
+        let ids = MessageIDGenerator(nodeID: configuration.nodeID)
+        var faults: FaultInjector?
+        if testFaults.isActive {
+            logger.warning("TEST FAULTS ARE ON: this server loses or repeats messages on purpose (\(testFaults.summary)); never use it for anything but tests")
+            faults = FaultInjector(faults: testFaults, ids: ids)
+        }
+        consumers = ChatConsumers(log: log, storage: storage, chats: chats, users: users, accepted: accepted, dedupFilter: dedupFilter, metrics: metrics, logger: logger, faults: faults)
         var limits = MessageIntake.Limits()
         limits.maxTextBytes = configuration.maxTextBytes
-        let ids = MessageIDGenerator(nodeID: configuration.nodeID)
         let authenticator = TokenAuthenticator(storage: storage, cacheDuration: .seconds(configuration.tokenCacheSeconds))
         var pushConfiguration = PushService.Configuration()
         pushConfiguration.host = configuration.pushHost

@@ -65,6 +65,15 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: "Benchmarks only: skip fdatasync in the log (acknowledged messages can be lost).")
     var unsafeNoSync = false
 
+    // Tests only, so hidden, and never from the configuration file or the environment.
+    @Option(help: ArgumentHelp("Tests only: acknowledge every Nth message but never store or push it.", visibility: .hidden))
+    var testDropEvery: Int?
+
+    @Option(help: ArgumentHelp("Tests only: store and push every Nth message twice.", visibility: .hidden))
+    var testDuplicateEvery: Int?
+
+    var testFaults: TestFaults { TestFaults(dropEvery: testDropEvery, duplicateEvery: testDuplicateEvery) }
+
     func resolvedConfiguration() throws -> ServerConfiguration {
         var configuration = try config.map(ServerConfiguration.load(file:)) ?? ServerConfiguration()
         try configuration.apply(environment: ProcessInfo.processInfo.environment)
@@ -83,7 +92,12 @@ struct Serve: AsyncParsableCommand {
     }
 
     func validate() throws {
-        do { _ = try resolvedConfiguration() } catch { throw ValidationError("\(error)") }
+        do {
+            _ = try resolvedConfiguration()
+            try testFaults.validate()
+        } catch {
+            throw ValidationError("\(error)")
+        }
     }
 
     func run() async throws {
@@ -96,7 +110,7 @@ struct Serve: AsyncParsableCommand {
         } else {
             logger.warning("cannot read the open file limit")
         }
-        let server = try CourierServer(configuration: configuration, logger: logger)
+        let server = try CourierServer(configuration: configuration, testFaults: testFaults, logger: logger)
         try await server.run()
     }
 }

@@ -89,8 +89,9 @@ public actor ChatEntity: ShardedEntity {
     }
 
     /// Numbers and stores messages the gateway accepted, in the given order, in one storage
-    /// transaction; returns an outcome for each, in order.
-    public func store(_ messages: [AcceptedMessage]) async throws -> [Outcome] {
+    /// transaction; returns an outcome for each, in order. `copies` names the server message
+    /// ids of second copies (test faults only; see `CourierStorage.storeMessages`).
+    public func store(_ messages: [AcceptedMessage], copies: Set<UInt64> = []) async throws -> [Outcome] {
         try await exclusively {
             var allowed: [UInt64: Bool] = [:]
             for sender in Set(messages.map(\.senderUserID)) { allowed[sender] = try await permits(sender) }
@@ -105,7 +106,7 @@ public actor ChatEntity: ShardedEntity {
             var stored: [StoreOutcome] = []
             if !storable.isEmpty {
                 do {
-                    stored = try await context.storage.storeMessages(storable, chatID: id, afterSequence: lastSequence)
+                    stored = try await context.storage.storeMessages(storable, chatID: id, afterSequence: lastSequence, copies: copies)
                 } catch StorageError.sequenceConflict(let chat, let expected, let found) {
                     // Someone else wrote this chat: take storage's word, and let the caller retry.
                     lastSequence = found

@@ -36,12 +36,15 @@ public final class ChatConsumers: Sendable {
     let metrics: ServerMetrics
     let configuration: Configuration
     let logger: Logger
+    /// Test faults only: nil in every real server.
+    let faults: FaultInjector?
     private let startupTargets = NIOLockedValueBox<[Int: UInt64]>([:])
     private let positions = NIOLockedValueBox<[Int: UInt64]>([:])
     private let stopping = NIOLockedValueBox(false)
 
-    public init(log: any MessageLog, storage: any CourierStorage, chats: ShardRegion<ChatEntity>, users: ShardRegion<UserEntity>, accepted: AcceptedMessages, dedupFilter: DedupFilter, metrics: ServerMetrics, configuration: Configuration = Configuration(), logger: Logger) {
+    public init(log: any MessageLog, storage: any CourierStorage, chats: ShardRegion<ChatEntity>, users: ShardRegion<UserEntity>, accepted: AcceptedMessages, dedupFilter: DedupFilter, metrics: ServerMetrics, configuration: Configuration = Configuration(), logger: Logger, faults: FaultInjector? = nil) {
         self.dedupFilter = dedupFilter
+        self.faults = faults
         self.log = log
         self.storage = storage
         self.chats = chats
@@ -141,6 +144,12 @@ public final class ChatConsumers: Sendable {
     private func process(_ records: [LogRecord], partition: Int) async -> Settled? {
         var byChat: [UInt64: [AcceptedMessage]] = [:]
         var order: [UInt64] = []
+        func add(_ messages: AcceptedMessage...) {
+            if byChat[messages[0].chatID] == nil { order.append(messages[0].chatID) }
+            byChat[messages[0].chatID, default: []] += messages
+        }
+        var dropped = Settled()
+        var copies: Set<UInt64> = []
         for record in records {
             let message: AcceptedMessage
             do {
@@ -151,18 +160,35 @@ public final class ChatConsumers: Sendable {
                 logger.error("undecodable log record skipped", metadata: ["partition": "\(partition)", "offset": "\(record.offset)", "error": "\(error)"])
                 continue
             }
-            if byChat[message.chatID] == nil { order.append(message.chatID) }
-            byChat[message.chatID, default: []].append(message)
+            switch faults?.next() ?? .unaffected {
+            case .unaffected:
+                add(message)
+            case .drop:
+                logger.warning("TEST FAULT: acknowledged message dropped, never stored nor pushed", metadata: [
+                    "chat": "\(message.chatID)", "device": "\(message.senderDeviceID)", "clientMessageID": "\(message.clientMessageID)",
+                ])
+                dropped.settlements.append((AcceptedMessages.Key(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID), .refused))
+            case .duplicate(let copyID):
+                logger.warning("TEST FAULT: message stored twice", metadata: [
+                    "chat": "\(message.chatID)", "device": "\(message.senderDeviceID)", "clientMessageID": "\(message.clientMessageID)",
+                ])
+                var copy = message
+                copy.serverMessageID = copyID
+                copies.insert(copyID)
+                add(message, copy)
+            }
         }
         return await withTaskGroup(of: Settled?.self) { group in
             for chatID in order {
                 let messages = byChat[chatID]!
-                group.addTask {
+                group.addTask { [copies] in
                     var settled = Settled()
                     var start = 0
                     while start < messages.count {
-                        let end = min(messages.count, start + self.configuration.maxMessagesPerTransaction)
-                        guard let part = await self.store(Array(messages[start..<end]), chatID: chatID) else { return nil }
+                        var end = min(messages.count, start + self.configuration.maxMessagesPerTransaction)
+                        // A copy goes in the same transaction as the message it copies.
+                        if end < messages.count, copies.contains(messages[end].serverMessageID) { end += 1 }
+                        guard let part = await self.store(Array(messages[start..<end]), chatID: chatID, copies: copies) else { return nil }
                         settled.settlements += part.settlements
                         settled.stored += part.stored
                         start = end
@@ -170,7 +196,7 @@ public final class ChatConsumers: Sendable {
                     return settled
                 }
             }
-            var all = Settled()
+            var all = dropped
             for await part in group {
                 guard let part else { return nil }
                 all.settlements += part.settlements
@@ -182,11 +208,11 @@ public final class ChatConsumers: Sendable {
 
     /// Stores messages of one chat in log order, retrying until storage takes them. Nil if
     /// cancelled.
-    private func store(_ messages: [AcceptedMessage], chatID: UInt64) async -> Settled? {
+    private func store(_ messages: [AcceptedMessage], chatID: UInt64, copies: Set<UInt64>) async -> Settled? {
         enum Attempt: Sendable { case outcomes([ChatEntity.Outcome]), chatGone, rejected(String) }
         guard let attempt: Attempt = await retrying("store \(messages.count) message(s) in chat \(chatID)", {
             do {
-                return .outcomes(try await self.chats.withEntity(chatID) { try await $0.store(messages) })
+                return .outcomes(try await self.chats.withEntity(chatID) { try await $0.store(messages, copies: copies) })
             } catch StorageError.notFound {
                 return .chatGone
             } catch StorageError.rejected(let reason) {
@@ -210,6 +236,11 @@ public final class ChatConsumers: Sendable {
         }
         var stored: [StoredMessage] = []
         for (message, outcome) in zip(messages, outcomes) {
+            if copies.contains(message.serverMessageID) {
+                // A test fault's copy: pushed like any message, but its original alone is settled.
+                if case .stored(let copy)? = outcome { stored.append(copy) }
+                continue
+            }
             let key = AcceptedMessages.Key(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID)
             switch outcome {
             case .stored(let message)?:
