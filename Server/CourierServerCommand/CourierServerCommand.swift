@@ -1,4 +1,5 @@
 import ArgumentParser
+import CoAP
 import CourierServer
 import Foundation
 import Logging

@@ -109,7 +109,14 @@ struct Run: AsyncParsableCommand {
         } catch {
             throw ValidationError("cannot read the admin token: \(error)")
         }
-        FileDescriptorLimit.raise()
+        // Each device holds a UDP and a TCP socket; past the open-file limit, devices would
+        // fail one by one mid-run instead of the run refusing now.
+        let openFiles = FileDescriptorLimit.raise()?.soft ?? 0
+        let needed = UInt64(users * devicesPerUser * 2 + 256)
+        guard openFiles >= needed else {
+            FileHandle.standardError.write(Data("courier-sim: \(users * devicesPerUser) devices need about \(needed) open files and this process may open \(openFiles); raise the hard limit (ulimit -Hn) or run several courier-sim processes with different --prefix\n".utf8))
+            throw ExitCode(2)
+        }
 
         var faults = SimulationReport.Faults()
         faults.dropOutgoing = drop ?? dropOut

@@ -1,28 +1,44 @@
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
-/// Every endpoint and session is a file descriptor: a server with 20,000 push sessions, or a
-/// simulator with 20,000 devices (a UDP and a TCP socket each), needs more than the usual
-/// default soft limit.
+/// The process's limit on open files (RLIMIT_NOFILE). Every push session is a socket, so a
+/// large fleet needs far more than the usual soft limit of 1024.
 public enum FileDescriptorLimit {
-    /// Raises the soft limit to the hard one; as root, first tries to raise both to `wanted`.
-    /// Returns the soft limit in force afterwards.
+    /// What root asks for, and Linux's default ceiling (`fs.nr_open`).
+    public static let rootTarget: rlim_t = 1_048_576
+
+    /// Raises the soft limit to the hard limit; as root, first tries to raise both to
+    /// `rootTarget` (and quietly settles for the hard limit when that is refused). Never lowers
+    /// a limit. Returns the limits in force afterwards, nil when they cannot be read.
     @discardableResult
-    public static func raise(to wanted: UInt64 = 1_048_576) -> UInt64 {
-        #if canImport(Glibc)
-        var limit = rlimit()
-        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
-        if limit.rlim_max < wanted {
-            var higher = rlimit(rlim_cur: rlim_t(wanted), rlim_max: rlim_t(wanted))
-            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &higher) == 0 { return UInt64(wanted) }
+    public static func raise() -> (soft: UInt64, hard: UInt64)? {
+        guard var limit = current() else { return nil }
+        if geteuid() == 0, limit.rlim_max != unlimited, limit.rlim_max < rootTarget {
+            var wanted = rlimit(rlim_cur: rootTarget, rlim_max: rootTarget)
+            if setrlimit(resource, &wanted) == 0 { limit = wanted }
         }
-        limit.rlim_cur = limit.rlim_max
-        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-        _ = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-        return UInt64(limit.rlim_cur)
-        #else
-        return 0
-        #endif
+        if limit.rlim_cur != limit.rlim_max {
+            // An infinite hard limit cannot be the soft limit for files on Linux: ask for the target.
+            var wanted = rlimit(rlim_cur: limit.rlim_max == unlimited ? max(limit.rlim_cur, rootTarget) : limit.rlim_max, rlim_max: limit.rlim_max)
+            _ = setrlimit(resource, &wanted)
+        }
+        return current().map { (UInt64($0.rlim_cur), UInt64($0.rlim_max)) }
     }
+
+    private static func current() -> rlimit? {
+        var limit = rlimit()
+        return getrlimit(resource, &limit) == 0 ? limit : nil
+    }
+
+    #if os(Linux)
+    // RLIM_INFINITY (~0) does not import into Swift.
+    private static let unlimited = rlim_t.max
+    private static let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+    #else
+    private static let unlimited = RLIM_INFINITY
+    private static let resource = RLIMIT_NOFILE
+    #endif
 }
