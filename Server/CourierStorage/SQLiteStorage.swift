@@ -7,6 +7,7 @@ import GRDB
 public final class SQLiteStorage: CourierStorage {
     public let path: String
     private let pool: DatabasePool
+    private let cursors: CursorBatcher
 
     /// Opens (creating and migrating if needed) the database at `path`.
     public init(path: String) throws(StorageError) {
@@ -23,6 +24,7 @@ public final class SQLiteStorage: CourierStorage {
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(pool)
+            cursors = CursorBatcher(pool: pool)
         } catch {
             throw Self.storageError(error)
         }
@@ -473,9 +475,10 @@ public final class SQLiteStorage: CourierStorage {
 
     public func history(chatID: UInt64, afterSequence: UInt64, limit: Int) async throws(StorageError) -> [StoredMessage] {
         try await read { db in
-            try Row.fetchAll(db, sql: """
+            // Cached: every push the live path cannot hand over at once is read back through here.
+            try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT * FROM messages WHERE chat_id = ? AND sequence > ? ORDER BY sequence LIMIT ?
-                """, arguments: [Int64(clamping: chatID), Int64(clamping: afterSequence), max(0, limit)]).map(Self.storedMessage)
+                """), arguments: [Int64(clamping: chatID), Int64(clamping: afterSequence), max(0, limit)]).map(Self.storedMessage)
         }
     }
 
@@ -573,12 +576,7 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     public func advanceDeliveryCursor(deviceID: UInt64, chatID: UInt64, to sequence: UInt64) async throws(StorageError) {
-        try await write { db in
-            try db.execute(sql: """
-                INSERT INTO delivery_cursors (device_id, chat_id, sequence) VALUES (?, ?, ?)
-                ON CONFLICT (device_id, chat_id) DO UPDATE SET sequence = excluded.sequence WHERE excluded.sequence > delivery_cursors.sequence
-                """, arguments: [Int64(clamping: deviceID), Int64(clamping: chatID), Int64(clamping: sequence)])
-        }
+        do { try await cursors.advance(deviceID: deviceID, chatID: chatID, to: sequence) } catch { throw Self.storageError(error) }
     }
 
     public func statistics() async throws(StorageError) -> StorageStatistics {
