@@ -48,6 +48,7 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Seconds of sending (default 30, unless --messages is given).") var duration: Double?
     @Option(help: "Stop after this many messages instead of after a duration.") var messages: Int?
     @Option(help: "Seconds over which devices start, evenly.") var rampUp = 5.0
+    @Option(help: "Messages sent in the first this many seconds are judged by the oracle but left out of the latency figures.") var warmup = 0.0
     @Option(help: "Messages one device may have unanswered at once (each lane keeps its order).") var window = 1
 
     @Option(help: "Percent of datagrams dropped in both directions (see --drop-out/--drop-in).") var drop: Double?
@@ -84,6 +85,7 @@ struct Run: AsyncParsableCommand {
         try check(messages.map { $0 > 0 } ?? true, "--messages must be above 0")
         try check(!(duration != nil && messages != nil), "give --duration or --messages, not both")
         try check(rampUp >= 0 && rampUp <= 3600, "--ramp-up must be 0-3600")
+        try check(warmup >= 0 && warmup <= 3600, "--warmup must be 0-3600")
         try check((1...64).contains(window), "--window must be 1-64")
         for (name, value) in [("drop", drop ?? 0), ("drop-out", dropOut), ("drop-in", dropIn), ("duplicate", duplicate ?? 0), ("duplicate-out", duplicateOut), ("duplicate-in", duplicateIn), ("disconnect", disconnect)] {
             try check((0...100).contains(value), "--\(name) must be a percentage, 0-100")
@@ -131,6 +133,7 @@ struct Run: AsyncParsableCommand {
             messageCount: messages, rampUpSeconds: rampUp, window: window, faults: faults, seed: seed
         )
         settings.sendersPerChat = sendersPerChat
+        settings.warmupSeconds = warmup > 0 ? warmup : nil
         var options = Fleet.Options(
             settings: settings, serverHost: server.host, coapPort: server.port, pushPort: pushPort,
             provisioning: Provisioning(adminURL: URL(string: admin)!, adminToken: token), prefix: prefix

@@ -59,6 +59,8 @@ public final class DeliveryOracle: Sendable {
     /// Turns a device index into the name a tester finds in the server's data ("device 812").
     private let deviceName: @Sendable (Int) -> String
     public let runID: String
+    /// Messages sent before this are judged but not timed (warm-up).
+    private let timedFrom: Mutex<ContinuousClock.Instant?>
     private let state: Mutex<State>
     public static let maxExamples = 50
 
@@ -66,10 +68,20 @@ public final class DeliveryOracle: Sendable {
         self.runID = runID
         self.recipients = recipients
         self.deviceName = deviceName
+        timedFrom = Mutex(nil)
         state = Mutex(State(devices: Array(repeating: DeviceState(), count: deviceCount), positions: Array(repeating: [:], count: recipients.count)))
     }
 
     // MARK: - The run reports
+
+    /// Times only messages sent from `instant` on.
+    public func timeMessages(sentFrom instant: ContinuousClock.Instant) {
+        timedFrom.withLock { $0 = instant }
+    }
+
+    private func isTimed(_ message: SentMessage) -> Bool {
+        timedFrom.withLock { from in from.map { message.sentAt >= $0 } ?? true }
+    }
 
     /// Records a send about to start and returns its client message id.
     public func willSend(_ message: SentMessage) -> (number: Int, clientMessageID: String) {
@@ -97,7 +109,7 @@ public final class DeliveryOracle: Sendable {
             state.acknowledged += 1
             let message = state.messages[number]
             state.outstanding += recipients[message.sent.chat].count - Int(message.arrivals)
-            state.ackLatency.record(instant - message.sent.sentAt)
+            if isTimed(message.sent) { state.ackLatency.record(instant - message.sent.sentAt) }
         }
     }
 
@@ -128,7 +140,7 @@ public final class DeliveryOracle: Sendable {
             // The sender's own device gets its message too; delivery is reaching another one.
             if !message.timed && device != message.sent.senderDevice {
                 state.messages[number].timed = true
-                state.deliveryLatency.record(instant - message.sent.sentAt)
+                if isTimed(message.sent) { state.deliveryLatency.record(instant - message.sent.sentAt) }
             }
 
             if chat != message.sent.chat {

@@ -68,6 +68,9 @@ public struct Fleet: Sendable {
         let clock = ContinuousClock()
         let started = clock.now
         let startedAt = Date()
+        if let warmup = settings.warmupSeconds, warmup > 0 {
+            oracle.timeMessages(sentFrom: started + .milliseconds(Int64(warmup * 1000)))
+        }
         let sendUntil = settings.durationSeconds.map { started + .milliseconds(Int64($0 * 1000)) }
         let budget = settings.messageCount.map { MessageBudget($0) }
         let sendingOver = Flag()

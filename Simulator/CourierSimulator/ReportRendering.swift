@@ -81,6 +81,8 @@ extension ReportRendering {
             facts.append(Fact("duration", "until stopped"))
         }
         facts.append(Fact("ramp-up", "\(compact(settings.rampUpSeconds)) s"))
+        if let warmup = settings.warmupSeconds { facts.append(Fact("untimed warm-up", "\(compact(warmup)) s")) }
+        if let senders = settings.sendersPerChat { facts.append(Fact("senders per chat", "\(senders)")) }
         facts.append(Fact("window", "\(settings.window)"))
         if !settings.faults.isEmpty {
             facts.append(Fact("faults", faultsDescription(settings.faults)))

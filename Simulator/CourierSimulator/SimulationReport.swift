@@ -23,6 +23,9 @@ public struct SimulationReport: Codable, Sendable, Equatable {
         public var seed: UInt64
         /// Only the first this many members of each chat send into it (nil: all of them).
         public var sendersPerChat: Int?
+        /// Messages sent in the first this many seconds are judged but not timed (the fleet
+        /// is still connecting); nil or 0: all are timed.
+        public var warmupSeconds: Double?
 
         public var devices: Int { users * devicesPerUser }
 

@@ -85,6 +85,18 @@ final class DeliveryOracleTests: XCTestCase {
         XCTAssertEqual(oracle.verdict().orderViolations, 1)
     }
 
+    func testMessagesSentInTheWarmupAreJudgedButNotTimed() {
+        let oracle = makeOracle()
+        oracle.timeMessages(sentFrom: .now + .milliseconds(20))
+        let early = send(oracle, chat: 1, from: 2, index: 0)
+        Thread.sleep(forTimeInterval: 0.03)
+        let late = send(oracle, chat: 1, from: 2, index: 1)
+        for (sequence, id) in [(UInt64(1), early), (2, late)] { oracle.arrived(device: 3, chat: 1, sequence: sequence, clientMessageID: id, at: .now) }
+        XCTAssertEqual(oracle.latencies().ack.count, 1)
+        XCTAssertEqual(oracle.latencies().delivery.count, 1)
+        XCTAssertEqual(oracle.verdict().lost, 2, "both are still judged: neither reached device 2")
+    }
+
     func testMessageNumbersParseOnlyThisRunsIDs() {
         let oracle = makeOracle()
         XCTAssertEqual(oracle.messageNumber("run1-42"), 42)
