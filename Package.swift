@@ -164,6 +164,7 @@ let package = Package(
             dependencies: [
                 "CoAP",
                 "CourierSimulator",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Simulator/CourierSimCommand"

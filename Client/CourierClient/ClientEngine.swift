@@ -106,7 +106,7 @@ public final class ClientEngine: Sendable {
                     self.statusBox.withLockedValue { $0.sendProblem = Self.describe(attempt) }
                 }
                 switch outcome {
-                case .accepted(let result):
+                case .accepted(let result, _):
                     try store.accepted(result)
                     statusBox.withLockedValue { $0.sendProblem = nil }
                 case .refused(let code, let error):

@@ -35,6 +35,7 @@ final class CursorBatcher: Sendable {
                 defer { state.writing = true }
                 return !state.writing
             }
+            // The writer task lives only while advances wait; the next caller starts another.
             if startWriter { Task { await self.writeUntilEmpty() } }
         }
     }

@@ -18,7 +18,8 @@ public struct ProvisionResult: Sendable, Equatable {
     public struct Chat: Sendable, Equatable {
         public var id: UInt64
         public var name: String
-        /// The plan's members of this chat, in the plan's order.
+        /// Every member of this chat: the plan's, in the plan's order, then any others it
+        /// already had (from an earlier provision), by id.
         public var memberUserIDs: [UInt64]
         /// Those of them that were not members before this provision.
         public var addedUserIDs: [UInt64]

@@ -386,7 +386,12 @@ public final class SQLiteStorage: CourierStorage {
                     ?? Self.insertChat(db, name: chat.name, at: now)
                 let memberIDs = chat.memberIndexes.map { users[$0].id }
                 let added = try memberIDs.filter { try Self.insertMember(db, chatID: chatID, userID: $0, at: now) }
-                chats.append(.init(id: chatID, name: chat.name, memberUserIDs: memberIDs, addedUserIDs: added))
+                // Members from earlier provisions (another membership size) get the chat's
+                // messages too: whoever checks deliveries must know them.
+                let planned = Set(memberIDs)
+                let earlier = try Int64.fetchAll(db.cachedStatement(sql: "SELECT user_id FROM members WHERE chat_id = ? ORDER BY user_id"), arguments: [Int64(chatID)])
+                    .map(UInt64.init).filter { !planned.contains($0) }
+                chats.append(.init(id: chatID, name: chat.name, memberUserIDs: memberIDs + earlier, addedUserIDs: added))
             }
             return ProvisionResult(users: users, chats: chats)
         }

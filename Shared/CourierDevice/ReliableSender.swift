@@ -21,8 +21,8 @@ public struct ReliableSender: Sendable {
     }
 
     public enum Outcome: Sendable, Equatable {
-        /// The server holds the message durably: forget it.
-        case accepted(SendResult)
+        /// The server holds the message durably: forget it. `code` is the 2.xx it answered.
+        case accepted(SendResult, code: CoAPCode)
         /// The server will never take this request: tell the user why.
         case refused(code: CoAPCode, error: WireError?)
     }
@@ -69,7 +69,7 @@ public struct ReliableSender: Sendable {
                         onAttempt(.failed(reason: "unreadable answer", retryIn: wait))
                         break
                     }
-                    return .accepted(result)
+                    return .accepted(result, code: response.code)
                 }
                 if response.code.codeClass == 4 && response.code != .tooManyRequests {
                     return .refused(code: response.code, error: error)

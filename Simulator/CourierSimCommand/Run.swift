@@ -2,6 +2,7 @@ import ArgumentParser
 import CoAP
 import CourierSimulator
 import Foundation
+import NIOCore
 
 /// `courier-sim run`: provision, simulate, judge, report. Exit 0 when the oracle finds
 /// nothing wrong, 1 when it finds loss, duplicates or reordering, 2 when the run could not
@@ -14,7 +15,8 @@ struct Run: AsyncParsableCommand {
         server's admin API, opens a push session per device, sends at the chosen rate, then waits \
         until every acknowledged message reached every member device (or --settle-timeout). \
         Exit status: 0 nothing lost, duplicated or reordered; 1 the oracle found faults; 2 the \
-        run could not start.
+        run could not start, or proved nothing (no message acknowledged, or devices that could \
+        not start).
         """
     )
 
@@ -90,7 +92,13 @@ struct Run: AsyncParsableCommand {
         for (name, value) in [("drop", drop ?? 0), ("drop-out", dropOut), ("drop-in", dropIn), ("duplicate", duplicate ?? 0), ("duplicate-out", duplicateOut), ("duplicate-in", duplicateIn), ("disconnect", disconnect)] {
             try check((0...100).contains(value), "--\(name) must be a percentage, 0-100")
         }
-        try check(drainTimeout >= 0 && settleTimeout >= 0, "timeouts must not be negative")
+        try check((0...3600).contains(drainTimeout) && (0...3600).contains(settleTimeout), "--drain-timeout and --settle-timeout must be 0-3600 seconds")
+        try check((1...65_535).contains(pushPort), "--push-port must be 1-65535")
+        try check(messages.map { $0 <= DeliveryOracle.maxMessages } ?? true, "--messages must be at most \(DeliveryOracle.maxMessages) (the oracle remembers every message)")
+        for address in sourceAddresses?.split(separator: ",") ?? [] {
+            let text = address.trimmingCharacters(in: .whitespaces)
+            try check((try? SocketAddress(ipAddress: text, port: 0)) != nil, "--source-addresses takes IP addresses, got '\(text)'")
+        }
         try check(URL(string: admin)?.scheme?.hasPrefix("http") == true, "--admin must be an http:// URL")
     }
 
@@ -158,8 +166,22 @@ struct Run: AsyncParsableCommand {
         }
         if !quiet && isatty(STDERR_FILENO) == 1 { FileHandle.standardError.write(Data("\n".utf8)) }
         print(ReportRendering.table(report))
-        if let json { try ReportRendering.json(report).write(to: URL(fileURLWithPath: json)) }
-        if let html { try Data(ReportRendering.html(report).utf8).write(to: URL(fileURLWithPath: html)) }
+        do {
+            if let json { try ReportRendering.json(report).write(to: URL(fileURLWithPath: json)) }
+            if let html { try Data(ReportRendering.html(report).utf8).write(to: URL(fileURLWithPath: html)) }
+        } catch {
+            FileHandle.standardError.write(Data("courier-sim: cannot write the report: \(error.localizedDescription)\n".utf8))
+            throw ExitCode(2)
+        }
         if !report.verdict.passed { throw ExitCode(1) }
+        // Nothing wrong found, but a run that could not do what was asked proves less.
+        if report.verdict.acknowledged == 0 {
+            FileHandle.standardError.write(Data("courier-sim: no message was acknowledged, so the run proves nothing (is the gateway at \(server)?)\n".utf8))
+            throw ExitCode(2)
+        }
+        if report.devicesNotStarted > 0 {
+            FileHandle.standardError.write(Data("courier-sim: \(report.devicesNotStarted) devices could not start (see transport failures)\n".utf8))
+            throw ExitCode(2)
+        }
     }
 }

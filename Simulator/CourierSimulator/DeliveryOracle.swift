@@ -6,9 +6,13 @@ import Synchronization
 /// by Courier's promise: every acknowledged message reaches every device of every member of
 /// its chat exactly once, in chat order.
 ///
-/// Order is judged per lane: a lane sends its next message only after the previous one was
-/// answered, so the server must keep a lane's messages in the order sent. Two devices must
-/// also see the same message at the same chat position.
+/// Order is judged per lane and chat: a lane sends its next message only after the previous
+/// one was answered, so the server must keep a lane's messages to one chat in the order sent.
+/// Two devices must also see the same message at the same chat position, and a message must
+/// reach only its chat's member devices.
+///
+/// Bound: it remembers every message of the run and every arrival, so a run may send at most
+/// `maxMessages`; past it `willSend` refuses and sending ends.
 public final class DeliveryOracle: Sendable {
     /// A message the run sent, numbered from 0 in the order sends started.
     public struct SentMessage: Sendable {
@@ -24,17 +28,21 @@ public final class DeliveryOracle: Sendable {
         var sent: SentMessage
         var acknowledged = false
         var refused = false
-        /// Distinct devices it reached.
+        /// Distinct member devices it reached.
         var arrivals: Int32 = 0
-        /// Its send->delivery latency was taken (at its first arrival at another device).
-        var timed = false
+    }
+
+    private struct LaneKey: Hashable {
+        var senderDevice: Int
+        var lane: Int
+        var chat: Int
     }
 
     private struct DeviceState {
         /// Message number to the chat position it arrived at.
         var received: [Int: UInt64] = [:]
-        /// Per (sender device, lane): the highest lane index that arrived here.
-        var laneProgress: [Int: Int] = [:]
+        /// Per sender lane and chat: the highest lane index that arrived here.
+        var laneProgress: [LaneKey: Int] = [:]
     }
 
     private struct State {
@@ -56,6 +64,9 @@ public final class DeliveryOracle: Sendable {
 
     /// The devices of each chat's members, by the fleet's device index.
     public let recipients: [[Int]]
+    private let recipientSets: [Set<Int>]
+    /// The most messages one run may send (about 1 GiB of oracle state with 8 devices a chat).
+    public static let maxMessages = 2_000_000
     /// Turns a device index into the name a tester finds in the server's data ("device 812").
     private let deviceName: @Sendable (Int) -> String
     public let runID: String
@@ -67,6 +78,7 @@ public final class DeliveryOracle: Sendable {
     public init(runID: String, deviceCount: Int, recipients: [[Int]], deviceName: @escaping @Sendable (Int) -> String) {
         self.runID = runID
         self.recipients = recipients
+        recipientSets = recipients.map(Set.init)
         self.deviceName = deviceName
         timedFrom = Mutex(nil)
         state = Mutex(State(devices: Array(repeating: DeviceState(), count: deviceCount), positions: Array(repeating: [:], count: recipients.count)))
@@ -83,14 +95,18 @@ public final class DeliveryOracle: Sendable {
         timedFrom.withLock { from in from.map { message.sentAt >= $0 } ?? true }
     }
 
-    /// Records a send about to start and returns its client message id.
-    public func willSend(_ message: SentMessage) -> (number: Int, clientMessageID: String) {
-        let number = state.withLock { state in
+    /// Records a send about to start and returns its client message id; nil once the run
+    /// has sent `maxMessages`.
+    public func willSend(_ message: SentMessage) -> (number: Int, clientMessageID: String)? {
+        let number: Int? = state.withLock { state in
+            guard state.messages.count < Self.maxMessages else { return nil }
             state.messages.append(MessageState(sent: message))
             return state.messages.count - 1
         }
-        return (number, clientMessageID(number))
+        return number.map { ($0, clientMessageID($0)) }
     }
+
+    public var isFull: Bool { state.withLock { $0.messages.count >= Self.maxMessages } }
 
     public func clientMessageID(_ number: Int) -> String { "\(runID)-\(number)" }
 
@@ -135,28 +151,34 @@ public final class DeliveryOracle: Sendable {
                 return
             }
             state.devices[device].received[number] = sequence
-            state.messages[number].arrivals += 1
-            if message.acknowledged { state.outstanding -= 1 }
-            // The sender's own device gets its message too; delivery is reaching another one.
-            if !message.timed && device != message.sent.senderDevice {
-                state.messages[number].timed = true
-                if isTimed(message.sent) { state.deliveryLatency.record(instant - message.sent.sentAt) }
-            }
-
             if chat != message.sent.chat {
                 state.orderViolations += 1
                 note(&state, "misplaced: message \(clientMessageID) sent to chat #\(message.sent.chat) reached \(deviceName(device)) in chat #\(chat)")
+                return
             }
+            guard recipientSets[message.sent.chat].contains(device) else {
+                state.orderViolations += 1
+                note(&state, "misplaced: message \(clientMessageID) reached \(deviceName(device)), which is not a member's device of chat #\(message.sent.chat)")
+                return
+            }
+            state.messages[number].arrivals += 1
+            if message.acknowledged { state.outstanding -= 1 }
+            // Delivery is reaching another device than the one that sent it (the sender's own
+            // device gets it too); every such arrival is timed.
+            if device != message.sent.senderDevice && isTimed(message.sent) {
+                state.deliveryLatency.record(instant - message.sent.sentAt)
+            }
+
             if let other = state.positions[message.sent.chat][sequence], other != number {
                 state.orderViolations += 1
                 note(&state, "order: \(deviceName(device)) has message \(clientMessageID) at chat position \(sequence), where another device has \(self.clientMessageID(other))")
             } else {
                 state.positions[message.sent.chat][sequence] = number
             }
-            let lane = message.sent.senderDevice * 64 + message.sent.lane
+            let lane = LaneKey(senderDevice: message.sent.senderDevice, lane: message.sent.lane, chat: message.sent.chat)
             if let last = state.devices[device].laneProgress[lane], last > message.sent.laneIndex {
                 state.orderViolations += 1
-                note(&state, "order: message \(clientMessageID) reached \(deviceName(device)) after a later message of the same sender")
+                note(&state, "order: message \(clientMessageID) reached \(deviceName(device)) after a later message of the same sender to the same chat")
             }
             state.devices[device].laneProgress[lane] = max(state.devices[device].laneProgress[lane] ?? -1, message.sent.laneIndex)
         }

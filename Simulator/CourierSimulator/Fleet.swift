@@ -20,6 +20,9 @@ public struct Fleet: Sendable {
         /// acknowledged messages may take to reach every device.
         public var drainTimeout: Duration = .seconds(30)
         public var settleTimeout: Duration = .seconds(30)
+        /// Once every acknowledged message has arrived everywhere, how long to keep listening
+        /// for a late duplicate before judging.
+        public var quietPeriod: Duration = .seconds(2)
         /// Addresses the devices send from, in turn; nil picks them (several loopback
         /// addresses when the server is on loopback).
         public var sourceHosts: [String]?
@@ -57,13 +60,14 @@ public struct Fleet: Sendable {
             fleet: fleet, serverHost: options.serverHost, sourceHosts: options.sourceHosts,
             devicesPerSourceHost: options.devicesPerSourceHost, sendersPerChat: settings.sendersPerChat
         )
-        var random = SplitMix64(seed: settings.seed)
-        let runID = String(random.next() & 0xFFFF_FFFF, radix: 36)
+        // Not from the seed: a rerun with the same seed must not reuse message ids, which the
+        // server would take for retries of the earlier run's messages.
+        let runID = String(UInt64.random(in: 0 ..< 1 << 40), radix: 36)
         let oracle = DeliveryOracle(runID: runID, deviceCount: plan.devices.count, recipients: plan.recipients) { index in
             let device = plan.devices[index]
             return "device \(device.deviceID) (\(fleet.users[device.user].name)/\(fleet.users[device.user].devices[device.deviceInUser].name))"
         }
-        let stats = FleetStatistics(devices: plan.devices.count)
+        let stats = FleetStatistics()
         let counters = CoAPCounters()
         let clock = ContinuousClock()
         let started = clock.now
@@ -74,6 +78,7 @@ public struct Fleet: Sendable {
         let sendUntil = settings.durationSeconds.map { started + .milliseconds(Int64($0 * 1000)) }
         let budget = settings.messageCount.map { MessageBudget($0) }
         let sendingOver = Flag()
+        let lanesDone = Flag()
 
         // One device's life: its endpoint and push session for the whole run, its lanes until
         // sending stops.
@@ -87,7 +92,8 @@ public struct Fleet: Sendable {
         let disconnectWindow = (settings.rampUpSeconds, max(settings.rampUpSeconds, settings.durationSeconds ?? settings.rampUpSeconds + 30))
 
         let sending = Task {
-            await withTaskGroup(of: Void.self) { group in
+            defer { lanesDone.set() }
+            await withDiscardingTaskGroup { group in
                 for device in devices {
                     let startAt = started + .milliseconds(Int64(Double(device.index) * rampStep * 1000))
                     group.addTask {
@@ -111,7 +117,7 @@ public struct Fleet: Sendable {
         var sendingEndedAt: ContinuousClock.Instant?
         var drainDeadline: ContinuousClock.Instant?
         var tick = started
-        while true {
+        while !Task.isCancelled {
             tick = tick + .seconds(1)
             try? await clock.sleep(until: tick)
             let now = clock.now
@@ -124,14 +130,15 @@ public struct Fleet: Sendable {
                 deliveredPerSecond: Double(progress.arrivals - last.arrivals), ackP99: window.ack.p99Milliseconds, deliveryP99: window.delivery.p99Milliseconds
             )
             last = (progress.acknowledged, progress.arrivals)
-            timeline.append(second)
+            if timeline.count < SimulationReport.maxTimeline { timeline.append(second) }
             let phase = sendingEndedAt == nil ? "sending" : "settling"
             options.progress(Self.progressLine(second, phase: phase, deliveryP99: oracle.deliveryP99, outstanding: progress.outstanding))
 
             if sendingEndedAt == nil {
                 let budgetSpent = budget?.isSpent ?? false
                 if let sendUntil, now >= sendUntil { sendingOver.set() }
-                if budgetSpent { sendingOver.set() }
+                // The budget spent, the oracle full, or every lane finished (none could send).
+                if budgetSpent || oracle.isFull || lanesDone.isSet { sendingOver.set() }
                 if sendingOver.isSet {
                     sendingEndedAt = now
                     drainDeadline = now + options.drainTimeout
@@ -145,10 +152,19 @@ public struct Fleet: Sendable {
         await sending.value
         let sendingSeconds = Self.seconds(sendingEndedAt.map { $0 - started } ?? (clock.now - started))
 
-        // Settle: every acknowledged message at every member device, or the timeout.
+        // Settle: every acknowledged message at every member device, then a quiet period
+        // for late duplicates, or the timeout.
         let settleStarted = clock.now
         let settleDeadline = settleStarted + options.settleTimeout
-        while oracle.progress.outstanding > 0 && clock.now < settleDeadline {
+        var quietSince = clock.now
+        var arrivalsSeen = oracle.progress.arrivals
+        while clock.now < settleDeadline && !Task.isCancelled {
+            let now = oracle.progress
+            if now.arrivals != arrivalsSeen {
+                arrivalsSeen = now.arrivals
+                quietSince = clock.now
+            }
+            if now.outstanding <= 0 && clock.now - quietSince >= options.quietPeriod { break }
             try? await clock.sleep(for: .milliseconds(200))
         }
         let settleSeconds = Self.seconds(clock.now - settleStarted)
@@ -157,12 +173,12 @@ public struct Fleet: Sendable {
             timeline.last ?? SimulationReport.Second(elapsed: 0, connected: 0, sent: 0, acknowledged: 0, delivered: 0, inFlight: 0, acknowledgedPerSecond: 0, deliveredPerSecond: 0, ackP99: 0, deliveryP99: 0),
             phase: "done", deliveryP99: oracle.deliveryP99, outstanding: progress.outstanding
         ))
-        await withTaskGroup(of: Void.self) { group in
+        await withDiscardingTaskGroup { group in
             for device in devices { group.addTask { await device.stop() } }
         }
 
         let latencies = oracle.latencies()
-        return SimulationReport(
+        var report = SimulationReport(
             settings: settings, startedAt: startedAt, sendingSeconds: sendingSeconds, settleSeconds: settleSeconds,
             sent: progress.sent, acknowledged: progress.acknowledged, delivered: progress.arrivals,
             sendToAck: latencies.ack, sendToDelivery: latencies.delivery,
@@ -174,6 +190,8 @@ public struct Fleet: Sendable {
             datagramsDuplicated: counters.faultDuplicates.load(ordering: .relaxed), peakConnected: stats.peakConnected,
             timeline: timeline, verdict: oracle.verdict()
         )
+        report.devicesNotStarted = stats.devicesNotStarted
+        return report
     }
 
     static func seconds(_ duration: Duration) -> Double {
@@ -216,6 +234,8 @@ struct FleetPlan: Sendable {
     let chatIndex: [UInt64: Int]
     /// Where the push sessions go: the gateway's host.
     let pushHost: String
+    /// Devices with a chat to send into (a total rate is shared among them).
+    let sendingDevices: Int
 
     init(fleet: Provisioning.Fleet, serverHost: String, sourceHosts: [String]?, devicesPerSourceHost: Int, sendersPerChat: Int? = nil) {
         var userIndex: [UInt64: Int] = [:]
@@ -253,6 +273,7 @@ struct FleetPlan: Sendable {
         for (index, id) in chatIDs.enumerated() { chatIndex[id] = index }
         self.chatIndex = chatIndex
         pushHost = serverHost
+        sendingDevices = devices.filter { !$0.chats.isEmpty }.count
     }
 }
 
@@ -267,11 +288,13 @@ final class FleetStatistics: Sendable {
         var inFlight = 0
         var responseCodes: [String: Int] = [:]
         var transportFailures: [String: Int] = [:]
+        var devicesNotStarted = 0
     }
 
-    private let state = Mutex(State())
+    /// Distinct failure kinds kept; the rest count under "other".
+    static let maxFailureKinds = 100
 
-    init(devices: Int) {}
+    private let state = Mutex(State())
 
     var connected: Int { state.withLock { $0.connected } }
     var peakConnected: Int { state.withLock { $0.peakConnected } }
@@ -280,6 +303,7 @@ final class FleetStatistics: Sendable {
     var inFlight: Int { state.withLock { $0.inFlight } }
     var responseCodes: [String: Int] { state.withLock { $0.responseCodes } }
     var transportFailures: [String: Int] { state.withLock { $0.transportFailures } }
+    var devicesNotStarted: Int { state.withLock { $0.devicesNotStarted } }
 
     func sessionOpened(device: Int) {
         state.withLock { state in
@@ -298,7 +322,15 @@ final class FleetStatistics: Sendable {
     func failed(_ reason: String) {
         // Reasons carry details (timeouts, addresses); the kind is enough for a table.
         let kind = reason.split(separator: "(").first.map { String($0.prefix(60)) } ?? reason
-        state.withLock { $0.transportFailures[kind, default: 0] += 1 }
+        state.withLock { state in
+            let known = state.transportFailures[kind] != nil || state.transportFailures.count < Self.maxFailureKinds
+            state.transportFailures[known ? kind : "other", default: 0] += 1
+        }
+    }
+
+    func deviceNotStarted(_ reason: String) {
+        failed(reason)
+        state.withLock { $0.devicesNotStarted += 1 }
     }
 }
 

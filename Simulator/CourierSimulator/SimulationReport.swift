@@ -141,14 +141,15 @@ public struct SimulationReport: Codable, Sendable, Equatable {
         public var acknowledged: Int
         /// Acknowledged messages times the devices that should get each.
         public var expectedDeliveries: Int
-        /// Distinct (message, device) arrivals of acknowledged messages.
+        /// Distinct arrivals of acknowledged messages at their chats' member devices.
         public var delivered: Int
         /// (acknowledged message, member device) pairs that never arrived within the timeout.
         public var lost: Int
         /// Arrivals of a message at a device that already had it.
         public var duplicates: Int
-        /// Arrivals out of chat order: a sender's message before one it sent earlier (and had
-        /// answered), or two devices seeing different messages at one chat position.
+        /// Arrivals out of order or out of place: a sender lane's message before one it sent
+        /// earlier (and had answered) to the same chat, two devices seeing different messages
+        /// at one chat position, or a message in another chat or at a device outside its chat.
         public var orderViolations: Int
         /// Messages still unanswered when sending stopped (not counted as lost).
         public var unacknowledged: Int
@@ -199,8 +200,12 @@ public struct SimulationReport: Codable, Sendable, Equatable {
     public var datagramsDuplicated: Int
     /// Most devices with an open push session at once.
     public var peakConnected: Int
+    /// At most `maxTimeline` seconds (the first ones).
     public var timeline: [Second]
     public var verdict: Verdict
+    /// Devices that could not start (no UDP endpoint): a run with any proves less than asked.
+    public var devicesNotStarted = 0
+    public static let maxTimeline = 86_400
 
     public init(
         settings: Settings, startedAt: Date, sendingSeconds: Double, settleSeconds: Double,

@@ -61,7 +61,7 @@ final class ReliableSenderTests: XCTestCase {
                 attempts.withLockedValue { $0.append(attempt) }
             }
             await client.close()
-            guard case .accepted(let result) = outcome else { return XCTFail("\(outcome)") }
+            guard case .accepted(let result, _) = outcome else { return XCTFail("\(outcome)") }
             XCTAssertEqual(result.serverMessageID, 7)
             let arrivals = gateway.arrivals.withLockedValue { $0 }
             XCTAssertEqual(arrivals.count, 2)

@@ -79,7 +79,8 @@ final class AdminAPITests: XCTestCase {
             wider["members_per_chat"] = 6
             let (widened, widerJSON) = try await server.provision(wider)
             XCTAssertEqual(widened, 200)
-            XCTAssertEqual(Fleet(widerJSON).chats[1].members, (6..<12).map { first.users[$0].id })
+            // The plan's members first, then the chat's earlier ones (user 5, from the first plan).
+            XCTAssertEqual(Fleet(widerJSON).chats[1].members, (6..<12).map { first.users[$0].id } + [first.users[5].id])
             try await withClient { client in
                 let response = try await client.send(SendMessage(clientMessageID: "joined", chatID: chat.id, text: "new member", clientSentAtMs: 0), token: first.users[11].devices[0].token, to: server.peer)
                 XCTAssertEqual(response.code, .created)

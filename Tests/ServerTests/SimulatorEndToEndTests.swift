@@ -96,6 +96,22 @@ final class SimulatorEndToEndTests: XCTestCase {
         XCTAssertTrue(serverLog.contains(id), "server log should name \(id)")
     }
 
+    func testARunWithNothingAcknowledgedProvesNothing() async throws {
+        try await withServer { server in
+            // Provisioned through the real admin API, but sending to a port nobody serves.
+            let silentPort = try await freeUDPPort()
+            let output = try await ExternalProgram.run(Self.simulator, [
+                "run", "--server", "127.0.0.1:\(silentPort)", "--push-port", "\(server.pushPort)",
+                "--admin", "http://127.0.0.1:\(server.httpPort)", "--admin-token-file", "\(server.dataDirectory)/admin.token",
+                "--users", "4", "--members", "2", "--rate", "5", "--duration", "1", "--ramp-up", "0",
+                "--drain-timeout", "1", "--settle-timeout", "1", "--quiet",
+            ], timeout: 60)
+            XCTAssertEqual(output.status, 2, output.text + output.stderr)
+            XCTAssertTrue(output.stderr.contains("proves nothing"), output.stderr)
+            XCTAssertTrue(output.text.contains("unacknowledged at end"), output.text)
+        }
+    }
+
     func testBadSettingsAreRefusedBeforeAnythingIsProvisioned() async throws {
         try await withServer { server in
             let badToken = try await ExternalProgram.run(Self.simulator, [

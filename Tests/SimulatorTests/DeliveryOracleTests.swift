@@ -8,7 +8,7 @@ final class DeliveryOracleTests: XCTestCase {
     }
 
     private func send(_ oracle: DeliveryOracle, chat: Int, from sender: Int, lane: Int = 0, index: Int, acknowledged: Bool = true) -> String {
-        let (number, id) = oracle.willSend(.init(chat: chat, senderDevice: sender, lane: lane, laneIndex: index, sentAt: .now))
+        let (number, id) = oracle.willSend(.init(chat: chat, senderDevice: sender, lane: lane, laneIndex: index, sentAt: .now))!
         if acknowledged { oracle.acknowledged(number, at: .now) }
         return id
     }
@@ -34,7 +34,7 @@ final class DeliveryOracleTests: XCTestCase {
         XCTAssertEqual(verdict.expectedDeliveries, 8)
         XCTAssertEqual(verdict.delivered, 8)
         XCTAssertEqual(oracle.progress.outstanding, 0)
-        XCTAssertEqual(oracle.latencies().delivery.count, 3, "one send->delivery latency per message: its first arrival at another device")
+        XCTAssertEqual(oracle.latencies().delivery.count, 5, "a send->delivery latency per arrival at a device other than the sender")
     }
 
     func testAMissingArrivalIsLossAndNamesTheMessageAndTheDevice() {
@@ -72,17 +72,33 @@ final class DeliveryOracleTests: XCTestCase {
         oracle.arrived(device: 1, chat: 0, sequence: 2, clientMessageID: second, at: .now)
         oracle.arrived(device: 1, chat: 0, sequence: 3, clientMessageID: first, at: .now)
         XCTAssertEqual(oracle.verdict().orderViolations, 1)
-        XCTAssertTrue(oracle.verdict().examples.contains("order: message \(first) reached device #1 after a later message of the same sender"))
+        XCTAssertTrue(oracle.verdict().examples.contains("order: message \(first) reached device #1 after a later message of the same sender to the same chat"))
         // Device 2 sees another message at position 1 than device 1 did.
         oracle.arrived(device: 2, chat: 0, sequence: 1, clientMessageID: first, at: .now)
         XCTAssertEqual(oracle.verdict().orderViolations, 2)
     }
 
-    func testAMessageInTheWrongChatIsAViolation() {
+    func testAMessageInTheWrongChatOrAtANonMembersDeviceIsAViolationAndHidesNoLoss() {
         let oracle = makeOracle()
         let id = send(oracle, chat: 1, from: 2, index: 0)
         oracle.arrived(device: 2, chat: 0, sequence: 1, clientMessageID: id, at: .now)
         XCTAssertEqual(oracle.verdict().orderViolations, 1)
+        // Device 0 is not in chat 1: its arrival must not stand in for device 3's.
+        oracle.arrived(device: 0, chat: 1, sequence: 1, clientMessageID: id, at: .now)
+        let verdict = oracle.verdict()
+        XCTAssertEqual(verdict.orderViolations, 2)
+        XCTAssertEqual(verdict.lost, 2, "devices 2 and 3 still lack it: device 2's arrival was in the wrong chat")
+        XCTAssertEqual(oracle.progress.outstanding, 2)
+    }
+
+    func testALanesMessagesToDifferentChatsKeepNoOrderBetweenThem() {
+        let oracle = makeOracle()
+        // Device 2 is in both chats; its lane sends to chat 0, then chat 1.
+        let toChat0 = send(oracle, chat: 0, from: 2, index: 0)
+        let toChat1 = send(oracle, chat: 1, from: 2, index: 1)
+        oracle.arrived(device: 2, chat: 1, sequence: 1, clientMessageID: toChat1, at: .now)
+        oracle.arrived(device: 2, chat: 0, sequence: 1, clientMessageID: toChat0, at: .now)
+        XCTAssertEqual(oracle.verdict().orderViolations, 0)
     }
 
     func testMessagesSentInTheWarmupAreJudgedButNotTimed() {
