@@ -30,83 +30,6 @@ public final class SQLiteStorage: CourierStorage {
         }
     }
 
-    // MARK: - Schema
-
-    /// Versioned migrations: each runs once, in order, recorded in the database. Never edit
-    /// one that has shipped; add the next.
-    static var migrator: DatabaseMigrator {
-        var migrator = DatabaseMigrator()
-        migrator.registerMigration("v1: accounts, chats, messages, search, cursors") { db in
-            try db.execute(sql: """
-                CREATE TABLE users (
-                    id INTEGER PRIMARY KEY,
-                    name TEXT NOT NULL UNIQUE,
-                    created_at_ms INTEGER NOT NULL
-                );
-                CREATE TABLE devices (
-                    id INTEGER PRIMARY KEY,
-                    user_id INTEGER NOT NULL REFERENCES users(id),
-                    name TEXT NOT NULL,
-                    created_at_ms INTEGER NOT NULL,
-                    UNIQUE (user_id, name)
-                );
-                CREATE TABLE tokens (
-                    hash BLOB PRIMARY KEY,
-                    device_id INTEGER NOT NULL REFERENCES devices(id),
-                    created_at_ms INTEGER NOT NULL,
-                    expires_at_ms INTEGER,
-                    revoked_at_ms INTEGER
-                );
-                CREATE INDEX tokens_by_device ON tokens(device_id);
-                CREATE TABLE chats (
-                    id INTEGER PRIMARY KEY,
-                    name TEXT NOT NULL UNIQUE,
-                    created_at_ms INTEGER NOT NULL,
-                    last_sequence INTEGER NOT NULL DEFAULT 0
-                );
-                CREATE TABLE members (
-                    chat_id INTEGER NOT NULL REFERENCES chats(id),
-                    user_id INTEGER NOT NULL REFERENCES users(id),
-                    joined_at_ms INTEGER NOT NULL,
-                    PRIMARY KEY (chat_id, user_id)
-                );
-                CREATE INDEX members_by_user ON members(user_id);
-                CREATE TABLE messages (
-                    server_message_id INTEGER PRIMARY KEY,
-                    chat_id INTEGER NOT NULL REFERENCES chats(id),
-                    sequence INTEGER NOT NULL,
-                    sender_user_id INTEGER NOT NULL,
-                    sender_device_id INTEGER NOT NULL,
-                    client_message_id TEXT NOT NULL,
-                    text TEXT NOT NULL,
-                    client_sent_at_ms INTEGER NOT NULL,
-                    accepted_at_ms INTEGER NOT NULL,
-                    stored_at_ms INTEGER NOT NULL,
-                    UNIQUE (chat_id, sequence)
-                );
-                CREATE TABLE dedup_keys (
-                    device_id INTEGER NOT NULL,
-                    client_message_id TEXT NOT NULL,
-                    server_message_id INTEGER NOT NULL REFERENCES messages(server_message_id),
-                    PRIMARY KEY (device_id, client_message_id)
-                );
-                CREATE TABLE delivery_cursors (
-                    device_id INTEGER NOT NULL REFERENCES devices(id),
-                    chat_id INTEGER NOT NULL REFERENCES chats(id),
-                    sequence INTEGER NOT NULL,
-                    PRIMARY KEY (device_id, chat_id)
-                );
-                CREATE VIRTUAL TABLE message_search USING fts5(
-                    text, content = 'messages', content_rowid = 'server_message_id'
-                );
-                CREATE TABLE durability_marks (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL);
-                INSERT INTO durability_marks (id, at_ms) VALUES (1, 0);
-                """)
-        }
-        return migrator
-    }
-
-    /// The migrations applied to this database, oldest first.
     public func appliedMigrations() throws(StorageError) -> [String] {
         do { return try pool.read { try Self.migrator.appliedMigrations($0) } } catch { throw Self.storageError(error) }
     }
@@ -122,7 +45,7 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     /// Inserts a user with a valid name; `.alreadyExists` when the name is taken.
-    private static func insertUser(_ db: Database, name: String, at now: Date) throws -> UInt64 {
+    static func insertUser(_ db: Database, name: String, at now: Date) throws -> UInt64 {
         try insert(db, "INSERT INTO users (name, created_at_ms) VALUES (?, ?)", [name, now.milliseconds], taken: "user \(name)")
     }
 
@@ -172,7 +95,7 @@ public final class SQLiteStorage: CourierStorage {
 
     /// Inserts a device with a valid name for an existing user; `.alreadyExists` when the user
     /// has a device of that name.
-    private static func insertDevice(_ db: Database, userID: UInt64, name: String, at now: Date) throws -> UInt64 {
+    static func insertDevice(_ db: Database, userID: UInt64, name: String, at now: Date) throws -> UInt64 {
         try insert(db, "INSERT INTO devices (user_id, name, created_at_ms) VALUES (?, ?, ?)", [Int64(userID), name, now.milliseconds], taken: "device \(name) of user \(userID)")
     }
 
@@ -205,7 +128,7 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     /// Issues a new token for an existing device: stores its hash, returns the token.
-    private static func insertToken(_ db: Database, deviceID: UInt64, expiresAt: Date?, at now: Date) throws -> String {
+    static func insertToken(_ db: Database, deviceID: UInt64, expiresAt: Date?, at now: Date) throws -> String {
         let token = DeviceToken.generate()
         try db.cachedStatement(sql: "INSERT INTO tokens (hash, device_id, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?)")
             .execute(arguments: [Data(DeviceToken.hash(token)), Int64(deviceID), now.milliseconds, expiresAt?.milliseconds])
@@ -255,7 +178,7 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     /// Inserts a chat with a valid name; `.alreadyExists` when the name is taken.
-    private static func insertChat(_ db: Database, name: String, at now: Date) throws -> UInt64 {
+    static func insertChat(_ db: Database, name: String, at now: Date) throws -> UInt64 {
         try insert(db, "INSERT INTO chats (name, created_at_ms) VALUES (?, ?)", [name, now.milliseconds], taken: "chat \(name)")
     }
 
@@ -290,7 +213,7 @@ public final class SQLiteStorage: CourierStorage {
     /// Adds a member to an existing chat; adding one twice changes nothing.
     /// Returns whether the user was not a member before.
     @discardableResult
-    private static func insertMember(_ db: Database, chatID: UInt64, userID: UInt64, at now: Date) throws -> Bool {
+    static func insertMember(_ db: Database, chatID: UInt64, userID: UInt64, at now: Date) throws -> Bool {
         guard try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM users WHERE id = ?"), arguments: [Int64(clamping: userID)]) != nil else {
             throw StorageError.notFound("user \(userID)")
         }
@@ -345,56 +268,6 @@ public final class SQLiteStorage: CourierStorage {
             """), arguments: [Int64(chat.id), maxMemberNames.map { max(0, $0) } ?? -1])
         let count = try Int.fetchOne(db.cachedStatement(sql: "SELECT COUNT(*) FROM members WHERE chat_id = ?"), arguments: [Int64(chat.id)]) ?? 0
         return ChatSummary(chat: chat, memberNames: names, memberCount: count)
-    }
-
-    // MARK: - Provisioning
-
-    public func provision(_ plan: ProvisionPlan) async throws(StorageError) -> ProvisionResult {
-        // Every name and index is checked before the transaction starts.
-        var plan = plan
-        for index in plan.users.indices {
-            plan.users[index].name = try Self.validName(plan.users[index].name, of: "user")
-            for device in plan.users[index].deviceNames.indices {
-                plan.users[index].deviceNames[device] = try Self.validName(plan.users[index].deviceNames[device], of: "device")
-            }
-        }
-        for index in plan.chats.indices {
-            plan.chats[index].name = try Self.validName(plan.chats[index].name, of: "chat")
-            guard plan.chats[index].memberIndexes.allSatisfy(plan.users.indices.contains) else {
-                throw .invalid("chat \(plan.chats[index].name) names a member that is not in the plan")
-            }
-        }
-        let now = Date()
-        return try await write { [plan] db in
-            var users: [ProvisionResult.User] = []
-            users.reserveCapacity(plan.users.count)
-            for user in plan.users {
-                let userID = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM users WHERE name = ?"), arguments: [user.name]).map(UInt64.init)
-                    ?? Self.insertUser(db, name: user.name, at: now)
-                var devices: [ProvisionResult.Device] = []
-                for name in user.deviceNames {
-                    let deviceID = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM devices WHERE user_id = ? AND name = ?"), arguments: [Int64(userID), name]).map(UInt64.init)
-                        ?? Self.insertDevice(db, userID: userID, name: name, at: now)
-                    devices.append(.init(id: deviceID, name: name, token: try Self.insertToken(db, deviceID: deviceID, expiresAt: plan.tokenExpiresAt, at: now)))
-                }
-                users.append(.init(id: userID, name: user.name, devices: devices))
-            }
-            var chats: [ProvisionResult.Chat] = []
-            chats.reserveCapacity(plan.chats.count)
-            for chat in plan.chats {
-                let chatID = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM chats WHERE name = ?"), arguments: [chat.name]).map(UInt64.init)
-                    ?? Self.insertChat(db, name: chat.name, at: now)
-                let memberIDs = chat.memberIndexes.map { users[$0].id }
-                let added = try memberIDs.filter { try Self.insertMember(db, chatID: chatID, userID: $0, at: now) }
-                // Members from earlier provisions (another membership size) get the chat's
-                // messages too: whoever checks deliveries must know them.
-                let planned = Set(memberIDs)
-                let earlier = try Int64.fetchAll(db.cachedStatement(sql: "SELECT user_id FROM members WHERE chat_id = ? ORDER BY user_id"), arguments: [Int64(chatID)])
-                    .map(UInt64.init).filter { !planned.contains($0) }
-                chats.append(.init(id: chatID, name: chat.name, memberUserIDs: memberIDs + earlier, addedUserIDs: added))
-            }
-            return ProvisionResult(users: users, chats: chats)
-        }
     }
 
     // MARK: - Messages
@@ -601,11 +474,11 @@ public final class SQLiteStorage: CourierStorage {
 
     // MARK: - Plumbing
 
-    private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(StorageError) -> T {
+    func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(StorageError) -> T {
         do { return try await pool.read(body) } catch { throw Self.storageError(error) }
     }
 
-    private func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(StorageError) -> T {
+    func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(StorageError) -> T {
         do { return try await pool.write(body) } catch { throw Self.storageError(error) }
     }
 

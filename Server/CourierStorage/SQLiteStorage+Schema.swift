@@ -1,0 +1,79 @@
+import GRDB
+
+extension SQLiteStorage {
+    /// Versioned migrations: each runs once, in order, recorded in the database. Never edit
+    /// one that has shipped; add the next.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: accounts, chats, messages, search, cursors") { db in
+            try db.execute(sql: """
+                CREATE TABLE users (
+                    id INTEGER PRIMARY KEY,
+                    name TEXT NOT NULL UNIQUE,
+                    created_at_ms INTEGER NOT NULL
+                );
+                CREATE TABLE devices (
+                    id INTEGER PRIMARY KEY,
+                    user_id INTEGER NOT NULL REFERENCES users(id),
+                    name TEXT NOT NULL,
+                    created_at_ms INTEGER NOT NULL,
+                    UNIQUE (user_id, name)
+                );
+                CREATE TABLE tokens (
+                    hash BLOB PRIMARY KEY,
+                    device_id INTEGER NOT NULL REFERENCES devices(id),
+                    created_at_ms INTEGER NOT NULL,
+                    expires_at_ms INTEGER,
+                    revoked_at_ms INTEGER
+                );
+                CREATE INDEX tokens_by_device ON tokens(device_id);
+                CREATE TABLE chats (
+                    id INTEGER PRIMARY KEY,
+                    name TEXT NOT NULL UNIQUE,
+                    created_at_ms INTEGER NOT NULL,
+                    last_sequence INTEGER NOT NULL DEFAULT 0
+                );
+                CREATE TABLE members (
+                    chat_id INTEGER NOT NULL REFERENCES chats(id),
+                    user_id INTEGER NOT NULL REFERENCES users(id),
+                    joined_at_ms INTEGER NOT NULL,
+                    PRIMARY KEY (chat_id, user_id)
+                );
+                CREATE INDEX members_by_user ON members(user_id);
+                CREATE TABLE messages (
+                    server_message_id INTEGER PRIMARY KEY,
+                    chat_id INTEGER NOT NULL REFERENCES chats(id),
+                    sequence INTEGER NOT NULL,
+                    sender_user_id INTEGER NOT NULL,
+                    sender_device_id INTEGER NOT NULL,
+                    client_message_id TEXT NOT NULL,
+                    text TEXT NOT NULL,
+                    client_sent_at_ms INTEGER NOT NULL,
+                    accepted_at_ms INTEGER NOT NULL,
+                    stored_at_ms INTEGER NOT NULL,
+                    UNIQUE (chat_id, sequence)
+                );
+                CREATE TABLE dedup_keys (
+                    device_id INTEGER NOT NULL,
+                    client_message_id TEXT NOT NULL,
+                    server_message_id INTEGER NOT NULL REFERENCES messages(server_message_id),
+                    PRIMARY KEY (device_id, client_message_id)
+                );
+                CREATE TABLE delivery_cursors (
+                    device_id INTEGER NOT NULL REFERENCES devices(id),
+                    chat_id INTEGER NOT NULL REFERENCES chats(id),
+                    sequence INTEGER NOT NULL,
+                    PRIMARY KEY (device_id, chat_id)
+                );
+                CREATE VIRTUAL TABLE message_search USING fts5(
+                    text, content = 'messages', content_rowid = 'server_message_id'
+                );
+                CREATE TABLE durability_marks (id INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL);
+                INSERT INTO durability_marks (id, at_ms) VALUES (1, 0);
+                """)
+        }
+        return migrator
+    }
+
+    /// The migrations applied to this database, oldest first.
+}
