@@ -9,16 +9,17 @@ final class SimulatorEndToEndTests: XCTestCase {
         URL(fileURLWithPath: ServerProcess.binary).deletingLastPathComponent().appendingPathComponent("courier-sim").path
     }
 
-    private struct Run {
+    private struct Run: Sendable {
         var status: Int32
         var table: String
-        var report: [String: Any]
+        // The report's JSON, read only.
+        nonisolated(unsafe) var report: [String: Any]
         var verdict: [String: Any] { report["verdict"] as? [String: Any] ?? [:] }
         func count(_ key: String) -> Int { (report[key] as? NSNumber)?.intValue ?? -1 }
         func verdictCount(_ key: String) -> Int { (verdict[key] as? NSNumber)?.intValue ?? -1 }
     }
 
-    private func simulate(_ server: ServerProcess, _ arguments: [String], timeout: Double = 240) async throws -> Run {
+    private static func simulate(_ server: ServerProcess, _ arguments: [String], timeout: Double = 240) async throws -> Run {
         let json = "\(server.dataDirectory)/report-\(UUID().uuidString).json"
         let output = try await ExternalProgram.run(Self.simulator, [
             "run", "--server", "127.0.0.1:\(server.coapPort)", "--push-port", "\(server.pushPort)",
@@ -35,7 +36,7 @@ final class SimulatorEndToEndTests: XCTestCase {
     func testALossyFleetWithDroppedSessionsLosesNothing() async throws {
         try await withServer { server in
             // 200 devices: 100 users with 2 devices each, in chats of 4 users (8 devices).
-            let run = try await simulate(server, [
+            let run = try await Self.simulate(server, [
                 "--users", "100", "--devices-per-user", "2", "--members", "4", "--rate", "0.5", "--duration", "10",
                 "--ramp-up", "2", "--drop", "10", "--duplicate", "10", "--disconnect", "20", "--seed", "20261130",
                 "--drain-timeout", "90", "--settle-timeout", "90",
@@ -62,7 +63,7 @@ final class SimulatorEndToEndTests: XCTestCase {
     private func judgeFaultyServer(_ fault: [String], settleTimeout: Int, finding: String) async throws -> (run: Run, named: [String], serverLog: String) {
         var result: (Run, [String], String)?
         try await withServer(fault) { server in
-            let run = try await simulate(server, [
+            let run = try await Self.simulate(server, [
                 "--users", "10", "--devices-per-user", "2", "--members", "5", "--rate", "2", "--duration", "4",
                 "--ramp-up", "0", "--settle-timeout", "\(settleTimeout)", "--seed", "7",
             ])
@@ -73,6 +74,34 @@ final class SimulatorEndToEndTests: XCTestCase {
         XCTAssertFalse(named.isEmpty, run.table)
         XCTAssertTrue(run.table.contains("verdict: FAIL"), run.table)
         return (run, named, log)
+    }
+
+    /// kill -9 of the server at random moments under a simulator load, restarted each time on
+    /// the same ports and data directory (COURIER_SIM_KILL_CYCLES times, 3 by default): the
+    /// devices retry and reconnect, and the oracle finds nothing lost, repeated or reordered.
+    func testKillNineUnderLoadLosesNothing() async throws {
+        let cycles = Int(ProcessInfo.processInfo.environment["COURIER_SIM_KILL_CYCLES"] ?? "") ?? 3
+        var random = SplitMix64(seed: UInt64(Date().timeIntervalSince1970))
+        try await withServer { server in
+            async let run = Self.simulate(server, [
+                "--users", "20", "--devices-per-user", "2", "--members", "4", "--rate", "2",
+                "--duration", "\(cycles * 5 + 5)", "--ramp-up", "1", "--drain-timeout", "120", "--settle-timeout", "120",
+            ], timeout: Double(cycles * 5 + 300))
+            try await Task.sleep(for: .seconds(3))
+            for _ in 0..<cycles {
+                try await Task.sleep(for: .milliseconds(Int64.random(in: 1500...4500, using: &random)))
+                await server.kill9()
+                try await server.start()
+            }
+            let result = try await run
+            print("kill -9 cycles \(cycles): acknowledged \(result.verdictCount("acknowledged")), lost \(result.verdictCount("lost")), duplicates \(result.verdictCount("duplicates")), order violations \(result.verdictCount("order_violations"))")
+            XCTAssertEqual(result.status, 0, result.table)
+            XCTAssertEqual(result.verdictCount("lost"), 0, result.table)
+            XCTAssertEqual(result.verdictCount("duplicates"), 0, result.table)
+            XCTAssertEqual(result.verdictCount("order_violations"), 0, result.table)
+            XCTAssertGreaterThan(result.verdictCount("acknowledged"), 100, result.table)
+            XCTAssertGreaterThanOrEqual(result.count("reconnects"), cycles * 20, "every device's session was cut at each kill\n\(result.table)")
+        }
     }
 
     func testTheOracleNamesMessagesAServerDropsAfterAcknowledging() async throws {
