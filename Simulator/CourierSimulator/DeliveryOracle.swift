@@ -58,6 +58,9 @@ public final class DeliveryOracle: Sendable {
         var duplicates = 0
         var orderViolations = 0
         var examples: [String] = []
+        /// Messages sent before this are judged but not timed (warm-up).
+        var timedFrom: ContinuousClock.Instant?
+        func isTimed(_ message: SentMessage) -> Bool { timedFrom.map { message.sentAt >= $0 } ?? true }
         var ackLatency = LatencyRecorder()
         var deliveryLatency = LatencyRecorder()
     }
@@ -70,8 +73,6 @@ public final class DeliveryOracle: Sendable {
     /// Turns a device index into the name a tester finds in the server's data ("device 812").
     private let deviceName: @Sendable (Int) -> String
     public let runID: String
-    /// Messages sent before this are judged but not timed (warm-up).
-    private let timedFrom: Mutex<ContinuousClock.Instant?>
     private let state: Mutex<State>
     public static let maxExamples = 50
 
@@ -80,7 +81,6 @@ public final class DeliveryOracle: Sendable {
         self.recipients = recipients
         recipientSets = recipients.map(Set.init)
         self.deviceName = deviceName
-        timedFrom = Mutex(nil)
         state = Mutex(State(devices: Array(repeating: DeviceState(), count: deviceCount), positions: Array(repeating: [:], count: recipients.count)))
     }
 
@@ -88,11 +88,7 @@ public final class DeliveryOracle: Sendable {
 
     /// Times only messages sent from `instant` on.
     public func timeMessages(sentFrom instant: ContinuousClock.Instant) {
-        timedFrom.withLock { $0 = instant }
-    }
-
-    private func isTimed(_ message: SentMessage) -> Bool {
-        timedFrom.withLock { from in from.map { message.sentAt >= $0 } ?? true }
+        state.withLock { $0.timedFrom = instant }
     }
 
     /// Records a send about to start and returns its client message id; nil once the run
@@ -125,7 +121,7 @@ public final class DeliveryOracle: Sendable {
             state.acknowledged += 1
             let message = state.messages[number]
             state.outstanding += recipients[message.sent.chat].count - Int(message.arrivals)
-            if isTimed(message.sent) { state.ackLatency.record(instant - message.sent.sentAt) }
+            if state.isTimed(message.sent) { state.ackLatency.record(instant - message.sent.sentAt) }
         }
     }
 
@@ -165,7 +161,7 @@ public final class DeliveryOracle: Sendable {
             if message.acknowledged { state.outstanding -= 1 }
             // Delivery is reaching another device than the one that sent it (the sender's own
             // device gets it too); every such arrival is timed.
-            if device != message.sent.senderDevice && isTimed(message.sent) {
+            if device != message.sent.senderDevice && state.isTimed(message.sent) {
                 state.deliveryLatency.record(instant - message.sent.sentAt)
             }
 
