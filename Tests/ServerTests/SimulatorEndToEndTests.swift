@@ -5,32 +5,10 @@ import XCTest
 /// `courier-sim` against a real `courier-server`: provisioning through the admin API, a lossy
 /// fleet judged by the oracle, and the oracle catching a server that loses or repeats.
 final class SimulatorEndToEndTests: XCTestCase {
-    private static var simulator: String {
-        URL(fileURLWithPath: ServerProcess.binary).deletingLastPathComponent().appendingPathComponent("courier-sim").path
-    }
-
-    private struct Run: Sendable {
-        var status: Int32
-        var table: String
-        // The report's JSON, read only.
-        nonisolated(unsafe) var report: [String: Any]
-        var verdict: [String: Any] { report["verdict"] as? [String: Any] ?? [:] }
-        func count(_ key: String) -> Int { (report[key] as? NSNumber)?.intValue ?? -1 }
-        func verdictCount(_ key: String) -> Int { (verdict[key] as? NSNumber)?.intValue ?? -1 }
-    }
+    private typealias Run = SimulatorRun
 
     private static func simulate(_ server: ServerProcess, _ arguments: [String], timeout: Double = 240) async throws -> Run {
-        let json = "\(server.dataDirectory)/report-\(UUID().uuidString).json"
-        let output = try await ExternalProgram.run(Self.simulator, [
-            "run", "--server", "127.0.0.1:\(server.coapPort)", "--push-port", "\(server.pushPort)",
-            "--admin", "http://127.0.0.1:\(server.httpPort)", "--admin-token-file", "\(server.dataDirectory)/admin.token",
-            "--json", json, "--quiet",
-        ] + arguments, timeout: timeout)
-        let document = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json)))) as? [String: Any]
-        guard let report = document?["report"] as? [String: Any] else {
-            throw ServerTestError("courier-sim exited \(output.status) without a report:\n\(output.text)\n\(output.stderr.suffix(2000))")
-        }
-        return Run(status: output.status, table: output.text, report: report)
+        try await Simulator.run(server, arguments, timeout: timeout)
     }
 
     func testALossyFleetWithDroppedSessionsLosesNothing() async throws {
@@ -76,34 +54,6 @@ final class SimulatorEndToEndTests: XCTestCase {
         return (run, named, log)
     }
 
-    /// kill -9 of the server at random moments under a simulator load, restarted each time on
-    /// the same ports and data directory (COURIER_SIM_KILL_CYCLES times, 3 by default): the
-    /// devices retry and reconnect, and the oracle finds nothing lost, repeated or reordered.
-    func testKillNineUnderLoadLosesNothing() async throws {
-        let cycles = Int(ProcessInfo.processInfo.environment["COURIER_SIM_KILL_CYCLES"] ?? "") ?? 3
-        var random = SplitMix64(seed: UInt64(Date().timeIntervalSince1970))
-        try await withServer { server in
-            async let run = Self.simulate(server, [
-                "--users", "20", "--devices-per-user", "2", "--members", "4", "--rate", "2",
-                "--duration", "\(cycles * 5 + 5)", "--ramp-up", "1", "--drain-timeout", "120", "--settle-timeout", "120",
-            ], timeout: Double(cycles * 5 + 300))
-            try await Task.sleep(for: .seconds(3))
-            for _ in 0..<cycles {
-                try await Task.sleep(for: .milliseconds(Int64.random(in: 1500...4500, using: &random)))
-                await server.kill9()
-                try await server.start()
-            }
-            let result = try await run
-            print("kill -9 cycles \(cycles): acknowledged \(result.verdictCount("acknowledged")), lost \(result.verdictCount("lost")), duplicates \(result.verdictCount("duplicates")), order violations \(result.verdictCount("order_violations"))")
-            XCTAssertEqual(result.status, 0, result.table)
-            XCTAssertEqual(result.verdictCount("lost"), 0, result.table)
-            XCTAssertEqual(result.verdictCount("duplicates"), 0, result.table)
-            XCTAssertEqual(result.verdictCount("order_violations"), 0, result.table)
-            XCTAssertGreaterThan(result.verdictCount("acknowledged"), 100, result.table)
-            XCTAssertGreaterThanOrEqual(result.count("reconnects"), cycles * 20, "every device's session was cut at each kill\n\(result.table)")
-        }
-    }
-
     func testTheOracleNamesMessagesAServerDropsAfterAcknowledging() async throws {
         let (run, named, serverLog) = try await judgeFaultyServer(["--test-drop-every", "7"], settleTimeout: 5, finding: "lost: message ")
         XCTAssertGreaterThan(run.verdictCount("lost"), 0, run.table)
@@ -129,7 +79,7 @@ final class SimulatorEndToEndTests: XCTestCase {
         try await withServer { server in
             // Provisioned through the real admin API, but sending to a port nobody serves.
             let silentPort = try await freeUDPPort()
-            let output = try await ExternalProgram.run(Self.simulator, [
+            let output = try await ExternalProgram.run(Simulator.binary, [
                 "run", "--server", "127.0.0.1:\(silentPort)", "--push-port", "\(server.pushPort)",
                 "--admin", "http://127.0.0.1:\(server.httpPort)", "--admin-token-file", "\(server.dataDirectory)/admin.token",
                 "--users", "4", "--members", "2", "--rate", "5", "--duration", "1", "--ramp-up", "0",
@@ -143,13 +93,13 @@ final class SimulatorEndToEndTests: XCTestCase {
 
     func testBadSettingsAreRefusedBeforeAnythingIsProvisioned() async throws {
         try await withServer { server in
-            let badToken = try await ExternalProgram.run(Self.simulator, [
+            let badToken = try await ExternalProgram.run(Simulator.binary, [
                 "run", "--server", "127.0.0.1:\(server.coapPort)", "--admin", "http://127.0.0.1:\(server.httpPort)",
                 "--admin-token", "forged", "--users", "3", "--members", "2", "--duration", "1", "--quiet",
             ])
             XCTAssertEqual(badToken.status, 2, badToken.stderr)
             XCTAssertTrue(badToken.stderr.contains("401"), badToken.stderr)
-            let badRate = try await ExternalProgram.run(Self.simulator, ["run", "--rate", "0", "--admin-token", "x"])
+            let badRate = try await ExternalProgram.run(Simulator.binary, ["run", "--rate", "0", "--admin-token", "x"])
             XCTAssertNotEqual(badRate.status, 0)
             XCTAssertTrue(badRate.stderr.contains("--rate"), badRate.stderr)
             let users = try await server.admin(["user", "list"])

@@ -1,0 +1,47 @@
+import Foundation
+import TestSupport
+
+/// One finished `courier-sim run`: its exit status, its printed table and its JSON report.
+struct SimulatorRun: Sendable {
+    var status: Int32
+    var table: String
+    // The report's JSON, read only.
+    nonisolated(unsafe) var report: [String: Any]
+    var verdict: [String: Any] { report["verdict"] as? [String: Any] ?? [:] }
+    func count(_ key: String) -> Int { (report[key] as? NSNumber)?.intValue ?? -1 }
+    func verdictCount(_ key: String) -> Int { (verdict[key] as? NSNumber)?.intValue ?? -1 }
+    /// A latency percentile of the report (`series` is "send_to_ack" or "send_to_delivery"), in ms.
+    func latency(_ series: String, _ percentile: String) -> Double? {
+        ((report[series] as? [String: Any])?[percentile] as? NSNumber)?.doubleValue
+    }
+    /// How many answers carried `code` ("2.01", "5.03", "4.29").
+    func answers(_ code: String) -> Int {
+        ((report["response_codes"] as? [String: Any])?[code] as? NSNumber)?.intValue ?? 0
+    }
+    /// "acknowledged N, lost L, duplicates D, order violations O".
+    var verdictSummary: String {
+        "acknowledged \(verdictCount("acknowledged")), lost \(verdictCount("lost")), duplicates \(verdictCount("duplicates")), order violations \(verdictCount("order_violations"))"
+    }
+}
+
+enum Simulator {
+    static var binary: String {
+        URL(fileURLWithPath: ServerProcess.binary).deletingLastPathComponent().appendingPathComponent("courier-sim").path
+    }
+
+    /// Runs `courier-sim run` against `server` (or its gateway at `gateway`, e.g. a fault proxy)
+    /// and reads the JSON report it writes.
+    static func run(_ server: ServerProcess, _ arguments: [String], gateway: String? = nil, timeout: Double = 240) async throws -> SimulatorRun {
+        let json = "\(server.dataDirectory)/report-\(UUID().uuidString).json"
+        let output = try await ExternalProgram.run(binary, [
+            "run", "--server", gateway ?? "127.0.0.1:\(server.coapPort)", "--push-port", "\(server.pushPort)",
+            "--admin", "http://127.0.0.1:\(server.httpPort)", "--admin-token-file", "\(server.dataDirectory)/admin.token",
+            "--json", json, "--quiet",
+        ] + arguments, timeout: timeout)
+        let document = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json)))) as? [String: Any]
+        guard let report = document?["report"] as? [String: Any] else {
+            throw ServerTestError("courier-sim exited \(output.status) without a report:\n\(output.text)\n\(output.stderr.suffix(2000))")
+        }
+        return SimulatorRun(status: output.status, table: output.text, report: report)
+    }
+}
