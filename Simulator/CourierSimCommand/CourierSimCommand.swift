@@ -8,7 +8,7 @@ struct CourierSimCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "courier-sim",
         abstract: "Courier's device simulator: put a fleet of devices on a server and check that nothing acknowledged was lost.",
-        subcommands: [Run.self, Probe.self],
+        subcommands: [Run.self, Probe.self, Proxy.self],
         defaultSubcommand: Run.self
     )
 }
