@@ -1,3 +1,4 @@
+import CoAP
 import CourierLog
 import CourierStorage
 import CourierMemory
@@ -47,6 +48,12 @@ public final class CourierServer: Sendable {
         log = try EmbeddedLog(directory: Self.logPath(dataDirectory: configuration.dataDirectory), configuration: logConfiguration)
         metrics = ServerMetrics(partitionCount: configuration.partitions)
 
+        let ids = MessageIDGenerator(nodeID: configuration.nodeID)
+        var faults: FaultInjector?
+        if testFaults.isActive {
+            logger.warning("TEST FAULTS ARE ON: this server loses, repeats or fails on purpose (\(testFaults.summary)); never use it for anything but tests")
+            faults = FaultInjector(faults: testFaults, ids: ids)
+        }
         var regionConfiguration = ShardRegionConfiguration()
         regionConfiguration.idleTimeout = .seconds(configuration.entityIdleSeconds)
         regionConfiguration.maxEntitiesPerShard = configuration.maxEntitiesPerShard
@@ -57,19 +64,17 @@ public final class CourierServer: Sendable {
         deviceContext.logger = logger
         devices = ShardRegion(kind: "device", context: deviceContext, configuration: regionConfiguration)
         users = ShardRegion(kind: "user", context: UserEntity.Context(storage: storage, devices: devices), configuration: regionConfiguration)
-        chats = ShardRegion(kind: "chat", context: ChatEntity.Context(storage: storage), configuration: regionConfiguration)
+        var chatContext = ChatEntity.Context(storage: storage)
+        chatContext.faults = faults
+        chats = ShardRegion(kind: "chat", context: chatContext, configuration: regionConfiguration)
 
         accepted = AcceptedMessages(capacity: configuration.maxPendingMessages)
         let dedupFilter = DedupFilter()
-        let ids = MessageIDGenerator(nodeID: configuration.nodeID)
-        var faults: FaultInjector?
-        if testFaults.isActive {
-            logger.warning("TEST FAULTS ARE ON: this server loses or repeats messages on purpose (\(testFaults.summary)); never use it for anything but tests")
-            faults = FaultInjector(faults: testFaults, ids: ids)
-        }
         consumers = ChatConsumers(log: log, storage: storage, chats: chats, users: users, accepted: accepted, dedupFilter: dedupFilter, metrics: metrics, logger: logger, faults: faults)
         var limits = MessageIntake.Limits()
         limits.maxTextBytes = configuration.maxTextBytes
+        limits.deviceRatePerSecond = Double(configuration.deviceRatePerSecond)
+        limits.deviceBurst = configuration.deviceBurst
         let authenticator = TokenAuthenticator(storage: storage, cacheDuration: .seconds(configuration.tokenCacheSeconds))
         var pushConfiguration = PushService.Configuration()
         pushConfiguration.host = configuration.pushHost
@@ -92,8 +97,10 @@ public final class CourierServer: Sendable {
         )
         let consumers = self.consumers
         let storage = self.storage
+        var endpointConfiguration = CoAPEndpoint.Configuration()
+        endpointConfiguration.transmission.deduplicationCapacity = configuration.coapDedupCapacity
         gateway = GatewayService(
-            configuration: .init(host: configuration.coapHost, port: configuration.coapPort, channels: configuration.coapChannels, maxConcurrentRequests: configuration.maxConcurrentRequests),
+            configuration: .init(host: configuration.coapHost, port: configuration.coapPort, channels: configuration.coapChannels, maxConcurrentRequests: configuration.maxConcurrentRequests, endpoint: endpointConfiguration),
             resources: GatewayResources(intake: intake, metrics: metrics),
             logger: logger,
             beforeBinding: {
@@ -106,6 +113,7 @@ public final class CourierServer: Sendable {
             }
         )
         let gateway = self.gateway
+        metrics.onScrape { [metrics] in metrics.recordDedupEntries(await gateway.dedupEntries()) }
         let admin = AdminAPI(token: adminToken, storage: storage, chats: chats, metrics: metrics, logger: logger)
         ops = OpsHTTPService(host: configuration.httpHost, port: configuration.httpPort, metrics: metrics, admin: admin, logger: logger) {
             consumers.caughtUp && gateway.port != nil

@@ -44,7 +44,13 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     public var maxPendingMessages = 100_000
     /// Requests being handled at once per CoAP socket; beyond it they get 5.03.
     public var maxConcurrentRequests = 1_024
+    /// (peer, Message ID) pairs each CoAP socket remembers for duplicate detection; at the
+    /// bound the oldest is forgotten (a flood of new endpoints cannot grow it).
+    public var coapDedupCapacity = 100_000
     public var maxTextBytes = 8 * 1024
+    /// Requests per second one device may make on average, and in a burst; beyond, 4.29.
+    public var deviceRatePerSecond = 50
+    public var deviceBurst = 100
     /// Seconds an idle User, Device or Chat actor stays loaded.
     public var entityIdleSeconds = 120
     /// Live actors per shard (64 shards per kind).
@@ -62,7 +68,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     public enum CodingKeys: String, CodingKey, CaseIterable {
         case dataDirectory, coapHost, coapPort, coapChannels, httpHost, httpPort, pushHost, pushPort, allowedOrigins
         case heartbeatSeconds, maxFrameBytes, maxPushSessions, ackTimeoutSeconds, slowReaderSeconds, maxOutboundBytes, maxUnackedPerChat, nodeID, logLevel
-        case partitions, maxQueuedAppends, maxPendingMessages, maxConcurrentRequests, maxTextBytes
+        case partitions, maxQueuedAppends, maxPendingMessages, maxConcurrentRequests, deviceRatePerSecond, deviceBurst, coapDedupCapacity, maxTextBytes
         case entityIdleSeconds, maxEntitiesPerShard, tokenCacheSeconds, retentionHours, unsafeNoSync
     }
 
@@ -95,7 +101,10 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         maxQueuedAppends = try value(.maxQueuedAppends, defaults.maxQueuedAppends)
         maxPendingMessages = try value(.maxPendingMessages, defaults.maxPendingMessages)
         maxConcurrentRequests = try value(.maxConcurrentRequests, defaults.maxConcurrentRequests)
+        coapDedupCapacity = try value(.coapDedupCapacity, defaults.coapDedupCapacity)
         maxTextBytes = try value(.maxTextBytes, defaults.maxTextBytes)
+        deviceRatePerSecond = try value(.deviceRatePerSecond, defaults.deviceRatePerSecond)
+        deviceBurst = try value(.deviceBurst, defaults.deviceBurst)
         entityIdleSeconds = try value(.entityIdleSeconds, defaults.entityIdleSeconds)
         maxEntitiesPerShard = try value(.maxEntitiesPerShard, defaults.maxEntitiesPerShard)
         tokenCacheSeconds = try value(.tokenCacheSeconds, defaults.tokenCacheSeconds)
@@ -151,7 +160,10 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             case .maxQueuedAppends: maxQueuedAppends = try int()
             case .maxPendingMessages: maxPendingMessages = try int()
             case .maxConcurrentRequests: maxConcurrentRequests = try int()
+            case .coapDedupCapacity: coapDedupCapacity = try int()
             case .maxTextBytes: maxTextBytes = try int()
+            case .deviceRatePerSecond: deviceRatePerSecond = try int()
+            case .deviceBurst: deviceBurst = try int()
             case .entityIdleSeconds: entityIdleSeconds = try int()
             case .maxEntitiesPerShard: maxEntitiesPerShard = try int()
             case .tokenCacheSeconds: tokenCacheSeconds = try int()
@@ -184,7 +196,10 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         try check(maxQueuedAppends >= 1, "maxQueuedAppends must be at least 1")
         try check(maxPendingMessages >= 1, "maxPendingMessages must be at least 1")
         try check(maxConcurrentRequests >= 1, "maxConcurrentRequests must be at least 1")
+        try check((1...10_000_000).contains(coapDedupCapacity), "coapDedupCapacity must be 1-10000000")
         try check((1...60_000).contains(maxTextBytes), "maxTextBytes must be 1-60000")
+        try check((1...1_000_000).contains(deviceRatePerSecond), "deviceRatePerSecond must be 1-1000000")
+        try check((1...1_000_000).contains(deviceBurst), "deviceBurst must be 1-1000000")
         try check(entityIdleSeconds >= 1, "entityIdleSeconds must be at least 1")
         try check(maxEntitiesPerShard >= 1, "maxEntitiesPerShard must be at least 1")
         try check(tokenCacheSeconds >= 0, "tokenCacheSeconds must not be negative")

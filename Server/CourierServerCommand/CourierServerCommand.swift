@@ -73,7 +73,20 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Tests only: store and push every Nth message twice.", visibility: .hidden))
     var testDuplicateEvery: Int?
 
-    var testFaults: TestFaults { TestFaults(dropEvery: testDropEvery, duplicateEvery: testDuplicateEvery) }
+    @Option(help: ArgumentHelp("Tests only: kill the process (SIGKILL) just before the Nth offset commit.", visibility: .hidden))
+    var testCrashBeforeCommit: Int?
+
+    @Option(help: ArgumentHelp("Tests only: CHAT:SECONDS, every store into the chat fails for that long.", visibility: .hidden))
+    var testFailChatStore: String?
+
+    var testFaults: TestFaults {
+        get throws {
+            TestFaults(
+                dropEvery: testDropEvery, duplicateEvery: testDuplicateEvery, crashBeforeCommit: testCrashBeforeCommit,
+                failChatStore: try testFailChatStore.map(TestFaults.chatStoreFailure)
+            )
+        }
+    }
 
     func resolvedConfiguration() throws -> ServerConfiguration {
         var configuration = try config.map(ServerConfiguration.load(file:)) ?? ServerConfiguration()
@@ -111,7 +124,7 @@ struct Serve: AsyncParsableCommand {
         } else {
             logger.warning("cannot read the open file limit")
         }
-        let server = try CourierServer(configuration: configuration, testFaults: testFaults, logger: logger)
+        let server = try CourierServer(configuration: configuration, testFaults: try testFaults, logger: logger)
         try await server.run()
     }
 }

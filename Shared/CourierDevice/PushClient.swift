@@ -129,6 +129,7 @@ public final class PushClient: Sendable {
                 return try await withThrowingTaskGroup(of: SessionEnd?.self) { group in
                     group.addTask { try await self.heartbeat(writer, state) }
                     group.addTask { try await self.read(inbound, writer, state) }
+                    group.addTask { try await self.watchSilence(state) }
                     defer { group.cancelAll() }
                     while let result = try await group.next() {
                         if let result { return result }
@@ -195,12 +196,26 @@ public final class PushClient: Sendable {
         return nil
     }
 
+    /// Ends the session when the server has said nothing for three heartbeat intervals: it
+    /// answers every heartbeat, so silence means a frozen server or a dead path that TCP alone
+    /// would take many minutes to notice.
+    private func watchSilence(_ state: SessionState) async throws -> SessionEnd? {
+        while !Task.isCancelled {
+            let limit = (state.heartbeatInterval ?? configuration.connectTimeout) * 3
+            let silent = ContinuousClock.now - state.lastReceived
+            if silent >= limit { return .ended(reason: "server silent for \(silent)", wasWelcomed: state.welcomed) }
+            try await Task.sleep(for: min(limit - silent, .seconds(1)))
+        }
+        return nil
+    }
+
     private func read(_ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, _ writer: FrameWriter, _ state: SessionState) async throws -> SessionEnd? {
         var held: [UInt64: UInt64] = [:]
         for cursor in try await store.cursors() { held[cursor.chatID] = cursor.sequence }
         var syncing = false
         var message: ByteBuffer?
         for try await frame in inbound {
+            state.received()
             switch frame.opcode {
             case .ping:
                 try await writer.write(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData))
@@ -285,10 +300,13 @@ private final class SessionState: @unchecked Sendable {
     private let lock = NSLock()
     private var interval: Duration?
     private var sentAt = ContinuousClock.now
+    private var receivedAt = ContinuousClock.now
 
     var heartbeatInterval: Duration? { lock.withLock { interval } }
     var welcomed: Bool { lock.withLock { interval != nil } }
     var lastSent: ContinuousClock.Instant { lock.withLock { sentAt } }
+    var lastReceived: ContinuousClock.Instant { lock.withLock { receivedAt } }
+    func received() { lock.withLock { receivedAt = ContinuousClock.now } }
     func welcome(interval: Duration) { lock.withLock { self.interval = interval } }
     func sent() { lock.withLock { sentAt = ContinuousClock.now } }
 }

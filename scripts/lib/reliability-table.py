@@ -8,7 +8,7 @@ import json
 import sys
 import textwrap
 
-WIDTHS = {"test": 44, "fault": 38, "figure": 64, "result": 6}
+WIDTHS = {"test": 64, "fault": 40, "figure": 64, "result": 6}
 
 
 def main() -> int:

@@ -11,6 +11,8 @@ public actor ChatEntity: ShardedEntity {
         /// How often a chat may reload its members when a non-member sends (admins add
         /// members from another process, so a miss may be news).
         public var membershipRefreshInterval: Duration = .seconds(1)
+        /// Test faults only: nil in every real server.
+        public var faults: FaultInjector?
     }
 
     public enum Outcome: Sendable, Equatable {
@@ -105,6 +107,7 @@ public actor ChatEntity: ShardedEntity {
             }
             var stored: [StoreOutcome] = []
             if !storable.isEmpty {
+                if context.faults?.chatStoreFails(id) == true { throw StorageError.unavailable("TEST FAULT: stores into chat \(id) fail") }
                 do {
                     stored = try await context.storage.storeMessages(storable, chatID: id, afterSequence: lastSequence, copies: copies)
                 } catch StorageError.sequenceConflict(let chat, let expected, let found) {

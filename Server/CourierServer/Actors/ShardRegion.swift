@@ -85,6 +85,13 @@ public final class ShardRegion<Entity: ShardedEntity>: Sendable {
         return total
     }
 
+    /// Drops the live entity for `id`, so its next use loads it afresh from storage (after a
+    /// failure left its state in doubt). A caller still holding the old one finishes with it;
+    /// storage's checks (a chat's expected sequence) keep two instances from both writing.
+    public func evict(_ id: UInt64) async {
+        await shards[shardIndex(of: id)].evict(id)
+    }
+
     /// Passivates entities idle for longer than the idle timeout; returns how many.
     @discardableResult
     public func passivateIdle() async -> Int {
@@ -167,6 +174,10 @@ actor Shard<Entity: ShardedEntity> {
         case nil:
             break
         }
+    }
+
+    func evict(_ id: UInt64) {
+        if case .active = slots[id] { slots[id] = nil }
     }
 
     func passivateIdle(olderThan idle: Duration) -> Int {

@@ -11,8 +11,11 @@ import NIOConcurrencyHelpers
 /// offset; the chats' dedup keys make the replay a no-op.
 ///
 /// Within a batch, chats are processed concurrently and each chat's records in log order, so
-/// one sender's messages keep their order. A record that fails for a passing reason (storage
-/// busy, full) is retried with backoff until it succeeds; the offset does not move past it.
+/// one sender's messages keep their order. A chat whose store fails (storage busy, full, or
+/// failing for that chat alone) is parked: its messages, and every later one of that chat, wait
+/// in `ParkedChats` while the other chats keep flowing, and a retrier stores them with backoff,
+/// each time through a Chat actor freshly loaded from storage. The offset never moves past a
+/// parked message, so a crash replays it.
 public final class ChatConsumers: Sendable {
     public static let group = "chats"
 
@@ -24,6 +27,9 @@ public final class ChatConsumers: Sendable {
         /// How long an idle consumer sleeps before checking for shutdown.
         public var idleWait: Duration = .milliseconds(200)
         public var maxRetryDelay: Duration = .seconds(1)
+        /// Messages one partition may hold parked behind failing chats; at the bound the
+        /// partition stops reading until the retrier stores some (the log keeps the rest).
+        public var maxParkedMessages = 10_000
         public init() {}
     }
 
@@ -105,7 +111,36 @@ public final class ChatConsumers: Sendable {
         startupTargets.withLockedValue { $0[partition] = target }
         positions.withLockedValue { $0[partition] = offset }
 
+        let parked = ParkedChats(resumingAt: offset, limit: configuration.maxParkedMessages)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.retryParked(parked, partition: partition) }
+            await self.read(partition: partition, from: offset, parked: parked)
+            group.cancelAll()
+        }
+    }
+
+    /// Reads the partition batch after batch: stores what it can, parks what fails, and
+    /// commits the offset below which everything is stored.
+    private func read(partition: Int, from start: UInt64, parked: ParkedChats) async {
+        var offset = start
+        var committed = start
+        func commitProgress() async -> Bool {
+            let next = parked.committable
+            guard next > committed else { return true }
+            faults?.beforeCommit()
+            guard await retrying("commit offset \(next) of partition \(partition)", { try await self.log.commit(group: Self.group, partition: partition, offset: next) }) != nil else { return false }
+            committed = next
+            positions.withLockedValue { $0[partition] = next }
+            metrics.recordLag(partition: partition, records: await log.durableNextOffset(partition: partition) - next)
+            return true
+        }
+
         while !isStopping && !Task.isCancelled {
+            if parked.isFull {
+                guard await commitProgress() else { return }
+                try? await Task.sleep(for: configuration.idleWait)
+                continue
+            }
             let records: [LogRecord]
             do {
                 records = try await log.read(partition: partition, from: offset, maxBytes: configuration.batchBytes)
@@ -115,21 +150,67 @@ public final class ChatConsumers: Sendable {
                 continue
             }
             guard let last = records.last else {
+                guard await commitProgress() else { return }
                 await log.waitForRecords(partition: partition, at: offset, timeout: configuration.idleWait)
                 continue
             }
             // Cancelled midway: nothing is committed, so the batch is replayed next time.
-            guard let settled = await process(records, partition: partition) else { return }
-            let next = last.offset + 1
+            guard let settled = await process(records, partition: partition, parked: parked) else { return }
+            guard await finish(settled, partition: partition, parked: parked) else { return }
+            offset = last.offset + 1
+            guard await commitProgress() else { return }
+        }
+        _ = await commitProgress()
+    }
+
+    /// Makes stored messages durable, then tells the gateway and the members, then marks their
+    /// records processed. False if cancelled.
+    private func finish(_ settled: Settled, partition: Int, parked: ParkedChats) async -> Bool {
+        if !settled.stored.isEmpty || !settled.settlements.isEmpty {
             // Durable before anyone hears of a sequence number: a power cut must not let a
             // replay number these messages differently from what devices and retries were told.
-            guard await retrying("sync storage for partition \(partition)", { try await self.storage.makeDurable() }) != nil else { return }
-            for (key, settlement) in settled.settlements { accepted.settle(key, settlement) }
-            for (chatID, messages) in settled.stored { await fanOut(messages, chatID: chatID) }
-            guard await retrying("commit offset \(next) of partition \(partition)", { try await self.log.commit(group: Self.group, partition: partition, offset: next) }) != nil else { return }
-            offset = next
-            positions.withLockedValue { $0[partition] = offset }
-            metrics.recordLag(partition: partition, records: await log.durableNextOffset(partition: partition) - offset)
+            guard await retrying("sync storage for partition \(partition)", { try await self.storage.makeDurable() }) != nil else { return false }
+        }
+        for (key, settlement) in settled.settlements { accepted.settle(key, settlement) }
+        for (chatID, messages) in settled.stored { await fanOut(messages, chatID: chatID) }
+        parked.markProcessed(settled.processedOffsets)
+        return true
+    }
+
+    /// Stores parked chats when their backoff is due, each through a Chat actor loaded afresh
+    /// from storage, until they are empty again.
+    private func retryParked(_ parked: ParkedChats, partition: Int) async {
+        while !isStopping && !Task.isCancelled {
+            guard let (chatID, waiting) = parked.nextDue() else {
+                try? await Task.sleep(for: min(parked.timeUntilNextDue ?? configuration.idleWait, configuration.idleWait))
+                continue
+            }
+            // Whatever state the failed actor held is suspect: the next one starts from storage.
+            await chats.evict(chatID)
+            var settled = Settled()
+            var storedCount = 0
+            var failure: String?
+            for part in Self.transactions(waiting.map(\.message), limit: configuration.maxMessagesPerTransaction, copies: parked.copies) {
+                let outcome = await store(part, chatID: chatID, copies: parked.copies)
+                guard case .settled(let stored) = outcome else {
+                    if case .failed(let reason) = outcome { failure = reason }
+                    break
+                }
+                settled.settlements += stored.settlements
+                settled.stored += stored.stored
+                settled.processedOffsets += waiting[storedCount..<storedCount + part.count].map(\.offset)
+                storedCount += part.count
+            }
+            if Task.isCancelled { return }
+            guard await finish(settled, partition: partition, parked: parked) else { return }
+            let delay = parked.stored(storedCount, of: chatID, failed: failure != nil, maxDelay: configuration.maxRetryDelay)
+            if let failure {
+                logger.warning("chat still failing; retrying with backoff", metadata: [
+                    "chat": "\(chatID)", "partition": "\(partition)", "waiting": "\(waiting.count - storedCount)", "delay": "\(delay)", "error": "\(failure)",
+                ])
+            } else if !parked.isParked(chatID) {
+                logger.info("chat recovered; its parked messages are stored", metadata: ["chat": "\(chatID)", "partition": "\(partition)"])
+            }
         }
     }
 
@@ -138,18 +219,21 @@ public final class ChatConsumers: Sendable {
         var settlements: [(AcceptedMessages.Key, AcceptedMessages.Settlement)] = []
         /// Newly stored messages per chat, in sequence order.
         var stored: [(UInt64, [StoredMessage])] = []
+        /// The log records these settle (stored, refused or skipped): the offset may pass them.
+        var processedOffsets: [UInt64] = []
     }
 
-    /// Stores a batch: chats concurrently, each chat's records in log order. Nil if cancelled.
-    private func process(_ records: [LogRecord], partition: Int) async -> Settled? {
-        var byChat: [UInt64: [AcceptedMessage]] = [:]
+    /// Stores a batch: chats concurrently, each chat's records in log order. A chat that is
+    /// parked, or whose store fails now, has its messages parked instead. Nil if cancelled.
+    private func process(_ records: [LogRecord], partition: Int, parked: ParkedChats) async -> Settled? {
+        var byChat: [UInt64: [ParkedChats.Entry]] = [:]
         var order: [UInt64] = []
-        func add(_ messages: AcceptedMessage...) {
-            if byChat[messages[0].chatID] == nil { order.append(messages[0].chatID) }
-            byChat[messages[0].chatID, default: []] += messages
+        func add(_ entries: ParkedChats.Entry...) {
+            let chatID = entries[0].message.chatID
+            if byChat[chatID] == nil { order.append(chatID) }
+            byChat[chatID, default: []] += entries
         }
-        var dropped = Settled()
-        var copies: Set<UInt64> = []
+        var skipped = Settled()
         for record in records {
             let message: AcceptedMessage
             do {
@@ -158,68 +242,104 @@ public final class ChatConsumers: Sendable {
                 // Only the gateway writes the log, so this is a bug or damage; skipping it is
                 // the only way forward, and it is said loudly.
                 logger.error("undecodable log record skipped", metadata: ["partition": "\(partition)", "offset": "\(record.offset)", "error": "\(error)"])
+                skipped.processedOffsets.append(record.offset)
                 continue
             }
             switch faults?.next() ?? .unaffected {
             case .unaffected:
-                add(message)
+                add(.init(offset: record.offset, message: message))
             case .drop:
                 logger.warning("TEST FAULT: acknowledged message dropped, never stored nor pushed", metadata: [
                     "chat": "\(message.chatID)", "device": "\(message.senderDeviceID)", "clientMessageID": "\(message.clientMessageID)",
                 ])
-                dropped.settlements.append((AcceptedMessages.Key(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID), .refused))
+                skipped.settlements.append((AcceptedMessages.Key(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID), .refused))
+                skipped.processedOffsets.append(record.offset)
             case .duplicate(let copyID):
                 logger.warning("TEST FAULT: message stored twice", metadata: [
                     "chat": "\(message.chatID)", "device": "\(message.senderDeviceID)", "clientMessageID": "\(message.clientMessageID)",
                 ])
                 var copy = message
                 copy.serverMessageID = copyID
-                copies.insert(copyID)
-                add(message, copy)
+                parked.addCopy(copyID)
+                add(.init(offset: record.offset, message: message), .init(offset: record.offset, message: copy))
             }
         }
+        // A parked chat's new messages queue behind its parked ones, keeping the chat's order.
+        let flowing = order.filter { !parked.appendIfParked($0, byChat[$0]!) }
+        let copies = parked.copies
         return await withTaskGroup(of: Settled?.self) { group in
-            for chatID in order {
-                let messages = byChat[chatID]!
-                group.addTask { [copies] in
+            for chatID in flowing {
+                let entries = byChat[chatID]!
+                group.addTask {
                     var settled = Settled()
-                    var start = 0
-                    while start < messages.count {
-                        var end = min(messages.count, start + self.configuration.maxMessagesPerTransaction)
-                        // A copy goes in the same transaction as the message it copies.
-                        if end < messages.count, copies.contains(messages[end].serverMessageID) { end += 1 }
-                        guard let part = await self.store(Array(messages[start..<end]), chatID: chatID, copies: copies) else { return nil }
-                        settled.settlements += part.settlements
-                        settled.stored += part.stored
-                        start = end
+                    var done = 0
+                    for part in Self.transactions(entries.map(\.message), limit: self.configuration.maxMessagesPerTransaction, copies: copies) {
+                        switch await self.store(part, chatID: chatID, copies: copies) {
+                        case .cancelled:
+                            return nil
+                        case .failed(let reason):
+                            self.logger.warning("chat store failed; chat parked, other chats go on", metadata: [
+                                "chat": "\(chatID)", "partition": "\(partition)", "messages": "\(entries.count - done)", "error": "\(reason)",
+                            ])
+                            parked.park(chatID, Array(entries[done...]))
+                            return settled
+                        case .settled(let stored):
+                            settled.settlements += stored.settlements
+                            settled.stored += stored.stored
+                            settled.processedOffsets += entries[done..<done + part.count].map(\.offset)
+                            done += part.count
+                        }
                     }
                     return settled
                 }
             }
-            var all = dropped
+            var all = skipped
             for await part in group {
                 guard let part else { return nil }
                 all.settlements += part.settlements
                 all.stored += part.stored
+                all.processedOffsets += part.processedOffsets
             }
             return all
         }
     }
 
-    /// Stores messages of one chat in log order, retrying until storage takes them. Nil if
-    /// cancelled.
-    private func store(_ messages: [AcceptedMessage], chatID: UInt64, copies: Set<UInt64>) async -> Settled? {
+    /// Splits one chat's messages into transactions of at most `limit`; a test fault's copy
+    /// stays in the same transaction as the message it copies.
+    private static func transactions(_ messages: [AcceptedMessage], limit: Int, copies: Set<UInt64>) -> [[AcceptedMessage]] {
+        var parts: [[AcceptedMessage]] = []
+        var start = 0
+        while start < messages.count {
+            var end = min(messages.count, start + limit)
+            if end < messages.count, copies.contains(messages[end].serverMessageID) { end += 1 }
+            parts.append(Array(messages[start..<end]))
+            start = end
+        }
+        return parts
+    }
+
+    private enum StoreResult: Sendable {
+        case settled(Settled)
+        /// Storage failed for a passing reason; nothing of these messages was stored.
+        case failed(String)
+        case cancelled
+    }
+
+    /// Stores messages of one chat in log order, in one transaction; one attempt.
+    private func store(_ messages: [AcceptedMessage], chatID: UInt64, copies: Set<UInt64>) async -> StoreResult {
         enum Attempt: Sendable { case outcomes([ChatEntity.Outcome]), chatGone, rejected(String) }
-        guard let attempt: Attempt = await retrying("store \(messages.count) message(s) in chat \(chatID)", {
-            do {
-                return .outcomes(try await self.chats.withEntity(chatID) { try await $0.store(messages, copies: copies) })
-            } catch StorageError.notFound {
-                return .chatGone
-            } catch StorageError.rejected(let reason) {
-                // The database refuses these as they are: retrying cannot help.
-                return .rejected(reason)
-            }
-        }) else { return nil }
+        if Task.isCancelled { return .cancelled }
+        let attempt: Attempt
+        do {
+            attempt = .outcomes(try await chats.withEntity(chatID) { try await $0.store(messages, copies: copies) })
+        } catch StorageError.notFound {
+            attempt = .chatGone
+        } catch StorageError.rejected(let reason) {
+            // The database refuses these as they are: retrying cannot help.
+            attempt = .rejected(reason)
+        } catch {
+            return Task.isCancelled ? .cancelled : .failed("\(error)")
+        }
         var settled = Settled()
         let outcomes: [ChatEntity.Outcome?]
         switch attempt {
@@ -263,7 +383,7 @@ public final class ChatConsumers: Sendable {
             }
         }
         if !stored.isEmpty { settled.stored.append((chatID, stored)) }
-        return settled
+        return .settled(settled)
     }
 
     /// Hands newly stored messages of one chat to every member's User actor (and on to their

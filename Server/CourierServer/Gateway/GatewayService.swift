@@ -33,6 +33,7 @@ public final class GatewayService: Service, Sendable {
     /// Runs before binding (the server waits here until its consumers have caught up).
     let beforeBinding: @Sendable () async -> Void
     private let boundPort = NIOLockedValueBox<Int?>(nil)
+    private let serving = NIOLockedValueBox<[CoAPEndpoint]>([])
 
     public init(configuration: Configuration, resources: any CoAPRequestHandler = GatewayResources(), logger: Logger, beforeBinding: @escaping @Sendable () async -> Void = {}) {
         self.configuration = configuration
@@ -43,6 +44,14 @@ public final class GatewayService: Service, Sendable {
 
     /// The UDP port once bound (useful with port 0); nil before.
     public var port: Int? { boundPort.withLockedValue { $0 } }
+
+    /// Entries in the deduplication caches of all the gateway's sockets (bounded per socket by
+    /// `configuration.endpoint.transmission.deduplicationCapacity`); 0 when not serving.
+    public func dedupEntries() async -> Int {
+        var total = 0
+        for endpoint in serving.withLockedValue({ $0 }) { total += await endpoint.rememberedMessages() }
+        return total
+    }
 
     public func run() async throws {
         await cancelWhenGracefulShutdown { await self.beforeBinding() }
@@ -62,6 +71,7 @@ public final class GatewayService: Service, Sendable {
         }
         let serving = endpoints
         boundPort.withLockedValue { $0 = serving[0].localAddress.port }
+        self.serving.withLockedValue { $0 = serving }
         logger.info("CoAP gateway listening", metadata: ["address": "\(endpoints[0].localAddress)", "sockets": "\(endpoints.count)"])
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
@@ -70,6 +80,7 @@ public final class GatewayService: Service, Sendable {
                 }
             }
         }
+        self.serving.withLockedValue { $0 = [] }
         for endpoint in endpoints { await endpoint.close() }
         boundPort.withLockedValue { $0 = nil }
         logger.info("CoAP gateway stopped")

@@ -14,6 +14,9 @@ public struct MessageIntake: Sendable {
         public var maxTextBytes = 8 * 1024
         /// Max-Age on a 5.03.
         public var retryAfterSeconds: UInt32 = 1
+        /// Requests per second one device may make on average, and in a burst; beyond, 4.29.
+        public var deviceRatePerSecond = 50.0
+        public var deviceBurst = 100
         public init() {}
     }
 
@@ -26,6 +29,7 @@ public struct MessageIntake: Sendable {
     let ids: MessageIDGenerator
     let metrics: ServerMetrics
     let limits: Limits
+    let rateLimiter: DeviceRateLimiter
     let logger: Logger
 
     public init(log: any MessageLog, storage: any CourierStorage, authenticator: TokenAuthenticator, chats: ShardRegion<ChatEntity>, accepted: AcceptedMessages, dedupFilter: DedupFilter, ids: MessageIDGenerator, metrics: ServerMetrics, limits: Limits = Limits(), logger: Logger) {
@@ -38,6 +42,7 @@ public struct MessageIntake: Sendable {
         self.ids = ids
         self.metrics = metrics
         self.limits = limits
+        self.rateLimiter = DeviceRateLimiter(ratePerSecond: limits.deviceRatePerSecond, burst: limits.deviceBurst)
         self.logger = logger
     }
 
@@ -61,6 +66,10 @@ public struct MessageIntake: Sendable {
         do {
             guard let identity = try await authenticator.authenticate(token) else {
                 return .refused(Self.error(.unauthorized, .unauthorized, "bad token"))
+            }
+            // A flooding device is turned away here, before it costs a decode or a log append.
+            if case .limited(let seconds) = rateLimiter.take(identity.deviceID) {
+                return .refused(Self.error(.tooManyRequests, .rateLimited, "too many requests from this device", retryAfter: seconds))
             }
             return .identified(identity)
         } catch {

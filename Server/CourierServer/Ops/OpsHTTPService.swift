@@ -44,7 +44,7 @@ public final class OpsHTTPService: Service, Sendable {
             Response(
                 status: .ok,
                 headers: [.contentType: "text/plain; version=0.0.4"],
-                body: ResponseBody(byteBuffer: ByteBuffer(string: metrics.exposition()))
+                body: ResponseBody(byteBuffer: ByteBuffer(string: await metrics.scrape()))
             )
         }
         if let admin {

@@ -19,6 +19,9 @@ public final class ServerMetrics: Sendable {
     private let resendCounter: CoreMetrics.Counter
     private let closeCounters = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
     private let provisionCounters = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
+    private let dedupEntries: CoreMetrics.Gauge
+    /// Gauges read from their owner when /metrics is scraped, rather than pushed on every change.
+    private let scrapeHooks = NIOLockedValueBox<[@Sendable () async -> Void]>([])
 
     public init(partitionCount: Int) {
         registry = PrometheusCollectorRegistry()
@@ -33,6 +36,7 @@ public final class ServerMetrics: Sendable {
             CoreMetrics.Gauge(label: "courier_consumer_lag_records", dimensions: [("partition", String($0))], factory: factory)
         }
         pushSessions = CoreMetrics.Gauge(label: "courier_push_sessions", factory: factory)
+        dedupEntries = CoreMetrics.Gauge(label: "courier_coap_dedup_entries", factory: factory)
         pushCounter = CoreMetrics.Counter(label: "courier_push_messages_total", factory: factory)
         resendCounter = CoreMetrics.Counter(label: "courier_push_resends_total", factory: factory)
         liveGauges = Dictionary(uniqueKeysWithValues: ["user", "device", "chat"].map {
@@ -86,6 +90,22 @@ public final class ServerMetrics: Sendable {
     /// One admin provision that ended with `result` ("ok", "refused", "failed").
     public func countProvision(result: String) {
         counter(in: provisionCounters, label: "courier_admin_provisions_total", dimension: "result", value: result).increment()
+    }
+
+    /// (peer, Message ID) pairs the gateway's CoAP deduplication caches hold.
+    public func recordDedupEntries(_ count: Int) {
+        dedupEntries.record(Double(count))
+    }
+
+    /// Runs `hook` before every scrape, to read a gauge from its owner.
+    public func onScrape(_ hook: @escaping @Sendable () async -> Void) {
+        scrapeHooks.withLockedValue { $0.append(hook) }
+    }
+
+    /// The exposition after the scrape hooks have run: what /metrics serves.
+    public func scrape() async -> String {
+        for hook in scrapeHooks.withLockedValue({ $0 }) { await hook() }
+        return exposition()
     }
 
     /// The Prometheus text exposition of every metric.

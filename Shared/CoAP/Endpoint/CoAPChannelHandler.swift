@@ -43,6 +43,9 @@ final class CoAPChannelHandler: ChannelInboundHandler {
         context.fireChannelInactive()
     }
 
+    /// Entries in the deduplication cache, for the server's gauge.
+    var rememberedMessages: Int { layer.rememberedMessages }
+
     private static var now: NIODeadline { .now() }
     private static var jitter: Double { Double.random(in: 0...1) }
 

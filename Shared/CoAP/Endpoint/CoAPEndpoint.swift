@@ -109,6 +109,13 @@ public final class CoAPEndpoint: Sendable {
         return try CoAPEndpoint(channel: channel, handler: handler, incoming: stream, configuration: configuration)
     }
 
+    /// (peer, Message ID) pairs the deduplication cache holds now; never above
+    /// `configuration.transmission.deduplicationCapacity`. 0 once closed.
+    public func rememberedMessages() async -> Int {
+        let handler = self.handler
+        return (try? await channel.eventLoop.submit { handler.value.rememberedMessages }.get()) ?? 0
+    }
+
     /// Closes the socket; pending requests fail with `.closed` and `serve` returns.
     public func close() async {
         try? await channel.close()

@@ -33,8 +33,9 @@ class ReliabilityTestCase: XCTestCase {
     override func tearDown() {
         let run = testRun
         let result = (run?.totalFailureCount ?? 0) > 0 ? "FAIL" : (run?.hasBeenSkipped == true ? "skip" : "pass")
-        let name = String(name.split(separator: " ").last?.dropLast() ?? Substring(name))
-        ReliabilityRows.append(test: "\(type(of: self)).\(name)", fault: fault, figure: figure, result: result)
+        // "Class.test" on Linux, "-[Class test]" elsewhere.
+        let test = name.trimmingCharacters(in: CharacterSet(charactersIn: "-[]")).replacingOccurrences(of: " ", with: ".")
+        ReliabilityRows.append(test: test, fault: fault, figure: figure, result: result)
         super.tearDown()
     }
 }

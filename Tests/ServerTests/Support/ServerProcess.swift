@@ -20,16 +20,19 @@ final class ServerProcess: @unchecked Sendable {
         URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("courier-server").path
     }
 
-    init() async throws {
+    /// A server with a fresh data directory of its own, or in `dataDirectory` (e.g. on a small
+    /// filesystem; its log then goes to the temporary directory, so a full disk keeps it).
+    init(dataDirectory given: String? = nil) async throws {
         guard FileManager.default.isExecutableFile(atPath: Self.binary) else {
             throw ExternalProgram.Failure.notInstalled(Self.binary, hint: "build with `swift build --build-tests` (scripts/test does)")
         }
-        dataDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-server-test-\(UUID().uuidString)").path
+        let temporary = FileManager.default.temporaryDirectory
+        dataDirectory = given ?? temporary.appendingPathComponent("courier-server-test-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dataDirectory, withIntermediateDirectories: true)
         coapPort = try await freeUDPPort()
         httpPort = try await freeTCPPort()
         pushPort = try await freeTCPPort()
-        logPath = "\(dataDirectory)/server.log"
+        logPath = given == nil ? "\(dataDirectory)/server.log" : temporary.appendingPathComponent("courier-server-\(UUID().uuidString).log").path
     }
 
     var peer: SocketAddress { try! SocketAddress(ipAddress: "127.0.0.1", port: coapPort) }
@@ -75,6 +78,38 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     var isRunning: Bool { process?.isRunning ?? false }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT) to the running server.
+    func signal(_ signal: Int32) {
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, signal)
+    }
+
+    /// Waits for the server to exit by itself (a test fault that kills it); false on timeout.
+    func waitForExit(timeout: Double) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while isRunning {
+            if Date() > deadline { return false }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        process = nil
+        return true
+    }
+
+    /// The server's peak resident memory in KiB (VmHWM), nil when it is not running.
+    func peakResidentKiB() -> Int? {
+        guard let pid = process?.processIdentifier,
+              let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }) else { return nil }
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
+    }
+
+    /// Writes a JSON configuration file into the data directory; pass `["--config", path]`.
+    func configFile(_ settings: [String: Any]) throws -> String {
+        let path = "\(dataDirectory)/config-\(UUID().uuidString).json"
+        try JSONSerialization.data(withJSONObject: settings).write(to: URL(fileURLWithPath: path))
+        return path
+    }
 
     /// The server's resident memory in KiB (from /proc), nil when it is not running.
     func residentKiB() -> Int? {
@@ -186,6 +221,7 @@ final class ServerProcess: @unchecked Sendable {
 
     func remove() {
         try? FileManager.default.removeItem(atPath: dataDirectory)
+        if !logPath.hasPrefix(dataDirectory) { try? FileManager.default.removeItem(atPath: logPath) }
     }
 
     static func withTimeout<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
