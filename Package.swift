@@ -9,6 +9,9 @@ let package = Package(
         .executable(name: "courier-server", targets: ["CourierServerCommand"]),
         .executable(name: "courier", targets: ["CourierCommand"]),
         .executable(name: "courier-sim", targets: ["CourierSimCommand"]),
+        // For the fuzz package in Fuzz/, which builds the parsers with libFuzzer instrumentation.
+        .library(name: "CoAP", targets: ["CoAP"]),
+        .library(name: "CourierProtocol", targets: ["CourierProtocol"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
