@@ -63,16 +63,16 @@ struct BlockwiseServer {
             block1 = try request.block1()
             block2 = try request.block2()
         } catch {
-            return .respond(Self.error(.badOption, "malformed Block\(error.option == .block1 ? 1 : 2) option"))
+            return .respond(Self.error(.badOption, "malformed Block\(error.option == .block1 ? 1 : 2) option", answering: request))
         }
         if let announced = request.uintOption(.size1), announced > maxBodySize {
-            return .respond(tooLarge())
+            return .respond(tooLarge(answering: request))
         }
         // The transfer key is built only for block-wise requests: the common request skips it.
         if let block1 {
             return block1Received(request, block: block1, key: Self.key(request, peer: peer), now: now)
         }
-        guard request.payload.count <= maxBodySize else { return .respond(tooLarge()) }
+        guard request.payload.count <= maxBodySize else { return .respond(tooLarge(answering: request)) }
         if let block2, block2.number > 0 {
             return laterBlockRequested(request, block: block2, key: Self.key(request, peer: peer))
         }
@@ -81,7 +81,7 @@ struct BlockwiseServer {
 
     private mutating func block1Received(_ request: CoAPMessage, block: BlockOption, key: TransferKey, now: NIODeadline) -> Decision {
         if block.more && request.payload.count != block.size {
-            return .respond(Self.error(.badRequest, "a Block1 block other than the last must be exactly \(block.size) bytes"))
+            return .respond(Self.error(.badRequest, "a Block1 block other than the last must be exactly \(block.size) bytes", answering: request))
         }
         var body: [UInt8]
         if block.number == 0 {
@@ -90,12 +90,12 @@ struct BlockwiseServer {
             body = assembly.body
         } else {
             assemblies[key] = nil
-            return .respond(Self.error(.requestEntityIncomplete, "Block1 block \(block.number) does not follow the blocks received"))
+            return .respond(Self.error(.requestEntityIncomplete, "Block1 block \(block.number) does not follow the blocks received", answering: request))
         }
         body += request.payload
         guard body.count <= maxBodySize else {
             assemblies[key] = nil
-            return .respond(tooLarge())
+            return .respond(tooLarge(answering: request))
         }
         if block.more {
             if assemblies[key] == nil { makeRoom(now: now) }
@@ -115,10 +115,10 @@ struct BlockwiseServer {
             // A GET can be answered again and sliced; other methods must not run twice.
             return request.code == .get
                 ? .deliver(request)
-                : .respond(Self.error(.requestEntityIncomplete, "no block-wise response to continue; start again at block 0"))
+                : .respond(Self.error(.requestEntityIncomplete, "no block-wise response to continue; start again at block 0", answering: request))
         }
         guard block.offset < cached.response.payload.count else {
-            return .respond(Self.error(.badOption, "Block2 block \(block.number) is past the end of the body"))
+            return .respond(Self.error(.badOption, "Block2 block \(block.number) is past the end of the body", answering: request))
         }
         return .respond(Self.slice(cached.response, block: block))
     }
@@ -138,7 +138,7 @@ struct BlockwiseServer {
         // A regenerated GET may ask for a later block straight away.
         let offset = requested?.offset ?? 0
         guard offset < shaped.payload.count, offset / size <= Int(BlockOption.maxNumber) else {
-            return Self.error(.badOption, "Block2 block starting at byte \(offset) is past the end of the body")
+            return Self.error(.badOption, "Block2 block starting at byte \(offset) is past the end of the body", answering: request)
         }
         let key = Self.key(request, peer: peer)
         expire(now: now)
@@ -168,14 +168,18 @@ struct BlockwiseServer {
         return part
     }
 
-    private func tooLarge() -> CoAPMessage {
-        var message = Self.error(.requestEntityTooLarge, "body larger than \(maxBodySize) bytes")
+    private func tooLarge(answering request: CoAPMessage) -> CoAPMessage {
+        var message = Self.error(.requestEntityTooLarge, "body larger than \(maxBodySize) bytes", answering: request)
         message.setUIntOption(.size1, UInt32(clamping: maxBodySize))
         return message
     }
 
-    private static func error(_ code: CoAPCode, _ diagnostic: String) -> CoAPMessage {
-        CoAPMessage(type: .acknowledgement, code: code, messageID: 0, payload: Array(diagnostic.utf8))
+    /// An answer of the block layer's own. Anyone may draw one with no credentials, so, as in the
+    /// message layer, the diagnostic is cut to the request's own size: a spoofed source cannot
+    /// use it to amplify traffic (RFC 7252 §11.3).
+    private static func error(_ code: CoAPCode, _ diagnostic: String, answering request: CoAPMessage) -> CoAPMessage {
+        let budget = max(0, request.encode().count - 4 - request.token.count - 1)  // header, token, payload marker
+        return CoAPMessage(type: .acknowledgement, code: code, messageID: 0, payload: Array(diagnostic.utf8.prefix(budget)))
     }
 
     /// Sweeps expired transfers at most once a second, keeping the common non-block path cheap.
