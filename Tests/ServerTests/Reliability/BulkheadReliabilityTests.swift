@@ -22,6 +22,8 @@ final class BulkheadReliabilityTests: ReliabilityTestCase {
         let floodRate = 1_000
         fault = "one device sends \(floodRate) msgs/s (limit 50/s, burst 100)"
         try await withServer { server in
+            // A first short run warms the new server up (storage, actors); the baseline follows.
+            _ = try await Simulator.run(server, wellBehaved(prefix: "prime", seconds: 3))
             let baseline = try await Simulator.run(server, wellBehaved(prefix: "calm", seconds: seconds))
             let flooderAccount = try await server.account("flooder")
             _ = try await server.account("listener")

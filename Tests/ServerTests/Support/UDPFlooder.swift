@@ -24,7 +24,7 @@ final class UDPFlooder: Sendable {
         self.answers = answers
     }
 
-    /// Answers so far, by CoAP code ("2.01", "4.29", ...).
+    /// Answers so far, by CoAP code ("2.01", "4.29", ...), and "5.03+max-age" for those with Max-Age.
     var answersByCode: [String: Int] { answers.withLockedValue { $0 } }
 
     /// Sends `ratePerSecond` messages into `chatID` for `duration`; returns how many it sent.
@@ -61,7 +61,11 @@ final class UDPFlooder: Sendable {
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             let envelope = unwrapInboundIn(data)
             guard let message = try? CoAPMessage.decode(Array(buffer: envelope.data)), message.code != .empty else { return }
-            answers.withLockedValue { $0[message.code.description, default: 0] += 1 }
+            let withMaxAge = message.uintOption(.maxAge) != nil
+            answers.withLockedValue { answers in
+                answers[message.code.description, default: 0] += 1
+                if withMaxAge { answers["\(message.code)+max-age", default: 0] += 1 }
+            }
         }
     }
 }
