@@ -3,12 +3,14 @@ import Foundation
 import PackageDescription
 
 // The libFuzzer targets for Courier's input parsers. Built apart from the root package, with its
-// own scratch path, so the fuzzer instrumentation never touches the main build:
+// own scratch path, so the fuzzer instrumentation never touches the main build; scripts/fuzz
+// builds and runs them:
 //
-//   swift build --package-path Fuzz --scratch-path Fuzz/.build -c release \
-//       -Xswiftc -sanitize=fuzzer,address
+//   swift build --package-path Fuzz --scratch-path Fuzz/.build -c debug \
+//       -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld
 //
-// scripts/fuzz builds and runs them.
+// Each executable has its own main, which hands libFuzzer the test through LLVMFuzzerRunDriver,
+// so no -parse-as-library is needed.
 
 // A path dependency's identity is its directory's name, which depends on where the repository
 // was checked out.

@@ -62,36 +62,46 @@ struct SessionMirror {
         }
         let again = try? ClientFrame(serializedBytes: frame.serializedBytes())
         precondition(again == frame, "ClientFrame round trip: \(frame) decodes back as \(String(describing: again))")
-        guard helloSeen else {
+        if !helloSeen {
             guard case .hello = frame else { return false }
             helloSeen = true
-            return true
         }
         return true
     }
 }
 
-/// A decoded frame, encoded again by NIO's encoder, must decode to the same frame.
-func checkRoundTrip(_ frame: WebSocketFrame) {
-    let plain = WebSocketFrame(
-        fin: frame.fin, rsv1: frame.rsv1, rsv2: frame.rsv2, rsv3: frame.rsv3,
-        opcode: frame.opcode, maskKey: frame.maskKey, data: frame.unmaskedData
-    )
-    let encoder = EmbeddedChannel(handler: WebSocketFrameEncoder())
-    let decoder = EmbeddedChannel(handler: ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrameBytes)))
-    do {
-        try encoder.writeOutbound(plain)
-        var wire = ByteBuffer()
-        while var part = try encoder.readOutbound(as: ByteBuffer.self) { wire.writeBuffer(&part) }
-        try decoder.writeInbound(wire)
-        let again = try decoder.readInbound(as: WebSocketFrame.self)
-        precondition(again == frame, "WebSocket round trip: \(frame) decodes back as \(String(describing: again))")
-        let extra = try decoder.readInbound(as: WebSocketFrame.self)
-        precondition(extra == nil, "WebSocket round trip: \(frame) decodes as two frames")
-        _ = try encoder.finish()
-        _ = try decoder.finish()
-    } catch {
-        preconditionFailure("WebSocket round trip: \(frame) fails: \(error)")
+/// Checks that a decoded frame, encoded again by NIO's encoder, decodes to the same frame.
+struct RoundTrip {
+    private let encoder = EmbeddedChannel(handler: WebSocketFrameEncoder())
+    private let decoder = EmbeddedChannel(handler: ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrameBytes)))
+
+    func check(_ frame: WebSocketFrame) {
+        // The decoder keeps a frame's data as it came (masked); the encoder masks what it is given.
+        let plain = WebSocketFrame(
+            fin: frame.fin, rsv1: frame.rsv1, rsv2: frame.rsv2, rsv3: frame.rsv3,
+            opcode: frame.opcode, maskKey: frame.maskKey, data: frame.unmaskedData
+        )
+        do {
+            try encoder.writeOutbound(plain)
+            var wire = ByteBuffer()
+            while var part = try encoder.readOutbound(as: ByteBuffer.self) { wire.writeBuffer(&part) }
+            try decoder.writeInbound(wire)
+            let again = try decoder.readInbound(as: WebSocketFrame.self)
+            precondition(again == frame, "WebSocket round trip: \(frame) decodes back as \(String(describing: again))")
+            let extra = try decoder.readInbound(as: WebSocketFrame.self)
+            precondition(extra == nil, "WebSocket round trip: \(frame) decodes as two frames")
+        } catch {
+            preconditionFailure("WebSocket round trip: \(frame) fails: \(error)")
+        }
+    }
+
+    func finish() {
+        do {
+            _ = try encoder.finish()
+            _ = try decoder.finish()
+        } catch {
+            preconditionFailure("WebSocket round trip: a channel does not finish cleanly: \(error)")
+        }
     }
 }
 
@@ -105,6 +115,7 @@ runFuzzer { input in
         WebSocketProtocolErrorHandler(),
     ])
     var session = SessionMirror()
+    let roundTrip = RoundTrip()
     var start = stream.startIndex
     reading: while start < stream.endIndex {
         let end = min(start + chunkSize, stream.endIndex)
@@ -113,10 +124,11 @@ runFuzzer { input in
         start = end
         while let frame = try? channel.readInbound(as: WebSocketFrame.self) {
             precondition(frame.length <= maxFrameBytes, "a \(frame.length)-byte frame passed the \(maxFrameBytes)-byte limit")
-            checkRoundTrip(frame)
+            roundTrip.check(frame)
             guard session.received(frame, on: channel) else { break reading }
         }
         if failed { break }
     }
+    roundTrip.finish()
     _ = try? channel.finish(acceptAlreadyClosed: true)
 }
