@@ -124,6 +124,7 @@ public final class FaultProxy: Sendable {
         private var front: (any Channel)?
         private var mappings: [SocketAddress: Mapping] = [:]
         private var ticker: RepeatedTask?
+        private var lastExpiry: Duration = .zero
         private var clients = 0
         private var clientsRefused = 0
         private var clientsExpired = 0
@@ -192,7 +193,12 @@ public final class FaultProxy: Sendable {
             guard !stopped else { return }
             let now = self.now
             if let due = machine.nextDue, due <= now { carryOut(machine.due(now: now)) }
-            expireIdle(now: now)
+            // Once a second is enough for a timeout of seconds, and spares a scan of every
+            // mapping each tick.
+            if now - lastExpiry >= .seconds(1) {
+                lastExpiry = now
+                expireIdle(now: now)
+            }
         }
 
         private func carryOut(_ emissions: [FaultProxyState<SocketAddress, ByteBuffer>.Emission]) {

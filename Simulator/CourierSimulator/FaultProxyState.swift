@@ -78,7 +78,7 @@ public struct FaultProxyState<Flow: Hashable & Sendable, Payload: Sendable>: Sen
             out += send(waiting, direction, twice: false)
         } else if reorders {
             reorderSlot[direction] = this
-            // A held duplicate draw is dropped: the hold already changes the timing enough.
+            // A held datagram is not also duplicated; its duplicate draw is spent all the same.
         } else {
             out += send(this, direction, twice: duplicates)
         }

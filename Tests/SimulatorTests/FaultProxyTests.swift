@@ -172,12 +172,16 @@ final class FaultProxyTests: XCTestCase {
         for round in 0..<20 {
             for (index, client) in clients.enumerated() { try await client.send("\(index)-\(round)", to: proxy.localAddress) }
         }
+        var upstreamPorts: Set<Substring> = []
         for (index, client) in clients.enumerated() {
             let received = await client.waitFor(20)
             XCTAssertEqual(received.map { String($0.split(separator: "|").first!) }.sorted(), (0..<20).map { "\(index)-\($0)" }.sorted())
-            // The echo names the port it saw: one per client, and not the client's own.
-            XCTAssertEqual(Set(received.map { $0.split(separator: "|").last! }).count, 1)
+            // The echo names the port it saw: one per client, a different one for each.
+            let ports = Set(received.map { $0.split(separator: "|").last! })
+            XCTAssertEqual(ports.count, 1)
+            upstreamPorts.formUnion(ports)
         }
+        XCTAssertEqual(upstreamPorts.count, 2)
         let report = await proxy.report()
         XCTAssertEqual(report.clients, 2)
         XCTAssertEqual(report.upstream.forwarded, 40)
@@ -206,6 +210,28 @@ final class FaultProxyTests: XCTestCase {
         await proxy.stop()
         try await first.channel.close()
         try await second.channel.close()
+        try await echo.close()
+    }
+
+    func testAnIdleMappingExpiresAndTheDeviceGetsANewOne() async throws {
+        let echo = try await Echo.bind()
+        var configuration = FaultProxy.Configuration(listenHost: "127.0.0.1", listenPort: 0, upstream: echo.localAddress!, plan: plan())
+        configuration.idleTimeout = .milliseconds(300)
+        let proxy = try await FaultProxy.start(configuration)
+        let client = try await Collector.bind()
+        try await client.send("before", to: proxy.localAddress)
+        _ = await client.waitFor(1)
+        try await Task.sleep(for: .milliseconds(1_500))
+        var report = await proxy.report()
+        XCTAssertEqual(report.clientsExpired, 1)
+        XCTAssertEqual(report.openClients, 0)
+        try await client.send("after", to: proxy.localAddress)
+        let received = await client.waitFor(2)
+        report = await proxy.report()
+        XCTAssertEqual(report.clients, 2, "a new mapping")
+        XCTAssertEqual(Set(received.map { $0.split(separator: "|").last! }).count, 2, "from a new upstream port: \(received)")
+        await proxy.stop()
+        try await client.channel.close()
         try await echo.close()
     }
 }
