@@ -110,3 +110,28 @@ final class BlockwiseServerTests: XCTestCase {
         XCTAssertLessThanOrEqual(server.activeTransfers, 10)
     }
 }
+
+extension BlockwiseServerTests {
+    /// The block layer's own refusals go to anyone, token or not: none may be much larger than
+    /// the request that drew it (UDP amplification).
+    func testTheBlockLayersRefusalsAreNoLargerThanTheirRequests() {
+        var server = BlockwiseServer(maxBodySize: 100)
+        var outOfOrder = CoAPMessage.request(.post, path: "/m")
+        outOfOrder.setBlock1(BlockOption(number: 5, more: true, sizeExponent: 0))
+        outOfOrder.payload = Array(repeating: 0, count: 16)
+        var announcedTooLarge = CoAPMessage.request(.post, path: "/m")
+        announcedTooLarge.setUIntOption(.size1, 10_000_000)
+        var laterBlock = CoAPMessage.request(.post, path: "/m")
+        laterBlock.setBlock2(BlockOption(number: 3, more: false, sizeExponent: 0))
+        var shortMiddle = CoAPMessage.request(.post, path: "/m")
+        shortMiddle.setBlock1(BlockOption(number: 0, more: true, sizeExponent: 2))
+        shortMiddle.payload = [1]
+        for request in [outOfOrder, announcedTooLarge, laterBlock, shortMiddle] {
+            guard case .respond(let answer) = server.requestReceived(request, from: peer, now: now) else {
+                XCTFail("expected a refusal for \(request)")
+                continue
+            }
+            XCTAssertLessThanOrEqual(answer.encode().count, 2 * request.encode().count, "\(answer.code) answering \(request.encode().count) bytes")
+        }
+    }
+}

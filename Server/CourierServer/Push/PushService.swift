@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOEmbedded
 import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
@@ -67,40 +68,11 @@ public final class PushService: Service, Sendable {
 
     public func run() async throws {
         let configuration = self.configuration
+        Self.instantiatePipelineTypes(configuration)
         let server: NIOAsyncChannel<EventLoopFuture<Upgrade>, Never> = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: configuration.host, port: configuration.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
-                        maxFrameSize: configuration.maxFrameBytes,
-                        shouldUpgrade: { channel, head in
-                            let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-                            let origin = head.headers.first(name: "Origin")
-                            guard path == "/v1/push", origin == nil || configuration.allowedOrigins.contains(origin!) else {
-                                return channel.eventLoop.makeSucceededFuture(nil)
-                            }
-                            return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
-                        },
-                        upgradePipelineHandler: { channel, head in
-                            channel.eventLoop.makeCompletedFuture {
-                                .websocket(try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: channel), queryToken: Self.queryToken(head.uri))
-                            }
-                        }
-                    )
-                    let upgradeConfiguration = NIOTypedHTTPServerUpgradeConfiguration(
-                        upgraders: [upgrader],
-                        notUpgradingCompletionHandler: { channel in
-                            // Not a WebSocket upgrade to /v1/push from an allowed origin: 403, close.
-                            channel.eventLoop.makeCompletedFuture {
-                                try channel.pipeline.syncOperations.addHandler(RefusingHandler())
-                                return .refused
-                            }
-                        }
-                    )
-                    return try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(
-                        configuration: .init(upgradeConfiguration: upgradeConfiguration)
-                    )
-                }
+                Self.configurePipeline(channel, configuration)
             }
         boundPort.withLockedValue { $0 = server.channel.localAddress?.port }
         logger.info("push WebSocket listening", metadata: ["address": "\(server.channel.localAddress.map { "\($0)" } ?? "?")"])
@@ -119,6 +91,54 @@ public final class PushService: Service, Sendable {
         }
         boundPort.withLockedValue { $0 = nil }
         logger.info("push WebSocket stopped")
+    }
+
+    /// One push connection's pipeline: HTTP, upgraded to a WebSocket on `/v1/push` from an
+    /// allowed origin, refused with 403 otherwise.
+    private static func configurePipeline(_ channel: any Channel, _ configuration: Configuration) -> EventLoopFuture<EventLoopFuture<Upgrade>> {
+        channel.eventLoop.makeCompletedFuture {
+            let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
+                maxFrameSize: configuration.maxFrameBytes,
+                shouldUpgrade: { channel, head in
+                    let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+                    let origin = head.headers.first(name: "Origin")
+                    guard path == "/v1/push", origin == nil || configuration.allowedOrigins.contains(origin!) else {
+                        return channel.eventLoop.makeSucceededFuture(nil)
+                    }
+                    return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+                },
+                upgradePipelineHandler: { channel, head in
+                    channel.eventLoop.makeCompletedFuture {
+                        .websocket(try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: channel), queryToken: Self.queryToken(head.uri))
+                    }
+                }
+            )
+            let upgradeConfiguration = NIOTypedHTTPServerUpgradeConfiguration(
+                upgraders: [upgrader],
+                notUpgradingCompletionHandler: { channel in
+                    // Not a WebSocket upgrade to /v1/push from an allowed origin: 403, close.
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(RefusingHandler())
+                        return .refused
+                    }
+                }
+            )
+            return try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(
+                configuration: .init(upgradeConfiguration: upgradeConfiguration)
+            )
+        }
+    }
+
+    /// Builds the pipeline once on this thread before the listener opens. The Swift runtime has
+    /// crashed (a null metadata in swift_conformsToProtocol) when many connections instantiate
+    /// this pipeline's generic types for the first time at once, on several event loops, as
+    /// happens when every device reconnects the moment a restarted server opens its port.
+    private static func instantiatePipelineTypes(_ configuration: Configuration) {
+        let channel = EmbeddedChannel()
+        _ = try? configurePipeline(channel, configuration).wait()
+        // An upgrade request takes it through the HTTP decoder and the WebSocket upgrade too.
+        _ = try? channel.writeInbound(ByteBuffer(string: "GET /v1/push HTTP/1.1\r\nHost: courier\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+        _ = try? channel.finish(acceptAlreadyClosed: true)
     }
 
     private func handle(_ upgrade: EventLoopFuture<Upgrade>) async {

@@ -55,6 +55,49 @@ final class BulkheadReliabilityTests: ReliabilityTestCase {
         }
     }
 
+    /// 20 devices flood one chat (its single writer numbers every message) while a judged
+    /// fleet sends into its own chats: the fleet's p99 stays within the margin of its unloaded
+    /// value, and every flood message acknowledged is stored in the hot chat.
+    func testAFloodIntoOneChatDoesNotStallOtherChats() async throws {
+        let seconds = level.pick(short: 10, full: 30, soak: 120)
+        let flooders = 20
+        let ratePerDevice = 20
+        fault = "\(flooders) devices send \(flooders * ratePerDevice) msgs/s into one chat of \(flooders) members"
+        try await withServer { server in
+            _ = try await Simulator.run(server, wellBehaved(prefix: "prime", seconds: 3))
+            let baseline = try await Simulator.run(server, wellBehaved(prefix: "calm", seconds: seconds))
+            let (status, plan) = try await server.provision(["prefix": "hot", "users": flooders, "devices_per_user": 1, "chats": 1, "members_per_chat": flooders])
+            XCTAssertEqual(status, 200)
+            let chat = try XCTUnwrap(((plan["chats"] as? [[String: Any]])?.first?["id"] as? NSNumber)?.uint64Value)
+            let tokens = try XCTUnwrap((plan["users"] as? [[String: Any]])?.compactMap { ($0["devices"] as? [[String: Any]])?.first?["token"] as? String })
+            var sockets: [UDPFlooder] = []
+            for _ in tokens { sockets.append(try await UDPFlooder.start()) }
+            let arguments = wellBehaved(prefix: "busy", seconds: seconds)
+            async let loaded = Simulator.run(server, arguments)
+            let sent = try await withThrowingTaskGroup(of: Int.self) { group in
+                for (token, flooder) in zip(tokens, sockets) {
+                    group.addTask { try await flooder.flood(to: server.peer, token: token, chatID: chat, ratePerSecond: ratePerDevice, for: .seconds(seconds + 3)) }
+                }
+                return try await group.reduce(0, +)
+            }
+            let run = try await loaded
+            try await Task.sleep(for: .seconds(1))
+            for flooder in sockets { await flooder.close() }
+            let acknowledged = sockets.map { $0.answersByCode["2.01"] ?? 0 }.reduce(0, +)
+            let stored = try await server.waitForHistory("hot-c0", count: acknowledged, timeout: 120).count
+            let calm = try XCTUnwrap(baseline.latency("send_to_delivery", "p99"))
+            let busy = try XCTUnwrap(run.latency("send_to_delivery", "p99"))
+            let margin = calm * 3 + 100
+            figure = String(format: "hot chat: %d sent, %d acknowledged, %d stored; other chats' p99 %.1f ms unloaded, %.1f ms beside it (margin ≤ %.0f ms)",
+                            sent, acknowledged, stored, calm, busy, margin)
+            XCTAssertEqual(baseline.status, 0, baseline.table)
+            XCTAssertEqual(run.status, 0, run.table)
+            XCTAssertGreaterThan(acknowledged, sent / 2, "the server takes the hot chat's flood")
+            XCTAssertGreaterThanOrEqual(stored, acknowledged, "every acknowledged flood message is stored")
+            XCTAssertLessThanOrEqual(busy, margin, "other chats' p99 \(busy) ms against \(calm) ms unloaded\n\(run.table)")
+        }
+    }
+
     /// Two chats whose senders share a log partition; every store into one of them fails for a
     /// while. The other's messages are stored at once; the failing one's wait, are retried with
     /// backoff through a Chat actor reloaded from storage, and arrive complete and in order.
