@@ -121,7 +121,7 @@ struct Proxy: AsyncParsableCommand {
         say("  device -> server: \(report.upstream.summary)")
         say("  server -> device: \(report.downstream.summary)")
         say("  total:            \(report.total.summary)")
-        say("  devices \(report.clients) (open \(report.openClients), refused \(report.clientsRefused), expired \(report.clientsExpired)), send failures \(report.sendFailures)")
+        say("  devices \(report.clients) (open \(report.openClients), refused \(report.clientsRefused), expired \(report.clientsExpired)), send failures \(report.sendFailures), delays skipped at the bound \(report.delaysSkipped)")
         if let statsJson {
             do {
                 let encoder = JSONEncoder()

@@ -9,6 +9,9 @@ import NIOPosix
 /// Bounded: at most `maxClients` device mappings; one idle for `idleTimeout` is closed. At the
 /// bound, datagrams from a new device are dropped (counted in `clientsRefused`) until an idle
 /// mapping expires. A device whose mapping expired gets a new upstream port on its next datagram.
+/// What waits is bounded too: datagrams delayed (`maxDelayed`), held for late duplicates
+/// (`FaultProxyPlan.maxLateDuplicates`), one held for reordering per direction, and those
+/// queued while a new device's socket binds (`maxPendingPerClient`).
 public final class FaultProxy: Sendable {
     public struct Configuration: Sendable {
         public var listenHost: String
@@ -19,6 +22,9 @@ public final class FaultProxy: Sendable {
         public var idleTimeout: Duration = .seconds(300)
         /// Datagrams waiting while a new device's upstream socket binds; more are dropped.
         public var maxPendingPerClient = 64
+        /// Datagrams waiting out their delay; past it, one goes at once (counted in
+        /// `delaysSkipped`) rather than the proxy growing without bound.
+        public var maxDelayed = 100_000
 
         public init(listenHost: String, listenPort: Int, upstream: SocketAddress, plan: FaultProxyPlan) {
             self.listenHost = listenHost
@@ -41,6 +47,8 @@ public final class FaultProxy: Sendable {
         public var clientsExpired: Int
         /// Datagrams lost inside the proxy: a socket write failed, or too many waited for a bind.
         public var sendFailures: Int
+        /// Datagrams sent without their delay because `maxDelayed` were already waiting.
+        public var delaysSkipped: Int
     }
 
     public let localAddress: SocketAddress
@@ -129,6 +137,8 @@ public final class FaultProxy: Sendable {
         private var clientsRefused = 0
         private var clientsExpired = 0
         private var sendFailures = 0
+        private var delayed = 0
+        private var delaysSkipped = 0
         private var stopped = false
 
         init(configuration: Configuration, loop: any EventLoop) {
@@ -138,7 +148,7 @@ public final class FaultProxy: Sendable {
         }
 
         var emptyReport: Report {
-            Report(seed: configuration.plan.seed, upstream: .init(), downstream: .init(), total: .init(), clients: 0, openClients: 0, clientsRefused: 0, clientsExpired: 0, sendFailures: 0)
+            Report(seed: configuration.plan.seed, upstream: .init(), downstream: .init(), total: .init(), clients: 0, openClients: 0, clientsRefused: 0, clientsExpired: 0, sendFailures: 0, delaysSkipped: 0)
         }
 
         private var now: Duration {
@@ -170,7 +180,7 @@ public final class FaultProxy: Sendable {
             return Report(
                 seed: configuration.plan.seed, upstream: machine.counters(.upstream), downstream: machine.counters(.downstream),
                 total: machine.totals, clients: clients, openClients: mappings.count, clientsRefused: clientsRefused,
-                clientsExpired: clientsExpired, sendFailures: sendFailures
+                clientsExpired: clientsExpired, sendFailures: sendFailures, delaysSkipped: delaysSkipped
             )
         }
 
@@ -205,9 +215,16 @@ public final class FaultProxy: Sendable {
             for emission in emissions {
                 if emission.delay <= .zero {
                     send(emission)
+                } else if delayed >= configuration.maxDelayed {
+                    delaysSkipped += 1
+                    send(emission)
                 } else {
+                    delayed += 1
                     let nanoseconds = emission.delay.components.seconds * 1_000_000_000 + emission.delay.components.attoseconds / 1_000_000_000
-                    loop.scheduleTask(in: .nanoseconds(nanoseconds)) { [self] in send(emission) }
+                    loop.scheduleTask(in: .nanoseconds(nanoseconds)) { [self] in
+                        delayed -= 1
+                        send(emission)
+                    }
                 }
             }
         }

@@ -213,6 +213,30 @@ final class FaultProxyTests: XCTestCase {
         try await echo.close()
     }
 
+    func testPastTheDelayBoundADatagramGoesAtOnce() async throws {
+        let echo = try await Echo.bind()
+        var configuration = FaultProxy.Configuration(listenHost: "127.0.0.1", listenPort: 0, upstream: echo.localAddress!, plan: plan {
+            $0.delay = .seconds(2) ... .seconds(2)
+        })
+        configuration.maxDelayed = 1
+        let proxy = try await FaultProxy.start(configuration)
+        let client = try await Collector.bind()
+        for index in 0..<3 { try await client.send("\(index)", to: proxy.localAddress) }
+        // Within the first delay: the first waits; the other two go upstream at once, and their
+        // answers come back at once too, the one slot still taken.
+        try await Task.sleep(for: .milliseconds(500))
+        let report = await proxy.report()
+        XCTAssertEqual(report.delaysSkipped, 4)
+        let early = await client.received
+        XCTAssertEqual(early.map { String($0.split(separator: "|").first!) }.sorted(), ["1", "2"])
+        XCTAssertEqual(report.upstream.delayed, 3, "all three drew a delay")
+        let received = await client.waitFor(3)
+        XCTAssertEqual(received.count, 3, "none lost: \(received)")
+        await proxy.stop()
+        try await client.channel.close()
+        try await echo.close()
+    }
+
     func testAnIdleMappingExpiresAndTheDeviceGetsANewOne() async throws {
         let echo = try await Echo.bind()
         var configuration = FaultProxy.Configuration(listenHost: "127.0.0.1", listenPort: 0, upstream: echo.localAddress!, plan: plan())
