@@ -107,7 +107,8 @@ final class PushTests: XCTestCase {
 
     func testReadersThatNeverReadAreDisconnectedAndServerMemoryStaysBounded() async throws {
         // No acknowledgement window to stop the pushes: only each session's bounded queue does.
-        let config = try Self.configFile(#"{"slowReaderSeconds": 2, "maxUnackedPerChat": 1000000}"#)
+        // The test's one sender bursts far past the per-device rate a device gets.
+        let config = try Self.configFile(#"{"slowReaderSeconds": 2, "maxUnackedPerChat": 1000000, "deviceRatePerSecond": 1000000, "deviceBurst": 1000000}"#)
         try await withServer(["--config", config]) { server in
             let alice = try await server.account("alice")
             var readers = [try await server.account("bob").token]
