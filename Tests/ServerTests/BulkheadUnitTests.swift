@@ -31,6 +31,15 @@ final class BulkheadUnitTests: XCTestCase {
         XCTAssertEqual(limiter.trackedDevices, 3)
         // Device 2 is still limited: its bucket was kept.
         XCTAssertEqual(limiter.take(2, now: start + .seconds(3)), .limited(retryAfterSeconds: 1))
+
+        // Full of busy devices: the oldest sixteenth go at once, not one per newcomer.
+        let busy = DeviceRateLimiter(ratePerSecond: 1, burst: 2, maxDevices: 32)
+        for device: UInt64 in 1...32 { _ = busy.take(device, now: start + .milliseconds(Int64(device))) }
+        XCTAssertEqual(busy.take(100, now: start + .milliseconds(40)), .allowed)
+        XCTAssertEqual(busy.trackedDevices, 31, "devices 1 and 2 went, the newcomer came")
+        // Device 3 kept its bucket (one token left), so its second take now is refused.
+        XCTAssertEqual(busy.take(3, now: start + .milliseconds(41)), .allowed)
+        XCTAssertEqual(busy.take(3, now: start + .milliseconds(41)), .limited(retryAfterSeconds: 1), "device 3's bucket was kept")
     }
 
     private func entry(_ offset: UInt64, chat: UInt64) -> ParkedChats.Entry {

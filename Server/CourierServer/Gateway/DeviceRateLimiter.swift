@@ -5,8 +5,8 @@ import NIOConcurrencyHelpers
 /// costs the server no more than that answer, so other devices keep their share.
 ///
 /// Bounded: at most `maxDevices` buckets. At the bound, the buckets that have refilled (their
-/// devices idle) are dropped, which forgets nothing; if every one is busy, the oldest goes, and
-/// its device starts again with a full bucket.
+/// devices idle) are dropped, which forgets nothing; if every one is busy, the oldest sixteenth
+/// go, and their devices start again with a full bucket.
 final class DeviceRateLimiter: Sendable {
     struct Bucket {
         var tokens: Double
@@ -55,8 +55,11 @@ final class DeviceRateLimiter: Sendable {
     private func makeRoom(_ buckets: inout [UInt64: Bucket], now: ContinuousClock.Instant) {
         let refill = Duration.seconds(burst / ratePerSecond)
         buckets = buckets.filter { now - $0.value.refilledAt < refill }
-        if buckets.count >= maxDevices, let oldest = buckets.min(by: { $0.value.refilledAt < $1.value.refilledAt }) {
-            buckets[oldest.key] = nil
+        if buckets.count >= maxDevices {
+            // Still full of busy devices: the oldest sixteenth goes at once, so that a stream of
+            // new devices does not pay a scan of every bucket each.
+            let oldest = buckets.sorted { $0.value.refilledAt < $1.value.refilledAt }.prefix(max(1, maxDevices / 16))
+            for (deviceID, _) in oldest { buckets[deviceID] = nil }
         }
     }
 }
