@@ -97,7 +97,7 @@ final class ClientAPITests: XCTestCase {
 
     func testTheChatListComesInPagesOfTwoHundred() async throws {
         // One device sends hundreds of requests back to back, far past the per-device rate.
-        try await withServer(["--config", try PushTests.configFile(#"{"deviceRatePerSecond": 1000000, "deviceBurst": 1000000}"#)]) { server in
+        try await withServer(["--config", try ServerProcess.configFile(ServerProcess.unlimitedDeviceRate)]) { server in
             let alice = try await server.account("alice")
             try await withClient { client in
                 let asAlice = DeviceAPI(client: client, peer: server.peer, token: alice.token)
@@ -241,7 +241,7 @@ final class ClientAPITests: XCTestCase {
     /// fetches to the end; an answer past the text budget is cut to the newest messages.
     func testAFiveHundredMessagePageComesInBlock2BlocksAndTheTextBudgetHolds() async throws {
         // One device sends hundreds of requests back to back, far past the per-device rate.
-        try await withServer(["--config", try PushTests.configFile(#"{"deviceRatePerSecond": 1000000, "deviceBurst": 1000000}"#)]) { server in
+        try await withServer(["--config", try ServerProcess.configFile(ServerProcess.unlimitedDeviceRate)]) { server in
             let alice = try await server.account("alice")
             let big = try await server.chat("big", members: ["alice"])
             let long = try await server.chat("long", members: ["alice"])

@@ -83,8 +83,7 @@ final class PushTests: XCTestCase {
     }
 
     func testSessionsBeyondTheBoundAreToldToComeBackLater() async throws {
-        let configFile = FileManager.default.temporaryDirectory.appendingPathComponent("courier-push-\(UUID().uuidString).json").path
-        try Data(#"{"maxPushSessions": 1}"#.utf8).write(to: URL(fileURLWithPath: configFile))
+        let configFile = try ServerProcess.configFile(["maxPushSessions": 1])
         try await withServer(["--config", configFile]) { server in
             let alice = try await server.account("alice")
             let hello = ClientFrame.hello(Hello(token: alice.token, have: [], clientName: "test"))
@@ -99,16 +98,10 @@ final class PushTests: XCTestCase {
         }
     }
 
-    static func configFile(_ json: String) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("courier-push-\(UUID().uuidString).json").path
-        try Data(json.utf8).write(to: URL(fileURLWithPath: path))
-        return path
-    }
-
     func testReadersThatNeverReadAreDisconnectedAndServerMemoryStaysBounded() async throws {
         // No acknowledgement window to stop the pushes: only each session's bounded queue does.
         // The test's one sender bursts far past the per-device rate a device gets.
-        let config = try Self.configFile(#"{"slowReaderSeconds": 2, "maxUnackedPerChat": 1000000, "deviceRatePerSecond": 1000000, "deviceBurst": 1000000}"#)
+        let config = try ServerProcess.configFile(ServerProcess.unlimitedDeviceRate.merging(["slowReaderSeconds": 2, "maxUnackedPerChat": 1_000_000]) { $1 })
         try await withServer(["--config", config]) { server in
             let alice = try await server.account("alice")
             var readers = [try await server.account("bob").token]
@@ -181,7 +174,7 @@ final class PushTests: XCTestCase {
     }
 
     func testASilentSessionIsClosedAndItsDeviceActorPassivates() async throws {
-        let config = try Self.configFile(#"{"heartbeatSeconds": 3, "entityIdleSeconds": 1}"#)
+        let config = try ServerProcess.configFile(["heartbeatSeconds": 3, "entityIdleSeconds": 1])
         try await withServer(["--config", config]) { server in
             let alice = try await server.account("alice")
             // Hello, then silence (no heartbeat) past three intervals.

@@ -87,7 +87,7 @@ final class CrashReliabilityTests: ReliabilityTestCase {
         fault = "SIGSTOP for \(frozen) s (devices: 20 s exchange timeout, 3 × 2 s heartbeat), then SIGCONT"
         try await withServer { server in
             await server.kill9()
-            try await server.start(["--config", try server.configFile(["heartbeatSeconds": 2])])
+            try await server.start(["--config", try ServerProcess.configFile(["heartbeatSeconds": 2])])
             let arguments = fleet(seconds: frozen + 15)
             async let running = Simulator.run(server, arguments, timeout: Double(frozen + 400))
             try await Task.sleep(for: .seconds(5))

@@ -20,7 +20,7 @@ final class OverloadReliabilityTests: ReliabilityTestCase {
         fault = "\(offered) msgs/s from \(Self.flooders) devices beside a judged fleet; server admits 48 requests per socket, 2,000 pending"
         try await withServer { server in
             await server.kill9()
-            try await server.start(["--config", try server.configFile(settings)])
+            try await server.start(["--config", try ServerProcess.configFile(settings)])
             let (status, plan) = try await server.provision([
                 "prefix": "flood", "users": Self.flooders, "devices_per_user": 1, "chats": Self.flooders / 2, "members_per_chat": 2,
             ])

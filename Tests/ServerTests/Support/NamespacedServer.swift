@@ -58,18 +58,10 @@ final class NamespacedServer: @unchecked Sendable {
 
     /// Runs `courier-sim run` in the device namespace against this server and reads its report.
     func simulate(_ arguments: [String], timeout: Double = 300) async throws -> SimulatorRun {
-        let json = "\(files.dataDirectory)/report-\(UUID().uuidString).json"
-        let (ip, full) = pair.exec(in: pair.deviceNamespace, [
-            Simulator.binary, "run", "--server", "\(address):\(files.coapPort)", "--push-port", "\(files.pushPort)",
-            "--admin", "http://\(address):\(files.httpPort)", "--admin-token-file", "\(files.dataDirectory)/admin.token",
-            "--json", json, "--quiet",
-        ] + arguments)
-        let output = try await ExternalProgram.run(ip, full, timeout: timeout)
-        let document = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json)))) as? [String: Any]
-        guard let report = document?["report"] as? [String: Any] else {
-            throw ServerTestError("courier-sim exited \(output.status) without a report:\n\(output.text)\n\(output.stderr.suffix(2000))")
-        }
-        return SimulatorRun(status: output.status, table: output.text, report: report)
+        try await Simulator.run(
+            server: "\(address):\(files.coapPort)", pushPort: files.pushPort, admin: "http://\(address):\(files.httpPort)",
+            dataDirectory: files.dataDirectory, arguments, timeout: timeout
+        ) { pair.exec(in: pair.deviceNamespace, $0) }
     }
 
     /// kill -9 of the server (only this process); a no-op once stopped.

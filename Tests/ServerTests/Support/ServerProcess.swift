@@ -104,12 +104,16 @@ final class ServerProcess: @unchecked Sendable {
         return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
     }
 
-    /// Writes a JSON configuration file into the data directory; pass `["--config", path]`.
-    func configFile(_ settings: [String: Any]) throws -> String {
-        let path = "\(dataDirectory)/config-\(UUID().uuidString).json"
+    /// Writes a JSON configuration file (settings by name) to the temporary directory; pass
+    /// `["--config", path]` to `start` or `withServer`.
+    static func configFile(_ settings: [String: Any]) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("courier-config-\(UUID().uuidString).json").path
         try JSONSerialization.data(withJSONObject: settings).write(to: URL(fileURLWithPath: path))
         return path
     }
+
+    /// Settings for a test whose one device sends far past the per-device rate (4.29 otherwise).
+    static var unlimitedDeviceRate: [String: Any] { ["deviceRatePerSecond": 1_000_000, "deviceBurst": 1_000_000] }
 
     /// The server's resident memory in KiB (from /proc), nil when it is not running.
     func residentKiB() -> Int? {

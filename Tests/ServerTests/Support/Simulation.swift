@@ -32,12 +32,24 @@ enum Simulator {
     /// Runs `courier-sim run` against `server` (or its gateway at `gateway`, e.g. a fault proxy)
     /// and reads the JSON report it writes.
     static func run(_ server: ServerProcess, _ arguments: [String], gateway: String? = nil, timeout: Double = 240) async throws -> SimulatorRun {
-        let json = "\(server.dataDirectory)/report-\(UUID().uuidString).json"
-        let output = try await ExternalProgram.run(binary, [
-            "run", "--server", gateway ?? "127.0.0.1:\(server.coapPort)", "--push-port", "\(server.pushPort)",
-            "--admin", "http://127.0.0.1:\(server.httpPort)", "--admin-token-file", "\(server.dataDirectory)/admin.token",
-            "--json", json, "--quiet",
-        ] + arguments, timeout: timeout)
+        try await run(
+            server: gateway ?? "127.0.0.1:\(server.coapPort)", pushPort: server.pushPort, admin: "http://127.0.0.1:\(server.httpPort)",
+            dataDirectory: server.dataDirectory, arguments, timeout: timeout
+        )
+    }
+
+    /// Runs `courier-sim run` against the server at those addresses, through `launch` (which
+    /// may wrap the command, e.g. in `ip netns exec`), and reads the JSON report it writes.
+    static func run(
+        server: String, pushPort: Int, admin: String, dataDirectory: String, _ arguments: [String], timeout: Double,
+        launch: ([String]) -> (String, [String]) = { ($0[0], Array($0.dropFirst())) }
+    ) async throws -> SimulatorRun {
+        let json = "\(dataDirectory)/report-\(UUID().uuidString).json"
+        let (executable, full) = launch([
+            binary, "run", "--server", server, "--push-port", "\(pushPort)",
+            "--admin", admin, "--admin-token-file", "\(dataDirectory)/admin.token", "--json", json, "--quiet",
+        ] + arguments)
+        let output = try await ExternalProgram.run(executable, full, timeout: timeout)
         let document = (try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json)))) as? [String: Any]
         guard let report = document?["report"] as? [String: Any] else {
             throw ServerTestError("courier-sim exited \(output.status) without a report:\n\(output.text)\n\(output.stderr.suffix(2000))")
