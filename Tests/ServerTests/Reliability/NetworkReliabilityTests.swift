@@ -56,7 +56,11 @@ final class NetworkReliabilityTests: ReliabilityTestCase {
                 // The faults were really there, in both directions.
                 for direction in ["upstream", "downstream"] {
                     let received = stats.count(direction, "received")
-                    XCTAssertEqual(Double(stats.count(direction, "dropped")) / Double(max(received, 1)), 0.3, accuracy: 0.05, "\(direction): \(stats.object)")
+                    // Within four standard deviations of 30% for this many datagrams (a short run
+                    // sees only a few hundred each way, so a fixed ±5% fails about one run in ten).
+                    let tolerance = 4 * (0.3 * 0.7 / Double(max(received, 1))).squareRoot()
+                    XCTAssertGreaterThan(received, 100, "\(direction): \(stats.object)")
+                    XCTAssertEqual(Double(stats.count(direction, "dropped")) / Double(max(received, 1)), 0.3, accuracy: tolerance, "\(direction): \(stats.object)")
                     XCTAssertGreaterThan(stats.count(direction, "duplicated"), 10, "\(direction): \(stats.object)")
                     XCTAssertGreaterThan(stats.count(direction, "reordered"), 0, "\(direction): \(stats.object)")
                 }
