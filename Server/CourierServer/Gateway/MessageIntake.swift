@@ -117,6 +117,7 @@ public struct MessageIntake: Sendable {
             return Self.error(.serviceUnavailable, .overloaded, "too many messages waiting to be stored", retryAfter: limits.retryAfterSeconds)
         case .accepted(let earlier):
             guard earlier.matches(chatID: message.chatID, text: message.text) else { return Self.conflict(message) }
+            metrics.countReplay(answeredFrom: "in_flight")
             return Self.created(message.clientMessageID, earlier.serverMessageID, earlier.chatID, sequence: earlier.sequence, earlier.acceptedAtMilliseconds)
         case .claimed:
             break
@@ -129,6 +130,7 @@ public struct MessageIntake: Sendable {
                let stored = try await storage.message(deviceID: identity.deviceID, clientMessageID: message.clientMessageID) {
                 accepted.finish(key, inLog: false)
                 guard stored.chatID == message.chatID, stored.text == message.text else { return Self.conflict(message) }
+                metrics.countReplay(answeredFrom: "storage")
                 return Self.created(message.clientMessageID, stored.serverMessageID, stored.chatID, sequence: stored.sequence, stored.acceptedAtMilliseconds)
             }
         } catch {

@@ -10,6 +10,7 @@ public final class ServerMetrics: Sendable {
     private let factory: PrometheusMetricsFactory
     private let requestCounters = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
     private let appendCounters = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
+    private let replayCounters = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
     private let lagGauges: [CoreMetrics.Gauge]
     private let liveGauges: [String: CoreMetrics.Gauge]
     public let appendLatency: CoreMetrics.Timer
@@ -52,6 +53,14 @@ public final class ServerMetrics: Sendable {
     /// One log append that ended with `result` ("ok", "overloaded", "disk_full", "failed").
     public func countAppend(result: String) {
         counter(in: appendCounters, label: "courier_log_appends_total", dimension: "result", value: result).increment()
+    }
+
+    /// A send whose client_message_id the device had used before, answered with the first
+    /// answer and not appended again; `answeredFrom` is "in_flight" (still on its way to
+    /// storage) or "storage". CoAP's own dedup replays its cached reply without counting here,
+    /// so these are the retries only the application's dedup caught.
+    public func countReplay(answeredFrom: String) {
+        counter(in: replayCounters, label: "courier_send_replays_total", dimension: "answered_from", value: answeredFrom).increment()
     }
 
     public func recordLag(partition: Int, records: UInt64) {

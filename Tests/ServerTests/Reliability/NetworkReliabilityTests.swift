@@ -38,9 +38,19 @@ final class NetworkReliabilityTests: ReliabilityTestCase {
         value.map { "\(Int($0.rounded())) ms" } ?? "-"
     }
 
-    /// The app's dedup at work: answers the gateway gave with 2.01 beyond the messages it
-    /// appended to the log (CoAP's own dedup replays a cached reply without counting either).
-    private static func applicationDuplicates(_ server: ServerProcess) async throws -> Int {
+    /// The app's dedup at work: sends the server answered from an earlier acceptance, in flight
+    /// or stored, without appending them again (CoAP's own dedup replays its cached reply
+    /// without reaching the application, so it counts in neither).
+    private static func applicationReplays(_ server: ServerProcess) async throws -> Int {
+        var replays = 0.0
+        for source in ["in_flight", "storage"] {
+            replays += try await server.metric("courier_send_replays_total{answered_from=\"\(source)\"}") ?? 0
+        }
+        return Int(replays)
+    }
+
+    /// The same, derived from what the gateway created (2.01) beyond what it appended.
+    private static func createdBeyondAppended(_ server: ServerProcess) async throws -> Int {
         let created = try await server.metric("courier_coap_requests_total{code=\"2.01\"}") ?? 0
         let appended = try await server.metric("courier_log_appends_total{result=\"ok\"}") ?? 0
         return Int(created - appended)
@@ -156,8 +166,10 @@ final class NetworkReliabilityTests: ReliabilityTestCase {
             XCTAssertEqual(settled.map(\.clientMessageID), [message.clientMessageID], "stored once")
             XCTAssertEqual(history.count, 1)
             XCTAssertEqual(stored, 1)
-            let caughtByApplication = try await Self.applicationDuplicates(server)
+            let caughtByApplication = try await Self.applicationReplays(server)
             XCTAssertEqual(caughtByApplication, 2, "the new Message ID and the new port reach the application, which answers from its dedup")
+            let createdBeyondAppended = try await Self.createdBeyondAppended(server)
+            XCTAssertEqual(createdBeyondAppended, 2, "two answers 2.01 with nothing appended")
             figure = "4 answers, 1 server message id, 1 stored; CoAP's dedup caught 1 retry, the application's 2"
         }
     }
@@ -188,7 +200,7 @@ final class NetworkReliabilityTests: ReliabilityTestCase {
                     "--drain-timeout", "120", "--settle-timeout", "120",
                 ], gateway: proxy.gateway, timeout: 900)
                 let stats = try await proxy.stop()
-                let caughtByApplication = try await Self.applicationDuplicates(server)
+                let caughtByApplication = try await Self.applicationReplays(server)
                 figure = "seed \(seed): \(run.verdictSummary); retransmissions \(run.count("retransmissions")); send->ack p99 \(Self.milliseconds(run.latency("send_to_ack", "p99"))); partitioned \(stats.count("total", "partitioned")), late duplicates sent \(stats.count("upstream", "late_sent")) up; application-level duplicates \(caughtByApplication)"
                 Self.assertNothingLostRepeatedOrReordered(run, atLeast: users * 2 * 10, "seed \(seed)")
                 XCTAssertGreaterThan(stats.count("total", "partitioned"), 100, "the partition dropped datagrams: \(stats.object)")
