@@ -14,6 +14,7 @@ final class OpsTests: XCTestCase {
             let alice = try await server.account("alice")
             let chat = try await server.chat("general", members: ["alice"])
             let peer = server.peer
+            let sending = ContinuousClock.now
             try await withClient { client in
                 for number in 0..<20 {
                     let response = try await client.send(SendMessage(clientMessageID: "m\(number)", chatID: chat, text: "hi \(number)", clientSentAtMs: 0), token: alice.token, to: peer)
@@ -21,6 +22,14 @@ final class OpsTests: XCTestCase {
                 }
             }
             _ = try await server.waitForHistory("general", count: 20)
+            // One sender's messages go to one partition, one by one: the consumer commits its
+            // offset at most every 250 ms, not once per message.
+            let commits = try await server.waitForMetric("courier_consumer_offset_commits_total", timeout: 5) { $0 >= 1 } ?? -1
+            let spent = ContinuousClock.now - sending
+            let elapsed = Double(spent.components.seconds) + Double(spent.components.attoseconds) / 1e18
+            XCTAssertGreaterThanOrEqual(commits, 1, "the consumer committed")
+            XCTAssertLessThanOrEqual(commits, (elapsed / 0.25).rounded(.up) + 1, "commits are spaced (\(elapsed) s)")
+            XCTAssertLessThan(commits, 20, "not one commit per message")
 
             let health = try await server.http("/health")
             XCTAssertEqual(health.status, 200)
@@ -61,7 +70,16 @@ final class OpsTests: XCTestCase {
             XCTAssertEqual(status, 0, "a graceful stop exits 0: \(server.serverLog().suffix(2000))")
             XCTAssertTrue(server.serverLog().contains("CoAP gateway stopped"))
 
+            let logBeforeRestart = server.serverLog()
             try await server.start()
+            // The stop committed what the consumers had stored, however recent their last commit.
+            let resumed = server.serverLog().dropFirst(logBeforeRestart.count).components(separatedBy: "\n").filter { $0.contains("consumer resumes") }
+            XCTAssertFalse(resumed.isEmpty, "the consumers said where they resume")
+            for line in resumed {
+                let offset = line.components(separatedBy: "offset=").last?.split(separator: " ").first
+                let end = line.components(separatedBy: "logEnd=").last?.split(separator: " ").first
+                XCTAssertEqual(offset, end, "resumed at its log's end: \(line)")
+            }
             let expected = acknowledged.all
             XCTAssertGreaterThan(expected.count, 0)
             let history = try await server.waitForHistory("general", count: 20 + expected.count)

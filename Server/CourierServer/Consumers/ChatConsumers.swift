@@ -30,6 +30,10 @@ public final class ChatConsumers: Sendable {
         /// Messages one partition may hold parked behind failing chats; at the bound the
         /// partition stops reading until the retrier stores some (the log keeps the rest).
         public var maxParkedMessages = 10_000
+        /// The shortest time between two offset commits of a partition. Each commit costs two
+        /// syncs; one that comes late only makes a crash replay more records, which the chats'
+        /// dedup keys turn into no-ops. The end of consuming always commits.
+        public var offsetCommitInterval: Duration = .milliseconds(250)
         public init() {}
     }
 
@@ -124,13 +128,17 @@ public final class ChatConsumers: Sendable {
     private func read(partition: Int, from start: UInt64, parked: ParkedChats) async {
         var offset = start
         var committed = start
-        func commitProgress() async -> Bool {
+        var lastCommit = ContinuousClock.now
+        func commitProgress(evenIfRecent: Bool = false) async -> Bool {
             let next = parked.committable
-            guard next > committed else { return true }
+            // Processed means stored durably, which is what catching up waits for.
+            positions.withLockedValue { $0[partition] = next }
+            guard next > committed, evenIfRecent || ContinuousClock.now - lastCommit >= configuration.offsetCommitInterval else { return true }
             faults?.beforeCommit()
             guard await retrying("commit offset \(next) of partition \(partition)", { try await self.log.commit(group: Self.group, partition: partition, offset: next) }) != nil else { return false }
             committed = next
-            positions.withLockedValue { $0[partition] = next }
+            lastCommit = ContinuousClock.now
+            metrics.countOffsetCommit()
             metrics.recordLag(partition: partition, records: await log.durableNextOffset(partition: partition) - next)
             return true
         }
@@ -160,7 +168,7 @@ public final class ChatConsumers: Sendable {
             offset = last.offset + 1
             guard await commitProgress() else { return }
         }
-        _ = await commitProgress()
+        _ = await commitProgress(evenIfRecent: true)
     }
 
     /// Makes stored messages durable, then tells the gateway and the members, then marks their

@@ -18,6 +18,7 @@ public final class ServerMetrics: Sendable {
     private let openPushSessions = NIOLockedValueBox(0)
     private let pushCounter: CoreMetrics.Counter
     private let resendCounter: CoreMetrics.Counter
+    private let offsetCommitCounter: CoreMetrics.Counter
     private let closeCounters = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
     private let provisionCounters = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
     private let dedupEntries: CoreMetrics.Gauge
@@ -40,6 +41,7 @@ public final class ServerMetrics: Sendable {
         dedupEntries = CoreMetrics.Gauge(label: "courier_coap_dedup_entries", factory: factory)
         pushCounter = CoreMetrics.Counter(label: "courier_push_messages_total", factory: factory)
         resendCounter = CoreMetrics.Counter(label: "courier_push_resends_total", factory: factory)
+        offsetCommitCounter = CoreMetrics.Counter(label: "courier_consumer_offset_commits_total", factory: factory)
         liveGauges = Dictionary(uniqueKeysWithValues: ["user", "device", "chat"].map {
             ($0, CoreMetrics.Gauge(label: "courier_live_actors", dimensions: [("type", $0)], factory: factory))
         })
@@ -61,6 +63,11 @@ public final class ServerMetrics: Sendable {
     /// so these are the retries only the application's dedup caught.
     public func countReplay(answeredFrom: String) {
         counter(in: replayCounters, label: "courier_send_replays_total", dimension: "answered_from", value: answeredFrom).increment()
+    }
+
+    /// One consumer offset committed (durably, two syncs).
+    public func countOffsetCommit() {
+        offsetCommitCounter.increment()
     }
 
     public func recordLag(partition: Int, records: UInt64) {

@@ -49,19 +49,19 @@ final class CrashReliabilityTests: ReliabilityTestCase {
     func testAConsumerKilledBetweenStoringAndCommittingDeliversExactlyOnce() async throws {
         let crashes = level.pick(short: 2, full: 5, soak: 10)
         fault = "SIGKILL after storing and pushing, before the offset commit × \(crashes)"
-        let fault = ["--test-crash-before-commit", "100"]
+        let fault = ["--test-crash-before-commit", "20"]
         try await withServer(fault) { server in
             let arguments = fleet(seconds: crashes * 4 + 6)
             async let running = Simulator.run(server, arguments, timeout: Double(crashes * 8 + 400))
             for crash in 1...crashes {
-                // Each start with the fault dies at its 100th commit; the last restart runs on.
+                // Each start with the fault dies at its 20th commit (commits come at most every 250 ms per partition); the last restart runs on.
                 let died = try await server.waitForExit(timeout: 60)
                 XCTAssertTrue(died, "crash \(crash): the fault did not fire")
                 if !died { await server.kill9() }
                 do {
                     try await server.start(crash < crashes ? fault : [])
                 } catch where crash < crashes && server.serverLog().components(separatedBy: "killed before offset commit").count > crash + 1 {
-                    // It reached its 100th commit before it answered the first health check.
+                    // It reached its 20th commit before it answered the first health check.
                 }
             }
             let run = try await running
