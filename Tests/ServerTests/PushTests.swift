@@ -8,9 +8,10 @@ import XCTest
 final class PushTests: XCTestCase {
     static let client = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers/push_client.py").path
 
-    static func run(_ server: ServerProcess, origin: String = "-", query: String = "", _ frames: [ClientFrame], thenBytes big: Int? = nil, hold: Double? = nil) async throws -> [String] {
+    static func run(_ server: ServerProcess, origin: String = "-", query: String = "", _ frames: [ClientFrame], thenBytes big: Int? = nil, hold: Double? = nil, listen: Double? = nil) async throws -> [String] {
         let python = try ExternalProgram.locate("python3", hint: "apt-get install python3")
-        let hex = frames.map { $0.serializedBytes().map { String(format: "%02x", $0) }.joined() } + (big.map { ["big:\($0)"] } ?? []) + (hold.map { ["hold:\($0)"] } ?? [])
+        let hex = frames.map { $0.serializedBytes().map { String(format: "%02x", $0) }.joined() } + (big.map { ["big:\($0)"] } ?? [])
+            + (hold.map { ["hold:\($0)"] } ?? []) + (listen.map { ["listen:\($0)"] } ?? [])
         let output = try await ExternalProgram.run(python, [Self.client, "ws://127.0.0.1:\(server.pushPort)/v1/push\(query)", origin] + hex, timeout: 60)
         XCTAssertEqual(output.status, 0, output.stderr)
         return output.text.split(separator: "\n").map(String.init)
@@ -170,6 +171,30 @@ final class PushTests: XCTestCase {
             if count == last { return count }
             last = count
             try await Task.sleep(for: .milliseconds(500))
+        }
+    }
+
+    func testAPushLeftUnacknowledgedIsSentAgainAfterTheAcknowledgementTimeout() async throws {
+        let config = try ServerProcess.configFile(["ackTimeoutSeconds": 1])
+        try await withServer(["--config", config]) { server in
+            let alice = try await server.account("alice")
+            let chat = try await server.chat("unacked", members: ["alice"])
+            try await withClient { client in
+                let response = try await client.send(SendMessage(clientMessageID: "never-acked", chatID: chat, text: "ack me", clientSentAtMs: 0), token: alice.token, to: server.peer)
+                XCTAssertEqual(response.code, .created)
+            }
+            _ = try await server.waitForHistory("unacked", count: 1)
+            // The device takes the push and never acknowledges it; the session's watchdog
+            // sends it again once the timeout has passed, and again after that.
+            let lines = try await Self.run(server, [.hello(Hello(token: alice.token, have: [], clientName: "forgetful"))], listen: 4.5)
+            let pushes = lines.compactMap(Self.serverFrame).compactMap { frame -> ChatMessage? in
+                guard case .push(.message(let message)) = frame, message.clientMessageID == "never-acked" else { return nil }
+                return message
+            }
+            XCTAssertGreaterThanOrEqual(pushes.count, 2, "pushed, then pushed again: \(lines)")
+            XCTAssertLessThanOrEqual(pushes.count, 6, "not faster than the timeout: \(lines)")
+            let resends = try await server.metric("courier_push_resends_total") ?? 0
+            XCTAssertGreaterThanOrEqual(resends, 1)
         }
     }
 

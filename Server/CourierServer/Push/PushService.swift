@@ -49,6 +49,7 @@ public final class PushService: Service, Sendable {
     let logger: Logger
     private let boundPort = NIOLockedValueBox<Int?>(nil)
     private let openSessions = NIOLockedValueBox(0)
+    let watchdog = SessionWatchdog()
 
     init(
         configuration: Configuration, authenticator: TokenAuthenticator, devices: ShardRegion<DeviceEntity>, users: ShardRegion<UserEntity>,
@@ -76,6 +77,8 @@ public final class PushService: Service, Sendable {
             }
         boundPort.withLockedValue { $0 = server.channel.localAddress?.port }
         logger.info("push WebSocket listening", metadata: ["address": "\(server.channel.localAddress.map { "\($0)" } ?? "?")"])
+        // Ends (cancelled) once the accept loop and every session have.
+        async let sweeping: Void = watchdog.run()
         do {
             try await cancelWhenGracefulShutdown {
                 try await withThrowingDiscardingTaskGroup { group in

@@ -46,9 +46,12 @@ struct PushSession {
         let state = State()
         let link = SessionLink(capacityBytes: configuration.maxOutboundBytes)
         let writer = Task { await writeFrames(from: link) }
-        let watchdog = Task { await watch(link, state) }
+        let started = ContinuousClock.now
+        let watched = service.watchdog.watch { now, resendsDue in
+            self.check(link, state, startedAt: started, now: now, resendsDue: resendsDue)
+        }
         defer {
-            watchdog.cancel()
+            service.watchdog.unwatch(watched)
             link.close(code: WebSocketErrorCode.normalClosure.code, reason: "")
         }
 
@@ -215,34 +218,27 @@ struct PushSession {
         }
     }
 
-    /// Every 200 ms: the hello timeout, the heartbeat window, the slow-reader timeout, and
-    /// (about every second) the device's acknowledgement timeout.
-    private func watch(_ link: SessionLink, _ state: State) async {
-        let started = ContinuousClock.now
-        var ticks = 0
-        while !Task.isCancelled, !link.isClosed {
-            try? await Task.sleep(for: .milliseconds(200))
-            ticks += 1
-            let now = ContinuousClock.now
-            let (identity, device, lastHeard) = state.lock.withLock { (state.identity, state.device, state.lastHeard) }
-            if identity == nil && now - started > configuration.helloTimeout {
-                close(link, .policyViolation, "no Hello within the hello timeout", metric: "no_hello")
-                return
-            }
-            if identity != nil && now - lastHeard > configuration.heartbeatInterval * 3 {
-                close(link, .goingAway, "heartbeat timeout", metric: "heartbeat")
-                return
-            }
-            if let stalled = link.stalled(now: now), stalled > configuration.slowReaderTimeout {
-                logger.info("push session closed: reader too slow", metadata: ["device": "\(identity?.deviceID ?? 0)", "stalled": "\(stalled)"])
-                close(link, .policyViolation, "reader too slow: pushes not read for \(configuration.slowReaderTimeout)", metric: "slow_reader")
-                // The writer is stuck behind a full socket: it cannot send the close frame, so
-                // the connection goes now; the device catches up by replay when it reconnects.
-                _ = try? await channel.close()
-                return
-            }
-            if ticks % 5 == 0, let device { await device.resendUnacknowledged() }
+    /// The watchdog's look at this session (every 200 ms): the hello timeout, the heartbeat
+    /// window, the slow-reader timeout, and when due the device's acknowledgement timeout.
+    private func check(_ link: SessionLink, _ state: State, startedAt started: ContinuousClock.Instant, now: ContinuousClock.Instant, resendsDue: Bool) -> SessionWatchdog.Verdict {
+        guard !link.isClosed else { return .ended }
+        let (identity, device, lastHeard) = state.lock.withLock { (state.identity, state.device, state.lastHeard) }
+        if identity == nil && now - started > configuration.helloTimeout {
+            close(link, .policyViolation, "no Hello within the hello timeout", metric: "no_hello")
+            return .ended
         }
+        if identity != nil && now - lastHeard > configuration.heartbeatInterval * 3 {
+            close(link, .goingAway, "heartbeat timeout", metric: "heartbeat")
+            return .ended
+        }
+        if let stalled = link.stalled(now: now), stalled > configuration.slowReaderTimeout {
+            logger.info("push session closed: reader too slow", metadata: ["device": "\(identity?.deviceID ?? 0)", "stalled": "\(stalled)"])
+            close(link, .policyViolation, "reader too slow: pushes not read for \(configuration.slowReaderTimeout)", metric: "slow_reader")
+            // The device catches up by replay when it reconnects.
+            return .endedClosingChannel(channel)
+        }
+        if resendsDue, let device { return .checkResends(device) }
+        return .fine
     }
 
     private func close(_ link: SessionLink, _ code: WebSocketErrorCode, _ reason: String, metric: String) {

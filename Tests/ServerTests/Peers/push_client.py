@@ -2,8 +2,8 @@
 
 Usage: push_client.py URI ORIGIN|- FRAME...
 Sends each frame in turn (hex-encoded bytes, `big:N` for N bytes, or `hold:S` to wait S
-seconds instead) and reads one answer after each,
-then pings. Prints one line per event: `frame HEX`, `pong`, `closed CODE REASON`, or
+seconds instead, or `listen:S` to print every frame that comes in S seconds) and reads one
+answer after each, then pings. Prints one line per event: `frame HEX`, `pong`, `closed CODE REASON`, or
 `refused STATUS` when the upgrade is refused.
 """
 import asyncio
@@ -21,6 +21,15 @@ async def main():
                 for frame in frames:
                     if frame.startswith("hold:"):
                         await asyncio.sleep(float(frame[5:]))
+                        continue
+                    if frame.startswith("listen:"):
+                        until = asyncio.get_running_loop().time() + float(frame[7:])
+                        while (left := until - asyncio.get_running_loop().time()) > 0:
+                            try:
+                                answer = await asyncio.wait_for(ws.recv(), timeout=left)
+                            except TimeoutError:
+                                break
+                            print("frame", answer.hex() if isinstance(answer, bytes) else answer.encode().hex(), flush=True)
                         continue
                     data = bytes(7 for _ in range(int(frame[4:]))) if frame.startswith("big:") else bytes.fromhex(frame)
                     await ws.send(data)
