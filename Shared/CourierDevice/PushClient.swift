@@ -204,7 +204,10 @@ public final class PushClient: Sendable {
             let limit = (state.heartbeatInterval ?? configuration.connectTimeout) * 3
             let silent = ContinuousClock.now - state.lastReceived
             if silent >= limit { return .ended(reason: "server silent for \(silent)", wasWelcomed: state.welcomed) }
-            try await Task.sleep(for: min(limit - silent, .seconds(1)))
+            // Until the Welcome names the interval, look every second (the limit may shrink);
+            // after it, a wake-up per interval, not per second: a fleet of thousands of
+            // sessions in one simulator would otherwise spend its CPU on timers.
+            try await Task.sleep(for: min(limit - silent, state.heartbeatInterval ?? .seconds(1)))
         }
         return nil
     }
