@@ -78,7 +78,8 @@ public final class PushService: Service, Sendable {
         boundPort.withLockedValue { $0 = server.channel.localAddress?.port }
         logger.info("push WebSocket listening", metadata: ["address": "\(server.channel.localAddress.map { "\($0)" } ?? "?")"])
         // Ends (cancelled) once the accept loop and every session have.
-        async let sweeping: Void = watchdog.run()
+        let sweeping = Task { [watchdog] in await watchdog.run() }
+        defer { sweeping.cancel() }
         do {
             try await cancelWhenGracefulShutdown {
                 try await withThrowingDiscardingTaskGroup { group in
