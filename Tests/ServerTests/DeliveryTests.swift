@@ -182,6 +182,17 @@ final class DeliveryTests: XCTestCase {
         XCTAssertEqual(rewound, 1)
         try await reader.waitFor(count: 24)
         XCTAssertEqual(Array(reader.sequences.suffix(10)), Array(5...14), "what waited past the timeout comes again, in order")
+
+        // The watchdog's hint: set while pushes are out, cleared once a check finds none.
+        XCTAssertTrue(device.mayAwaitAcknowledgement)
+        await device.resendUnacknowledged()
+        XCTAssertTrue(device.mayAwaitAcknowledgement, "a check that found pushes out keeps it")
+        _ = try await device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 24)])
+        try await reader.waitFor(count: 25)
+        _ = try await device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 25)])
+        XCTAssertTrue(device.mayAwaitAcknowledgement, "acknowledging alone does not clear it")
+        await device.resendUnacknowledged()
+        XCTAssertFalse(device.mayAwaitAcknowledgement, "nothing out: the watchdog may skip this device")
         link.close(code: 1000, reason: "")
     }
 

@@ -2,6 +2,7 @@ import CourierProtocol
 import CourierStorage
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 
 /// One device and its push session. While a session is attached, the device receives every
 /// message of its user's chats, per chat in sequence order with no gap: what follows its
@@ -53,6 +54,10 @@ public actor DeviceEntity: ShardedEntity {
     private var unseenChats: [UInt64: UInt64] = [:]
     private var attaching = false
     private var pumping = false
+    /// Set by every push, cleared by a resend check that found nothing awaiting an
+    /// acknowledgement: the session watchdog reads it without entering the actor, and skips
+    /// the resend check of a device that has nothing out.
+    private let pushesOut = NIOLockedValueBox(false)
     private let clock = ContinuousClock()
 
     private init(id: UInt64, userID: UInt64, context: Context) {
@@ -121,6 +126,7 @@ public actor DeviceEntity: ShardedEntity {
                 state.sent = message.sequence
                 if state.waitingSince == nil { state.waitingSince = clock.now }
                 context.metrics?.countPushes(1)
+                pushesOut.withLockedValue { $0 = true }
             }
         }
         chats[chatID] = state
@@ -158,7 +164,9 @@ public actor DeviceEntity: ShardedEntity {
         guard session != nil, !attaching else { return 0 }
         let now = clock.now
         var rewound = 0
+        var awaiting = false
         for (chatID, state) in chats {
+            awaiting = awaiting || state.unacked > 0
             guard let since = state.waitingSince, now - since >= context.ackTimeout, state.unacked > 0 else { continue }
             chats[chatID]?.sent = state.acked
             chats[chatID]?.waitingSince = nil
@@ -168,8 +176,13 @@ public actor DeviceEntity: ShardedEntity {
             context.metrics?.countResends(rewound)
             startPump()
         }
+        if !awaiting { pushesOut.withLockedValue { $0 = false } }
         return rewound
     }
+
+    /// False only when a resend check found nothing awaiting an acknowledgement and nothing
+    /// was pushed since: `resendUnacknowledged` would do nothing.
+    nonisolated var mayAwaitAcknowledgement: Bool { pushesOut.withLockedValue { $0 } }
 
     /// A receipt for a message this device's user sent; dropped when no session is attached
     /// (receipts are not replayed; see DeliveryReceipt).
@@ -227,6 +240,7 @@ public actor DeviceEntity: ShardedEntity {
                 }
                 chats[chatID] = current
                 context.metrics?.countPushes(pushed)
+                if pushed > 0 { pushesOut.withLockedValue { $0 = true } }
                 if pushed == 0 && !page.isEmpty { await link.waitForRoom() }
             } catch {
                 // Storage trouble: the session stays, the pump retries with backoff.

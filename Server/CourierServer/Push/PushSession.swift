@@ -237,7 +237,7 @@ struct PushSession {
             // The device catches up by replay when it reconnects.
             return .endedClosingChannel(channel)
         }
-        if resendsDue, let device { return .checkResends(device) }
+        if resendsDue, let device, device.mayAwaitAcknowledgement { return .checkResends(device) }
         return .fine
     }
 
