@@ -20,8 +20,8 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
     private let partitions: [Partition]
     private let lock = NSLock()
     private var groups: [String: ConsumerOffsets] = [:]
-    /// Reads (pread) and offset commits (write, fsync, rename, fsync) block; they run here, not
-    /// on Swift's cooperative threads, which must stay free for the gateway and the actors.
+    /// Offset commits (write, fsync, rename, fsync) block; they run here, not on Swift's
+    /// cooperative threads, which must stay free for the gateway and the actors.
     private let blockingIO = DispatchQueue(label: "courier-log-io", attributes: .concurrent)
 
     public var partitionCount: Int { partitions.count }
@@ -58,10 +58,10 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
     }
 
     public func read(partition: Int, from offset: UInt64, maxBytes: Int) async throws(LogReadError) -> [LogRecord] {
-        let partition = partitions[partition]
-        return try await offCooperativePool { () throws(LogReadError) -> [LogRecord] in
-            try partition.read(from: offset, maxBytes: maxBytes).map { LogRecord(offset: $0.offset, payload: $0.payload) }
-        }
+        // On the caller's thread: a consumer reads what was just written, which the page cache
+        // holds, so the pread does not wait on the disk; a hop to another thread and back
+        // would cost two context switches per batch for nothing.
+        try partitions[partition].read(from: offset, maxBytes: maxBytes).map { LogRecord(offset: $0.offset, payload: $0.payload) }
     }
 
     public func durableNextOffset(partition: Int) async -> UInt64 {

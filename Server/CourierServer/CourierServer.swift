@@ -14,7 +14,8 @@ public final class CourierServer: Sendable {
     public let log: EmbeddedLog
     public let metrics: ServerMetrics
     public let chats: ShardRegion<ChatEntity>
-    public let users: ShardRegion<UserEntity>
+    /// Devices with a push session now, by user: where stored messages are handed.
+    let live = LiveDevices()
     public let devices: ShardRegion<DeviceEntity>
     public let accepted: AcceptedMessages
     public let consumers: ChatConsumers
@@ -63,14 +64,11 @@ public final class CourierServer: Sendable {
         deviceContext.metrics = metrics
         deviceContext.logger = logger
         devices = ShardRegion(kind: "device", context: deviceContext, configuration: regionConfiguration)
-        users = ShardRegion(kind: "user", context: UserEntity.Context(storage: storage, devices: devices), configuration: regionConfiguration)
-        var chatContext = ChatEntity.Context(storage: storage)
-        chatContext.faults = faults
-        chats = ShardRegion(kind: "chat", context: chatContext, configuration: regionConfiguration)
+        chats = ShardRegion(kind: "chat", context: ChatEntity.Context(storage: storage), configuration: regionConfiguration)
 
         accepted = AcceptedMessages(capacity: configuration.maxPendingMessages)
         let dedupFilter = DedupFilter()
-        consumers = ChatConsumers(log: log, storage: storage, chats: chats, users: users, accepted: accepted, dedupFilter: dedupFilter, metrics: metrics, logger: logger, faults: faults)
+        consumers = ChatConsumers(log: log, storage: storage, live: live, accepted: accepted, dedupFilter: dedupFilter, metrics: metrics, logger: logger, faults: faults)
         var limits = MessageIntake.Limits()
         limits.maxTextBytes = configuration.maxTextBytes
         limits.deviceRatePerSecond = Double(configuration.deviceRatePerSecond)
@@ -86,7 +84,7 @@ public final class CourierServer: Sendable {
         pushConfiguration.maxOutboundBytes = configuration.maxOutboundBytes
         pushConfiguration.slowReaderTimeout = .seconds(configuration.slowReaderSeconds)
         push = PushService(
-            configuration: pushConfiguration, authenticator: authenticator, devices: devices, users: users, storage: storage,
+            configuration: pushConfiguration, authenticator: authenticator, devices: devices, live: live, storage: storage,
             receipts: DeliveryReceipts(chats: chats, devices: devices, logger: logger), metrics: metrics, logger: logger
         )
         let intake = MessageIntake(
@@ -113,7 +111,12 @@ public final class CourierServer: Sendable {
             }
         )
         let gateway = self.gateway
-        metrics.onScrape { [metrics] in metrics.recordDedupEntries(await gateway.dedupEntries()) }
+        metrics.onScrape { [metrics, live] in
+            metrics.recordDedupEntries(await gateway.dedupEntries())
+            metrics.recordLiveDevices(live.count)
+            let writes = consumers.writer.statistics
+            metrics.recordStoreWrites(transactions: writes.transactions, batches: writes.batches)
+        }
         let admin = AdminAPI(token: adminToken, storage: storage, chats: chats, metrics: metrics, logger: logger)
         ops = OpsHTTPService(host: configuration.httpHost, port: configuration.httpPort, metrics: metrics, admin: admin, logger: logger) {
             consumers.caughtUp && gateway.port != nil
@@ -144,7 +147,7 @@ public final class CourierServer: Sendable {
         // readers that were then disconnected) the resident size would stay at the peak.
         // Measured with PushTests' slow-reader test: about 50 MB retained per round without this.
         courier_release_free_memory()
-        for (kind, count) in [("chat", await chats.passivateIdleAndCount()), ("user", await users.passivateIdleAndCount()), ("device", await devices.passivateIdleAndCount())] {
+        for (kind, count) in [("chat", await chats.passivateIdleAndCount()), ("device", await devices.passivateIdleAndCount())] {
             metrics.recordLiveActors(type: kind, count: count)
         }
         if retentionCheck {

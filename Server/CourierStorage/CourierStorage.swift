@@ -59,6 +59,13 @@ public protocol CourierStorage: Sendable {
     /// takes its own sequence number and no deduplication key. When that earlier message was
     /// not stored by this call (a replay), the copy is not stored either (`.duplicate`).
     func storeMessages(_ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64, copies: Set<UInt64>) async throws(StorageError) -> [StoreOutcome]
+    /// Stores the messages of many chats in one transaction that is durable when this returns
+    /// (one sync for the whole batch): each chat's part is checked against its members and its
+    /// deduplication keys and numbered after its stored last sequence, as `storeMessages` does,
+    /// inside the transaction, so the writer of the transaction is the single writer of every
+    /// chat in it. A chat whose part fails is rolled back alone (`.failed`); a failed commit
+    /// throws and stores nothing. Results come in the order of `writes`.
+    func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult]
     /// The highest server message id stored (0 when none).
     func maxServerMessageID() async throws(StorageError) -> UInt64
     /// Every deduplication key stored, for the gateway's filter at startup.
@@ -72,9 +79,6 @@ public protocol CourierStorage: Sendable {
     /// Messages matching every word (whole words, not substrings), best first. With `userID`,
     /// only chats that user is a member of.
     func search(words: String, userID: UInt64?, chatID: UInt64?, limit: Int) async throws(StorageError) -> [SearchHit]
-    /// Makes everything stored so far survive a power cut. Consumers call it before committing
-    /// their log offset, so a committed offset never points past history that could be lost.
-    func makeDurable() async throws(StorageError)
 
     // MARK: Delivery
     func deliveryCursor(deviceID: UInt64, chatID: UInt64) async throws(StorageError) -> UInt64

@@ -83,6 +83,32 @@ public enum StoreOutcome: Sendable, Equatable {
     case conflict(StoredMessage)
 }
 
+/// One chat's part of a batch write (`CourierStorage.storeBatch`): messages in the order they
+/// are to be numbered, and the server message ids among them that are second copies (test
+/// faults only; see `storeMessages`).
+public struct ChatWrite: Sendable {
+    public var chatID: UInt64
+    public var messages: [StoredMessage]
+    public var copies: Set<UInt64>
+
+    public init(chatID: UInt64, messages: [StoredMessage], copies: Set<UInt64> = []) {
+        self.chatID = chatID
+        self.messages = messages
+        self.copies = copies
+    }
+}
+
+/// What a batch write did with one chat's messages.
+public enum ChatWriteResult: Sendable, Equatable {
+    /// Each message's outcome, in order (nil: its sender is not a member, so it was not
+    /// stored), and the chat's members as the write saw them.
+    case written([StoreOutcome?], members: Set<UInt64>)
+    /// No such chat: nothing stored.
+    case chatNotFound
+    /// This chat's part failed and was rolled back; the other chats' parts stand.
+    case failed(StorageError)
+}
+
 /// One search result.
 public struct SearchHit: Sendable, Equatable {
     public var message: StoredMessage

@@ -16,8 +16,9 @@ public final class SQLiteStorage: CourierStorage {
         // Another process (an admin command, a second server) may hold the write lock briefly.
         configuration.busyMode = .timeout(10)
         configuration.prepareDatabase { db in
-            // NORMAL: a commit does not wait for fsync. The log is the source of truth and
-            // consumers call `makeDurable` before committing an offset, so nothing is lost.
+            // NORMAL: a commit does not wait for fsync. The log is the source of truth, and the
+            // consumers' store transactions commit FULL (syncing every commit before them)
+            // before any offset is committed, so nothing is lost.
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
             try db.execute(sql: "PRAGMA foreign_keys = ON")
         }
@@ -275,58 +276,105 @@ public final class SQLiteStorage: CourierStorage {
     public func storeMessages(_ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64, copies: Set<UInt64>) async throws(StorageError) -> [StoreOutcome] {
         let storedAt = Date().milliseconds
         return try await write { db in
-            guard let last = try Int64.fetchOne(db.cachedStatement(sql: "SELECT last_sequence FROM chats WHERE id = ?"), arguments: [Int64(clamping: chatID)]) else {
-                throw StorageError.notFound("chat \(chatID)")
+            guard let last = try Self.lastSequence(db, chatID: chatID) else { throw StorageError.notFound("chat \(chatID)") }
+            guard last == afterSequence else {
+                throw StorageError.sequenceConflict(chatID: chatID, expected: afterSequence, found: last)
             }
-            guard UInt64(last) == afterSequence else {
-                throw StorageError.sequenceConflict(chatID: chatID, expected: afterSequence, found: UInt64(last))
-            }
-            var sequence = afterSequence
-            var outcomes: [StoreOutcome] = []
-            outcomes.reserveCapacity(messages.count)
-            let insertMessage = try db.cachedStatement(sql: """
-                INSERT INTO messages (server_message_id, chat_id, sequence, sender_user_id, sender_device_id,
-                    client_message_id, text, client_sent_at_ms, accepted_at_ms, stored_at_ms)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """)
-            let insertSearch = try db.cachedStatement(sql: "INSERT INTO message_search (rowid, text) VALUES (?, ?)")
-            let insertKey = try db.cachedStatement(sql: "INSERT INTO dedup_keys (device_id, client_message_id, server_message_id) VALUES (?, ?, ?)")
-            // Server message ids stored by this call, for telling a copy from a replay's copy.
-            var storedNow: Set<UInt64> = []
-            for var message in messages {
-                let isCopy = copies.contains(message.serverMessageID)
-                // A duplicate within this batch is found here too: its key went in above.
-                let existing = try Self.message(db, deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID)
-                if isCopy, existing.map({ !storedNow.contains($0.serverMessageID) }) ?? true {
-                    outcomes.append(.duplicate(existing ?? message))
-                    continue
-                }
-                if let existing, !isCopy {
-                    let same = existing.chatID == chatID && existing.text == message.text
-                    outcomes.append(same ? .duplicate(existing) : .conflict(existing))
-                    continue
-                }
-                sequence += 1
-                message.chatID = chatID
-                message.sequence = sequence
-                try insertMessage.execute(arguments: [
-                    Int64(message.serverMessageID), Int64(chatID), Int64(sequence), Int64(message.senderUserID),
-                    Int64(message.senderDeviceID), message.clientMessageID, message.text, message.clientSentAtMilliseconds,
-                    message.acceptedAtMilliseconds, storedAt,
-                ])
-                try insertSearch.execute(arguments: [Int64(message.serverMessageID), message.text])
-                if !isCopy {
-                    try insertKey.execute(arguments: [Int64(message.senderDeviceID), message.clientMessageID, Int64(message.serverMessageID)])
-                    if !copies.isEmpty { storedNow.insert(message.serverMessageID) }
-                }
-                outcomes.append(.stored(message))
-            }
-            if sequence != afterSequence {
-                try db.cachedStatement(sql: "UPDATE chats SET last_sequence = ? WHERE id = ? AND last_sequence = ?")
-                    .execute(arguments: [Int64(sequence), Int64(chatID), last])
-            }
-            return outcomes
+            return try Self.insertMessages(db, messages, chatID: chatID, afterSequence: last, copies: copies, storedAt: storedAt)
         }
+    }
+
+    public func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult] {
+        let storedAt = Date().milliseconds
+        do {
+            return try await pool.writeWithoutTransaction { db in
+                // A FULL commit syncs the write-ahead log: this transaction, and every NORMAL
+                // one before it, survive a power cut once it returns. One sync per batch.
+                try db.execute(sql: "PRAGMA synchronous = FULL")
+                defer { try? db.execute(sql: "PRAGMA synchronous = NORMAL") }
+                var results: [ChatWriteResult] = []
+                results.reserveCapacity(writes.count)
+                try db.inTransaction {
+                    for write in writes { results.append(Self.writeChat(db, write, storedAt: storedAt)) }
+                    return .commit
+                }
+                return results
+            }
+        } catch {
+            throw Self.storageError(error)
+        }
+    }
+
+    /// One chat's part of a batch, inside a savepoint so that its failure leaves the others.
+    private static func writeChat(_ db: Database, _ write: ChatWrite, storedAt: Int64) -> ChatWriteResult {
+        var result = ChatWriteResult.chatNotFound
+        do {
+            try db.inSavepoint {
+                guard let last = try lastSequence(db, chatID: write.chatID) else { return .commit }
+                let members = Set(try Int64.fetchAll(db.cachedStatement(sql: "SELECT user_id FROM members WHERE chat_id = ?"), arguments: [Int64(clamping: write.chatID)]).map { UInt64($0) })
+                let allowed = write.messages.filter { members.contains($0.senderUserID) }
+                var stored = try insertMessages(db, allowed, chatID: write.chatID, afterSequence: last, copies: write.copies, storedAt: storedAt).makeIterator()
+                result = .written(write.messages.map { members.contains($0.senderUserID) ? stored.next() : nil }, members: members)
+                return .commit
+            }
+        } catch {
+            result = .failed(storageError(error))
+        }
+        return result
+    }
+
+    private static func lastSequence(_ db: Database, chatID: UInt64) throws -> UInt64? {
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT last_sequence FROM chats WHERE id = ?"), arguments: [Int64(clamping: chatID)]).map { UInt64($0) }
+    }
+
+    /// Numbers and inserts messages of one chat after `afterSequence` (its stored last sequence),
+    /// with their search entries and deduplication keys (see `storeMessages`).
+    private static func insertMessages(_ db: Database, _ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64, copies: Set<UInt64>, storedAt: Int64) throws -> [StoreOutcome] {
+        var sequence = afterSequence
+        var outcomes: [StoreOutcome] = []
+        outcomes.reserveCapacity(messages.count)
+        let insertMessage = try db.cachedStatement(sql: """
+            INSERT INTO messages (server_message_id, chat_id, sequence, sender_user_id, sender_device_id,
+                client_message_id, text, client_sent_at_ms, accepted_at_ms, stored_at_ms)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        let insertSearch = try db.cachedStatement(sql: "INSERT INTO message_search (rowid, text) VALUES (?, ?)")
+        let insertKey = try db.cachedStatement(sql: "INSERT INTO dedup_keys (device_id, client_message_id, server_message_id) VALUES (?, ?, ?)")
+        // Server message ids stored by this call, for telling a copy from a replay's copy.
+        var storedNow: Set<UInt64> = []
+        for var message in messages {
+            let isCopy = copies.contains(message.serverMessageID)
+            // A duplicate within this batch is found here too: its key went in above.
+            let existing = try Self.message(db, deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID)
+            if isCopy, existing.map({ !storedNow.contains($0.serverMessageID) }) ?? true {
+                outcomes.append(.duplicate(existing ?? message))
+                continue
+            }
+            if let existing, !isCopy {
+                let same = existing.chatID == chatID && existing.text == message.text
+                outcomes.append(same ? .duplicate(existing) : .conflict(existing))
+                continue
+            }
+            sequence += 1
+            message.chatID = chatID
+            message.sequence = sequence
+            try insertMessage.execute(arguments: [
+                Int64(message.serverMessageID), Int64(chatID), Int64(sequence), Int64(message.senderUserID),
+                Int64(message.senderDeviceID), message.clientMessageID, message.text, message.clientSentAtMilliseconds,
+                message.acceptedAtMilliseconds, storedAt,
+            ])
+            try insertSearch.execute(arguments: [Int64(message.serverMessageID), message.text])
+            if !isCopy {
+                try insertKey.execute(arguments: [Int64(message.senderDeviceID), message.clientMessageID, Int64(message.serverMessageID)])
+                if !copies.isEmpty { storedNow.insert(message.serverMessageID) }
+            }
+            outcomes.append(.stored(message))
+        }
+        if sequence != afterSequence {
+            try db.cachedStatement(sql: "UPDATE chats SET last_sequence = ? WHERE id = ? AND last_sequence = ?")
+                .execute(arguments: [Int64(sequence), Int64(chatID), Int64(afterSequence)])
+        }
+        return outcomes
     }
 
     public func maxServerMessageID() async throws(StorageError) -> UInt64 {
@@ -404,19 +452,6 @@ public final class SQLiteStorage: CourierStorage {
         guard !terms.isEmpty else { throw .invalid("search needs at least one word") }
         guard terms.count <= 32, words.utf8.count <= 1024 else { throw .invalid("search is limited to 32 words and 1024 bytes") }
         return terms.joined(separator: " ")
-    }
-
-    public func makeDurable() async throws(StorageError) {
-        do {
-            try await pool.writeWithoutTransaction { db in
-                // A FULL commit syncs the write-ahead log, and with it every NORMAL commit before.
-                try db.execute(sql: "PRAGMA synchronous = FULL")
-                defer { try? db.execute(sql: "PRAGMA synchronous = NORMAL") }
-                try db.execute(sql: "UPDATE durability_marks SET at_ms = ? WHERE id = 1", arguments: [Date().milliseconds])
-            }
-        } catch {
-            throw Self.storageError(error)
-        }
     }
 
     // MARK: - Delivery

@@ -317,8 +317,6 @@ final class ClientAPITests: XCTestCase {
         XCTAssertEqual(live, true, "the actor is live")
         let after = try await region.withEntity(chat.id) { try await $0.permits(carol.id) }
         XCTAssertTrue(after)
-        let members = try await region.withEntity(chat.id) { await $0.currentMembers() }
-        XCTAssertEqual(members, [alice.id, carol.id], "the fan-out reaches the new member")
     }
 
     /// In process: the storage additions behind the API.

@@ -151,7 +151,7 @@ final class ShardRegionTests: XCTestCase {
     }
 }
 
-final class ChatEntityTests: XCTestCase {
+final class ChatStoreWriterTests: XCTestCase {
     func testConcurrentStoresGetConsecutiveSequencesAndReplaysAreNoOps() async throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-chat-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -165,29 +165,80 @@ final class ChatEntityTests: XCTestCase {
             devices.append(try await storage.createDevice(userID: user.id, name: "d"))
         }
         let outsider = try await storage.createUser(name: "outsider")
-        let region = ShardRegion<ChatEntity>(kind: "chat", context: .init(storage: storage))
+        let writer = ChatStoreWriter(storage: storage)
         let ids = MessageIDGenerator(nodeID: 0)
         let messages = devices.flatMap { device in
-            (0..<20).map { AcceptedMessage(serverMessageID: ids.next(), chatID: chat.id, senderUserID: device.userID, senderDeviceID: device.id, clientMessageID: "\(device.id)-\($0)", text: "t\($0)", clientSentAtMs: 0, acceptedAtMs: 0) }
+            (0..<20).map { StoredMessage(serverMessageID: ids.next(), chatID: chat.id, sequence: 0, senderUserID: device.userID, senderDeviceID: device.id, clientMessageID: "\(device.id)-\($0)", text: "t\($0)", clientSentAtMilliseconds: 0, acceptedAtMilliseconds: 0) }
         }
-        func storeAll(_ messages: [AcceptedMessage]) async throws -> [ChatEntity.Outcome] {
-            try await withThrowingTaskGroup(of: ChatEntity.Outcome.self) { group in
-                for message in messages { group.addTask { try await region.withEntity(chat.id) { try await $0.store(message) } } }
-                return try await group.reduce(into: []) { $0.append($1) }
+        // 200 callers at once, as partitions hand in batches: they share transactions.
+        func storeAll(_ messages: [StoredMessage]) async throws -> [StoreOutcome?] {
+            try await withThrowingTaskGroup(of: [StoreOutcome?].self) { group in
+                for message in messages {
+                    group.addTask {
+                        guard case .written(let outcomes, _) = try await writer.store([ChatWrite(chatID: chat.id, messages: [message])])[0] else { return [] }
+                        return outcomes
+                    }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
             }
         }
         let first = try await storeAll(messages)
-        let sequences = first.compactMap { if case .stored(let m) = $0 { m.sequence } else { nil } }
+        let sequences = first.compactMap { if case .stored(let m)? = $0 { m.sequence } else { nil } }
         XCTAssertEqual(sequences.sorted(), (1...200).map { UInt64($0) })
+        XCTAssertLessThan(writer.statistics.transactions, 200, "concurrent batches share transactions")
 
         let replay = try await storeAll(messages)
-        XCTAssertTrue(replay.allSatisfy { if case .duplicate = $0 { true } else { false } }, "a replay stores nothing")
+        XCTAssertEqual(replay.count, 200)
+        XCTAssertTrue(replay.allSatisfy { if case .duplicate? = $0 { true } else { false } }, "a replay stores nothing")
         let stored = try await storage.history(chatID: chat.id, afterSequence: 0, limit: 1000)
         XCTAssertEqual(stored.count, 200)
 
-        let intruder = AcceptedMessage(serverMessageID: ids.next(), chatID: chat.id, senderUserID: outsider.id, senderDeviceID: 999, clientMessageID: "x", text: "x", clientSentAtMs: 0, acceptedAtMs: 0)
-        let refused = try await region.withEntity(chat.id) { try await $0.store(intruder) }
-        XCTAssertEqual(refused, .notMember)
+        let intruder = StoredMessage(serverMessageID: ids.next(), chatID: chat.id, sequence: 0, senderUserID: outsider.id, senderDeviceID: 999, clientMessageID: "x", text: "x", clientSentAtMilliseconds: 0, acceptedAtMilliseconds: 0)
+        guard case .written(let refused, let members) = try await writer.store([ChatWrite(chatID: chat.id, messages: [intruder])])[0] else { return XCTFail("written") }
+        XCTAssertEqual(refused, [nil], "a non-member's message is not stored")
+        XCTAssertEqual(members, Set(devices.map(\.userID)), "the write reports the members the fan-out reaches")
+        try await storage.addMember(chatID: chat.id, userID: outsider.id)
+        guard case .written(let accepted, let newMembers) = try await writer.store([ChatWrite(chatID: chat.id, messages: [intruder])])[0] else { return XCTFail("written") }
+        XCTAssertEqual(accepted.first??.storedSequence, 201, "once a member, at once: membership is read inside the transaction")
+        XCTAssertTrue(newMembers.contains(outsider.id))
+    }
+
+    func testAChatThatFailsIsRolledBackAloneAndAMissingChatIsSaid() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-chat-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let storage = try SQLiteStorage(path: "\(directory)/db.sqlite3")
+        let user = try await storage.createUser(name: "u")
+        let device = try await storage.createDevice(userID: user.id, name: "d")
+        let good = try await storage.createChat(name: "good", memberIDs: [user.id])
+        let bad = try await storage.createChat(name: "bad", memberIDs: [user.id])
+        func message(_ id: UInt64, _ clientID: String) -> StoredMessage {
+            StoredMessage(serverMessageID: id, chatID: 0, sequence: 0, senderUserID: user.id, senderDeviceID: device.id, clientMessageID: clientID, text: "t", clientSentAtMilliseconds: 0, acceptedAtMilliseconds: 0)
+        }
+        // The bad chat's second message reuses the first's server message id: the insert fails
+        // on the primary key after its first message went in, and the savepoint takes both back.
+        let results = try await storage.storeBatch([
+            ChatWrite(chatID: good.id, messages: [message(1, "a")]),
+            ChatWrite(chatID: bad.id, messages: [message(2, "b"), message(2, "c")]),
+            ChatWrite(chatID: 999_999, messages: [message(3, "d")]),
+        ])
+        guard case .written(let outcomes, _) = results[0] else { return XCTFail("\(results[0])") }
+        XCTAssertEqual(outcomes.first??.storedSequence, 1)
+        guard case .failed = results[1] else { return XCTFail("\(results[1])") }
+        XCTAssertEqual(results[2], .chatNotFound)
+        let badHistory = try await storage.history(chatID: bad.id, afterSequence: 0, limit: 10)
+        XCTAssertEqual(badHistory, [], "the failing chat's part is rolled back whole")
+        let badChat = try await storage.chat(id: bad.id)
+        XCTAssertEqual(badChat.lastSequence, 0)
+        let goodHistory = try await storage.history(chatID: good.id, afterSequence: 0, limit: 10)
+        XCTAssertEqual(goodHistory.map(\.clientMessageID), ["a"], "the other chat's part stands")
+    }
+}
+
+extension StoreOutcome {
+    /// The sequence a message was stored under now; nil for a duplicate or a conflict.
+    var storedSequence: UInt64? {
+        if case .stored(let message) = self { message.sequence } else { nil }
     }
 }
 

@@ -69,11 +69,14 @@ final class DeliveryTests: XCTestCase {
             let pushed = self.pushed
             let receipts = self.receipts
             task = Task {
-                while case .frame(let bytes) = await link.next() {
-                    switch try? ServerFrame(serializedBytes: bytes) {
-                    case .push(.message(let message))?: pushed.withLockedValue { $0.append(message) }
-                    case .push(.delivered(let receipt))?: receipts.withLockedValue { $0.append(receipt) }
-                    default: break
+                reading: while true {
+                    for item in await link.next() {
+                        guard case .frame(let bytes) = item else { break reading }
+                        switch try? ServerFrame(serializedBytes: bytes) {
+                        case .push(.message(let message))?: pushed.withLockedValue { $0.append(message) }
+                        case .push(.delivered(let receipt))?: receipts.withLockedValue { $0.append(receipt) }
+                        default: break
+                        }
                     }
                 }
             }

@@ -212,8 +212,8 @@ final class PushTests: XCTestCase {
             XCTAssertEqual(heartbeatCloses, 1)
             let afterwards = try await server.waitForMetric(#"courier_live_actors{type="device"}"#, timeout: 15) { $0 == 0 }
             XCTAssertEqual(afterwards, 0, "with no session to keep it, the Device actor passivates")
-            let users = try await server.metric(#"courier_live_actors{type="user"}"#)
-            XCTAssertEqual(users, 0, "and so does the idle User actor")
+            let live = try await server.metric("courier_live_devices")
+            XCTAssertEqual(live, 0, "and the device is no longer among the live devices the fan-out reaches")
         }
     }
 }

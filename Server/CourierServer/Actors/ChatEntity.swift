@@ -2,61 +2,37 @@ import CourierProtocol
 import CourierStorage
 import Foundation
 
-/// The single writer of one chat: it checks membership, deduplicates by (sender device, client
-/// message id), numbers each message with the next sequence and stores it, in that order, one
-/// message at a time. A replayed record finds its dedup key and changes nothing.
+/// One chat's live state beside its history: who may send (checked by the gateway before a
+/// message enters the log) and which delivery receipts are due. Numbering and storing are the
+/// consumers' store transaction's (see `ChatConsumers`), which re-checks membership inside it.
 public actor ChatEntity: ShardedEntity {
     public struct Context: Sendable {
         public var storage: any CourierStorage
         /// How often a chat may reload its members when a non-member sends (admins add
         /// members from another process, so a miss may be news).
         public var membershipRefreshInterval: Duration = .seconds(1)
-        /// Test faults only: nil in every real server.
-        public var faults: FaultInjector?
-    }
-
-    public enum Outcome: Sendable, Equatable {
-        /// Stored now, with this sequence number.
-        case stored(StoredMessage)
-        /// Already stored (a retry or a replay): nothing changed.
-        case duplicate(StoredMessage)
-        /// The device used this client message id for a different message: not stored.
-        case conflict(StoredMessage)
-        /// The sender is not a member: not stored.
-        case notMember
     }
 
     public let id: UInt64
     private let context: Context
     private var members: Set<UInt64>
-    private var lastSequence: UInt64
     private var membersLoadedAt: ContinuousClock.Instant
     private let clock = ContinuousClock()
-    // Stores run one at a time, first come first served (see `exclusively`).
-    private var storing = false
-    private var waitingToStore: [CheckedContinuation<Void, Never>] = []
 
-    private init(id: UInt64, context: Context, members: Set<UInt64>, lastSequence: UInt64) {
+    private init(id: UInt64, context: Context, members: Set<UInt64>) {
         self.id = id
         self.context = context
         self.members = members
-        self.lastSequence = lastSequence
         self.membersLoadedAt = ContinuousClock.now
     }
 
     public static func activate(id: UInt64, context: Context) async throws -> ChatEntity {
-        let chat = try await context.storage.chat(id: id)
+        // Throws notFound for a chat that does not exist.
+        _ = try await context.storage.chat(id: id)
         let members = try await context.storage.members(ofChat: id)
-        let entity = ChatEntity(id: id, context: context, members: members, lastSequence: chat.lastSequence)
+        let entity = ChatEntity(id: id, context: context, members: members)
         await entity.loadReceiptCursors(try await context.storage.memberDeviceCursors(chatID: id, now: Date()))
         return entity
-    }
-
-    /// The members, reloaded when older than five refresh intervals: an admin adds members
-    /// from another process, and a new member's devices must get the chat's next messages.
-    public func currentMembers() async -> Set<UInt64> {
-        if clock.now - membersLoadedAt >= context.membershipRefreshInterval * 5 { try? await reloadMembers() }
-        return members
     }
 
     /// Whether `userID` may send here; reloads the members (at most once per refresh interval)
@@ -88,51 +64,6 @@ public actor ChatEntity: ShardedEntity {
         }
         members = try await context.storage.members(ofChat: id).union(addedDuringReload)
         membersLoadedAt = clock.now
-    }
-
-    /// Numbers and stores messages the gateway accepted, in the given order, in one storage
-    /// transaction; returns an outcome for each, in order. `copies` names the server message
-    /// ids of second copies (test faults only; see `CourierStorage.storeMessages`).
-    public func store(_ messages: [AcceptedMessage], copies: Set<UInt64> = []) async throws -> [Outcome] {
-        try await exclusively {
-            var allowed: [UInt64: Bool] = [:]
-            for sender in Set(messages.map(\.senderUserID)) { allowed[sender] = try await permits(sender) }
-            let storable = messages.filter { allowed[$0.senderUserID]! }.map { message in
-                StoredMessage(
-                    serverMessageID: message.serverMessageID, chatID: id, sequence: 0,
-                    senderUserID: message.senderUserID, senderDeviceID: message.senderDeviceID,
-                    clientMessageID: message.clientMessageID, text: message.text,
-                    clientSentAtMilliseconds: message.clientSentAtMs, acceptedAtMilliseconds: message.acceptedAtMs
-                )
-            }
-            var stored: [StoreOutcome] = []
-            if !storable.isEmpty {
-                if context.faults?.chatStoreFails(id) == true { throw StorageError.unavailable("TEST FAULT: stores into chat \(id) fail") }
-                do {
-                    stored = try await context.storage.storeMessages(storable, chatID: id, afterSequence: lastSequence, copies: copies)
-                } catch StorageError.sequenceConflict(let chat, let expected, let found) {
-                    // Someone else wrote this chat: take storage's word, and let the caller retry.
-                    lastSequence = found
-                    throw StorageError.sequenceConflict(chatID: chat, expected: expected, found: found)
-                }
-            }
-            var next = stored.makeIterator()
-            return messages.map { message -> Outcome in
-                guard allowed[message.senderUserID]! else { return .notMember }
-                switch next.next()! {
-                case .stored(let message):
-                    lastSequence = max(lastSequence, message.sequence)
-                    return .stored(message)
-                case .duplicate(let existing): return .duplicate(existing)
-                case .conflict(let existing): return .conflict(existing)
-                }
-            }
-        }
-    }
-
-    /// Numbers and stores one message (see the batch form).
-    public func store(_ message: AcceptedMessage) async throws -> Outcome {
-        try await store([message])[0]
     }
 
     // MARK: Delivery receipts
@@ -206,21 +137,5 @@ public actor ChatEntity: ShardedEntity {
     /// 0 when no other member has a device.
     private static func deliveredThrough(_ sender: UInt64, _ lowest: [UInt64: UInt64]) -> UInt64 {
         lowest.filter { $0.key != sender }.values.min() ?? 0
-    }
-
-    private func exclusively<T: Sendable>(_ body: () async throws -> T) async throws -> T {
-        if storing {
-            await withCheckedContinuation { waitingToStore.append($0) }
-        } else {
-            storing = true
-        }
-        defer {
-            if waitingToStore.isEmpty {
-                storing = false
-            } else {
-                waitingToStore.removeFirst().resume()
-            }
-        }
-        return try await body()
     }
 }

@@ -109,9 +109,14 @@ public actor DeviceEntity: ShardedEntity {
         unseenChats = [:]
     }
 
-    /// Newly stored messages of one chat, in sequence order (from the consumers, through the
-    /// User actor). Pushed at once when they are next in line; otherwise left to the pump.
+    /// Newly stored messages of one chat, in sequence order (see the encoded form).
     public func notify(_ messages: [StoredMessage]) {
+        notify(messages.map(EncodedPush.init))
+    }
+
+    /// Newly stored messages of one chat, in sequence order, from the consumers. Pushed at once
+    /// when they are next in line; otherwise left to the pump.
+    public func notify(_ messages: [EncodedPush]) {
         guard let link = session, let chatID = messages.first?.chatID else { return }
         let newest = messages.map(\.sequence).max() ?? 0
         guard !attaching, var state = chats[chatID] else {
@@ -122,7 +127,7 @@ public actor DeviceEntity: ShardedEntity {
         state.known = max(state.known, newest)
         if !pumping {
             for message in messages where message.sequence == state.sent + 1 {
-                guard state.unacked < context.maxUnackedPerChat, link.offer(.push(.message(ChatMessage(message)))) else { break }
+                guard state.unacked < context.maxUnackedPerChat, link.offer(encoded: message.frame) else { break }
                 state.sent = message.sequence
                 if state.waitingSince == nil { state.waitingSince = clock.now }
                 context.metrics?.countPushes(1)
@@ -192,9 +197,16 @@ public actor DeviceEntity: ShardedEntity {
     }
 
     private func startPump() {
-        guard !pumping, !attaching, session != nil else { return }
+        guard !pumping, !attaching, session != nil, hasPushesDue else { return }
         pumping = true
         Task { await self.pump() }
+    }
+
+    /// Whether the pump has anything to do: a chat heard of but not set up, or one behind what
+    /// it holds with room in its window. Most acknowledgements leave nothing behind, and a
+    /// pump started for nothing would only make the next live push take the storage path.
+    private var hasPushesDue: Bool {
+        !unseenChats.isEmpty || chats.values.contains { $0.sent < $0.known && $0.unacked < context.maxUnackedPerChat }
     }
 
     /// Pushes from storage whatever is behind, chat by chat, within each chat's window and as
@@ -249,6 +261,20 @@ public actor DeviceEntity: ShardedEntity {
                 try? await Task.sleep(for: .milliseconds(min(100 << min(failures, 5), 2_000)))
             }
         }
+    }
+}
+
+/// A stored message as its push frame, encoded once for every device it goes to.
+public struct EncodedPush: Sendable {
+    public var chatID: UInt64
+    public var sequence: UInt64
+    /// The encoded `ServerFrame` carrying the message.
+    public var frame: [UInt8]
+
+    public init(_ message: StoredMessage) {
+        chatID = message.chatID
+        sequence = message.sequence
+        frame = ServerFrame.push(.message(ChatMessage(message))).serializedBytes()
     }
 }
 

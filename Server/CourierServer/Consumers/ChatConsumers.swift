@@ -10,20 +10,24 @@ import NIOConcurrencyHelpers
 /// record below it is stored and the storage is durable. A crash replays from the committed
 /// offset; the chats' dedup keys make the replay a no-op.
 ///
-/// Within a batch, chats are processed concurrently and each chat's records in log order, so
-/// one sender's messages keep their order. A chat whose store fails (storage busy, full, or
-/// failing for that chat alone) is parked: its messages, and every later one of that chat, wait
-/// in `ParkedChats` while the other chats keep flowing, and a retrier stores them with backoff,
-/// each time through a Chat actor freshly loaded from storage. The offset never moves past a
-/// parked message, so a crash replays it.
+/// A batch is stored whole, every chat in it, in one transaction that the partitions share
+/// (`ChatStoreWriter`: one sync for all of them); each chat's records keep their log order, so
+/// one sender's messages keep their order. The transaction is the single writer of each chat
+/// in it: membership, deduplication and the next sequence are read and written inside it. A
+/// chat whose store fails (storage busy, full, or failing for that chat alone) is parked: its
+/// messages, and every later one of that chat, wait in `ParkedChats` while the other chats keep
+/// flowing, and a retrier stores them with backoff. The offset never moves past a parked
+/// message, so a crash replays it.
+///
+/// Stored messages go to the live devices of the chat's members (`LiveDevices`), each message
+/// encoded once for all of them; a member with no session costs nothing until it reconnects
+/// and replays from its cursor.
 public final class ChatConsumers: Sendable {
     public static let group = "chats"
 
     public struct Configuration: Sendable {
         /// Bytes read from a partition per batch.
         public var batchBytes = 256 * 1024
-        /// Messages of one chat stored in one transaction.
-        public var maxMessagesPerTransaction = 512
         /// How long an idle consumer sleeps before checking for shutdown.
         public var idleWait: Duration = .milliseconds(200)
         public var maxRetryDelay: Duration = .seconds(1)
@@ -39,8 +43,8 @@ public final class ChatConsumers: Sendable {
 
     let log: any MessageLog
     let storage: any CourierStorage
-    let chats: ShardRegion<ChatEntity>
-    let users: ShardRegion<UserEntity>
+    let writer: ChatStoreWriter
+    let live: LiveDevices
     let accepted: AcceptedMessages
     let dedupFilter: DedupFilter
     let metrics: ServerMetrics
@@ -52,13 +56,13 @@ public final class ChatConsumers: Sendable {
     private let positions = NIOLockedValueBox<[Int: UInt64]>([:])
     private let stopping = NIOLockedValueBox(false)
 
-    public init(log: any MessageLog, storage: any CourierStorage, chats: ShardRegion<ChatEntity>, users: ShardRegion<UserEntity>, accepted: AcceptedMessages, dedupFilter: DedupFilter, metrics: ServerMetrics, configuration: Configuration = Configuration(), logger: Logger, faults: FaultInjector? = nil) {
+    init(log: any MessageLog, storage: any CourierStorage, live: LiveDevices, accepted: AcceptedMessages, dedupFilter: DedupFilter, metrics: ServerMetrics, configuration: Configuration = Configuration(), logger: Logger, faults: FaultInjector? = nil) {
         self.dedupFilter = dedupFilter
         self.faults = faults
         self.log = log
         self.storage = storage
-        self.chats = chats
-        self.users = users
+        self.writer = ChatStoreWriter(storage: storage)
+        self.live = live
         self.accepted = accepted
         self.metrics = metrics
         self.configuration = configuration
@@ -171,50 +175,38 @@ public final class ChatConsumers: Sendable {
         _ = await commitProgress(evenIfRecent: true)
     }
 
-    /// Makes stored messages durable, then tells the gateway and the members, then marks their
-    /// records processed. False if cancelled.
+    /// Tells the gateway and the members of what was stored (durably, by the writer), then
+    /// marks the records processed. False if cancelled.
     private func finish(_ settled: Settled, partition: Int, parked: ParkedChats) async -> Bool {
-        if !settled.stored.isEmpty || !settled.settlements.isEmpty {
-            // Durable before anyone hears of a sequence number: a power cut must not let a
-            // replay number these messages differently from what devices and retries were told.
-            guard await retrying("sync storage for partition \(partition)", { try await self.storage.makeDurable() }) != nil else { return false }
-        }
+        if Task.isCancelled { return false }
         for (key, settlement) in settled.settlements { accepted.settle(key, settlement) }
-        for (chatID, messages) in settled.stored { await fanOut(messages, chatID: chatID) }
+        await fanOut(settled.stored)
         parked.markProcessed(settled.processedOffsets)
         return true
     }
 
-    /// Stores parked chats when their backoff is due, each through a Chat actor loaded afresh
-    /// from storage, until they are empty again.
+    /// Stores parked chats when their backoff is due, until they are empty again.
     private func retryParked(_ parked: ParkedChats, partition: Int) async {
         while !isStopping && !Task.isCancelled {
             guard let (chatID, waiting) = parked.nextDue() else {
                 try? await Task.sleep(for: min(parked.timeUntilNextDue ?? configuration.idleWait, configuration.idleWait))
                 continue
             }
-            // Whatever state the failed actor held is suspect: the next one starts from storage.
-            await chats.evict(chatID)
             var settled = Settled()
-            var storedCount = 0
             var failure: String?
-            for part in Self.transactions(waiting.map(\.message), limit: configuration.maxMessagesPerTransaction, copies: parked.copies) {
-                let outcome = await store(part, chatID: chatID, copies: parked.copies)
-                guard case .settled(let stored) = outcome else {
-                    if case .failed(let reason) = outcome { failure = reason }
-                    break
-                }
-                settled.settlements += stored.settlements
-                settled.stored += stored.stored
-                settled.processedOffsets += waiting[storedCount..<storedCount + part.count].map(\.offset)
-                storedCount += part.count
+            switch await store([chatID: waiting], partition: partition, copies: parked.copies) {
+            case nil:
+                return
+            case let (stored, failed)?:
+                settled = stored
+                failure = failed[chatID]
             }
-            if Task.isCancelled { return }
+            let storedCount = failure == nil ? waiting.count : 0
             guard await finish(settled, partition: partition, parked: parked) else { return }
             let delay = parked.stored(storedCount, of: chatID, failed: failure != nil, maxDelay: configuration.maxRetryDelay)
             if let failure {
                 logger.warning("chat still failing; retrying with backoff", metadata: [
-                    "chat": "\(chatID)", "partition": "\(partition)", "waiting": "\(waiting.count - storedCount)", "delay": "\(delay)", "error": "\(failure)",
+                    "chat": "\(chatID)", "partition": "\(partition)", "waiting": "\(waiting.count)", "delay": "\(delay)", "error": "\(failure)",
                 ])
             } else if !parked.isParked(chatID) {
                 logger.info("chat recovered; its parked messages are stored", metadata: ["chat": "\(chatID)", "partition": "\(partition)"])
@@ -225,22 +217,17 @@ public final class ChatConsumers: Sendable {
     /// What a stored batch means for the gateway's table and for the members.
     private struct Settled: Sendable {
         var settlements: [(AcceptedMessages.Key, AcceptedMessages.Settlement)] = []
-        /// Newly stored messages per chat, in sequence order.
-        var stored: [(UInt64, [StoredMessage])] = []
+        /// Newly stored messages per chat, in sequence order, with the chat's members.
+        var stored: [(chatID: UInt64, messages: [StoredMessage], members: Set<UInt64>)] = []
         /// The log records these settle (stored, refused or skipped): the offset may pass them.
         var processedOffsets: [UInt64] = []
     }
 
-    /// Stores a batch: chats concurrently, each chat's records in log order. A chat that is
-    /// parked, or whose store fails now, has its messages parked instead. Nil if cancelled.
+    /// Stores a batch, every chat in one transaction, each chat's records in log order. A chat
+    /// that is parked, or whose store fails now, has its messages parked instead. Nil if
+    /// cancelled.
     private func process(_ records: [LogRecord], partition: Int, parked: ParkedChats) async -> Settled? {
         var byChat: [UInt64: [ParkedChats.Entry]] = [:]
-        var order: [UInt64] = []
-        func add(_ entries: ParkedChats.Entry...) {
-            let chatID = entries[0].message.chatID
-            if byChat[chatID] == nil { order.append(chatID) }
-            byChat[chatID, default: []] += entries
-        }
         var skipped = Settled()
         for record in records {
             let message: AcceptedMessage
@@ -255,7 +242,7 @@ public final class ChatConsumers: Sendable {
             }
             switch faults?.next() ?? .unaffected {
             case .unaffected:
-                add(.init(offset: record.offset, message: message))
+                byChat[message.chatID, default: []].append(.init(offset: record.offset, message: message))
             case .drop:
                 logger.warning("TEST FAULT: acknowledged message dropped, never stored nor pushed", metadata: [
                     "chat": "\(message.chatID)", "device": "\(message.senderDeviceID)", "clientMessageID": "\(message.clientMessageID)",
@@ -269,147 +256,113 @@ public final class ChatConsumers: Sendable {
                 var copy = message
                 copy.serverMessageID = copyID
                 parked.addCopy(copyID)
-                add(.init(offset: record.offset, message: message), .init(offset: record.offset, message: copy))
+                byChat[message.chatID, default: []] += [.init(offset: record.offset, message: message), .init(offset: record.offset, message: copy)]
             }
         }
         // A parked chat's new messages queue behind its parked ones, keeping the chat's order.
-        let flowing = order.filter { !parked.appendIfParked($0, byChat[$0]!) }
-        let copies = parked.copies
-        return await withTaskGroup(of: Settled?.self) { group in
-            for chatID in flowing {
-                let entries = byChat[chatID]!
-                group.addTask {
-                    var settled = Settled()
-                    var done = 0
-                    for part in Self.transactions(entries.map(\.message), limit: self.configuration.maxMessagesPerTransaction, copies: copies) {
-                        switch await self.store(part, chatID: chatID, copies: copies) {
-                        case .cancelled:
-                            return nil
-                        case .failed(let reason):
-                            self.logger.warning("chat store failed; chat parked, other chats go on", metadata: [
-                                "chat": "\(chatID)", "partition": "\(partition)", "messages": "\(entries.count - done)", "error": "\(reason)",
-                            ])
-                            parked.park(chatID, Array(entries[done...]))
-                            return settled
-                        case .settled(let stored):
-                            settled.settlements += stored.settlements
-                            settled.stored += stored.stored
-                            settled.processedOffsets += entries[done..<done + part.count].map(\.offset)
-                            done += part.count
-                        }
-                    }
-                    return settled
-                }
-            }
-            var all = skipped
-            for await part in group {
-                guard let part else { return nil }
-                all.settlements += part.settlements
-                all.stored += part.stored
-                all.processedOffsets += part.processedOffsets
-            }
-            return all
-        }
-    }
-
-    /// Splits one chat's messages into transactions of at most `limit`; a test fault's copy
-    /// stays in the same transaction as the message it copies.
-    private static func transactions(_ messages: [AcceptedMessage], limit: Int, copies: Set<UInt64>) -> [[AcceptedMessage]] {
-        var parts: [[AcceptedMessage]] = []
-        var start = 0
-        while start < messages.count {
-            var end = min(messages.count, start + limit)
-            if end < messages.count, copies.contains(messages[end].serverMessageID) { end += 1 }
-            parts.append(Array(messages[start..<end]))
-            start = end
-        }
-        return parts
-    }
-
-    private enum StoreResult: Sendable {
-        case settled(Settled)
-        /// Storage failed for a passing reason; nothing of these messages was stored.
-        case failed(String)
-        case cancelled
-    }
-
-    /// Stores messages of one chat in log order, in one transaction; one attempt.
-    private func store(_ messages: [AcceptedMessage], chatID: UInt64, copies: Set<UInt64>) async -> StoreResult {
-        enum Attempt: Sendable { case outcomes([ChatEntity.Outcome]), chatGone, rejected(String) }
-        if Task.isCancelled { return .cancelled }
-        let attempt: Attempt
-        do {
-            attempt = .outcomes(try await chats.withEntity(chatID) { try await $0.store(messages, copies: copies) })
-        } catch StorageError.notFound {
-            attempt = .chatGone
-        } catch StorageError.rejected(let reason) {
-            // The database refuses these as they are: retrying cannot help.
-            attempt = .rejected(reason)
-        } catch {
-            return Task.isCancelled ? .cancelled : .failed("\(error)")
-        }
-        var settled = Settled()
-        let outcomes: [ChatEntity.Outcome?]
-        switch attempt {
-        case .outcomes(let found):
-            outcomes = found
-        case .chatGone:
-            logger.warning("chat no longer exists; messages not stored", metadata: ["chat": "\(chatID)", "count": "\(messages.count)"])
-            outcomes = messages.map { _ in nil }
-        case .rejected(let reason):
-            logger.critical("storage refuses these messages; they are skipped", metadata: [
-                "chat": "\(chatID)", "serverMessageIDs": "\(messages.map(\.serverMessageID))", "reason": "\(reason)",
+        let flowing = byChat.filter { !parked.appendIfParked($0.key, $0.value) }
+        guard !flowing.isEmpty else { return skipped }
+        guard let (settled, failed) = await store(flowing, partition: partition, copies: parked.copies) else { return nil }
+        for (chatID, reason) in failed {
+            logger.warning("chat store failed; chat parked, other chats go on", metadata: [
+                "chat": "\(chatID)", "partition": "\(partition)", "messages": "\(flowing[chatID]!.count)", "error": "\(reason)",
             ])
-            outcomes = messages.map { _ in nil }
+            parked.park(chatID, flowing[chatID]!)
         }
-        var stored: [StoredMessage] = []
-        for (message, outcome) in zip(messages, outcomes) {
-            if copies.contains(message.serverMessageID) {
-                // A test fault's copy: pushed like any message, but its original alone is settled.
-                if case .stored(let copy)? = outcome { stored.append(copy) }
+        skipped.settlements += settled.settlements
+        skipped.stored += settled.stored
+        skipped.processedOffsets += settled.processedOffsets
+        return skipped
+    }
+
+    /// Stores the messages of these chats in one durable transaction; one attempt. Returns what
+    /// was settled, and the chats that failed for a passing reason (nothing of theirs stored,
+    /// nothing of theirs settled); nil if cancelled.
+    private func store(_ byChat: [UInt64: [ParkedChats.Entry]], partition: Int, copies: Set<UInt64>) async -> (Settled, failed: [UInt64: String])? {
+        if Task.isCancelled { return nil }
+        var failed: [UInt64: String] = [:]
+        var writes: [ChatWrite] = []
+        for (chatID, entries) in byChat {
+            if faults?.chatStoreFails(chatID) == true {
+                failed[chatID] = "TEST FAULT: stores into chat \(chatID) fail"
                 continue
             }
-            let key = AcceptedMessages.Key(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID)
-            switch outcome {
-            case .stored(let message)?:
-                // Into the filter before the gateway's table lets go of it, so a retry always finds it.
-                dedupFilter.insert(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID)
-                stored.append(message)
-                settled.settlements.append((key, .stored(serverMessageID: message.serverMessageID, sequence: message.sequence)))
-            case .duplicate(let existing)?:
-                settled.settlements.append((key, .stored(serverMessageID: existing.serverMessageID, sequence: existing.sequence)))
-            case .conflict(let existing)?:
-                logger.warning("client message id reused for a different message; not stored", metadata: [
-                    "device": "\(message.senderDeviceID)", "clientMessageID": "\(message.clientMessageID)", "stored": "\(existing.serverMessageID)",
-                ])
-                settled.settlements.append((key, .refused))
-            case .notMember?:
-                logger.warning("sender left the chat before the message was stored; not stored", metadata: ["chat": "\(chatID)", "user": "\(message.senderUserID)"])
-                settled.settlements.append((key, .refused))
-            case nil:
-                settled.settlements.append((key, .refused))
-            }
+            writes.append(ChatWrite(chatID: chatID, messages: entries.map { StoredMessage($0.message) }, copies: copies))
         }
-        if !stored.isEmpty { settled.stored.append((chatID, stored)) }
-        return .settled(settled)
+        let results: [ChatWriteResult]
+        do {
+            results = writes.isEmpty ? [] : try await writer.store(writes)
+        } catch {
+            if Task.isCancelled { return nil }
+            for write in writes { failed[write.chatID] = "\(error)" }
+            return (Settled(), failed)
+        }
+        var settled = Settled()
+        for (write, result) in zip(writes, results) {
+            let entries = byChat[write.chatID]!
+            let outcomes: [StoreOutcome?]
+            var members: Set<UInt64> = []
+            switch result {
+            case .written(let found, let chatMembers):
+                outcomes = found
+                members = chatMembers
+            case .chatNotFound:
+                logger.warning("chat no longer exists; messages not stored", metadata: ["chat": "\(write.chatID)", "count": "\(entries.count)"])
+                outcomes = entries.map { _ in nil }
+            case .failed(.rejected(let reason)):
+                // The database refuses these as they are: retrying cannot help.
+                logger.critical("storage refuses these messages; they are skipped", metadata: [
+                    "chat": "\(write.chatID)", "serverMessageIDs": "\(entries.map(\.message.serverMessageID))", "reason": "\(reason)",
+                ])
+                outcomes = entries.map { _ in nil }
+            case .failed(let error):
+                failed[write.chatID] = "\(error)"
+                continue
+            }
+            var stored: [StoredMessage] = []
+            for (entry, outcome) in zip(entries, outcomes) {
+                let message = entry.message
+                if copies.contains(message.serverMessageID) {
+                    // A test fault's copy: pushed like any message, but its original alone is settled.
+                    if case .stored(let copy)? = outcome { stored.append(copy) }
+                    continue
+                }
+                let key = AcceptedMessages.Key(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID)
+                switch outcome {
+                case .stored(let message)?:
+                    // Into the filter before the gateway's table lets go of it, so a retry always finds it.
+                    dedupFilter.insert(deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID)
+                    stored.append(message)
+                    settled.settlements.append((key, .stored(serverMessageID: message.serverMessageID, sequence: message.sequence)))
+                case .duplicate(let existing)?:
+                    settled.settlements.append((key, .stored(serverMessageID: existing.serverMessageID, sequence: existing.sequence)))
+                case .conflict(let existing)?:
+                    logger.warning("client message id reused for a different message; not stored", metadata: [
+                        "device": "\(message.senderDeviceID)", "clientMessageID": "\(message.clientMessageID)", "stored": "\(existing.serverMessageID)",
+                    ])
+                    settled.settlements.append((key, .refused))
+                case nil:
+                    if case .written = result {
+                        logger.warning("sender is not a member of the chat; not stored", metadata: ["chat": "\(write.chatID)", "user": "\(message.senderUserID)"])
+                    }
+                    settled.settlements.append((key, .refused))
+                }
+            }
+            settled.processedOffsets += entries.map(\.offset)
+            if !stored.isEmpty { settled.stored.append((write.chatID, stored, members)) }
+        }
+        return (settled, failed)
     }
 
-    /// Hands newly stored messages of one chat to every member's User actor (and on to their
-    /// devices), one call per member for the whole batch. A member that cannot be reached now
-    /// still gets the messages by sync from storage.
-    private func fanOut(_ messages: [StoredMessage], chatID: UInt64) async {
-        let members: Set<UInt64>
-        do {
-            members = try await chats.withEntity(chatID) { await $0.currentMembers() }
-        } catch {
-            return
-        }
-        for member in members {
-            do {
-                try await users.withEntity(member) { try await $0.deliver(messages) }
-            } catch {
-                logger.debug("hand-off to user failed", metadata: ["user": "\(member)", "error": "\(error)"])
-            }
+    /// Hands newly stored messages to the live devices of each chat's members, one call per
+    /// device and chat for the whole batch, each message encoded once. A device that is not
+    /// live gets them by replay when it connects.
+    private func fanOut(_ stored: [(chatID: UInt64, messages: [StoredMessage], members: Set<UInt64>)]) async {
+        for (_, messages, members) in stored {
+            let devices = live.devices(of: members)
+            guard !devices.isEmpty else { continue }
+            let pushes = messages.map(EncodedPush.init)
+            for device in devices { await device.notify(pushes) }
         }
     }
 

@@ -23,6 +23,9 @@ public final class ServerMetrics: Sendable {
     private let provisionCounters = NIOLockedValueBox<[String: CoreMetrics.Counter]>([:])
     private let dedupEntries: CoreMetrics.Gauge
     /// Gauges read from their owner when /metrics is scraped, rather than pushed on every change.
+    private let liveDevices: CoreMetrics.Gauge
+    private let storeTransactions: CoreMetrics.Gauge
+    private let storeBatches: CoreMetrics.Gauge
     private let scrapeHooks = NIOLockedValueBox<[@Sendable () async -> Void]>([])
 
     public init(partitionCount: Int) {
@@ -42,7 +45,10 @@ public final class ServerMetrics: Sendable {
         pushCounter = CoreMetrics.Counter(label: "courier_push_messages_total", factory: factory)
         resendCounter = CoreMetrics.Counter(label: "courier_push_resends_total", factory: factory)
         offsetCommitCounter = CoreMetrics.Counter(label: "courier_consumer_offset_commits_total", factory: factory)
-        liveGauges = Dictionary(uniqueKeysWithValues: ["user", "device", "chat"].map {
+        liveDevices = CoreMetrics.Gauge(label: "courier_live_devices", factory: factory)
+        storeTransactions = CoreMetrics.Gauge(label: "courier_store_transactions", factory: factory)
+        storeBatches = CoreMetrics.Gauge(label: "courier_store_batches", factory: factory)
+        liveGauges = Dictionary(uniqueKeysWithValues: ["device", "chat"].map {
             ($0, CoreMetrics.Gauge(label: "courier_live_actors", dimensions: [("type", $0)], factory: factory))
         })
     }
@@ -73,6 +79,18 @@ public final class ServerMetrics: Sendable {
     public func recordLag(partition: Int, records: UInt64) {
         guard lagGauges.indices.contains(partition) else { return }
         lagGauges[partition].record(Double(records))
+    }
+
+    /// Devices with a push session, which the fan-out reaches.
+    func recordLiveDevices(_ count: Int) {
+        liveDevices.record(Double(count))
+    }
+
+    /// Store transactions the consumers wrote, and the partition batches they carried: the
+    /// ratio is the group-commit factor across partitions.
+    func recordStoreWrites(transactions: Int, batches: Int) {
+        storeTransactions.record(Double(transactions))
+        storeBatches.record(Double(batches))
     }
 
     public func recordLiveActors(type: String, count: Int) {

@@ -42,7 +42,8 @@ public final class PushService: Service, Sendable {
     let configuration: Configuration
     let authenticator: TokenAuthenticator
     let devices: ShardRegion<DeviceEntity>
-    let users: ShardRegion<UserEntity>
+    /// Devices with a session now, by user: where the consumers hand new messages.
+    let live: LiveDevices
     let storage: any CourierStorage
     let receipts: DeliveryReceipts
     let metrics: ServerMetrics
@@ -52,13 +53,13 @@ public final class PushService: Service, Sendable {
     let watchdog = SessionWatchdog()
 
     init(
-        configuration: Configuration, authenticator: TokenAuthenticator, devices: ShardRegion<DeviceEntity>, users: ShardRegion<UserEntity>,
+        configuration: Configuration, authenticator: TokenAuthenticator, devices: ShardRegion<DeviceEntity>, live: LiveDevices,
         storage: any CourierStorage, receipts: DeliveryReceipts, metrics: ServerMetrics, logger: Logger
     ) {
         self.configuration = configuration
         self.authenticator = authenticator
         self.devices = devices
-        self.users = users
+        self.live = live
         self.storage = storage
         self.receipts = receipts
         self.metrics = metrics

@@ -73,8 +73,10 @@ struct PushSession {
                     heartbeatIntervalMs: UInt32(configuration.heartbeatInterval.components.seconds * 1000),
                     serverTimeMs: Date().milliseconds, maxFrameBytes: UInt32(configuration.maxFrameBytes)
                 )))
-                // The user learns of the device first, so no message stored from here on misses it.
-                try await service.users.withEntity(identity.userID) { await $0.deviceConnected(identity.deviceID) }
+                // Registered first, so no message stored from here on misses it: what comes
+                // while the replay is being set up waits for it inside the actor.
+                service.live.register(device)
+                defer { service.live.unregister(device) }
                 try await device.attach(link, have: hello.have)
                 state.lock.withLock { state.device = device }
                 var ended: (any Error)?
@@ -194,20 +196,33 @@ struct PushSession {
     }
 
     /// The session's only writer of pushes and answers: frames in the order the link took them,
-    /// then the close frame, then the connection closes.
+    /// everything queued at once in one write and one flush, then the close frame, then the
+    /// connection closes.
     private func writeFrames(from link: SessionLink) async {
         while true {
-            switch await link.next() {
-            case .frame(let bytes):
+            let items = await link.next()
+            var frames: [WebSocketFrame] = []
+            frames.reserveCapacity(items.count)
+            var closing: (code: UInt16, reason: String)?
+            for item in items {
+                switch item {
+                case .frame(let bytes):
+                    frames.append(WebSocketFrame(fin: true, opcode: .binary, data: ByteBuffer(bytes: bytes)))
+                case .close(let code, let reason):
+                    closing = (code, reason)
+                }
+            }
+            if !frames.isEmpty {
                 do {
-                    try await outbound.write(WebSocketFrame(fin: true, opcode: .binary, data: ByteBuffer(bytes: bytes)))
+                    try await outbound.write(contentsOf: frames)
                 } catch {
                     // The connection is gone; drain nothing more.
                     link.close(code: WebSocketErrorCode.goingAway.code, reason: "connection lost")
                     _ = try? await channel.close()
                     return
                 }
-            case .close(let code, let reason):
+            }
+            if let (code, reason) = closing {
                 var data = ByteBuffer()
                 data.writeInteger(code)
                 data.writeString(String(reason.utf8.prefix(120)) ?? "")

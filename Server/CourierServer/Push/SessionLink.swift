@@ -20,10 +20,9 @@ final class SessionLink: @unchecked Sendable {
     let capacityBytes: Int
     private let lock = NSLock()
     private var queue: [Item] = []
-    private var head = 0
     private var queuedBytes = 0
     private var closeReason: String?
-    private var writerWaiting: CheckedContinuation<Item, Never>?
+    private var writerWaiting: CheckedContinuation<[Item], Never>?
     private var roomWaiters: [CheckedContinuation<Void, Never>] = []
     private var writing = false
     private var lastProgress = ContinuousClock.now
@@ -35,8 +34,13 @@ final class SessionLink: @unchecked Sendable {
     /// Queues `frame` unless that would pass the bound or the session is closing.
     @discardableResult
     func offer(_ frame: ServerFrame) -> Bool {
-        let bytes = frame.serializedBytes()
-        enum Decision { case refused, queued, handed(CheckedContinuation<Item, Never>) }
+        offer(encoded: frame.serializedBytes())
+    }
+
+    /// Queues an encoded `ServerFrame` (one encoding of a push serves every recipient device).
+    @discardableResult
+    func offer(encoded bytes: [UInt8]) -> Bool {
+        enum Decision { case refused, queued, handed(CheckedContinuation<[Item], Never>) }
         let decision: Decision = lock.withLock {
             guard closeReason == nil, queuedBytes == 0 || queuedBytes + bytes.count <= capacityBytes else { return .refused }
             if let waiting = writerWaiting {
@@ -53,7 +57,7 @@ final class SessionLink: @unchecked Sendable {
         case .refused: return false
         case .queued: return true
         case .handed(let writer):
-            writer.resume(returning: .frame(bytes))
+            writer.resume(returning: [.frame(bytes)])
             return true
         }
     }
@@ -83,7 +87,7 @@ final class SessionLink: @unchecked Sendable {
     /// Asks the writer to send a close frame after what is queued and end the session. Only
     /// the first reason counts; later offers are refused.
     func close(code: UInt16, reason: String) {
-        let (writer, waiters): (CheckedContinuation<Item, Never>?, [CheckedContinuation<Void, Never>]) = lock.withLock {
+        let (writer, waiters): (CheckedContinuation<[Item], Never>?, [CheckedContinuation<Void, Never>]) = lock.withLock {
             guard closeReason == nil else { return (nil, []) }
             closeReason = reason
             let waiters = roomWaiters
@@ -96,48 +100,38 @@ final class SessionLink: @unchecked Sendable {
             queue.append(item)
             return (nil, waiters)
         }
-        writer?.resume(returning: .close(code: code, reason: reason))
+        writer?.resume(returning: [.close(code: code, reason: reason)])
         for waiter in waiters { waiter.resume() }
     }
 
-    /// The writer's next item; the writer stops after a `.close`.
-    func next() async -> Item {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Item, Never>) in
-            let (item, waiters): (Item?, [CheckedContinuation<Void, Never>]) = lock.withLock {
+    /// Everything queued, in order, waiting until there is something; the writer stops after
+    /// a `.close`.
+    func next() async -> [Item] {
+        await withCheckedContinuation { (continuation: CheckedContinuation<[Item], Never>) in
+            let (items, waiters): ([Item], [CheckedContinuation<Void, Never>]) = lock.withLock {
                 writing = false
                 lastProgress = ContinuousClock.now
-                if head < queue.count {
-                    let item = queue[head]
-                    head += 1
-                    if case .frame(let bytes) = item { queuedBytes -= bytes.count }
-                    if head == queue.count {
-                        queue.removeAll(keepingCapacity: true)
-                        head = 0
-                    } else if head > 64 && head * 2 > queue.count {
-                        queue.removeFirst(head)
-                        head = 0
-                    }
-                    writing = true
-                    var waiters: [CheckedContinuation<Void, Never>] = []
-                    if queuedBytes <= capacityBytes / 2 {
-                        waiters = roomWaiters
-                        roomWaiters = []
-                    }
-                    return (item, waiters)
-                }
-                writerWaiting = continuation
+                // Whoever waits for room is let in: the queue is empty now, or about to be.
                 let waiters = roomWaiters
                 roomWaiters = []
-                return (nil, waiters)
+                guard !queue.isEmpty else {
+                    writerWaiting = continuation
+                    return ([], waiters)
+                }
+                let items = queue
+                queue.removeAll(keepingCapacity: true)
+                queuedBytes = 0
+                writing = true
+                return (items, waiters)
             }
             for waiter in waiters { waiter.resume() }
-            if let item { continuation.resume(returning: item) }
+            if !items.isEmpty { continuation.resume(returning: items) }
         }
     }
 
     /// How long the writer has made no progress while it has something to write; nil when it
     /// is idle (nothing queued, no write in flight).
     func stalled(now: ContinuousClock.Instant) -> Duration? {
-        lock.withLock { (writing || head < queue.count) ? now - lastProgress : nil }
+        lock.withLock { (writing || !queue.isEmpty) ? now - lastProgress : nil }
     }
 }

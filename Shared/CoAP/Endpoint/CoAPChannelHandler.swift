@@ -15,6 +15,10 @@ final class CoAPChannelHandler: ChannelInboundHandler {
     private var responsePromises: [[UInt8]: EventLoopPromise<CoAPMessage>] = [:]
     private var context: ChannelHandlerContext?
     private var isClosed = false
+    /// While set, datagrams are written without a flush, and one flush at the end sends them
+    /// together (sendmmsg): during a burst of reads, and for a batch of responses.
+    private var flushingLater = false
+    private var unflushed = false
 
     init(
         parameters: CoAPTransmissionParameters,
@@ -52,6 +56,7 @@ final class CoAPChannelHandler: ChannelInboundHandler {
     // MARK: - Inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        flushingLater = true
         let envelope = unwrapInboundIn(data)
         var buffer = envelope.data
         let bytes = buffer.readBytes(length: buffer.readableBytes) ?? []
@@ -61,6 +66,11 @@ final class CoAPChannelHandler: ChannelInboundHandler {
         } else {
             perform(layer.datagramReceived(bytes, from: envelope.remoteAddress, now: Self.now, jitter: Self.jitter))
         }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushNow()
+        context.fireChannelReadComplete()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -85,10 +95,22 @@ final class CoAPChannelHandler: ChannelInboundHandler {
         perform(layer.cancelRequest(token: token, now: Self.now, jitter: Self.jitter))
     }
 
-    /// The application's response to a whole request delivered earlier.
-    func respond(to request: IncomingRequest, with response: CoAPMessage) {
-        let shaped = blockwise.prepareResponse(response, to: request.message, from: request.peer, now: Self.now)
-        perform(layer.respond(to: request.key, with: shaped, now: Self.now, jitter: Self.jitter))
+    /// The application's responses to whole requests delivered earlier, sent with one flush.
+    func respond(_ responses: [(IncomingRequest, CoAPMessage)]) {
+        flushingLater = true
+        let now = Self.now
+        for (request, response) in responses {
+            let shaped = blockwise.prepareResponse(response, to: request.message, from: request.peer, now: now)
+            perform(layer.respond(to: request.key, with: shaped, now: now, jitter: Self.jitter))
+        }
+        flushNow()
+    }
+
+    private func flushNow() {
+        flushingLater = false
+        guard unflushed, let context else { return }
+        unflushed = false
+        context.flush()
     }
 
     // MARK: - Carrying out actions
@@ -155,7 +177,12 @@ final class CoAPChannelHandler: ChannelInboundHandler {
         // bound; retransmission (ours or the peer's) covers the loss.
         guard let context, !isClosed, context.channel.isWritable else { return }
         let buffer = context.channel.allocator.buffer(bytes: datagram)
-        context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: peer, data: buffer)), promise: nil)
+        if flushingLater {
+            context.write(wrapOutboundOut(AddressedEnvelope(remoteAddress: peer, data: buffer)), promise: nil)
+            unflushed = true
+        } else {
+            context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: peer, data: buffer)), promise: nil)
+        }
     }
 
     private func schedule(at deadline: NIODeadline, _ body: @escaping (CoAPChannelHandler) -> Void) {

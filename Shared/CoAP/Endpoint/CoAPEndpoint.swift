@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -21,6 +22,8 @@ public final class CoAPEndpoint: Sendable {
         public var requestQueueCapacity = 1024
         /// The UDP receive buffer per read; a datagram that fills it is treated as oversized.
         public var maxDatagramSize = 8 * 1024
+        /// Datagrams a serving endpoint takes from the kernel in one system call (recvmmsg).
+        public var datagramsPerRead = 16
         /// Kernel socket buffer sizes; bursts beyond them are dropped by the kernel.
         public var socketBufferSize = 4 * 1024 * 1024
         /// Faults to inject into this endpoint's datagrams (tests and the simulator only).
@@ -38,6 +41,10 @@ public final class CoAPEndpoint: Sendable {
     /// Whole incoming requests; present only on a serving endpoint.
     private let incoming: AsyncStream<IncomingRequest>?
     private let block1Turns = TurnGate()
+    /// Answers handed over by request handlers that the event loop has not sent yet: whoever
+    /// finds it empty wakes the loop once, and the loop sends all of them with one flush.
+    /// Bounded by the requests being served (`serve`'s `maxConcurrentRequests`).
+    private let unsentResponses = Mutex<[(IncomingRequest, CoAPMessage)]>([])
 
     private init(
         channel: any Channel,
@@ -73,7 +80,10 @@ public final class CoAPEndpoint: Sendable {
         let bootstrap = DatagramBootstrap(group: loop)
             .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(configuration.socketBufferSize))
             .channelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(configuration.socketBufferSize))
-            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: configuration.maxDatagramSize))
+            // A serving endpoint reads bursts with one recvmmsg: each datagram gets a slice
+            // of maxDatagramSize. An endpoint that only sends (a device) reads one at a time.
+            .channelOption(.datagramVectorReadMessageCount, value: serving ? configuration.datagramsPerRead : 1)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: configuration.maxDatagramSize * (serving ? configuration.datagramsPerRead : 1)))
             .channelOption(.maxMessagesPerRead, value: 16)
             .channelInitializer { channel in
                 let handler = CoAPChannelHandler(
@@ -307,8 +317,18 @@ public final class CoAPEndpoint: Sendable {
 
     /// Answers a request taken from this endpoint; type, Message ID and token are filled in.
     public func respond(to request: IncomingRequest, with response: CoAPMessage) {
+        let wakeLoop = unsentResponses.withLock { unsent in
+            unsent.append((request, response))
+            return unsent.count == 1
+        }
+        guard wakeLoop else { return }
         let handler = self.handler
-        channel.eventLoop.execute { handler.value.respond(to: request, with: response) }
+        channel.eventLoop.execute {
+            handler.value.respond(self.unsentResponses.withLock { unsent in
+                defer { unsent.removeAll(keepingCapacity: true) }
+                return unsent
+            })
+        }
     }
 }
 
