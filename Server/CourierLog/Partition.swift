@@ -109,11 +109,15 @@ public final class Partition: @unchecked Sendable {
         self.segments = segments
         self.recoveredTornBytes = torn
         writerStopped.enter()
+        let name = "courier-log-\((directory as NSString).lastPathComponent)"
         let thread = Thread { [self] in
+            // The kernel's name for the thread (what /proc and perf show); without it the
+            // thread keeps the name of the thread that created it.
+            try? String(name.prefix(15)).write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
             runWriter()
             writerStopped.leave()
         }
-        thread.name = "courier-log-\((directory as NSString).lastPathComponent)"
+        thread.name = name
         thread.start()
     }
 

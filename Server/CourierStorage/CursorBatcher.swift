@@ -3,8 +3,11 @@ import Synchronization
 
 /// Group commit for delivery cursors. Every push a device acknowledges moves a cursor, so a
 /// busy server acknowledges thousands a second; one write transaction each would keep
-/// SQLite's single writer busy with little else. Callers still wait for their own write: the
-/// advances that arrive while one transaction runs all go into the next one.
+/// SQLite's single writer busy with little else. Callers still wait for their own write: a
+/// writer gathers advances for `gatherDelay` before its first transaction (at a few hundred
+/// messages a second each acknowledgement would otherwise find the writer idle and pay a
+/// transaction and a hand-over to SQLite's thread alone), and the advances that arrive while
+/// one transaction runs all go into the next one.
 final class CursorBatcher: Sendable {
     private struct Key: Hashable {
         var deviceID: UInt64
@@ -20,10 +23,12 @@ final class CursorBatcher: Sendable {
     }
 
     private let pool: DatabasePool
+    private let gatherDelay: Duration
     private let state = Mutex(State())
 
-    init(pool: DatabasePool) {
+    init(pool: DatabasePool, gatherDelay: Duration = .milliseconds(5)) {
         self.pool = pool
+        self.gatherDelay = gatherDelay
     }
 
     func advance(deviceID: UInt64, chatID: UInt64, to sequence: UInt64) async throws {
@@ -43,6 +48,7 @@ final class CursorBatcher: Sendable {
     /// Writes what is pending, batch after batch, until nothing is; then the next caller
     /// starts a writer again.
     private func writeUntilEmpty() async {
+        try? await Task.sleep(for: gatherDelay)
         while true {
             let batch: (advances: [(Key, UInt64)], waiting: [CheckedContinuation<Void, any Error>])? = state.withLock { state in
                 guard !state.pending.isEmpty else {

@@ -61,7 +61,7 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     public func user(id: UInt64) async throws(StorageError) -> User {
-        try await read { db in
+        try read { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM users WHERE id = ?", arguments: [Int64(clamping: id)]) else {
                 throw StorageError.notFound("user \(id)")
             }
@@ -70,7 +70,7 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     public func user(named name: String) async throws(StorageError) -> User {
-        try await read { db in
+        try read { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM users WHERE name = ?", arguments: [name]) else {
                 throw StorageError.notFound("user \(name)")
             }
@@ -79,7 +79,7 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     public func listUsers() async throws(StorageError) -> [User] {
-        try await read { db in try Row.fetchAll(db, sql: "SELECT * FROM users ORDER BY id").map(Self.user) }
+        try read { db in try Row.fetchAll(db, sql: "SELECT * FROM users ORDER BY id").map(Self.user) }
     }
 
     public func createDevice(userID: UInt64, name: String) async throws(StorageError) -> Device {
@@ -101,13 +101,13 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     public func devices(ofUser userID: UInt64) async throws(StorageError) -> [Device] {
-        try await read { db in
+        try read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM devices WHERE user_id = ? ORDER BY id", arguments: [Int64(clamping: userID)]).map(Self.device)
         }
     }
 
     public func device(id: UInt64) async throws(StorageError) -> Device {
-        try await read { db in
+        try read { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM devices WHERE id = ?", arguments: [Int64(clamping: id)]) else {
                 throw StorageError.notFound("device \(id)")
             }
@@ -139,7 +139,7 @@ public final class SQLiteStorage: CourierStorage {
     public func authenticate(token: String, now: Date) async throws(StorageError) -> TokenIdentity? {
         guard token.utf8.count <= DeviceToken.maxLength else { return nil }
         let hash = DeviceToken.hash(token)
-        return try await read { db in
+        return try read { db in
             guard let row = try Row.fetchOne(db.cachedStatement(sql: """
                 SELECT d.user_id, t.device_id, t.expires_at_ms FROM tokens t JOIN devices d ON d.id = t.device_id
                 WHERE t.hash = ? AND t.revoked_at_ms IS NULL
@@ -184,7 +184,7 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     public func chat(id: UInt64) async throws(StorageError) -> Chat {
-        try await read { db in
+        try read { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM chats WHERE id = ?", arguments: [Int64(clamping: id)]) else {
                 throw StorageError.notFound("chat \(id)")
             }
@@ -193,7 +193,7 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     public func chat(named name: String) async throws(StorageError) -> Chat {
-        try await read { db in
+        try read { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM chats WHERE name = ?", arguments: [name]) else {
                 throw StorageError.notFound("chat \(name)")
             }
@@ -224,13 +224,13 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     public func members(ofChat chatID: UInt64) async throws(StorageError) -> Set<UInt64> {
-        try await read { db in
+        try read { db in
             Set(try Int64.fetchAll(db, sql: "SELECT user_id FROM members WHERE chat_id = ?", arguments: [Int64(clamping: chatID)]).map { UInt64($0) })
         }
     }
 
     public func chats(ofUser userID: UInt64) async throws(StorageError) -> [Chat] {
-        try await read { db in
+        try read { db in
             try Row.fetchAll(db, sql: """
                 SELECT c.* FROM chats c JOIN members m ON m.chat_id = c.id WHERE m.user_id = ? ORDER BY c.id
                 """, arguments: [Int64(clamping: userID)]).map(Self.chat)
@@ -238,13 +238,13 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     public func listChats() async throws(StorageError) -> [ChatSummary] {
-        try await read { db in
+        try read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM chats ORDER BY id").map { try Self.summary(db, Self.chat($0), maxMemberNames: nil) }
         }
     }
 
     public func chatSummaries(ofUser userID: UInt64, afterChatID: UInt64, limit: Int, maxMemberNames: Int) async throws(StorageError) -> [ChatSummary] {
-        try await read { db in
+        try read { db in
             try Row.fetchAll(db, sql: """
                 SELECT c.* FROM chats c JOIN members m ON m.chat_id = c.id WHERE m.user_id = ? AND c.id > ? ORDER BY c.id LIMIT ?
                 """, arguments: [Int64(clamping: userID), Int64(clamping: afterChatID), max(0, limit)]).map {
@@ -254,7 +254,7 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     public func chatSummary(id: UInt64, maxMemberNames: Int) async throws(StorageError) -> ChatSummary {
-        try await read { db in
+        try read { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM chats WHERE id = ?", arguments: [Int64(clamping: id)]) else {
                 throw StorageError.notFound("chat \(id)")
             }
@@ -378,18 +378,18 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     public func maxServerMessageID() async throws(StorageError) -> UInt64 {
-        try await read { db in UInt64(try Int64.fetchOne(db, sql: "SELECT MAX(server_message_id) FROM messages") ?? 0) }
+        try read { db in UInt64(try Int64.fetchOne(db, sql: "SELECT MAX(server_message_id) FROM messages") ?? 0) }
     }
 
     public func forEachDedupKey(_ body: @escaping @Sendable (UInt64, String) -> Void) async throws(StorageError) {
-        try await read { db in
+        try read { db in
             let rows = try Row.fetchCursor(db, sql: "SELECT device_id, client_message_id FROM dedup_keys")
             while let row = try rows.next() { body(UInt64(row[0] as Int64), row[1]) }
         }
     }
 
     public func message(deviceID: UInt64, clientMessageID: String) async throws(StorageError) -> StoredMessage? {
-        try await read { db in try Self.message(db, deviceID: deviceID, clientMessageID: clientMessageID) }
+        try read { db in try Self.message(db, deviceID: deviceID, clientMessageID: clientMessageID) }
     }
 
     private static func message(_ db: Database, deviceID: UInt64, clientMessageID: String) throws -> StoredMessage? {
@@ -400,7 +400,7 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     public func history(chatID: UInt64, afterSequence: UInt64, limit: Int) async throws(StorageError) -> [StoredMessage] {
-        try await read { db in
+        try read { db in
             // Cached: every push the live path cannot hand over at once is read back through here.
             try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT * FROM messages WHERE chat_id = ? AND sequence > ? ORDER BY sequence LIMIT ?
@@ -409,7 +409,7 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     public func history(chatID: UInt64, beforeSequence: UInt64, limit: Int) async throws(StorageError) -> [StoredMessage] {
-        try await read { db in
+        try read { db in
             try Row.fetchAll(db, sql: """
                 SELECT * FROM (SELECT * FROM messages WHERE chat_id = ? AND sequence < ? ORDER BY sequence DESC LIMIT ?) ORDER BY sequence
                 """, arguments: [Int64(clamping: chatID), Int64(clamping: beforeSequence), max(0, limit)]).map(Self.storedMessage)
@@ -438,7 +438,7 @@ public final class SQLiteStorage: CourierStorage {
         }
         sql += " ORDER BY bm25(message_search) LIMIT ?"
         arguments += [max(0, limit)]
-        return try await read { [sql, arguments] db in
+        return try read { [sql, arguments] db in
             try Row.fetchAll(db, sql: sql, arguments: arguments).map { row in
                 SearchHit(message: Self.storedMessage(row), chatName: row["chat_name"], senderName: row["sender_name"], snippet: row["snippet"])
             }
@@ -457,13 +457,13 @@ public final class SQLiteStorage: CourierStorage {
     // MARK: - Delivery
 
     public func deliveryCursor(deviceID: UInt64, chatID: UInt64) async throws(StorageError) -> UInt64 {
-        try await read { db in
+        try read { db in
             UInt64(try Int64.fetchOne(db, sql: "SELECT sequence FROM delivery_cursors WHERE device_id = ? AND chat_id = ?", arguments: [Int64(clamping: deviceID), Int64(clamping: chatID)]) ?? 0)
         }
     }
 
     public func deliveryCursors(deviceID: UInt64) async throws(StorageError) -> [UInt64: UInt64] {
-        try await read { db in
+        try read { db in
             var cursors: [UInt64: UInt64] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT chat_id, sequence FROM delivery_cursors WHERE device_id = ?", arguments: [Int64(clamping: deviceID)]) {
                 cursors[UInt64(row[0] as Int64)] = UInt64(row[1] as Int64)
@@ -473,7 +473,7 @@ public final class SQLiteStorage: CourierStorage {
     }
 
     public func memberDeviceCursors(chatID: UInt64, now: Date) async throws(StorageError) -> [MemberDeviceCursor] {
-        try await read { db in
+        try read { db in
             try Row.fetchAll(db, sql: """
                 SELECT d.user_id, d.id, COALESCE(c.sequence, 0)
                 FROM members m
@@ -494,7 +494,7 @@ public final class SQLiteStorage: CourierStorage {
 
     public func statistics() async throws(StorageError) -> StorageStatistics {
         let now = Date().milliseconds
-        return try await read { db in
+        return try read { db in
             func count(_ sql: String, _ arguments: StatementArguments = []) throws -> Int { try Int.fetchOne(db, sql: sql, arguments: arguments) ?? 0 }
             return StorageStatistics(
                 users: try count("SELECT COUNT(*) FROM users"),
@@ -509,8 +509,14 @@ public final class SQLiteStorage: CourierStorage {
 
     // MARK: - Plumbing
 
-    func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(StorageError) -> T {
-        do { return try await pool.read(body) } catch { throw Self.storageError(error) }
+    /// Runs a read on the caller's thread. WAL readers never wait for the writer, and handing
+    /// a lookup of microseconds to one of SQLite's threads and back cost two context switches
+    /// per read (scripts/bench-cost). Every read goes this way: a reader is then held only
+    /// while its caller runs it, never across a suspension, so callers waiting for one of the
+    /// pool's readers always see it come back (an async read, released only once its caller
+    /// resumed on an event loop that a waiting read was blocking, could deadlock them).
+    func read<T>(_ body: (Database) throws -> T) throws(StorageError) -> T {
+        do { return try pool.read(body) } catch { throw Self.storageError(error) }
     }
 
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(StorageError) -> T {

@@ -51,7 +51,10 @@ final class CoAPChannelHandler: ChannelInboundHandler {
     var rememberedMessages: Int { layer.rememberedMessages }
 
     private static var now: NIODeadline { .now() }
-    private static var jitter: Double { Double.random(in: 0...1) }
+    /// Seeded once: the system generator costs a getrandom system call per draw, and the
+    /// retransmission jitter needs no cryptographic strength.
+    private var random = SplitMix64(seed: UInt64.random(in: .min ... .max))
+    private var jitter: Double { Double.random(in: 0...1, using: &random) }
 
     // MARK: - Inbound
 
@@ -64,7 +67,7 @@ final class CoAPChannelHandler: ChannelInboundHandler {
         if bytes.count >= maxDatagramSize {
             perform(layer.oversizedDatagramReceived(bytes, from: envelope.remoteAddress, acceptableSize: blockwise.maxBodySize, now: Self.now))
         } else {
-            perform(layer.datagramReceived(bytes, from: envelope.remoteAddress, now: Self.now, jitter: Self.jitter))
+            perform(layer.datagramReceived(bytes, from: envelope.remoteAddress, now: Self.now, jitter: jitter))
         }
     }
 
@@ -85,14 +88,14 @@ final class CoAPChannelHandler: ChannelInboundHandler {
             promise.fail(CoAPClientError.closed)
             return nil
         }
-        let (token, actions) = layer.sendRequest(request, to: peer, now: Self.now, jitter: Self.jitter)
+        let (token, actions) = layer.sendRequest(request, to: peer, now: Self.now, jitter: jitter)
         responsePromises[token] = promise
         perform(actions)
         return token
     }
 
     func cancelExchange(token: [UInt8]) {
-        perform(layer.cancelRequest(token: token, now: Self.now, jitter: Self.jitter))
+        perform(layer.cancelRequest(token: token, now: Self.now, jitter: jitter))
     }
 
     /// The application's responses to whole requests delivered earlier, sent with one flush.
@@ -101,7 +104,7 @@ final class CoAPChannelHandler: ChannelInboundHandler {
         let now = Self.now
         for (request, response) in responses {
             let shaped = blockwise.prepareResponse(response, to: request.message, from: request.peer, now: now)
-            perform(layer.respond(to: request.key, with: shaped, now: now, jitter: Self.jitter))
+            perform(layer.respond(to: request.key, with: shaped, now: now, jitter: jitter))
         }
         flushNow()
     }
@@ -122,7 +125,7 @@ final class CoAPChannelHandler: ChannelInboundHandler {
                 send(datagram, to: peer)
             case .scheduleRetransmission(let key, let attempt, let deadline):
                 schedule(at: deadline) { handler in
-                    let actions = handler.layer.retransmissionTimerFired(key, attempt: attempt, now: Self.now, jitter: Self.jitter)
+                    let actions = handler.layer.retransmissionTimerFired(key, attempt: attempt, now: Self.now, jitter: handler.jitter)
                     if actions.contains(where: { if case .send = $0 { true } else { false } }) {
                         handler.counters?.retransmissions.add(1, ordering: .relaxed)
                     }
@@ -132,7 +135,7 @@ final class CoAPChannelHandler: ChannelInboundHandler {
                 schedule(at: deadline) { handler in handler.perform(handler.layer.piggybackWindowElapsed(key, now: Self.now)) }
             case .scheduleSeparateResponseTimeout(let token, let deadline):
                 schedule(at: deadline) { handler in
-                    handler.perform(handler.layer.separateResponseTimedOut(token: token, now: Self.now, jitter: Self.jitter))
+                    handler.perform(handler.layer.separateResponseTimedOut(token: token, now: Self.now, jitter: handler.jitter))
                 }
             case .deliverRequest(let request):
                 deliver(request)
@@ -149,13 +152,13 @@ final class CoAPChannelHandler: ChannelInboundHandler {
     private func deliver(_ request: IncomingRequest) {
         switch blockwise.requestReceived(request.message, from: request.peer, now: Self.now) {
         case .respond(let response):
-            perform(layer.respond(to: request.key, with: response, now: Self.now, jitter: Self.jitter))
+            perform(layer.respond(to: request.key, with: response, now: Self.now, jitter: jitter))
         case .deliver(let whole):
             var assembled = request
             assembled.message = whole
             guard let requestSink else {
                 let refusal = CoAPMessage(type: .acknowledgement, code: .notImplemented, messageID: 0, payload: Array("this endpoint serves no resources".utf8))
-                perform(layer.respond(to: request.key, with: refusal, now: Self.now, jitter: Self.jitter))
+                perform(layer.respond(to: request.key, with: refusal, now: Self.now, jitter: jitter))
                 return
             }
             switch requestSink.yield(assembled) {
@@ -165,7 +168,7 @@ final class CoAPChannelHandler: ChannelInboundHandler {
                 // Queue full, or nobody serves any more: say so now rather than leave the peer waiting.
                 var overloaded = CoAPMessage(type: .acknowledgement, code: .serviceUnavailable, messageID: 0)
                 overloaded.setUIntOption(.maxAge, layer.parameters.overloadMaxAge)
-                perform(layer.respond(to: request.key, with: overloaded, now: Self.now, jitter: Self.jitter))
+                perform(layer.respond(to: request.key, with: overloaded, now: Self.now, jitter: jitter))
             @unknown default:
                 break
             }
