@@ -101,7 +101,9 @@ final class AdminAPITests: XCTestCase {
             XCTAssertEqual(printed.body, token, "admin-token prints the token the server uses")
 
             let body = try JSONSerialization.data(withJSONObject: Self.fleet)
-            for bearer in [nil, "", "0" + token.dropFirst(), token + "0", String(token.prefix(63))] {
+            // The altered token changes its first digit to another one (a token may start with "0").
+            let altered = (token.first == "0" ? "1" : "0") + token.dropFirst()
+            for bearer in [nil, "", altered, token + "0", String(token.prefix(63))] {
                 let response = try await server.httpPost("/admin/v1/provision", body: body, bearer: bearer)
                 XCTAssertEqual(response.status, 401, "token \(bearer ?? "none")")
                 let error = try JSONSerialization.jsonObject(with: response.body) as? [String: String]
