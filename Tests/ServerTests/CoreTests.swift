@@ -152,11 +152,16 @@ final class ShardRegionTests: XCTestCase {
 }
 
 final class ChatStoreWriterTests: XCTestCase {
-    func testConcurrentStoresGetConsecutiveSequencesAndReplaysAreNoOps() async throws {
+    /// A fresh database, removed after the test.
+    private func temporaryStorage() throws -> SQLiteStorage {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-chat-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let storage = try SQLiteStorage(path: "\(directory)/db.sqlite3")
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: directory) }
+        return try SQLiteStorage(path: "\(directory)/db.sqlite3")
+    }
+
+    func testConcurrentStoresGetConsecutiveSequencesAndReplaysAreNoOps() async throws {
+        let storage = try temporaryStorage()
         let chat = try await storage.createChat(name: "c")
         var devices: [Device] = []
         for index in 0..<10 {
@@ -204,10 +209,7 @@ final class ChatStoreWriterTests: XCTestCase {
     }
 
     func testAChatThatFailsIsRolledBackAloneAndAMissingChatIsSaid() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-chat-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let storage = try SQLiteStorage(path: "\(directory)/db.sqlite3")
+        let storage = try temporaryStorage()
         let user = try await storage.createUser(name: "u")
         let device = try await storage.createDevice(userID: user.id, name: "d")
         let good = try await storage.createChat(name: "good", memberIDs: [user.id])

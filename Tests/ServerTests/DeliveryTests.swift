@@ -245,3 +245,10 @@ final class DeliveryTests: XCTestCase {
         XCTAssertTrue(due.isEmpty, "never twice")
     }
 }
+
+extension DeviceEntity {
+    /// Newly stored messages, as the consumers hand them over (encoded once).
+    func notify(_ messages: [StoredMessage]) {
+        notify(messages.map(EncodedPush.init))
+    }
+}

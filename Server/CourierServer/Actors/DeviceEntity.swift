@@ -109,11 +109,6 @@ public actor DeviceEntity: ShardedEntity {
         unseenChats = [:]
     }
 
-    /// Newly stored messages of one chat, in sequence order (see the encoded form).
-    public func notify(_ messages: [StoredMessage]) {
-        notify(messages.map(EncodedPush.init))
-    }
-
     /// Newly stored messages of one chat, in sequence order, from the consumers. Pushed at once
     /// when they are next in line; otherwise left to the pump.
     public func notify(_ messages: [EncodedPush]) {

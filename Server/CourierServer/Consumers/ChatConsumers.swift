@@ -192,15 +192,8 @@ public final class ChatConsumers: Sendable {
                 try? await Task.sleep(for: min(parked.timeUntilNextDue ?? configuration.idleWait, configuration.idleWait))
                 continue
             }
-            var settled = Settled()
-            var failure: String?
-            switch await store([chatID: waiting], partition: partition, copies: parked.copies) {
-            case nil:
-                return
-            case let (stored, failed)?:
-                settled = stored
-                failure = failed[chatID]
-            }
+            guard let (settled, failed) = await store([chatID: waiting], partition: partition, copies: parked.copies) else { return }
+            let failure = failed[chatID]
             let storedCount = failure == nil ? waiting.count : 0
             guard await finish(settled, partition: partition, parked: parked) else { return }
             let delay = parked.stored(storedCount, of: chatID, failed: failure != nil, maxDelay: configuration.maxRetryDelay)

@@ -15,18 +15,19 @@ final class ChatStoreWriter: Sendable {
     private struct State {
         var pending: [(writes: [ChatWrite], waiter: Waiter)] = []
         var writing = false
+        /// Transactions written and batches they carried: their ratio is the group-commit factor.
+        var transactions = 0
+        var batches = 0
     }
 
     private let storage: any CourierStorage
     private let state = Mutex(State())
-    /// Transactions written and batches they carried: their ratio is the group-commit factor.
-    private let counts = Mutex((transactions: 0, batches: 0))
 
     init(storage: any CourierStorage) {
         self.storage = storage
     }
 
-    var statistics: (transactions: Int, batches: Int) { counts.withLock { $0 } }
+    var statistics: (transactions: Int, batches: Int) { state.withLock { ($0.transactions, $0.batches) } }
 
     /// Stores `writes` durably (see `CourierStorage.storeBatch`), together with whatever other
     /// partitions hand in meanwhile.
@@ -46,12 +47,16 @@ final class ChatStoreWriter: Sendable {
     private func writeUntilEmpty() async {
         while true {
             let batches = state.withLock { state -> [(writes: [ChatWrite], waiter: Waiter)] in
-                if state.pending.isEmpty { state.writing = false }
+                if state.pending.isEmpty {
+                    state.writing = false
+                } else {
+                    state.transactions += 1
+                    state.batches += state.pending.count
+                }
                 defer { state.pending = [] }
                 return state.pending
             }
             guard !batches.isEmpty else { return }
-            counts.withLock { $0.transactions += 1; $0.batches += batches.count }
             do {
                 let results = try await storage.storeBatch(batches.flatMap(\.writes))
                 var start = 0
