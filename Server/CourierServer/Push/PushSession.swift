@@ -93,8 +93,8 @@ struct PushSession {
             }
         } catch {
             logger.warning("push session failed", metadata: ["device": "\(identity.deviceID)", "error": "\(error)"])
-            link.offer(.error(WireError(code: .overloaded, message: "the server cannot serve this session now; reconnect later")))
-            close(link, .unknown(1011), "server error", metric: "server_error")
+            close(link, .unknown(1011), "server error", metric: "server_error",
+                  saying: WireError(code: .overloaded, message: "the server cannot serve this session now; reconnect later"))
         }
         link.close(code: WebSocketErrorCode.normalClosure.code, reason: "")
         await writer.value
@@ -104,15 +104,13 @@ struct PushSession {
     /// otherwise.
     private func open(_ bytes: [UInt8], _ link: SessionLink) async -> (TokenIdentity, Hello)? {
         guard case .hello(let hello)? = try? ClientFrame(serializedBytes: bytes) else {
-            link.offer(.error(WireError(code: .unauthorized, message: "send Hello first")))
-            close(link, .policyViolation, "Hello must come first", metric: "no_hello")
+            close(link, .policyViolation, "Hello must come first", metric: "no_hello", saying: WireError(code: .unauthorized, message: "send Hello first"))
             return nil
         }
         // The token comes in Hello, or in the upgrade's query; when both, they must agree.
         let token = hello.token.isEmpty ? queryToken ?? "" : hello.token
         guard queryToken == nil || queryToken == token, let identity = try? await service.authenticator.authenticate(token) else {
-            link.offer(.error(WireError(code: .unauthorized, message: "bad token")))
-            close(link, .policyViolation, "bad token", metric: "bad_token")
+            close(link, .policyViolation, "bad token", metric: "bad_token", saying: WireError(code: .unauthorized, message: "bad token"))
             return nil
         }
         return (identity, hello)
@@ -256,10 +254,11 @@ struct PushSession {
         return .fine
     }
 
-    private func close(_ link: SessionLink, _ code: WebSocketErrorCode, _ reason: String, metric: String) {
+    /// Closes the session with `code`; an `error` frame saying why goes in the same write.
+    private func close(_ link: SessionLink, _ code: WebSocketErrorCode, _ reason: String, metric: String, saying error: WireError? = nil) {
         guard !link.isClosed else { return }
         service.metrics.countPushClose(reason: metric)
-        link.close(code: code.code, reason: reason)
+        link.close(code: code.code, reason: reason, lastFrame: error.map { .error($0) })
     }
 }
 

@@ -84,23 +84,25 @@ final class SessionLink: @unchecked Sendable {
         }
     }
 
-    /// Asks the writer to send a close frame after what is queued and end the session. Only
-    /// the first reason counts; later offers are refused.
-    func close(code: UInt16, reason: String) {
+    /// Asks the writer to send a close frame after what is queued and end the session; a
+    /// `lastFrame` (the Error that says why) goes in the same write as the close, past the
+    /// byte bound. Only the first reason counts; later offers are refused.
+    func close(code: UInt16, reason: String, lastFrame: ServerFrame? = nil) {
+        var items = lastFrame.map { [Item.frame($0.serializedBytes())] } ?? []
+        items.append(.close(code: code, reason: reason))
         let (writer, waiters): (CheckedContinuation<[Item], Never>?, [CheckedContinuation<Void, Never>]) = lock.withLock {
             guard closeReason == nil else { return (nil, []) }
             closeReason = reason
             let waiters = roomWaiters
             roomWaiters = []
-            let item = Item.close(code: code, reason: reason)
             if let waiting = writerWaiting {
                 writerWaiting = nil
                 return (waiting, waiters)
             }
-            queue.append(item)
+            queue.append(contentsOf: items)
             return (nil, waiters)
         }
-        writer?.resume(returning: [.close(code: code, reason: reason)])
+        writer?.resume(returning: items)
         for waiter in waiters { waiter.resume() }
     }
 

@@ -112,10 +112,10 @@ final class AccessReliabilityTests: ReliabilityTestCase {
                 var pushCases: [(String, PushWitness.Record)] = []
                 for (what, token) in [("forged", "AAAAAAAAAAAAAAAAAAAAAA"), ("expired", expiredUnused), ("expired after use", expiredAfterUse), ("revoked", revoked), ("empty", "")] {
                     let session = try await PushWitness(pushPort: server.pushPort, frames: [.hello(Hello(token: token, have: [ChatCursor(chatID: general, sequence: 0)], clientName: "x"))])
-                    pushCases.append(("push Hello with a \(what) token", await session.finish()))
+                    pushCases.append(("push Hello with a \(what) token", await session.finish(awaitingClose: true)))
                 }
                 let byQuery = try await PushWitness(pushPort: server.pushPort, query: "?t=\(revoked)", frames: [.hello(Hello(token: "", have: [], clientName: "x"))])
-                pushCases.append(("push upgrade with a revoked ?t=", await byQuery.finish()))
+                pushCases.append(("push upgrade with a revoked ?t=", await byQuery.finish(awaitingClose: true)))
                 for (what, record) in pushCases {
                     XCTAssertEqual(record.ending, "closed 1008 bad token", what)
                     XCTAssertTrue(record.messages.isEmpty, "\(what): no data")

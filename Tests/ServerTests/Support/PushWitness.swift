@@ -89,8 +89,16 @@ final class PushWitness: @unchecked Sendable {
         }
     }
 
-    /// Stops watching and returns everything the session saw.
-    func finish() async -> Record {
+    /// Stops watching and returns everything the session saw. With `awaitingClose`, first
+    /// gives the server up to 5 s to end the session itself (a refusal sends its Error frame
+    /// and its close in separate writes, so stopping at the first frame would race the close).
+    func finish(awaitingClose: Bool = false) async -> Record {
+        if awaitingClose {
+            let closeDeadline = Date().addingTimeInterval(5)
+            while process.isRunning && !lines.contains(where: { !$0.hasPrefix("frame ") }) && Date() < closeDeadline {
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        }
         try? input.fileHandleForWriting.close()
         let deadline = Date().addingTimeInterval(5)
         while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
