@@ -32,6 +32,10 @@ def main() -> int:
             print("|" + "|".join(f" {(cell[i] if i < len(cell) else ''):<{WIDTHS[c]}} " for c, cell in zip(columns, cells)) + "|")
     print(rule)
     failed = [row["test"] for row in rows if row.get("result") == "FAIL"]
+    # Repeated under the table, so that a log cut to its last lines still says what failed.
+    for row in rows:
+        if row.get("result") == "FAIL":
+            print(f"FAILED {row['test']}: {row.get('figure', '')}")
     passed = sum(1 for row in rows if row.get("result") == "pass")
     skipped = sum(1 for row in rows if row.get("result") == "skip")
     print(f"reliability: {passed} passed, {len(failed)} failed, {skipped} skipped")

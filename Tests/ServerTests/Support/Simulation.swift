@@ -20,7 +20,7 @@ struct SimulatorRun: Sendable {
     }
     /// "acknowledged N, lost L, duplicates D, order violations O".
     var verdictSummary: String {
-        "acknowledged \(verdictCount("acknowledged")), lost \(verdictCount("lost")), duplicates \(verdictCount("duplicates")), order violations \(verdictCount("order_violations"))"
+        "acknowledged \(verdictCount("acknowledged")), lost \(verdictCount("lost")), duplicates \(verdictCount("duplicates")), order violations \(verdictCount("order_violations")), delivered \(verdictCount("delivered")) of \(verdictCount("expected_deliveries")), simulator exit \(status)"
     }
 }
 
