@@ -45,58 +45,150 @@ let package = Package(
             path: "Shared/Protocol"
         ),
 
-        // Server.
+        // Server. Dependencies run one way, from the core out to the composition root
+        // (README, "Layout"): Core <- Log, SQLite <- Actors <- Ingest, Gateway, Push, Ops <- App.
+        // The message model, the storage protocol and what every part shares; no NIO, no GRDB.
         .target(
-            name: "CourierLog",
-            path: "Server/CourierLog"
-        ),
-        .target(
-            name: "CourierStorage",
+            name: "CourierCore",
             dependencies: [
-                .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "Crypto", package: "swift-crypto"),
-            ],
-            path: "Server/CourierStorage"
-        ),
-        // glibc's malloc_trim, which Swift's Glibc module does not expose.
-        .target(name: "CourierMemory", path: "Server/CourierMemory"),
-        .target(
-            name: "CourierServer",
-            dependencies: [
-                "CoAP",
-                "CourierMemory",
                 "CourierProtocol",
-                "CourierLog",
-                "CourierStorage",
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            path: "Server/Core"
+        ),
+        // The durable partitioned log: Courier's own, on files, with no dependencies.
+        .target(name: "CourierLog", path: "Server/Log"),
+        // The embedded store: SQLite through GRDB.
+        .target(
+            name: "CourierSQLite",
+            dependencies: [
+                "CourierCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            path: "Server/SQLite"
+        ),
+        // glibc's malloc_trim, which Swift's Glibc module does not expose.
+        .target(name: "CourierMemory", path: "Server/Memory"),
+        // Chat and Device actors in shard regions, and the live push sessions by user.
+        .target(
+            name: "CourierActors",
+            dependencies: [
+                "CourierCore",
+                "CourierProtocol",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Server/Actors"
+        ),
+        // The log's consumers: partition readers, the chat store writer, parked chats.
+        .target(
+            name: "CourierIngest",
+            dependencies: [
+                "CourierActors",
+                "CourierCore",
+                "CourierLog",
+                "CourierProtocol",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Server/Ingest"
+        ),
+        // The CoAP gateway: its resources and what they need to accept a message.
+        .target(
+            name: "CourierGateway",
+            dependencies: [
+                "CoAP",
+                "CourierActors",
+                "CourierCore",
+                "CourierLog",
+                "CourierProtocol",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            path: "Server/CourierServer"
+            path: "Server/Gateway"
+        ),
+        // WebSocket push sessions.
+        .target(
+            name: "CourierPush",
+            dependencies: [
+                "CourierActors",
+                "CourierCore",
+                "CourierProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Server/Push"
+        ),
+        // The operations listener: health, metrics and the admin API.
+        .target(
+            name: "CourierOps",
+            dependencies: [
+                "CourierActors",
+                "CourierCore",
+                "CourierProtocol",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Server/Ops"
+        ),
+        // Faults a server commits on purpose, for the tests that prove the oracle catches them:
+        // decorators of the log and the store that only the composition root puts in place.
+        .target(
+            name: "CourierFaults",
+            dependencies: [
+                "CourierCore",
+                "CourierLog",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Server/Faults"
+        ),
+        // The composition root: one node from its configuration.
+        .target(
+            name: "CourierApp",
+            dependencies: [
+                "CoAP",
+                "CourierActors",
+                "CourierCore",
+                "CourierFaults",
+                "CourierGateway",
+                "CourierIngest",
+                "CourierLog",
+                "CourierMemory",
+                "CourierOps",
+                "CourierPush",
+                "CourierSQLite",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Server/App"
         ),
         .executableTarget(
             name: "CourierServerCommand",
             dependencies: [
                 "CoAP",
-                "CourierProtocol",
-                "CourierServer",
+                "CourierApp",
+                "CourierCore",
+                "CourierFaults",
                 "CourierLog",
-                "CourierStorage",
+                "CourierOps",
+                "CourierProtocol",
+                "CourierSQLite",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            path: "Server/CourierServerCommand"
+            path: "Server/Command"
         ),
 
         // Terminal client.
@@ -251,17 +343,24 @@ let package = Package(
         ),
         .testTarget(
             name: "StorageTests",
-            dependencies: ["CourierStorage", "TestSupport"],
+            dependencies: ["CourierCore", "CourierSQLite", "TestSupport"],
             path: "Tests/StorageTests"
         ),
         .testTarget(
             name: "ServerTests",
             dependencies: [
                 "CoAP",
-                "CourierProtocol",
-                "CourierServer",
-                "CourierStorage",
+                "CourierActors",
+                "CourierApp",
+                "CourierCore",
+                "CourierFaults",
+                "CourierGateway",
+                "CourierIngest",
                 "CourierLog",
+                "CourierOps",
+                "CourierProtocol",
+                "CourierPush",
+                "CourierSQLite",
                 "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,16 +1,20 @@
 /// Validates the fields of one decoded message, reporting errors against its schema name.
-struct FieldCheck {
+package struct FieldCheck {
     /// The message's name in the schema.
     let type: String
 
+    package init(type: String) {
+        self.type = type
+    }
+
     /// A required id: 0 means not set.
-    func id(_ value: UInt64, _ field: String) throws(WireDecodingError) -> UInt64 {
+    package func id(_ value: UInt64, _ field: String) throws(WireDecodingError) -> UInt64 {
         guard value != 0 else { throw .missingField(type: type, field: field) }
         return value
     }
 
     /// A required, bounded client message id.
-    func clientMessageID(_ value: String, _ field: String) throws(WireDecodingError) -> String {
+    package func clientMessageID(_ value: String, _ field: String) throws(WireDecodingError) -> String {
         guard !value.isEmpty else { throw .missingField(type: type, field: field) }
         guard value.utf8.count <= SendMessage.maxClientMessageIDBytes else {
             throw .invalidField(
@@ -23,26 +27,26 @@ struct FieldCheck {
     }
 
     /// A required positive number (an interval, a size).
-    func positive(_ value: UInt32, _ field: String) throws(WireDecodingError) -> UInt32 {
+    package func positive(_ value: UInt32, _ field: String) throws(WireDecodingError) -> UInt32 {
         guard value != 0 else { throw .missingField(type: type, field: field) }
         return value
     }
 
     /// A required string: empty means not set.
-    func required(_ value: String, _ field: String) throws(WireDecodingError) -> String {
+    package func required(_ value: String, _ field: String) throws(WireDecodingError) -> String {
         guard !value.isEmpty else { throw .missingField(type: type, field: field) }
         return value
     }
 
     /// A required chat or user name that keeps `NameRule`.
-    func name(_ value: String, _ field: String) throws(WireDecodingError) -> String {
+    package func name(_ value: String, _ field: String) throws(WireDecodingError) -> String {
         let value = try required(value, field)
         if let problem = NameRule.problem(with: value) { throw .invalidField(type: type, field: field, reason: problem) }
         return value
     }
 
     /// A bounded list of names, each keeping `NameRule`.
-    func names(_ values: [String], _ field: String, atMost bound: Int) throws(WireDecodingError) -> [String] {
+    package func names(_ values: [String], _ field: String, atMost bound: Int) throws(WireDecodingError) -> [String] {
         guard values.count <= bound else { throw .invalidField(type: type, field: field, reason: "more than \(bound) names") }
         for (index, value) in values.enumerated() {
             if let problem = NameRule.problem(with: value) { throw .invalidField(type: type, field: "\(field)[\(index)]", reason: problem) }
@@ -51,12 +55,12 @@ struct FieldCheck {
     }
 
     /// The case of a required oneof: nil means no case set, or one this version does not know.
-    func oneof<Case>(_ value: Case?, _ field: String) throws(WireDecodingError) -> Case {
+    package func oneof<Case>(_ value: Case?, _ field: String) throws(WireDecodingError) -> Case {
         try present(value, field)
     }
 
     /// A required nested message: nil means not set.
-    func present<Value>(_ value: Value?, _ field: String) throws(WireDecodingError) -> Value {
+    package func present<Value>(_ value: Value?, _ field: String) throws(WireDecodingError) -> Value {
         guard let value else { throw .missingField(type: type, field: field) }
         return value
     }

@@ -1,4 +1,4 @@
-internal import SwiftProtobuf
+package import SwiftProtobuf
 
 /// A Courier value with a generated Protobuf counterpart; generated types never leave this module.
 protocol ProtoConvertible {
@@ -24,31 +24,43 @@ extension ProtoConvertible {
 
     /// Decodes, bounded in depth, then validates; the implementation of `WireMessage.init(serializedBytes:)`.
     init(wireBytes bytes: some Collection<UInt8>) throws(WireDecodingError) {
+        try self.init(fromProto: try ProtobufWire.decode(Proto.self, bytes, schemaName: Self.schemaName))
+    }
+
+    /// Encodes the value; the implementation of `WireMessage.serializedBytes()`.
+    func wireBytes() -> [UInt8] {
+        ProtobufWire.encode(proto, schemaName: Self.schemaName)
+    }
+}
+
+/// Protobuf binary with Courier's rules, for this module's types and for the server's own
+/// records (Server/Proto), whose generated types live in the server's core.
+package enum ProtobufWire {
+    /// Decodes, bounded in depth, without keeping unknown fields.
+    package static func decode<Proto: SwiftProtobuf.Message>(_ type: Proto.Type, _ bytes: some Collection<UInt8>, schemaName: String) throws(WireDecodingError) -> Proto {
         var options = BinaryDecodingOptions()
         // The schema nests at most three messages deep (ServerFrame > Push > ChatMessage); the bound
         // leaves room for growth and stops crafted input (such as deeply nested unknown groups) early.
         options.messageDepthLimit = 16
         // Unknown fields would be dropped by the conversion anyway; do not keep them in memory.
         options.discardUnknownFields = true
-        let decoded: Proto
         do {
-            decoded = try Proto(serializedBytes: Array(bytes), options: options)
+            return try Proto(serializedBytes: Array(bytes), options: options)
         } catch let error as BinaryDecodingError {
-            throw .malformed(type: Self.schemaName, reason: Self.explain(error))
+            throw .malformed(type: schemaName, reason: explain(error))
         } catch {
-            throw .malformed(type: Self.schemaName, reason: String(describing: error))
+            throw .malformed(type: schemaName, reason: String(describing: error))
         }
-        try self.init(fromProto: decoded)
     }
 
-    /// Encodes the value; the implementation of `WireMessage.serializedBytes()`.
-    func wireBytes() -> [UInt8] {
+    /// Encodes `message`.
+    package static func encode(_ message: some SwiftProtobuf.Message, schemaName: String) -> [UInt8] {
         do {
-            return try proto.serializedBytes()
+            return try message.serializedBytes()
         } catch {
             // Binary encoding fails only for unset proto2 required fields, `Any` fields, or messages
             // over 2 GiB; the schema has none of the first two and input is bounded far below the last.
-            fatalError("encoding \(Self.schemaName) failed: \(error)")
+            fatalError("encoding \(schemaName) failed: \(error)")
         }
     }
 

@@ -1,4 +1,5 @@
 import CoAP
+import CourierCore
 import CourierProtocol
 import Foundation
 import TestSupport

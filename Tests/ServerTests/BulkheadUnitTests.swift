@@ -1,5 +1,7 @@
+@testable import CourierCore
+@testable import CourierGateway
+@testable import CourierIngest
 import CourierProtocol
-@testable import CourierServer
 import XCTest
 
 /// The pieces behind the bulkheads, with no server: the per-device token bucket and the

@@ -1,11 +1,12 @@
 import CoAP
+@testable import CourierActors
+@testable import CourierCore
 import CourierProtocol
-import CourierStorage
+@testable import CourierSQLite
 import Foundation
 import NIOCore
 import TestSupport
 import XCTest
-@testable import CourierServer
 
 /// The client API on the real binary, called with device tokens as a user's own client calls
 /// it: listing, creating, joining and inviting into chats, paging history backwards, and

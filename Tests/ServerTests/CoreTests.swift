@@ -1,9 +1,12 @@
+@testable import CourierActors
+@testable import CourierApp
+@testable import CourierCore
+@testable import CourierIngest
 import CourierProtocol
-import CourierStorage
+@testable import CourierSQLite
 import Foundation
 import NIOConcurrencyHelpers
 import XCTest
-@testable import CourierServer
 
 final class MessageIDTests: XCTestCase {
     func testIDsAreUniqueOrderedAndCarryTheirNodeAndTime() {
@@ -170,7 +173,7 @@ final class ChatStoreWriterTests: XCTestCase {
             devices.append(try await storage.createDevice(userID: user.id, name: "d"))
         }
         let outsider = try await storage.createUser(name: "outsider")
-        let writer = ChatStoreWriter(storage: storage)
+        let writer = ChatStoreWriter(store: storage)
         let ids = MessageIDGenerator(nodeID: 0)
         let messages = devices.flatMap { device in
             (0..<20).map { StoredMessage(serverMessageID: ids.next(), chatID: chat.id, sequence: 0, senderUserID: device.userID, senderDeviceID: device.id, clientMessageID: "\(device.id)-\($0)", text: "t\($0)", clientSentAtMilliseconds: 0, acceptedAtMilliseconds: 0) }
@@ -180,7 +183,7 @@ final class ChatStoreWriterTests: XCTestCase {
             try await withThrowingTaskGroup(of: [StoreOutcome?].self) { group in
                 for message in messages {
                     group.addTask {
-                        guard case .written(let outcomes, _) = try await writer.store([ChatWrite(chatID: chat.id, messages: [message])])[0] else { return [] }
+                        guard case .written(let outcomes, _, _) = try await writer.store([ChatWrite(chatID: chat.id, messages: [message])])[0] else { return [] }
                         return outcomes
                     }
                 }
@@ -199,11 +202,11 @@ final class ChatStoreWriterTests: XCTestCase {
         XCTAssertEqual(stored.count, 200)
 
         let intruder = StoredMessage(serverMessageID: ids.next(), chatID: chat.id, sequence: 0, senderUserID: outsider.id, senderDeviceID: 999, clientMessageID: "x", text: "x", clientSentAtMilliseconds: 0, acceptedAtMilliseconds: 0)
-        guard case .written(let refused, let members) = try await writer.store([ChatWrite(chatID: chat.id, messages: [intruder])])[0] else { return XCTFail("written") }
+        guard case .written(let refused, _, let members) = try await writer.store([ChatWrite(chatID: chat.id, messages: [intruder])])[0] else { return XCTFail("written") }
         XCTAssertEqual(refused, [nil], "a non-member's message is not stored")
         XCTAssertEqual(members, Set(devices.map(\.userID)), "the write reports the members the fan-out reaches")
         try await storage.addMember(chatID: chat.id, userID: outsider.id)
-        guard case .written(let accepted, let newMembers) = try await writer.store([ChatWrite(chatID: chat.id, messages: [intruder])])[0] else { return XCTFail("written") }
+        guard case .written(let accepted, _, let newMembers) = try await writer.store([ChatWrite(chatID: chat.id, messages: [intruder])])[0] else { return XCTFail("written") }
         XCTAssertEqual(accepted.first??.storedSequence, 201, "once a member, at once: membership is read inside the transaction")
         XCTAssertTrue(newMembers.contains(outsider.id))
     }
@@ -224,7 +227,7 @@ final class ChatStoreWriterTests: XCTestCase {
             ChatWrite(chatID: bad.id, messages: [message(2, "b"), message(2, "c")]),
             ChatWrite(chatID: 999_999, messages: [message(3, "d")]),
         ])
-        guard case .written(let outcomes, _) = results[0] else { return XCTFail("\(results[0])") }
+        guard case .written(let outcomes, _, _) = results[0] else { return XCTFail("\(results[0])") }
         XCTAssertEqual(outcomes.first??.storedSequence, 1)
         guard case .failed = results[1] else { return XCTFail("\(results[1])") }
         XCTAssertEqual(results[2], .chatNotFound)

@@ -1,9 +1,10 @@
+@testable import CourierActors
+@testable import CourierCore
 import CourierProtocol
-import CourierStorage
+@testable import CourierSQLite
 import Foundation
 import NIOConcurrencyHelpers
 import XCTest
-@testable import CourierServer
 
 /// The Device actor's delivery, in process, on real SQLite storage: replay from a cursor, the
 /// seam to live pushes, the acknowledgement window, resends, and delivery receipts.

@@ -1,3 +1,4 @@
+import CourierCore
 import CourierProtocol
 import Foundation
 import TestSupport

@@ -1,4 +1,4 @@
-@testable import CourierServer
+@testable import CourierPush
 import XCTest
 
 /// The one sweep that stands in for a timer per push session.

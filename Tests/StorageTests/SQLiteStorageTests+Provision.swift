@@ -1,4 +1,4 @@
-import CourierStorage
+import CourierCore
 import Foundation
 import XCTest
 
@@ -76,16 +76,22 @@ extension SQLiteStorageTests {
                           clientMessageID: clientID, text: "text of \(clientID)", clientSentAtMilliseconds: 1, acceptedAtMilliseconds: 2)
         }
         let batch = [message(10, "a"), message(11, "a"), message(12, "b")]
-        let outcomes = try await storage.storeMessages(batch, chatID: chat.id, afterSequence: 0, copies: [11])
-        XCTAssertEqual(outcomes.map { outcome -> UInt64 in if case .stored(let m) = outcome { m.sequence } else { 0 } }, [1, 2, 3])
+        guard case .written(let outcomes, let added, _) = try await storage.storeBatch([ChatWrite(chatID: chat.id, messages: batch, copies: [11])])[0] else {
+            return XCTFail("written")
+        }
+        XCTAssertEqual(added.map(\.serverMessageID), [10, 11, 12], "the copy is added to the chat like any message")
+        XCTAssertEqual(outcomes.compactMap { $0 }.map { outcome -> UInt64 in if case .stored(let m) = outcome { m.sequence } else { 0 } }, [1, 2, 3])
         let history = try await storage.history(chatID: chat.id, afterSequence: 0, limit: 10)
         XCTAssertEqual(history.map(\.clientMessageID), ["a", "a", "b"])
         XCTAssertEqual(history.map(\.serverMessageID), [10, 11, 12])
         let keyed = try await storage.message(deviceID: device.id, clientMessageID: "a")
         XCTAssertEqual(keyed?.serverMessageID, 10, "the dedup key names the original")
 
-        let replay = try await storage.storeMessages([message(10, "a"), message(13, "a")], chatID: chat.id, afterSequence: 3, copies: [13])
-        XCTAssertEqual(replay.map { outcome -> UInt64 in if case .duplicate(let m) = outcome { m.serverMessageID } else { 0 } }, [10, 10], "a replayed original and its copy store nothing")
+        guard case .written(let replay, let replayAdded, _) = try await storage.storeBatch([ChatWrite(chatID: chat.id, messages: [message(10, "a"), message(13, "a")], copies: [13])])[0] else {
+            return XCTFail("written")
+        }
+        XCTAssertTrue(replayAdded.isEmpty)
+        XCTAssertEqual(replay.compactMap { $0 }.map { outcome -> UInt64 in if case .duplicate(let m) = outcome { m.serverMessageID } else { 0 } }, [10, 10], "a replayed original and its copy store nothing")
         let after = try await storage.history(chatID: chat.id, afterSequence: 0, limit: 10)
         XCTAssertEqual(after.count, 3)
     }

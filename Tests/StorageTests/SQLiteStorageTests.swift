@@ -1,4 +1,5 @@
-import CourierStorage
+import CourierCore
+import CourierSQLite
 import Foundation
 import XCTest
 

@@ -1,0 +1,48 @@
+import Synchronization
+
+/// The devices that have a push session now, by user: what the consumers' fan-out reaches. A
+/// member with no live device costs nothing when a message is stored (no actor is loaded to
+/// deliver to nobody); the device catches up from its cursor when it connects.
+///
+/// Bounded by the open push sessions (`PushService.Configuration.maxSessions`): a device is
+/// here only between its session's `register` and `unregister`.
+package final class LiveDevices: Sendable {
+    private struct Entry {
+        var device: DeviceEntity
+        /// Sessions of this device between register and unregister (a newer session may
+        /// register before the one it replaces has left).
+        var sessions: Int
+    }
+
+    private let byUser = Mutex<[UInt64: [UInt64: Entry]]>([:])
+
+    package init() {}
+
+    /// A session of `device` begins: from now on it is handed every message stored for its user.
+    package func register(_ device: DeviceEntity) {
+        byUser.withLock { byUser in
+            byUser[device.userID, default: [:]][device.id, default: Entry(device: device, sessions: 0)].sessions += 1
+        }
+    }
+
+    package func unregister(_ device: DeviceEntity) {
+        byUser.withLock { byUser in
+            guard var entry = byUser[device.userID]?[device.id] else { return }
+            entry.sessions -= 1
+            if entry.sessions > 0 {
+                byUser[device.userID]![device.id] = entry
+            } else {
+                byUser[device.userID]![device.id] = nil
+                if byUser[device.userID]!.isEmpty { byUser[device.userID] = nil }
+            }
+        }
+    }
+
+    /// The live devices of these users.
+    package func devices(of users: some Sequence<UInt64>) -> [DeviceEntity] {
+        byUser.withLock { byUser in users.flatMap { byUser[$0]?.values.map(\.device) ?? [] } }
+    }
+
+    /// Devices registered now.
+    package var count: Int { byUser.withLock { $0.values.reduce(0) { $0 + $1.count } } }
+}

@@ -1,0 +1,56 @@
+import CourierCore
+import Synchronization
+
+/// The last messages stored in each chat, as delivery receipts need them (sequence, sender, ids),
+/// so that an acknowledgement is answered from memory instead of a history read. The consumers
+/// add what each transaction stored; a Chat actor reads a range only when every sequence of it
+/// is here (partitions may hand in a chat's messages out of order), else it reads storage.
+///
+/// Bounded: `perChat` messages per chat (the lowest sequences go first) and `maxChats` chats (at
+/// the bound, an arbitrary chat is forgotten; its receipts come from storage again).
+package final class RecentMessages: Sendable {
+    package struct Entry: Sendable, Equatable {
+        package var senderUserID: UInt64
+        package var serverMessageID: UInt64
+        package var clientMessageID: String
+    }
+
+    private let perChat: Int
+    private let maxChats: Int
+    private let chats = Mutex<[UInt64: [UInt64: Entry]]>([:])
+
+    package init(perChat: Int = 32, maxChats: Int = 8_192) {
+        self.perChat = perChat
+        self.maxChats = maxChats
+    }
+
+    /// Remembers messages just stored in `chatID`.
+    package func add(_ messages: [StoredMessage], chatID: UInt64) {
+        guard !messages.isEmpty else { return }
+        chats.withLock { chats in
+            if chats[chatID] == nil, chats.count >= maxChats, let any = chats.keys.first { chats[any] = nil }
+            var recent = chats[chatID] ?? [:]
+            for message in messages {
+                recent[message.sequence] = Entry(senderUserID: message.senderUserID, serverMessageID: message.serverMessageID, clientMessageID: message.clientMessageID)
+            }
+            while recent.count > perChat, let lowest = recent.keys.min() { recent[lowest] = nil }
+            chats[chatID] = recent
+        }
+    }
+
+    /// The messages of `chatID` with sequence in `after+1 ... through`, in order; nil unless every
+    /// one of them is here.
+    package func range(of chatID: UInt64, after: UInt64, through: UInt64) -> [(sequence: UInt64, entry: Entry)]? {
+        guard through > after, through - after <= UInt64(perChat) else { return through > after ? nil : [] }
+        return chats.withLock { chats in
+            guard let recent = chats[chatID] else { return nil }
+            var found: [(UInt64, Entry)] = []
+            found.reserveCapacity(Int(through - after))
+            for sequence in (after + 1)...through {
+                guard let entry = recent[sequence] else { return nil }
+                found.append((sequence, entry))
+            }
+            return found
+        }
+    }
+}

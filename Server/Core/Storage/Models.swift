@@ -1,0 +1,196 @@
+import Foundation
+
+/// A person who chats; ids come from the database, so every node sees the same ones.
+public struct User: Sendable, Equatable, Codable {
+    public var id: UInt64
+    public var name: String
+    public var createdAt: Date
+
+    public init(id: UInt64, name: String, createdAt: Date) {
+        self.id = id
+        self.name = name
+        self.createdAt = createdAt
+    }
+}
+
+/// One device of a user (a terminal, a phone, a simulated device).
+public struct Device: Sendable, Equatable, Codable {
+    public var id: UInt64
+    public var userID: UInt64
+    public var name: String
+    public var createdAt: Date
+
+    public init(id: UInt64, userID: UInt64, name: String, createdAt: Date) {
+        self.id = id
+        self.userID = userID
+        self.name = name
+        self.createdAt = createdAt
+    }
+}
+
+public struct Chat: Sendable, Equatable, Codable {
+    public var id: UInt64
+    public var name: String
+    public var createdAt: Date
+    /// The sequence number of the chat's newest message; 0 when it has none.
+    public var lastSequence: UInt64
+
+    public init(id: UInt64, name: String, createdAt: Date, lastSequence: UInt64) {
+        self.id = id
+        self.name = name
+        self.createdAt = createdAt
+        self.lastSequence = lastSequence
+    }
+}
+
+/// A chat with its members, for listings.
+public struct ChatSummary: Sendable, Equatable, Codable {
+    public var chat: Chat
+    /// Member names in byte order; all of them, or the first few when the listing bounds them.
+    public var memberNames: [String]
+    /// How many members the chat has.
+    public var memberCount: Int
+
+    public init(chat: Chat, memberNames: [String], memberCount: Int) {
+        self.chat = chat
+        self.memberNames = memberNames
+        self.memberCount = memberCount
+    }
+}
+
+/// Who a valid device token speaks for.
+public struct TokenIdentity: Sendable, Equatable {
+    public var userID: UInt64
+    public var deviceID: UInt64
+    /// nil: the token does not expire (it can still be revoked).
+    public var expiresAt: Date?
+
+    public init(userID: UInt64, deviceID: UInt64, expiresAt: Date?) {
+        self.userID = userID
+        self.deviceID = deviceID
+        self.expiresAt = expiresAt
+    }
+}
+
+/// A token as issued: the plain text exists only here, the database keeps its hash.
+public struct IssuedToken: Sendable, Equatable {
+    public var token: String
+    public var userID: UInt64
+    public var deviceID: UInt64
+    public var expiresAt: Date?
+
+    public init(token: String, userID: UInt64, deviceID: UInt64, expiresAt: Date?) {
+        self.token = token
+        self.userID = userID
+        self.deviceID = deviceID
+        self.expiresAt = expiresAt
+    }
+}
+
+/// A message in a chat's history: numbered by its chat's writer.
+public struct StoredMessage: Sendable, Equatable {
+    public var serverMessageID: UInt64
+    public var chatID: UInt64
+    public var sequence: UInt64
+    public var senderUserID: UInt64
+    public var senderDeviceID: UInt64
+    public var clientMessageID: String
+    public var text: String
+    public var clientSentAtMilliseconds: Int64
+    public var acceptedAtMilliseconds: Int64
+
+    public init(serverMessageID: UInt64, chatID: UInt64, sequence: UInt64, senderUserID: UInt64, senderDeviceID: UInt64, clientMessageID: String, text: String, clientSentAtMilliseconds: Int64, acceptedAtMilliseconds: Int64) {
+        self.serverMessageID = serverMessageID
+        self.chatID = chatID
+        self.sequence = sequence
+        self.senderUserID = senderUserID
+        self.senderDeviceID = senderDeviceID
+        self.clientMessageID = clientMessageID
+        self.text = text
+        self.clientSentAtMilliseconds = clientSentAtMilliseconds
+        self.acceptedAtMilliseconds = acceptedAtMilliseconds
+    }
+}
+
+/// What storing a message did.
+public enum StoreOutcome: Sendable, Equatable {
+    /// Stored now, as given (with its sequence number).
+    case stored(StoredMessage)
+    /// The sending device already used this client message id for this message: nothing changed.
+    case duplicate(StoredMessage)
+    /// The sending device already used this client message id for a different message.
+    case conflict(StoredMessage)
+}
+
+/// One chat's part of a batch write (`ChatBatchStore.storeBatch`): messages in the order they
+/// are to be numbered, and the server message ids among them that are second copies (set only
+/// by the test faults' `FaultyChatStore`).
+public struct ChatWrite: Sendable {
+    public var chatID: UInt64
+    public var messages: [StoredMessage]
+    public var copies: Set<UInt64>
+
+    public init(chatID: UInt64, messages: [StoredMessage], copies: Set<UInt64> = []) {
+        self.chatID = chatID
+        self.messages = messages
+        self.copies = copies
+    }
+}
+
+/// What a batch write did with one chat's messages.
+public enum ChatWriteResult: Sendable, Equatable {
+    /// Each message's outcome, in order (nil: not stored, as its sender is not a member), what
+    /// the write added to the chat in sequence order (what its members are pushed), and the
+    /// chat's members as the write saw them.
+    case written([StoreOutcome?], added: [StoredMessage], members: Set<UInt64>)
+    /// No such chat: nothing stored.
+    case chatNotFound
+    /// This chat's part failed and was rolled back; the other chats' parts stand.
+    case failed(StorageError)
+}
+
+/// One search result.
+public struct SearchHit: Sendable, Equatable {
+    public var message: StoredMessage
+    public var chatName: String
+    public var senderName: String
+    /// The matching words marked with [ ], and some context.
+    public var snippet: String
+
+    public init(message: StoredMessage, chatName: String, senderName: String, snippet: String) {
+        self.message = message
+        self.chatName = chatName
+        self.senderName = senderName
+        self.snippet = snippet
+    }
+}
+
+public struct StorageStatistics: Sendable, Equatable, Codable {
+    public var users: Int
+    public var devices: Int
+    public var chats: Int
+    public var messages: Int
+    public var activeTokens: Int
+    public var schemaVersion: String
+
+    public init(users: Int, devices: Int, chats: Int, messages: Int, activeTokens: Int, schemaVersion: String) {
+        self.users = users
+        self.devices = devices
+        self.chats = chats
+        self.messages = messages
+        self.activeTokens = activeTokens
+        self.schemaVersion = schemaVersion
+    }
+}
+
+/// One member device's delivery cursor in a chat.
+public struct MemberDeviceCursor: Sendable, Equatable {
+    public var userID: UInt64
+    public var deviceID: UInt64
+    public var sequence: UInt64
+    public init(userID: UInt64, deviceID: UInt64, sequence: UInt64) {
+        self.userID = userID
+        self.deviceID = deviceID
+        self.sequence = sequence
+    }
+}

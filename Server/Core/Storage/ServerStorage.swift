@@ -1,0 +1,113 @@
+import Foundation
+
+/// Everything the server keeps beyond the log: users, devices, tokens, chats, members, message
+/// history with full-text search, delivery cursors and deduplication keys.
+///
+/// The embedded implementation is SQLite (`SQLiteStorage`); a PostgreSQL one will sit behind the
+/// same protocol, so the SQL is kept portable and the same tests run against each.
+public protocol ServerStorage: ChatBatchStore {
+    // MARK: Accounts
+    func createUser(name: String) async throws(StorageError) -> User
+    func user(id: UInt64) async throws(StorageError) -> User
+    func user(named name: String) async throws(StorageError) -> User
+    func listUsers() async throws(StorageError) -> [User]
+    func createDevice(userID: UInt64, name: String) async throws(StorageError) -> Device
+    func devices(ofUser userID: UInt64) async throws(StorageError) -> [Device]
+    func device(id: UInt64) async throws(StorageError) -> Device
+    /// Makes sure of every user, device, chat and membership of `plan` in one transaction,
+    /// reusing what exists by name, and issues each device a new token. Nothing changes when a
+    /// name is invalid or a member index is out of range (`.invalid`).
+    func provision(_ plan: ProvisionPlan) async throws(StorageError) -> ProvisionResult
+
+    // MARK: Tokens
+    /// A new random token for the device; only its hash is stored.
+    func issueToken(deviceID: UInt64, expiresAt: Date?) async throws(StorageError) -> IssuedToken
+    /// Who `token` speaks for, or nil when it is unknown, revoked or expired at `now`.
+    func authenticate(token: String, now: Date) async throws(StorageError) -> TokenIdentity?
+    /// Revokes one token; false when it was unknown or already revoked.
+    func revokeToken(_ token: String, now: Date) async throws(StorageError) -> Bool
+    /// Revokes every token of a device; returns how many were active.
+    func revokeTokens(deviceID: UInt64, now: Date) async throws(StorageError) -> Int
+
+    // MARK: Chats
+    /// Creates a chat with its first members, in one transaction: nothing is created when the
+    /// name is taken (`.alreadyExists`) or a member does not exist (`.notFound`).
+    func createChat(name: String, memberIDs: [UInt64]) async throws(StorageError) -> Chat
+    func chat(id: UInt64) async throws(StorageError) -> Chat
+    func chat(named name: String) async throws(StorageError) -> Chat
+    /// Adds a member; adding one twice changes nothing.
+    func addMember(chatID: UInt64, userID: UInt64) async throws(StorageError)
+    func members(ofChat chatID: UInt64) async throws(StorageError) -> Set<UInt64>
+    func chats(ofUser userID: UInt64) async throws(StorageError) -> [Chat]
+    func listChats() async throws(StorageError) -> [ChatSummary]
+    /// The user's chats with an id above `afterChatID`, in id order, at most `limit`; each lists
+    /// at most `maxMemberNames` member names (the first in byte order) and counts all members.
+    func chatSummaries(ofUser userID: UInt64, afterChatID: UInt64, limit: Int, maxMemberNames: Int) async throws(StorageError) -> [ChatSummary]
+    /// One chat, listing at most `maxMemberNames` member names (as in `chatSummaries`).
+    func chatSummary(id: UInt64, maxMemberNames: Int) async throws(StorageError) -> ChatSummary
+
+    // MARK: Messages
+    /// Stores messages of one chat, each with its deduplication key and search entry, in one
+    /// transaction, numbering the new ones consecutively after `afterSequence`, which must be
+    /// the chat's stored last sequence (else `.sequenceConflict`: another writer was here). A
+    /// device's reused client message id is `.duplicate` (same chat and text) or `.conflict`;
+    /// neither takes a number or changes anything. The `sequence` of each given message is
+    /// ignored. Outcomes come in the order of `messages`.
+    ///
+    func storeMessages(_ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64) async throws(StorageError) -> [StoreOutcome]
+    /// The highest server message id stored (0 when none).
+    func maxServerMessageID() async throws(StorageError) -> UInt64
+    /// Every deduplication key stored, for the gateway's filter at startup.
+    func forEachDedupKey(_ body: @escaping @Sendable (UInt64, String) -> Void) async throws(StorageError)
+    /// The stored message a device sent under `clientMessageID`, if any.
+    func message(deviceID: UInt64, clientMessageID: String) async throws(StorageError) -> StoredMessage?
+    /// Messages of a chat with sequence above `afterSequence`, oldest first.
+    func history(chatID: UInt64, afterSequence: UInt64, limit: Int) async throws(StorageError) -> [StoredMessage]
+    /// The newest `limit` messages of a chat with sequence below `beforeSequence`, oldest first.
+    func history(chatID: UInt64, beforeSequence: UInt64, limit: Int) async throws(StorageError) -> [StoredMessage]
+    /// Messages matching every word (whole words, not substrings), best first. With `userID`,
+    /// only chats that user is a member of.
+    func search(words: String, userID: UInt64?, chatID: UInt64?, limit: Int) async throws(StorageError) -> [SearchHit]
+
+    // MARK: Delivery
+    func deliveryCursor(deviceID: UInt64, chatID: UInt64) async throws(StorageError) -> UInt64
+    /// Every stored delivery cursor of a device: chat id -> sequence.
+    func deliveryCursors(deviceID: UInt64) async throws(StorageError) -> [UInt64: UInt64]
+    /// Every device of every member of a chat that can still connect (it has a token neither
+    /// revoked nor expired), with its delivery cursor in that chat (0 when it has none).
+    func memberDeviceCursors(chatID: UInt64, now: Date) async throws(StorageError) -> [MemberDeviceCursor]
+    /// Moves the cursor forward (never back).
+    func advanceDeliveryCursor(deviceID: UInt64, chatID: UInt64, to sequence: UInt64) async throws(StorageError)
+
+    func statistics() async throws(StorageError) -> StorageStatistics
+}
+
+extension ServerStorage {
+    /// Creates a chat with no members yet.
+    public func createChat(name: String) async throws(StorageError) -> Chat {
+        try await createChat(name: name, memberIDs: [])
+    }
+
+    /// Stores one message numbered `message.sequence` (see `storeMessages`).
+    public func storeMessage(_ message: StoredMessage) async throws(StorageError) -> StoreOutcome {
+        guard message.sequence >= 1 else { throw .invalid("a message's sequence starts at 1") }
+        return try await storeMessages([message], chatID: message.chatID, afterSequence: message.sequence - 1)[0]
+    }
+}
+
+/// What the log's consumers write through: every chat of a batch in one durable transaction.
+/// Its own protocol so that a decorator (the test faults) can stand between them and the store.
+public protocol ChatBatchStore: Sendable {
+    /// Stores the messages of many chats in one transaction that is durable when this returns
+    /// (one sync for the whole batch): each chat's part is checked against its members and its
+    /// deduplication keys and numbered after its stored last sequence, as `storeMessages` does,
+    /// inside the transaction, so the writer of the transaction is the single writer of every
+    /// chat in it. A chat whose part fails is rolled back alone (`.failed`); a failed commit
+    /// throws and stores nothing. Results come in the order of `writes`.
+    ///
+    /// A message whose server message id is in its write's `copies` (test faults only) is a
+    /// second copy of the message its device sent under the same client message id earlier in
+    /// the write: it takes its own sequence number and no deduplication key. When that earlier
+    /// message was not stored by this write (a replay), the copy is not stored either.
+    func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult]
+}

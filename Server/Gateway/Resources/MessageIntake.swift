@@ -1,0 +1,132 @@
+import CoAP
+import CourierActors
+import CourierCore
+import CourierLog
+import CourierProtocol
+import Foundation
+import Logging
+
+/// `POST /v1/msg`: validates the SendMessage of an authenticated device, checks that the sender
+/// is a member of the chat, and answers 2.01 only once the message is in the durable log.
+/// A retry of a message already taken gets the first answer again.
+public struct MessageIntake: Sendable {
+    public struct Limits: Sendable {
+        /// Longest message text, in UTF-8 bytes; longer is 4.13.
+        public var maxTextBytes = 8 * 1024
+        /// Max-Age on a 5.03.
+        public var retryAfterSeconds: UInt32 = 1
+        /// Requests per second one device may make on average, and in a burst; beyond, 4.29.
+        public var deviceRatePerSecond = 50.0
+        public var deviceBurst = 100
+        public init() {}
+    }
+
+    let log: any MessageLog
+    let storage: any ServerStorage
+    let authenticator: TokenAuthenticator
+    let chats: ShardRegion<ChatEntity>
+    let accepted: AcceptedMessages
+    let dedupFilter: DedupFilter
+    let ids: MessageIDGenerator
+    let metrics: ServerMetrics
+    let limits: Limits
+    let logger: Logger
+
+    public init(log: any MessageLog, storage: any ServerStorage, authenticator: TokenAuthenticator, chats: ShardRegion<ChatEntity>, accepted: AcceptedMessages, dedupFilter: DedupFilter, ids: MessageIDGenerator, metrics: ServerMetrics, limits: Limits = Limits(), logger: Logger) {
+        self.dedupFilter = dedupFilter
+        self.log = log
+        self.storage = storage
+        self.authenticator = authenticator
+        self.chats = chats
+        self.accepted = accepted
+        self.ids = ids
+        self.metrics = metrics
+        self.limits = limits
+        self.logger = logger
+    }
+
+    /// `POST /v1/msg` for the device the context names.
+    func send(_ context: RequestContext) async throws -> CoAPMessage {
+        let identity = try context.device()
+        let message = try context.body(SendMessage.self)
+        guard message.text.utf8.count <= limits.maxTextBytes else {
+            throw Refusal(.requestEntityTooLarge, .tooLarge, "text is \(message.text.utf8.count) bytes; the limit is \(limits.maxTextBytes)")
+        }
+        guard !message.text.isEmpty else { throw Refusal(.badRequest, .badRequest, "text is empty") }
+
+        let permitted: Bool
+        do {
+            permitted = try await chats.withEntity(message.chatID) { try await $0.permits(identity.userID) }
+        } catch StorageError.notFound {
+            throw Refusal(.notFound, .notFound, "no chat \(message.chatID)")
+        } catch {
+            throw Refusal.unavailable("membership check of chat \(message.chatID)", cause: error)
+        }
+        guard permitted else { throw Refusal(.forbidden, .forbidden, "not a member of chat \(message.chatID)") }
+
+        let key = AcceptedMessages.Key(deviceID: identity.deviceID, clientMessageID: message.clientMessageID)
+        let acceptance = AcceptedMessages.Acceptance(
+            serverMessageID: ids.next(), chatID: message.chatID, text: message.text, acceptedAtMilliseconds: Date().milliseconds
+        )
+        switch await accepted.claim(key, acceptance) {
+        case .full:
+            throw Refusal(.serviceUnavailable, .overloaded, "too many messages waiting to be stored")
+        case .accepted(let earlier):
+            guard earlier.matches(chatID: message.chatID, text: message.text) else { throw Self.conflict(message) }
+            metrics.countReplay(answeredFrom: "in_flight")
+            return Self.created(message.clientMessageID, earlier.serverMessageID, earlier.chatID, sequence: earlier.sequence, earlier.acceptedAtMilliseconds)
+        case .claimed:
+            break
+        }
+
+        // Not in flight here: it may be stored already (a retry after the chat stored it). The
+        // filter rules that out for almost every new message without asking the database.
+        let stored: StoredMessage?
+        do {
+            stored = dedupFilter.mightContain(deviceID: identity.deviceID, clientMessageID: message.clientMessageID)
+                ? try await storage.message(deviceID: identity.deviceID, clientMessageID: message.clientMessageID) : nil
+        } catch {
+            accepted.finish(key, inLog: false)
+            throw Refusal.unavailable("dedup lookup", cause: error)
+        }
+        if let stored {
+            accepted.finish(key, inLog: false)
+            guard stored.chatID == message.chatID, stored.text == message.text else { throw Self.conflict(message) }
+            metrics.countReplay(answeredFrom: "storage")
+            return Self.created(message.clientMessageID, stored.serverMessageID, stored.chatID, sequence: stored.sequence, stored.acceptedAtMilliseconds)
+        }
+
+        let record = AcceptedMessage(
+            serverMessageID: acceptance.serverMessageID, chatID: message.chatID,
+            senderUserID: identity.userID, senderDeviceID: identity.deviceID,
+            clientMessageID: message.clientMessageID, text: message.text,
+            clientSentAtMs: message.clientSentAtMs, acceptedAtMs: acceptance.acceptedAtMilliseconds
+        )
+        let started = ContinuousClock.now
+        do {
+            _ = try await log.append(record.serializedBytes(), partition: log.partition(forUser: identity.userID))
+        } catch {
+            accepted.finish(key, inLog: false)
+            switch error {
+            case .overloaded: metrics.countAppend(result: "overloaded")
+            case .diskFull: metrics.countAppend(result: "disk_full")
+            default: metrics.countAppend(result: "failed")
+            }
+            throw error
+        }
+        let elapsed = (ContinuousClock.now - started).components
+        metrics.appendLatency.recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
+        metrics.countAppend(result: "ok")
+        accepted.finish(key, inLog: true)
+        return Self.created(message.clientMessageID, acceptance.serverMessageID, message.chatID, sequence: 0, acceptance.acceptedAtMilliseconds)
+    }
+
+    static func created(_ clientMessageID: String, _ serverMessageID: UInt64, _ chatID: UInt64, sequence: UInt64, _ acceptedAt: Int64) -> CoAPMessage {
+        let result = SendResult(clientMessageID: clientMessageID, serverMessageID: serverMessageID, chatID: chatID, chatSequence: sequence, acceptedAtMs: acceptedAt)
+        return .response(.created, payload: result.serializedBytes(), contentFormat: CoAPContentFormat.protobuf)
+    }
+
+    static func conflict(_ message: SendMessage) -> Refusal {
+        Refusal(.conflict, .conflict, "client_message_id \(message.clientMessageID) was used for a different message")
+    }
+}

@@ -1,0 +1,91 @@
+import CourierCore
+import Foundation
+import Hummingbird
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import ServiceLifecycle
+
+/// The operations listener: `GET /health` (the process runs), `GET /ready` (the gateway takes
+/// messages), `GET /metrics` (Prometheus text format) and, with an `AdminAPI`,
+/// `POST /admin/v1/provision`.
+public final class OpsHTTPService: Service, Sendable {
+    let host: String
+    let port: Int
+    let metrics: ServerMetrics
+    let isReady: @Sendable () async -> Bool
+    let logger: Logger
+    let admin: AdminAPI?
+    private let boundPort = NIOLockedValueBox<Int?>(nil)
+
+    public init(host: String, port: Int, metrics: ServerMetrics, admin: AdminAPI? = nil, logger: Logger, isReady: @escaping @Sendable () async -> Bool) {
+        self.host = host
+        self.admin = admin
+        self.port = port
+        self.metrics = metrics
+        self.logger = logger
+        self.isReady = isReady
+    }
+
+    /// The TCP port once listening (useful with port 0).
+    public var listeningPort: Int? { boundPort.withLockedValue { $0 } }
+
+    public func run() async throws {
+        let router = Router()
+        router.get("health") { _, _ in "ok\n" }
+        router.get("ready") { [isReady] _, _ -> Response in
+            let ready = await isReady()
+            return Response(
+                status: ready ? .ok : .serviceUnavailable,
+                headers: [.contentType: "text/plain"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: ready ? "ready\n" : "not ready\n"))
+            )
+        }
+        router.get("metrics") { [metrics] _, _ -> Response in
+            Response(
+                status: .ok,
+                headers: [.contentType: "text/plain; version=0.0.4"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: await metrics.scrape()))
+            )
+        }
+        if let admin {
+            router.post("admin/v1/provision") { request, _ -> Response in
+                do {
+                    try admin.authorize(request.headers[.authorization])
+                    let body: ByteBuffer
+                    do {
+                        body = try await request.body.collect(upTo: ProvisionRequest.maxBodyBytes)
+                    } catch is NIOTooManyBytesError {
+                        throw AdminRefusal.badRequest("the body is larger than \(ProvisionRequest.maxBodyBytes / 1024) KiB")
+                    }
+                    return Self.json(.ok, ByteBuffer(bytes: try await admin.provision(body: Array(buffer: body))))
+                } catch let refusal as AdminRefusal {
+                    return Self.json(Self.status(of: refusal), ByteBuffer(bytes: try JSONEncoder().encode(["error": refusal.message])))
+                }
+            }
+        }
+        let app = Application(
+            router: router,
+            configuration: .init(address: .hostname(host, port: port), serverName: "courier-server"),
+            onServerRunning: { [boundPort, logger] channel in
+                boundPort.withLockedValue { $0 = channel.localAddress?.port }
+                logger.info("ops HTTP listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+            },
+            logger: logger
+        )
+        try await app.run()
+    }
+
+    private static func json(_ status: HTTPResponse.Status, _ body: ByteBuffer) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: body))
+    }
+
+    private static func status(of refusal: AdminRefusal) -> HTTPResponse.Status {
+        switch refusal {
+        case .unauthorized: .unauthorized
+        case .badRequest: .badRequest
+        case .unavailable: .serviceUnavailable
+        case .failed: .internalServerError
+        }
+    }
+}

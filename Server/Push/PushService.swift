@@ -1,0 +1,210 @@
+import CourierActors
+import CourierCore
+import CourierProtocol
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOEmbedded
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+import ServiceLifecycle
+
+/// The WebSocket endpoint `/v1/push`: upgrades requests for that path from an allowed Origin
+/// (or none) and runs one `PushSession` per connection, up to a bound.
+public final class PushService: Service, Sendable {
+    public struct Configuration: Sendable {
+        public var host = "0.0.0.0"
+        public var port = 8080
+        /// Origins allowed at the upgrade; a request without Origin (a device, not a browser)
+        /// is always allowed.
+        public var allowedOrigins: Set<String> = []
+        public var maxFrameBytes = 64 * 1024
+        public var heartbeatInterval: Duration = .seconds(30)
+        /// The first frame (Hello) must come within this.
+        public var helloTimeout: Duration = .seconds(10)
+        /// Open sessions; one more is closed at once with 1013 (try again later).
+        public var maxSessions = 50_000
+        /// Bytes of frames queued for one session's writer; pushes wait beyond it.
+        public var maxOutboundBytes = 256 * 1024
+        /// A session whose queued frames have not moved for this long is closed (the reader
+        /// does not read); the device catches up by replay when it reconnects.
+        public var slowReaderTimeout: Duration = .seconds(10)
+        public init() {}
+    }
+
+    enum Upgrade {
+        /// `queryToken`: the `t=` of the upgrade request's query, if it carried one.
+        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, queryToken: String?)
+        case refused
+    }
+
+    let configuration: Configuration
+    let authenticator: TokenAuthenticator
+    let devices: ShardRegion<DeviceEntity>
+    /// Devices with a session now, by user: where the consumers hand new messages.
+    let live: LiveDevices
+    let storage: any ServerStorage
+    let receipts: DeliveryReceipts
+    let metrics: ServerMetrics
+    let logger: Logger
+    private let boundPort = NIOLockedValueBox<Int?>(nil)
+    private let openSessions = NIOLockedValueBox(0)
+    let watchdog = SessionWatchdog()
+
+    package init(
+        configuration: Configuration, authenticator: TokenAuthenticator, devices: ShardRegion<DeviceEntity>, live: LiveDevices,
+        storage: any ServerStorage, receipts: DeliveryReceipts, metrics: ServerMetrics, logger: Logger
+    ) {
+        self.configuration = configuration
+        self.authenticator = authenticator
+        self.devices = devices
+        self.live = live
+        self.storage = storage
+        self.receipts = receipts
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    public var port: Int? { boundPort.withLockedValue { $0 } }
+
+    public func run() async throws {
+        let configuration = self.configuration
+        Self.instantiatePipelineTypes(configuration)
+        let server: NIOAsyncChannel<EventLoopFuture<Upgrade>, Never> = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .bind(host: configuration.host, port: configuration.port) { channel in
+                Self.configurePipeline(channel, configuration)
+            }
+        boundPort.withLockedValue { $0 = server.channel.localAddress?.port }
+        logger.info("push WebSocket listening", metadata: ["address": "\(server.channel.localAddress.map { "\($0)" } ?? "?")"])
+        // Ends (cancelled) once the accept loop and every session have.
+        let sweeping = Task { [watchdog] in await watchdog.run() }
+        defer { sweeping.cancel() }
+        do {
+            try await cancelWhenGracefulShutdown {
+                try await withThrowingDiscardingTaskGroup { group in
+                    try await server.executeThenClose { inbound in
+                        for try await upgrade in inbound {
+                            group.addTask { await self.handle(upgrade) }
+                        }
+                    }
+                }
+            }
+        } catch is CancellationError {
+            // The way a graceful shutdown ends the accept loop; not a failure.
+        }
+        boundPort.withLockedValue { $0 = nil }
+        logger.info("push WebSocket stopped")
+    }
+
+    /// Fragments one message may come in; more closes the session (1009). Bounds the joining
+    /// work of a peer that sends a message a few bytes at a time.
+    static let maxFragments = 1_024
+
+    /// One push connection's pipeline: HTTP, upgraded to a WebSocket on `/v1/push` from an
+    /// allowed origin, refused with 403 otherwise.
+    private static func configurePipeline(_ channel: any Channel, _ configuration: Configuration) -> EventLoopFuture<EventLoopFuture<Upgrade>> {
+        channel.eventLoop.makeCompletedFuture {
+            let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
+                maxFrameSize: configuration.maxFrameBytes,
+                shouldUpgrade: { channel, head in
+                    let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+                    let origin = head.headers.first(name: "Origin")
+                    guard path == "/v1/push", origin == nil || configuration.allowedOrigins.contains(origin!) else {
+                        return channel.eventLoop.makeSucceededFuture(nil)
+                    }
+                    return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+                },
+                upgradePipelineHandler: { channel, head in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
+                            minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: Self.maxFragments, maxAccumulatedFrameSize: configuration.maxFrameBytes
+                        ))
+                        return .websocket(try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: channel), queryToken: Self.queryToken(head.uri))
+                    }
+                }
+            )
+            let upgradeConfiguration = NIOTypedHTTPServerUpgradeConfiguration(
+                upgraders: [upgrader],
+                notUpgradingCompletionHandler: { channel in
+                    // Not a WebSocket upgrade to /v1/push from an allowed origin: 403, close.
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(RefusingHandler())
+                        return .refused
+                    }
+                }
+            )
+            return try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(
+                configuration: .init(upgradeConfiguration: upgradeConfiguration)
+            )
+        }
+    }
+
+    /// Builds the pipeline once on this thread before the listener opens. The Swift runtime has
+    /// crashed (a null metadata in swift_conformsToProtocol) when many connections instantiate
+    /// this pipeline's generic types for the first time at once, on several event loops, as
+    /// happens when every device reconnects the moment a restarted server opens its port.
+    private static func instantiatePipelineTypes(_ configuration: Configuration) {
+        let channel = EmbeddedChannel()
+        _ = try? configurePipeline(channel, configuration).wait()
+        // An upgrade request takes it through the HTTP decoder and the WebSocket upgrade too.
+        _ = try? channel.writeInbound(ByteBuffer(string: "GET /v1/push HTTP/1.1\r\nHost: courier\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+        _ = try? channel.finish(acceptAlreadyClosed: true)
+    }
+
+    private func handle(_ upgrade: EventLoopFuture<Upgrade>) async {
+        guard case .websocket(let channel, let queryToken)? = try? await upgrade.get() else { return }
+        let admitted = openSessions.withLockedValue { open in
+            guard open < configuration.maxSessions else { return false }
+            open += 1
+            return true
+        }
+        guard admitted else {
+            metrics.countPushClose(reason: "too_many_sessions")
+            try? await channel.executeThenClose { _, outbound in
+                var reason = ByteBuffer()
+                reason.write(webSocketErrorCode: .unknown(1013))  // RFC 6455 registry: Try Again Later
+                reason.writeString("too many sessions")
+                try await outbound.write(WebSocketFrame(fin: true, opcode: .connectionClose, data: reason))
+            }
+            return
+        }
+        defer { openSessions.withLockedValue { $0 -= 1 } }
+        do {
+            try await channel.executeThenClose { inbound, outbound in
+                try await PushSession(service: self, channel: channel.channel, outbound: outbound, queryToken: queryToken).run(inbound)
+            }
+        } catch {
+            logger.debug("push session ended", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+extension PushService {
+    /// The value of `t=` in a request target's query (`/v1/push?t=TOKEN`), percent-decoded.
+    static func queryToken(_ uri: String) -> String? {
+        guard let query = uri.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
+        for pair in query.split(separator: "&") where pair.hasPrefix("t=") {
+            return String(pair.dropFirst(2)).removingPercentEncoding
+        }
+        return nil
+    }
+}
+
+/// Answers a plain HTTP request (no upgrade, wrong path or origin) with 403 and closes.
+final class RefusingHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .end = unwrapInboundIn(data) else { return }
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Length", value: "0")
+        headers.add(name: "Connection", value: "close")
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .forbidden, headers: headers))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.close(promise: nil)
+    }
+}

@@ -1,0 +1,53 @@
+import CourierCore
+import Foundation
+import GRDB
+
+extension SQLiteStorage {
+    public func provision(_ plan: ProvisionPlan) async throws(StorageError) -> ProvisionResult {
+        // Every name and index is checked before the transaction starts.
+        var plan = plan
+        for index in plan.users.indices {
+            plan.users[index].name = try Self.validName(plan.users[index].name, of: "user")
+            for device in plan.users[index].deviceNames.indices {
+                plan.users[index].deviceNames[device] = try Self.validName(plan.users[index].deviceNames[device], of: "device")
+            }
+        }
+        for index in plan.chats.indices {
+            plan.chats[index].name = try Self.validName(plan.chats[index].name, of: "chat")
+            guard plan.chats[index].memberIndexes.allSatisfy(plan.users.indices.contains) else {
+                throw .invalid("chat \(plan.chats[index].name) names a member that is not in the plan")
+            }
+        }
+        let now = Date()
+        return try await write { [plan] db in
+            var users: [ProvisionResult.User] = []
+            users.reserveCapacity(plan.users.count)
+            for user in plan.users {
+                let userID = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM users WHERE name = ?"), arguments: [user.name]).map(UInt64.init)
+                    ?? Self.insertUser(db, name: user.name, at: now)
+                var devices: [ProvisionResult.Device] = []
+                for name in user.deviceNames {
+                    let deviceID = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM devices WHERE user_id = ? AND name = ?"), arguments: [Int64(userID), name]).map(UInt64.init)
+                        ?? Self.insertDevice(db, userID: userID, name: name, at: now)
+                    devices.append(.init(id: deviceID, name: name, token: try Self.insertToken(db, deviceID: deviceID, expiresAt: plan.tokenExpiresAt, at: now)))
+                }
+                users.append(.init(id: userID, name: user.name, devices: devices))
+            }
+            var chats: [ProvisionResult.Chat] = []
+            chats.reserveCapacity(plan.chats.count)
+            for chat in plan.chats {
+                let chatID = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM chats WHERE name = ?"), arguments: [chat.name]).map(UInt64.init)
+                    ?? Self.insertChat(db, name: chat.name, at: now)
+                let memberIDs = chat.memberIndexes.map { users[$0].id }
+                let added = try memberIDs.filter { try Self.insertMember(db, chatID: chatID, userID: $0, at: now) }
+                // Members from earlier provisions (another membership size) get the chat's
+                // messages too: whoever checks deliveries must know them.
+                let planned = Set(memberIDs)
+                let earlier = try Int64.fetchAll(db.cachedStatement(sql: "SELECT user_id FROM members WHERE chat_id = ? ORDER BY user_id"), arguments: [Int64(chatID)])
+                    .map(UInt64.init).filter { !planned.contains($0) }
+                chats.append(.init(id: chatID, name: chat.name, memberUserIDs: memberIDs + earlier, addedUserIDs: added))
+            }
+            return ProvisionResult(users: users, chats: chats)
+        }
+    }
+}
