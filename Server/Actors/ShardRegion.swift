@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// How a shard region is laid out and bounded (the same for every kind of entity).
 public struct ShardRegionConfiguration: Sendable {
@@ -70,10 +71,10 @@ public final class ShardRegion<Entity: ShardedEntity>: Sendable {
     private func use<Result: Sendable>(_ entity: Entity, of shard: Shard<Entity>, _ id: UInt64, _ body: (Entity) async throws -> Result) async throws -> Result {
         do {
             let result = try await body(entity)
-            await shard.checkIn(id)
+            shard.checkIn(id)
             return result
         } catch {
-            await shard.checkIn(id)
+            shard.checkIn(id)
             throw error
         }
     }
@@ -81,7 +82,7 @@ public final class ShardRegion<Entity: ShardedEntity>: Sendable {
     /// Live entities across all shards.
     public func liveCount() async -> Int {
         var total = 0
-        for shard in shards { total += await shard.liveCount }
+        for shard in shards { total += shard.liveCount }
         return total
     }
 
@@ -89,19 +90,22 @@ public final class ShardRegion<Entity: ShardedEntity>: Sendable {
     /// failure left its state in doubt). A caller still holding the old one finishes with it;
     /// storage's checks (a chat's expected sequence) keep two instances from both writing.
     public func evict(_ id: UInt64) async {
-        await shards[shardIndex(of: id)].evict(id)
+        shards[shardIndex(of: id)].evict(id)
     }
 
     /// Passivates entities idle for longer than the idle timeout; returns how many.
     @discardableResult
     public func passivateIdle() async -> Int {
         var total = 0
-        for shard in shards { total += await shard.passivateIdle(olderThan: configuration.idleTimeout) }
+        for shard in shards { total += shard.passivateIdle(olderThan: configuration.idleTimeout) }
         return total
     }
 }
 
-actor Shard<Entity: ShardedEntity> {
+/// One shard's live entities. A lock, not an actor: checking an entity out and in is a few
+/// dictionary operations, and as an actor it cost two executor hops on every use (every send's
+/// membership check, every acknowledgement's receipts). Only an activation waits, outside the lock.
+final class Shard<Entity: ShardedEntity>: Sendable {
     private enum Slot {
         case activating(Task<Entity, any Error>, users: Int)
         case active(Entity, users: Int, lastUsed: ContinuousClock.Instant)
@@ -111,8 +115,7 @@ actor Shard<Entity: ShardedEntity> {
     let index: Int
     let context: Entity.Context
     let capacity: Int
-    private var slots: [UInt64: Slot] = [:]
-    private let clock = ContinuousClock()
+    private let slots = Mutex<[UInt64: Slot]>([:])
 
     init(kind: String, index: Int, context: Entity.Context, capacity: Int) {
         self.kind = kind
@@ -121,29 +124,40 @@ actor Shard<Entity: ShardedEntity> {
         self.capacity = capacity
     }
 
-    var liveCount: Int { slots.count }
+    var liveCount: Int { slots.withLock { $0.count } }
+
+    private enum Step {
+        case ready(Entity)
+        case wait(Task<Entity, any Error>)
+        case full
+    }
 
     func checkOut(_ id: UInt64) async throws -> Entity {
-        switch slots[id] {
-        case .active(let entity, let users, _):
-            slots[id] = .active(entity, users: users + 1, lastUsed: clock.now)
-            return entity
-        case .activating(let task, let users):
-            slots[id] = .activating(task, users: users + 1)
-            return try await awaitActivation(id, task)
-        case nil:
-            if slots.count >= capacity, !evictLeastRecentlyUsed() {
-                throw ShardRegionError.shardFull(kind: kind, shard: index)
+        let context = self.context
+        let step: Step = slots.withLock { slots in
+            switch slots[id] {
+            case .active(let entity, let users, _):
+                slots[id] = .active(entity, users: users + 1, lastUsed: .now)
+                return .ready(entity)
+            case .activating(let task, let users):
+                slots[id] = .activating(task, users: users + 1)
+                return .wait(task)
+            case nil:
+                if slots.count >= capacity, !Self.evictLeastRecentlyUsed(&slots) { return .full }
+                let task = Task { try await Entity.activate(id: id, context: context) }
+                slots[id] = .activating(task, users: 1)
+                return .wait(task)
             }
-            let context = self.context
-            let task = Task { try await Entity.activate(id: id, context: context) }
-            slots[id] = .activating(task, users: 1)
-            return try await awaitActivation(id, task)
+        }
+        switch step {
+        case .ready(let entity): return entity
+        case .wait(let task): return try await awaitActivation(id, task)
+        case .full: throw ShardRegionError.shardFull(kind: kind, shard: index)
         }
     }
 
     func checkOutIfLive(_ id: UInt64) async throws -> Entity? {
-        guard slots[id] != nil else { return nil }
+        guard slots.withLock({ $0[id] != nil }) else { return nil }
         return try await checkOut(id)
     }
 
@@ -152,45 +166,55 @@ actor Shard<Entity: ShardedEntity> {
         // same id may already be under way, and it must not be dropped or replaced.
         do {
             let entity = try await task.value
-            if case .activating(let current, let users) = slots[id], current == task {
-                slots[id] = .active(entity, users: users, lastUsed: clock.now)
+            return slots.withLock { slots in
+                if case .activating(let current, let users) = slots[id], current == task {
+                    slots[id] = .active(entity, users: users, lastUsed: .now)
+                    return entity
+                }
+                if case .active(let current, _, _) = slots[id] { return current }
                 return entity
             }
-            if case .active(let current, _, _) = slots[id] { return current }
-            return entity
         } catch {
             // Every waiter sees the failure; the slot goes, so the next use tries again.
-            if case .activating(let current, _) = slots[id], current == task { slots[id] = nil }
+            slots.withLock { slots in
+                if case .activating(let current, _) = slots[id], current == task { slots[id] = nil }
+            }
             throw error
         }
     }
 
     func checkIn(_ id: UInt64) {
-        switch slots[id] {
-        case .active(let entity, let users, _):
-            slots[id] = .active(entity, users: max(0, users - 1), lastUsed: clock.now)
-        case .activating(let task, let users):
-            slots[id] = .activating(task, users: max(0, users - 1))
-        case nil:
-            break
+        slots.withLock { slots in
+            switch slots[id] {
+            case .active(let entity, let users, _):
+                slots[id] = .active(entity, users: max(0, users - 1), lastUsed: .now)
+            case .activating(let task, let users):
+                slots[id] = .activating(task, users: max(0, users - 1))
+            case nil:
+                break
+            }
         }
     }
 
     func evict(_ id: UInt64) {
-        if case .active = slots[id] { slots[id] = nil }
+        slots.withLock { slots in
+            if case .active = slots[id] { slots[id] = nil }
+        }
     }
 
     func passivateIdle(olderThan idle: Duration) -> Int {
-        let now = clock.now
-        let idleIDs = slots.compactMap { id, slot -> UInt64? in
-            if case .active(_, 0, let lastUsed) = slot, now - lastUsed >= idle { return id }
-            return nil
+        let now = ContinuousClock.now
+        return slots.withLock { slots in
+            let idleIDs = slots.compactMap { id, slot -> UInt64? in
+                if case .active(_, 0, let lastUsed) = slot, now - lastUsed >= idle { return id }
+                return nil
+            }
+            for id in idleIDs { slots[id] = nil }
+            return idleIDs.count
         }
-        for id in idleIDs { slots[id] = nil }
-        return idleIDs.count
     }
 
-    private func evictLeastRecentlyUsed() -> Bool {
+    private static func evictLeastRecentlyUsed(_ slots: inout [UInt64: Slot]) -> Bool {
         var oldest: (UInt64, ContinuousClock.Instant)?
         for (id, slot) in slots {
             if case .active(_, 0, let lastUsed) = slot, oldest == nil || lastUsed < oldest!.1 { oldest = (id, lastUsed) }
