@@ -46,9 +46,7 @@ public final class CourierNode: Sendable {
         storage = try SQLiteStorage(path: Self.storagePath(dataDirectory: configuration.dataDirectory))
         adminToken = try AdminToken.ensure(dataDirectory: configuration.dataDirectory)
 
-        var logConfiguration = EmbeddedLog.Configuration()
-        logConfiguration.partitionCount = configuration.partitions
-        logConfiguration.partition.maxQueuedAppends = configuration.maxQueuedAppends
+        var logConfiguration = configuration.log
         if configuration.unsafeNoSync {
             logger.warning("unsafeNoSync is on: acknowledged messages can be lost in a power cut (benchmarks only)")
             logConfiguration.fileSystem = UnsafeNoSyncFileSystem()
@@ -65,9 +63,7 @@ public final class CourierNode: Sendable {
             if let crashAt = testFaults.crashBeforeCommit { consumedLog = FaultyLog(wrapping: log, crashBeforeCommit: crashAt) }
             chatStore = FaultyChatStore(wrapping: storage, faults: testFaults, ids: ids, logger: logger)
         }
-        var regionConfiguration = ShardRegionConfiguration()
-        regionConfiguration.idleTimeout = .seconds(configuration.entityIdleSeconds)
-        regionConfiguration.maxEntitiesPerShard = configuration.maxEntitiesPerShard
+        let regionConfiguration = configuration.shardRegions
         var deviceContext = DeviceEntity.Context(storage: storage)
         deviceContext.maxUnackedPerChat = UInt64(configuration.maxUnackedPerChat)
         deviceContext.ackTimeout = .seconds(configuration.ackTimeoutSeconds)
@@ -84,36 +80,21 @@ public final class CourierNode: Sendable {
         consumers = ChatConsumers(
             log: consumedLog, storage: storage, store: chatStore, live: live, recent: recent, accepted: accepted, dedupFilter: dedupFilter, metrics: metrics, logger: logger
         )
-        var limits = MessageIntake.Limits()
-        limits.maxTextBytes = configuration.maxTextBytes
-        limits.deviceRatePerSecond = Double(configuration.deviceRatePerSecond)
-        limits.deviceBurst = configuration.deviceBurst
         let authenticator = TokenAuthenticator(storage: storage, cacheDuration: .seconds(configuration.tokenCacheSeconds))
-        var pushConfiguration = PushService.Configuration()
-        pushConfiguration.host = configuration.pushHost
-        pushConfiguration.port = configuration.pushPort
-        pushConfiguration.allowedOrigins = Set(configuration.allowedOrigins)
-        pushConfiguration.heartbeatInterval = .seconds(configuration.heartbeatSeconds)
-        pushConfiguration.maxFrameBytes = configuration.maxFrameBytes
-        pushConfiguration.maxSessions = configuration.maxPushSessions
-        pushConfiguration.maxOutboundBytes = configuration.maxOutboundBytes
-        pushConfiguration.slowReaderTimeout = .seconds(configuration.slowReaderSeconds)
         push = PushService(
-            configuration: pushConfiguration, authenticator: authenticator, devices: devices, live: live, storage: storage,
+            configuration: configuration.push, authenticator: authenticator, devices: devices, live: live, storage: storage,
             receipts: DeliveryReceipts(chats: chats, devices: devices, logger: logger), metrics: metrics, logger: logger
         )
         let intake = MessageIntake(
             log: log, storage: storage,
             authenticator: authenticator,
             chats: chats, accepted: accepted, dedupFilter: dedupFilter, ids: ids,
-            metrics: metrics, limits: limits, logger: logger
+            metrics: metrics, limits: configuration.intakeLimits, logger: logger
         )
         let consumers = self.consumers
         let storage = self.storage
-        var endpointConfiguration = CoAPEndpoint.Configuration()
-        endpointConfiguration.transmission.deduplicationCapacity = configuration.coapDedupCapacity
         gateway = GatewayService(
-            configuration: .init(host: configuration.coapHost, port: configuration.coapPort, channels: configuration.coapChannels, maxConcurrentRequests: configuration.maxConcurrentRequests, endpoint: endpointConfiguration),
+            configuration: configuration.gateway,
             resources: GatewayResources(intake: intake, metrics: metrics),
             logger: logger,
             beforeBinding: {

@@ -1,0 +1,50 @@
+import CoAP
+import CourierActors
+import CourierGateway
+import CourierLog
+import CourierPush
+
+/// The file's flat settings as each module's own configuration: a module owns its section's
+/// type and defaults; this is the one place that maps the file onto them.
+extension ServerConfiguration {
+    var gateway: GatewayService.Configuration {
+        var endpoint = CoAPEndpoint.Configuration()
+        endpoint.transmission.deduplicationCapacity = coapDedupCapacity
+        return GatewayService.Configuration(host: coapHost, port: coapPort, channels: coapChannels, maxConcurrentRequests: maxConcurrentRequests, endpoint: endpoint)
+    }
+
+    var intakeLimits: MessageIntake.Limits {
+        var limits = MessageIntake.Limits()
+        limits.maxTextBytes = maxTextBytes
+        limits.deviceRatePerSecond = Double(deviceRatePerSecond)
+        limits.deviceBurst = deviceBurst
+        return limits
+    }
+
+    var push: PushService.Configuration {
+        var push = PushService.Configuration()
+        push.host = pushHost
+        push.port = pushPort
+        push.allowedOrigins = Set(allowedOrigins)
+        push.heartbeatInterval = .seconds(heartbeatSeconds)
+        push.maxFrameBytes = maxFrameBytes
+        push.maxSessions = maxPushSessions
+        push.maxOutboundBytes = maxOutboundBytes
+        push.slowReaderTimeout = .seconds(slowReaderSeconds)
+        return push
+    }
+
+    var log: EmbeddedLog.Configuration {
+        var log = EmbeddedLog.Configuration()
+        log.partitionCount = partitions
+        log.partition.maxQueuedAppends = maxQueuedAppends
+        return log
+    }
+
+    var shardRegions: ShardRegionConfiguration {
+        var regions = ShardRegionConfiguration()
+        regions.idleTimeout = .seconds(entityIdleSeconds)
+        regions.maxEntitiesPerShard = maxEntitiesPerShard
+        return regions
+    }
+}
