@@ -46,7 +46,8 @@ let package = Package(
         ),
 
         // Server. Dependencies run one way, from the core out to the composition root
-        // (README, "Layout"): Core <- Log, SQLite <- Actors <- Ingest, Gateway, Push, Ops <- App.
+        // (README, "Layout"): Core, Log <- SQLite, Actors <- Ingest, Gateway, Push, Ops, Faults
+        // <- App <- the command.
         // The message model, the storage protocol and what every part shares; no NIO, no GRDB.
         .target(
             name: "CourierCore",
@@ -104,8 +105,6 @@ let package = Package(
                 "CourierLog",
                 "CourierProtocol",
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -118,7 +117,9 @@ let package = Package(
                 "CourierActors",
                 "CourierCore",
                 "CourierProtocol",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
@@ -133,8 +134,9 @@ let package = Package(
             dependencies: [
                 "CourierActors",
                 "CourierCore",
-                "CourierProtocol",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -353,15 +355,15 @@ let package = Package(
                 "CourierActors",
                 "CourierApp",
                 "CourierCore",
-                "CourierFaults",
                 "CourierGateway",
                 "CourierIngest",
                 "CourierLog",
-                "CourierOps",
                 "CourierProtocol",
                 "CourierPush",
                 "CourierSQLite",
                 "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -27,7 +27,7 @@ public enum ShardRegionError: Error, Sendable, Equatable {
 
 /// Maps an entity id to a shard and a shard to its live entities. Callers reach an entity only
 /// through `withEntity`, which counts it as in use: an entity in use is never passivated, so
-/// there is never a second live instance of one id (for a Chat, a second writer).
+/// there is never a second live instance of one id.
 ///
 /// Bounded: a shard holds at most `maxEntitiesPerShard` live entities; at the bound it
 /// passivates the least recently used idle one, and if none is idle the call fails with
@@ -84,13 +84,6 @@ public final class ShardRegion<Entity: ShardedEntity>: Sendable {
         var total = 0
         for shard in shards { total += shard.liveCount }
         return total
-    }
-
-    /// Drops the live entity for `id`, so its next use loads it afresh from storage (after a
-    /// failure left its state in doubt). A caller still holding the old one finishes with it;
-    /// storage's checks (a chat's expected sequence) keep two instances from both writing.
-    public func evict(_ id: UInt64) async {
-        shards[shardIndex(of: id)].evict(id)
     }
 
     /// Passivates entities idle for longer than the idle timeout; returns how many.
@@ -193,12 +186,6 @@ final class Shard<Entity: ShardedEntity>: Sendable {
             case nil:
                 break
             }
-        }
-    }
-
-    func evict(_ id: UInt64) {
-        slots.withLock { slots in
-            if case .active = slots[id] { slots[id] = nil }
         }
     }
 

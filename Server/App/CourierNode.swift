@@ -122,7 +122,7 @@ public final class CourierNode: Sendable {
     /// The services in start order; a graceful shutdown stops them in reverse: the gateway
     /// first (no new messages, in-flight appends answered), the consumers last (they commit).
     public var services: [any Service] {
-        [ConsumersService(consumers: consumers), MaintenanceService(server: self), ops, push, gateway]
+        [ConsumersService(consumers: consumers), MaintenanceService(node: self), ops, push, gateway]
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully and closes the log.
@@ -180,14 +180,14 @@ struct ConsumersService: Service {
 
 /// Periodic upkeep: metrics of live actors, passivation, retention.
 struct MaintenanceService: Service {
-    let server: CourierNode
+    let node: CourierNode
 
     func run() async throws {
         var rounds = 0
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(5)) }
             rounds += 1
-            await server.maintain(retentionCheck: rounds % 60 == 0)
+            await node.maintain(retentionCheck: rounds % 60 == 0)
         }
     }
 }

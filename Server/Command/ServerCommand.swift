@@ -6,11 +6,10 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
-import NIOPosix
 import ServiceLifecycle
 
 @main
-enum CourierServerMain {
+enum ServerMain {
     /// Swift's tasks run on the NIO event loops rather than on a pool of their own, so a task
     /// that answers a datagram or writes a push runs on the thread that does the I/O, with no
     /// hand-over between two sets of threads (the largest source of context switches measured

@@ -124,7 +124,7 @@ public enum StoreOutcome: Sendable, Equatable {
 
 /// One chat's part of a batch write (`ChatBatchStore.storeBatch`): messages in the order they
 /// are to be numbered, and the server message ids among them that are second copies (set only
-/// by the test faults' `FaultyChatStore`).
+/// by a test-fault decorator).
 public struct ChatWrite: Sendable {
     public var chatID: UInt64
     public var messages: [StoredMessage]
