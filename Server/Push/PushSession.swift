@@ -227,7 +227,7 @@ struct PushSession {
         }
     }
 
-    /// The watchdog's look at this session (every 200 ms): the hello timeout, the heartbeat
+    /// The watchdog's look at this session (every 500 ms): the hello timeout, the heartbeat
     /// window, the slow-reader timeout, and when due the device's acknowledgement timeout.
     private func check(_ link: SessionLink, _ state: State, startedAt started: ContinuousClock.Instant, now: ContinuousClock.Instant, resendsDue: Bool) -> SessionWatchdog.Verdict {
         guard !link.isClosed else { return .ended }

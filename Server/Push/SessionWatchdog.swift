@@ -27,7 +27,7 @@ final class SessionWatchdog: Sendable {
     let resendEvery: Int
     private let sessions = NIOLockedValueBox<(next: Int, checks: [Int: Check])>((0, [:]))
 
-    init(interval: Duration = .milliseconds(200), resendEvery: Int = 5) {
+    init(interval: Duration = .milliseconds(500), resendEvery: Int = 2) {
         self.interval = interval
         self.resendEvery = resendEvery
     }
