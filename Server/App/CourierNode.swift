@@ -87,15 +87,14 @@ public final class CourierNode: Sendable {
         )
         let intake = MessageIntake(
             log: log, storage: storage,
-            authenticator: authenticator,
             chats: chats, accepted: accepted, dedupFilter: dedupFilter, ids: ids,
-            metrics: metrics, limits: configuration.intakeLimits, logger: logger
+            metrics: metrics, limits: configuration.intakeLimits
         )
         let consumers = self.consumers
         let storage = self.storage
         gateway = GatewayService(
             configuration: configuration.gateway,
-            resources: GatewayResources(intake: intake, metrics: metrics),
+            resources: GatewayResources(intake: intake, authenticator: authenticator, configuration: configuration.gatewayResources, metrics: metrics, logger: logger),
             logger: logger,
             beforeBinding: {
                 // A retry of a message still in the log but not stored must find it: open only

@@ -16,9 +16,14 @@ extension ServerConfiguration {
     var intakeLimits: MessageIntake.Limits {
         var limits = MessageIntake.Limits()
         limits.maxTextBytes = maxTextBytes
-        limits.deviceRatePerSecond = Double(deviceRatePerSecond)
-        limits.deviceBurst = deviceBurst
         return limits
+    }
+
+    var gatewayResources: GatewayResources.Configuration {
+        var resources = GatewayResources.Configuration()
+        resources.deviceRatePerSecond = Double(deviceRatePerSecond)
+        resources.deviceBurst = deviceBurst
+        return resources
     }
 
     var push: PushService.Configuration {

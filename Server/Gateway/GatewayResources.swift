@@ -9,19 +9,33 @@ public struct GatewayResources: CoAPRequestHandler {
     /// anyone may ask, so the answer must not be much larger than the question (amplification).
     static let linkFormat = "</v1/msg>,</v1/sync>"
 
+    /// What the gateway's middleware and error answers are set to.
+    public struct Configuration: Sendable {
+        /// Max-Age on a 5.03 that names none.
+        public var retryAfterSeconds: UInt32 = 1
+        /// Requests per second one device may make on average, and in a burst; beyond, 4.29.
+        public var deviceRatePerSecond = 50.0
+        public var deviceBurst = 100
+        public init() {}
+    }
+
     private let router: GatewayRouter
 
-    /// Without `intake` only the health and discovery resources exist.
-    public init(intake: MessageIntake? = nil, metrics: ServerMetrics? = nil, logger: Logger = Logger(label: "courier.gateway")) {
-        var middleware: [any GatewayMiddleware] = []
-        if let intake {
-            middleware = [
-                Authentication(authenticator: intake.authenticator),
-                RateLimiting(limiter: DeviceRateLimiter(ratePerSecond: intake.limits.deviceRatePerSecond, burst: intake.limits.deviceBurst)),
-            ]
-        }
-        var router = GatewayRouter(middleware: middleware, retryAfterSeconds: intake?.limits.retryAfterSeconds ?? 1, metrics: metrics, logger: intake?.logger ?? logger)
-        if let intake {
+    /// Without `intake` (and its `authenticator`) only the health and discovery resources exist.
+    public init(
+        intake: MessageIntake? = nil, authenticator: TokenAuthenticator? = nil, configuration: Configuration = Configuration(),
+        metrics: ServerMetrics? = nil, logger: Logger = Logger(label: "courier.gateway")
+    ) {
+        var router = GatewayRouter(
+            middleware: authenticator.map { authenticator in
+                [
+                    Authentication(authenticator: authenticator),
+                    RateLimiting(limiter: DeviceRateLimiter(ratePerSecond: configuration.deviceRatePerSecond, burst: configuration.deviceBurst)),
+                ]
+            } ?? [],
+            retryAfterSeconds: configuration.retryAfterSeconds, metrics: metrics, logger: logger
+        )
+        if let intake, authenticator != nil {
             let sync = SyncResource(storage: intake.storage)
             let chats = ChatsResource(storage: intake.storage, chats: intake.chats)
             let reading = HistoryResource(storage: intake.storage)

@@ -4,7 +4,6 @@ import CourierCore
 import CourierLog
 import CourierProtocol
 import Foundation
-import Logging
 
 /// `POST /v1/msg`: validates the SendMessage of an authenticated device, checks that the sender
 /// is a member of the chat, and answers 2.01 only once the message is in the durable log.
@@ -13,36 +12,27 @@ public struct MessageIntake: Sendable {
     public struct Limits: Sendable {
         /// Longest message text, in UTF-8 bytes; longer is 4.13.
         public var maxTextBytes = 8 * 1024
-        /// Max-Age on a 5.03.
-        public var retryAfterSeconds: UInt32 = 1
-        /// Requests per second one device may make on average, and in a burst; beyond, 4.29.
-        public var deviceRatePerSecond = 50.0
-        public var deviceBurst = 100
         public init() {}
     }
 
     let log: any MessageLog
     let storage: any ServerStorage
-    let authenticator: TokenAuthenticator
     let chats: ShardRegion<ChatEntity>
     let accepted: AcceptedMessages
     let dedupFilter: DedupFilter
     let ids: MessageIDGenerator
     let metrics: ServerMetrics
     let limits: Limits
-    let logger: Logger
 
-    public init(log: any MessageLog, storage: any ServerStorage, authenticator: TokenAuthenticator, chats: ShardRegion<ChatEntity>, accepted: AcceptedMessages, dedupFilter: DedupFilter, ids: MessageIDGenerator, metrics: ServerMetrics, limits: Limits = Limits(), logger: Logger) {
+    public init(log: any MessageLog, storage: any ServerStorage, chats: ShardRegion<ChatEntity>, accepted: AcceptedMessages, dedupFilter: DedupFilter, ids: MessageIDGenerator, metrics: ServerMetrics, limits: Limits = Limits()) {
         self.dedupFilter = dedupFilter
         self.log = log
         self.storage = storage
-        self.authenticator = authenticator
         self.chats = chats
         self.accepted = accepted
         self.ids = ids
         self.metrics = metrics
         self.limits = limits
-        self.logger = logger
     }
 
     /// `POST /v1/msg` for the device the context names.
