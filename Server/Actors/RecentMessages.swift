@@ -41,7 +41,8 @@ package final class RecentMessages: Sendable {
     /// The messages of `chatID` with sequence in `after+1 ... through`, in order; nil unless every
     /// one of them is here.
     package func range(of chatID: UInt64, after: UInt64, through: UInt64) -> [(sequence: UInt64, entry: Entry)]? {
-        guard through > after, through - after <= UInt64(perChat) else { return through > after ? nil : [] }
+        guard through > after else { return [] }
+        guard through - after <= UInt64(perChat) else { return nil }
         return chats.withLock { chats in
             guard let recent = chats[chatID] else { return nil }
             var found: [(UInt64, Entry)] = []

@@ -88,7 +88,7 @@ public final class CourierNode: Sendable {
         let intake = MessageIntake(
             log: log, storage: storage,
             chats: chats, accepted: accepted, dedupFilter: dedupFilter, ids: ids,
-            metrics: metrics, limits: configuration.intakeLimits
+            metrics: metrics, maxTextBytes: configuration.maxTextBytes
         )
         let consumers = self.consumers
         let storage = self.storage

@@ -13,12 +13,6 @@ extension ServerConfiguration {
         return GatewayService.Configuration(host: coapHost, port: coapPort, channels: coapChannels, maxConcurrentRequests: maxConcurrentRequests, endpoint: endpoint)
     }
 
-    var intakeLimits: MessageIntake.Limits {
-        var limits = MessageIntake.Limits()
-        limits.maxTextBytes = maxTextBytes
-        return limits
-    }
-
     var gatewayResources: GatewayResources.Configuration {
         var resources = GatewayResources.Configuration()
         resources.deviceRatePerSecond = Double(deviceRatePerSecond)

@@ -21,21 +21,30 @@ public struct GatewayResources: CoAPRequestHandler {
 
     private let router: GatewayRouter
 
-    /// Without `intake` (and its `authenticator`) only the health and discovery resources exist.
+    /// Only the health and discovery resources (a gateway with no devices behind it).
+    public init(configuration: Configuration = Configuration(), metrics: ServerMetrics? = nil, logger: Logger = Logger(label: "courier.gateway")) {
+        self.init(devices: nil, configuration: configuration, metrics: metrics, logger: logger)
+    }
+
+    /// Every resource: devices are named by `authenticator`, and send through `intake`.
     public init(
-        intake: MessageIntake? = nil, authenticator: TokenAuthenticator? = nil, configuration: Configuration = Configuration(),
+        intake: MessageIntake, authenticator: TokenAuthenticator, configuration: Configuration = Configuration(),
         metrics: ServerMetrics? = nil, logger: Logger = Logger(label: "courier.gateway")
     ) {
+        self.init(devices: (intake, authenticator), configuration: configuration, metrics: metrics, logger: logger)
+    }
+
+    private init(devices: (intake: MessageIntake, authenticator: TokenAuthenticator)?, configuration: Configuration, metrics: ServerMetrics?, logger: Logger) {
         var router = GatewayRouter(
-            middleware: authenticator.map { authenticator in
+            middleware: devices.map { devices in
                 [
-                    Authentication(authenticator: authenticator),
+                    Authentication(authenticator: devices.authenticator),
                     RateLimiting(limiter: DeviceRateLimiter(ratePerSecond: configuration.deviceRatePerSecond, burst: configuration.deviceBurst)),
                 ]
             } ?? [],
             retryAfterSeconds: configuration.retryAfterSeconds, metrics: metrics, logger: logger
         )
-        if let intake, authenticator != nil {
+        if let intake = devices?.intake {
             let sync = SyncResource(storage: intake.storage)
             let chats = ChatsResource(storage: intake.storage, chats: intake.chats)
             let reading = HistoryResource(storage: intake.storage)

@@ -282,7 +282,7 @@ public final class SQLiteStorage: ServerStorage {
                 throw StorageError.sequenceConflict(chatID: chatID, expected: afterSequence, found: last)
             }
             let outcomes = try Self.insertMessages(db, messages, chatID: chatID, afterSequence: last, copies: [], storedAt: storedAt)
-            try Self.indexForSearch(db, outcomes.compactMap { outcome -> StoredMessage? in if case .stored(let message) = outcome { message } else { nil } })
+            try Self.indexForSearch(db, outcomes.compactMap(\.added))
             return outcomes
         }
     }
@@ -320,7 +320,7 @@ public final class SQLiteStorage: ServerStorage {
                 let members = Set(try Int64.fetchAll(db.cachedStatement(sql: "SELECT user_id FROM members WHERE chat_id = ?"), arguments: [Int64(clamping: write.chatID)]).map { UInt64($0) })
                 let allowed = write.messages.filter { members.contains($0.senderUserID) }
                 let outcomes = try insertMessages(db, allowed, chatID: write.chatID, afterSequence: last, copies: write.copies, storedAt: storedAt)
-                let added = outcomes.compactMap { outcome -> StoredMessage? in if case .stored(let message) = outcome { message } else { nil } }
+                let added = outcomes.compactMap(\.added)
                 var stored = outcomes.makeIterator()
                 result = .written(write.messages.map { members.contains($0.senderUserID) ? stored.next() : nil }, added: added, members: members)
                 return .commit

@@ -120,6 +120,11 @@ public enum StoreOutcome: Sendable, Equatable {
     case duplicate(StoredMessage)
     /// The sending device already used this client message id for a different message.
     case conflict(StoredMessage)
+
+    /// The message this call added to its chat, if it added one.
+    public var added: StoredMessage? {
+        if case .stored(let message) = self { message } else { nil }
+    }
 }
 
 /// One chat's part of a batch write (`ChatBatchStore.storeBatch`): messages in the order they

@@ -9,11 +9,6 @@ import Foundation
 /// is a member of the chat, and answers 2.01 only once the message is in the durable log.
 /// A retry of a message already taken gets the first answer again.
 public struct MessageIntake: Sendable {
-    public struct Limits: Sendable {
-        /// Longest message text, in UTF-8 bytes; longer is 4.13.
-        public var maxTextBytes = 8 * 1024
-        public init() {}
-    }
 
     let log: any MessageLog
     let storage: any ServerStorage
@@ -22,9 +17,10 @@ public struct MessageIntake: Sendable {
     let dedupFilter: DedupFilter
     let ids: MessageIDGenerator
     let metrics: ServerMetrics
-    let limits: Limits
+    /// Longest message text, in UTF-8 bytes; longer is 4.13.
+    let maxTextBytes: Int
 
-    public init(log: any MessageLog, storage: any ServerStorage, chats: ShardRegion<ChatEntity>, accepted: AcceptedMessages, dedupFilter: DedupFilter, ids: MessageIDGenerator, metrics: ServerMetrics, limits: Limits = Limits()) {
+    public init(log: any MessageLog, storage: any ServerStorage, chats: ShardRegion<ChatEntity>, accepted: AcceptedMessages, dedupFilter: DedupFilter, ids: MessageIDGenerator, metrics: ServerMetrics, maxTextBytes: Int = 8 * 1024) {
         self.dedupFilter = dedupFilter
         self.log = log
         self.storage = storage
@@ -32,15 +28,15 @@ public struct MessageIntake: Sendable {
         self.accepted = accepted
         self.ids = ids
         self.metrics = metrics
-        self.limits = limits
+        self.maxTextBytes = maxTextBytes
     }
 
     /// `POST /v1/msg` for the device the context names.
     func send(_ context: RequestContext) async throws -> CoAPMessage {
         let identity = try context.device()
         let message = try context.body(SendMessage.self)
-        guard message.text.utf8.count <= limits.maxTextBytes else {
-            throw Refusal(.requestEntityTooLarge, .tooLarge, "text is \(message.text.utf8.count) bytes; the limit is \(limits.maxTextBytes)")
+        guard message.text.utf8.count <= maxTextBytes else {
+            throw Refusal(.requestEntityTooLarge, .tooLarge, "text is \(message.text.utf8.count) bytes; the limit is \(maxTextBytes)")
         }
         guard !message.text.isEmpty else { throw Refusal(.badRequest, .badRequest, "text is empty") }
 
