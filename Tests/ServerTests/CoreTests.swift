@@ -218,7 +218,7 @@ final class ChatStoreWriterTests: XCTestCase {
         let good = try await storage.createChat(name: "good", memberIDs: [user.id])
         let bad = try await storage.createChat(name: "bad", memberIDs: [user.id])
         func message(_ id: UInt64, _ clientID: String) -> StoredMessage {
-            StoredMessage(serverMessageID: id, chatID: 0, sequence: 0, senderUserID: user.id, senderDeviceID: device.id, clientMessageID: clientID, text: "t", clientSentAtMilliseconds: 0, acceptedAtMilliseconds: 0)
+            StoredMessage(serverMessageID: id, chatID: 0, sequence: 0, senderUserID: user.id, senderDeviceID: device.id, clientMessageID: clientID, text: "word\(clientID)", clientSentAtMilliseconds: 0, acceptedAtMilliseconds: 0)
         }
         // The bad chat's second message reuses the first's server message id: the insert fails
         // on the primary key after its first message went in, and the savepoint takes both back.
@@ -237,13 +237,18 @@ final class ChatStoreWriterTests: XCTestCase {
         XCTAssertEqual(badChat.lastSequence, 0)
         let goodHistory = try await storage.history(chatID: good.id, afterSequence: 0, limit: 10)
         XCTAssertEqual(goodHistory.map(\.clientMessageID), ["a"], "the other chat's part stands")
+        // Search is indexed with the transaction, after the chats' parts: only what stands is found.
+        let found = try await storage.search(words: "worda", userID: nil, chatID: nil, limit: 10)
+        XCTAssertEqual(found.map(\.message.clientMessageID), ["a"])
+        let rolledBack = try await storage.search(words: "wordb", userID: nil, chatID: nil, limit: 10)
+        XCTAssertTrue(rolledBack.isEmpty, "the rolled-back chat left nothing in the index")
     }
 }
 
 extension StoreOutcome {
     /// The sequence a message was stored under now; nil for a duplicate or a conflict.
     var storedSequence: UInt64? {
-        if case .stored(let message) = self { message.sequence } else { nil }
+        added?.sequence
     }
 }
 

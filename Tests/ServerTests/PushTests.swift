@@ -1,5 +1,6 @@
 import CourierCore
 import CourierProtocol
+@testable import CourierPush
 import Foundation
 import TestSupport
 import XCTest
@@ -9,9 +10,13 @@ import XCTest
 final class PushTests: XCTestCase {
     static let client = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers/push_client.py").path
 
-    static func run(_ server: ServerProcess, origin: String = "-", query: String = "", _ frames: [ClientFrame], thenBytes big: Int? = nil, hold: Double? = nil, listen: Double? = nil) async throws -> [String] {
+    static func run(
+        _ server: ServerProcess, origin: String = "-", query: String = "", _ frames: [ClientFrame], thenBytes big: Int? = nil,
+        thenFragments fragments: (count: Int, payload: String)? = nil, hold: Double? = nil, listen: Double? = nil
+    ) async throws -> [String] {
         let python = try ExternalProgram.locate("python3", hint: "apt-get install python3")
         let hex = frames.map { $0.serializedBytes().map { String(format: "%02x", $0) }.joined() } + (big.map { ["big:\($0)"] } ?? [])
+            + (fragments.map { ["frags:\($0.count):\($0.payload)"] } ?? [])
             + (hold.map { ["hold:\($0)"] } ?? []) + (listen.map { ["listen:\($0)"] } ?? [])
         let output = try await ExternalProgram.run(python, [Self.client, "ws://127.0.0.1:\(server.pushPort)/v1/push\(query)", origin] + hex, timeout: 60)
         XCTAssertEqual(output.status, 0, output.stderr)
@@ -59,6 +64,29 @@ final class PushTests: XCTestCase {
             let bob = try await server.account("bob")
             let mixed = try await Self.run(server, query: "?t=\(bob.token)", [.hello(Hello(token: alice.token, have: [], clientName: "test"))])
             XCTAssertEqual(mixed.last, "closed 1008 bad token")
+        }
+    }
+
+    /// A message may come in fragments (RFC 6455 5.4): they are joined and answered as one; a
+    /// message in more fragments than the server joins, or larger once joined, closes the
+    /// session with 1009 and is never decoded.
+    func testFragmentsAreJoinedUpToTheirBounds() async throws {
+        try await withServer { server in
+            let alice = try await server.account("alice")
+            let hello = ClientFrame.hello(Hello(token: alice.token, have: [], clientName: "test"))
+            let heartbeat = ClientFrame.heartbeat(Heartbeat(sentAtMs: 7)).serializedBytes().map { String(format: "%02x", $0) }.joined()
+
+            let joined = try await Self.run(server, [hello], thenFragments: (3, heartbeat))
+            XCTAssertEqual(joined.count, 3, "\(joined)")
+            guard case .heartbeat? = Self.serverFrame(joined[1]) else { return XCTFail("the fragmented heartbeat is answered: \(joined)") }
+            XCTAssertEqual(joined.last, "pong")
+
+            let tooMany = try await Self.run(server, [hello], thenFragments: (PushService.maxFragments + 1, "*\(PushService.maxFragments + 1)"))
+            XCTAssertTrue(tooMany.last?.hasPrefix("closed 1009") ?? false, "more fragments than the bound: \(tooMany)")
+
+            // Each fragment under the frame limit (64 KiB), the whole above it.
+            let tooLarge = try await Self.run(server, [hello], thenFragments: (4, "*100000"))
+            XCTAssertTrue(tooLarge.last?.hasPrefix("closed 1009") ?? false, "joined above the limit: \(tooLarge)")
         }
     }
 

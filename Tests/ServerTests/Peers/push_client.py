@@ -1,8 +1,8 @@
 """A push-session client on Python's websockets library, driven by the Swift tests.
 
 Usage: push_client.py URI ORIGIN|- FRAME...
-Sends each frame in turn (hex-encoded bytes, `big:N` for N bytes, or `hold:S` to wait S
-seconds instead, or `listen:S` to print every frame that comes in S seconds) and reads one
+Sends each frame in turn (hex-encoded bytes, `big:N` for N bytes, `frags:N:HEX` (or
+`frags:N:*M` for M bytes) as one message in N fragments, or `hold:S` to wait S seconds instead, or `listen:S` to print every frame that comes in S seconds) and reads one
 answer after each, then pings. Prints one line per event: `frame HEX`, `pong`, `closed CODE REASON`, or
 `refused STATUS` when the upgrade is refused.
 """
@@ -31,8 +31,16 @@ async def main():
                                 break
                             print("frame", answer.hex() if isinstance(answer, bytes) else answer.encode().hex(), flush=True)
                         continue
-                    data = bytes(7 for _ in range(int(frame[4:]))) if frame.startswith("big:") else bytes.fromhex(frame)
-                    await ws.send(data)
+                    if frame.startswith("frags:"):
+                        _, count, payload = frame.split(":")
+                        data = bytes(7 for _ in range(int(payload[1:]))) if payload.startswith("*") else bytes.fromhex(payload)
+                        count = int(count)
+                        cut = [len(data) * i // count for i in range(count + 1)]
+                        # An iterable of bytes goes out as one message, a fragment per item.
+                        await ws.send([data[cut[i]:cut[i + 1]] for i in range(count)])
+                    else:
+                        data = bytes(7 for _ in range(int(frame[4:]))) if frame.startswith("big:") else bytes.fromhex(frame)
+                        await ws.send(data)
                     answer = await asyncio.wait_for(ws.recv(), timeout=10)
                     print("frame", answer.hex() if isinstance(answer, bytes) else answer.encode().hex(), flush=True)
                 waiter = await ws.ping()
