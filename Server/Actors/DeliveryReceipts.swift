@@ -22,7 +22,7 @@ package final class DeliveryReceipts: Sendable {
                 }
                 for receipts in due {
                     for senderDevice in receipts.deviceIDs {
-                        _ = try? await devices.withLiveEntity(senderDevice) { await $0.deliverReceipts(receipts.receipts) }
+                        _ = try? await devices.withLiveEntity(senderDevice) { $0.deliverReceipts(receipts.receipts) }
                     }
                 }
             } catch {

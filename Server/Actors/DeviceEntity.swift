@@ -14,7 +14,7 @@ import Synchronization
 /// per chat, and a message goes out only when its sequence is `sent + 1`. A live message that
 /// cannot go out at once (a replay is running, the window or the session's queue is full)
 /// only raises `known`, and the pump fetches it from storage in its turn.
-public actor DeviceEntity: ShardedEntity {
+public final class DeviceEntity: ShardedEntity {
     public struct Context: Sendable {
         public var storage: any ServerStorage
         /// Pushes of one chat that may await acknowledgement; the pump stops at this many.
@@ -31,7 +31,7 @@ public actor DeviceEntity: ShardedEntity {
 
     /// Where one chat's delivery to this device stands.
     struct ChatDelivery {
-        /// The stored delivery cursor: acknowledged through here.
+        /// Acknowledged through here (the stored cursor follows it; see `DeliveryCursorWriter`).
         var acked: UInt64
         /// Pushed (in this session) through here; never behind what the device said it holds.
         var sent: UInt64
@@ -43,21 +43,43 @@ public actor DeviceEntity: ShardedEntity {
         var unacked: UInt64 { sent > acked ? sent - acked : 0 }
     }
 
+    /// Everything that changes, behind one lock: a push, an acknowledgement and a resend check
+    /// are each a few dictionary operations, done on the caller's thread (a consumer, an event
+    /// loop) instead of a hop onto an actor's executor and back. Only the pump waits (on
+    /// storage), and it holds no lock while it does.
+    private struct State {
+        var session: SessionLink?
+        /// Per chat of the user, while a session is attached. Bounded by the user's chats.
+        var chats: [UInt64: ChatDelivery] = [:]
+        /// Chats heard of (chat -> newest sequence) that `chats` does not hold yet: a chat the
+        /// user joined during the session, or news that came while the session was attaching.
+        var unseenChats: [UInt64: UInt64] = [:]
+        var attaching = false
+        var pumping = false
+        /// Set by every push, cleared by a resend check that found nothing awaiting an
+        /// acknowledgement: the session watchdog skips the resend check of a device that has
+        /// nothing out.
+        var pushesOut = false
+
+        /// Claims the pump when it has something to do and is not running; the caller starts it.
+        mutating func claimPump(window: UInt64) -> Bool {
+            guard !pumping, !attaching, session != nil, hasPushesDue(window: window) else { return false }
+            pumping = true
+            return true
+        }
+
+        /// Whether the pump has anything to do: a chat heard of but not set up, or one behind
+        /// what it holds with room in its window. Most acknowledgements leave nothing behind,
+        /// and a pump started for nothing would only make the next live push take the storage path.
+        func hasPushesDue(window: UInt64) -> Bool {
+            !unseenChats.isEmpty || chats.values.contains { $0.sent < $0.known && $0.unacked < window }
+        }
+    }
+
     public let id: UInt64
     public let userID: UInt64
     private let context: Context
-    private var session: SessionLink?
-    /// Per chat of the user, while a session is attached. Bounded by the user's chats.
-    private var chats: [UInt64: ChatDelivery] = [:]
-    /// Chats heard of (chat -> newest sequence) that `chats` does not hold yet: a chat the user
-    /// joined during the session, or news that came while the session was attaching.
-    private var unseenChats: [UInt64: UInt64] = [:]
-    private var attaching = false
-    private var pumping = false
-    /// Set by every push, cleared by a resend check that found nothing awaiting an
-    /// acknowledgement: the session watchdog reads it without entering the actor, and skips
-    /// the resend check of a device that has nothing out.
-    private let pushesOut = Mutex(false)
+    private let state = Mutex(State())
     private let clock = ContinuousClock()
 
     private init(id: UInt64, userID: UInt64, context: Context) {
@@ -75,84 +97,110 @@ public actor DeviceEntity: ShardedEntity {
     /// the device's cursors: a chat listed in `have` starts after the sequence stated there,
     /// any other chat after its stored delivery cursor.
     package func attach(_ link: SessionLink, have: [ChatCursor]) async throws {
-        if let old = session, old !== link {
-            old.close(code: 1001, reason: "replaced by a newer session of this device")
+        let replaced: SessionLink? = state.withLock { state in
+            let old = state.session
+            state.session = link
+            state.chats = [:]
+            state.attaching = true
+            return old === link ? nil : old
         }
-        session = link
-        chats = [:]
-        attaching = true
-        defer { if session === link { attaching = false } }
+        replaced?.close(code: 1001, reason: "replaced by a newer session of this device")
 
         var stated: [UInt64: UInt64] = [:]
         for cursor in have { stated[cursor.chatID] = max(stated[cursor.chatID] ?? 0, cursor.sequence) }
-        let userChats = try await context.storage.chats(ofUser: userID)
-        let cursors = try await context.storage.deliveryCursors(deviceID: id)
-        guard session === link else { return }
-
-        var fresh: [UInt64: ChatDelivery] = [:]
-        for chat in userChats {
-            let acked = cursors[chat.id] ?? 0
-            let start = stated[chat.id].map { min($0, chat.lastSequence) } ?? acked
-            let known = max(chat.lastSequence, unseenChats.removeValue(forKey: chat.id) ?? 0)
-            fresh[chat.id] = ChatDelivery(acked: acked, sent: start, known: known)
+        let userChats: [Chat]
+        let cursors: [UInt64: UInt64]
+        do {
+            userChats = try await context.storage.chats(ofUser: userID)
+            cursors = try await context.storage.deliveryCursors(deviceID: id)
+        } catch {
+            state.withLock { state in if state.session === link { state.attaching = false } }
+            throw error
         }
-        chats = fresh
-        attaching = false
-        startPump()
+        let window = context.maxUnackedPerChat
+        let startPump = state.withLock { state -> Bool in
+            // A newer session took over meanwhile: its own attach sets the device up.
+            guard state.session === link else { return false }
+            var fresh: [UInt64: ChatDelivery] = [:]
+            for chat in userChats {
+                let acked = cursors[chat.id] ?? 0
+                let start = stated[chat.id].map { min($0, chat.lastSequence) } ?? acked
+                let known = max(chat.lastSequence, state.unseenChats.removeValue(forKey: chat.id) ?? 0)
+                fresh[chat.id] = ChatDelivery(acked: acked, sent: start, known: known)
+            }
+            state.chats = fresh
+            state.attaching = false
+            return state.claimPump(window: window)
+        }
+        if startPump { launchPump() }
     }
 
     /// Ends `link`'s hold on this device (a newer session may already have replaced it).
     package func detach(_ link: SessionLink) {
-        guard session === link else { return }
-        session = nil
-        chats = [:]
-        unseenChats = [:]
+        state.withLock { state in
+            guard state.session === link else { return }
+            state.session = nil
+            state.chats = [:]
+            state.unseenChats = [:]
+        }
     }
 
     /// Newly stored messages of one chat, in sequence order, from the consumers. Pushed at once
     /// when they are next in line; otherwise left to the pump.
     public func notify(_ messages: [EncodedPush]) {
-        guard let link = session, let chatID = messages.first?.chatID else { return }
+        guard let chatID = messages.first?.chatID else { return }
         let newest = messages.map(\.sequence).max() ?? 0
-        guard !attaching, var state = chats[chatID] else {
-            unseenChats[chatID] = max(unseenChats[chatID] ?? 0, newest)
-            startPump()
-            return
-        }
-        state.known = max(state.known, newest)
-        if !pumping {
-            for message in messages where message.sequence == state.sent + 1 {
-                guard state.unacked < context.maxUnackedPerChat, link.offer(encoded: message.frame) else { break }
-                state.sent = message.sequence
-                if state.waitingSince == nil { state.waitingSince = clock.now }
-                context.metrics?.countPushes(1)
-                pushesOut.withLock { $0 = true }
+        let window = context.maxUnackedPerChat
+        let now = clock.now
+        let (pushed, startPump) = state.withLock { state -> (Int, Bool) in
+            guard let link = state.session else { return (0, false) }
+            guard !state.attaching, var chat = state.chats[chatID] else {
+                state.unseenChats[chatID] = max(state.unseenChats[chatID] ?? 0, newest)
+                return (0, state.claimPump(window: window))
             }
+            chat.known = max(chat.known, newest)
+            var pushed = 0
+            if !state.pumping {
+                for message in messages where message.sequence == chat.sent + 1 {
+                    guard chat.unacked < window, link.offer(encoded: message.frame) else { break }
+                    chat.sent = message.sequence
+                    if chat.waitingSince == nil { chat.waitingSince = now }
+                    pushed += 1
+                }
+            }
+            if pushed > 0 { state.pushesOut = true }
+            state.chats[chatID] = chat
+            return (pushed, chat.sent < chat.known && state.claimPump(window: window))
         }
-        chats[chatID] = state
-        if state.sent < state.known { startPump() }
+        if pushed > 0 { context.metrics?.countPushes(pushed) }
+        if startPump { launchPump() }
     }
 
-    /// The device's acknowledgement; returns the cursors that advanced. A cursor of a chat that
-    /// is not the user's is ignored; one past what the chat holds counts up to what it holds.
-    package func acknowledge(_ cursors: [ChatCursor]) async throws -> [CursorAdvance] {
+    /// The device's acknowledgement; returns the cursors that advanced, for the caller to
+    /// store (`DeliveryCursorWriter`). A cursor of a chat that is not the user's is ignored;
+    /// one past what the chat holds counts up to what it holds. The window moves at once: an
+    /// acknowledged push is never sent again in this session, and should the stored cursor be
+    /// lost with the server, the device is sent it again after it reconnects (at least once).
+    package func acknowledge(_ cursors: [ChatCursor]) -> [CursorAdvance] {
         var highest: [UInt64: UInt64] = [:]
         for cursor in cursors { highest[cursor.chatID] = max(highest[cursor.chatID] ?? 0, cursor.sequence) }
-        var advanced: [CursorAdvance] = []
-        for (chatID, sequence) in highest {
-            guard let state = chats[chatID] else { continue }
-            let upTo = min(sequence, max(state.known, state.sent))
-            guard upTo > state.acked else { continue }
-            try await context.storage.advanceDeliveryCursor(deviceID: id, chatID: chatID, to: upTo)
-            // Another call may have run during the write: apply the advance to what is there now.
-            guard var current = chats[chatID], upTo > current.acked else { continue }
-            advanced.append(CursorAdvance(chatID: chatID, from: current.acked, to: upTo))
-            current.acked = upTo
-            current.sent = max(current.sent, upTo)
-            current.waitingSince = current.unacked > 0 ? clock.now : nil
-            chats[chatID] = current
+        let window = context.maxUnackedPerChat
+        let now = clock.now
+        let (advanced, startPump) = state.withLock { state -> ([CursorAdvance], Bool) in
+            var advanced: [CursorAdvance] = []
+            for (chatID, sequence) in highest {
+                guard var chat = state.chats[chatID] else { continue }
+                let upTo = min(sequence, max(chat.known, chat.sent))
+                guard upTo > chat.acked else { continue }
+                advanced.append(CursorAdvance(chatID: chatID, from: chat.acked, to: upTo))
+                chat.acked = upTo
+                chat.sent = max(chat.sent, upTo)
+                chat.waitingSince = chat.unacked > 0 ? now : nil
+                state.chats[chatID] = chat
+            }
+            return (advanced, !advanced.isEmpty && state.claimPump(window: window))
         }
-        if !advanced.isEmpty { startPump() }
+        if startPump { launchPump() }
         return advanced
     }
 
@@ -161,94 +209,113 @@ public actor DeviceEntity: ShardedEntity {
     /// watchdog; returns the number of chats rewound.
     @discardableResult
     package func resendUnacknowledged() -> Int {
-        guard session != nil, !attaching else { return 0 }
         let now = clock.now
-        var rewound = 0
-        var awaiting = false
-        for (chatID, state) in chats {
-            awaiting = awaiting || state.unacked > 0
-            guard let since = state.waitingSince, now - since >= context.ackTimeout, state.unacked > 0 else { continue }
-            chats[chatID]?.sent = state.acked
-            chats[chatID]?.waitingSince = nil
-            rewound += 1
+        let window = context.maxUnackedPerChat
+        let (rewound, startPump) = state.withLock { state -> (Int, Bool) in
+            guard state.session != nil, !state.attaching else { return (0, false) }
+            var rewound = 0
+            var awaiting = false
+            for (chatID, chat) in state.chats {
+                awaiting = awaiting || chat.unacked > 0
+                guard let since = chat.waitingSince, now - since >= context.ackTimeout, chat.unacked > 0 else { continue }
+                state.chats[chatID]?.sent = chat.acked
+                state.chats[chatID]?.waitingSince = nil
+                rewound += 1
+            }
+            if !awaiting { state.pushesOut = false }
+            return (rewound, rewound > 0 && state.claimPump(window: window))
         }
-        if rewound > 0 {
-            context.metrics?.countResends(rewound)
-            startPump()
-        }
-        if !awaiting { pushesOut.withLock { $0 = false } }
+        if rewound > 0 { context.metrics?.countResends(rewound) }
+        if startPump { launchPump() }
         return rewound
     }
 
     /// False only when a resend check found nothing awaiting an acknowledgement and nothing
     /// was pushed since: `resendUnacknowledged` would do nothing.
-    package nonisolated var mayAwaitAcknowledgement: Bool { pushesOut.withLock { $0 } }
+    package var mayAwaitAcknowledgement: Bool { state.withLock { $0.pushesOut } }
 
     /// A receipt for a message this device's user sent; dropped when no session is attached
     /// (receipts are not replayed; see DeliveryReceipt).
     func deliverReceipts(_ receipts: [DeliveryReceipt]) {
-        guard let link = session else { return }
+        guard let link = state.withLock({ $0.session }) else { return }
         for receipt in receipts { link.offer(.push(.delivered(receipt))) }
     }
 
-    private func startPump() {
-        guard !pumping, !attaching, session != nil, hasPushesDue else { return }
-        pumping = true
+    private func launchPump() {
         Task { await self.pump() }
     }
 
-    /// Whether the pump has anything to do: a chat heard of but not set up, or one behind what
-    /// it holds with room in its window. Most acknowledgements leave nothing behind, and a
-    /// pump started for nothing would only make the next live push take the storage path.
-    private var hasPushesDue: Bool {
-        !unseenChats.isEmpty || chats.values.contains { $0.sent < $0.known && $0.unacked < context.maxUnackedPerChat }
+    /// What the pump does next, decided under the lock.
+    private enum PumpStep {
+        case stop
+        /// A chat heard of but not set up: start it at its stored cursor.
+        case setUp(chatID: UInt64, newest: UInt64, SessionLink)
+        case waitForRoom(SessionLink)
+        case page(chatID: UInt64, after: UInt64, limit: Int, SessionLink)
     }
 
     /// Pushes from storage whatever is behind, chat by chat, within each chat's window and as
-    /// the session's queue makes room. One pump at a time.
+    /// the session's queue makes room. One pump at a time (`State.pumping`), which it gives
+    /// up in the same lock section that finds nothing more to do.
     private func pump() async {
-        defer { pumping = false }
         var failures = 0
-        while let link = session, !link.isClosed, !attaching {
+        let window = context.maxUnackedPerChat
+        while true {
+            let step = state.withLock { state -> PumpStep in
+                guard let link = state.session, !link.isClosed, !state.attaching else {
+                    state.pumping = false
+                    return .stop
+                }
+                if let (chatID, newest) = state.unseenChats.first { return .setUp(chatID: chatID, newest: newest, link) }
+                guard let (chatID, chat) = state.chats.first(where: { $0.value.sent < $0.value.known && $0.value.unacked < window }) else {
+                    state.pumping = false
+                    return .stop
+                }
+                if link.roomBytes == 0 { return .waitForRoom(link) }
+                let limit = Int(min(window - chat.unacked, chat.known - chat.sent, 256))
+                return .page(chatID: chatID, after: chat.sent, limit: limit, link)
+            }
             do {
-                if let (chatID, newest) = unseenChats.first {
+                switch step {
+                case .stop:
+                    return
+                case .waitForRoom(let link):
+                    await link.waitForRoom()
+                case .setUp(let chatID, let newest, let link):
                     // A chat the user joined after the session attached: start at its cursor.
                     let acked = try await context.storage.deliveryCursor(deviceID: id, chatID: chatID)
-                    guard session === link, !attaching else { continue }
-                    unseenChats[chatID] = nil
-                    let known = max(newest, unseenChats.removeValue(forKey: chatID) ?? 0)
-                    if var state = chats[chatID] {
-                        state.known = max(state.known, known)
-                        chats[chatID] = state
-                    } else {
-                        chats[chatID] = ChatDelivery(acked: acked, sent: acked, known: known)
+                    state.withLock { state in
+                        guard state.session === link, !state.attaching else { return }
+                        let known = max(newest, state.unseenChats.removeValue(forKey: chatID) ?? 0)
+                        if var chat = state.chats[chatID] {
+                            chat.known = max(chat.known, known)
+                            state.chats[chatID] = chat
+                        } else {
+                            state.chats[chatID] = ChatDelivery(acked: acked, sent: acked, known: known)
+                        }
                     }
-                    continue
+                case .page(let chatID, let after, let limit, let link):
+                    let page = try await context.storage.history(chatID: chatID, afterSequence: after, limit: limit).map(EncodedPush.init)
+                    failures = 0
+                    let now = clock.now
+                    let pushed = state.withLock { state -> Int in
+                        guard state.session === link, !state.attaching, var chat = state.chats[chatID] else { return 0 }
+                        // Storage holds less than we were told: nothing more to push for now.
+                        if page.isEmpty { chat.known = chat.sent }
+                        var pushed = 0
+                        for message in page where message.sequence == chat.sent + 1 {
+                            guard link.offer(encoded: message.frame) else { break }
+                            chat.sent = message.sequence
+                            if chat.waitingSince == nil { chat.waitingSince = now }
+                            pushed += 1
+                        }
+                        state.chats[chatID] = chat
+                        if pushed > 0 { state.pushesOut = true }
+                        return pushed
+                    }
+                    context.metrics?.countPushes(pushed)
+                    if pushed == 0 && !page.isEmpty { await link.waitForRoom() }
                 }
-                guard let (chatID, state) = chats.first(where: { $0.value.sent < $0.value.known && $0.value.unacked < context.maxUnackedPerChat }) else { return }
-                if link.roomBytes == 0 {
-                    await link.waitForRoom()
-                    continue
-                }
-                let limit = Int(min(context.maxUnackedPerChat - state.unacked, state.known - state.sent, 256))
-                let page = try await context.storage.history(chatID: chatID, afterSequence: state.sent, limit: limit)
-                failures = 0
-                guard session === link, !attaching, var current = chats[chatID] else { continue }
-                if page.isEmpty {
-                    // Storage holds less than we were told: nothing more to push for now.
-                    current.known = current.sent
-                }
-                var pushed = 0
-                for message in page where message.sequence == current.sent + 1 {
-                    guard link.offer(.push(.message(ChatMessage(message)))) else { break }
-                    current.sent = message.sequence
-                    if current.waitingSince == nil { current.waitingSince = clock.now }
-                    pushed += 1
-                }
-                chats[chatID] = current
-                context.metrics?.countPushes(pushed)
-                if pushed > 0 { pushesOut.withLock { $0 = true } }
-                if pushed == 0 && !page.isEmpty { await link.waitForRoom() }
             } catch {
                 // Storage trouble: the session stays, the pump retries with backoff.
                 failures += 1

@@ -11,8 +11,9 @@ public struct ShardRegionConfiguration: Sendable {
 }
 
 /// An entity that lives in a shard region: one live instance per id, started on first use
-/// from storage and stopped (passivated) when idle.
-public protocol ShardedEntity: Actor {
+/// from storage and stopped (passivated) when idle: an actor, or a class whose state is behind a lock (a Device, which the push path reaches
+/// from event loops without an executor hop).
+public protocol ShardedEntity: AnyObject, Sendable {
     associatedtype Context: Sendable
     /// Loads the entity's state; a thrown error leaves no instance behind (the next use retries).
     static func activate(id: UInt64, context: Context) async throws -> Self

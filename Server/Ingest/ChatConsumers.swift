@@ -331,7 +331,7 @@ public final class ChatConsumers: Sendable {
             let devices = live.devices(of: members)
             guard !devices.isEmpty else { continue }
             let pushes = messages.map(EncodedPush.init)
-            for device in devices { await device.notify(pushes) }
+            for device in devices { device.notify(pushes) }
         }
     }
 

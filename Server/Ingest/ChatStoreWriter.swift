@@ -10,7 +10,24 @@ import Synchronization
 /// Bounded by its callers: each partition's consumer and its retrier have at most one batch
 /// here at a time, and a batch is at most one log read (`ChatConsumers.Configuration.batchBytes`).
 package final class ChatStoreWriter: Sendable {
-    private typealias Waiter = CheckedContinuation<Result<[ChatWriteResult], StorageError>, Never>
+    /// What a waiting caller hears: write the next transaction yourself, or how yours went.
+    private enum Turn: Sendable {
+        case lead
+        case done(Result<[ChatWriteResult], StorageError>)
+    }
+
+    /// A caller waiting for a transaction that another caller or the writer task carries.
+    private struct Waiter: Sendable {
+        let continuation: CheckedContinuation<Turn, Never>
+
+        init(_ continuation: CheckedContinuation<Turn, Never>) {
+            self.continuation = continuation
+        }
+
+        func resume(_ result: Result<[ChatWriteResult], StorageError>) {
+            continuation.resume(returning: .done(result))
+        }
+    }
 
     private struct State {
         var pending: [(writes: [ChatWrite], waiter: Waiter)] = []
@@ -30,18 +47,53 @@ package final class ChatStoreWriter: Sendable {
     package var statistics: (transactions: Int, batches: Int) { state.withLock { ($0.transactions, $0.batches) } }
 
     /// Stores `writes` durably (see `ChatBatchStore.storeBatch`), together with whatever other
-    /// partitions hand in meanwhile.
+    /// partitions hand in meanwhile. A caller that finds no transaction running writes its own
+    /// (with what is pending) on its own task; one that finds one running waits for the next,
+    /// which a writer task started for them carries.
     func store(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult] {
-        let result = await withCheckedContinuation { (waiter: Waiter) in
-            let startWriter = state.withLock { state in
-                state.pending.append((writes, waiter))
-                defer { state.writing = true }
-                return !state.writing
+        let turn = await withCheckedContinuation { (waiter: CheckedContinuation<Turn, Never>) in
+            let lead = state.withLock { state -> Bool in
+                guard state.writing else {
+                    state.writing = true
+                    return true
+                }
+                state.pending.append((writes, Waiter(waiter)))
+                return false
             }
-            // The writer lives only while batches wait; the next caller starts another.
-            if startWriter { Task { await self.writeUntilEmpty() } }
+            if lead { waiter.resume(returning: .lead) }
         }
+        if case .done(let result) = turn { return try result.get() }
+        // Our own transaction: this batch first, then whatever waits now.
+        let others = state.withLock { state -> [(writes: [ChatWrite], waiter: Waiter)] in
+            defer { state.pending = [] }
+            state.transactions += 1
+            state.batches += 1 + state.pending.count
+            return state.pending
+        }
+        let result: Result<[ChatWriteResult], StorageError>
+        do {
+            let results = try await store.storeBatch(writes + others.flatMap(\.writes))
+            result = .success(Array(results[..<writes.count]))
+            Self.answer(others, with: results[writes.count...])
+        } catch {
+            result = .failure(error)
+            for batch in others { batch.waiter.resume(.failure(error)) }
+        }
+        // What came meanwhile goes in a writer task, so this caller goes on with its batch.
+        let more = state.withLock { state -> Bool in
+            state.writing = !state.pending.isEmpty
+            return state.writing
+        }
+        if more { Task { await self.writeUntilEmpty() } }
         return try result.get()
+    }
+
+    private static func answer(_ batches: [(writes: [ChatWrite], waiter: Waiter)], with results: ArraySlice<ChatWriteResult>) {
+        var start = results.startIndex
+        for batch in batches {
+            batch.waiter.resume(.success(Array(results[start..<start + batch.writes.count])))
+            start += batch.writes.count
+        }
     }
 
     private func writeUntilEmpty() async {
@@ -58,14 +110,9 @@ package final class ChatStoreWriter: Sendable {
             }
             guard !batches.isEmpty else { return }
             do {
-                let results = try await store.storeBatch(batches.flatMap(\.writes))
-                var start = 0
-                for batch in batches {
-                    batch.waiter.resume(returning: .success(Array(results[start..<start + batch.writes.count])))
-                    start += batch.writes.count
-                }
+                Self.answer(batches, with: try await store.storeBatch(batches.flatMap(\.writes))[...])
             } catch {
-                for batch in batches { batch.waiter.resume(returning: .failure(error)) }
+                for batch in batches { batch.waiter.resume(.failure(error)) }
             }
         }
     }

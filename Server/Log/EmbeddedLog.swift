@@ -3,7 +3,7 @@ import Foundation
 /// The embedded log: a fixed number of partitions under one directory, plus each consumer
 /// group's committed offsets. Partitions are chosen by sender user range.
 public final class EmbeddedLog: MessageLog, @unchecked Sendable {
-    // @unchecked: `partitions` never changes after init; `groups` is guarded by `lock`.
+    // @unchecked: `partitions` and `waitSweeper` never change after init; `groups` is guarded by `lock`.
 
     public struct Configuration: Sendable {
         public var partitionCount = 16
@@ -23,6 +23,10 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
     /// Offset commits (write, fsync, rename, fsync) block; they run here, not on Swift's
     /// cooperative threads, which must stay free for the gateway and the actors.
     private let blockingIO = DispatchQueue(label: "courier-log-io", attributes: .concurrent)
+    /// Ends the waits for records whose timeout passed, for every partition: one timer for the
+    /// log instead of one per wait. A wait may last up to this much past its timeout.
+    static let waitSweepInterval: Duration = .milliseconds(50)
+    private var waitSweeper: Task<Void, Never>?
 
     public var partitionCount: Int { partitions.count }
 
@@ -42,6 +46,14 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
             let name = String(file.dropLast(".offsets".count))
             guard ConsumerOffsets.isValidGroupName(name) else { continue }
             groups[name] = try ConsumerOffsets(directory: consumers, group: name)
+        }
+        waitSweeper = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.waitSweepInterval)
+                guard let self else { return }
+                let now = ContinuousClock.now
+                for partition in self.partitions { partition.expireWaiters(now: now) }
+            }
         }
     }
 
@@ -126,6 +138,7 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
     }
 
     public func close() {
+        lock.withLock { waitSweeper }?.cancel()
         for partition in partitions { partition.close() }
     }
 }

@@ -49,8 +49,9 @@ public final class Partition: @unchecked Sendable {
     /// gives that many appenders up to that long to come back before it starts the next batch.
     private var lastBatchCount = 0
     private var lastCommitDuration = Duration.zero
-    /// Readers waiting for records at or beyond an offset (consumers at the end of the log).
-    private var waiters: [UInt64: (offset: UInt64, continuation: CheckedContinuation<Void, Never>)] = [:]
+    /// Readers waiting for records at or beyond an offset (consumers at the end of the log),
+    /// until their deadline.
+    private var waiters: [UInt64: (offset: UInt64, deadline: ContinuousClock.Instant, continuation: CheckedContinuation<Void, Never>)] = [:]
     private var nextWaiterID: UInt64 = 0
 
     private let segmentsLock = NSLock()
@@ -131,24 +132,35 @@ public final class Partition: @unchecked Sendable {
         segmentsLock.withLock { segments.last!.durableNextOffset }
     }
 
-    /// Returns once a durable record at `offset` exists, after `timeout`, or when the partition
-    /// closes: a consumer at the end of the log sleeps here instead of polling.
+    /// Returns once a durable record at `offset` exists, once `timeout` has passed (as seen by
+    /// the owner's next `expireWaiters`), or when the partition closes: a consumer at the end
+    /// of the log sleeps here instead of polling. No timer per wait: a consumer waits about once
+    /// per message at low load, and a timer each was a task, a dispatch timer and two thread
+    /// wake-ups per message.
     public func waitForRecords(at offset: UInt64, timeout: Duration) async {
+        let deadline = ContinuousClock.now + timeout
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let id: UInt64? = condition.withLock {
+            let waiting: Bool = condition.withLock {
                 // The writer marks records durable before it takes this lock to wake waiters,
                 // so a check here cannot miss a wake-up.
-                if stopping || durableNextOffset > offset { return nil }
+                if stopping || durableNextOffset > offset { return false }
                 nextWaiterID += 1
-                waiters[nextWaiterID] = (offset, continuation)
-                return nextWaiterID
+                waiters[nextWaiterID] = (offset, deadline, continuation)
+                return true
             }
-            guard let id else { return continuation.resume() }
-            Task {
-                try? await Task.sleep(for: timeout)
-                self.condition.withLock { self.waiters.removeValue(forKey: id) }?.continuation.resume()
-            }
+            if !waiting { continuation.resume() }
         }
+    }
+
+    /// Resumes the waiters whose timeout has passed by `now`.
+    func expireWaiters(now: ContinuousClock.Instant) {
+        let expired: [CheckedContinuation<Void, Never>] = condition.withLock {
+            guard !waiters.isEmpty else { return [] }
+            let due = waiters.filter { $0.value.deadline <= now }
+            for id in due.keys { waiters.removeValue(forKey: id) }
+            return due.values.map(\.continuation)
+        }
+        for continuation in expired { continuation.resume() }
     }
 
     /// Wakes the waiters whose record is now durable (or all of them when closing).

@@ -35,8 +35,9 @@ public final class PushService: Service, Sendable {
     }
 
     enum Upgrade {
-        /// `queryToken`: the `t=` of the upgrade request's query, if it carried one.
-        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, queryToken: String?)
+        case websocket(PushSession)
+        /// Not a WebSocket upgrade to /v1/push from an allowed origin (403), or one session
+        /// past the bound (closed with 1013).
         case refused
     }
 
@@ -46,7 +47,8 @@ public final class PushService: Service, Sendable {
     /// Devices with a session now, by user: where the consumers hand new messages.
     let live: LiveDevices
     let storage: any ServerStorage
-    let receipts: DeliveryReceipts
+    /// Where acknowledgements go to be stored, and then become delivery receipts.
+    let cursors: DeliveryCursorWriter
     let metrics: ServerMetrics
     let logger: Logger
     private let boundPort = NIOLockedValueBox<Int?>(nil)
@@ -62,7 +64,7 @@ public final class PushService: Service, Sendable {
         self.devices = devices
         self.live = live
         self.storage = storage
-        self.receipts = receipts
+        cursors = DeliveryCursorWriter(storage: storage, receipts: receipts, logger: logger)
         self.metrics = metrics
         self.logger = logger
     }
@@ -70,12 +72,11 @@ public final class PushService: Service, Sendable {
     public var port: Int? { boundPort.withLockedValue { $0 } }
 
     public func run() async throws {
-        let configuration = self.configuration
-        Self.instantiatePipelineTypes(configuration)
+        instantiatePipelineTypes()
         let server: NIOAsyncChannel<EventLoopFuture<Upgrade>, Never> = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: configuration.host, port: configuration.port) { channel in
-                Self.configurePipeline(channel, configuration)
+                self.configurePipeline(channel)
             }
         boundPort.withLockedValue { $0 = server.channel.localAddress?.port }
         logger.info("push WebSocket listening", metadata: ["address": "\(server.channel.localAddress.map { "\($0)" } ?? "?")"])
@@ -104,9 +105,10 @@ public final class PushService: Service, Sendable {
     static let maxFragments = 1_024
 
     /// One push connection's pipeline: HTTP, upgraded to a WebSocket on `/v1/push` from an
-    /// allowed origin, refused with 403 otherwise.
-    private static func configurePipeline(_ channel: any Channel, _ configuration: Configuration) -> EventLoopFuture<EventLoopFuture<Upgrade>> {
-        channel.eventLoop.makeCompletedFuture {
+    /// allowed origin (a `PushSession` at its end), refused with 403 otherwise.
+    private func configurePipeline(_ channel: any Channel) -> EventLoopFuture<EventLoopFuture<Upgrade>> {
+        let configuration = self.configuration
+        return channel.eventLoop.makeCompletedFuture {
             let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
                 maxFrameSize: configuration.maxFrameBytes,
                 shouldUpgrade: { channel, head in
@@ -119,10 +121,7 @@ public final class PushService: Service, Sendable {
                 },
                 upgradePipelineHandler: { channel, head in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
-                            minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: Self.maxFragments, maxAccumulatedFrameSize: configuration.maxFrameBytes
-                        ))
-                        return .websocket(try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: channel), queryToken: Self.queryToken(head.uri))
+                        try self.startSession(on: channel, queryToken: Self.queryToken(head.uri))
                     }
                 }
             )
@@ -142,20 +141,10 @@ public final class PushService: Service, Sendable {
         }
     }
 
-    /// Builds the pipeline once on this thread before the listener opens. The Swift runtime has
-    /// crashed (a null metadata in swift_conformsToProtocol) when many connections instantiate
-    /// this pipeline's generic types for the first time at once, on several event loops, as
-    /// happens when every device reconnects the moment a restarted server opens its port.
-    private static func instantiatePipelineTypes(_ configuration: Configuration) {
-        let channel = EmbeddedChannel()
-        _ = try? configurePipeline(channel, configuration).wait()
-        // An upgrade request takes it through the HTTP decoder and the WebSocket upgrade too.
-        _ = try? channel.writeInbound(ByteBuffer(string: "GET /v1/push HTTP/1.1\r\nHost: courier\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
-        _ = try? channel.finish(acceptAlreadyClosed: true)
-    }
-
-    private func handle(_ upgrade: EventLoopFuture<Upgrade>) async {
-        guard case .websocket(let channel, let queryToken)? = try? await upgrade.get() else { return }
+    /// The upgraded connection's session, if the bound admits one more: the frame aggregator
+    /// and the session's handler end the pipeline. One past the bound is closed at once with
+    /// 1013 (try again later).
+    private func startSession(on channel: any Channel, queryToken: String?) throws -> Upgrade {
         let admitted = openSessions.withLockedValue { open in
             guard open < configuration.maxSessions else { return false }
             open += 1
@@ -163,22 +152,38 @@ public final class PushService: Service, Sendable {
         }
         guard admitted else {
             metrics.countPushClose(reason: "too_many_sessions")
-            try? await channel.executeThenClose { _, outbound in
-                var reason = ByteBuffer()
-                reason.write(webSocketErrorCode: .unknown(1013))  // RFC 6455 registry: Try Again Later
-                reason.writeString("too many sessions")
-                try await outbound.write(WebSocketFrame(fin: true, opcode: .connectionClose, data: reason))
+            var reason = ByteBuffer()
+            reason.write(webSocketErrorCode: .unknown(1013))  // RFC 6455 registry: Try Again Later
+            reason.writeString("too many sessions")
+            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: reason)).whenComplete { _ in
+                channel.close(promise: nil)
             }
-            return
+            return .refused
         }
-        defer { openSessions.withLockedValue { $0 -= 1 } }
-        do {
-            try await channel.executeThenClose { inbound, outbound in
-                try await PushSession(service: self, channel: channel.channel, outbound: outbound, queryToken: queryToken).run(inbound)
-            }
-        } catch {
-            logger.debug("push session ended", metadata: ["error": "\(error)"])
-        }
+        channel.closeFuture.whenComplete { _ in self.openSessions.withLockedValue { $0 -= 1 } }
+        try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
+            minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: Self.maxFragments, maxAccumulatedFrameSize: configuration.maxFrameBytes
+        ))
+        let session = PushSession(service: self, channel: channel, queryToken: queryToken)
+        try channel.pipeline.syncOperations.addHandler(PushSessionHandler(session: session))
+        return .websocket(session)
+    }
+
+    /// Builds the pipeline once on this thread before the listener opens. The Swift runtime has
+    /// crashed (a null metadata in swift_conformsToProtocol) when many connections instantiate
+    /// this pipeline's generic types for the first time at once, on several event loops, as
+    /// happens when every device reconnects the moment a restarted server opens its port.
+    private func instantiatePipelineTypes() {
+        let channel = EmbeddedChannel()
+        _ = try? configurePipeline(channel).wait()
+        // An upgrade request takes it through the HTTP decoder and the WebSocket upgrade too.
+        _ = try? channel.writeInbound(ByteBuffer(string: "GET /v1/push HTTP/1.1\r\nHost: courier\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+        _ = try? channel.finish(acceptAlreadyClosed: true)
+    }
+
+    private func handle(_ upgrade: EventLoopFuture<Upgrade>) async {
+        guard case .websocket(let session)? = try? await upgrade.get() else { return }
+        await session.run()
     }
 }
 

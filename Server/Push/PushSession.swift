@@ -3,69 +3,98 @@ import CourierCore
 import CourierProtocol
 import Foundation
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOWebSocket
+import Synchronization
 
-/// One device's WebSocket session. The first binary frame must be a `Hello`, within the hello
-/// timeout, with a valid token (in Hello or in the upgrade's query `?t=`); the session then attaches to the device's Device actor (which
-/// stays loaded while it lasts), is answered `Welcome`, and receives pushes from the actor.
-/// Acknowledgements advance the device's cursors, sync requests are answered from history,
-/// heartbeats are answered. The session is closed when it stays silent for three heartbeat
-/// intervals, or when its outbound queue has been stalled for the slow-reader timeout (a
-/// reader that does not read); in both cases the device catches up by replay on reconnect.
+/// One device's WebSocket session. The first binary message must be a `Hello`, within the
+/// hello timeout, with a valid token (in Hello or in the upgrade's query `?t=`); the session
+/// then attaches to the device's Device (which stays loaded while it lasts), is answered
+/// `Welcome`, and receives pushes from the Device. Acknowledgements advance the device's
+/// cursors, sync requests are answered from history, heartbeats are answered. The session is
+/// closed when it stays silent for three heartbeat intervals, or when its outbound link has
+/// been stalled for the slow-reader timeout (a reader that does not read); in both cases the
+/// device catches up by replay on reconnect.
+///
+/// The per-message work runs on the connection's event loop with no task in between: a frame
+/// is read by `PushSessionHandler` and handled here at once (an acknowledgement moves the
+/// Device's window and is recorded for the cursor writer), and pushes leave through the
+/// `SessionLink`, whose writer is one write and one flush on the event loop per batch. Only
+/// what waits on storage (the Hello's token, the attach, a sync answer) runs in a task; the
+/// messages that arrive meanwhile wait in a bounded backlog and are handled in order after it.
 ///
 /// Control frames follow RFC 6455: a ping gets a pong, a close gets a close. Fragmented
 /// messages are joined by NIO's `NIOWebSocketFrameAggregator` up to the frame limit; anything
 /// larger closes the session (1009), and fragments out of order close it too (1002).
-struct PushSession {
+final class PushSession: Sendable {
     let service: PushService
     let channel: any Channel
-    let outbound: NIOAsyncChannelOutboundWriter<WebSocketFrame>
     /// The token of the upgrade request's query (`?t=TOKEN`), if it had one.
     let queryToken: String?
+    let link: SessionLink
+    private let startedAt = ContinuousClock.now
+
+    private enum Phase {
+        /// Before the first message; `waiter` is the task waiting for it.
+        case awaitingHello(waiter: CheckedContinuation<[UInt8]?, Never>?, first: [UInt8]?)
+        /// Hello came; its token is being checked and the Device attached.
+        case opening(TokenIdentity?)
+        case attached(TokenIdentity, DeviceEntity)
+        case ended
+    }
+
+    private struct State {
+        var phase = Phase.awaitingHello(waiter: nil, first: nil)
+        var lastHeard = ContinuousClock.now
+        /// A message is being handled (or a task handles one): later ones wait in `backlog`.
+        var busy = true
+        var backlog: [[UInt8]] = []
+        var backlogBytes = 0
+
+        var identity: TokenIdentity? {
+            switch phase {
+            case .opening(let identity): identity
+            case .attached(let identity, _): identity
+            default: nil
+            }
+        }
+
+        var device: DeviceEntity? {
+            if case .attached(_, let device) = phase { return device }
+            return nil
+        }
+    }
+
+    private let state = Mutex(State())
 
     private var configuration: PushService.Configuration { service.configuration }
     private var logger: Logger { service.logger }
 
-    /// What the watchdog and the frame loop share.
-    private final class State: @unchecked Sendable {
-        // @unchecked: guarded by `lock`.
-        let lock = NSLock()
-        var identity: TokenIdentity?
-        var device: DeviceEntity?
-        var lastHeard = ContinuousClock.now
+    /// Messages that may wait while the session answers a sync or opens: a device that sends
+    /// this much faster than it is answered is closed (1008).
+    static let maxBacklogBytes = 256 * 1024
+
+    init(service: PushService, channel: any Channel, queryToken: String?) {
+        self.service = service
+        self.channel = channel
+        self.queryToken = queryToken
+        link = SessionLink(capacityBytes: service.configuration.maxOutboundBytes)
+        link.start { [weak self] in
+            guard let self else { return }
+            self.channel.eventLoop.execute { self.writeBatch() }
+        }
     }
 
-    /// A whole message from the device, or the end of the session.
-    private enum Incoming {
-        case message([UInt8])
-        case ended
-    }
-
-    func run(_ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>) async throws {
-        let state = State()
-        let link = SessionLink(capacityBytes: configuration.maxOutboundBytes)
-        let writer = Task { await writeFrames(from: link) }
-        let started = ContinuousClock.now
-        let watched = service.watchdog.watch { now, resendsDue in
-            self.check(link, state, startedAt: started, now: now, resendsDue: resendsDue)
-        }
-        defer {
-            service.watchdog.unwatch(watched)
-            link.close(code: WebSocketErrorCode.normalClosure.code, reason: "")
-        }
-
-        var frames = inbound.makeAsyncIterator()
-        guard case .message(let first) = try await nextMessage(&frames, link, state) else { return }
-        guard let (identity, hello) = await open(first, link) else {
-            await writer.value
+    /// The session's life, from Hello to the connection's end.
+    func run() async {
+        let watched = service.watchdog.watch { now, resendsDue in self.check(now: now, resendsDue: resendsDue) }
+        defer { service.watchdog.unwatch(watched) }
+        guard let first = await firstMessage(), let (identity, hello) = await open(first) else {
+            await closed()
             return
         }
-        state.lock.withLock { state.identity = identity }
         service.metrics.changePushSessions(by: 1)
         defer { service.metrics.changePushSessions(by: -1) }
-
         do {
             try await service.devices.withEntity(identity.deviceID) { device in
                 link.offer(.welcome(Welcome(
@@ -74,50 +103,189 @@ struct PushSession {
                     serverTimeMs: Date().milliseconds, maxFrameBytes: UInt32(configuration.maxFrameBytes)
                 )))
                 // Registered first, so no message stored from here on misses it: what comes
-                // while the replay is being set up waits for it inside the actor.
+                // while the replay is being set up waits for it inside the Device.
                 service.live.register(device)
                 defer { service.live.unregister(device) }
-                try await device.attach(link, have: hello.have)
-                state.lock.withLock { state.device = device }
-                var ended: (any Error)?
                 do {
-                    while case .message(let bytes) = try await nextMessage(&frames, link, state) {
-                        guard await handle(bytes, identity, device, link) else { break }
-                    }
+                    try await device.attach(link, have: hello.have)
                 } catch {
-                    ended = error
+                    device.detach(link)
+                    throw error
                 }
-                state.lock.withLock { state.device = nil }
-                await device.detach(link)
-                if let ended { throw ended }
+                let attached = state.withLock { state -> Bool in
+                    guard case .opening = state.phase else { return false }
+                    state.phase = .attached(identity, device)
+                    return true
+                }
+                // What came after Hello is handled now, in order.
+                if attached { resume() }
+                await closed()
+                state.withLock { $0.phase = .ended }
+                device.detach(link)
             }
         } catch {
             logger.warning("push session failed", metadata: ["device": "\(identity.deviceID)", "error": "\(error)"])
-            close(link, .unknown(1011), "server error", metric: "server_error",
+            close(.unknown(1011), "server error", metric: "server_error",
                   saying: WireError(code: .overloaded, message: "the server cannot serve this session now; reconnect later"))
+            await closed()
         }
+    }
+
+    /// Returns once the connection is closed.
+    private func closed() async {
+        try? await channel.closeFuture.get()
         link.close(code: WebSocketErrorCode.normalClosure.code, reason: "")
-        await writer.value
+    }
+
+    /// The first whole message, or nil when the connection ended before one came.
+    private func firstMessage() async -> [UInt8]? {
+        await withCheckedContinuation { (continuation: CheckedContinuation<[UInt8]?, Never>) in
+            let ready: [UInt8]?? = state.withLock { state in
+                guard case .awaitingHello(_, let first) = state.phase else { return .some(nil) }
+                if let first {
+                    state.phase = .opening(nil)
+                    return .some(first)
+                }
+                state.phase = .awaitingHello(waiter: continuation, first: nil)
+                return .none
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
     }
 
     /// Authenticates the first message, which must be a Hello; nil (and the session closing)
     /// otherwise.
-    private func open(_ bytes: [UInt8], _ link: SessionLink) async -> (TokenIdentity, Hello)? {
+    private func open(_ bytes: [UInt8]) async -> (TokenIdentity, Hello)? {
         guard case .hello(let hello)? = try? ClientFrame(serializedBytes: bytes) else {
-            close(link, .policyViolation, "Hello must come first", metric: "no_hello", saying: WireError(code: .unauthorized, message: "send Hello first"))
+            close(.policyViolation, "Hello must come first", metric: "no_hello", saying: WireError(code: .unauthorized, message: "send Hello first"))
             return nil
         }
         // The token comes in Hello, or in the upgrade's query; when both, they must agree.
         let token = hello.token.isEmpty ? queryToken ?? "" : hello.token
         guard queryToken == nil || queryToken == token, let identity = try? await service.authenticator.authenticate(token) else {
-            close(link, .policyViolation, "bad token", metric: "bad_token", saying: WireError(code: .unauthorized, message: "bad token"))
+            close(.policyViolation, "bad token", metric: "bad_token", saying: WireError(code: .unauthorized, message: "bad token"))
             return nil
+        }
+        state.withLock { state in
+            if case .opening = state.phase { state.phase = .opening(identity) }
         }
         return (identity, hello)
     }
 
-    /// One whole message after Hello; false once the session is closing.
-    private func handle(_ bytes: [UInt8], _ identity: TokenIdentity, _ device: DeviceEntity, _ link: SessionLink) async -> Bool {
+    // MARK: - Inbound, on the event loop
+
+    /// One frame from the aggregator. Control frames are answered here; a whole binary message
+    /// is handled at once, or waits in the backlog while the session is busy.
+    func received(_ frame: WebSocketFrame) {
+        state.withLock { $0.lastHeard = ContinuousClock.now }
+        switch frame.opcode {
+        case .ping:
+            // Straight to the channel: a pong is due even when pushes are queued.
+            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData), promise: nil)
+        case .pong:
+            break
+        case .connectionClose:
+            link.close(code: WebSocketErrorCode.normalClosure.code, reason: "")
+        case .binary:
+            message(Array(buffer: frame.unmaskedData))
+        case .text:
+            close(.unacceptableData, "binary Protobuf frames only", metric: "bad_frame")
+        default:
+            close(.protocolError, "unknown opcode", metric: "bad_frame")
+        }
+    }
+
+    /// The aggregator refused what the peer sent.
+    func failed(_ error: any Error) {
+        switch error as? NIOWebSocketFrameAggregator.Error {
+        case .accumulatedFrameSizeIsTooLarge?:
+            close(.messageTooLarge, "message above \(configuration.maxFrameBytes) bytes", metric: "too_large")
+        case .tooManyFragments?:
+            close(.messageTooLarge, "message in more than \(PushService.maxFragments) fragments", metric: "too_large")
+        default:
+            close(.protocolError, "fragments out of order", metric: "bad_frame")
+        }
+    }
+
+    /// The connection is gone: whoever waits for the first message hears there is none.
+    func connectionEnded() {
+        let waiter: CheckedContinuation<[UInt8]?, Never>? = state.withLock { state in
+            guard case .awaitingHello(let waiter, _) = state.phase else { return nil }
+            state.phase = .ended
+            return waiter
+        }
+        waiter?.resume(returning: nil)
+        link.close(code: WebSocketErrorCode.normalClosure.code, reason: "")
+    }
+
+    private enum Arrival {
+        case hello(CheckedContinuation<[UInt8]?, Never>?)
+        case handleNow
+        case waits
+        case overflow
+        case ignored
+    }
+
+    private func message(_ bytes: [UInt8]) {
+        let arrival = state.withLock { state -> Arrival in
+            switch state.phase {
+            case .awaitingHello(let waiter, nil):
+                state.phase = waiter == nil ? .awaitingHello(waiter: nil, first: bytes) : .opening(nil)
+                return .hello(waiter)
+            case .ended:
+                return .ignored
+            case .awaitingHello, .opening, .attached:
+                if !state.busy, case .attached = state.phase {
+                    state.busy = true
+                    return .handleNow
+                }
+                guard state.backlogBytes + bytes.count <= Self.maxBacklogBytes else { return .overflow }
+                state.backlog.append(bytes)
+                state.backlogBytes += bytes.count
+                return .waits
+            }
+        }
+        switch arrival {
+        case .hello(let waiter): waiter?.resume(returning: bytes)
+        case .handleNow: handle(from: bytes)
+        case .waits, .ignored: break
+        case .overflow: close(.policyViolation, "messages sent faster than they are answered", metric: "backlog")
+        }
+    }
+
+    /// Handles `first` and then the backlog, in order, while holding `busy`; stops when a
+    /// message's answer waits on storage (its task resumes the backlog after it).
+    private func handle(from first: [UInt8]) {
+        var next: [UInt8]? = first
+        while let bytes = next {
+            guard handleNow(bytes) else { return }
+            next = nextFromBacklog()
+        }
+    }
+
+    /// Handles what waited while the session was busy; called by whoever held `busy`.
+    private func resume() {
+        if let next = nextFromBacklog() { handle(from: next) }
+    }
+
+    /// The oldest message waiting, or nil and `busy` given up when none waits.
+    private func nextFromBacklog() -> [UInt8]? {
+        state.withLock { state in
+            guard !state.backlog.isEmpty else {
+                state.busy = false
+                return nil
+            }
+            let bytes = state.backlog.removeFirst()
+            state.backlogBytes -= bytes.count
+            return bytes
+        }
+    }
+
+    /// One whole message after Hello; false when its answer went to a task, which resumes the
+    /// backlog when done.
+    private func handleNow(_ bytes: [UInt8]) -> Bool {
+        let phase = state.withLock { $0.phase }
+        guard case .attached(let identity, let device) = phase else { return true }
         let frame: ClientFrame
         do {
             frame = try ClientFrame(serializedBytes: bytes)
@@ -131,118 +299,85 @@ struct PushSession {
         case .hello:
             link.offer(.error(WireError(code: .badRequest, message: "already authenticated")))
         case .ack(let ack):
-            do {
-                let advances = try await device.acknowledge(ack.cursors)
-                if !advances.isEmpty { await service.receipts.acknowledged(advances, userID: identity.userID, deviceID: identity.deviceID) }
-            } catch {
-                // The cursor stays where it was: the device is pushed these again and acks again.
-                logger.warning("acknowledgement not stored", metadata: ["device": "\(identity.deviceID)", "error": "\(error)"])
-            }
+            service.cursors.record(device.acknowledge(ack.cursors), userID: identity.userID, deviceID: identity.deviceID)
         case .sync(let request):
-            do {
-                link.offer(.sync(try await HistorySync.answer(request, for: identity, storage: service.storage)))
-            } catch {
-                link.offer(.error(WireError(code: .overloaded, message: "sync failed; try again")))
-            }
-        }
-        return !link.isClosed
-    }
-
-    /// The next whole binary message (NIO's `NIOWebSocketFrameAggregator` has joined its
-    /// fragments); control frames are answered on the way. `.ended` once the peer closed, broke
-    /// the framing rules, or the session is closing.
-    private func nextMessage(_ frames: inout NIOAsyncChannelInboundStream<WebSocketFrame>.AsyncIterator, _ link: SessionLink, _ state: State) async throws -> Incoming {
-        do {
-            while let frame = try await frames.next() {
-                state.lock.withLock { state.lastHeard = ContinuousClock.now }
-                switch frame.opcode {
-                case .ping:
-                    // Straight to the channel: a pong is due even when pushes are queued.
-                    try await outbound.write(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData))
-                case .pong:
-                    break
-                case .connectionClose:
-                    link.close(code: WebSocketErrorCode.normalClosure.code, reason: "")
-                    return .ended
-                case .binary:
-                    return .message(Array(buffer: frame.unmaskedData))
-                case .text:
-                    close(link, .unacceptableData, "binary Protobuf frames only", metric: "bad_frame")
-                    return .ended
-                default:
-                    close(link, .protocolError, "unknown opcode", metric: "bad_frame")
-                    return .ended
-                }
-                if link.isClosed { return .ended }
-            }
-        } catch let error as NIOWebSocketFrameAggregator.Error {
-            switch error {
-            case .accumulatedFrameSizeIsTooLarge:
-                close(link, .messageTooLarge, "message above \(configuration.maxFrameBytes) bytes", metric: "too_large")
-            case .tooManyFragments:
-                close(link, .messageTooLarge, "message in more than \(PushService.maxFragments) fragments", metric: "too_large")
-            default:
-                close(link, .protocolError, "fragments out of order", metric: "bad_frame")
-            }
-            return .ended
-        }
-        return .ended
-    }
-
-    /// The session's only writer of pushes and answers: frames in the order the link took them,
-    /// everything queued at once in one write and one flush, then the close frame, then the
-    /// connection closes.
-    private func writeFrames(from link: SessionLink) async {
-        while true {
-            let items = await link.next()
-            var frames: [WebSocketFrame] = []
-            frames.reserveCapacity(items.count)
-            var closing: (code: UInt16, reason: String)?
-            for item in items {
-                switch item {
-                case .frame(let bytes):
-                    frames.append(WebSocketFrame(fin: true, opcode: .binary, data: ByteBuffer(bytes: bytes)))
-                case .close(let code, let reason):
-                    closing = (code, reason)
-                }
-            }
-            if !frames.isEmpty {
+            Task {
                 do {
-                    try await outbound.write(contentsOf: frames)
+                    link.offer(.sync(try await HistorySync.answer(request, for: identity, storage: service.storage)))
                 } catch {
-                    // The connection is gone; drain nothing more.
-                    link.close(code: WebSocketErrorCode.goingAway.code, reason: "connection lost")
-                    _ = try? await channel.close()
-                    return
+                    link.offer(.error(WireError(code: .overloaded, message: "sync failed; try again")))
                 }
+                resume()
             }
-            if let (code, reason) = closing {
-                var data = ByteBuffer()
-                data.writeInteger(code)
-                data.writeString(String(reason.utf8.prefix(120)) ?? "")
-                try? await outbound.write(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))
-                try? await channel.close()
-                return
+            return false
+        }
+        return true
+    }
+
+    // MARK: - Outbound, on the event loop
+
+    /// Writes what the link holds: its frames in one write and one flush, then, when the
+    /// session is closing, the close frame and the connection's close. The link hears when the
+    /// batch has reached the socket (its bytes then leave the bound).
+    private func writeBatch() {
+        let batch = link.take()
+        var closing: (code: UInt16, reason: String)?
+        var frames: [WebSocketFrame] = []
+        frames.reserveCapacity(batch.items.count)
+        for item in batch.items {
+            switch item {
+            case .frame(let bytes):
+                frames.append(WebSocketFrame(fin: true, opcode: .binary, data: ByteBuffer(bytes: bytes)))
+            case .close(let code, let reason):
+                closing = (code, reason)
+            }
+        }
+        if let (code, reason) = closing {
+            var data = ByteBuffer()
+            data.writeInteger(code)
+            data.writeString(String(reason.utf8.prefix(120)) ?? "")
+            frames.append(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))
+        }
+        guard let last = frames.popLast() else {
+            link.finished(batch)
+            return
+        }
+        for frame in frames { channel.write(frame, promise: nil) }
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        channel.writeAndFlush(last, promise: written)
+        let link = self.link
+        let channel = self.channel
+        let isClosing = closing != nil
+        written.futureResult.whenComplete { result in
+            link.finished(batch)
+            if case .failure = result {
+                // The connection is gone; nothing more is written.
+                link.close(code: WebSocketErrorCode.goingAway.code, reason: "connection lost")
+                channel.close(promise: nil)
+            } else if isClosing {
+                channel.close(promise: nil)
             }
         }
     }
+
+    // MARK: - Watchdog and closing
 
     /// The watchdog's look at this session (every 500 ms): the hello timeout, the heartbeat
     /// window, the slow-reader timeout, and when due the device's acknowledgement timeout.
-    private func check(_ link: SessionLink, _ state: State, startedAt started: ContinuousClock.Instant, now: ContinuousClock.Instant, resendsDue: Bool) -> SessionWatchdog.Verdict {
+    private func check(now: ContinuousClock.Instant, resendsDue: Bool) -> SessionWatchdog.Verdict {
         guard !link.isClosed else { return .ended }
-        let (identity, device, lastHeard) = state.lock.withLock { (state.identity, state.device, state.lastHeard) }
-        if identity == nil && now - started > configuration.helloTimeout {
-            close(link, .policyViolation, "no Hello within the hello timeout", metric: "no_hello")
+        let (identity, device, lastHeard) = state.withLock { ($0.identity, $0.device, $0.lastHeard) }
+        if identity == nil && now - startedAt > configuration.helloTimeout {
+            close(.policyViolation, "no Hello within the hello timeout", metric: "no_hello")
             return .ended
         }
         if identity != nil && now - lastHeard > configuration.heartbeatInterval * 3 {
-            close(link, .goingAway, "heartbeat timeout", metric: "heartbeat")
+            close(.goingAway, "heartbeat timeout", metric: "heartbeat")
             return .ended
         }
         if let stalled = link.stalled(now: now), stalled > configuration.slowReaderTimeout {
             logger.info("push session closed: reader too slow", metadata: ["device": "\(identity?.deviceID ?? 0)", "stalled": "\(stalled)"])
-            close(link, .policyViolation, "reader too slow: pushes not read for \(configuration.slowReaderTimeout)", metric: "slow_reader")
+            close(.policyViolation, "reader too slow: pushes not read for \(configuration.slowReaderTimeout)", metric: "slow_reader")
             // The device catches up by replay when it reconnects.
             return .endedClosingChannel(channel)
         }
@@ -251,10 +386,38 @@ struct PushSession {
     }
 
     /// Closes the session with `code`; an `error` frame saying why goes in the same write.
-    private func close(_ link: SessionLink, _ code: WebSocketErrorCode, _ reason: String, metric: String, saying error: WireError? = nil) {
+    private func close(_ code: WebSocketErrorCode, _ reason: String, metric: String, saying error: WireError? = nil) {
         guard !link.isClosed else { return }
         service.metrics.countPushClose(reason: metric)
         link.close(code: code.code, reason: reason, lastFrame: error.map { .error($0) })
+    }
+}
+
+/// Hands a session's frames to it on the event loop, and tells it when the connection ends.
+final class PushSessionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+
+    let session: PushSession
+
+    init(session: PushSession) {
+        self.session = session
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        session.received(unwrapInboundIn(data))
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is NIOWebSocketFrameAggregator.Error {
+            session.failed(error)
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        session.connectionEnded()
+        context.fireChannelInactive()
     }
 }
 

@@ -54,13 +54,13 @@ final class SessionWatchdog: Sendable {
         while !Task.isCancelled {
             do { try await Task.sleep(for: interval) } catch { return }
             sweeps += 1
-            await sweep(now: .now, resendsDue: sweeps % resendEvery == 0)
+            sweep(now: .now, resendsDue: sweeps % resendEvery == 0)
         }
     }
 
     /// Checks every session once; the sessions found over are dropped, and the devices due a
-    /// look at their acknowledgement timeout get it, concurrently.
-    func sweep(now: ContinuousClock.Instant, resendsDue: Bool) async {
+    /// look at their acknowledgement timeout get it.
+    func sweep(now: ContinuousClock.Instant, resendsDue: Bool) {
         let checks = sessions.withLockedValue { $0.checks }
         var ended: [Int] = []
         var devices: [DeviceEntity] = []
@@ -82,11 +82,6 @@ final class SessionWatchdog: Sendable {
                 for id in ended { sessions.checks[id] = nil }
             }
         }
-        guard !devices.isEmpty else { return }
-        await withTaskGroup(of: Void.self) { group in
-            for device in devices {
-                group.addTask { await device.resendUnacknowledged() }
-            }
-        }
+        for device in devices { device.resendUnacknowledged() }
     }
 }

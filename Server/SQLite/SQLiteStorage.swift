@@ -8,7 +8,6 @@ import GRDB
 public final class SQLiteStorage: ServerStorage {
     public let path: String
     private let pool: DatabasePool
-    private let cursors: CursorBatcher
 
     /// Opens (creating and migrating if needed) the database at `path`.
     public init(path: String) throws(StorageError) {
@@ -26,7 +25,6 @@ public final class SQLiteStorage: ServerStorage {
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(pool)
-            cursors = CursorBatcher(pool: pool)
         } catch {
             throw Self.storageError(error)
         }
@@ -502,8 +500,18 @@ public final class SQLiteStorage: ServerStorage {
         }
     }
 
-    public func advanceDeliveryCursor(deviceID: UInt64, chatID: UInt64, to sequence: UInt64) async throws(StorageError) {
-        do { try await cursors.advance(deviceID: deviceID, chatID: chatID, to: sequence) } catch { throw Self.storageError(error) }
+    public func advanceDeliveryCursors(_ cursors: [DeliveryCursor]) async throws(StorageError) {
+        guard !cursors.isEmpty else { return }
+        try await write { db in
+            // Never backwards: a slower write of an older cursor cannot undo a newer one.
+            let statement = try db.cachedStatement(sql: """
+                INSERT INTO delivery_cursors (device_id, chat_id, sequence) VALUES (?, ?, ?)
+                ON CONFLICT (device_id, chat_id) DO UPDATE SET sequence = excluded.sequence WHERE excluded.sequence > delivery_cursors.sequence
+                """)
+            for cursor in cursors {
+                try statement.execute(arguments: [Int64(clamping: cursor.deviceID), Int64(clamping: cursor.chatID), Int64(clamping: cursor.sequence)])
+            }
+        }
     }
 
     public func statistics() async throws(StorageError) -> StorageStatistics {

@@ -31,6 +31,26 @@ final class EmbeddedLogTests: XCTestCase {
         XCTAssertEqual(records.map(\.offset), offsets)
     }
 
+    func testAWaitForRecordsEndsAtItsTimeoutOrAtTheRecordWithoutATimerOfItsOwn() async throws {
+        let log = try EmbeddedLog(directory: directory)
+        defer { log.close() }
+        // Nothing comes: the log's one sweeper ends the wait after its timeout.
+        let clock = ContinuousClock()
+        let started = clock.now
+        await log.waitForRecords(partition: 3, at: 0, timeout: .milliseconds(150))
+        let waited = clock.now - started
+        XCTAssertGreaterThanOrEqual(waited, .milliseconds(150), "not before the timeout")
+        XCTAssertLessThan(waited, .seconds(5), "the sweeper ends it")
+
+        // A record comes: the wait ends then, long before a timeout of a minute.
+        async let woken: Void = log.waitForRecords(partition: 3, at: 0, timeout: .seconds(60))
+        try await Task.sleep(for: .milliseconds(50))
+        _ = try await log.append(Array("m".utf8), partition: 3)
+        let appendedAt = clock.now
+        await woken
+        XCTAssertLessThan(clock.now - appendedAt, .seconds(5), "the append wakes the waiter")
+    }
+
     func testCommittedOffsetsPersistPerGroup() async throws {
         do {
             let log = try EmbeddedLog(directory: directory)

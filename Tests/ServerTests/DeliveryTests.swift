@@ -3,6 +3,7 @@
 import CourierProtocol
 @testable import CourierSQLite
 import Foundation
+import Logging
 import NIOConcurrencyHelpers
 import XCTest
 
@@ -60,25 +61,25 @@ final class DeliveryTests: XCTestCase {
         }
     }
 
-    /// Plays the session's writer: takes every frame off the link and keeps the pushed messages.
+    /// Plays the session's writer: takes every batch off the link and keeps the pushed messages.
     final class Reader: Sendable {
         let pushed = NIOLockedValueBox<[ChatMessage]>([])
         let receipts = NIOLockedValueBox<[DeliveryReceipt]>([])
-        let task: Task<Void, Never>
 
         init(_ link: SessionLink) {
             let pushed = self.pushed
             let receipts = self.receipts
-            task = Task {
-                reading: while true {
-                    for item in await link.next() {
-                        guard case .frame(let bytes) = item else { break reading }
+            link.start {
+                Task {
+                    let batch = link.take()
+                    for case .frame(let bytes) in batch.items {
                         switch try? ServerFrame(serializedBytes: bytes) {
                         case .push(.message(let message))?: pushed.withLockedValue { $0.append(message) }
                         case .push(.delivered(let receipt))?: receipts.withLockedValue { $0.append(receipt) }
                         default: break
                         }
                     }
+                    link.finished(batch)
                 }
             }
         }
@@ -108,8 +109,8 @@ final class DeliveryTests: XCTestCase {
         // and some notifications come twice, as after a consumer retry.
         for _ in 0..<20 {
             let fresh = try await world.send(15)
-            await device.notify(fresh)
-            if Bool.random() { await device.notify(fresh) }
+            device.notify(fresh)
+            if Bool.random() { device.notify(fresh) }
         }
         try await reader.waitFor(count: 1000)
         try await reader.settle()
@@ -127,7 +128,7 @@ final class DeliveryTests: XCTestCase {
         try await reader.waitFor(count: 5)
         _ = try await world.send(3)  // stored, but the device never hears of them (a lost hand-off)
         let later = try await world.send(1)
-        await device.notify(later)
+        device.notify(later)
         try await reader.waitFor(count: 9)
         try await reader.settle()
         XCTAssertEqual(reader.sequences, Array(1...9), "the gap is filled in order before the newer message")
@@ -144,13 +145,18 @@ final class DeliveryTests: XCTestCase {
         try await device.attach(first, have: [ChatCursor(chatID: world.chatID, sequence: 4), ChatCursor(chatID: 999, sequence: 3)])
         try await firstReader.waitFor(count: 6)
         XCTAssertEqual(firstReader.sequences, Array(5...10), "after what the device says it holds; a chat not its own is ignored")
-        let advanced = try await device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 7), ChatCursor(chatID: 999, sequence: 50)])
+        let advanced = device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 7), ChatCursor(chatID: 999, sequence: 50)])
         XCTAssertEqual(advanced, [CursorAdvance(chatID: world.chatID, from: 0, to: 7)])
-        let overreach = try await device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 5_000)])
+        let overreach = device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 5_000)])
         XCTAssertEqual(overreach, [CursorAdvance(chatID: world.chatID, from: 7, to: 10)], "an ack past the chat's end counts to its end")
-        let cursor = try await world.storage.deliveryCursor(deviceID: world.bob.device, chatID: world.chatID)
-        XCTAssertEqual(cursor, 10)
-        let backwards = try await device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 3)])
+        // The session hands the advances to the cursor writer, which stores them in a batch.
+        let writer = DeliveryCursorWriter(storage: world.storage, receipts: nil, logger: Logger(label: "test"))
+        writer.record(advanced, userID: world.bob.user, deviceID: world.bob.device)
+        writer.record(overreach, userID: world.bob.user, deviceID: world.bob.device)
+        try await waitUntil("the stored cursor reaches 10") {
+            try await world.storage.deliveryCursor(deviceID: world.bob.device, chatID: world.chatID) == 10
+        }
+        let backwards = device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 3)])
         XCTAssertEqual(backwards, [], "a cursor never goes back")
 
         // A new session of the same device replaces the first and starts after the stored cursor.
@@ -176,26 +182,26 @@ final class DeliveryTests: XCTestCase {
         try await reader.settle()
         XCTAssertEqual(reader.sequences, Array(1...10), "no more than the window without an acknowledgement")
 
-        _ = try await device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 4)])
+        _ = device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 4)])
         try await reader.waitFor(count: 14)
         try await reader.settle()
         XCTAssertEqual(reader.sequences, Array(1...14), "each acknowledged push frees one place")
 
         try await Task.sleep(for: .milliseconds(250))
-        let rewound = await device.resendUnacknowledged()
+        let rewound = device.resendUnacknowledged()
         XCTAssertEqual(rewound, 1)
         try await reader.waitFor(count: 24)
         XCTAssertEqual(Array(reader.sequences.suffix(10)), Array(5...14), "what waited past the timeout comes again, in order")
 
         // The watchdog's hint: set while pushes are out, cleared once a check finds none.
         XCTAssertTrue(device.mayAwaitAcknowledgement)
-        await device.resendUnacknowledged()
+        device.resendUnacknowledged()
         XCTAssertTrue(device.mayAwaitAcknowledgement, "a check that found pushes out keeps it")
-        _ = try await device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 24)])
+        _ = device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 24)])
         try await reader.waitFor(count: 25)
-        _ = try await device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 25)])
+        _ = device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 25)])
         XCTAssertTrue(device.mayAwaitAcknowledgement, "acknowledging alone does not clear it")
-        await device.resendUnacknowledged()
+        device.resendUnacknowledged()
         XCTAssertFalse(device.mayAwaitAcknowledgement, "nothing out: the watchdog may skip this device")
         link.close(code: 1000, reason: "")
     }
@@ -211,7 +217,7 @@ final class DeliveryTests: XCTestCase {
         let stalled = link.stalled(now: .now)
         XCTAssertNotNil(stalled, "the watchdog sees a stalled writer")
         link.close(code: 1008, reason: "reader too slow")
-        await device.detach(link)
+        device.detach(link)
     }
 
     func testReceiptsGoOutOnceEveryDeviceOfEveryOtherMemberHasAcknowledged() async throws {
@@ -244,6 +250,15 @@ final class DeliveryTests: XCTestCase {
         XCTAssertEqual(due.first?.receipts.map(\.chatSequence), [3])
         due = try await reloaded.acknowledged(userID: world.bob.user, deviceID: world.bob.second, from: 3, to: 3)
         XCTAssertTrue(due.isEmpty, "never twice")
+    }
+}
+
+/// Waits up to `timeout` for `condition` to hold.
+func waitUntil(_ what: String, timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while try await !condition() {
+        if ContinuousClock.now > deadline { throw ServerTestError("timed out waiting until \(what)") }
+        try await Task.sleep(for: .milliseconds(10))
     }
 }
 

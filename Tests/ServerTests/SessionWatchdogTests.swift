@@ -3,7 +3,7 @@ import XCTest
 
 /// The one sweep that stands in for a timer per push session.
 final class SessionWatchdogTests: XCTestCase {
-    func testASweepChecksEverySessionOnceAndForgetsTheOnesThatEnded() async {
+    func testASweepChecksEverySessionOnceAndForgetsTheOnesThatEnded() {
         let watchdog = SessionWatchdog()
         let seen = Seen()
         let ending = watchdog.watch { _, resendsDue in
@@ -17,18 +17,18 @@ final class SessionWatchdogTests: XCTestCase {
         XCTAssertNotEqual(ending, staying)
         XCTAssertEqual(watchdog.count, 2)
 
-        await watchdog.sweep(now: .now, resendsDue: false)
+        watchdog.sweep(now: .now, resendsDue: false)
         XCTAssertEqual(seen.calls.sorted(by: { $0.0 < $1.0 }).map(\.0), ["ending", "staying"])
         XCTAssertEqual(watchdog.count, 1, "an ended session is watched no more")
 
-        await watchdog.sweep(now: .now, resendsDue: true)
+        watchdog.sweep(now: .now, resendsDue: true)
         XCTAssertEqual(seen.calls.count, 3)
         XCTAssertEqual(seen.calls.last?.0, "staying")
         XCTAssertEqual(seen.calls.last?.1, true, "the resend flag reaches the check")
 
         watchdog.unwatch(staying)
         XCTAssertEqual(watchdog.count, 0)
-        await watchdog.sweep(now: .now, resendsDue: false)
+        watchdog.sweep(now: .now, resendsDue: false)
         XCTAssertEqual(seen.calls.count, 3, "an unwatched session is not checked")
     }
 

@@ -189,6 +189,19 @@ public struct StorageStatistics: Sendable, Equatable, Codable {
 }
 
 /// One member device's delivery cursor in a chat.
+/// Where one device's delivery stands in one chat: acknowledged through `sequence`.
+public struct DeliveryCursor: Sendable, Hashable {
+    public var deviceID: UInt64
+    public var chatID: UInt64
+    public var sequence: UInt64
+
+    public init(deviceID: UInt64, chatID: UInt64, sequence: UInt64) {
+        self.deviceID = deviceID
+        self.chatID = chatID
+        self.sequence = sequence
+    }
+}
+
 public struct MemberDeviceCursor: Sendable, Equatable {
     public var userID: UInt64
     public var deviceID: UInt64

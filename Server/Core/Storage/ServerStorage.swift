@@ -76,8 +76,9 @@ public protocol ServerStorage: ChatBatchStore {
     /// Every device of every member of a chat that can still connect (it has a token neither
     /// revoked nor expired), with its delivery cursor in that chat (0 when it has none).
     func memberDeviceCursors(chatID: UInt64, now: Date) async throws(StorageError) -> [MemberDeviceCursor]
-    /// Moves the cursor forward (never back).
-    func advanceDeliveryCursor(deviceID: UInt64, chatID: UInt64, to sequence: UInt64) async throws(StorageError)
+    /// Moves each cursor forward (never back), all in one transaction: acknowledgements are
+    /// thousands a second on a busy server, so they are written in batches.
+    func advanceDeliveryCursors(_ cursors: [DeliveryCursor]) async throws(StorageError)
 
     func statistics() async throws(StorageError) -> StorageStatistics
 }
@@ -86,6 +87,11 @@ extension ServerStorage {
     /// Creates a chat with no members yet.
     public func createChat(name: String) async throws(StorageError) -> Chat {
         try await createChat(name: name, memberIDs: [])
+    }
+
+    /// Moves one cursor forward (never back).
+    public func advanceDeliveryCursor(deviceID: UInt64, chatID: UInt64, to sequence: UInt64) async throws(StorageError) {
+        try await advanceDeliveryCursors([DeliveryCursor(deviceID: deviceID, chatID: chatID, sequence: sequence)])
     }
 
     /// Stores one message numbered `message.sequence` (see `storeMessages`).
