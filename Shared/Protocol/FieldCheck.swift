@@ -1,10 +1,17 @@
 /// Validates the fields of one decoded message, reporting errors against its schema name.
 package struct FieldCheck {
-    /// The message's name in the schema.
-    let type: String
+    /// The message's name as given: the generated type's full name (`courier.v1.SendMessage`)
+    /// is a constant, so a check costs no string work until it has an error to report.
+    let name: String
+
+    /// The message's name in the schema, without the package (`SendMessage`).
+    var type: String {
+        guard let dot = name.lastIndex(of: ".") else { return name }
+        return String(name[name.index(after: dot)...])
+    }
 
     package init(type: String) {
-        self.type = type
+        name = type
     }
 
     /// A required id: 0 means not set.

@@ -20,7 +20,7 @@ extension ProtoConvertible {
     }
 
     /// Checks fields of this type, naming it in errors.
-    static var fields: FieldCheck { FieldCheck(type: schemaName) }
+    static var fields: FieldCheck { FieldCheck(type: Proto.protoMessageName) }
 
     /// Decodes, bounded in depth, then validates; the implementation of `WireMessage.init(serializedBytes:)`.
     init(wireBytes bytes: some Collection<UInt8>) throws(WireDecodingError) {
@@ -37,7 +37,8 @@ extension ProtoConvertible {
 /// records (Server/Proto), whose generated types live in the server's core.
 package enum ProtobufWire {
     /// Decodes, bounded in depth, without keeping unknown fields.
-    package static func decode<Proto: SwiftProtobuf.Message>(_ type: Proto.Type, _ bytes: some Collection<UInt8>, schemaName: String) throws(WireDecodingError) -> Proto {
+    /// `schemaName` is only worked out for an error.
+    package static func decode<Proto: SwiftProtobuf.Message>(_ type: Proto.Type, _ bytes: some Collection<UInt8>, schemaName: @autoclosure () -> String) throws(WireDecodingError) -> Proto {
         var options = BinaryDecodingOptions()
         // The schema nests at most three messages deep (ServerFrame > Push > ChatMessage); the bound
         // leaves room for growth and stops crafted input (such as deeply nested unknown groups) early.
@@ -47,20 +48,20 @@ package enum ProtobufWire {
         do {
             return try Proto(serializedBytes: Array(bytes), options: options)
         } catch let error as BinaryDecodingError {
-            throw .malformed(type: schemaName, reason: explain(error))
+            throw .malformed(type: schemaName(), reason: explain(error))
         } catch {
-            throw .malformed(type: schemaName, reason: String(describing: error))
+            throw .malformed(type: schemaName(), reason: String(describing: error))
         }
     }
 
     /// Encodes `message`.
-    package static func encode(_ message: some SwiftProtobuf.Message, schemaName: String) -> [UInt8] {
+    package static func encode(_ message: some SwiftProtobuf.Message, schemaName: @autoclosure () -> String) -> [UInt8] {
         do {
             return try message.serializedBytes()
         } catch {
             // Binary encoding fails only for unset proto2 required fields, `Any` fields, or messages
             // over 2 GiB; the schema has none of the first two and input is bounded far below the last.
-            fatalError("encoding \(schemaName) failed: \(error)")
+            fatalError("encoding \(schemaName()) failed: \(error)")
         }
     }
 
