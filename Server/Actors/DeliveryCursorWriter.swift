@@ -44,13 +44,13 @@ package final class DeliveryCursorWriter: Sendable {
         var writing = false
     }
 
-    private let storage: any ServerStorage
+    private let storage: any DeliveryCursorStore
     private let receipts: DeliveryReceipts?
     private let gatherDelay: Duration
     private let logger: Logger
     private let state = Mutex(State())
 
-    package init(storage: any ServerStorage, receipts: DeliveryReceipts?, gatherDelay: Duration = .milliseconds(10), logger: Logger) {
+    package init(storage: any DeliveryCursorStore, receipts: DeliveryReceipts?, gatherDelay: Duration = .milliseconds(10), logger: Logger) {
         self.storage = storage
         self.receipts = receipts
         self.gatherDelay = gatherDelay

@@ -171,6 +171,42 @@ final class DeliveryTests: XCTestCase {
         second.close(code: 1000, reason: "")
     }
 
+    /// Real storage behind a switch that makes cursor writes fail while it is on.
+    final class FailingCursors: DeliveryCursorStore {
+        let inner: SQLiteStorage
+        let failing = NIOLockedValueBox(true)
+        let attempts = NIOLockedValueBox(0)
+
+        init(_ inner: SQLiteStorage) {
+            self.inner = inner
+        }
+
+        func advanceDeliveryCursors(_ cursors: [DeliveryCursor]) async throws(StorageError) {
+            attempts.withLockedValue { $0 += 1 }
+            if failing.withLockedValue({ $0 }) { throw .unavailable("disk trouble (test)") }
+            try await inner.advanceDeliveryCursors(cursors)
+        }
+    }
+
+    func testACursorWriteThatFailsIsKeptWidenedAndStoredOnceStorageIsBack() async throws {
+        let world = try await World.make()
+        _ = try await world.send(12)
+        let store = FailingCursors(world.storage)
+        let writer = DeliveryCursorWriter(storage: store, receipts: nil, gatherDelay: .milliseconds(5), logger: Logger(label: "test"))
+        writer.record([CursorAdvance(chatID: world.chatID, from: 0, to: 5)], userID: world.bob.user, deviceID: world.bob.device)
+        try await waitUntil("the write has failed twice") { store.attempts.withLockedValue { $0 } >= 2 }
+        // A later acknowledgement while failing widens the advance that waits.
+        writer.record([CursorAdvance(chatID: world.chatID, from: 5, to: 12)], userID: world.bob.user, deviceID: world.bob.device)
+        XCTAssertEqual(writer.pendingCount, 1, "one pending advance per device and chat, however many acknowledgements")
+        let stored = try await world.storage.deliveryCursor(deviceID: world.bob.device, chatID: world.chatID)
+        XCTAssertEqual(stored, 0, "nothing stored while storage fails")
+        store.failing.withLockedValue { $0 = false }
+        try await waitUntil("the cursor is stored once storage is back") {
+            try await world.storage.deliveryCursor(deviceID: world.bob.device, chatID: world.chatID) == 12
+        }
+        XCTAssertEqual(writer.pendingCount, 0)
+    }
+
     func testTheWindowHoldsPushesUntilAcknowledgedAndUnackedPushesAreResent() async throws {
         let world = try await World.make()
         _ = try await world.send(25)

@@ -5,7 +5,7 @@ import Foundation
 ///
 /// The embedded implementation is SQLite (`SQLiteStorage`); a PostgreSQL one will sit behind the
 /// same protocol, so the SQL is kept portable and the same tests run against each.
-public protocol ServerStorage: ChatBatchStore {
+public protocol ServerStorage: ChatBatchStore, DeliveryCursorStore {
     // MARK: Accounts
     func createUser(name: String) async throws(StorageError) -> User
     func user(id: UInt64) async throws(StorageError) -> User
@@ -76,9 +76,6 @@ public protocol ServerStorage: ChatBatchStore {
     /// Every device of every member of a chat that can still connect (it has a token neither
     /// revoked nor expired), with its delivery cursor in that chat (0 when it has none).
     func memberDeviceCursors(chatID: UInt64, now: Date) async throws(StorageError) -> [MemberDeviceCursor]
-    /// Moves each cursor forward (never back), all in one transaction: acknowledgements are
-    /// thousands a second on a busy server, so they are written in batches.
-    func advanceDeliveryCursors(_ cursors: [DeliveryCursor]) async throws(StorageError)
 
     func statistics() async throws(StorageError) -> StorageStatistics
 }
@@ -116,4 +113,11 @@ public protocol ChatBatchStore: Sendable {
     /// the write: it takes its own sequence number and no deduplication key. When that earlier
     /// message was not stored by this write (a replay), the copy is not stored either.
     func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult]
+}
+
+/// Where acknowledged delivery cursors are stored (`DeliveryCursorWriter` writes through it).
+public protocol DeliveryCursorStore: Sendable {
+    /// Moves each cursor forward (never back), all in one transaction: acknowledgements are
+    /// thousands a second on a busy server, so they are written in batches.
+    func advanceDeliveryCursors(_ cursors: [DeliveryCursor]) async throws(StorageError)
 }
