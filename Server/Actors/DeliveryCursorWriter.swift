@@ -76,6 +76,15 @@ package final class DeliveryCursorWriter: Sendable {
     /// Advances recorded and not yet stored.
     package var pendingCount: Int { state.withLock { $0.pending.count } }
 
+    /// Returns once everything recorded so far is stored, or after `timeout` (storage failing):
+    /// a graceful stop stores what the last acknowledgements moved.
+    package func drain(timeout: Duration) async {
+        let deadline = ContinuousClock.now + timeout
+        while state.withLock({ $0.writing }) && ContinuousClock.now < deadline {
+            do { try await Task.sleep(for: .milliseconds(10)) } catch { return }
+        }
+    }
+
     private func writeUntilEmpty() async {
         var failures = 0
         while true {

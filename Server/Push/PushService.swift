@@ -96,6 +96,10 @@ public final class PushService: Service, Sendable {
         } catch is CancellationError {
             // The way a graceful shutdown ends the accept loop; not a failure.
         }
+        // The sessions are over: the cursors their last acknowledgements moved are stored before
+        // the store closes (in a task of its own, which the shutdown has not cancelled).
+        let cursors = self.cursors
+        await Task { await cursors.drain(timeout: .seconds(2)) }.value
         boundPort.withLockedValue { $0 = nil }
         logger.info("push WebSocket stopped")
     }

@@ -85,8 +85,21 @@ final class PushSession: Sendable {
         }
     }
 
-    /// The session's life, from Hello to the connection's end.
+    /// The session's life, from Hello to the connection's end. Cancelled (the server shutting
+    /// down), it says so to the device (1001) and the connection closes, which ends every wait.
     func run() async {
+        await withTaskCancellationHandler {
+            await live()
+        } onCancel: {
+            link.close(code: WebSocketErrorCode.goingAway.code, reason: "server shutting down")
+            // A reader that does not read would hold the close frame back: the connection goes
+            // after a second whatever happens.
+            let channel = self.channel
+            channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
+        }
+    }
+
+    private func live() async {
         let watched = service.watchdog.watch { now, resendsDue in self.check(now: now, resendsDue: resendsDue) }
         defer { service.watchdog.unwatch(watched) }
         guard let first = await firstMessage(), let (identity, hello) = await open(first) else {

@@ -153,9 +153,9 @@ final class DeliveryTests: XCTestCase {
         let writer = DeliveryCursorWriter(storage: world.storage, receipts: nil, logger: Logger(label: "test"))
         writer.record(advanced, userID: world.bob.user, deviceID: world.bob.device)
         writer.record(overreach, userID: world.bob.user, deviceID: world.bob.device)
-        try await waitUntil("the stored cursor reaches 10") {
-            try await world.storage.deliveryCursor(deviceID: world.bob.device, chatID: world.chatID) == 10
-        }
+        await writer.drain(timeout: .seconds(10))
+        let stored = try await world.storage.deliveryCursor(deviceID: world.bob.device, chatID: world.chatID)
+        XCTAssertEqual(stored, 10, "drained: what was recorded is stored")
         let backwards = device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 3)])
         XCTAssertEqual(backwards, [], "a cursor never goes back")
 

@@ -45,7 +45,9 @@ final class OpsTests: XCTestCase {
             XCTAssertTrue(metrics.contains(#"courier_live_actors{type="chat"}"#))
 
             // SIGTERM in the middle of a burst: in-flight sends are answered, the process exits 0,
-            // and everything acknowledged is there after a restart.
+            // and everything acknowledged is there after a restart. A device's open push session
+            // does not hold the stop up: it is told (1001) and closed.
+            let device = try await PushWitness(pushPort: server.pushPort, frames: [.hello(Hello(token: alice.token, have: [], clientName: "witness"))])
             let acknowledged = Acknowledged()
             let burst = Task {
                 await withTaskGroup(of: Void.self) { group in
@@ -68,6 +70,8 @@ final class OpsTests: XCTestCase {
             await burst.value
             XCTAssertEqual(status, 0, "a graceful stop exits 0: \(server.serverLog().suffix(2000))")
             XCTAssertTrue(server.serverLog().contains("CoAP gateway stopped"))
+            let session = await device.finish(awaitingClose: true)
+            XCTAssertEqual(session.ending, "closed 1001 server shutting down", "the push session was told why it ends")
 
             let logBeforeRestart = server.serverLog()
             try await server.start()
