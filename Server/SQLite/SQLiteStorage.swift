@@ -7,7 +7,7 @@ import GRDB
 /// processes, and WAL lets readers run beside the one writer.
 public final class SQLiteStorage: ServerStorage {
     public let path: String
-    private let pool: DatabasePool
+    let pool: DatabasePool
 
     /// Opens (creating and migrating if needed) the database at `path`.
     public init(path: String) throws(StorageError) {
@@ -270,202 +270,6 @@ public final class SQLiteStorage: ServerStorage {
         return ChatSummary(chat: chat, memberNames: names, memberCount: count)
     }
 
-    // MARK: - Messages
-
-    public func storeMessages(_ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64) async throws(StorageError) -> [StoreOutcome] {
-        let storedAt = Date().milliseconds
-        return try await write { db in
-            guard let last = try Self.lastSequence(db, chatID: chatID) else { throw StorageError.notFound("chat \(chatID)") }
-            guard last == afterSequence else {
-                throw StorageError.sequenceConflict(chatID: chatID, expected: afterSequence, found: last)
-            }
-            let outcomes = try Self.insertMessages(db, messages, chatID: chatID, afterSequence: last, copies: [], storedAt: storedAt)
-            try Self.indexForSearch(db, outcomes.compactMap(\.added))
-            return outcomes
-        }
-    }
-
-    public func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult] {
-        let storedAt = Date().milliseconds
-        do {
-            return try await pool.writeWithoutTransaction { db in
-                // A FULL commit syncs the write-ahead log: this transaction, and every NORMAL
-                // one before it, survive a power cut once it returns. One sync per batch.
-                try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
-                defer { try? db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute() }
-                var results: [ChatWriteResult] = []
-                results.reserveCapacity(writes.count)
-                try db.inTransaction {
-                    for write in writes { results.append(Self.writeChat(db, write, storedAt: storedAt)) }
-                    // Indexed once for the whole transaction, outside the chats' savepoints: FTS5
-                    // would otherwise write a segment at every savepoint's release.
-                    for case .written(_, let added, _) in results { try Self.indexForSearch(db, added) }
-                    return .commit
-                }
-                return results
-            }
-        } catch {
-            throw Self.storageError(error)
-        }
-    }
-
-    /// One chat's part of a batch, inside a savepoint so that its failure leaves the others.
-    private static func writeChat(_ db: Database, _ write: ChatWrite, storedAt: Int64) -> ChatWriteResult {
-        var result = ChatWriteResult.chatNotFound
-        do {
-            try db.inSavepoint {
-                guard let last = try lastSequence(db, chatID: write.chatID) else { return .commit }
-                let members = Set(try Int64.fetchAll(db.cachedStatement(sql: "SELECT user_id FROM members WHERE chat_id = ?"), arguments: [Int64(clamping: write.chatID)]).map { UInt64($0) })
-                let allowed = write.messages.filter { members.contains($0.senderUserID) }
-                let outcomes = try insertMessages(db, allowed, chatID: write.chatID, afterSequence: last, copies: write.copies, storedAt: storedAt)
-                let added = outcomes.compactMap(\.added)
-                var stored = outcomes.makeIterator()
-                result = .written(write.messages.map { members.contains($0.senderUserID) ? stored.next() : nil }, added: added, members: members)
-                return .commit
-            }
-        } catch {
-            result = .failed(storageError(error))
-        }
-        return result
-    }
-
-    /// The full-text entries of newly stored messages (the search index is in the same
-    /// transaction as the messages: search never lags behind what devices are told).
-    private static func indexForSearch(_ db: Database, _ messages: [StoredMessage]) throws {
-        guard !messages.isEmpty else { return }
-        let insertSearch = try db.cachedStatement(sql: "INSERT INTO message_search (rowid, text) VALUES (?, ?)")
-        for message in messages { try insertSearch.execute(arguments: [Int64(message.serverMessageID), message.text]) }
-    }
-
-    private static func lastSequence(_ db: Database, chatID: UInt64) throws -> UInt64? {
-        try Int64.fetchOne(db.cachedStatement(sql: "SELECT last_sequence FROM chats WHERE id = ?"), arguments: [Int64(clamping: chatID)]).map { UInt64($0) }
-    }
-
-    /// Numbers and inserts messages of one chat after `afterSequence` (its stored last sequence),
-    /// with their deduplication keys (see `storeMessages`); the caller indexes them for search.
-    private static func insertMessages(_ db: Database, _ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64, copies: Set<UInt64>, storedAt: Int64) throws -> [StoreOutcome] {
-        var sequence = afterSequence
-        var outcomes: [StoreOutcome] = []
-        outcomes.reserveCapacity(messages.count)
-        let insertMessage = try db.cachedStatement(sql: """
-            INSERT INTO messages (server_message_id, chat_id, sequence, sender_user_id, sender_device_id,
-                client_message_id, text, client_sent_at_ms, accepted_at_ms, stored_at_ms)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """)
-        let insertKey = try db.cachedStatement(sql: "INSERT INTO dedup_keys (device_id, client_message_id, server_message_id) VALUES (?, ?, ?)")
-        // Server message ids stored by this call, for telling a copy from a replay's copy.
-        var storedNow: Set<UInt64> = []
-        for var message in messages {
-            let isCopy = copies.contains(message.serverMessageID)
-            // A duplicate within this batch is found here too: its key went in above.
-            let existing = try Self.message(db, deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID)
-            if isCopy, existing.map({ !storedNow.contains($0.serverMessageID) }) ?? true {
-                outcomes.append(.duplicate(existing ?? message))
-                continue
-            }
-            if let existing, !isCopy {
-                let same = existing.chatID == chatID && existing.text == message.text
-                outcomes.append(same ? .duplicate(existing) : .conflict(existing))
-                continue
-            }
-            sequence += 1
-            message.chatID = chatID
-            message.sequence = sequence
-            try insertMessage.execute(arguments: [
-                Int64(message.serverMessageID), Int64(chatID), Int64(sequence), Int64(message.senderUserID),
-                Int64(message.senderDeviceID), message.clientMessageID, message.text, message.clientSentAtMilliseconds,
-                message.acceptedAtMilliseconds, storedAt,
-            ])
-            if !isCopy {
-                try insertKey.execute(arguments: [Int64(message.senderDeviceID), message.clientMessageID, Int64(message.serverMessageID)])
-                if !copies.isEmpty { storedNow.insert(message.serverMessageID) }
-            }
-            outcomes.append(.stored(message))
-        }
-        if sequence != afterSequence {
-            try db.cachedStatement(sql: "UPDATE chats SET last_sequence = ? WHERE id = ? AND last_sequence = ?")
-                .execute(arguments: [Int64(sequence), Int64(chatID), Int64(afterSequence)])
-        }
-        return outcomes
-    }
-
-    public func maxServerMessageID() async throws(StorageError) -> UInt64 {
-        try read { db in UInt64(try Int64.fetchOne(db, sql: "SELECT MAX(server_message_id) FROM messages") ?? 0) }
-    }
-
-    public func forEachDedupKey(_ body: @escaping @Sendable (UInt64, String) -> Void) async throws(StorageError) {
-        try read { db in
-            let rows = try Row.fetchCursor(db, sql: "SELECT device_id, client_message_id FROM dedup_keys")
-            while let row = try rows.next() { body(UInt64(row[0] as Int64), row[1]) }
-        }
-    }
-
-    public func message(deviceID: UInt64, clientMessageID: String) async throws(StorageError) -> StoredMessage? {
-        try readOneStatement { db in try Self.message(db, deviceID: deviceID, clientMessageID: clientMessageID) }
-    }
-
-    private static func message(_ db: Database, deviceID: UInt64, clientMessageID: String) throws -> StoredMessage? {
-        try Row.fetchOne(db.cachedStatement(sql: """
-            SELECT m.* FROM dedup_keys k JOIN messages m ON m.server_message_id = k.server_message_id
-            WHERE k.device_id = ? AND k.client_message_id = ?
-            """), arguments: [Int64(clamping: deviceID), clientMessageID]).map(storedMessage)
-    }
-
-    public func history(chatID: UInt64, afterSequence: UInt64, limit: Int) async throws(StorageError) -> [StoredMessage] {
-        try readOneStatement { db in
-            // Cached: every push the live path cannot hand over at once is read back through here.
-            try Row.fetchAll(db.cachedStatement(sql: """
-                SELECT * FROM messages WHERE chat_id = ? AND sequence > ? ORDER BY sequence LIMIT ?
-                """), arguments: [Int64(clamping: chatID), Int64(clamping: afterSequence), max(0, limit)]).map(Self.storedMessage)
-        }
-    }
-
-    public func history(chatID: UInt64, beforeSequence: UInt64, limit: Int) async throws(StorageError) -> [StoredMessage] {
-        try read { db in
-            try Row.fetchAll(db, sql: """
-                SELECT * FROM (SELECT * FROM messages WHERE chat_id = ? AND sequence < ? ORDER BY sequence DESC LIMIT ?) ORDER BY sequence
-                """, arguments: [Int64(clamping: chatID), Int64(clamping: beforeSequence), max(0, limit)]).map(Self.storedMessage)
-        }
-    }
-
-    public func search(words: String, userID: UInt64?, chatID: UInt64?, limit: Int) async throws(StorageError) -> [SearchHit] {
-        let query = try Self.ftsQuery(words)
-        var sql = """
-            SELECT m.*, c.name AS chat_name, u.name AS sender_name,
-                   snippet(message_search, 0, '[', ']', '…', 12) AS snippet
-            FROM message_search
-            JOIN messages m ON m.server_message_id = message_search.rowid
-            JOIN chats c ON c.id = m.chat_id
-            JOIN users u ON u.id = m.sender_user_id
-            WHERE message_search MATCH ?
-            """
-        var arguments: StatementArguments = [query]
-        if let userID {
-            sql += " AND m.chat_id IN (SELECT chat_id FROM members WHERE user_id = ?)"
-            arguments += [Int64(clamping: userID)]
-        }
-        if let chatID {
-            sql += " AND m.chat_id = ?"
-            arguments += [Int64(clamping: chatID)]
-        }
-        sql += " ORDER BY bm25(message_search) LIMIT ?"
-        arguments += [max(0, limit)]
-        return try read { [sql, arguments] db in
-            try Row.fetchAll(db, sql: sql, arguments: arguments).map { row in
-                SearchHit(message: Self.storedMessage(row), chatName: row["chat_name"], senderName: row["sender_name"], snippet: row["snippet"])
-            }
-        }
-    }
-
-    /// Words to an FTS5 query that matches messages holding every word as a whole word. Each
-    /// word is quoted, so FTS5 operators and punctuation in the input are plain text.
-    static func ftsQuery(_ words: String) throws(StorageError) -> String {
-        let terms = words.split(whereSeparator: { $0.isWhitespace }).map { "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
-        guard !terms.isEmpty else { throw .invalid("search needs at least one word") }
-        guard terms.count <= 32, words.utf8.count <= 1024 else { throw .invalid("search is limited to 32 words and 1024 bytes") }
-        return terms.joined(separator: " ")
-    }
-
     // MARK: - Delivery
 
     public func deliveryCursor(deviceID: UInt64, chatID: UInt64) async throws(StorageError) -> UInt64 {
@@ -585,7 +389,7 @@ public final class SQLiteStorage: ServerStorage {
         Chat(id: UInt64(row["id"] as Int64), name: row["name"], createdAt: Date(milliseconds: row["created_at_ms"]), lastSequence: UInt64(row["last_sequence"] as Int64))
     }
 
-    private static func storedMessage(_ row: Row) -> StoredMessage {
+    static func storedMessage(_ row: Row) -> StoredMessage {
         StoredMessage(
             serverMessageID: UInt64(row["server_message_id"] as Int64),
             chatID: UInt64(row["chat_id"] as Int64),

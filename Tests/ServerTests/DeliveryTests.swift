@@ -87,10 +87,8 @@ final class DeliveryTests: XCTestCase {
         var sequences: [UInt64] { pushed.withLockedValue { $0.map(\.chatSequence) } }
 
         func waitFor(count: Int, timeout: Duration = .seconds(10)) async throws {
-            let deadline = ContinuousClock.now + timeout
-            while pushed.withLockedValue({ $0.count }) < count {
-                if ContinuousClock.now > deadline { throw ServerTestError("only \(pushed.withLockedValue { $0.count }) of \(count) pushes arrived") }
-                try await Task.sleep(for: .milliseconds(10))
+            try await waitUntil("\(count) pushes arrived", timeout: timeout) {
+                pushed.withLockedValue { $0.count } >= count
             }
         }
 
