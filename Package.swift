@@ -25,6 +25,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // Shared: what both ends speak.
@@ -70,6 +72,17 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             path: "Server/SQLite"
+        ),
+        // The cluster store: PostgreSQL through postgres-nio, behind the same storage protocol.
+        .target(
+            name: "CourierPostgres",
+            dependencies: [
+                "CourierCore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Server/Postgres"
         ),
         // glibc's malloc_trim, which Swift's Glibc module does not expose.
         .target(name: "CourierMemory", path: "Server/Memory"),
@@ -345,7 +358,13 @@ let package = Package(
         ),
         .testTarget(
             name: "StorageTests",
-            dependencies: ["CourierCore", "CourierSQLite", "TestSupport"],
+            dependencies: [
+                "CourierCore",
+                "CourierPostgres",
+                "CourierSQLite",
+                "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Tests/StorageTests"
         ),
         .testTarget(

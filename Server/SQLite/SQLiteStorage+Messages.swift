@@ -192,9 +192,6 @@ extension SQLiteStorage {
     /// Words to an FTS5 query that matches messages holding every word as a whole word. Each
     /// word is quoted, so FTS5 operators and punctuation in the input are plain text.
     static func ftsQuery(_ words: String) throws(StorageError) -> String {
-        let terms = words.split(whereSeparator: { $0.isWhitespace }).map { "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
-        guard !terms.isEmpty else { throw .invalid("search needs at least one word") }
-        guard terms.count <= 32, words.utf8.count <= 1024 else { throw .invalid("search is limited to 32 words and 1024 bytes") }
-        return terms.joined(separator: " ")
+        try StorageRules.searchWords(words).map { "\"" + $0.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }.joined(separator: " ")
     }
 }

@@ -5,19 +5,7 @@ import GRDB
 extension SQLiteStorage {
     public func provision(_ plan: ProvisionPlan) async throws(StorageError) -> ProvisionResult {
         // Every name and index is checked before the transaction starts.
-        var plan = plan
-        for index in plan.users.indices {
-            plan.users[index].name = try Self.validName(plan.users[index].name, of: "user")
-            for device in plan.users[index].deviceNames.indices {
-                plan.users[index].deviceNames[device] = try Self.validName(plan.users[index].deviceNames[device], of: "device")
-            }
-        }
-        for index in plan.chats.indices {
-            plan.chats[index].name = try Self.validName(plan.chats[index].name, of: "chat")
-            guard plan.chats[index].memberIndexes.allSatisfy(plan.users.indices.contains) else {
-                throw .invalid("chat \(plan.chats[index].name) names a member that is not in the plan")
-            }
-        }
+        let plan = try plan.validated()
         let now = Date()
         return try await write { [plan] db in
             var users: [ProvisionResult.User] = []

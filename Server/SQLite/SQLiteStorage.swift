@@ -369,12 +369,7 @@ public final class SQLiteStorage: ServerStorage {
     }
 
     static func validName(_ name: String, of kind: String) throws(StorageError) -> String {
-        let trimmed = name.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard !trimmed.isEmpty, trimmed.utf8.count <= 64 else { throw .invalid("a \(kind) name is 1-64 bytes") }
-        guard !trimmed.unicodeScalars.contains(where: { CharacterSet.controlCharacters.contains($0) }) else {
-            throw .invalid("a \(kind) name has no control characters")
-        }
-        return trimmed
+        try StorageRules.validName(name, of: kind)
     }
 
     private static func user(_ row: Row) -> User {

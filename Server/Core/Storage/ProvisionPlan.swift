@@ -34,3 +34,24 @@ public struct ProvisionPlan: Sendable, Equatable {
         self.tokenExpiresAt = tokenExpiresAt
     }
 }
+
+extension ProvisionPlan {
+    /// The plan with every name trimmed and checked (`StorageRules.validName`) and every member
+    /// index checked; `.invalid` for the first that is not. Stores check before they begin.
+    public func validated() throws(StorageError) -> ProvisionPlan {
+        var plan = self
+        for index in plan.users.indices {
+            plan.users[index].name = try StorageRules.validName(plan.users[index].name, of: "user")
+            for device in plan.users[index].deviceNames.indices {
+                plan.users[index].deviceNames[device] = try StorageRules.validName(plan.users[index].deviceNames[device], of: "device")
+            }
+        }
+        for index in plan.chats.indices {
+            plan.chats[index].name = try StorageRules.validName(plan.chats[index].name, of: "chat")
+            guard plan.chats[index].memberIndexes.allSatisfy(plan.users.indices.contains) else {
+                throw .invalid("chat \(plan.chats[index].name) names a member that is not in the plan")
+            }
+        }
+        return plan
+    }
+}

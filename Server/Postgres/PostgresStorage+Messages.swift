@@ -1,0 +1,200 @@
+import CourierCore
+import Foundation
+import PostgresNIO
+
+/// Messages: the batched store transaction, deduplication, history and search.
+extension PostgresStorage {
+    static let messageColumns = """
+        server_message_id, chat_id, sequence, sender_user_id, sender_device_id, client_message_id, text, client_sent_at_ms, accepted_at_ms
+        """
+    typealias MessageRow = (Int64, Int64, Int64, Int64, Int64, String, String, Int64, Int64)
+
+    public func storeMessages(_ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64) async throws(StorageError) -> [StoreOutcome] {
+        let storedAt = Date().milliseconds
+        return try await transaction { connection in
+            guard let last = try await Self.lockChat(connection, chatID, logger: logger) else { throw StorageError.notFound("chat \(chatID)") }
+            guard last == afterSequence else {
+                throw StorageError.sequenceConflict(chatID: chatID, expected: afterSequence, found: last)
+            }
+            return try await Self.insertMessages(connection, messages, chatID: chatID, afterSequence: last, copies: [], storedAt: storedAt, logger: logger)
+        }
+    }
+
+    public func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult] {
+        let storedAt = Date().milliseconds
+        return try await transaction { connection in
+            var results = [ChatWriteResult](repeating: .chatNotFound, count: writes.count)
+            // Chats locked in id order, whatever order the batch has: two nodes storing
+            // overlapping batches then wait for each other instead of deadlocking.
+            for index in writes.indices.sorted(by: { writes[$0].chatID < writes[$1].chatID }) {
+                results[index] = try await Self.writeChat(connection, writes[index], storedAt: storedAt, logger: logger)
+            }
+            return results
+        }
+    }
+
+    /// One chat's part of a batch, inside a savepoint so that its failure leaves the others.
+    /// The chat's row is locked for the rest of the transaction: whichever node writes, this
+    /// transaction is the chat's single writer until it ends.
+    static func writeChat(_ connection: PostgresConnection, _ write: ChatWrite, storedAt: Int64, logger: Logger) async throws -> ChatWriteResult {
+        try await connection.query("SAVEPOINT chat_write", logger: logger)
+        do {
+            guard let last = try await lockChat(connection, write.chatID, logger: logger) else {
+                try await connection.query("RELEASE SAVEPOINT chat_write", logger: logger)
+                return .chatNotFound
+            }
+            var members: Set<UInt64> = []
+            for try await userID in try await connection.query("SELECT user_id FROM members WHERE chat_id = \(write.chatID.database)", logger: logger).decode(Int64.self) {
+                members.insert(userID.id)
+            }
+            let allowed = write.messages.filter { members.contains($0.senderUserID) }
+            let outcomes = try await insertMessages(connection, allowed, chatID: write.chatID, afterSequence: last, copies: write.copies, storedAt: storedAt, logger: logger)
+            try await connection.query("RELEASE SAVEPOINT chat_write", logger: logger)
+            var stored = outcomes.makeIterator()
+            return .written(write.messages.map { members.contains($0.senderUserID) ? stored.next() : nil }, added: outcomes.compactMap(\.added), members: members)
+        } catch {
+            // A lost connection fails the whole transaction; anything else fails this chat alone.
+            try await connection.query("ROLLBACK TO SAVEPOINT chat_write", logger: logger)
+            try await connection.query("RELEASE SAVEPOINT chat_write", logger: logger)
+            return .failed(storageError(error))
+        }
+    }
+
+    /// The chat's last sequence, its row locked until the transaction ends; nil: no such chat.
+    static func lockChat(_ connection: PostgresConnection, _ chatID: UInt64, logger: Logger) async throws -> UInt64? {
+        for try await last in try await connection.query("SELECT last_sequence FROM chats WHERE id = \(chatID.database) FOR UPDATE", logger: logger).decode(Int64.self) {
+            return last.id
+        }
+        return nil
+    }
+
+    /// Numbers and inserts messages of one chat after `afterSequence` (its locked last
+    /// sequence), with their deduplication keys: the same rules as the embedded store
+    /// (`SQLiteStorage.insertMessages`), including the test faults' copies.
+    static func insertMessages(_ connection: PostgresConnection, _ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64, copies: Set<UInt64>, storedAt: Int64, logger: Logger) async throws -> [StoreOutcome] {
+        var sequence = afterSequence
+        var outcomes: [StoreOutcome] = []
+        outcomes.reserveCapacity(messages.count)
+        var storedNow: Set<UInt64> = []
+        for var message in messages {
+            let isCopy = copies.contains(message.serverMessageID)
+            // A duplicate within this batch is found here too: its key went in above.
+            let existing = try await Self.message(connection, deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID, logger: logger)
+            if isCopy, existing.map({ !storedNow.contains($0.serverMessageID) }) ?? true {
+                outcomes.append(.duplicate(existing ?? message))
+                continue
+            }
+            if let existing, !isCopy {
+                let same = existing.chatID == chatID && existing.text == message.text
+                outcomes.append(same ? .duplicate(existing) : .conflict(existing))
+                continue
+            }
+            sequence += 1
+            message.chatID = chatID
+            message.sequence = sequence
+            try await connection.query("""
+                INSERT INTO messages (server_message_id, chat_id, sequence, sender_user_id, sender_device_id,
+                    client_message_id, text, client_sent_at_ms, accepted_at_ms, stored_at_ms)
+                VALUES (\(message.serverMessageID.database), \(chatID.database), \(sequence.database), \(message.senderUserID.database),
+                    \(message.senderDeviceID.database), \(message.clientMessageID), \(message.text), \(message.clientSentAtMilliseconds),
+                    \(message.acceptedAtMilliseconds), \(storedAt))
+                """, logger: logger)
+            if !isCopy {
+                try await connection.query("""
+                    INSERT INTO dedup_keys (device_id, client_message_id, server_message_id)
+                    VALUES (\(message.senderDeviceID.database), \(message.clientMessageID), \(message.serverMessageID.database))
+                    """, logger: logger)
+                if !copies.isEmpty { storedNow.insert(message.serverMessageID) }
+            }
+            outcomes.append(.stored(message))
+        }
+        if sequence != afterSequence {
+            try await connection.query("UPDATE chats SET last_sequence = \(sequence.database) WHERE id = \(chatID.database)", logger: logger)
+        }
+        return outcomes
+    }
+
+    public func maxServerMessageID() async throws(StorageError) -> UInt64 {
+        try await readOne("SELECT MAX(server_message_id) FROM messages", as: Int64?.self)??.id ?? 0
+    }
+
+    public func forEachDedupKey(_ body: @escaping @Sendable (UInt64, String) -> Void) async throws(StorageError) {
+        do {
+            // Streamed: a busy cluster holds millions.
+            for try await (deviceID, clientMessageID) in try await client.query("SELECT device_id, client_message_id FROM dedup_keys", logger: logger).decode((Int64, String).self) {
+                body(deviceID.id, clientMessageID)
+            }
+        } catch {
+            throw Self.storageError(error)
+        }
+    }
+
+    public func message(deviceID: UInt64, clientMessageID: String) async throws(StorageError) -> StoredMessage? {
+        do {
+            return try await client.withConnection { connection in
+                try await Self.message(connection, deviceID: deviceID, clientMessageID: clientMessageID, logger: logger)
+            }
+        } catch {
+            throw Self.storageError(error)
+        }
+    }
+
+    static func message(_ connection: PostgresConnection, deviceID: UInt64, clientMessageID: String, logger: Logger) async throws -> StoredMessage? {
+        let rows = try await connection.query("""
+            SELECT \(unescaped: messageColumns.split(separator: ",").map { "m." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", "))
+            FROM dedup_keys k JOIN messages m ON m.server_message_id = k.server_message_id
+            WHERE k.device_id = \(deviceID.database) AND k.client_message_id = \(clientMessageID)
+            """, logger: logger)
+        for try await row in rows.decode(MessageRow.self) { return storedMessage(row) }
+        return nil
+    }
+
+    public func history(chatID: UInt64, afterSequence: UInt64, limit: Int) async throws(StorageError) -> [StoredMessage] {
+        try await readAll("""
+            SELECT \(unescaped: Self.messageColumns) FROM messages
+            WHERE chat_id = \(chatID.database) AND sequence > \(afterSequence.database) ORDER BY sequence LIMIT \(max(0, limit))
+            """, as: MessageRow.self).map(Self.storedMessage)
+    }
+
+    public func history(chatID: UInt64, beforeSequence: UInt64, limit: Int) async throws(StorageError) -> [StoredMessage] {
+        try await readAll("""
+            SELECT \(unescaped: Self.messageColumns) FROM (
+                SELECT * FROM messages WHERE chat_id = \(chatID.database) AND sequence < \(beforeSequence.database) ORDER BY sequence DESC LIMIT \(max(0, limit))
+            ) newest ORDER BY sequence
+            """, as: MessageRow.self).map(Self.storedMessage)
+    }
+
+    /// Whole words (PostgreSQL's 'simple' configuration: lower-cased, no stemming), every word
+    /// required, best first by `ts_rank`. The words go through `plainto_tsquery`, so operators
+    /// and punctuation in them are plain text.
+    public func search(words: String, userID: UInt64?, chatID: UInt64?, limit: Int) async throws(StorageError) -> [SearchHit] {
+        let query = try StorageRules.searchWords(words).joined(separator: " ")
+        let columns = Self.messageColumns.split(separator: ",").map { "m." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ")
+        let rows = try await readAll("""
+            SELECT \(unescaped: columns), c.name, u.name,
+                   ts_headline('simple', m.text, q, 'StartSel=[, StopSel=], MaxWords=12, MinWords=4, ShortWord=0, MaxFragments=1, FragmentDelimiter=…')
+            FROM messages m
+            CROSS JOIN plainto_tsquery('simple', \(query)) q
+            JOIN chats c ON c.id = m.chat_id
+            JOIN users u ON u.id = m.sender_user_id
+            WHERE m.search @@ q
+              AND (\(userID?.database)::BIGINT IS NULL OR m.chat_id IN (SELECT chat_id FROM members WHERE user_id = \(userID?.database)))
+              AND (\(chatID?.database)::BIGINT IS NULL OR m.chat_id = \(chatID?.database))
+            ORDER BY ts_rank(m.search, q) DESC, m.server_message_id DESC
+            LIMIT \(max(0, limit))
+            """, as: (Int64, Int64, Int64, Int64, Int64, String, String, Int64, Int64, String, String, String).self)
+        return rows.map { row in
+            SearchHit(
+                message: Self.storedMessage((row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8)),
+                chatName: row.9, senderName: row.10, snippet: row.11
+            )
+        }
+    }
+
+    static func storedMessage(_ row: MessageRow) -> StoredMessage {
+        StoredMessage(
+            serverMessageID: row.0.id, chatID: row.1.id, sequence: row.2.id, senderUserID: row.3.id, senderDeviceID: row.4.id,
+            clientMessageID: row.5, text: row.6, clientSentAtMilliseconds: row.7, acceptedAtMilliseconds: row.8
+        )
+    }
+}

@@ -1,0 +1,117 @@
+import CourierCore
+import CourierPostgres
+import Foundation
+import Logging
+import TestSupport
+import XCTest
+
+/// The storage contract on PostgreSQL (a real server: `TestPostgres`), and what only the cluster
+/// store has: versioned migrations that a node checks, and clear errors for a wrong URL.
+final class PostgresStorageTests: XCTestCase {
+    var url: String!
+    var storage: PostgresStorage!
+    var contract: StorageContract { StorageContract(storage) }
+    let logger = Logger(label: "courier.test.postgres")
+
+    override func setUp() async throws {
+        url = try TestPostgres.newDatabase()
+        storage = try await PostgresStorage.open(url: PostgresURL(url), migrate: true, logger: logger)
+    }
+
+    override func tearDown() async throws {
+        storage?.close()
+        storage = nil
+        let name = URLComponents(string: url)!.path.dropFirst()
+        try TestPostgres.psql(TestPostgres.url(url, database: "postgres"), "DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+    }
+
+    func open(_ url: String, migrate: Bool) async throws(StorageError) -> PostgresStorage {
+        try await PostgresStorage.open(url: PostgresURL(url), migrate: migrate, logger: logger)
+    }
+
+    func testMigrationsAreVersionedAndANodeRefusesASchemaItDoesNotKnow() async throws {
+        let applied = try await storage.appliedMigrations()
+        XCTAssertEqual(applied, ["v1: accounts, chats, messages, search, cursors"])
+        _ = try await storage.createUser(name: "ann")
+        let again = try await open(url, migrate: true)
+        let reapplied = try await again.appliedMigrations()
+        XCTAssertEqual(reapplied.count, 1, "a migration runs once")
+        let kept = try await again.user(named: "ann").name
+        XCTAssertEqual(kept, "ann")
+        again.close()
+
+        let empty = try TestPostgres.newDatabase()
+        await XCTAssertThrowsAsync(try await self.open(empty, migrate: false)) {
+            XCTAssertTrue("\($0)".contains("no Courier schema") && "\($0)".contains("courier-server migrate"), "\($0)")
+        }
+        let empties = try TestPostgres.psql(empty, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        XCTAssertEqual(empties.trimmingCharacters(in: .whitespacesAndNewlines), "0", "a node that refuses creates nothing")
+
+        try TestPostgres.psql(url, "INSERT INTO courier_migrations (version, name) VALUES (99, 'from the future')")
+        for migrate in [false, true] {
+            await XCTAssertThrowsAsync(try await self.open(self.url, migrate: migrate)) {
+                XCTAssertTrue("\($0)".contains("version 99, newer than this courier-server knows"), "\($0)")
+            }
+        }
+    }
+
+    func testABadURLAnUnreachableServerOrWrongCredentialsSayWhatFailed() async throws {
+        for bad in ["http://courier@127.0.0.1/db", "postgres://127.0.0.1/db", "postgres://courier@127.0.0.1/", "postgres://courier@127.0.0.1/db?sslmode=sometimes", "postgres://courier@127.0.0.1:70000/db"] {
+            XCTAssertThrowsError(try PostgresURL(bad), bad) { XCTAssertTrue("\($0)".contains("PostgreSQL URL"), "\($0)") }
+        }
+        let parsed = try PostgresURL("postgres://co%40rier:p%2Fss@db.example:6543/courier?sslmode=require")
+        XCTAssertEqual([parsed.username, parsed.password, parsed.host, "\(parsed.port)", parsed.database], ["co@rier", "p/ss", "db.example", "6543", "courier"])
+        XCTAssertFalse(parsed.description.contains("p/ss"), "the password stays out of logs")
+
+        let server = URLComponents(string: url)!
+        var unreachable = server
+        unreachable.port = try await freeTCPPort()
+        await XCTAssertThrowsAsync(try await self.open(unreachable.string!, migrate: false)) {
+            XCTAssertTrue("\($0)".contains("cannot reach PostgreSQL at 127.0.0.1:\(unreachable.port!)"), "\($0)")
+        }
+        var wrongPassword = server
+        wrongPassword.password = "not-the-password"
+        await XCTAssertThrowsAsync(try await self.open(wrongPassword.string!, migrate: false)) {
+            XCTAssertTrue("\($0)".contains("refused the credentials of user courier"), "\($0)")
+        }
+        await XCTAssertThrowsAsync(try await self.open(TestPostgres.url(url, database: "no_such_database"), migrate: false)) {
+            XCTAssertTrue("\($0)".contains("has no database no_such_database"), "\($0)")
+        }
+    }
+
+    // MARK: - The contract
+
+    func testNamesAreValidatedAndUnique() async throws { try await contract.namesAreValidatedAndUnique() }
+
+    func testTokensAreStoredOnlyAsHashesAndHonourExpiryAndRevocation() async throws {
+        try await contract.tokensAreStoredOnlyAsHashesAndHonourExpiryAndRevocation { [url] in
+            // Everything in the database as pg_dump writes it, with each bytea value's bytes
+            // after it (the dump shows them in hex).
+            let dump = try TestPostgres.run("/usr/bin/pg_dump", ["--data-only", url!])
+            var data = Data(dump.utf8)
+            for match in dump.matches(of: /\\\\x([0-9a-f]+)/) {
+                let hex = Array(match.1.utf8)
+                data.append(contentsOf: stride(from: 0, to: hex.count - 1, by: 2).compactMap { UInt8(String(decoding: hex[$0...$0 + 1], as: UTF8.self), radix: 16) })
+            }
+            return data
+        }
+    }
+
+    func testStoringDeduplicatesByDeviceAndClientIDAndChecksTheSequence() async throws { try await contract.storingDeduplicatesByDeviceAndClientIDAndChecksTheSequence() }
+    func testABatchNumbersOnlyNewMessagesAndFindsDuplicatesWithinItself() async throws { try await contract.aBatchNumbersOnlyNewMessagesAndFindsDuplicatesWithinItself() }
+    func testSearchMatchesWholeWordsRanksAndRespectsMembership() async throws { try await contract.searchMatchesWholeWordsRanksAndRespectsMembership() }
+    func testDeliveryCursorsOnlyMoveForward() async throws { try await contract.deliveryCursorsOnlyMoveForward() }
+    func testMembershipAndListings() async throws { try await contract.membershipAndListings() }
+
+    func testASecondConnectionSeesWritesAndWritesBeside() async throws {
+        // Another node, or an admin command, on the same database.
+        try await contract.aSecondConnectionSeesWritesAndWritesBeside { [url, logger] in
+            try await PostgresStorage.open(url: PostgresURL(url!), migrate: false, logger: logger)
+        }
+    }
+
+    func testASecondProvisionReusesEveryNameAddsOnlyWhatIsMissingAndIssuesNewTokens() async throws { try await contract.aSecondProvisionReusesEveryNameAddsOnlyWhatIsMissingAndIssuesNewTokens() }
+    func testABadNameOrMemberIndexChangesNothing() async throws { try await contract.aBadNameOrMemberIndexChangesNothing() }
+    func testTwentyThousandUsersWithADeviceEachTakeAFewSeconds() async throws { try await contract.twentyThousandUsersWithADeviceEachTakeAFewSeconds() }
+    func testACopyTakesItsOwnSequenceAndNoKeyAndIsNotStoredAgainOnAReplay() async throws { try await contract.aCopyTakesItsOwnSequenceAndNoKeyAndIsNotStoredAgainOnAReplay() }
+}
