@@ -196,6 +196,7 @@ let package = Package(
                 "CourierLog",
                 "CourierOps",
                 "CourierProtocol",
+                "CourierPostgres",
                 "CourierSQLite",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -2,13 +2,19 @@ import ArgumentParser
 import CourierApp
 import CourierCore
 import CourierOps
+import CourierPostgres
 import CourierSQLite
 import Foundation
+import Logging
 
-/// What every admin command needs: the data directory and a way to print.
+/// What every admin command needs: where the data is (a data directory, or a cluster's
+/// PostgreSQL) and a way to print.
 struct AdminOptions: ParsableArguments {
     @Option(name: .customLong("data-dir"), help: "Data directory (default: $COURIER_DATA_DIRECTORY or ./courier-data).")
     var dataDirectory: String?
+
+    @Option(help: "A cluster's PostgreSQL, postgres://USER:PASSWORD@HOST:PORT/DATABASE (default: $COURIER_POSTGRES; none: the data directory).")
+    var postgres: String?
 
     @Flag(help: "Print JSON instead of text.")
     var json = false
@@ -20,8 +26,17 @@ struct AdminOptions: ParsableArguments {
         return directory
     }
 
-    func openStorage() throws -> SQLiteStorage {
-        try SQLiteStorage(path: CourierNode.storagePath(dataDirectory: directory()))
+    /// The cluster's PostgreSQL URL, if one is named here or in the environment.
+    var postgresURL: String? {
+        let url = postgres ?? ProcessInfo.processInfo.environment["COURIER_POSTGRES"]
+        return url?.isEmpty == false ? url : nil
+    }
+
+    /// The cluster's store when a PostgreSQL is named (its schema must be this program's), else
+    /// the data directory's SQLite database.
+    func openStorage() async throws -> any ServerStorage {
+        guard let postgresURL else { return try SQLiteStorage(path: CourierNode.storagePath(dataDirectory: directory())) }
+        return try await PostgresStorage.open(url: PostgresURL(postgresURL), migrate: false, maximumConnections: 2, logger: Logger(label: "courier-server"))
     }
 
     func emit(text: String, json object: [String: Any]) throws {
@@ -86,7 +101,7 @@ struct UserCommand: AsyncParsableCommand {
         @OptionGroup var options: AdminOptions
 
         func run() async throws {
-            let storage = try options.openStorage()
+            let storage = try await options.openStorage()
             var lines: [String] = []
             var objects: [[String: Any]] = []
             for user in try await storage.listUsers() {
@@ -110,7 +125,7 @@ struct DeviceCommand: AsyncParsableCommand {
         @Option(help: "Days until the token expires (default: never).") var expiresDays: Int?
 
         func run() async throws {
-            let storage = try options.openStorage()
+            let storage = try await options.openStorage()
             let owner = try await resolveUser(user, in: storage)
             let device = try await storage.createDevice(userID: owner.id, name: name)
             let token = try await storage.issueToken(deviceID: device.id, expiresAt: try expiry(days: expiresDays))
@@ -133,7 +148,7 @@ struct TokenCommand: AsyncParsableCommand {
         @Option(help: "Days until the token expires (default: never).") var expiresDays: Int?
 
         func run() async throws {
-            let storage = try options.openStorage()
+            let storage = try await options.openStorage()
             let owner = try await resolveUser(user, in: storage)
             let target = try await resolveDevice(user: owner, device, in: storage)
             let token = try await storage.issueToken(deviceID: target.id, expiresAt: try expiry(days: expiresDays))
@@ -155,7 +170,7 @@ struct TokenCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let storage = try options.openStorage()
+            let storage = try await options.openStorage()
             if device {
                 let owner = try await resolveUser(arguments[0], in: storage)
                 let target = try await resolveDevice(user: owner, arguments[1], in: storage)
@@ -181,7 +196,7 @@ struct ChatCommand: AsyncParsableCommand {
         @Option(name: .customLong("member"), help: "A member to add (user name or id); repeatable.") var members: [String] = []
 
         func run() async throws {
-            let storage = try options.openStorage()
+            let storage = try await options.openStorage()
             var users: [User] = []
             for member in members { users.append(try await resolveUser(member, in: storage)) }
             let chat = try await storage.createChat(name: name)
@@ -197,7 +212,7 @@ struct ChatCommand: AsyncParsableCommand {
         @Argument(help: "User names or ids.") var users: [String]
 
         func run() async throws {
-            let storage = try options.openStorage()
+            let storage = try await options.openStorage()
             let target = try await resolveChat(chat, in: storage)
             for user in users {
                 try await storage.addMember(chatID: target.id, userID: try await resolveUser(user, in: storage).id)
@@ -232,7 +247,7 @@ struct ChatCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let storage = try options.openStorage()
+            let storage = try await options.openStorage()
             let target = try await resolveChat(chat, in: storage)
             let messages = try await storage.history(chatID: target.id, afterSequence: after, limit: limit)
             try options.emit(
@@ -265,7 +280,7 @@ struct Search: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let storage = try options.openStorage()
+        let storage = try await options.openStorage()
         var userID: UInt64?
         if let user { userID = try await resolveUser(user, in: storage).id }
         var chatID: UInt64?
