@@ -179,6 +179,7 @@ let package = Package(
                 "CourierLog",
                 "CourierMemory",
                 "CourierOps",
+                "CourierPostgres",
                 "CourierPush",
                 "CourierSQLite",
                 .product(name: "Logging", package: "swift-log"),

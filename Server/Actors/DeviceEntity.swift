@@ -176,6 +176,24 @@ public final class DeviceEntity: ShardedEntity {
         if startPump { launchPump() }
     }
 
+    /// A chat holds messages through `sequence` that this node did not hand over (another node
+    /// of a cluster stored them): the pump reads them from storage in its turn.
+    public func heard(chatID: UInt64, through sequence: UInt64) {
+        let window = context.maxUnackedPerChat
+        let startPump = state.withLock { state -> Bool in
+            guard state.session != nil else { return false }
+            guard !state.attaching, var chat = state.chats[chatID] else {
+                state.unseenChats[chatID] = max(state.unseenChats[chatID] ?? 0, sequence)
+                return state.claimPump(window: window)
+            }
+            guard sequence > chat.known else { return false }
+            chat.known = sequence
+            state.chats[chatID] = chat
+            return state.claimPump(window: window)
+        }
+        if startPump { launchPump() }
+    }
+
     /// The device's acknowledgement; returns the cursors that advanced, for the caller to
     /// store (`DeliveryCursorWriter`). A cursor of a chat that is not the user's is ignored;
     /// one past what the chat holds counts up to what it holds. The window moves at once: an

@@ -43,6 +43,9 @@ package final class LiveDevices: Sendable {
         byUser.withLock { byUser in users.flatMap { byUser[$0]?.values.map(\.device) ?? [] } }
     }
 
+    /// Users with a live device now.
+    package var users: [UInt64] { byUser.withLock { Array($0.keys) } }
+
     /// Devices registered now.
     package var count: Int { byUser.withLock { $0.values.reduce(0) { $0 + $1.count } } }
 }

@@ -1,4 +1,5 @@
 import CourierCore
+import CourierPostgres
 import Foundation
 
 /// Everything `courier-server serve` can be told. Defaults run the embedded server with no
@@ -63,6 +64,10 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     /// Test setting: skip fdatasync in the log, so benchmarks can show what durability costs.
     /// Never for real use: an acknowledged message could be lost in a power cut.
     public var unsafeNoSync = false
+    /// A cluster's PostgreSQL (postgres://USER:PASSWORD@HOST:PORT/DATABASE): set, this node is
+    /// one of the cluster's and keeps nothing that matters in its data directory; nil, the
+    /// embedded server (log and SQLite in the data directory).
+    public var postgres: String?
 
     public init() {}
 
@@ -70,7 +75,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         case dataDirectory, coapHost, coapPort, coapChannels, httpHost, httpPort, pushHost, pushPort, allowedOrigins
         case heartbeatSeconds, maxFrameBytes, maxPushSessions, ackTimeoutSeconds, slowReaderSeconds, maxOutboundBytes, maxUnackedPerChat, nodeID, logLevel
         case partitions, maxQueuedAppends, maxPendingMessages, maxConcurrentRequests, deviceRatePerSecond, deviceBurst, coapDedupCapacity, maxTextBytes
-        case entityIdleSeconds, maxEntitiesPerShard, tokenCacheSeconds, retentionHours, unsafeNoSync
+        case entityIdleSeconds, maxEntitiesPerShard, tokenCacheSeconds, retentionHours, unsafeNoSync, postgres
     }
 
     public init(from decoder: any Decoder) throws {
@@ -111,6 +116,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         tokenCacheSeconds = try value(.tokenCacheSeconds, defaults.tokenCacheSeconds)
         retentionHours = try value(.retentionHours, defaults.retentionHours)
         unsafeNoSync = try value(.unsafeNoSync, defaults.unsafeNoSync)
+        postgres = try container.decodeIfPresent(String.self, forKey: .postgres)
     }
 
     /// Reads a JSON configuration file; unknown keys are an error (a typo must not pass silently).
@@ -172,6 +178,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             case .unsafeNoSync:
                 guard let flag = Bool(text) else { throw ConfigurationError("\(name)=\(text): expected true or false") }
                 unsafeNoSync = flag
+            case .postgres: postgres = text.isEmpty ? nil : text
             }
         }
     }
@@ -205,5 +212,8 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         try check(maxEntitiesPerShard >= 1, "maxEntitiesPerShard must be at least 1")
         try check(tokenCacheSeconds >= 0, "tokenCacheSeconds must not be negative")
         try check(retentionHours >= 1, "retentionHours must be at least 1")
+        if let postgres {
+            do { _ = try PostgresURL(postgres) } catch { throw ConfigurationError("postgres: \(error)") }
+        }
     }
 }

@@ -78,6 +78,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "This node's id in message ids (0-1023).")
     var nodeID: Int?
 
+    @Option(help: "Run as a node of the cluster on this PostgreSQL (postgres://USER:PASSWORD@HOST:PORT/DATABASE; run `migrate` first). Without it: the embedded server.")
+    var postgres: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String?
 
@@ -118,6 +121,7 @@ struct Serve: AsyncParsableCommand {
         if let pushPort { configuration.pushPort = pushPort }
         if let nodeID { configuration.nodeID = nodeID }
         if let logLevel { configuration.logLevel = logLevel }
+        if let postgres { configuration.postgres = postgres }
         if unsafeNoSync { configuration.unsafeNoSync = true }
         try configuration.validate()
         return configuration
@@ -141,6 +145,11 @@ struct Serve: AsyncParsableCommand {
             logger.info("open file limit", metadata: ["soft": "\(files.soft)", "hard": "\(files.hard)"])
         } else {
             logger.warning("cannot read the open file limit")
+        }
+        if configuration.postgres != nil {
+            guard !(try testFaults).isActive else { throw ValidationError("test faults need the embedded server (no --postgres)") }
+            try await ClusterNode.start(configuration: configuration, logger: logger).run()
+            return
         }
         let server = try CourierNode(configuration: configuration, testFaults: try testFaults, logger: logger)
         try await server.run()

@@ -28,13 +28,13 @@ public struct GatewayResources: CoAPRequestHandler {
 
     /// Every resource: devices are named by `authenticator`, and send through `intake`.
     public init(
-        intake: MessageIntake, authenticator: TokenAuthenticator, configuration: Configuration = Configuration(),
+        intake: any MessageSending, authenticator: TokenAuthenticator, configuration: Configuration = Configuration(),
         metrics: ServerMetrics? = nil, logger: Logger = Logger(label: "courier.gateway")
     ) {
         self.init(devices: (intake, authenticator), configuration: configuration, metrics: metrics, logger: logger)
     }
 
-    private init(devices: (intake: MessageIntake, authenticator: TokenAuthenticator)?, configuration: Configuration, metrics: ServerMetrics?, logger: Logger) {
+    private init(devices: (intake: any MessageSending, authenticator: TokenAuthenticator)?, configuration: Configuration, metrics: ServerMetrics?, logger: Logger) {
         var router = GatewayRouter(
             middleware: devices.map { devices in
                 [
@@ -48,7 +48,7 @@ public struct GatewayResources: CoAPRequestHandler {
             let sync = SyncResource(storage: intake.storage)
             let chats = ChatsResource(storage: intake.storage, chats: intake.chats)
             let reading = HistoryResource(storage: intake.storage)
-            router.device(.post, "v1/msg", intake.send)
+            router.device(.post, "v1/msg") { try await intake.send($0) }
             router.device(.post, "v1/sync", sync.sync)
             router.device(.get, "v1/chats", chats.list)
             router.device(.post, "v1/chats", chats.create)

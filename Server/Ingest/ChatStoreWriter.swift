@@ -9,7 +9,7 @@ import Synchronization
 ///
 /// Bounded by its callers: each partition's consumer and its retrier have at most one batch
 /// here at a time, and a batch is at most one log read (`ChatConsumers.Configuration.batchBytes`).
-package final class ChatStoreWriter: Sendable {
+package final class ChatStoreWriter: ChatBatchStore {
     /// What a waiting caller hears: write the next transaction yourself, or how yours went.
     private enum Turn: Sendable {
         case lead
@@ -40,7 +40,7 @@ package final class ChatStoreWriter: Sendable {
     private let store: any ChatBatchStore
     private let state = Mutex(State())
 
-    init(store: any ChatBatchStore) {
+    package init(store: any ChatBatchStore) {
         self.store = store
     }
 
@@ -86,6 +86,11 @@ package final class ChatStoreWriter: Sendable {
         }
         if more { Task { await self.writeUntilEmpty() } }
         return try result.get()
+    }
+
+    /// The writer as a store of its own: what a cluster node's intake commits through.
+    package func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult] {
+        try await store(writes)
     }
 
     private static func answer(_ batches: [(writes: [ChatWrite], waiter: Waiter)], with results: ArraySlice<ChatWriteResult>) {

@@ -92,13 +92,17 @@ extension PostgresStorage {
             sequence += 1
             message.chatID = chatID
             message.sequence = sequence
-            try await connection.query("""
+            // Id 0: the cluster's intake leaves numbering to the database.
+            for try await id in try await connection.query("""
                 INSERT INTO messages (server_message_id, chat_id, sequence, sender_user_id, sender_device_id,
                     client_message_id, text, client_sent_at_ms, accepted_at_ms, stored_at_ms)
-                VALUES (\(message.serverMessageID.database), \(chatID.database), \(sequence.database), \(message.senderUserID.database),
-                    \(message.senderDeviceID.database), \(message.clientMessageID), \(message.text), \(message.clientSentAtMilliseconds),
-                    \(message.acceptedAtMilliseconds), \(storedAt))
-                """, logger: logger)
+                VALUES (COALESCE(NULLIF(\(message.serverMessageID.database), 0), nextval('message_ids')), \(chatID.database), \(sequence.database),
+                    \(message.senderUserID.database), \(message.senderDeviceID.database), \(message.clientMessageID), \(message.text),
+                    \(message.clientSentAtMilliseconds), \(message.acceptedAtMilliseconds), \(storedAt))
+                RETURNING server_message_id
+                """, logger: logger).decode(Int64.self) {
+                message.serverMessageID = id.id
+            }
             if !isCopy {
                 try await connection.query("""
                     INSERT INTO dedup_keys (device_id, client_message_id, server_message_id)

@@ -75,6 +75,8 @@ extension PostgresStorage {
             )
             """,
             "CREATE INDEX messages_search ON messages USING GIN (search)",
+            // Server message ids of a cluster: unique whichever node accepted the message.
+            "CREATE SEQUENCE message_ids",
             """
             CREATE TABLE dedup_keys (
                 device_id BIGINT NOT NULL,

@@ -37,6 +37,12 @@ public final class PushClient: Sendable {
         public var localHost: String?
         /// Called with every event as it happens (`events` keeps only the newest).
         public var observer: (@Sendable (Event) -> Void)?
+        /// Other nodes of the same cluster: a connection that fails moves on to the next in
+        /// turn (a session that ended tries its own node first again).
+        public var otherServers: [(host: String, port: Int)] = []
+
+        /// `host`:`port` first, then `otherServers`.
+        var servers: [(host: String, port: Int)] { [(host, port)] + otherServers }
 
         public init(host: String, port: Int, token: String) {
             self.host = host
@@ -76,9 +82,11 @@ public final class PushClient: Sendable {
     /// Keeps a session open until cancelled or refused.
     public func run() async {
         var failures = 0
+        var server = 0
+        let servers = configuration.servers
         while !Task.isCancelled {
             emit(.connecting)
-            let end = await session()
+            let end = await session(to: servers[server % servers.count])
             switch end {
             case .refused(let reason):
                 emit(.refused(reason: reason))
@@ -86,6 +94,7 @@ public final class PushClient: Sendable {
                 return
             case .ended(let reason, let wasWelcomed):
                 failures = wasWelcomed ? 1 : failures + 1
+                if !wasWelcomed { server += 1 }
                 let wait = backoff(failures)
                 emit(.disconnected(reason: reason, retryIn: wait))
                 try? await Task.sleep(for: wait)
@@ -109,10 +118,10 @@ public final class PushClient: Sendable {
         case refused(HTTPResponseStatus)
     }
 
-    private func session() async -> SessionEnd {
+    private func session(to server: (host: String, port: Int)) async -> SessionEnd {
         let channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>
         do {
-            switch try await connect() {
+            switch try await connect(to: server) {
             case .websocket(let upgraded): channel = upgraded
             case .refused(let status): return .ended(reason: "upgrade refused: \(status.code)", wasWelcomed: false)
             }
@@ -142,7 +151,7 @@ public final class PushClient: Sendable {
         }
     }
 
-    private func connect() async throws -> Upgrade {
+    private func connect(to server: (host: String, port: Int)) async throws -> Upgrade {
         let configuration = self.configuration
         var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connectTimeout(.milliseconds(configuration.connectTimeout.components.seconds * 1000))
@@ -150,7 +159,7 @@ public final class PushClient: Sendable {
             bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: localHost, port: 0))
         }
         let upgrade: EventLoopFuture<Upgrade> = try await bootstrap
-            .connect(host: configuration.host, port: configuration.port) { channel in
+            .connect(host: server.host, port: server.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(
                         maxFrameSize: configuration.maxFrameBytes,
@@ -161,7 +170,7 @@ public final class PushClient: Sendable {
                         }
                     )
                     var headers = HTTPHeaders()
-                    headers.add(name: "Host", value: "\(configuration.host):\(configuration.port)")
+                    headers.add(name: "Host", value: "\(server.host):\(server.port)")
                     headers.add(name: "Content-Length", value: "0")
                     let head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/push", headers: headers)
                     let upgradeConfiguration = NIOTypedHTTPClientUpgradeConfiguration(

@@ -36,13 +36,21 @@ public struct ReliableSender: Sendable {
     }
 
     public let endpoint: CoAPEndpoint
-    public let server: SocketAddress
+    /// Where attempts go: the first to the first, and each retry after a failure to the next
+    /// in turn (the nodes of a cluster all take any device's messages).
+    public let servers: [SocketAddress]
+    public var server: SocketAddress { servers[0] }
     public let token: String
     public let policy: Policy
 
     public init(endpoint: CoAPEndpoint, server: SocketAddress, token: String, policy: Policy = Policy()) {
+        self.init(endpoint: endpoint, servers: [server], token: token, policy: policy)
+    }
+
+    public init(endpoint: CoAPEndpoint, servers: [SocketAddress], token: String, policy: Policy = Policy()) {
+        precondition(!servers.isEmpty, "a sender needs a server")
         self.endpoint = endpoint
-        self.server = server
+        self.servers = servers
         self.token = token
         self.policy = policy
     }
@@ -57,7 +65,7 @@ public struct ReliableSender: Sendable {
         while true {
             try Task.checkCancellation()
             let wait: Duration
-            switch await exchange(request) {
+            switch await exchange(request, to: servers[failures % servers.count]) {
             case .answered(let response):
                 let error = try? WireError(serializedBytes: response.payload)
                 if response.code.codeClass == 2 {
@@ -93,9 +101,8 @@ public struct ReliableSender: Sendable {
         case failed(String)
     }
 
-    private func exchange(_ request: CoAPMessage) async -> ExchangeResult {
+    private func exchange(_ request: CoAPMessage, to server: SocketAddress) async -> ExchangeResult {
         let endpoint = self.endpoint
-        let server = self.server
         let timeout = policy.exchangeTimeout
         return await withTaskGroup(of: ExchangeResult?.self) { group in
             group.addTask {

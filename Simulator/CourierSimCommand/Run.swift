@@ -20,11 +20,22 @@ struct Run: AsyncParsableCommand {
         """
     )
 
-    @Option(help: "Server's CoAP gateway as host[:port].", transform: parseServer)
-    var server = HostAndPort(host: "127.0.0.1")
+    @Option(help: "Server's CoAP gateway as host[:port]; repeat it for the nodes of a cluster (devices are spread over them). Default: 127.0.0.1.", transform: parseServer)
+    var server: [HostAndPort] = []
 
-    @Option(help: "Server's WebSocket push port.")
-    var pushPort = 8080
+    @Option(help: "Server's WebSocket push port; once for every node, or once per --server. (default: 8080)")
+    var pushPort: [Int] = []
+
+    var nodes: [Fleet.Node] {
+        get throws {
+            let servers = server.isEmpty ? [HostAndPort(host: "127.0.0.1")] : server
+            let ports = pushPort.isEmpty ? [8080] : pushPort
+            guard ports.count == 1 || ports.count == servers.count else {
+                throw ValidationError("give --push-port once, or once per --server (\(servers.count))")
+            }
+            return servers.enumerated().map { Fleet.Node(host: $1.host, coapPort: $1.port, pushPort: ports.count == 1 ? ports[0] : ports[$0]) }
+        }
+    }
 
     @Option(help: "Server's operations listener, where the admin API is.")
     var admin = "http://127.0.0.1:8081"
@@ -93,7 +104,8 @@ struct Run: AsyncParsableCommand {
             try check((0...100).contains(value), "--\(name) must be a percentage, 0-100")
         }
         try check((0...3600).contains(drainTimeout) && (0...3600).contains(settleTimeout), "--drain-timeout and --settle-timeout must be 0-3600 seconds")
-        try check((1...65_535).contains(pushPort), "--push-port must be 1-65535")
+        try check(pushPort.allSatisfy { (1...65_535).contains($0) }, "--push-port must be 1-65535")
+        _ = try nodes
         try check(messages.map { $0 <= DeliveryOracle.maxMessages } ?? true, "--messages must be at most \(DeliveryOracle.maxMessages) (the oracle remembers every message)")
         for address in sourceAddresses?.split(separator: ",") ?? [] {
             let text = address.trimmingCharacters(in: .whitespaces)
@@ -136,16 +148,18 @@ struct Run: AsyncParsableCommand {
         faults.disconnectSessions = disconnect
         let seed = seed ?? UInt64.random(in: 1 ... .max)
         var settings = SimulationReport.Settings(
-            server: server.description, users: users, devicesPerUser: devicesPerUser, chats: chatCount, membersPerChat: members,
+            server: try nodes.map { "\($0.host):\($0.coapPort)" }.joined(separator: ","), users: users, devicesPerUser: devicesPerUser, chats: chatCount, membersPerChat: members,
             ratePerDevice: rate, totalRate: totalRate, messageBytes: messageBytes, durationSeconds: messages == nil ? (duration ?? 30) : nil,
             messageCount: messages, rampUpSeconds: rampUp, window: window, faults: faults, seed: seed
         )
         settings.sendersPerChat = sendersPerChat
         settings.warmupSeconds = warmup > 0 ? warmup : nil
+        let nodes = try self.nodes
         var options = Fleet.Options(
-            settings: settings, serverHost: server.host, coapPort: server.port, pushPort: pushPort,
+            settings: settings, serverHost: nodes[0].host, coapPort: nodes[0].coapPort, pushPort: nodes[0].pushPort,
             provisioning: Provisioning(adminURL: URL(string: admin)!, adminToken: token), prefix: prefix
         )
+        options.otherNodes = Array(nodes.dropFirst())
         options.drainTimeout = .milliseconds(Int64(drainTimeout * 1000))
         options.settleTimeout = .milliseconds(Int64(settleTimeout * 1000))
         options.sourceHosts = sourceAddresses.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }
@@ -176,7 +190,7 @@ struct Run: AsyncParsableCommand {
         if !report.verdict.passed { throw ExitCode(1) }
         // Nothing wrong found, but a run that could not do what was asked proves less.
         if report.verdict.acknowledged == 0 {
-            FileHandle.standardError.write(Data("courier-sim: no message was acknowledged, so the run proves nothing (is the gateway at \(server)?)\n".utf8))
+            FileHandle.standardError.write(Data("courier-sim: no message was acknowledged, so the run proves nothing (are the gateways at \(settings.server)?)\n".utf8))
             throw ExitCode(2)
         }
         if report.devicesNotStarted > 0 {

@@ -9,6 +9,19 @@ import Synchronization
 /// push session, sending at a chosen rate through the client's `ReliableSender`, while the
 /// `DeliveryOracle` watches every arrival.
 public struct Fleet: Sendable {
+    /// A server node: its CoAP gateway and its push listener.
+    public struct Node: Sendable, Equatable {
+        public var host: String
+        public var coapPort: Int
+        public var pushPort: Int
+
+        public init(host: String, coapPort: Int, pushPort: Int) {
+            self.host = host
+            self.coapPort = coapPort
+            self.pushPort = pushPort
+        }
+    }
+
     public struct Options: Sendable {
         public var settings: SimulationReport.Settings
         public var serverHost: String
@@ -16,6 +29,10 @@ public struct Fleet: Sendable {
         public var pushPort: Int
         public var provisioning: Provisioning
         public var prefix: String
+        /// More nodes of the same cluster besides the one above. Device i keeps its push
+        /// session on node i mod N and sends through node i + 1 mod N (so every message crosses
+        /// nodes when there are several); a retry after a failure goes to the next node.
+        public var otherNodes: [Node] = []
         /// After sending stops: how long unanswered sends may still finish, and how long
         /// acknowledged messages may take to reach every device.
         public var drainTimeout: Duration = .seconds(30)
@@ -55,7 +72,8 @@ public struct Fleet: Sendable {
             prefix: options.prefix, users: settings.users, devicesPerUser: settings.devicesPerUser,
             chats: settings.chats, membersPerChat: settings.membersPerChat
         ))
-        let server = try SocketAddress.makeAddressResolvingHost(options.serverHost, port: options.coapPort)
+        let nodes = [Node(host: options.serverHost, coapPort: options.coapPort, pushPort: options.pushPort)] + options.otherNodes
+        let gateways = try nodes.map { try SocketAddress.makeAddressResolvingHost($0.host, port: $0.coapPort) }
         let plan = FleetPlan(
             fleet: fleet, serverHost: options.serverHost, sourceHosts: options.sourceHosts,
             devicesPerSourceHost: options.devicesPerSourceHost, sendersPerChat: settings.sendersPerChat
@@ -84,7 +102,8 @@ public struct Fleet: Sendable {
         // sending stops.
         let devices = plan.devices.indices.map { index in
             SimDevice(
-                index: index, plan: plan, settings: settings, server: server, pushPort: options.pushPort, oracle: oracle,
+                index: index, plan: plan, settings: settings,
+                servers: (1...gateways.count).map { gateways[(index + $0) % gateways.count] }, push: (0..<nodes.count).map { nodes[(index + $0) % nodes.count] }, oracle: oracle,
                 stats: stats, counters: counters, seed: settings.seed ^ (UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
             )
         }
@@ -232,8 +251,6 @@ struct FleetPlan: Sendable {
     let recipients: [[Int]]
     let chatIDs: [UInt64]
     let chatIndex: [UInt64: Int]
-    /// Where the push sessions go: the gateway's host.
-    let pushHost: String
     /// Devices with a chat to send into (a total rate is shared among them).
     let sendingDevices: Int
 
@@ -272,7 +289,6 @@ struct FleetPlan: Sendable {
         var chatIndex: [UInt64: Int] = [:]
         for (index, id) in chatIDs.enumerated() { chatIndex[id] = index }
         self.chatIndex = chatIndex
-        pushHost = serverHost
         sendingDevices = devices.filter { !$0.chats.isEmpty }.count
     }
 }

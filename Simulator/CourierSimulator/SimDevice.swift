@@ -11,8 +11,11 @@ final class SimDevice: Sendable {
     let index: Int
     private let plan: FleetPlan
     private let settings: SimulationReport.Settings
-    private let server: SocketAddress
-    private let pushPort: Int
+    private let servers: [SocketAddress]
+    /// The node holding this device's push session.
+    private let pushNode: Fleet.Node
+    /// Where the session goes when its node cannot be reached, in turn.
+    private let otherPushNodes: [Fleet.Node]
     private let oracle: DeliveryOracle
     private let stats: FleetStatistics
     private let counters: CoAPCounters
@@ -28,14 +31,15 @@ final class SimDevice: Sendable {
     private let runtime = Mutex(Runtime())
 
     init(
-        index: Int, plan: FleetPlan, settings: SimulationReport.Settings, server: SocketAddress, pushPort: Int,
+        index: Int, plan: FleetPlan, settings: SimulationReport.Settings, servers: [SocketAddress], push: [Fleet.Node],
         oracle: DeliveryOracle, stats: FleetStatistics, counters: CoAPCounters, seed: UInt64
     ) {
         self.index = index
         self.plan = plan
         self.settings = settings
-        self.server = server
-        self.pushPort = pushPort
+        self.servers = servers
+        self.pushNode = push[0]
+        self.otherPushNodes = Array(push.dropFirst())
         self.oracle = oracle
         self.stats = stats
         self.counters = counters
@@ -65,8 +69,9 @@ final class SimDevice: Sendable {
             return
         }
 
-        var pushConfiguration = PushClient.Configuration(host: plan.pushHost, port: pushPort, token: device.token)
+        var pushConfiguration = PushClient.Configuration(host: pushNode.host, port: pushNode.pushPort, token: device.token)
         pushConfiguration.clientName = "courier-sim"
+        pushConfiguration.otherServers = otherPushNodes.map { ($0.host, $0.pushPort) }
         pushConfiguration.localHost = device.sourceHost == "0.0.0.0" ? nil : device.sourceHost
         let stats = self.stats
         let index = self.index
@@ -118,7 +123,7 @@ final class SimDevice: Sendable {
         guard let endpoint = runtime.withLock({ $0.endpoint }), !device.chats.isEmpty else { return }
         let perDevice = min(settings.ratePerDevice, settings.totalRate.map { $0 / Double(max(1, plan.sendingDevices)) } ?? .infinity)
         guard perDevice > 0 else { return }
-        let sender = ReliableSender(endpoint: endpoint, server: server, token: device.token)
+        let sender = ReliableSender(endpoint: endpoint, servers: servers, token: device.token)
         let lanes = settings.window
         let laneRate = perDevice / Double(lanes)
         await withDiscardingTaskGroup { group in

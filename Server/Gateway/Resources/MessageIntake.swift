@@ -8,11 +8,11 @@ import Foundation
 /// `POST /v1/msg`: validates the SendMessage of an authenticated device, checks that the sender
 /// is a member of the chat, and answers 2.01 only once the message is in the durable log.
 /// A retry of a message already taken gets the first answer again.
-public struct MessageIntake: Sendable {
+public struct MessageIntake: MessageSending {
 
     let log: any MessageLog
-    let storage: any ServerStorage
-    let chats: ShardRegion<ChatEntity>
+    public let storage: any ServerStorage
+    public let chats: ShardRegion<ChatEntity>
     let accepted: AcceptedMessages
     let dedupFilter: DedupFilter
     let ids: MessageIDGenerator
@@ -32,13 +32,9 @@ public struct MessageIntake: Sendable {
     }
 
     /// `POST /v1/msg` for the device the context names.
-    func send(_ context: RequestContext) async throws -> CoAPMessage {
+    public func send(_ context: RequestContext) async throws -> CoAPMessage {
         let identity = try context.device()
-        let message = try context.body(SendMessage.self)
-        guard message.text.utf8.count <= maxTextBytes else {
-            throw Refusal(.requestEntityTooLarge, .tooLarge, "text is \(message.text.utf8.count) bytes; the limit is \(maxTextBytes)")
-        }
-        guard !message.text.isEmpty else { throw Refusal(.badRequest, .badRequest, "text is empty") }
+        let message = try Self.message(context, maxTextBytes: maxTextBytes)
 
         let permitted: Bool
         do {
@@ -105,6 +101,17 @@ public struct MessageIntake: Sendable {
         metrics.countAppend(result: "ok")
         accepted.finish(key, inLog: true)
         return Self.created(message.clientMessageID, acceptance.serverMessageID, message.chatID, sequence: 0, acceptance.acceptedAtMilliseconds)
+    }
+
+    /// The SendMessage of a request, its text checked: 4.13 when longer than `maxTextBytes`,
+    /// 4.00 when empty.
+    static func message(_ context: RequestContext, maxTextBytes: Int) throws(Refusal) -> SendMessage {
+        let message = try context.body(SendMessage.self)
+        guard message.text.utf8.count <= maxTextBytes else {
+            throw Refusal(.requestEntityTooLarge, .tooLarge, "text is \(message.text.utf8.count) bytes; the limit is \(maxTextBytes)")
+        }
+        guard !message.text.isEmpty else { throw Refusal(.badRequest, .badRequest, "text is empty") }
+        return message
     }
 
     static func created(_ clientMessageID: String, _ serverMessageID: UInt64, _ chatID: UInt64, sequence: UInt64, _ acceptedAt: Int64) -> CoAPMessage {

@@ -4,7 +4,7 @@ import CourierProtocol
 
 /// What a gateway handler works from: the request, and the device its token names once the
 /// authentication middleware has run (device routes only reach their handler with one).
-struct RequestContext: Sendable {
+public struct RequestContext: Sendable {
     let request: IncomingRequest
     /// Set by `Authentication`.
     var identity: TokenIdentity?
