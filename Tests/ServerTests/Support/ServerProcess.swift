@@ -15,6 +15,8 @@ final class ServerProcess: @unchecked Sendable {
     let pushPort: Int
     private var process: Process?
     private(set) var logPath: String
+    /// A cluster node's PostgreSQL: `start` serves on it, and the admin subcommands use it.
+    var postgres: String?
 
     static var binary: String {
         URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("courier-server").path
@@ -49,7 +51,7 @@ final class ServerProcess: @unchecked Sendable {
             Self.binary,
             "serve", "--data-dir", dataDirectory, "--bind", "127.0.0.1", "--coap-port", "\(coapPort)",
             "--http-bind", "127.0.0.1", "--http-port", "\(httpPort)", "--push-port", "\(pushPort)", "--log-level", "info",
-        ] + extraArguments
+        ] + (postgres.map { ["--postgres", $0] } ?? []) + extraArguments
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = FileHandle.nullDevice
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
@@ -169,7 +171,7 @@ final class ServerProcess: @unchecked Sendable {
     /// Runs an admin subcommand against this server's data directory; returns its JSON.
     @discardableResult
     func admin(_ arguments: [String]) async throws -> [String: Any] {
-        let output = try await ExternalProgram.run(Self.binary, arguments + ["--data-dir", dataDirectory, "--json"], timeout: 60)
+        let output = try await ExternalProgram.run(Self.binary, arguments + storageArguments + ["--json"], timeout: 60)
         guard output.status == 0 else { throw ServerTestError("courier-server \(arguments.joined(separator: " ")) failed: \(output.stderr)") }
         guard let object = try JSONSerialization.jsonObject(with: output.stdout) as? [String: Any] else {
             throw ServerTestError("not a JSON object: \(output.text)")
@@ -179,9 +181,12 @@ final class ServerProcess: @unchecked Sendable {
 
     /// Runs an admin subcommand and returns its exit status and error text (for refusals).
     func adminFailure(_ arguments: [String]) async throws -> (status: Int32, stderr: String) {
-        let output = try await ExternalProgram.run(Self.binary, arguments + ["--data-dir", dataDirectory], timeout: 60)
+        let output = try await ExternalProgram.run(Self.binary, arguments + storageArguments, timeout: 60)
         return (output.status, output.stderr)
     }
+
+    /// Where the admin subcommands find this server's data.
+    private var storageArguments: [String] { ["--data-dir", dataDirectory] + (postgres.map { ["--postgres", $0] } ?? []) }
 
     struct Account {
         var userID: UInt64

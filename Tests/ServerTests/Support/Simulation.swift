@@ -38,6 +38,15 @@ enum Simulator {
         )
     }
 
+    /// Runs `courier-sim run` across the nodes of a cluster (provisioning through the first).
+    static func run(cluster nodes: [ServerProcess], _ arguments: [String], timeout: Double = 240) async throws -> SimulatorRun {
+        try await run(
+            server: "127.0.0.1:\(nodes[0].coapPort)", pushPort: nodes[0].pushPort, admin: "http://127.0.0.1:\(nodes[0].httpPort)",
+            dataDirectory: nodes[0].dataDirectory,
+            nodes.dropFirst().flatMap { ["--server", "127.0.0.1:\($0.coapPort)", "--push-port", "\($0.pushPort)"] } + arguments, timeout: timeout
+        )
+    }
+
     /// Runs `courier-sim run` against the server at those addresses, through `launch` (which
     /// may wrap the command, e.g. in `ip netns exec`), and reads the JSON report it writes.
     static func run(
