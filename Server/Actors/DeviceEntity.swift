@@ -145,6 +145,11 @@ public final class DeviceEntity: ShardedEntity {
         }
     }
 
+    /// Closes the device's session, if it has one (a newer one took over on another node).
+    package func closeSession(code: UInt16, reason: String) {
+        state.withLock { $0.session }?.close(code: code, reason: reason)
+    }
+
     /// Newly stored messages of one chat, in sequence order, from the consumers. Pushed at once
     /// when they are next in line; otherwise left to the pump.
     public func notify(_ messages: [EncodedPush]) {

@@ -15,14 +15,19 @@ package final class LiveDevices: Sendable {
     }
 
     private let byUser = Mutex<[UInt64: [UInt64: Entry]]>([:])
+    private let observer: (any LiveDevicesObserver)?
 
-    package init() {}
+    /// `observer` hears of each session that begins and ends (a cluster's session registry).
+    package init(observer: (any LiveDevicesObserver)? = nil) {
+        self.observer = observer
+    }
 
     /// A session of `device` begins: from now on it is handed every message stored for its user.
     package func register(_ device: DeviceEntity) {
         byUser.withLock { byUser in
             byUser[device.userID, default: [:]][device.id, default: Entry(device: device, sessions: 0)].sessions += 1
         }
+        observer?.registered(device)
     }
 
     package func unregister(_ device: DeviceEntity) {
@@ -36,6 +41,7 @@ package final class LiveDevices: Sendable {
                 if byUser[device.userID]!.isEmpty { byUser[device.userID] = nil }
             }
         }
+        observer?.unregistered(device)
     }
 
     /// The live devices of these users.
@@ -48,4 +54,10 @@ package final class LiveDevices: Sendable {
 
     /// Devices registered now.
     package var count: Int { byUser.withLock { $0.values.reduce(0) { $0 + $1.count } } }
+}
+
+/// Hears of push sessions as they begin and end.
+package protocol LiveDevicesObserver: Sendable {
+    func registered(_ device: DeviceEntity)
+    func unregistered(_ device: DeviceEntity)
 }

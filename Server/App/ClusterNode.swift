@@ -21,7 +21,8 @@ public final class ClusterNode: Sendable {
     public let metrics: ServerMetrics
     public let chats: ShardRegion<ChatEntity>
     public let devices: ShardRegion<DeviceEntity>
-    let live = LiveDevices()
+    let live: LiveDevices
+    let sessions: ClusterSessions
     let writer: ChatStoreWriter
     let notifications: ClusterNotifications
     public let gateway: GatewayService
@@ -66,7 +67,10 @@ public final class ClusterNode: Sendable {
         chats = ShardRegion(kind: "chat", context: ChatEntity.Context(storage: storage), configuration: configuration.shardRegions)
 
         writer = ChatStoreWriter(store: storage)
-        let notifications = ClusterNotifications(storage: storage, node: "\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))", logger: logger)
+        let node = "\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let notifications = ClusterNotifications(storage: storage, node: node, logger: logger)
+        sessions = ClusterSessions(storage: storage, node: node, logger: logger)
+        live = LiveDevices(observer: sessions)
         self.notifications = notifications
         let authenticator = TokenAuthenticator(storage: storage, cacheDuration: .seconds(configuration.tokenCacheSeconds))
         push = PushService(
@@ -152,7 +156,9 @@ struct ClusterUpkeep: Service {
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    await node.notifications.listen(heard: { await node.heard($0) }, reconnected: { await node.repair() })
+                    await node.notifications.listen(
+                        heard: { await node.heard($0) }, sessionMoved: { node.sessions.moved(deviceID: $0, epoch: $1) }, reconnected: { await node.repair() }
+                    )
                 }
                 group.addTask {
                     var rounds = 0

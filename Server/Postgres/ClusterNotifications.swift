@@ -5,7 +5,8 @@ import PostgresNIO
 import Synchronization
 
 /// News between the nodes of a cluster, through PostgreSQL's LISTEN/NOTIFY: "chat C now holds
-/// messages through sequence S". A node that commits messages tells the others after the
+/// messages through sequence S", and "device D's push session is now on node N" (sent by
+/// `PostgresStorage.claimSession`). A node that commits messages tells the others after the
 /// commit, outside the message transaction (a NOTIFY in it would take PostgreSQL's global
 /// notify lock at every commit); the others wake the pumps of the chat's members' devices that
 /// have a session with them, which read the messages from the database.
@@ -77,38 +78,54 @@ public final class ClusterNotifications: Sendable {
         }
     }
 
-    /// "NODE;CHAT:SEQUENCE,CHAT:SEQUENCE,..." split to fit the payload limit.
+    /// "NODE;c;CHAT:SEQUENCE,CHAT:SEQUENCE,..." split to fit the payload limit.
     static func payloads(node: String, _ news: [UInt64: UInt64]) -> [String] {
+        let start = node + ";c;"
         var payloads: [String] = []
-        var current = node + ";"
+        var current = start
         for (chatID, sequence) in news.sorted(by: { $0.key < $1.key }) {
             let item = "\(chatID):\(sequence)"
-            if current.utf8.count + item.utf8.count + 1 > maxPayloadBytes, !current.hasSuffix(";") {
+            if current.utf8.count + item.utf8.count + 1 > maxPayloadBytes, current != start {
                 payloads.append(current)
-                current = node + ";"
+                current = start
             }
-            current += current.hasSuffix(";") ? item : "," + item
+            current += current == start ? item : "," + item
         }
-        if !current.hasSuffix(";") { payloads.append(current) }
+        if current != start { payloads.append(current) }
         return payloads
     }
 
-    /// The news in a payload from another node; nil for this node's own or a malformed one.
-    func parse(_ payload: String) -> [ChatNews]? {
-        guard let separator = payload.firstIndex(of: ";"), payload[..<separator] != node else { return nil }
-        var news: [ChatNews] = []
-        for item in payload[payload.index(after: separator)...].split(separator: ",") {
-            let parts = item.split(separator: ":")
-            guard parts.count == 2, let chatID = UInt64(parts[0]), let sequence = UInt64(parts[1]) else { return nil }
-            news.append(ChatNews(chatID: chatID, sequence: sequence))
-        }
-        return news
+    /// What another node said.
+    enum News: Equatable {
+        case chats([ChatNews])
+        /// The device's push session is now on that node, its `epoch`th.
+        case sessionMoved(deviceID: UInt64, epoch: UInt64)
     }
 
-    /// Listens until cancelled, handing other nodes' news to `heard`. A lost connection is
-    /// opened again (with backoff); `reconnected` runs after each new connection, for the
-    /// caller to repair what was missed meanwhile.
-    public func listen(heard: @escaping @Sendable ([ChatNews]) async -> Void, reconnected: @escaping @Sendable () async -> Void) async {
+    /// The news in a payload from another node; nil for this node's own or a malformed one.
+    func parse(_ payload: String) -> News? {
+        let fields = payload.split(separator: ";", maxSplits: 2, omittingEmptySubsequences: false)
+        guard fields.count == 3, fields[0] != node else { return nil }
+        var pairs: [(UInt64, UInt64)] = []
+        for item in fields[2].split(separator: ",") {
+            let parts = item.split(separator: ":")
+            guard parts.count == 2, let first = UInt64(parts[0]), let second = UInt64(parts[1]) else { return nil }
+            pairs.append((first, second))
+        }
+        switch fields[1] {
+        case "c": return .chats(pairs.map { ChatNews(chatID: $0.0, sequence: $0.1) })
+        case "s": return pairs.count == 1 ? .sessionMoved(deviceID: pairs[0].0, epoch: pairs[0].1) : nil
+        default: return nil
+        }
+    }
+
+    /// Listens until cancelled, handing other nodes' news to `heard` and `sessionMoved`. A lost
+    /// connection is opened again (with backoff); `reconnected` runs after each new connection,
+    /// for the caller to repair what was missed meanwhile.
+    public func listen(
+        heard: @escaping @Sendable ([ChatNews]) async -> Void, sessionMoved: @escaping @Sendable (_ deviceID: UInt64, _ epoch: UInt64) -> Void,
+        reconnected: @escaping @Sendable () async -> Void
+    ) async {
         var delay: Duration = .milliseconds(100)
         var first = true
         while !Task.isCancelled {
@@ -120,7 +137,11 @@ public final class ClusterNotifications: Sendable {
                 try await withTaskCancellationHandler {
                     try await connection.listen(on: Self.channel) { notifications in
                         for try await notification in notifications {
-                            if let news = parse(notification.payload) { await heard(news) }
+                            switch parse(notification.payload) {
+                            case .chats(let news)?: await heard(news)
+                            case .sessionMoved(let deviceID, let epoch)?: sessionMoved(deviceID, epoch)
+                            case nil: break
+                            }
                         }
                     }
                 } onCancel: {
@@ -138,6 +159,23 @@ public final class ClusterNotifications: Sendable {
 }
 
 extension PostgresStorage {
+    /// Records that `node` holds the device's push session now, and tells the other nodes (which
+    /// close an older session of it); returns the session's epoch (1, 2, ... per device).
+    public func claimSession(deviceID: UInt64, node: String) async throws(StorageError) -> UInt64 {
+        let now = Date().milliseconds
+        guard let epoch = try await readOne("""
+            WITH claimed AS (
+                INSERT INTO device_sessions (device_id, node, epoch, attached_at_ms) VALUES (\(deviceID.database), \(node), 1, \(now))
+                ON CONFLICT (device_id) DO UPDATE SET node = excluded.node, epoch = device_sessions.epoch + 1, attached_at_ms = excluded.attached_at_ms
+                RETURNING epoch)
+            SELECT claimed.epoch FROM claimed
+            CROSS JOIN LATERAL pg_notify(\(ClusterNotifications.channel), \(node) || ';s;' || \(String(deviceID)) || ':' || claimed.epoch) AS told
+            """, as: Int64.self) else {
+            throw .unavailable("PostgreSQL returned no session epoch")
+        }
+        return epoch.id
+    }
+
     /// Every chat of these users with its last sequence: what the repair sweep compares with
     /// what the users' live devices know.
     public func chatHeads(ofUsers users: [UInt64]) async throws(StorageError) -> [(userID: UInt64, chatID: UInt64, lastSequence: UInt64)] {

@@ -85,6 +85,16 @@ extension PostgresStorage {
                 PRIMARY KEY (device_id, client_message_id)
             )
             """,
+            // Which node holds each device's push session, and how many sessions it has had:
+            // a newer session elsewhere closes the one a node still holds.
+            """
+            CREATE TABLE device_sessions (
+                device_id BIGINT PRIMARY KEY REFERENCES devices(id),
+                node TEXT NOT NULL,
+                epoch BIGINT NOT NULL,
+                attached_at_ms BIGINT NOT NULL
+            )
+            """,
             """
             CREATE TABLE delivery_cursors (
                 device_id BIGINT NOT NULL REFERENCES devices(id),

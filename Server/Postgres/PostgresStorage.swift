@@ -9,8 +9,9 @@ import PostgresNIO
 /// embedded SQLite store; the SQL differs only where the databases do (identity columns,
 /// `FOR UPDATE`, full-text search with `tsvector`).
 ///
-/// A commit is durable when PostgreSQL says so: `synchronous_commit` must be on (checked when a
-/// store opens), so a transaction that returned is on the server's disk.
+/// A commit is durable when PostgreSQL says so: every connection sets `synchronous_commit` on
+/// (`PostgresURL.sessionSettings`), whatever the server's default, so a transaction that
+/// returned is on the server's disk.
 public final class PostgresStorage: ServerStorage {
     public let url: PostgresURL
     let client: PostgresClient
@@ -25,7 +26,6 @@ public final class PostgresStorage: ServerStorage {
         try await probe(url, logger: logger)
         let storage = PostgresStorage(url: url, maximumConnections: maximumConnections, logger: logger)
         do {
-            try await storage.requireSynchronousCommit()
             if migrate { try await storage.migrate() } else { try await storage.checkSchema() }
         } catch {
             storage.close()
@@ -59,13 +59,6 @@ public final class PostgresStorage: ServerStorage {
             try? await connection.close()
         } catch {
             throw connectionError(error, url: url)
-        }
-    }
-
-    private func requireSynchronousCommit() async throws(StorageError) {
-        let setting = try await readOne("SHOW synchronous_commit", as: String.self)
-        guard setting != "off" else {
-            throw .invalid("\(url): synchronous_commit is off; a cluster acknowledges only what PostgreSQL has on disk, so it must be on")
         }
     }
 

@@ -53,6 +53,7 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
         var configuration = PostgresClient.Configuration(host: host, port: port, username: username, password: password, database: database, tls: clientTLS)
         configuration.options.maximumConnections = maximumConnections
         configuration.options.connectTimeout = .seconds(5)
+        configuration.options.additionalStartupParameters = Self.sessionSettings
         return configuration
     }
 
@@ -63,6 +64,13 @@ public struct PostgresURL: Sendable, Equatable, CustomStringConvertible {
         case .require: .require(.makeClientConfiguration())
         }
     }
+
+    /// Set on every connection of a node. A node that stops in the middle of a transaction
+    /// (SIGSTOP, a long pause) holds its chats' rows locked: after this long idle in it,
+    /// PostgreSQL ends its session and rolls the transaction back, so the other nodes go on
+    /// and whatever the stopped node tries after waking up fails (and is never acknowledged).
+    /// Commits stay on: the node acknowledges only what is on PostgreSQL's disk.
+    static let sessionSettings = [("idle_in_transaction_session_timeout", "5s"), ("synchronous_commit", "on")]
 
     func connectionConfiguration() throws -> PostgresConnection.Configuration {
         let tls: PostgresConnection.Configuration.TLS = switch tlsMode {

@@ -1,0 +1,44 @@
+import Foundation
+import TestSupport
+import XCTest
+
+// Cluster mode's test helpers: nodes on a database of their own on the tests' PostgreSQL.
+
+/// A migrated database of its own and `count` started nodes on it.
+func startCluster(nodes count: Int) async throws -> (url: String, nodes: [ServerProcess]) {
+    let url = try TestPostgres.newDatabase()
+    let migrated = try await ExternalProgram.run(ServerProcess.binary, ["migrate", "--postgres", url], timeout: 60)
+    guard migrated.status == 0 else { throw ServerTestError("migrate failed: \(migrated.stderr)") }
+    var nodes: [ServerProcess] = []
+    for _ in 0..<count {
+        let node = try await ServerProcess()
+        node.postgres = url
+        nodes.append(node)
+        try await node.start()
+    }
+    return (url, nodes)
+}
+
+/// Runs `body` with a started cluster; every node is killed and removed however it ends (their
+/// logs go into the failure).
+func withCluster(nodes count: Int, _ body: ([ServerProcess]) async throws -> Void) async throws {
+    let (_, nodes) = try await startCluster(nodes: count)
+    do {
+        try await body(nodes)
+    } catch {
+        var logs = ""
+        for (index, node) in nodes.enumerated() { logs += "\n--- node \(index) log (last 2000 bytes) ---\n\(node.serverLog().suffix(2000))" }
+        for node in nodes { await node.kill9(); node.remove() }
+        throw ServerTestError("\(error)\(logs)")
+    }
+    for node in nodes { await node.kill9(); node.remove() }
+}
+
+/// The oracle found nothing lost, duplicated or reordered in a run that acknowledged something.
+func assertOracleClean(_ run: SimulatorRun, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(run.status, 0, run.table, file: file, line: line)
+    XCTAssertGreaterThan(run.verdictCount("acknowledged"), 0, run.table, file: file, line: line)
+    XCTAssertEqual(run.verdictCount("lost"), 0, run.table, file: file, line: line)
+    XCTAssertEqual(run.verdictCount("duplicates"), 0, run.table, file: file, line: line)
+    XCTAssertEqual(run.verdictCount("order_violations"), 0, run.table, file: file, line: line)
+}
