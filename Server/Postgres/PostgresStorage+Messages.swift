@@ -20,7 +20,61 @@ extension PostgresStorage {
         }
     }
 
+    /// One statement, so one round trip and its own transaction (`courier_store_batch` does
+    /// what `writeChat` does, chat by chat, inside PostgreSQL). Writes with test-fault copies
+    /// take the statement-by-statement way, which knows them.
     public func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult] {
+        guard writes.allSatisfy(\.copies.isEmpty) else { return try await storeBatchByStatements(writes) }
+        var chats: [Int64] = [], ids: [Int64] = [], users: [Int64] = [], devices: [Int64] = [], clientIDs: [String] = [], texts: [String] = []
+        var clientSent: [Int64] = [], accepted: [Int64] = []
+        var positions: [(write: Int, message: Int)] = []
+        for (writeIndex, write) in writes.enumerated() {
+            for (messageIndex, message) in write.messages.enumerated() {
+                chats.append(write.chatID.database)
+                ids.append(message.serverMessageID.database)
+                users.append(message.senderUserID.database)
+                devices.append(message.senderDeviceID.database)
+                clientIDs.append(message.clientMessageID)
+                texts.append(message.text)
+                clientSent.append(message.clientSentAtMilliseconds)
+                accepted.append(message.acceptedAtMilliseconds)
+                positions.append((writeIndex, messageIndex))
+            }
+        }
+        let rows = try await readAll("""
+            SELECT * FROM courier_store_batch(\(chats)::BIGINT[], \(ids)::BIGINT[], \(users)::BIGINT[], \(devices)::BIGINT[],
+                \(clientIDs)::TEXT[], \(texts)::TEXT[], \(clientSent)::BIGINT[], \(accepted)::BIGINT[], \(Date().milliseconds))
+            """, as: (Int32, String, Int64?, Int64?, Int64?, Int64?, Int64?, String?, String?, Int64?, Int64?, [Int64]?, String?).self)
+        var outcomes = writes.map { [StoreOutcome?](repeating: nil, count: $0.messages.count) }
+        var members = [Set<UInt64>](repeating: [], count: writes.count)
+        var ends = [ChatWriteResult?](repeating: nil, count: writes.count)
+        for row in rows {
+            guard positions.indices.contains(Int(row.0)) else { throw .unavailable("courier_store_batch answered for message \(row.0) of \(positions.count)") }
+            let (write, index) = positions[Int(row.0)]
+            if let list = row.11 { members[write] = Set(list.map(\.id)) }
+            let message = row.2.map { id in
+                StoredMessage(
+                    serverMessageID: id.id, chatID: (row.3 ?? 0).id, sequence: (row.4 ?? 0).id, senderUserID: (row.5 ?? 0).id, senderDeviceID: (row.6 ?? 0).id,
+                    clientMessageID: row.7 ?? "", text: row.8 ?? "", clientSentAtMilliseconds: row.9 ?? 0, acceptedAtMilliseconds: row.10 ?? 0
+                )
+            }
+            switch (row.1, message) {
+            case ("stored", let message?): outcomes[write][index] = .stored(message)
+            case ("duplicate", let message?): outcomes[write][index] = .duplicate(message)
+            case ("conflict", let message?): outcomes[write][index] = .conflict(message)
+            case ("not_member", _): outcomes[write][index] = nil
+            case ("no_chat", _): ends[write] = .chatNotFound
+            case ("failed", _): ends[write] = .failed(row.12?.hasPrefix("53100") == true ? .full("PostgreSQL: \(row.12!)") : .unavailable("PostgreSQL: \(row.12 ?? "")"))
+            default: throw .unavailable("courier_store_batch answered \(row.1) for message \(row.0)")
+            }
+        }
+        return writes.indices.map { write in
+            ends[write] ?? .written(outcomes[write], added: outcomes[write].compactMap { $0?.added }, members: members[write])
+        }
+    }
+
+    /// `storeBatch` a statement at a time: for writes with copies (test faults only).
+    func storeBatchByStatements(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult] {
         let storedAt = Date().milliseconds
         return try await transaction { connection in
             var results = [ChatWriteResult](repeating: .chatNotFound, count: writes.count)

@@ -31,11 +31,11 @@ final class PostgresStorageTests: XCTestCase {
 
     func testMigrationsAreVersionedAndANodeRefusesASchemaItDoesNotKnow() async throws {
         let applied = try await storage.appliedMigrations()
-        XCTAssertEqual(applied, ["v1: accounts, chats, messages, search, cursors"])
+        XCTAssertEqual(applied, ["v1: accounts, chats, messages, search, cursors", "v2: courier_store_batch, a batch of chats stored in one call"])
         _ = try await storage.createUser(name: "ann")
         let again = try await open(url, migrate: true)
         let reapplied = try await again.appliedMigrations()
-        XCTAssertEqual(reapplied.count, 1, "a migration runs once")
+        XCTAssertEqual(reapplied.count, 2, "a migration runs once")
         let kept = try await again.user(named: "ann").name
         XCTAssertEqual(kept, "ann")
         again.close()
@@ -47,7 +47,11 @@ final class PostgresStorageTests: XCTestCase {
         let empties = try TestPostgres.psql(empty, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
         XCTAssertEqual(empties.trimmingCharacters(in: .whitespacesAndNewlines), "0", "a node that refuses creates nothing")
 
-        try TestPostgres.psql(url, "INSERT INTO courier_migrations (version, name) VALUES (99, 'from the future')")
+        try TestPostgres.psql(url, "DELETE FROM courier_migrations WHERE version = 2")
+        await XCTAssertThrowsAsync(try await self.open(self.url, migrate: false)) {
+            XCTAssertTrue("\($0)".contains("the schema is at version 1 and this courier-server needs 2: run `courier-server migrate"), "\($0)")
+        }
+        try TestPostgres.psql(url, "INSERT INTO courier_migrations (version, name) VALUES (2, 'v2'), (99, 'from the future')")
         for migrate in [false, true] {
             await XCTAssertThrowsAsync(try await self.open(self.url, migrate: migrate)) {
                 XCTAssertTrue("\($0)".contains("version 99, newer than this courier-server knows"), "\($0)")
@@ -113,5 +117,6 @@ final class PostgresStorageTests: XCTestCase {
     func testASecondProvisionReusesEveryNameAddsOnlyWhatIsMissingAndIssuesNewTokens() async throws { try await contract.aSecondProvisionReusesEveryNameAddsOnlyWhatIsMissingAndIssuesNewTokens() }
     func testABadNameOrMemberIndexChangesNothing() async throws { try await contract.aBadNameOrMemberIndexChangesNothing() }
     func testTwentyThousandUsersWithADeviceEachTakeAFewSeconds() async throws { try await contract.twentyThousandUsersWithADeviceEachTakeAFewSeconds() }
+    func testABatchStoresEveryChatOnItsOwn() async throws { try await contract.aBatchStoresEveryChatOnItsOwn() }
     func testACopyTakesItsOwnSequenceAndNoKeyAndIsNotStoredAgainOnAReplay() async throws { try await contract.aCopyTakesItsOwnSequenceAndNoKeyAndIsNotStoredAgainOnAReplay() }
 }

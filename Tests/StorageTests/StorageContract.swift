@@ -270,6 +270,58 @@ final class StorageContract {
         XCTAssertLessThan(elapsed, .seconds(30))
     }
 
+    /// One batch, many chats: each chat numbered after its own last sequence, two writes into
+    /// the same chat numbered in order, duplicates (within the batch too) and conflicts found,
+    /// a non-member's message left out, a missing chat reported, and the other chats stored.
+    func aBatchStoresEveryChatOnItsOwn() async throws {
+        let (_, annDevice, general) = try await member("ann")
+        let (bob, bobDevice, secret) = try await member("bob")
+        _ = try await storage.storeMessage(message(1, in: general, from: annDevice, "before", clientID: "before", serverID: 500))
+        func sent(_ device: Device, _ chat: Chat, _ clientID: String, _ text: String, id: UInt64) -> StoredMessage {
+            StoredMessage(serverMessageID: id, chatID: chat.id, sequence: 0, senderUserID: device.userID, senderDeviceID: device.id,
+                          clientMessageID: clientID, text: text, clientSentAtMilliseconds: 1, acceptedAtMilliseconds: 2)
+        }
+        let results = try await storage.storeBatch([
+            ChatWrite(chatID: secret.id, messages: [sent(bobDevice, secret, "s1", "one", id: 601), sent(annDevice, secret, "intruder", "no", id: 602)]),
+            ChatWrite(chatID: general.id, messages: [sent(annDevice, general, "g1", "first", id: 603), sent(annDevice, general, "g1", "first", id: 604)]),
+            ChatWrite(chatID: 999_999, messages: [sent(annDevice, general, "lost", "nowhere", id: 605)]),
+            ChatWrite(chatID: general.id, messages: [sent(annDevice, general, "before", "before", id: 606), sent(annDevice, general, "g2", "second", id: 607),
+                                                     sent(annDevice, general, "g1", "other text", id: 608)]),
+        ])
+        func summary(_ result: ChatWriteResult) -> [String] {
+            switch result {
+            case .chatNotFound: return ["no chat"]
+            case .failed(let error): return ["failed \(error)"]
+            case .written(let outcomes, _, _):
+                return outcomes.map { outcome in
+                    switch outcome {
+                    case .stored(let m)?: "stored \(m.serverMessageID) #\(m.sequence)"
+                    case .duplicate(let m)?: "duplicate of \(m.serverMessageID) #\(m.sequence)"
+                    case .conflict(let m)?: "conflict with \(m.serverMessageID)"
+                    case nil: "not a member"
+                    }
+                }
+            }
+        }
+        XCTAssertEqual(results.map(summary), [
+            ["stored 601 #1", "not a member"],
+            ["stored 603 #2", "duplicate of 603 #2"],
+            ["no chat"],
+            ["duplicate of 500 #1", "stored 607 #3", "conflict with 603"],
+        ])
+        guard case .written(_, let added, let members) = results[0] else { return XCTFail("written") }
+        XCTAssertEqual(added.map(\.serverMessageID), [601])
+        XCTAssertEqual(members, [bob.id])
+        let generalHistory = try await storage.history(chatID: general.id, afterSequence: 0, limit: 10).map(\.clientMessageID)
+        XCTAssertEqual(generalHistory, ["before", "g1", "g2"])
+        let lastSequence = try await storage.chat(id: general.id).lastSequence
+        XCTAssertEqual(lastSequence, 3)
+        let found = try await storage.message(deviceID: annDevice.id, clientMessageID: "g2")?.serverMessageID
+        XCTAssertEqual(found, 607, "the dedup key is stored with the message")
+        let searched = try await storage.search(words: "second", userID: nil, chatID: nil, limit: 10).map(\.message.serverMessageID)
+        XCTAssertEqual(searched, [607], "searchable once stored")
+    }
+
     func aCopyTakesItsOwnSequenceAndNoKeyAndIsNotStoredAgainOnAReplay() async throws {
         let user = try await storage.createUser(name: "ann")
         let device = try await storage.createDevice(userID: user.id, name: "phone")

@@ -3,6 +3,7 @@ import CourierActors
 import CourierCore
 import CourierProtocol
 import Foundation
+import Synchronization
 
 /// `POST /v1/msg` on a node of a cluster: answers 2.01 only once the message is committed to
 /// the cluster's PostgreSQL, numbered in its chat by the transaction that holds the chat's row
@@ -24,9 +25,12 @@ public struct ClusterIntake: MessageSending {
     let committed: Committed
     let metrics: ServerMetrics
     let maxTextBytes: Int
+    /// How long a send waits for its commit before the device hears 5.03 (and retries).
+    let commitDeadline: Duration
 
     /// `store` commits; `committed` hears what each commit added (for the pushes).
-    public init(storage: any ServerStorage, chats: ShardRegion<ChatEntity>, store: any ChatBatchStore, accepted: AcceptedMessages, metrics: ServerMetrics, maxTextBytes: Int = 8 * 1024, committed: @escaping Committed) {
+    public init(storage: any ServerStorage, chats: ShardRegion<ChatEntity>, store: any ChatBatchStore, accepted: AcceptedMessages, metrics: ServerMetrics, maxTextBytes: Int = 8 * 1024, commitDeadline: Duration = .seconds(3), committed: @escaping Committed) {
+        self.commitDeadline = commitDeadline
         self.storage = storage
         self.chats = chats
         self.store = store
@@ -80,11 +84,15 @@ public struct ClusterIntake: MessageSending {
     /// `committed` what the commit added to the chat.
     private func commit(_ message: StoredMessage, chatID: UInt64) async throws -> StoreOutcome {
         let result: ChatWriteResult
-        do {
-            result = try await store.storeBatch([ChatWrite(chatID: chatID, messages: [message])])[0]
-        } catch {
+        switch await Self.commit(ChatWrite(chatID: chatID, messages: [message]), through: store, within: commitDeadline) {
+        case .success(let written):
+            result = written
+        case .failure(let error):
             metrics.countAppend(result: error.isFull ? "disk_full" : "failed")
             throw Refusal.unavailable("commit to the cluster's database", cause: error)
+        case nil:
+            metrics.countAppend(result: "timeout")
+            throw Refusal.unavailable("commit to the cluster's database", cause: StorageError.unavailable("no commit within \(commitDeadline)"))
         }
         switch result {
         case .chatNotFound:
@@ -97,6 +105,44 @@ public struct ClusterIntake: MessageSending {
             if !added.isEmpty { committed(chatID, added, members) }
             return outcome
         }
+    }
+}
+
+extension ClusterIntake {
+    /// The commit's result, or nil when it has not come within `deadline` (the database is
+    /// gone or slow: the device hears 5.03 and retries). A commit on its way is never cancelled:
+    /// it finishes or fails by itself, and a retry finds what it stored.
+    static func commit(_ write: ChatWrite, through store: any ChatBatchStore, within deadline: Duration) async -> Result<ChatWriteResult, StorageError>? {
+        let answer = FirstAnswer<Result<ChatWriteResult, StorageError>?>()
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Result<ChatWriteResult, StorageError>?, Never>) in
+            answer.waiting(continuation)
+            let timer = Task {
+                try? await Task.sleep(for: deadline)
+                if !Task.isCancelled { answer.give(nil) }
+            }
+            Task {
+                let result: Result<ChatWriteResult, StorageError>
+                do throws(StorageError) { result = .success(try await store.storeBatch([write])[0]) } catch { result = .failure(error) }
+                timer.cancel()
+                answer.give(.some(result))
+            }
+        }
+    }
+}
+
+/// Hands the first of several answers to one waiting continuation; later ones are dropped.
+private final class FirstAnswer<Value: Sendable>: Sendable {
+    private let continuation = Mutex<CheckedContinuation<Value, Never>?>(nil)
+
+    func waiting(_ waiter: CheckedContinuation<Value, Never>) {
+        continuation.withLock { $0 = waiter }
+    }
+
+    func give(_ value: Value) {
+        continuation.withLock { waiter -> CheckedContinuation<Value, Never>? in
+            defer { waiter = nil }
+            return waiter
+        }?.resume(returning: value)
     }
 }
 

@@ -65,16 +65,17 @@ final class ClusterReliabilityTests: ReliabilityTestCase {
         guard let directory = TestPostgres.directory else {
             throw XCTSkip("COURIER_TEST_POSTGRES names a server this test cannot restart")
         }
-        fault = "PostgreSQL crashed (pg_ctl stop -m immediate) for 2 s under load, 2 cluster nodes"
+        fault = "PostgreSQL crashed (pg_ctl stop -m immediate) for 6 s under load, 2 cluster nodes"
         try await withCluster(nodes: 2) { nodes in
             let restart = Task {
                 try await Task.sleep(for: .seconds(4))
                 try TestPostgres.run("\(TestPostgres.repositoryRoot)/scripts/postgres", ["stop", directory, "immediate"])
-                try await Task.sleep(for: .seconds(2))
+                // Longer than a send waits for its commit (3 s), so the nodes answer 5.03.
+                try await Task.sleep(for: .seconds(6))
                 try TestPostgres.run("\(TestPostgres.repositoryRoot)/scripts/postgres", ["resume", directory])
             }
             let run = try await Simulator.run(cluster: nodes, [
-                "--users", "20", "--devices-per-user", "2", "--members", "2", "--rate", "2", "--duration", "14", "--ramp-up", "1", "--settle-timeout", "90",
+                "--users", "20", "--devices-per-user", "2", "--members", "2", "--rate", "2", "--duration", "16", "--ramp-up", "1", "--settle-timeout", "90",
             ])
             try await restart.value
             figure = "\(run.verdictSummary), \(run.answers("5.03")) answers 5.03"
