@@ -127,9 +127,16 @@ public final class ClusterNode: Sendable {
 
     /// Another node committed messages: the members' devices here read them in their turn.
     func heard(_ news: [ClusterNotifications.ChatNews]) async {
+        let members: [UInt64: [UInt64]]
+        do {
+            members = try await storage.members(ofChats: news.map(\.chatID))
+        } catch {
+            // The repair sweep delivers these within its interval.
+            logger.warning("cannot read the members of chats another node wrote to", metadata: ["error": "\(error)"])
+            return
+        }
         for item in news {
-            guard let members = try? await storage.members(ofChat: item.chatID) else { continue }
-            for device in live.devices(of: members) { device.heard(chatID: item.chatID, through: item.sequence) }
+            for device in live.devices(of: members[item.chatID] ?? []) { device.heard(chatID: item.chatID, through: item.sequence) }
         }
     }
 

@@ -176,6 +176,16 @@ extension PostgresStorage {
         return epoch.id
     }
 
+    /// The members of each of these chats, in one query (a notification names many chats).
+    public func members(ofChats chats: [UInt64]) async throws(StorageError) -> [UInt64: [UInt64]] {
+        guard !chats.isEmpty else { return [:] }
+        var members: [UInt64: [UInt64]] = [:]
+        for (chatID, userID) in try await readAll("SELECT chat_id, user_id FROM members WHERE chat_id = ANY(\(chats.map(\.database)))", as: (Int64, Int64).self) {
+            members[chatID.id, default: []].append(userID.id)
+        }
+        return members
+    }
+
     /// Every chat of these users with its last sequence: what the repair sweep compares with
     /// what the users' live devices know.
     public func chatHeads(ofUsers users: [UInt64]) async throws(StorageError) -> [(userID: UInt64, chatID: UInt64, lastSequence: UInt64)] {
