@@ -43,6 +43,8 @@ final class ClusterTests: XCTestCase {
                 let second = SendMessage(clientMessageID: "m-2", chatID: chat, text: "next", clientSentAtMs: 0)
                 let next = try await client.send(second, token: ann.token, to: nodes[1].peer)
                 XCTAssertEqual(try SendResult(serializedBytes: next.payload).chatSequence, 2, "the sequence goes on gapless on the other node")
+                let nul = try await client.send(SendMessage(clientMessageID: "m-3", chatID: chat, text: "a\u{0}b", clientSentAtMs: 0), token: ann.token, to: nodes[0].peer)
+                XCTAssertEqual(nul.code, .badRequest, "PostgreSQL cannot store NUL: a clear refusal, not a 5.03 for ever")
             }
             let history = try await nodes[1].history("general")
             XCTAssertEqual(history.map(\.clientMessageID), ["m-1", "m-2"])

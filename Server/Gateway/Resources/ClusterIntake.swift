@@ -43,6 +43,8 @@ public struct ClusterIntake: MessageSending {
     public func send(_ context: RequestContext) async throws -> CoAPMessage {
         let identity = try context.device()
         let message = try MessageIntake.message(context, maxTextBytes: maxTextBytes)
+        // PostgreSQL's text cannot hold NUL: refused here, or the commit would fail on every retry.
+        guard !message.text.utf8.contains(0) else { throw Refusal(.badRequest, .badRequest, "text contains a NUL character") }
         let key = AcceptedMessages.Key(deviceID: identity.deviceID, clientMessageID: message.clientMessageID)
         let now = Date().milliseconds
         // A retry on this node while the first send's transaction runs waits for its answer.
