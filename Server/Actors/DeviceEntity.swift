@@ -154,7 +154,18 @@ public final class DeviceEntity: ShardedEntity {
     /// when they are next in line; otherwise left to the pump.
     public func notify(_ messages: [EncodedPush]) {
         guard let chatID = messages.first?.chatID else { return }
-        let newest = messages.map(\.sequence).max() ?? 0
+        advance(chatID: chatID, through: messages.map(\.sequence).max() ?? 0, pushing: messages)
+    }
+
+    /// A chat holds messages through `sequence` that this node did not hand over (another node
+    /// of a cluster stored them): the pump reads them from storage in its turn.
+    public func heard(chatID: UInt64, through sequence: UInt64) {
+        advance(chatID: chatID, through: sequence, pushing: [])
+    }
+
+    /// The chat is known through `newest`; `messages` (in order, possibly none) go out at once
+    /// when next in line, and the pump fetches whatever else is behind.
+    private func advance(chatID: UInt64, through newest: UInt64, pushing messages: [EncodedPush]) {
         let window = context.maxUnackedPerChat
         let now = clock.now
         let (pushed, startPump) = state.withLock { state -> (Int, Bool) in
@@ -178,24 +189,6 @@ public final class DeviceEntity: ShardedEntity {
             return (pushed, chat.sent < chat.known && state.claimPump(window: window))
         }
         if pushed > 0 { context.metrics?.countPushes(pushed) }
-        if startPump { launchPump() }
-    }
-
-    /// A chat holds messages through `sequence` that this node did not hand over (another node
-    /// of a cluster stored them): the pump reads them from storage in its turn.
-    public func heard(chatID: UInt64, through sequence: UInt64) {
-        let window = context.maxUnackedPerChat
-        let startPump = state.withLock { state -> Bool in
-            guard state.session != nil else { return false }
-            guard !state.attaching, var chat = state.chats[chatID] else {
-                state.unseenChats[chatID] = max(state.unseenChats[chatID] ?? 0, sequence)
-                return state.claimPump(window: window)
-            }
-            guard sequence > chat.known else { return false }
-            chat.known = sequence
-            state.chats[chatID] = chat
-            return state.claimPump(window: window)
-        }
         if startPump { launchPump() }
     }
 

@@ -58,12 +58,7 @@ public final class ClusterNode: Sendable {
         adminToken = try AdminToken.ensure(dataDirectory: configuration.dataDirectory)
         metrics = ServerMetrics(partitionCount: 1)
 
-        var deviceContext = DeviceEntity.Context(storage: storage)
-        deviceContext.maxUnackedPerChat = UInt64(configuration.maxUnackedPerChat)
-        deviceContext.ackTimeout = .seconds(configuration.ackTimeoutSeconds)
-        deviceContext.metrics = metrics
-        deviceContext.logger = logger
-        devices = ShardRegion(kind: "device", context: deviceContext, configuration: configuration.shardRegions)
+        devices = ShardRegion(kind: "device", context: configuration.deviceContext(storage: storage, metrics: metrics, logger: logger), configuration: configuration.shardRegions)
         chats = ShardRegion(kind: "chat", context: ChatEntity.Context(storage: storage), configuration: configuration.shardRegions)
 
         writer = ChatStoreWriter(store: storage)
@@ -173,11 +168,7 @@ struct ClusterUpkeep: Service {
                         do { try await Task.sleep(for: ClusterNode.repairInterval) } catch { return }
                         await node.repair()
                         rounds += 1
-                        if rounds % 3 == 0 {
-                            for (kind, count) in [("chat", await node.chats.passivateIdleAndCount()), ("device", await node.devices.passivateIdleAndCount())] {
-                                node.metrics.recordLiveActors(type: kind, count: count)
-                            }
-                        }
+                        if rounds % 3 == 0 { await passivateIdle(chats: node.chats, devices: node.devices, metrics: node.metrics) }
                     }
                 }
             }

@@ -64,12 +64,7 @@ public final class CourierNode: Sendable {
             chatStore = FaultyChatStore(wrapping: storage, faults: testFaults, ids: ids, logger: logger)
         }
         let regionConfiguration = configuration.shardRegions
-        var deviceContext = DeviceEntity.Context(storage: storage)
-        deviceContext.maxUnackedPerChat = UInt64(configuration.maxUnackedPerChat)
-        deviceContext.ackTimeout = .seconds(configuration.ackTimeoutSeconds)
-        deviceContext.metrics = metrics
-        deviceContext.logger = logger
-        devices = ShardRegion(kind: "device", context: deviceContext, configuration: regionConfiguration)
+        devices = ShardRegion(kind: "device", context: configuration.deviceContext(storage: storage, metrics: metrics, logger: logger), configuration: regionConfiguration)
         let recent = RecentMessages()
         var chatContext = ChatEntity.Context(storage: storage)
         chatContext.recent = recent
@@ -142,9 +137,7 @@ public final class CourierNode: Sendable {
         // readers that were then disconnected) the resident size would stay at the peak.
         // Measured with PushTests' slow-reader test: about 50 MB retained per round without this.
         courier_release_free_memory()
-        for (kind, count) in [("chat", await chats.passivateIdleAndCount()), ("device", await devices.passivateIdleAndCount())] {
-            metrics.recordLiveActors(type: kind, count: count)
-        }
+        await passivateIdle(chats: chats, devices: devices, metrics: metrics)
         if retentionCheck {
             do {
                 let deleted = try log.applyRetention(olderThan: .seconds(configuration.retentionHours * 3600))
@@ -153,6 +146,13 @@ public final class CourierNode: Sendable {
                 logger.error("log retention failed", metadata: ["error": "\(error)"])
             }
         }
+    }
+}
+
+/// Passivates idle Chats and Devices and publishes how many stay loaded.
+func passivateIdle(chats: ShardRegion<ChatEntity>, devices: ShardRegion<DeviceEntity>, metrics: ServerMetrics) async {
+    for (kind, count) in [("chat", await chats.passivateIdleAndCount()), ("device", await devices.passivateIdleAndCount())] {
+        metrics.recordLiveActors(type: kind, count: count)
     }
 }
 

@@ -1,8 +1,10 @@
 import CoAP
 import CourierActors
+import CourierCore
 import CourierGateway
 import CourierLog
 import CourierPush
+import Logging
 
 /// The file's flat settings as each module's own configuration: a module owns its section's
 /// type and defaults; this is the one place that maps the file onto them.
@@ -38,6 +40,16 @@ extension ServerConfiguration {
         log.partitionCount = partitions
         log.partition.maxQueuedAppends = maxQueuedAppends
         return log
+    }
+
+    /// What every Device is given: its storage, its window and timeout, metrics and logging.
+    func deviceContext(storage: any ServerStorage, metrics: ServerMetrics, logger: Logger) -> DeviceEntity.Context {
+        var context = DeviceEntity.Context(storage: storage)
+        context.maxUnackedPerChat = UInt64(maxUnackedPerChat)
+        context.ackTimeout = .seconds(ackTimeoutSeconds)
+        context.metrics = metrics
+        context.logger = logger
+        return context
     }
 
     var shardRegions: ShardRegionConfiguration {

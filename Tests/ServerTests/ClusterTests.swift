@@ -74,6 +74,26 @@ final class ClusterTests: XCTestCase {
         }
     }
 
+    /// A commit whose notification never came (its node died between the two, or the listening
+    /// connection was down): the repair sweep still delivers it, within a few seconds.
+    func testAMessageCommittedWithoutANotificationStillReachesTheDevices() async throws {
+        try await withCluster(nodes: 1) { nodes in
+            let ann = try await nodes[0].account("ann")
+            let chat = try await nodes[0].chat("general", members: ["ann"])
+            let witness = try await PushWitness(pushPort: nodes[0].pushPort, frames: [.hello(Hello(token: ann.token, have: [], clientName: "witness"))])
+            // Committed straight into the database, with no NOTIFY: what a node that died after
+            // its commit leaves behind.
+            let outcome = try TestPostgres.psql(nodes[0].postgres!, """
+                SELECT outcome FROM courier_store_batch(ARRAY[\(chat)]::BIGINT[], ARRAY[0]::BIGINT[], ARRAY[\(ann.userID)]::BIGINT[],
+                    ARRAY[\(ann.deviceID)]::BIGINT[], ARRAY['silent'], ARRAY['no one announced me'], ARRAY[0]::BIGINT[], ARRAY[0]::BIGINT[], 0)
+                """)
+            XCTAssertEqual(outcome.trimmingCharacters(in: .whitespacesAndNewlines), "stored")
+            try await Task.sleep(for: .seconds(5))  // two repair intervals and a little
+            let session = await witness.finish()
+            XCTAssertEqual(session.messages.map(\.clientMessageID), ["silent"])
+        }
+    }
+
     /// A node on a database without Courier's schema, or one it cannot reach, exits at start
     /// with a message that says what to do.
     func testANodeRefusesAnUnmigratedOrUnreachableDatabase() async throws {

@@ -5,7 +5,7 @@ import XCTest
 // Cluster mode's test helpers: nodes on a database of their own on the tests' PostgreSQL.
 
 /// A migrated database of its own and `count` started nodes on it.
-func startCluster(nodes count: Int) async throws -> (url: String, nodes: [ServerProcess]) {
+func startCluster(nodes count: Int) async throws -> [ServerProcess] {
     let url = try TestPostgres.newDatabase()
     let migrated = try await ExternalProgram.run(ServerProcess.binary, ["migrate", "--postgres", url], timeout: 60)
     guard migrated.status == 0 else { throw ServerTestError("migrate failed: \(migrated.stderr)") }
@@ -16,13 +16,13 @@ func startCluster(nodes count: Int) async throws -> (url: String, nodes: [Server
         nodes.append(node)
         try await node.start()
     }
-    return (url, nodes)
+    return nodes
 }
 
 /// Runs `body` with a started cluster; every node is killed and removed however it ends (their
 /// logs go into the failure).
 func withCluster(nodes count: Int, _ body: ([ServerProcess]) async throws -> Void) async throws {
-    let (_, nodes) = try await startCluster(nodes: count)
+    let nodes = try await startCluster(nodes: count)
     do {
         try await body(nodes)
     } catch {
