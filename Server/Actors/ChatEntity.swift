@@ -77,7 +77,6 @@ public actor ChatEntity: ShardedEntity {
     /// The receipts due to one sender's devices.
     public struct Receipts: Sendable {
         public var senderUserID: UInt64
-        public var deviceIDs: [UInt64]
         public var receipts: [DeliveryReceipt]
     }
 
@@ -98,10 +97,26 @@ public actor ChatEntity: ShardedEntity {
         for sender in receiptCursors.keys { receiptedThrough[sender] = Self.deliveredThrough(sender, lowest) }
     }
 
+    /// Whether no acknowledgement has come since activation (see `acknowledged`).
+    private var noAcknowledgementYet = true
+
     /// A member device acknowledged this chat from `from` through `to`. A message is delivered
     /// once every device of every other member has acknowledged it; returns the receipts that
-    /// this acknowledgement completes, for the senders' devices.
-    public func acknowledged(userID: UInt64, deviceID: UInt64, from: UInt64, to: UInt64) async throws -> [Receipts] {
+    /// this acknowledgement completes for the senders that `connected` says have a device
+    /// connected here (the others' are claimed all the same: receipts are not replayed).
+    public func acknowledged(userID: UInt64, deviceID: UInt64, from: UInt64, to: UInt64, connected: @Sendable (UInt64) -> Bool = { _ in true }) async throws -> [Receipts] {
+        if noAcknowledgementYet {
+            noAcknowledgementYet = false
+            // The cursor is stored before its acknowledgement comes here, so an actor activated
+            // for it has loaded it already: without this, what it completes would count as
+            // receipted before activation and never go out. (At worst a receipt an earlier
+            // activation sent goes out again; a device applies it once.)
+            if let loaded = receiptCursors[userID]?[deviceID], loaded > from {
+                receiptCursors[userID]![deviceID] = from
+                let lowest = Self.lowestPerUser(receiptCursors)
+                for sender in receiptCursors.keys { receiptedThrough[sender] = min(receiptedThrough[sender] ?? 0, Self.deliveredThrough(sender, lowest)) }
+            }
+        }
         // A device unknown here (new since activation) stood at `from` before this.
         let before = receiptCursors[userID]?[deviceID] ?? from
         receiptCursors[userID, default: [:]][deviceID] = max(before, to)
@@ -117,7 +132,7 @@ public actor ChatEntity: ShardedEntity {
             due.append((sender, max(done, through > Self.maxReceiptsPerAcknowledgement ? through - Self.maxReceiptsPerAcknowledgement : 0), through))
         }
         var result: [Receipts] = []
-        for (sender, start, through) in due {
+        for (sender, start, through) in due where connected(sender) {
             var receipts: [DeliveryReceipt] = []
             // From memory when the consumers still hold the whole range; else from storage.
             var after = start
@@ -136,7 +151,7 @@ public actor ChatEntity: ShardedEntity {
                 after = last.sequence
             }
             if !receipts.isEmpty {
-                result.append(Receipts(senderUserID: sender, deviceIDs: cursors[sender].map { Array($0.keys) } ?? [], receipts: receipts))
+                result.append(Receipts(senderUserID: sender, receipts: receipts))
             }
         }
         return result

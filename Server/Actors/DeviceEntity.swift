@@ -157,10 +157,11 @@ public final class DeviceEntity: ShardedEntity {
         advance(chatID: chatID, through: messages.map(\.sequence).max() ?? 0, pushing: messages)
     }
 
-    /// A chat holds messages through `sequence` that this node did not hand over (another node
-    /// of a cluster stored them): the pump reads them from storage in its turn.
-    public func heard(chatID: UInt64, through sequence: UInt64) {
-        advance(chatID: chatID, through: sequence, pushing: [])
+    /// Another node of a cluster stored messages of a chat, through `sequence`, and sent some of
+    /// them along (`messages`, in order, possibly none): those go out at once when next in line;
+    /// the pump reads the rest from storage in its turn.
+    public func heard(chatID: UInt64, through sequence: UInt64, messages: [EncodedPush] = []) {
+        advance(chatID: chatID, through: sequence, pushing: messages)
     }
 
     /// The chat is known through `newest`; `messages` (in order, possibly none) go out at once
@@ -353,6 +354,13 @@ public struct EncodedPush: Sendable {
         chatID = message.chatID
         sequence = message.sequence
         frame = ServerFrame.push(.message(ChatMessage(message))).serializedBytes()
+    }
+
+    /// A frame encoded elsewhere (another node of a cluster).
+    public init(chatID: UInt64, sequence: UInt64, frame: [UInt8]) {
+        self.chatID = chatID
+        self.sequence = sequence
+        self.frame = frame
     }
 }
 

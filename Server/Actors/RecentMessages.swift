@@ -13,6 +13,12 @@ package final class RecentMessages: Sendable {
         package var senderUserID: UInt64
         package var serverMessageID: UInt64
         package var clientMessageID: String
+
+        package init(senderUserID: UInt64, serverMessageID: UInt64, clientMessageID: String) {
+            self.senderUserID = senderUserID
+            self.serverMessageID = serverMessageID
+            self.clientMessageID = clientMessageID
+        }
     }
 
     private let perChat: Int
@@ -26,13 +32,16 @@ package final class RecentMessages: Sendable {
 
     /// Remembers messages just stored in `chatID`.
     package func add(_ messages: [StoredMessage], chatID: UInt64) {
-        guard !messages.isEmpty else { return }
+        add(messages.map { ($0.sequence, Entry(senderUserID: $0.senderUserID, serverMessageID: $0.serverMessageID, clientMessageID: $0.clientMessageID)) }, chatID: chatID)
+    }
+
+    /// Remembers messages of `chatID` by sequence (another node of a cluster stored them).
+    package func add(_ entries: [(sequence: UInt64, entry: Entry)], chatID: UInt64) {
+        guard !entries.isEmpty else { return }
         chats.withLock { chats in
             if chats[chatID] == nil, chats.count >= maxChats, let any = chats.keys.first { chats[any] = nil }
             var recent = chats[chatID] ?? [:]
-            for message in messages {
-                recent[message.sequence] = Entry(senderUserID: message.senderUserID, serverMessageID: message.serverMessageID, clientMessageID: message.clientMessageID)
-            }
+            for (sequence, entry) in entries { recent[sequence] = entry }
             while recent.count > perChat, let lowest = recent.keys.min() { recent[lowest] = nil }
             chats[chatID] = recent
         }

@@ -5,6 +5,7 @@ import CourierGateway
 import CourierIngest
 import CourierOps
 import CourierPostgres
+import CourierProtocol
 import CourierPush
 import Foundation
 import Logging
@@ -14,7 +15,8 @@ import ServiceLifecycle
 /// operations listener as the embedded node, on the cluster's PostgreSQL instead of a log and
 /// SQLite. Any node takes any device; a message is acknowledged once committed to PostgreSQL
 /// (`ClusterIntake`), pushed at once to the members' devices with a session on this node, and
-/// announced to the other nodes (`ClusterNotifications`), whose devices read it from the database.
+/// announced to the other nodes (`ClusterNotifications`) with its push frame, which they push to
+/// their devices in turn (or read from the database what the news left out or lost).
 public final class ClusterNode: Sendable {
     public let configuration: ServerConfiguration
     public let storage: PostgresStorage
@@ -25,6 +27,10 @@ public final class ClusterNode: Sendable {
     let sessions: ClusterSessions
     let writer: ChatStoreWriter
     let notifications: ClusterNotifications
+    let receipts: DeliveryReceipts
+    /// The last messages of each chat, as receipts need them (from this node's commits and the
+    /// others' news).
+    let recent = RecentMessages()
     public let gateway: GatewayService
     public let ops: OpsHTTPService
     public let push: PushService
@@ -59,7 +65,9 @@ public final class ClusterNode: Sendable {
         metrics = ServerMetrics(partitionCount: 1)
 
         devices = ShardRegion(kind: "device", context: configuration.deviceContext(storage: storage, metrics: metrics, logger: logger), configuration: configuration.shardRegions)
-        chats = ShardRegion(kind: "chat", context: ChatEntity.Context(storage: storage), configuration: configuration.shardRegions)
+        var chatContext = ChatEntity.Context(storage: storage)
+        chatContext.recent = recent
+        chats = ShardRegion(kind: "chat", context: chatContext, configuration: configuration.shardRegions)
 
         writer = ChatStoreWriter(store: storage)
         let node = "\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -68,22 +76,26 @@ public final class ClusterNode: Sendable {
         live = LiveDevices(observer: sessions)
         self.notifications = notifications
         let authenticator = TokenAuthenticator(storage: storage, cacheDuration: .seconds(configuration.tokenCacheSeconds))
+        receipts = DeliveryReceipts(chats: chats, live: live, logger: logger) { notifications.publish($0) }
         push = PushService(
             configuration: configuration.push, authenticator: authenticator, devices: devices, live: live, storage: storage,
-            receipts: DeliveryReceipts(chats: chats, devices: devices, logger: logger), metrics: metrics, logger: logger
+            receipts: receipts, metrics: metrics, logger: logger
         )
         let live = self.live
+        let recent = self.recent
         let intake = ClusterIntake(
             storage: storage, chats: chats, store: writer, accepted: AcceptedMessages(capacity: configuration.maxPendingMessages),
             metrics: metrics, maxTextBytes: configuration.maxTextBytes
         ) { chatID, messages, members in
-            // The members' devices here get the frames now; the other nodes hear of it.
-            let devices = live.devices(of: members)
-            if !devices.isEmpty {
-                let pushes = messages.map(EncodedPush.init)
-                for device in devices { device.notify(pushes) }
-            }
-            notifications.publish([.init(chatID: chatID, sequence: messages.map(\.sequence).max() ?? 0)])
+            // The members' devices here get the frames now; the other nodes hear of it, frames included.
+            let pushes = messages.map(EncodedPush.init)
+            for device in live.devices(of: members) { device.notify(pushes) }
+            recent.add(messages, chatID: chatID)
+            notifications.publish([ClusterNews.Chat(
+                chatID: chatID, sequence: messages.map(\.sequence).max() ?? 0,
+                members: members.count <= ClusterNode.maxMembersInNews ? members.sorted() : nil,
+                messages: pushes.map { ClusterNews.Message(sequence: $0.sequence, frame: $0.frame) }
+            )])
         }
         gateway = GatewayService(
             configuration: configuration.gateway,
@@ -120,19 +132,49 @@ public final class ClusterNode: Sendable {
         try await group.run()
     }
 
-    /// Another node committed messages: the members' devices here read them in their turn.
-    func heard(_ news: [ClusterNotifications.ChatNews]) async {
-        let members: [UInt64: [UInt64]]
-        do {
-            members = try await storage.members(ofChats: news.map(\.chatID))
-        } catch {
-            // The repair sweep delivers these within its interval.
-            logger.warning("cannot read the members of chats another node wrote to", metadata: ["error": "\(error)"])
-            return
+    /// A chat's news names its members up to this many (a larger chat's are read by the others).
+    static let maxMembersInNews = 256
+
+    /// Another node committed messages or stored acknowledgements: the members' devices here get
+    /// the messages (the frames that came along at once, the rest read in their turn), and
+    /// senders connected here get the receipts the acknowledgements complete.
+    func heard(_ news: ClusterNews) async {
+        var toRead = news.chats.filter { $0.members == nil }.map(\.chatID)
+        var acknowledgementsToCheck: [ClusterNews.Acknowledgement] = []
+        for acknowledgement in news.acknowledgements where !(await receipts.acknowledgedElsewhere(acknowledgement, activating: false)) {
+            acknowledgementsToCheck.append(acknowledgement)
         }
-        for item in news {
-            for device in live.devices(of: members[item.chatID] ?? []) { device.heard(chatID: item.chatID, through: item.sequence) }
+        toRead += acknowledgementsToCheck.map(\.chatID)
+        var members: [UInt64: [UInt64]] = [:]
+        if !toRead.isEmpty {
+            do {
+                members = try await storage.members(ofChats: Array(Set(toRead)))
+            } catch {
+                // The repair sweep delivers these messages within its interval; receipts are a courtesy.
+                logger.warning("cannot read the members of chats another node wrote to", metadata: ["error": "\(error)"])
+            }
         }
+        for chat in news.chats {
+            let pushes = chat.messages.map { EncodedPush(chatID: chat.chatID, sequence: $0.sequence, frame: $0.frame) }
+            rememberForReceipts(chat)
+            for device in live.devices(of: chat.members ?? members[chat.chatID] ?? []) {
+                device.heard(chatID: chat.chatID, through: chat.sequence, messages: pushes)
+            }
+        }
+        // A chat not active here matters only if one of its members is connected here.
+        for acknowledgement in acknowledgementsToCheck where !live.devices(of: members[acknowledgement.chatID] ?? []).isEmpty {
+            _ = await receipts.acknowledgedElsewhere(acknowledgement, activating: true)
+        }
+    }
+
+    /// What receipts need of another node's messages, so that they are not read from the database.
+    private func rememberForReceipts(_ chat: ClusterNews.Chat) {
+        var entries: [(sequence: UInt64, entry: RecentMessages.Entry)] = []
+        for message in chat.messages {
+            guard case .push(.message(let stored))? = try? ServerFrame(serializedBytes: message.frame) else { continue }
+            entries.append((message.sequence, .init(senderUserID: stored.senderUserID, serverMessageID: stored.serverMessageID, clientMessageID: stored.clientMessageID)))
+        }
+        recent.add(entries, chatID: chat.chatID)
     }
 
     /// What the live devices here may have missed (a lost notification): every chat of their

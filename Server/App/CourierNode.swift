@@ -78,7 +78,7 @@ public final class CourierNode: Sendable {
         let authenticator = TokenAuthenticator(storage: storage, cacheDuration: .seconds(configuration.tokenCacheSeconds))
         push = PushService(
             configuration: configuration.push, authenticator: authenticator, devices: devices, live: live, storage: storage,
-            receipts: DeliveryReceipts(chats: chats, devices: devices, logger: logger), metrics: metrics, logger: logger
+            receipts: DeliveryReceipts(chats: chats, live: live, logger: logger), metrics: metrics, logger: logger
         )
         let intake = MessageIntake(
             log: log, storage: storage,

@@ -4,35 +4,72 @@ import Logging
 import PostgresNIO
 import Synchronization
 
-/// News between the nodes of a cluster, through PostgreSQL's LISTEN/NOTIFY: "chat C now holds
-/// messages through sequence S", and "device D's push session is now on node N" (sent by
-/// `PostgresStorage.claimSession`). A node that commits messages tells the others after the
-/// commit, outside the message transaction (a NOTIFY in it would take PostgreSQL's global
-/// notify lock at every commit); the others wake the pumps of the chat's members' devices that
-/// have a session with them, which read the messages from the database.
+/// News between the nodes of a cluster, through PostgreSQL's LISTEN/NOTIFY: a commit added
+/// messages to a chat (with the chat's members and the messages' push frames, so that the others
+/// push them without a read), a device's acknowledgement moved its cursor (for the delivery
+/// receipts of senders connected elsewhere), and "device D's push session is now on node N"
+/// (sent by `PostgresStorage.claimSession`). A node tells the others after the commit, outside
+/// the message transaction (a NOTIFY in it would take PostgreSQL's global notify lock at every
+/// commit).
 ///
 /// A notification can be lost (the sender dies between its commit and its NOTIFY, the listening
 /// connection drops): nothing depends on it alone. After a reconnect, and every few seconds,
 /// the node compares what its live devices know with the chats' last sequences (`repair`).
 public final class ClusterNotifications: Sendable {
-    /// What a notification names: a chat and how far it goes now.
-    public struct ChatNews: Sendable, Equatable {
-        public var chatID: UInt64
-        public var sequence: UInt64
-
-        public init(chatID: UInt64, sequence: UInt64) {
-            self.chatID = chatID
-            self.sequence = sequence
-        }
-    }
-
     static let channel = "courier_chats"
     /// PostgreSQL's payload limit is 8,000 bytes; a notification carries at most this much.
-    static let maxPayloadBytes = 7_000
+    static let maxPayloadBytes = 7_900
+    /// Push frames waiting for the next NOTIFY, in bytes; past it a chat's news goes without
+    /// its frames (the receivers read those messages from the database).
+    static let maxPendingFrameBytes = 1 << 20
 
+    private struct AcknowledgementKey: Hashable {
+        var chatID: UInt64
+        var deviceID: UInt64
+    }
+
+    /// Bounded by the chats and (device, chat) pairs with news, and by `maxPendingFrameBytes`.
     private struct Pending {
-        var news: [UInt64: UInt64] = [:]
+        var chats: [UInt64: ClusterNews.Chat] = [:]
+        var frameBytes = 0
+        var acknowledgements: [AcknowledgementKey: ClusterNews.Acknowledgement] = [:]
         var sending = false
+
+        var isEmpty: Bool { chats.isEmpty && acknowledgements.isEmpty }
+
+        mutating func add(_ chat: ClusterNews.Chat) {
+            var chat = chat
+            let bytes = chat.messages.reduce(0) { $0 + $1.frame.count }
+            if frameBytes + bytes > ClusterNotifications.maxPendingFrameBytes { chat.messages = [] } else { frameBytes += bytes }
+            guard var merged = chats[chat.chatID] else {
+                chats[chat.chatID] = chat
+                return
+            }
+            if chat.sequence >= merged.sequence { merged.members = chat.members }
+            merged.sequence = max(merged.sequence, chat.sequence)
+            // Two commits' frames, in sequence order (they may arrive out of order).
+            merged.messages = (merged.messages + chat.messages).sorted { $0.sequence < $1.sequence }
+            chats[chat.chatID] = merged
+        }
+
+        mutating func add(_ acknowledgement: ClusterNews.Acknowledgement) {
+            let key = AcknowledgementKey(chatID: acknowledgement.chatID, deviceID: acknowledgement.deviceID)
+            guard var merged = acknowledgements[key] else {
+                acknowledgements[key] = acknowledgement
+                return
+            }
+            merged.from = min(merged.from, acknowledgement.from)
+            merged.to = max(merged.to, acknowledgement.to)
+            acknowledgements[key] = merged
+        }
+
+        mutating func take() -> ClusterNews {
+            defer { self = Pending(sending: true) }
+            return ClusterNews(
+                chats: chats.values.sorted { $0.chatID < $1.chatID },
+                acknowledgements: acknowledgements.values.sorted { ($0.chatID, $0.deviceID) < ($1.chatID, $1.deviceID) }
+            )
+        }
     }
 
     /// This node's name in payloads: its own notifications come back to it, and are skipped.
@@ -47,12 +84,21 @@ public final class ClusterNotifications: Sendable {
         self.logger = logger
     }
 
-    /// Tells the other nodes about newly committed messages. Returns at once: news is gathered
-    /// while a NOTIFY is on its way (bounded by the number of chats: one entry per chat).
-    public func publish(_ news: [ChatNews]) {
+    /// Tells the other nodes what a commit added to chats. Returns at once: news is gathered
+    /// while a NOTIFY is on its way.
+    public func publish(_ chats: [ClusterNews.Chat]) {
+        publish { pending in for chat in chats { pending.add(chat) } }
+    }
+
+    /// Tells the other nodes that devices' stored cursors moved. Returns at once.
+    public func publish(_ acknowledgements: [ClusterNews.Acknowledgement]) {
+        publish { pending in for acknowledgement in acknowledgements { pending.add(acknowledgement) } }
+    }
+
+    private func publish(_ adding: (inout Pending) -> Void) {
         let start = pending.withLock { pending -> Bool in
-            for item in news { pending.news[item.chatID] = max(pending.news[item.chatID] ?? 0, item.sequence) }
-            guard !pending.sending, !pending.news.isEmpty else { return false }
+            adding(&pending)
+            guard !pending.sending, !pending.isEmpty else { return false }
             pending.sending = true
             return true
         }
@@ -61,61 +107,80 @@ public final class ClusterNotifications: Sendable {
 
     private func sendPending() async {
         while true {
-            let news = pending.withLock { pending -> [UInt64: UInt64] in
-                defer { pending.news = [:] }
-                if pending.news.isEmpty { pending.sending = false }
-                return pending.news
+            let news = pending.withLock { pending -> ClusterNews in
+                if pending.isEmpty {
+                    pending.sending = false
+                    return ClusterNews()
+                }
+                return pending.take()
             }
             guard !news.isEmpty else { return }
-            for payload in Self.payloads(node: node, news) {
-                do {
-                    try await storage.client.query("SELECT pg_notify(\(Self.channel), \(payload))", logger: logger)
-                } catch {
-                    // The other nodes' repair sweep finds these messages a few seconds later.
-                    logger.warning("cluster notification lost", metadata: ["error": "\(PostgresStorage.storageError(error))"])
-                }
+            // One round trip for all of it: PostgreSQL delivers a transaction's notifications in order.
+            let payloads = Self.payloads(node: node, news)
+            do {
+                try await storage.client.query("SELECT pg_notify(\(Self.channel), payload) FROM unnest(\(payloads)::text[]) AS payload", logger: logger)
+            } catch {
+                // The other nodes' repair sweep finds these messages a few seconds later.
+                logger.warning("cluster notification lost", metadata: ["error": "\(PostgresStorage.storageError(error))"])
             }
         }
     }
 
-    /// "NODE;c;CHAT:SEQUENCE,CHAT:SEQUENCE,..." split to fit the payload limit.
-    static func payloads(node: String, _ news: [UInt64: UInt64]) -> [String] {
-        let start = node + ";c;"
-        var payloads: [String] = []
-        var current = start
-        for (chatID, sequence) in news.sorted(by: { $0.key < $1.key }) {
-            let item = "\(chatID):\(sequence)"
-            if current.utf8.count + item.utf8.count + 1 > maxPayloadBytes, current != start {
-                payloads.append(current)
-                current = start
+    /// "NODE;n;BASE64" payloads of `news`, each within the payload limit. A chat's news too large
+    /// for one payload goes without its frames, then without its members (the receivers read them).
+    static func payloads(node: String, _ news: ClusterNews) -> [String] {
+        let prefix = node + ";n;"
+        let rawLimit = (maxPayloadBytes - prefix.utf8.count) / 4 * 3
+        // Protobuf concatenates repeated fields: the encodings of one-item news, joined, are the
+        // encoding of them all, so each item is encoded once and payloads are filled by size.
+        var items: [[UInt8]] = []
+        for var chat in news.chats {
+            var bytes = ClusterNews(chats: [chat]).serializedBytes()
+            if bytes.count > rawLimit {
+                chat.messages = []
+                bytes = ClusterNews(chats: [chat]).serializedBytes()
             }
-            current += current == start ? item : "," + item
+            if bytes.count > rawLimit {
+                chat.members = nil
+                bytes = ClusterNews(chats: [chat]).serializedBytes()
+            }
+            items.append(bytes)
         }
-        if current != start { payloads.append(current) }
+        for acknowledgement in news.acknowledgements { items.append(ClusterNews(acknowledgements: [acknowledgement]).serializedBytes()) }
+        var payloads: [String] = []
+        var current: [UInt8] = []
+        for item in items {
+            if current.count + item.count > rawLimit, !current.isEmpty {
+                payloads.append(prefix + Data(current).base64EncodedString())
+                current = []
+            }
+            current += item
+        }
+        if !current.isEmpty { payloads.append(prefix + Data(current).base64EncodedString()) }
         return payloads
     }
 
     /// What another node said.
-    enum News: Equatable {
-        case chats([ChatNews])
+    enum Received: Equatable {
+        case news(ClusterNews)
         /// The device's push session is now on that node, its `epoch`th.
         case sessionMoved(deviceID: UInt64, epoch: UInt64)
     }
 
-    /// The news in a payload from another node; nil for this node's own or a malformed one.
-    func parse(_ payload: String) -> News? {
+    /// What a payload from another node says; nil for this node's own or a malformed one.
+    static func parse(_ payload: String, ownNode: String) -> Received? {
         let fields = payload.split(separator: ";", maxSplits: 2, omittingEmptySubsequences: false)
-        guard fields.count == 3, fields[0] != node else { return nil }
-        var pairs: [(UInt64, UInt64)] = []
-        for item in fields[2].split(separator: ",") {
-            let parts = item.split(separator: ":")
-            guard parts.count == 2, let first = UInt64(parts[0]), let second = UInt64(parts[1]) else { return nil }
-            pairs.append((first, second))
-        }
+        guard fields.count == 3, fields[0] != ownNode else { return nil }
         switch fields[1] {
-        case "c": return .chats(pairs.map { ChatNews(chatID: $0.0, sequence: $0.1) })
-        case "s": return pairs.count == 1 ? .sessionMoved(deviceID: pairs[0].0, epoch: pairs[0].1) : nil
-        default: return nil
+        case "n":
+            guard let bytes = Data(base64Encoded: String(fields[2])), let news = try? ClusterNews(serializedBytes: bytes) else { return nil }
+            return .news(news)
+        case "s":
+            let parts = fields[2].split(separator: ":")
+            guard parts.count == 2, let deviceID = UInt64(parts[0]), let epoch = UInt64(parts[1]) else { return nil }
+            return .sessionMoved(deviceID: deviceID, epoch: epoch)
+        default:
+            return nil
         }
     }
 
@@ -123,7 +188,7 @@ public final class ClusterNotifications: Sendable {
     /// connection is opened again (with backoff); `reconnected` runs after each new connection,
     /// for the caller to repair what was missed meanwhile.
     public func listen(
-        heard: @escaping @Sendable ([ChatNews]) async -> Void, sessionMoved: @escaping @Sendable (_ deviceID: UInt64, _ epoch: UInt64) -> Void,
+        heard: @escaping @Sendable (ClusterNews) async -> Void, sessionMoved: @escaping @Sendable (_ deviceID: UInt64, _ epoch: UInt64) -> Void,
         reconnected: @escaping @Sendable () async -> Void
     ) async {
         var delay: Duration = .milliseconds(100)
@@ -137,8 +202,8 @@ public final class ClusterNotifications: Sendable {
                 try await withTaskCancellationHandler {
                     try await connection.listen(on: Self.channel) { notifications in
                         for try await notification in notifications {
-                            switch parse(notification.payload) {
-                            case .chats(let news)?: await heard(news)
+                            switch Self.parse(notification.payload, ownNode: node) {
+                            case .news(let news)?: await heard(news)
                             case .sessionMoved(let deviceID, let epoch)?: sessionMoved(deviceID, epoch)
                             case nil: break
                             }

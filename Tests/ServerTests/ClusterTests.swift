@@ -74,6 +74,39 @@ final class ClusterTests: XCTestCase {
         }
     }
 
+    /// A sender connected to one node gets the delivery receipts of acknowledgements stored by
+    /// another node: every message is committed by one node, pushed and acknowledged on the
+    /// other, and receipted back on the first.
+    func testDeliveryReceiptsReachASenderConnectedToAnotherNode() async throws {
+        try await withCluster(nodes: 2) { nodes in
+            let ann = try await nodes[0].account("ann")
+            let bob = try await nodes[0].account("bob")
+            let chat = try await nodes[0].chat("general", members: ["ann", "bob"])
+            let annFleet = try PushFleet(pushPort: nodes[0].pushPort, devices: [("ann", ann.token)], seed: 1, disconnectRate: 0)
+            defer { annFleet.stop() }
+            let bobFleet = try PushFleet(pushPort: nodes[1].pushPort, devices: [("bob", bob.token)], seed: 2, disconnectRate: 0)
+            defer { bobFleet.stop() }
+            try await annFleet.waitUntilReady()
+            try await bobFleet.waitUntilReady()
+            try await withClient { client in
+                // Each sends through the node the other is connected to.
+                for (index, sender) in [(1, ann), (2, ann), (3, bob), (4, ann)] {
+                    let node = sender.userID == ann.userID ? nodes[1] : nodes[0]
+                    let response = try await client.send(SendMessage(clientMessageID: "m-\(index)", chatID: chat, text: "message \(index)", clientSentAtMs: 0), token: sender.token, to: node.peer)
+                    XCTAssertEqual(response.code, .created)
+                }
+            }
+            try await Task.sleep(for: .seconds(2))  // acknowledgements stored, news heard, receipts pushed
+            let annHolds = try await annFleet.finish(["ann": [chat: 4]])
+            let bobHolds = try await bobFleet.finish(["bob": [chat: 4]])
+            XCTAssertFalse(annHolds.timedOut || bobHolds.timedOut, String(annFleet.errorText.suffix(1000)) + String(bobFleet.errorText.suffix(1000)))
+            XCTAssertEqual(annHolds.devices["ann"]?.chats[chat]?.map(\.clientMessageID), ["m-1", "m-2", "m-3", "m-4"])
+            XCTAssertEqual(bobHolds.devices["bob"]?.chats[chat]?.map(\.clientMessageID), ["m-1", "m-2", "m-3", "m-4"])
+            XCTAssertEqual(annHolds.devices["ann"]?.receipts.map(\.3).sorted(), ["m-1", "m-2", "m-4"], "bob's node acknowledged; ann's node receipted")
+            XCTAssertEqual(bobHolds.devices["bob"]?.receipts.map(\.3), ["m-3"])
+        }
+    }
+
     /// A commit whose notification never came (its node died between the two, or the listening
     /// connection was down): the repair sweep still delivers it, within a few seconds.
     func testAMessageCommittedWithoutANotificationStillReachesTheDevices() async throws {
