@@ -109,6 +109,7 @@ public final class ClusterNode: Sendable {
             metrics.recordLiveDevices(live.count)
             let writes = writer.statistics
             metrics.recordStoreWrites(transactions: writes.transactions, batches: writes.batches)
+            metrics.recordClusterNews(notifications.statistics)
         }
         let admin = AdminAPI(token: adminToken, storage: storage, chats: chats, metrics: metrics, logger: logger)
         ops = OpsHTTPService(host: configuration.httpHost, port: configuration.httpPort, metrics: metrics, admin: admin, logger: logger) {

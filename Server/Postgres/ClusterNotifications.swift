@@ -77,6 +77,10 @@ public final class ClusterNotifications: Sendable {
     private let storage: PostgresStorage
     private let logger: Logger
     private let pending = Mutex(Pending())
+    private let totals = Mutex(ClusterNewsStatistics())
+
+    /// What this node told the others, and heard from them, since it started.
+    package var statistics: ClusterNewsStatistics { totals.withLock { $0 } }
 
     public init(storage: PostgresStorage, node: String, logger: Logger) {
         self.storage = storage
@@ -117,8 +121,16 @@ public final class ClusterNotifications: Sendable {
             guard !news.isEmpty else { return }
             // One round trip for all of it: PostgreSQL delivers a transaction's notifications in order.
             let payloads = Self.payloads(node: node, news)
+            let started = ContinuousClock.now
             do {
                 try await storage.client.query("SELECT pg_notify(\(Self.channel), payload) FROM unnest(\(payloads)::text[]) AS payload", logger: logger)
+                let waited = ContinuousClock.now - started
+                totals.withLock { totals in
+                    totals.statements += 1
+                    totals.payloads += payloads.count
+                    totals.payloadBytes += payloads.reduce(0) { $0 + $1.utf8.count }
+                    totals.notifySeconds += Double(waited.components.seconds) + Double(waited.components.attoseconds) / 1e18
+                }
             } catch {
                 // The other nodes' repair sweep finds these messages a few seconds later.
                 logger.warning("cluster notification lost", metadata: ["error": "\(PostgresStorage.storageError(error))"])
@@ -202,6 +214,7 @@ public final class ClusterNotifications: Sendable {
                 try await withTaskCancellationHandler {
                     try await connection.listen(on: Self.channel) { notifications in
                         for try await notification in notifications {
+                            totals.withLock { $0.received += 1 }
                             switch Self.parse(notification.payload, ownNode: node) {
                             case .news(let news)?: await heard(news)
                             case .sessionMoved(let deviceID, let epoch)?: sessionMoved(deviceID, epoch)

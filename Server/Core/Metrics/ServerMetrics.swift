@@ -26,6 +26,7 @@ public final class ServerMetrics: Sendable {
     private let liveDevices: CoreMetrics.Gauge
     private let storeTransactions: CoreMetrics.Gauge
     private let storeBatches: CoreMetrics.Gauge
+    private let clusterNews: [String: CoreMetrics.Gauge]
     private let scrapeHooks = Mutex<[@Sendable () async -> Void]>([])
 
     public init(partitionCount: Int) {
@@ -48,6 +49,9 @@ public final class ServerMetrics: Sendable {
         liveDevices = CoreMetrics.Gauge(label: "courier_live_devices", factory: factory)
         storeTransactions = CoreMetrics.Gauge(label: "courier_store_transactions", factory: factory)
         storeBatches = CoreMetrics.Gauge(label: "courier_store_batches", factory: factory)
+        clusterNews = Dictionary(uniqueKeysWithValues: ClusterNewsStatistics.names.map {
+            ($0, CoreMetrics.Gauge(label: "courier_cluster_news_\($0)", factory: factory))
+        })
         liveGauges = Dictionary(uniqueKeysWithValues: ["device", "chat"].map {
             ($0, CoreMetrics.Gauge(label: "courier_live_actors", dimensions: [("type", $0)], factory: factory))
         })
@@ -91,6 +95,11 @@ public final class ServerMetrics: Sendable {
     package func recordStoreWrites(transactions: Int, batches: Int) {
         storeTransactions.record(Double(transactions))
         storeBatches.record(Double(batches))
+    }
+
+    /// What this node of a cluster told the others, and heard from them.
+    package func recordClusterNews(_ statistics: ClusterNewsStatistics) {
+        for (name, value) in statistics.values { clusterNews[name]?.record(value) }
     }
 
     public func recordLiveActors(type: String, count: Int) {
@@ -153,5 +162,25 @@ public final class ServerMetrics: Sendable {
             if counters.count < 256 { counters[value] = counter }
             return counter
         }
+    }
+}
+
+/// Totals of a cluster node's news since it started (see `ClusterNotifications`).
+package struct ClusterNewsStatistics: Sendable, Equatable {
+    /// NOTIFY statements sent (each one round trip, carrying one or more payloads).
+    package var statements = 0
+    package var payloads = 0
+    package var payloadBytes = 0
+    /// Time spent waiting for the NOTIFY statements, in seconds.
+    package var notifySeconds = 0.0
+    /// Payloads heard from the other nodes.
+    package var received = 0
+
+    package init() {}
+
+    static let names = ["statements", "payloads", "payload_bytes", "notify_seconds", "received"]
+
+    var values: [(String, Double)] {
+        [("statements", Double(statements)), ("payloads", Double(payloads)), ("payload_bytes", Double(payloadBytes)), ("notify_seconds", notifySeconds), ("received", Double(received))]
     }
 }
