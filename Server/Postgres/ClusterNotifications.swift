@@ -207,10 +207,21 @@ public final class ClusterNotifications: Sendable {
         var first = true
         while !Task.isCancelled {
             do {
-                let connection = try await PostgresConnection.connect(configuration: try storage.url.connectionConfiguration(), id: 1, logger: logger)
+                let (endpoint, generation) = storage.primary
+                let connection = try await PostgresConnection.connect(configuration: try storage.url.connectionConfiguration(endpoint), id: 1, logger: logger)
                 if !first { await reconnected() }
                 first = false
                 delay = .milliseconds(100)
+                // LISTEN follows the primary (a standby cannot listen): when the storage moves
+                // to another member, this connection ends and the next one goes there.
+                let storage = self.storage
+                let follower = Task {
+                    while !Task.isCancelled, storage.primary.generation == generation {
+                        try? await Task.sleep(for: .milliseconds(200))
+                    }
+                    if !Task.isCancelled { try? await connection.close() }
+                }
+                defer { follower.cancel() }
                 try await withTaskCancellationHandler {
                     try await connection.listen(on: Self.channel) { notifications in
                         for try await notification in notifications {

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import PostgresNIO
+import Synchronization
 
 /// The cluster store: every node of a cluster keeps its users, chats, messages and cursors in one
 /// PostgreSQL, through a pool of connections. The same protocol and the same tests as the
@@ -14,51 +15,179 @@ import PostgresNIO
 /// returned is on the server's disk.
 public final class PostgresStorage: ServerStorage {
     public let url: PostgresURL
-    let client: PostgresClient
     let logger: Logger
-    private let running: Task<Void, Never>
+    private let maximumConnections: Int
+
+    /// The pool on the current primary. Replaced (never mutated) when another member of a
+    /// replicated PostgreSQL becomes the primary.
+    private struct Pool {
+        var client: PostgresClient
+        var running: Task<Void, Never>
+        var endpoint: PostgresURL.Endpoint
+        /// 1 for the first pool, then one more per move to another primary.
+        var generation: Int
+    }
+
+    private struct State {
+        var pool: Pool
+        var closed = false
+        var watching: Task<Void, Never>?
+    }
+
+    private let state: Mutex<State>
+
+    /// The pool's client: queries go to the current primary.
+    var client: PostgresClient { state.withLock { $0.pool.client } }
+
+    /// The member in use now, and how many times the node has moved to another one.
+    public var primary: (endpoint: PostgresURL.Endpoint, generation: Int) { state.withLock { ($0.pool.endpoint, $0.pool.generation) } }
+
+    /// A replicated PostgreSQL is checked this often: a primary that stopped answering, or
+    /// became a standby, is replaced by the member that is the primary now.
+    static let primaryCheckInterval: Duration = .seconds(1)
+    /// A primary that does not answer the check within this long is looked for again.
+    static let primaryCheckTimeout: Duration = .seconds(2)
+    /// A pool left behind by a move is closed after this long: what it still runs may finish
+    /// (a commit waiting for the standby is never cut short by Courier).
+    static let retiredPoolGrace: Duration = .seconds(30)
 
     /// Opens a pool on `url` after one connection proved that the server is there, takes these
     /// credentials and has the database: each of those failures is a `StorageError` that says
-    /// which. With `migrate`, creates or upgrades the schema; without, refuses a schema that is
-    /// missing, older or newer than this program's (`.invalid`, naming the command to run).
+    /// which. With several hosts, the pool goes to the one that is the primary. With `migrate`,
+    /// creates or upgrades the schema; without, refuses a schema that is missing, older or newer
+    /// than this program's (`.invalid`, naming the command to run).
     public static func open(url: PostgresURL, migrate: Bool, maximumConnections: Int = 16, logger: Logger) async throws(StorageError) -> PostgresStorage {
-        try await probe(url, logger: logger)
-        let storage = PostgresStorage(url: url, maximumConnections: maximumConnections, logger: logger)
+        let primary = try await findPrimary(url, logger: logger)
+        let storage = PostgresStorage(url: url, primary: primary, maximumConnections: maximumConnections, logger: logger)
         do {
             if migrate { try await storage.migrate() } else { try await storage.checkSchema() }
         } catch {
             storage.close()
             throw error
         }
+        if url.endpoints.count > 1 { storage.watchPrimary() }
         return storage
     }
 
-    private init(url: PostgresURL, maximumConnections: Int, logger: Logger) {
+    private init(url: PostgresURL, primary: PostgresURL.Endpoint, maximumConnections: Int, logger: Logger) {
         self.url = url
         self.logger = logger
-        let client = PostgresClient(configuration: url.clientConfiguration(maximumConnections: maximumConnections), backgroundLogger: logger)
-        self.client = client
-        running = Task { await client.run() }
+        self.maximumConnections = maximumConnections
+        state = Mutex(State(pool: Self.pool(url, primary, maximumConnections: maximumConnections, generation: 1, logger: logger)))
+    }
+
+    private static func pool(_ url: PostgresURL, _ endpoint: PostgresURL.Endpoint, maximumConnections: Int, generation: Int, logger: Logger) -> Pool {
+        let client = PostgresClient(configuration: url.clientConfiguration(endpoint, maximumConnections: maximumConnections), backgroundLogger: logger)
+        return Pool(client: client, running: Task { await client.run() }, endpoint: endpoint, generation: generation)
     }
 
     /// Closes the pool; queries after this fail.
     public func close() {
-        running.cancel()
+        let (pool, watching) = state.withLock { state in
+            state.closed = true
+            return (state.pool, state.watching)
+        }
+        watching?.cancel()
+        pool.running.cancel()
     }
 
     deinit {
-        running.cancel()
+        let (pool, watching) = state.withLock { ($0.pool, $0.watching) }
+        watching?.cancel()
+        pool.running.cancel()
     }
 
-    /// One connection, opened and closed, so that a wrong URL fails at once with what is wrong
-    /// (a pool would retry in the background and leave the caller waiting).
-    private static func probe(_ url: PostgresURL, logger: Logger) async throws(StorageError) {
+    /// The member that is the primary: the only one for a single server (after one connection,
+    /// opened and closed, proved it is there, so that a wrong URL fails at once with what is
+    /// wrong, where a pool would retry in the background and leave the caller waiting); of
+    /// several, the first that answers and is not in recovery.
+    private static func findPrimary(_ url: PostgresURL, logger: Logger) async throws(StorageError) -> PostgresURL.Endpoint {
+        var failures: [String] = []
+        for endpoint in url.endpoints {
+            do {
+                let connection = try await PostgresConnection.connect(configuration: try url.connectionConfiguration(endpoint), id: 0, logger: logger)
+                defer { Task { try? await connection.close() } }
+                guard url.endpoints.count > 1 else { return endpoint }
+                let rows = try await connection.query("SELECT pg_is_in_recovery()", logger: logger)
+                var inRecovery = true
+                for try await value in rows.decode(Bool.self) { inRecovery = value }
+                if !inRecovery { return endpoint }
+                failures.append("\(endpoint) is a standby")
+            } catch {
+                let failure = connectionError(error, url: url, endpoint: endpoint)
+                // Wrong credentials or database are the same on every member: say so at once.
+                if case .invalid = failure { throw failure }
+                guard url.endpoints.count > 1 else { throw failure }
+                failures.append("\(failure)")
+            }
+        }
+        throw .unavailable("no primary among the PostgreSQL members (\(failures.joined(separator: "; ")))")
+    }
+
+    /// Checks the primary every `primaryCheckInterval` until closed; see `checkPrimary`.
+    private func watchPrimary() {
+        let task = Task { [weak self] in
+            while !Task.isCancelled {
+                do { try await Task.sleep(for: Self.primaryCheckInterval) } catch { return }
+                await self?.checkPrimary()
+            }
+        }
+        let closed = state.withLock { state -> Bool in
+            state.watching = task
+            return state.closed
+        }
+        if closed { task.cancel() }
+    }
+
+    /// Moves the pool to the member that is the primary now if the current one does not answer
+    /// within `primaryCheckTimeout` or is in recovery (Patroni demoted it). Until a member is
+    /// the primary (a failover takes seconds), queries fail and sends are answered 5.03.
+    func checkPrimary() async {
+        let current = state.withLock { $0.pool }
+        if await Self.isPrimary(current.client, within: Self.primaryCheckTimeout, logger: logger) { return }
+        let found: PostgresURL.Endpoint
         do {
-            let connection = try await PostgresConnection.connect(configuration: try url.connectionConfiguration(), id: 0, logger: logger)
-            try? await connection.close()
+            found = try await Self.findPrimary(url, logger: logger)
         } catch {
-            throw connectionError(error, url: url)
+            logger.warning("PostgreSQL: no primary yet", metadata: ["error": "\(error)"])
+            return
+        }
+        // The current primary came back, or a check elsewhere moved the pool already.
+        guard found != current.endpoint else { return }
+        let (moved, retired) = state.withLock { state -> (Pool?, Pool?) in
+            guard !state.closed, state.pool.generation == current.generation else { return (nil, nil) }
+            let retired = state.pool
+            state.pool = Self.pool(url, found, maximumConnections: maximumConnections, generation: retired.generation + 1, logger: logger)
+            return (state.pool, retired)
+        }
+        guard let moved, let retired else { return }
+        logger.warning("PostgreSQL: the primary moved", metadata: ["from": "\(retired.endpoint)", "to": "\(moved.endpoint)", "generation": "\(moved.generation)"])
+        Task {
+            try? await Task.sleep(for: Self.retiredPoolGrace)
+            retired.running.cancel()
+        }
+    }
+
+    /// Whether `client`'s server answers within `timeout` that it is not in recovery.
+    private static func isPrimary(_ client: PostgresClient, within timeout: Duration, logger: Logger) async -> Bool {
+        await withTaskGroup(of: Bool?.self) { group in
+            group.addTask {
+                do {
+                    let rows = try await client.query("SELECT pg_is_in_recovery()", logger: logger)
+                    var inRecovery = true
+                    for try await value in rows.decode(Bool.self) { inRecovery = value }
+                    return !inRecovery
+                } catch {
+                    return false
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first ?? false
         }
     }
 
@@ -116,19 +245,19 @@ public final class PostgresStorage: ServerStorage {
         return .unavailable("PostgreSQL: \(error)")
     }
 
-    /// What failed when connecting: the address, the credentials or the database.
-    static func connectionError(_ error: any Error, url: PostgresURL) -> StorageError {
-        guard let error = error as? PSQLError else { return .unavailable("cannot reach PostgreSQL at \(url.host):\(url.port): \(error)") }
+    /// What failed when connecting to `endpoint`: the address, the credentials or the database.
+    static func connectionError(_ error: any Error, url: PostgresURL, endpoint: PostgresURL.Endpoint) -> StorageError {
+        guard let error = error as? PSQLError else { return .unavailable("cannot reach PostgreSQL at \(endpoint): \(error)") }
         switch error.serverInfo?[.sqlState] {
         case "28P01"?, "28000"?:
-            return .invalid("PostgreSQL at \(url.host):\(url.port) refused the credentials of user \(url.username): \(error.serverInfo?[.message] ?? "authentication failed")")
+            return .invalid("PostgreSQL at \(endpoint) refused the credentials of user \(url.username): \(error.serverInfo?[.message] ?? "authentication failed")")
         case "3D000"?:
-            return .invalid("PostgreSQL at \(url.host):\(url.port) has no database \(url.database)")
+            return .invalid("PostgreSQL at \(endpoint) has no database \(url.database)")
         case let state?:
-            return .unavailable("PostgreSQL at \(url.host):\(url.port) refused the connection (\(state)): \(error.serverInfo?[.message] ?? "")")
+            return .unavailable("PostgreSQL at \(endpoint) refused the connection (\(state)): \(error.serverInfo?[.message] ?? "")")
         case nil:
             let cause = error.underlying.map { "\($0)" } ?? "\(error.code)"
-            return .unavailable("cannot reach PostgreSQL at \(url.host):\(url.port): \(cause)")
+            return .unavailable("cannot reach PostgreSQL at \(endpoint): \(cause)")
         }
     }
 

@@ -66,6 +66,13 @@ final class PostgresStorageTests: XCTestCase {
         let parsed = try PostgresURL("postgres://co%40rier:p%2Fss@db.example:6543/courier?sslmode=require")
         XCTAssertEqual([parsed.username, parsed.password, parsed.host, "\(parsed.port)", parsed.database], ["co@rier", "p/ss", "db.example", "6543", "courier"])
         XCTAssertFalse(parsed.description.contains("p/ss"), "the password stays out of logs")
+        let members = try PostgresURL("postgres://courier:secret@db1:5433,db2,10.0.0.3:6000/courier?sslmode=disable")
+        XCTAssertEqual(members.endpoints.map(\.description), ["db1:5433", "db2:5432", "10.0.0.3:6000"])
+        XCTAssertEqual([members.username, members.password, members.database], ["courier", "secret", "courier"])
+        XCTAssertEqual(members.description, "postgres://courier@db1:5433,db2:5432,10.0.0.3:6000/courier")
+        for bad in ["postgres://courier@db1,,db2/db", "postgres://courier@db1:5432,db1:5432/db", "postgres://courier@db1,db2:99999/db"] {
+            XCTAssertThrowsError(try PostgresURL(bad), bad) { XCTAssertTrue("\($0)".contains("PostgreSQL URL"), "\($0)") }
+        }
 
         let server = URLComponents(string: url)!
         var unreachable = server
@@ -80,6 +87,19 @@ final class PostgresStorageTests: XCTestCase {
         }
         await XCTAssertThrowsAsync(try await self.open(TestPostgres.url(url, database: "no_such_database"), migrate: false)) {
             XCTAssertTrue("\($0)".contains("has no database no_such_database"), "\($0)")
+        }
+
+        // Several members: the one that is the primary, past one that does not answer.
+        let deadPort = try await freeTCPPort()
+        let twoMembers = url.replacingOccurrences(of: "@127.0.0.1:\(server.port!)", with: "@127.0.0.1:\(deadPort),127.0.0.1:\(server.port!)")
+        let storage = try await self.open(twoMembers, migrate: false)
+        XCTAssertEqual(storage.primary.endpoint.port, server.port!)
+        let none = try await storage.chats(ofUser: UInt64(Int64.max))
+        XCTAssertEqual(none.count, 0, "queries go to the member that answered")
+        storage.close()
+        let noneAnswer = url.replacingOccurrences(of: "@127.0.0.1:\(server.port!)", with: "@127.0.0.1:\(deadPort),127.0.0.1:\(try await freeTCPPort())")
+        await XCTAssertThrowsAsync(try await self.open(noneAnswer, migrate: false)) {
+            XCTAssertTrue("\($0)".contains("no primary among the PostgreSQL members"), "\($0)")
         }
     }
 
