@@ -23,6 +23,12 @@ extension PostgresStorage {
     /// One statement, so one round trip and its own transaction (`courier_store_batch` does
     /// what `writeChat` does, chat by chat, inside PostgreSQL). Writes with test-fault copies
     /// take the statement-by-statement way, which knows them.
+    ///
+    /// A retry is answered as a duplicate only from here, after this transaction's own commit,
+    /// never from a read: the chat's row is locked and updated even when every message is a
+    /// duplicate, so the commit is a write that waits for the synchronous standby, and what it
+    /// found is replicated before the device hears "ok" (a commit whose wait was cancelled
+    /// leaves a row on the primary that a read would find, unreplicated).
     public func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult] {
         guard writes.allSatisfy(\.copies.isEmpty) else { return try await storeBatchByStatements(writes) }
         var chats: [Int64] = [], ids: [Int64] = [], users: [Int64] = [], devices: [Int64] = [], clientIDs: [String] = [], texts: [String] = []

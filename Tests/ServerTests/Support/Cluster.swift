@@ -4,9 +4,10 @@ import XCTest
 
 // Cluster mode's test helpers: nodes on a database of their own on the tests' PostgreSQL.
 
-/// A migrated database of its own and `count` started nodes on it.
-func startCluster(nodes count: Int) async throws -> [ServerProcess] {
-    let url = try TestPostgres.newDatabase()
+/// A migrated database of its own (on the tests' PostgreSQL unless `url` names one) and `count`
+/// started nodes on it.
+func startCluster(nodes count: Int, url given: String? = nil) async throws -> [ServerProcess] {
+    let url = try given ?? TestPostgres.newDatabase()
     let migrated = try await ExternalProgram.run(ServerProcess.binary, ["migrate", "--postgres", url], timeout: 60)
     guard migrated.status == 0 else { throw ServerTestError("migrate failed: \(migrated.stderr)") }
     var nodes: [ServerProcess] = []
@@ -21,8 +22,8 @@ func startCluster(nodes count: Int) async throws -> [ServerProcess] {
 
 /// Runs `body` with a started cluster; every node is killed and removed however it ends (their
 /// logs go into the failure).
-func withCluster(nodes count: Int, _ body: ([ServerProcess]) async throws -> Void) async throws {
-    let nodes = try await startCluster(nodes: count)
+func withCluster(nodes count: Int, url: String? = nil, _ body: ([ServerProcess]) async throws -> Void) async throws {
+    let nodes = try await startCluster(nodes: count, url: url)
     do {
         try await body(nodes)
     } catch {
@@ -32,6 +33,21 @@ func withCluster(nodes count: Int, _ body: ([ServerProcess]) async throws -> Voi
         throw ServerTestError("\(error)\(logs)")
     }
     for node in nodes { await node.kill9(); node.remove() }
+}
+
+/// Runs `body` with nodes on a replicated PostgreSQL of the test's own (`TestHA`: etcd x3,
+/// `members` PostgreSQL members under Patroni); everything is stopped however it ends.
+func withHACluster(nodes count: Int, members: Int = 2, _ body: (TestHA, [ServerProcess]) async throws -> Void) async throws {
+    let ha = try await TestHA.start(members: members)
+    do {
+        let url = try await ha.newDatabase("courier")
+        try await withCluster(nodes: count, url: url) { nodes in try await body(ha, nodes) }
+    } catch {
+        let status = (try? await TestHA.offPool("\(TestPostgres.repositoryRoot)/scripts/ha", ["status", ha.directory])) ?? ""
+        await ha.stop()
+        throw ServerTestError("\(error)\nPatroni:\n\(status)")
+    }
+    await ha.stop()
 }
 
 /// The oracle found nothing lost, duplicated or reordered in a run that acknowledged something.

@@ -1,0 +1,104 @@
+import Foundation
+import Glibc
+import NIOCore
+import NIOPosix
+
+/// A replicated PostgreSQL of one test's own: `scripts/ha` in a temporary directory (three etcd
+/// members, PostgreSQL members under Patroni with a synchronous standby), on loopback ports no
+/// one else holds. The test kills, revives and switches over its members; `stop` ends it all.
+public final class TestHA: Sendable {
+    public let directory: String
+    /// The `postgres` database on every member (the nodes find the primary among them).
+    public let serverURL: String
+
+    private init(directory: String, serverURL: String) {
+        self.directory = directory
+        self.serverURL = serverURL
+    }
+
+    /// Starts etcd x3 and `members` PostgreSQL members; returns once there is a primary and a
+    /// synchronous standby.
+    public static func start(members: Int = 2) async throws -> TestHA {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-test-ha-\(getpid())-\(UUID().uuidString.prefix(8))").path
+        let base = try await freePortRun(count: 6 + 2 * members)
+        let output = try await script(["start", directory, "\(base)", "\(members)"])
+        return TestHA(directory: directory, serverURL: output.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// A new, empty database (created on the primary); returns its URL, naming every member.
+    public func newDatabase(_ name: String) async throws -> String {
+        let base = serverURL.replacingOccurrences(of: "?sslmode=disable", with: "")
+        _ = try await Self.offPool("/usr/bin/psql", [base + "?sslmode=disable&target_session_attrs=read-write", "-v", "ON_ERROR_STOP=1", "-qc", "CREATE DATABASE \(name)"])
+        return base.replacingOccurrences(of: "/postgres", with: "/\(name)") + "?sslmode=disable"
+    }
+
+    /// The primary's member name (`pg1`, `pg2`, ...), waiting up to 60 s for there to be one.
+    public func primary() async throws -> String { try await Self.script(["primary", directory]).trimmingCharacters(in: .whitespacesAndNewlines) }
+
+    /// The synchronous standby's member name, waiting up to 60 s for there to be one.
+    public func standby() async throws -> String { try await Self.script(["standby", directory]).trimmingCharacters(in: .whitespacesAndNewlines) }
+
+    /// kill -9 of the member's Patroni and PostgreSQL: its machine dies.
+    public func kill(_ member: String) async throws { _ = try await Self.script(["kill", directory, member]) }
+
+    /// Starts a killed member's Patroni again; it rejoins as a standby.
+    public func revive(_ member: String) async throws { _ = try await Self.script(["revive", directory, member]) }
+
+    /// `patronictl switchover` to the synchronous standby.
+    public func switchover() async throws { _ = try await Self.script(["switchover", directory]) }
+
+    /// The processes of the member's PostgreSQL whose command line contains `role` (such as
+    /// "walreceiver"), for a test to stop and continue them.
+    public func processes(of member: String, _ role: String) throws -> [pid_t] {
+        let postmasterFile = "\(directory)/\(member)/data/postmaster.pid"
+        guard let postmaster = (try? String(contentsOfFile: postmasterFile, encoding: .utf8))?.split(separator: "\n").first.flatMap({ pid_t($0) }) else {
+            return []
+        }
+        var found: [pid_t] = []
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = pid_t(entry),
+                  let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let parent = stat.split(separator: ")").last?.split(separator: " ").dropFirst(1).first.flatMap({ pid_t($0) }),
+                  parent == postmaster,
+                  let command = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8),
+                  command.contains(role) else { continue }
+            found.append(pid)
+        }
+        return found
+    }
+
+    /// Stops everything and removes the directory.
+    public func stop() async {
+        _ = try? await Self.script(["stop", directory])
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    private static func script(_ arguments: [String]) async throws -> String {
+        try await offPool("\(TestPostgres.repositoryRoot)/scripts/ha", arguments)
+    }
+
+    /// `TestPostgres.run` on a thread of its own: these commands wait for seconds, and the
+    /// cooperative pool has only as many threads as cores.
+    public static func offPool(_ executable: String, _ arguments: [String]) async throws -> String {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread { continuation.resume(with: Result { try TestPostgres.run(executable, arguments) }) }
+        }
+    }
+
+    /// The first of `count` consecutive loopback TCP ports that nothing listens on now, below
+    /// the kernel's range for outgoing connections (32768 and up here), which could take one
+    /// of them between this check and the listener's bind.
+    private static func freePortRun(count: Int) async throws -> Int {
+        for _ in 0..<50 {
+            let base = Int.random(in: 12_000...(30_000 - count))
+            var channels: [any Channel] = []
+            for port in base..<(base + count) {
+                guard let channel = try? await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: port).get() else { break }
+                channels.append(channel)
+            }
+            for channel in channels { try? await channel.close() }
+            if channels.count == count { return base }
+        }
+        throw TestPostgres.Failure(command: "freePortRun", status: 0, stderr: "no \(count) free consecutive ports")
+    }
+}
