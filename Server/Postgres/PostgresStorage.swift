@@ -47,9 +47,11 @@ public final class PostgresStorage: ServerStorage {
     static let primaryCheckInterval: Duration = .seconds(1)
     /// A primary that does not answer the check within this long is looked for again.
     static let primaryCheckTimeout: Duration = .seconds(2)
-    /// A pool left behind by a move is closed after this long: what it still runs may finish
-    /// (a commit waiting for the standby is never cut short by Courier).
-    static let retiredPoolGrace: Duration = .seconds(30)
+    /// A pool left behind by a move is closed after this long. Its queries then fail here
+    /// (on a member cut off from the network they would hang for minutes, holding a device's
+    /// pump or the news), while the server goes on with what it runs: closing a connection does
+    /// not cancel a commit waiting for the standby, PostgreSQL notices only when it answers.
+    static let retiredPoolGrace: Duration = .seconds(2)
 
     /// Opens a pool on `url` after one connection proved that the server is there, takes these
     /// credentials and has the database: each of those failures is a `StorageError` that says
@@ -102,26 +104,57 @@ public final class PostgresStorage: ServerStorage {
     /// wrong, where a pool would retry in the background and leave the caller waiting); of
     /// several, the first that answers and is not in recovery.
     private static func findPrimary(_ url: PostgresURL, logger: Logger) async throws(StorageError) -> PostgresURL.Endpoint {
+        guard url.endpoints.count > 1 else {
+            do {
+                let connection = try await PostgresConnection.connect(configuration: try url.connectionConfiguration(url.endpoints[0]), id: 0, logger: logger)
+                try? await connection.close()
+                return url.endpoints[0]
+            } catch {
+                throw connectionError(error, url: url, endpoint: url.endpoints[0])
+            }
+        }
         var failures: [String] = []
         for endpoint in url.endpoints {
-            do {
-                let connection = try await PostgresConnection.connect(configuration: try url.connectionConfiguration(endpoint), id: 0, logger: logger)
-                defer { Task { try? await connection.close() } }
-                guard url.endpoints.count > 1 else { return endpoint }
-                let rows = try await connection.query("SELECT pg_is_in_recovery()", logger: logger)
-                var inRecovery = true
-                for try await value in rows.decode(Bool.self) { inRecovery = value }
-                if !inRecovery { return endpoint }
+            // A member cut off from the network, or half started, may answer nothing at all:
+            // each is given `primaryCheckTimeout`, connecting and asking included.
+            let answer = await Self.answer(within: primaryCheckTimeout, otherwise: Result<Bool, StorageError>.failure(.unavailable("\(endpoint) did not answer within \(primaryCheckTimeout)"))) {
+                do {
+                    let connection = try await PostgresConnection.connect(configuration: try url.connectionConfiguration(endpoint, connectTimeout: .seconds(2)), id: 0, logger: logger)
+                    defer { Task { try? await connection.close() } }
+                    var inRecovery = true
+                    for try await value in try await connection.query("SELECT pg_is_in_recovery()", logger: logger).decode(Bool.self) { inRecovery = value }
+                    return .success(!inRecovery)
+                } catch {
+                    return .failure(connectionError(error, url: url, endpoint: endpoint))
+                }
+            }
+            switch answer {
+            case .success(true):
+                return endpoint
+            case .success(false):
                 failures.append("\(endpoint) is a standby")
-            } catch {
-                let failure = connectionError(error, url: url, endpoint: endpoint)
+            case .failure(let failure):
                 // Wrong credentials or database are the same on every member: say so at once.
                 if case .invalid = failure { throw failure }
-                guard url.endpoints.count > 1 else { throw failure }
                 failures.append("\(failure)")
             }
         }
         throw .unavailable("no primary among the PostgreSQL members (\(failures.joined(separator: "; ")))")
+    }
+
+    /// `body`'s result, or `otherwise` when it has not come within `timeout`. `body` is left to
+    /// end by itself: on a server cut off from the network a query neither answers nor heeds
+    /// cancellation (a task group would wait for it).
+    static func answer<T: Sendable>(within timeout: Duration, otherwise: T, _ body: @escaping @Sendable () async -> T) async -> T {
+        let answer = OneAnswer<T>()
+        return await withCheckedContinuation { continuation in
+            answer.waiting(continuation)
+            Task { answer.give(await body()) }
+            Task {
+                try? await Task.sleep(for: timeout)
+                answer.give(otherwise)
+            }
+        }
     }
 
     /// Checks the primary every `primaryCheckInterval` until closed; see `checkPrimary`.
@@ -170,24 +203,14 @@ public final class PostgresStorage: ServerStorage {
 
     /// Whether `client`'s server answers within `timeout` that it is not in recovery.
     private static func isPrimary(_ client: PostgresClient, within timeout: Duration, logger: Logger) async -> Bool {
-        await withTaskGroup(of: Bool?.self) { group in
-            group.addTask {
-                do {
-                    let rows = try await client.query("SELECT pg_is_in_recovery()", logger: logger)
-                    var inRecovery = true
-                    for try await value in rows.decode(Bool.self) { inRecovery = value }
-                    return !inRecovery
-                } catch {
-                    return false
-                }
+        await answer(within: timeout, otherwise: false) {
+            do {
+                var primary = false
+                for try await inRecovery in try await client.query("SELECT pg_is_in_recovery()", logger: logger).decode(Bool.self) { primary = !inRecovery }
+                return primary
+            } catch {
+                return false
             }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first ?? false
         }
     }
 
@@ -264,6 +287,22 @@ public final class PostgresStorage: ServerStorage {
     /// True when `error` is a unique or foreign-key violation (what an INSERT of a taken name raises).
     static func isUniqueViolation(_ error: any Error) -> Bool {
         (error as? PSQLError)?.serverInfo?[.sqlState] == "23505"
+    }
+}
+
+/// Resumes one waiting continuation with the first answer given; later ones are dropped.
+private final class OneAnswer<Value: Sendable>: Sendable {
+    private let continuation = Mutex<CheckedContinuation<Value, Never>?>(nil)
+
+    func waiting(_ waiter: CheckedContinuation<Value, Never>) {
+        continuation.withLock { $0 = waiter }
+    }
+
+    func give(_ value: Value) {
+        continuation.withLock { waiter -> CheckedContinuation<Value, Never>? in
+            defer { waiter = nil }
+            return waiter
+        }?.resume(returning: value)
     }
 }
 

@@ -18,10 +18,12 @@ public final class TestHA: Sendable {
 
     /// Starts etcd x3 and `members` PostgreSQL members; returns once there is a primary and a
     /// synchronous standby.
-    public static func start(members: Int = 2) async throws -> TestHA {
+    /// With `isolatable`, each member runs in a network namespace of its own (`scripts/ha start
+    /// --netns`, root only), so that `isolate` can cut it off.
+    public static func start(members: Int = 2, isolatable: Bool = false) async throws -> TestHA {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-test-ha-\(getpid())-\(UUID().uuidString.prefix(8))").path
         let base = try await freePortRun(count: 6 + 2 * members)
-        let output = try await script(["start", directory, "\(base)", "\(members)"])
+        let output = try await script(["start"] + (isolatable ? ["--netns"] : []) + [directory, "\(base)", "\(members)"])
         return TestHA(directory: directory, serverURL: output.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
@@ -43,6 +45,20 @@ public final class TestHA: Sendable {
 
     /// Starts a killed member's Patroni again; it rejoins as a standby.
     public func revive(_ member: String) async throws { _ = try await Self.script(["revive", directory, member]) }
+
+    /// Drops every packet to and from the member (started `isolatable`).
+    public func isolate(_ member: String) async throws { _ = try await Self.script(["isolate", directory, member]) }
+
+    /// Lets the member's packets through again.
+    public func reconnect(_ member: String) async throws { _ = try await Self.script(["reconnect", directory, member]) }
+
+    /// The URL of `database` on one member alone (a standby's is read-only).
+    public func memberURL(_ member: String, database: String) throws -> String {
+        let ports = try String(contentsOfFile: "\(directory)/ports", encoding: .utf8).split(separator: "\n").map { $0.split(separator: " ") }
+        func value(_ key: String) -> String? { ports.first { $0.first.map(String.init) == key }?.last.map(String.init) }
+        guard let port = value("pg-\(member)") else { throw TestPostgres.Failure(command: "memberURL", status: 0, stderr: "no member \(member)") }
+        return "postgres://courier:courier@\(value("address-\(member)") ?? "127.0.0.1"):\(port)/\(database)?sslmode=disable"
+    }
 
     /// `patronictl switchover` to the synchronous standby.
     public func switchover() async throws { _ = try await Self.script(["switchover", directory]) }

@@ -48,6 +48,54 @@ final class HAReliabilityTests: ReliabilityTestCase {
         }
     }
 
+    /// The primary cut off from everyone (its network namespace drops every packet) under load:
+    /// it can no longer acknowledge (strict synchronous mode: its standby is out of reach), the
+    /// standby is promoted, and when the old primary is reachable again it rejoins as the
+    /// synchronous standby (pg_rewind). Nothing acknowledged is lost, and both members end with
+    /// the same history: nothing forked.
+    func testAnIsolatedPrimaryStopsAcknowledgingAndRejoinsAsAStandby() async throws {
+        guard geteuid() == 0 else { throw XCTSkip("network namespaces need root") }
+        fault = "the PostgreSQL primary isolated (iptables in its network namespace) under load, reachable again 3 s after the failover"
+        try await withHACluster(nodes: 3, isolatable: true) { ha, nodes in
+            let probe = try await Probe(nodes[0])
+            let isolation = Task { () -> (promoted: Double, acknowledging: Double, old: String) in
+                try await Task.sleep(for: .seconds(5))
+                let primary = try await ha.primary()
+                let isolated = ContinuousClock.now
+                try await ha.isolate(primary)
+                let promoted = try await ha.primary()
+                XCTAssertNotEqual(promoted, primary)
+                let promotedAfter = (ContinuousClock.now - isolated).seconds
+                let alone = try await probe.once()
+                XCTAssertNotEqual(alone, .created, "the new primary acknowledged with no synchronous standby")
+                try await Task.sleep(for: .seconds(3))
+                try await ha.reconnect(primary)
+                try await probe.untilAcknowledged(within: .seconds(90))
+                let acknowledgingAfter = (ContinuousClock.now - isolated).seconds
+                let standby = try await ha.standby()
+                XCTAssertEqual(standby, primary, "the old primary rejoined as the synchronous standby")
+                return (promotedAfter, acknowledgingAfter, primary)
+            }
+            let run = try await Simulator.run(cluster: nodes, [
+                "--users", "30", "--devices-per-user", "2", "--members", "2", "--rate", "2", "--duration", "35", "--ramp-up", "1", "--settle-timeout", "120",
+            ], timeout: 300)
+            let times = try await isolation.value
+            figure = "\(run.verdictSummary), \(run.answers("5.03")) answers 5.03; "
+                + String(format: "promoted %.1f s, acknowledging again %.1f s after the isolation", times.promoted, times.acknowledging)
+            assertOracleClean(run)
+            // Nothing forked: the old primary, now a standby, holds exactly what the new one does.
+            let history = "SELECT count(*) || ' ' || md5(coalesce(string_agg(chat_id || ':' || sequence || ':' || server_message_id, ',' ORDER BY chat_id, sequence), '')) FROM messages"
+            let newPrimary = try await ha.primary()
+            var held: [String] = []
+            for _ in 0..<50 {
+                held = try [newPrimary, times.old].map { try TestPostgres.psql(ha.memberURL($0, database: "courier"), history).trimmingCharacters(in: .whitespacesAndNewlines) }
+                if held[0] == held[1] { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            XCTAssertEqual(held[0], held[1], "the members' histories differ")
+        }
+    }
+
     /// `patronictl switchover` under load: the primary hands over to the synchronous standby;
     /// the nodes follow, and the oracle sees nothing but a pause.
     func testASwitchoverUnderLoadLosesNothing() async throws {
@@ -144,6 +192,14 @@ private struct Probe {
         self.node = node
         account = try await node.account("probe")
         chat = try await node.chat("probe", members: ["probe"])
+    }
+
+    /// One probe: its answer's code, or nil when none came.
+    func once() async throws -> CoAPCode? {
+        try await withClient { client in
+            let message = SendMessage(clientMessageID: "probe-\(UUID().uuidString)", chatID: chat, text: "probe", clientSentAtMs: 0)
+            return try? await client.send(message, token: account.token, to: node.peer).code
+        }
     }
 
     func untilAcknowledged(within limit: Duration) async throws {

@@ -36,9 +36,10 @@ func withCluster(nodes count: Int, url: String? = nil, _ body: ([ServerProcess])
 }
 
 /// Runs `body` with nodes on a replicated PostgreSQL of the test's own (`TestHA`: etcd x3,
-/// `members` PostgreSQL members under Patroni); everything is stopped however it ends.
-func withHACluster(nodes count: Int, members: Int = 2, _ body: (TestHA, [ServerProcess]) async throws -> Void) async throws {
-    let ha = try await TestHA.start(members: members)
+/// `members` PostgreSQL members under Patroni, each in a network namespace when `isolatable`);
+/// everything is stopped however it ends.
+func withHACluster(nodes count: Int, members: Int = 2, isolatable: Bool = false, _ body: (TestHA, [ServerProcess]) async throws -> Void) async throws {
+    let ha = try await TestHA.start(members: members, isolatable: isolatable)
     do {
         let url = try await ha.newDatabase("courier")
         try await withCluster(nodes: count, url: url) { nodes in try await body(ha, nodes) }
