@@ -178,9 +178,13 @@ public final class PostgresStorage: ServerStorage {
     func checkPrimary() async {
         let current = state.withLock { $0.pool }
         if await Self.isPrimary(current.client, within: Self.primaryCheckTimeout, logger: logger) { return }
+        // The pool may only be busy (commits waiting for a standby hold its connections): ask the
+        // current member first, on a connection of its own, before looking elsewhere.
+        var members = url
+        members.endpoints = [current.endpoint] + url.endpoints.filter { $0 != current.endpoint }
         let found: PostgresURL.Endpoint
         do {
-            found = try await Self.findPrimary(url, logger: logger)
+            found = try await Self.findPrimary(members, logger: logger)
         } catch {
             logger.warning("PostgreSQL: no primary yet", metadata: ["error": "\(error)"])
             return
