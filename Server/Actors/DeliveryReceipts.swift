@@ -23,17 +23,14 @@ package final class DeliveryReceipts: Sendable {
     package func acknowledged(_ advances: [CursorAdvance], userID: UInt64, deviceID: UInt64) async {
         announce?(advances.map { ClusterNews.Acknowledgement(chatID: $0.chatID, userID: userID, deviceID: deviceID, from: $0.from, to: $0.to) })
         for advance in advances {
-            _ = await deliver(ClusterNews.Acknowledgement(chatID: advance.chatID, userID: userID, deviceID: deviceID, from: advance.from, to: advance.to), activating: true)
+            _ = await acknowledgedElsewhere(ClusterNews.Acknowledgement(chatID: advance.chatID, userID: userID, deviceID: deviceID, from: advance.from, to: advance.to), activating: true)
         }
     }
 
-    /// A device connected to another node moved its stored cursor. Returns false, doing nothing,
-    /// when the chat is not active here and `activating` is false.
+    /// A device (here, or connected to another node) moved its stored cursor: the receipts it
+    /// completes go to the senders' devices connected here. Returns false, doing nothing, when
+    /// the chat is not active here and `activating` is false.
     package func acknowledgedElsewhere(_ acknowledgement: ClusterNews.Acknowledgement, activating: Bool) async -> Bool {
-        await deliver(acknowledgement, activating: activating)
-    }
-
-    private func deliver(_ acknowledgement: ClusterNews.Acknowledgement, activating: Bool) async -> Bool {
         let live = self.live
         let body: (ChatEntity) async throws -> [ChatEntity.Receipts] = {
             try await $0.acknowledged(

@@ -117,7 +117,7 @@ public final class PostgresStorage: ServerStorage {
         for endpoint in url.endpoints {
             // A member cut off from the network, or half started, may answer nothing at all:
             // each is given `primaryCheckTimeout`, connecting and asking included.
-            let answer = await Self.answer(within: primaryCheckTimeout, otherwise: Result<Bool, StorageError>.failure(.unavailable("\(endpoint) did not answer within \(primaryCheckTimeout)"))) {
+            let answer = await CourierCore.answer(within: primaryCheckTimeout, otherwise: Result<Bool, StorageError>.failure(.unavailable("\(endpoint) did not answer within \(primaryCheckTimeout)"))) {
                 do {
                     let connection = try await PostgresConnection.connect(configuration: try url.connectionConfiguration(endpoint, connectTimeout: .seconds(2)), id: 0, logger: logger)
                     defer { Task { try? await connection.close() } }
@@ -140,21 +140,6 @@ public final class PostgresStorage: ServerStorage {
             }
         }
         throw .unavailable("no primary among the PostgreSQL members (\(failures.joined(separator: "; ")))")
-    }
-
-    /// `body`'s result, or `otherwise` when it has not come within `timeout`. `body` is left to
-    /// end by itself: on a server cut off from the network a query neither answers nor heeds
-    /// cancellation (a task group would wait for it).
-    static func answer<T: Sendable>(within timeout: Duration, otherwise: T, _ body: @escaping @Sendable () async -> T) async -> T {
-        let answer = OneAnswer<T>()
-        return await withCheckedContinuation { continuation in
-            answer.waiting(continuation)
-            Task { answer.give(await body()) }
-            Task {
-                try? await Task.sleep(for: timeout)
-                answer.give(otherwise)
-            }
-        }
     }
 
     /// Checks the primary every `primaryCheckInterval` until closed; see `checkPrimary`.
@@ -207,7 +192,7 @@ public final class PostgresStorage: ServerStorage {
 
     /// Whether `client`'s server answers within `timeout` that it is not in recovery.
     private static func isPrimary(_ client: PostgresClient, within timeout: Duration, logger: Logger) async -> Bool {
-        await answer(within: timeout, otherwise: false) {
+        await CourierCore.answer(within: timeout, otherwise: false) {
             do {
                 var primary = false
                 for try await inRecovery in try await client.query("SELECT pg_is_in_recovery()", logger: logger).decode(Bool.self) { primary = !inRecovery }
@@ -291,22 +276,6 @@ public final class PostgresStorage: ServerStorage {
     /// True when `error` is a unique or foreign-key violation (what an INSERT of a taken name raises).
     static func isUniqueViolation(_ error: any Error) -> Bool {
         (error as? PSQLError)?.serverInfo?[.sqlState] == "23505"
-    }
-}
-
-/// Resumes one waiting continuation with the first answer given; later ones are dropped.
-private final class OneAnswer<Value: Sendable>: Sendable {
-    private let continuation = Mutex<CheckedContinuation<Value, Never>?>(nil)
-
-    func waiting(_ waiter: CheckedContinuation<Value, Never>) {
-        continuation.withLock { $0 = waiter }
-    }
-
-    func give(_ value: Value) {
-        continuation.withLock { waiter -> CheckedContinuation<Value, Never>? in
-            defer { waiter = nil }
-            return waiter
-        }?.resume(returning: value)
     }
 }
 

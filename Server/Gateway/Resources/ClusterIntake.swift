@@ -115,36 +115,9 @@ extension ClusterIntake {
     /// gone or slow: the device hears 5.03 and retries). A commit on its way is never cancelled:
     /// it finishes or fails by itself, and a retry finds what it stored.
     static func commit(_ write: ChatWrite, through store: any ChatBatchStore, within deadline: Duration) async -> Result<ChatWriteResult, StorageError>? {
-        let answer = FirstAnswer<Result<ChatWriteResult, StorageError>?>()
-        return await withCheckedContinuation { (continuation: CheckedContinuation<Result<ChatWriteResult, StorageError>?, Never>) in
-            answer.waiting(continuation)
-            let timer = Task {
-                try? await Task.sleep(for: deadline)
-                if !Task.isCancelled { answer.give(nil) }
-            }
-            Task {
-                let result: Result<ChatWriteResult, StorageError>
-                do throws(StorageError) { result = .success(try await store.storeBatch([write])[0]) } catch { result = .failure(error) }
-                timer.cancel()
-                answer.give(.some(result))
-            }
+        await answer(within: deadline, otherwise: nil) {
+            do throws(StorageError) { return .success(try await store.storeBatch([write])[0]) } catch { return .failure(error) }
         }
-    }
-}
-
-/// Hands the first of several answers to one waiting continuation; later ones are dropped.
-private final class FirstAnswer<Value: Sendable>: Sendable {
-    private let continuation = Mutex<CheckedContinuation<Value, Never>?>(nil)
-
-    func waiting(_ waiter: CheckedContinuation<Value, Never>) {
-        continuation.withLock { $0 = waiter }
-    }
-
-    func give(_ value: Value) {
-        continuation.withLock { waiter -> CheckedContinuation<Value, Never>? in
-            defer { waiter = nil }
-            return waiter
-        }?.resume(returning: value)
     }
 }
 
