@@ -123,7 +123,13 @@ public final class ClusterNotifications: Sendable {
             let payloads = Self.payloads(node: node, news)
             let started = ContinuousClock.now
             do {
-                try await storage.client.query("SELECT pg_notify(\(Self.channel), payload) FROM unnest(\(payloads)::text[]) AS payload", logger: logger)
+                try await storage.bounded("a NOTIFY") { [storage, logger] () async throws(StorageError) in
+                    do {
+                        try await storage.client.query("SELECT pg_notify(\(Self.channel), payload) FROM unnest(\(payloads)::text[]) AS payload", logger: logger)
+                    } catch {
+                        throw PostgresStorage.storageError(error)
+                    }
+                }
                 let waited = ContinuousClock.now - started
                 totals.withLock { totals in
                     totals.statements += 1
@@ -133,7 +139,7 @@ public final class ClusterNotifications: Sendable {
                 }
             } catch {
                 // The other nodes' repair sweep finds these messages a few seconds later.
-                logger.warning("cluster notification lost", metadata: ["error": "\(PostgresStorage.storageError(error))"])
+                logger.warning("cluster notification lost", metadata: ["error": "\(error)"])
             }
         }
     }

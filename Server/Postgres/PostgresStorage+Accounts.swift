@@ -11,7 +11,7 @@ extension PostgresStorage {
         let name = try StorageRules.validName(name, of: "user")
         let now = Date()
         return try await transaction { connection in
-            User(id: try await Self.insertUser(connection, name: name, at: now, logger: logger), name: name, createdAt: Date(milliseconds: now.milliseconds))
+            User(id: try await Self.insertUser(connection, name: name, at: now, logger: self.logger), name: name, createdAt: Date(milliseconds: now.milliseconds))
         }
     }
 
@@ -51,10 +51,10 @@ extension PostgresStorage {
         let name = try StorageRules.validName(name, of: "device")
         let now = Date()
         return try await transaction { connection in
-            guard try await Self.exists(connection, "SELECT 1 FROM users WHERE id = \(userID.database)", logger: logger) else {
+            guard try await Self.exists(connection, "SELECT 1 FROM users WHERE id = \(userID.database)", logger: self.logger) else {
                 throw StorageError.notFound("user \(userID)")
             }
-            let id = try await Self.insertDevice(connection, userID: userID, name: name, at: now, logger: logger)
+            let id = try await Self.insertDevice(connection, userID: userID, name: name, at: now, logger: self.logger)
             return Device(id: id, userID: userID, name: name, createdAt: Date(milliseconds: now.milliseconds))
         }
     }
@@ -83,9 +83,9 @@ extension PostgresStorage {
         let now = Date()
         return try await transaction { connection in
             var userID: Int64?
-            for try await id in try await connection.query("SELECT user_id FROM devices WHERE id = \(deviceID.database)", logger: logger).decode(Int64.self) { userID = id }
+            for try await id in try await connection.query("SELECT user_id FROM devices WHERE id = \(deviceID.database)", logger: self.logger).decode(Int64.self) { userID = id }
             guard let userID else { throw StorageError.notFound("device \(deviceID)") }
-            let token = try await Self.insertToken(connection, deviceID: deviceID, expiresAt: expiresAt, at: now, logger: logger)
+            let token = try await Self.insertToken(connection, deviceID: deviceID, expiresAt: expiresAt, at: now, logger: self.logger)
             return IssuedToken(token: token, userID: userID.id, deviceID: deviceID, expiresAt: expiresAt)
         }
     }
@@ -129,9 +129,9 @@ extension PostgresStorage {
         let name = try StorageRules.validName(name, of: "chat")
         let now = Date()
         return try await transaction { connection in
-            let chat = Chat(id: try await Self.insertChat(connection, name: name, at: now, logger: logger), name: name, createdAt: Date(milliseconds: now.milliseconds), lastSequence: 0)
+            let chat = Chat(id: try await Self.insertChat(connection, name: name, at: now, logger: self.logger), name: name, createdAt: Date(milliseconds: now.milliseconds), lastSequence: 0)
             // A missing user throws, and the transaction takes the chat back with it.
-            for userID in Set(memberIDs) { try await Self.insertMember(connection, chatID: chat.id, userID: userID, at: now, logger: logger) }
+            for userID in Set(memberIDs) { try await Self.insertMember(connection, chatID: chat.id, userID: userID, at: now, logger: self.logger) }
             return chat
         }
     }
@@ -157,10 +157,10 @@ extension PostgresStorage {
     public func addMember(chatID: UInt64, userID: UInt64) async throws(StorageError) {
         let now = Date()
         try await transaction { connection in
-            guard try await Self.exists(connection, "SELECT 1 FROM chats WHERE id = \(chatID.database)", logger: logger) else {
+            guard try await Self.exists(connection, "SELECT 1 FROM chats WHERE id = \(chatID.database)", logger: self.logger) else {
                 throw StorageError.notFound("chat \(chatID)")
             }
-            try await Self.insertMember(connection, chatID: chatID, userID: userID, at: now, logger: logger)
+            try await Self.insertMember(connection, chatID: chatID, userID: userID, at: now, logger: self.logger)
         }
     }
 

@@ -12,11 +12,11 @@ extension PostgresStorage {
     public func storeMessages(_ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64) async throws(StorageError) -> [StoreOutcome] {
         let storedAt = Date().milliseconds
         return try await transaction { connection in
-            guard let last = try await Self.lockChat(connection, chatID, logger: logger) else { throw StorageError.notFound("chat \(chatID)") }
+            guard let last = try await Self.lockChat(connection, chatID, logger: self.logger) else { throw StorageError.notFound("chat \(chatID)") }
             guard last == afterSequence else {
                 throw StorageError.sequenceConflict(chatID: chatID, expected: afterSequence, found: last)
             }
-            return try await Self.insertMessages(connection, messages, chatID: chatID, afterSequence: last, copies: [], storedAt: storedAt, logger: logger)
+            return try await Self.insertMessages(connection, messages, chatID: chatID, afterSequence: last, copies: [], storedAt: storedAt, logger: self.logger)
         }
     }
 
@@ -87,7 +87,7 @@ extension PostgresStorage {
             // Chats locked in id order, whatever order the batch has: two nodes storing
             // overlapping batches then wait for each other instead of deadlocking.
             for index in writes.indices.sorted(by: { writes[$0].chatID < writes[$1].chatID }) {
-                results[index] = try await Self.writeChat(connection, writes[index], storedAt: storedAt, logger: logger)
+                results[index] = try await Self.writeChat(connection, writes[index], storedAt: storedAt, logger: self.logger)
             }
             return results
         }
@@ -194,12 +194,14 @@ extension PostgresStorage {
     }
 
     public func message(deviceID: UInt64, clientMessageID: String) async throws(StorageError) -> StoredMessage? {
-        do {
-            return try await client.withConnection { connection in
-                try await Self.message(connection, deviceID: deviceID, clientMessageID: clientMessageID, logger: logger)
+        try await bounded("a message by its client id") { [client, logger] () async throws(StorageError) -> StoredMessage? in
+            do {
+                return try await client.withConnection { connection in
+                    try await Self.message(connection, deviceID: deviceID, clientMessageID: clientMessageID, logger: logger)
+                }
+            } catch {
+                throw Self.storageError(error)
             }
-        } catch {
-            throw Self.storageError(error)
         }
     }
 

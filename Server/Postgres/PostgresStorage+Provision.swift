@@ -14,9 +14,9 @@ extension PostgresStorage {
             let userNames = plan.users.map(\.name)
             try await connection.query("""
                 INSERT INTO users (name, created_at_ms) SELECT unnest(\(userNames)::TEXT[]), \(now) ON CONFLICT (name) DO NOTHING
-                """, logger: logger)
+                """, logger: self.logger)
             var userIDs: [String: UInt64] = [:]
-            for try await (id, name) in try await connection.query("SELECT id, name FROM users WHERE name = ANY(\(userNames))", logger: logger).decode((Int64, String).self) {
+            for try await (id, name) in try await connection.query("SELECT id, name FROM users WHERE name = ANY(\(userNames))", logger: self.logger).decode((Int64, String).self) {
                 userIDs[name] = id.id
             }
 
@@ -27,12 +27,12 @@ extension PostgresStorage {
                 INSERT INTO devices (user_id, name, created_at_ms)
                 SELECT owner, name, \(now) FROM unnest(\(deviceOwners)::BIGINT[], \(deviceNames)::TEXT[]) AS planned(owner, name)
                 ON CONFLICT (user_id, name) DO NOTHING
-                """, logger: logger)
+                """, logger: self.logger)
             var deviceIDs: [DeviceKey: UInt64] = [:]
             for try await (id, owner, name) in try await connection.query("""
                 SELECT d.id, d.user_id, d.name FROM devices d
                 JOIN unnest(\(deviceOwners)::BIGINT[], \(deviceNames)::TEXT[]) AS planned(owner, name) ON d.user_id = planned.owner AND d.name = planned.name
-                """, logger: logger).decode((Int64, Int64, String).self) {
+                """, logger: self.logger).decode((Int64, Int64, String).self) {
                 deviceIDs[DeviceKey(userID: owner.id, name: name)] = id.id
             }
             var users: [ProvisionResult.User] = []
@@ -51,15 +51,15 @@ extension PostgresStorage {
             try await connection.query("""
                 INSERT INTO tokens (hash, device_id, created_at_ms, expires_at_ms)
                 SELECT decode(hash, 'hex'), device, \(now), \(expires) FROM unnest(\(tokenHashes)::TEXT[], \(tokenDevices)::BIGINT[]) AS issued(hash, device)
-                """, logger: logger)
+                """, logger: self.logger)
 
             // Chats, by name, and their planned members; what a member was before stays.
             let chatNames = plan.chats.map(\.name)
             try await connection.query("""
                 INSERT INTO chats (name, created_at_ms) SELECT unnest(\(chatNames)::TEXT[]), \(now) ON CONFLICT (name) DO NOTHING
-                """, logger: logger)
+                """, logger: self.logger)
             var chatIDs: [String: UInt64] = [:]
-            for try await (id, name) in try await connection.query("SELECT id, name FROM chats WHERE name = ANY(\(chatNames))", logger: logger).decode((Int64, String).self) {
+            for try await (id, name) in try await connection.query("SELECT id, name FROM chats WHERE name = ANY(\(chatNames))", logger: self.logger).decode((Int64, String).self) {
                 chatIDs[name] = id.id
             }
             let memberChats = plan.chats.flatMap { chat in chat.memberIndexes.map { _ in chatIDs[chat.name]!.database } }
@@ -69,13 +69,13 @@ extension PostgresStorage {
                 INSERT INTO members (chat_id, user_id, joined_at_ms)
                 SELECT chat, member, \(now) FROM unnest(\(memberChats)::BIGINT[], \(memberUsers)::BIGINT[]) AS planned(chat, member)
                 ON CONFLICT (chat_id, user_id) DO NOTHING RETURNING chat_id, user_id
-                """, logger: logger).decode((Int64, Int64).self) {
+                """, logger: self.logger).decode((Int64, Int64).self) {
                 added.insert(MemberKey(chatID: chatID.id, userID: userID.id))
             }
             var allMembers: [UInt64: [UInt64]] = [:]
             for try await (chatID, userID) in try await connection.query("""
                 SELECT chat_id, user_id FROM members WHERE chat_id = ANY(\(Array(Set(chatIDs.values.map(\.database))))) ORDER BY chat_id, user_id
-                """, logger: logger).decode((Int64, Int64).self) {
+                """, logger: self.logger).decode((Int64, Int64).self) {
                 allMembers[chatID.id, default: []].append(userID.id)
             }
             // A new membership counts as added once, where the plan first names it.

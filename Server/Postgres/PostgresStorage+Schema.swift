@@ -203,15 +203,16 @@ extension PostgresStorage {
     public func migrate() async throws(StorageError) {
         let known = Self.migrations
         let url = self.url
-        try await transaction { connection in
+        // Not bounded by `answerLimit`: a migration on a large database may take minutes.
+        try await transaction(unbounded: true) { connection in
             // Any fixed number: the lock only orders migrators of this database.
-            try await connection.query("SELECT pg_advisory_xact_lock(7388170512)", logger: logger)
+            try await connection.query("SELECT pg_advisory_xact_lock(7388170512)", logger: self.logger)
             try await connection.query("""
                 CREATE TABLE IF NOT EXISTS courier_migrations (
                     version INT PRIMARY KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())
-                """, logger: logger)
+                """, logger: self.logger)
             var done: Set<Int> = []
-            for try await version in try await connection.query("SELECT version FROM courier_migrations", logger: logger).decode(Int.self) {
+            for try await version in try await connection.query("SELECT version FROM courier_migrations", logger: self.logger).decode(Int.self) {
                 done.insert(version)
             }
             if let newer = done.max(), newer > Self.schemaVersion {
@@ -219,10 +220,10 @@ extension PostgresStorage {
             }
             for migration in known where !done.contains(migration.version) {
                 for statement in migration.statements {
-                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: self.logger)
                 }
-                try await connection.query("INSERT INTO courier_migrations (version, name) VALUES (\(migration.version), \(migration.name))", logger: logger)
-                logger.info("PostgreSQL schema migrated", metadata: ["version": "\(migration.version)", "name": "\(migration.name)"])
+                try await connection.query("INSERT INTO courier_migrations (version, name) VALUES (\(migration.version), \(migration.name))", logger: self.logger)
+                self.logger.info("PostgreSQL schema migrated", metadata: ["version": "\(migration.version)", "name": "\(migration.name)"])
             }
         }
     }

@@ -32,6 +32,10 @@ public final class PostgresStorage: ServerStorage {
         var pool: Pool
         var closed = false
         var watching: Task<Void, Never>?
+        /// Queries no longer waited for, by id: when each was given up and on which pool, until
+        /// it answers or `abandonedForgetAfter` passes.
+        var abandoned: [UInt64: (since: ContinuousClock.Instant, generation: Int)] = [:]
+        var nextAbandonedID: UInt64 = 0
     }
 
     private let state: Mutex<State>
@@ -53,14 +57,29 @@ public final class PostgresStorage: ServerStorage {
     /// not cancel a commit waiting for the standby, PostgreSQL notices only when it answers.
     static let retiredPoolGrace: Duration = .seconds(2)
 
+    /// A query is waited for at most this long, then left to finish by itself (never
+    /// cancelled: a commit waiting for the standby must not be) while its caller goes on with a
+    /// 5.03: a query can stay unanswered for good (postgres-nio 1.33 loses a query written to a
+    /// connection that closed after it was leased, as at a kill -9 of the primary), and one such
+    /// query held a node's every commit (the group commit is serial), or a device's pushes, after
+    /// a failover. Longer than a failover's wait for the standby, which is no reason to give up.
+    public static let defaultAnswerLimit: Duration = .seconds(20)
+    let answerLimit: Duration
+    /// At most this many given-up queries on the current pool at once (each may hold one of
+    /// its connections); beyond, queries fail at once until some answer or the pool moves.
+    public var maximumAbandoned: Int { max(2, maximumConnections / 2) }
+    /// A given-up query that has not answered after this long is no longer counted: its answer
+    /// was lost (it will never come), and its connection is closed by now.
+    static let abandonedForgetAfter: Duration = .seconds(120)
+
     /// Opens a pool on `url` after one connection proved that the server is there, takes these
     /// credentials and has the database: each of those failures is a `StorageError` that says
     /// which. With several hosts, the pool goes to the one that is the primary. With `migrate`,
     /// creates or upgrades the schema; without, refuses a schema that is missing, older or newer
     /// than this program's (`.invalid`, naming the command to run).
-    public static func open(url: PostgresURL, migrate: Bool, maximumConnections: Int = 16, logger: Logger) async throws(StorageError) -> PostgresStorage {
+    public static func open(url: PostgresURL, migrate: Bool, maximumConnections: Int = 16, answerLimit: Duration = defaultAnswerLimit, logger: Logger) async throws(StorageError) -> PostgresStorage {
         let primary = try await findPrimary(url, logger: logger)
-        let storage = PostgresStorage(url: url, primary: primary, maximumConnections: maximumConnections, logger: logger)
+        let storage = PostgresStorage(url: url, primary: primary, maximumConnections: maximumConnections, answerLimit: answerLimit, logger: logger)
         do {
             if migrate { try await storage.migrate() } else { try await storage.checkSchema() }
         } catch {
@@ -71,8 +90,9 @@ public final class PostgresStorage: ServerStorage {
         return storage
     }
 
-    private init(url: PostgresURL, primary: PostgresURL.Endpoint, maximumConnections: Int, logger: Logger) {
+    private init(url: PostgresURL, primary: PostgresURL.Endpoint, maximumConnections: Int, answerLimit: Duration, logger: Logger) {
         self.url = url
+        self.answerLimit = answerLimit
         self.logger = logger
         self.maximumConnections = maximumConnections
         state = Mutex(State(pool: Self.pool(url, primary, maximumConnections: maximumConnections, generation: 1, logger: logger)))
@@ -205,9 +225,66 @@ public final class PostgresStorage: ServerStorage {
 
     // MARK: - Plumbing
 
+    /// `body`'s result, waited for at most `answerLimit` (see there): then `.unavailable`, with
+    /// `body` left to run. Every query of the store goes through here.
+    func bounded<T: Sendable>(_ what: @autoclosure () -> String, _ body: @escaping @Sendable () async throws(StorageError) -> T) async throws(StorageError) -> T {
+        let started = ContinuousClock.now
+        let refused = state.withLock { state -> Bool in
+            state.abandoned = state.abandoned.filter { started - $0.value.since < Self.abandonedForgetAfter }
+            let generation = state.pool.generation
+            return state.abandoned.values.count { $0.generation == generation } >= maximumAbandoned
+        }
+        if refused { throw .unavailable("\(maximumAbandoned) queries to PostgreSQL are still unanswered after \(answerLimit)") }
+        let outcome = Mutex<(answered: Bool, abandonedID: UInt64?)>((false, nil))
+        let result = await CourierCore.answer(within: answerLimit, otherwise: Result<T, StorageError>?.none) { [weak self] in
+            let result: Result<T, StorageError>
+            do throws(StorageError) { result = .success(try await body()) } catch { result = .failure(error) }
+            let abandonedID = outcome.withLock { outcome -> UInt64? in
+                outcome.answered = true
+                return outcome.abandonedID
+            }
+            if let abandonedID, let self, let since = self.state.withLock({ $0.abandoned.removeValue(forKey: abandonedID)?.since }) {
+                self.logger.warning("PostgreSQL: a query given up on answered after all", metadata: ["after": "\(ContinuousClock.now - since)", "ok": "\((try? result.get()) != nil)"])
+            }
+            return result
+        }
+        if let result { return try result.get() }
+        let (pending, endpoint, generation) = state.withLock { state -> (Bool, PostgresURL.Endpoint, Int) in
+            let id = state.nextAbandonedID
+            state.nextAbandonedID += 1
+            // It may have answered just now, after the deadline: then there is nothing to count.
+            let stillPending = outcome.withLock { outcome -> Bool in
+                guard !outcome.answered else { return false }
+                outcome.abandonedID = id
+                return true
+            }
+            if stillPending { state.abandoned[id] = (ContinuousClock.now, state.pool.generation) }
+            return (stillPending, state.pool.endpoint, state.pool.generation)
+        }
+        let description = what()
+        if pending {
+            logger.warning("PostgreSQL: no answer within the limit; the query is left to finish by itself", metadata: [
+                "query": "\(description)", "limit": "\(answerLimit)", "member": "\(endpoint)", "generation": "\(generation)",
+            ])
+        }
+        throw .unavailable("no answer from PostgreSQL to \(description) within \(answerLimit)")
+    }
+
     /// Runs `body` in a transaction on one connection of the pool: committed when it returns,
     /// rolled back when it throws. A StorageError thrown by `body` comes out as it is.
-    func transaction<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws(StorageError) -> T {
+    /// Waited for at most `answerLimit`, unless `unbounded`.
+    func transaction<T: Sendable>(unbounded: Bool = false, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws(StorageError) -> T {
+        let run: @Sendable () async throws(StorageError) -> T = { [client, logger] () async throws(StorageError) -> T in
+            do {
+                return try await Self.transaction(on: client, logger: logger, body)
+            } catch {
+                throw Self.storageError(error)
+            }
+        }
+        return unbounded ? try await run() : try await bounded("a transaction", run)
+    }
+
+    private static func transaction<T: Sendable>(on client: PostgresClient, logger: Logger, _ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         do {
             return try await client.withConnection { connection in
                 try await connection.query("BEGIN", logger: logger)
@@ -221,20 +298,20 @@ public final class PostgresStorage: ServerStorage {
                 try await connection.query("COMMIT", logger: logger)
                 return value
             }
-        } catch {
-            throw Self.storageError(error)
         }
     }
 
     /// Every row of one statement, outside a transaction, decoded as `columns`.
     func readAll<each Column: PostgresDecodable & Sendable>(_ query: PostgresQuery, as columns: (repeat each Column).Type) async throws(StorageError) -> [(repeat each Column)] {
-        do {
-            let rows = try await client.query(query, logger: logger)
-            var values: [(repeat each Column)] = []
-            for try await row in rows.decode(columns) { values.append(row) }
-            return values
-        } catch {
-            throw Self.storageError(error)
+        try await bounded(String(query.sql.prefix(60))) { [client, logger] () async throws(StorageError) -> [(repeat each Column)] in
+            do {
+                let rows = try await client.query(query, logger: logger)
+                var values: [(repeat each Column)] = []
+                for try await row in rows.decode(columns) { values.append(row) }
+                return values
+            } catch {
+                throw Self.storageError(error)
+            }
         }
     }
 

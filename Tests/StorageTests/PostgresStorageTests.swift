@@ -134,6 +134,62 @@ final class PostgresStorageTests: XCTestCase {
         }
     }
 
+    /// A query without an answer is given up at the storage's answer limit (the caller hears
+    /// `.unavailable`, and a serial caller such as the group commit goes on) but never
+    /// cancelled: once it can, it finishes by itself. Past `maximumAbandoned` such queries on the
+    /// pool, the next one fails at once instead of waiting. The answer that never comes is stood
+    /// in for by a lock held elsewhere.
+    func testAQueryWithoutAnAnswerIsGivenUpAtTheLimitNeverCancelledAndTheirNumberIsBounded() async throws {
+        let limited = try await PostgresStorage.open(url: PostgresURL(url), migrate: false, maximumConnections: 4, answerLimit: .seconds(1), logger: logger)
+        defer { limited.close() }
+        XCTAssertEqual(limited.maximumAbandoned, 2)
+        let (_, device, chat) = try await contract.member("ann")
+        func sent(_ clientID: String, id: UInt64) -> ChatWrite {
+            ChatWrite(chatID: chat.id, messages: [StoredMessage(
+                serverMessageID: id, chatID: chat.id, sequence: 0, senderUserID: device.userID, senderDeviceID: device.id,
+                clientMessageID: clientID, text: clientID, clientSentAtMilliseconds: 1, acceptedAtMilliseconds: 2
+            )])
+        }
+        // Another session holds the chat's row for 6 s: a commit of that chat waits for it.
+        let url = self.url!
+        let holder = Task.detached { try TestPostgres.psql(url, "BEGIN; SELECT id FROM chats WHERE id = \(chat.id) FOR UPDATE; SELECT pg_sleep(6); COMMIT;") }
+        for _ in 0..<100 {
+            if try TestPostgres.psql(url, "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(6)%' AND pid <> pg_backend_pid()").trimmingCharacters(in: .whitespacesAndNewlines) == "1" { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+
+        for clientID in ["first", "second"] {
+            let started = ContinuousClock.now
+            await XCTAssertThrowsAsync(try await limited.storeBatch([sent(clientID, id: clientID == "first" ? 701 : 702)])) {
+                XCTAssertTrue("\($0)".contains("no answer from PostgreSQL"), "\($0)")
+            }
+            let waited = ContinuousClock.now - started
+            XCTAssertLessThan(waited, .seconds(4), "given up at the limit (1 s), not when the lock went (6 s)")
+        }
+        let started = ContinuousClock.now
+        await XCTAssertThrowsAsync(try await limited.maxServerMessageID()) {
+            XCTAssertTrue("\($0)".contains("still unanswered"), "\($0)")
+        }
+        XCTAssertLessThan(ContinuousClock.now - started, .milliseconds(900), "refused at once, without waiting for the limit")
+
+        // Neither commit was cancelled: both finish once the lock is released.
+        _ = try await holder.value
+        var stored: [String] = []
+        for _ in 0..<100 {
+            stored = try await storage.history(chatID: chat.id, afterSequence: 0, limit: 10).map(\.clientMessageID)
+            if stored.count == 2 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        XCTAssertEqual(Set(stored), ["first", "second"])
+        var answered: UInt64?
+        for _ in 0..<100 {
+            answered = try? await limited.maxServerMessageID()
+            if answered != nil { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        XCTAssertEqual(answered, 702, "queries are taken again once the given-up ones have answered")
+    }
+
     func testASecondProvisionReusesEveryNameAddsOnlyWhatIsMissingAndIssuesNewTokens() async throws { try await contract.aSecondProvisionReusesEveryNameAddsOnlyWhatIsMissingAndIssuesNewTokens() }
     func testABadNameOrMemberIndexChangesNothing() async throws { try await contract.aBadNameOrMemberIndexChangesNothing() }
     func testTwentyThousandUsersWithADeviceEachTakeAFewSeconds() async throws { try await contract.twentyThousandUsersWithADeviceEachTakeAFewSeconds() }

@@ -22,7 +22,7 @@ public final class TestHA: Sendable {
     /// --netns`, root only), so that `isolate` can cut it off.
     public static func start(members: Int = 2, isolatable: Bool = false) async throws -> TestHA {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-test-ha-\(getpid())-\(UUID().uuidString.prefix(8))").path
-        let base = try await freePortRun(count: 6 + 2 * members)
+        let base = try freePortRun(count: 6 + 2 * members)
         let output = try await script(["start"] + (isolatable ? ["--netns"] : []) + [directory, "\(base)", "\(members)"])
         return TestHA(directory: directory, serverURL: output.trimmingCharacters(in: .whitespacesAndNewlines))
     }
@@ -58,6 +58,28 @@ public final class TestHA: Sendable {
         func value(_ key: String) -> String? { ports.first { $0.first.map(String.init) == key }?.last.map(String.init) }
         guard let port = value("pg-\(member)") else { throw TestPostgres.Failure(command: "memberURL", status: 0, stderr: "no member \(member)") }
         return "postgres://courier:courier@\(value("address-\(member)") ?? "127.0.0.1"):\(port)/\(database)?sslmode=disable"
+    }
+
+    /// What a stalled test needs to be understood: Patroni's view, and on each member every
+    /// session of `database` (what it waits on, for how long) and every lock not granted.
+    public func diagnostics(database: String) async -> String {
+        var report = ((try? await Self.script(["status", directory])) ?? "patronictl list failed") + "\n"
+        let members = ((try? String(contentsOfFile: "\(directory)/ports", encoding: .utf8)) ?? "").split(separator: "\n")
+            .compactMap { $0.hasPrefix("pg-") ? $0.split(separator: " ").first.map { String($0.dropFirst(3)) } : nil }
+        for member in members {
+            let sessions = """
+                SELECT pid, state, coalesce(wait_event_type || ':' || wait_event, '-'), coalesce(extract(epoch FROM now() - xact_start)::int, -1), left(regexp_replace(query, '\\s+', ' ', 'g'), 60)
+                FROM pg_stat_activity WHERE datname = '\(database)' ORDER BY xact_start NULLS LAST
+                """
+            let locks = "SELECT pid, locktype, mode, relation::regclass, transactionid FROM pg_locks WHERE NOT granted"
+            let answer = (try? memberURL(member, database: database)).map { url in
+                ["sessions": sessions, "locks not granted": locks].map { name, sql in
+                    "\(name):\n" + ((try? TestPostgres.psql(url, sql)) ?? "(no answer)")
+                }.joined(separator: "\n")
+            } ?? "(no URL)"
+            report += "--- \(member)\n\(answer)\n"
+        }
+        return report
     }
 
     /// `patronictl switchover` to the synchronous standby.
@@ -99,22 +121,5 @@ public final class TestHA: Sendable {
         try await withCheckedThrowingContinuation { continuation in
             Thread.detachNewThread { continuation.resume(with: Result { try TestPostgres.run(executable, arguments) }) }
         }
-    }
-
-    /// The first of `count` consecutive loopback TCP ports that nothing listens on now, below
-    /// the kernel's range for outgoing connections (32768 and up here), which could take one
-    /// of them between this check and the listener's bind.
-    private static func freePortRun(count: Int) async throws -> Int {
-        for _ in 0..<50 {
-            let base = Int.random(in: 12_000...(30_000 - count))
-            var channels: [any Channel] = []
-            for port in base..<(base + count) {
-                guard let channel = try? await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: port).get() else { break }
-                channels.append(channel)
-            }
-            for channel in channels { try? await channel.close() }
-            if channels.count == count { return base }
-        }
-        throw TestPostgres.Failure(command: "freePortRun", status: 0, stderr: "no \(count) free consecutive ports")
     }
 }

@@ -31,7 +31,7 @@ public enum TestPostgres {
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-test-pg-\(getpid())-\(UUID().uuidString.prefix(8))").path
             // fsync off: the tests kill processes, not the machine. Connections: many tests, each
             // with a pool of its own.
-            let output = try run("\(repositoryRoot)/scripts/postgres", ["start", directory, "\(try freePort())", "fsync=off", "max_connections=400"])
+            let output = try run("\(repositoryRoot)/scripts/postgres", ["start", directory, "\(try TestSupport.freePort())", "fsync=off", "max_connections=400"])
             let url = output.trimmingCharacters(in: .whitespacesAndNewlines)
             server = Server(url: url, directory: directory)
             atexit { TestPostgres.stopStartedServer() }
@@ -68,22 +68,6 @@ public enum TestPostgres {
         _ = try? run("\(repositoryRoot)/scripts/postgres", ["stop", directory, "immediate"])
         try? FileManager.default.removeItem(atPath: directory)
         for suffix in [".settings", ".initdb.log"] { try? FileManager.default.removeItem(atPath: directory + suffix) }
-    }
-
-    /// A TCP port on loopback that nothing listens on now (the kernel's choice).
-    private static func freePort() throws -> Int {
-        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard socket >= 0 else { throw Failure(command: "socket", status: errno, stderr: "cannot open a socket") }
-        defer { close(socket) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(socket, $0, length) == 0 && getsockname(socket, $0, &length) == 0 }
-        }
-        guard bound else { throw Failure(command: "bind", status: errno, stderr: "cannot bind a loopback port") }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     /// Runs a command to its end; a failure carries what it printed on stderr. With posix_spawn

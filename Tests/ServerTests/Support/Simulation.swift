@@ -21,6 +21,14 @@ struct SimulatorRun: Sendable {
     /// "acknowledged N, lost L, duplicates D, order violations O".
     var verdictSummary: String {
         "acknowledged \(verdictCount("acknowledged")), lost \(verdictCount("lost")), duplicates \(verdictCount("duplicates")), order violations \(verdictCount("order_violations")), delivered \(verdictCount("delivered")) of \(verdictCount("expected_deliveries")), simulator exit \(status)"
+            + (failureExamples.isEmpty ? "" : "; e.g. " + failureExamples.joined(separator: "; "))
+    }
+
+    /// The oracle's first examples when it found something: what the one-line summary of a
+    /// failed CI run must carry to be understood without the full report.
+    var failureExamples: [String] {
+        guard verdictCount("lost") > 0 || verdictCount("duplicates") > 0 || verdictCount("order_violations") > 0 else { return [] }
+        return ((verdict["examples"] as? [String]) ?? []).prefix(3).map { String($0.prefix(200)) }
     }
 }
 
