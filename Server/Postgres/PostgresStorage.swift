@@ -32,10 +32,12 @@ public final class PostgresStorage: ServerStorage {
         var pool: Pool
         var closed = false
         var watching: Task<Void, Never>?
+        /// Queries waited for, by id: the pool's generation, and how to stop waiting.
+        var waiting: [UInt64: (generation: Int, giveUp: @Sendable () -> Void)] = [:]
         /// Queries no longer waited for, by id: when each was given up and on which pool, until
         /// it answers or `abandonedForgetAfter` passes.
         var abandoned: [UInt64: (since: ContinuousClock.Instant, generation: Int)] = [:]
-        var nextAbandonedID: UInt64 = 0
+        var nextQueryID: UInt64 = 0
     }
 
     private let state: Mutex<State>
@@ -51,18 +53,19 @@ public final class PostgresStorage: ServerStorage {
     static let primaryCheckInterval: Duration = .seconds(1)
     /// A primary that does not answer the check within this long is looked for again.
     static let primaryCheckTimeout: Duration = .seconds(2)
-    /// A pool left behind by a move is closed after this long. Its queries then fail here
-    /// (on a member cut off from the network they would hang for minutes, holding a device's
-    /// pump or the news), while the server goes on with what it runs: closing a connection does
-    /// not cancel a commit waiting for the standby, PostgreSQL notices only when it answers.
+    /// A pool left behind by a move is closed after this long, and its queries still waiting
+    /// are given up (on a member cut off from the network they would hang for minutes, holding
+    /// a device's pump or the news), while the server goes on with what it runs: closing a
+    /// connection does not cancel a commit waiting for the standby, PostgreSQL notices only
+    /// when it answers.
     static let retiredPoolGrace: Duration = .seconds(2)
 
     /// A query is waited for at most this long, then left to finish by itself (never
     /// cancelled: a commit waiting for the standby must not be) while its caller goes on with a
-    /// 5.03: a query can stay unanswered for good (postgres-nio 1.33 loses a query written to a
-    /// connection that closed after it was leased, as at a kill -9 of the primary), and one such
-    /// query held a node's every commit (the group commit is serial), or a device's pushes, after
-    /// a failover. Longer than a failover's wait for the standby, which is no reason to give up.
+    /// 5.03. A query can stay unanswered for good: after a kill -9 of the primary, some on
+    /// connections that closed under them never answered (postgres-nio writes a query to its
+    /// leased connection without a promise), and one held a node's group commit, which is
+    /// serial, until this bound. Longer than a failover's wait for the standby.
     public static let defaultAnswerLimit: Duration = .seconds(20)
     let answerLimit: Duration
     /// At most this many given-up queries on the current pool at once (each may hold one of
@@ -207,6 +210,8 @@ public final class PostgresStorage: ServerStorage {
         Task {
             try? await Task.sleep(for: Self.retiredPoolGrace)
             retired.running.cancel()
+            let given = giveUpQueries(of: retired.generation)
+            if given > 0 { logger.warning("PostgreSQL: queries to the old primary no longer waited for", metadata: ["count": "\(given)", "generation": "\(retired.generation)"]) }
         }
     }
 
@@ -225,49 +230,88 @@ public final class PostgresStorage: ServerStorage {
 
     // MARK: - Plumbing
 
-    /// `body`'s result, waited for at most `answerLimit` (see there): then `.unavailable`, with
-    /// `body` left to run. Every query of the store goes through here.
+    /// Why a query was no longer waited for.
+    private enum GivenUp: Error {
+        case limit
+        case primaryMoved
+    }
+
+    /// `body`'s result, waited for at most `answerLimit` (see there), or until the pool it went
+    /// to is retired (its member is no longer the primary: an answer from there is worth
+    /// nothing, and may never come); then `.unavailable`, with `body` left to run. Every query of
+    /// the store goes through here.
     func bounded<T: Sendable>(_ what: @autoclosure () -> String, _ body: @escaping @Sendable () async throws(StorageError) -> T) async throws(StorageError) -> T {
         let started = ContinuousClock.now
-        let refused = state.withLock { state -> Bool in
+        let first = FirstAnswer<Result<Result<T, StorageError>, GivenUp>>()
+        let registered = state.withLock { state -> (id: UInt64, generation: Int)? in
             state.abandoned = state.abandoned.filter { started - $0.value.since < Self.abandonedForgetAfter }
             let generation = state.pool.generation
-            return state.abandoned.values.count { $0.generation == generation } >= maximumAbandoned
+            guard state.abandoned.values.count(where: { $0.generation == generation }) < maximumAbandoned else { return nil }
+            let id = state.nextQueryID
+            state.nextQueryID += 1
+            state.waiting[id] = (generation, { first.give(.failure(.primaryMoved)) })
+            return (id, generation)
         }
-        if refused { throw .unavailable("\(maximumAbandoned) queries to PostgreSQL are still unanswered after \(answerLimit)") }
-        let outcome = Mutex<(answered: Bool, abandonedID: UInt64?)>((false, nil))
-        let result = await CourierCore.answer(within: answerLimit, otherwise: Result<T, StorageError>?.none) { [weak self] in
-            let result: Result<T, StorageError>
-            do throws(StorageError) { result = .success(try await body()) } catch { result = .failure(error) }
-            let abandonedID = outcome.withLock { outcome -> UInt64? in
-                outcome.answered = true
-                return outcome.abandonedID
-            }
-            if let abandonedID, let self, let since = self.state.withLock({ $0.abandoned.removeValue(forKey: abandonedID)?.since }) {
-                self.logger.warning("PostgreSQL: a query given up on answered after all", metadata: ["after": "\(ContinuousClock.now - since)", "ok": "\((try? result.get()) != nil)"])
-            }
-            return result
+        guard let (id, generation) = registered else {
+            throw .unavailable("\(maximumAbandoned) queries to PostgreSQL are still unanswered after \(answerLimit)")
         }
-        if let result { return try result.get() }
-        let (pending, endpoint, generation) = state.withLock { state -> (Bool, PostgresURL.Endpoint, Int) in
-            let id = state.nextAbandonedID
-            state.nextAbandonedID += 1
-            // It may have answered just now, after the deadline: then there is nothing to count.
-            let stillPending = outcome.withLock { outcome -> Bool in
-                guard !outcome.answered else { return false }
-                outcome.abandonedID = id
-                return true
+        let answerLimit = answerLimit
+        let answer = await withCheckedContinuation { continuation in
+            first.waiting(continuation)
+            let timer = Task {
+                try? await Task.sleep(for: answerLimit)
+                if !Task.isCancelled { first.give(.failure(.limit)) }
             }
-            if stillPending { state.abandoned[id] = (ContinuousClock.now, state.pool.generation) }
-            return (stillPending, state.pool.endpoint, state.pool.generation)
+            Task { [weak self] in
+                let result: Result<T, StorageError>
+                do throws(StorageError) { result = .success(try await body()) } catch { result = .failure(error) }
+                timer.cancel()
+                first.give(.success(result))
+                self?.answered(id, ok: (try? result.get()) != nil)
+            }
+        }
+        let reason: GivenUp
+        switch answer {
+        case .success(let result): return try result.get()
+        case .failure(let givenUp): reason = givenUp
         }
         let description = what()
-        if pending {
-            logger.warning("PostgreSQL: no answer within the limit; the query is left to finish by itself", metadata: [
-                "query": "\(description)", "limit": "\(answerLimit)", "member": "\(endpoint)", "generation": "\(generation)",
-            ])
+        // Still running (it may have answered just now: then it is gone from `waiting`). Counted
+        // while it runs if given up at the limit; one sent to a retired pool does not count.
+        let pending = state.withLock { state -> Bool in
+            guard state.waiting.removeValue(forKey: id) != nil else { return false }
+            if reason == .limit { state.abandoned[id] = (ContinuousClock.now, generation) }
+            return true
         }
-        throw .unavailable("no answer from PostgreSQL to \(description) within \(answerLimit)")
+        switch reason {
+        case .limit:
+            if pending {
+                logger.warning("PostgreSQL: no answer within the limit; the query is left to finish by itself", metadata: [
+                    "query": "\(description)", "limit": "\(answerLimit)", "generation": "\(generation)",
+                ])
+            }
+            throw .unavailable("no answer from PostgreSQL to \(description) within \(answerLimit)")
+        case .primaryMoved:
+            throw .unavailable("the primary moved while \(description) waited for an answer")
+        }
+    }
+
+    /// Query `id` answered: it is no longer waited for, or no longer counted as given up.
+    private func answered(_ id: UInt64, ok: Bool) {
+        let since = state.withLock { state -> ContinuousClock.Instant? in
+            state.waiting.removeValue(forKey: id)
+            return state.abandoned.removeValue(forKey: id)?.since
+        }
+        if let since {
+            logger.warning("PostgreSQL: a query given up on answered after all", metadata: ["after": "\(ContinuousClock.now - since)", "ok": "\(ok)"])
+        }
+    }
+
+    /// Stops waiting for the queries sent to a retired pool; returns how many.
+    private func giveUpQueries(of generation: Int) -> Int {
+        let giveUps = state.withLock { state in state.waiting.values.filter { $0.generation == generation }.map(\.giveUp) }
+        for giveUp in giveUps { giveUp() }
+        return giveUps.count
     }
 
     /// Runs `body` in a transaction on one connection of the pool: committed when it returns,

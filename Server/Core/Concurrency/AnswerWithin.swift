@@ -19,15 +19,18 @@ public func answer<Value: Sendable>(within timeout: Duration, otherwise: Value, 
     }
 }
 
-/// Resumes one waiting continuation with the first answer given; later ones are dropped.
-private final class FirstAnswer<Value: Sendable>: Sendable {
+/// Resumes one waiting continuation with the first answer given; later ones are dropped. For
+/// a wait that several parties may end (the work, a timer, someone giving up on it).
+public final class FirstAnswer<Value: Sendable>: Sendable {
     private let continuation = Mutex<CheckedContinuation<Value, Never>?>(nil)
 
-    func waiting(_ waiter: CheckedContinuation<Value, Never>) {
+    public init() {}
+
+    public func waiting(_ waiter: CheckedContinuation<Value, Never>) {
         continuation.withLock { $0 = waiter }
     }
 
-    func give(_ value: Value) {
+    public func give(_ value: Value) {
         continuation.withLock { waiter -> CheckedContinuation<Value, Never>? in
             defer { waiter = nil }
             return waiter

@@ -226,10 +226,12 @@ private extension Duration {
     var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
 
-/// How many queries the nodes gave up on (`PostgresStorage.answerLimit`), and how many of those
-/// answered later: one that never does had its answer lost.
+/// How many queries the nodes gave up on at the answer limit (`PostgresStorage.answerLimit`) and
+/// how many of those answered later (one that never does had its answer lost), and how many
+/// moves to a new primary gave up queries still waiting on the old one.
 private func givenUp(_ nodes: [ServerProcess]) -> String {
     let logs = nodes.map { $0.serverLog() }
     func count(_ text: String) -> Int { logs.reduce(0) { $0 + $1.components(separatedBy: text).count - 1 } }
-    return "queries given up \(count("no answer within the limit")) (answered later \(count("given up on answered after all")))"
+    return "queries given up at the limit \(count("no answer within the limit")) (answered later \(count("given up on answered after all"))), "
+        + "moves that gave up queries on the old primary \(count("queries to the old primary no longer waited for"))"
 }
