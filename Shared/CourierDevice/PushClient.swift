@@ -108,9 +108,19 @@ public final class PushClient: Sendable {
         sessionChannel.withLockedValue { $0 }?.close(promise: nil)
     }
 
-    private enum SessionEnd {
+    enum SessionEnd: Equatable {
         case ended(reason: String, wasWelcomed: Bool)
         case refused(String)
+    }
+
+    /// What a close frame from the server means. A bad token (1008 "bad token", after an
+    /// unauthorized `Error` frame) and a newer session of this device ("replaced") end for good.
+    /// Every other close is tried again with backoff, other 1008s included: the server also
+    /// closes with 1008 when the Hello came too late, as it does when TCP retransmits it on a
+    /// lossy path, and a device that gave up then never reconnected.
+    static func end(closeCode code: UInt16, reason: String, welcomed: Bool) -> SessionEnd {
+        if (code == 1008 && reason == "bad token") || reason.hasPrefix("replaced") { return .refused("closed \(code) \(reason)") }
+        return .ended(reason: "closed \(code) \(reason)", wasWelcomed: welcomed)
     }
 
     private enum Upgrade {
@@ -236,9 +246,7 @@ public final class PushClient: Sendable {
                 var data = frame.unmaskedData
                 let code = data.readInteger(as: UInt16.self) ?? 1005
                 let reason = data.readString(length: data.readableBytes) ?? ""
-                // A bad token, or a newer session of this device: reconnecting cannot help.
-                if code == 1008 || reason.hasPrefix("replaced") { return .refused("closed \(code) \(reason)") }
-                return .ended(reason: "closed \(code) \(reason)", wasWelcomed: state.welcomed)
+                return Self.end(closeCode: code, reason: reason, welcomed: state.welcomed)
             case .binary:
                 message = frame.unmaskedData
             case .continuation:
