@@ -101,6 +101,44 @@ final class BlockwiseServerTests: XCTestCase {
         XCTAssertEqual(answer.code, .requestEntityIncomplete)
     }
 
+    /// History and search answers reach about 450 KB: 1,024 of them cached would be 450 MB. The
+    /// bytes held are bounded: the oldest answers go first, and their later blocks are answered
+    /// again (GET) or refused with 4.08 (other methods); one answer above the bound alone is
+    /// sliced but never cached.
+    func testCachedAnswersAreBoundedInBytes() throws {
+        var server = BlockwiseServer(maxBodySize: 1000, preferredBlockSize: 1024, maxBytes: 10_000)
+        func peer(_ index: Int) -> SocketAddress { try! SocketAddress(ipAddress: "127.0.0.1", port: 20000 + index) }
+        let body = Array(repeating: UInt8(7), count: 3000)
+        for index in 0..<20 {
+            let request = CoAPMessage.request(index % 2 == 0 ? .get : .post, path: "/history")
+            let first = server.prepareResponse(.response(.content, payload: body), to: request, from: peer(index), now: now + .milliseconds(Int64(index)))
+            XCTAssertEqual(first.payload.count, 1024)
+            XCTAssertLessThanOrEqual(server.heldBytes, 10_000, "after answer \(index)")
+        }
+        XCTAssertEqual(server.heldBytes, 9000, "the three newest answers")
+        XCTAssertEqual(server.activeTransfers, 3)
+
+        func later(_ method: CoAPCode, _ index: Int) -> BlockwiseServer.Decision {
+            var follow = CoAPMessage.request(method, path: "/history")
+            follow.setBlock2(BlockOption(number: 1, more: false, sizeExponent: 6))
+            return server.requestReceived(follow, from: peer(index), now: now + .milliseconds(30))
+        }
+        guard case .respond(let cached) = later(.post, 19) else { return XCTFail("the newest answer is cached") }
+        XCTAssertEqual(cached.payload.count, 1024)
+        guard case .respond(let dropped) = later(.post, 1) else { return XCTFail("an answer") }
+        XCTAssertEqual(dropped.code, .requestEntityIncomplete, "a dropped POST answer cannot be run again")
+        var regenerate = CoAPMessage.request(.get, path: "/history")
+        regenerate.setBlock2(BlockOption(number: 1, more: false, sizeExponent: 6))
+        XCTAssertEqual(later(.get, 0), .deliver(regenerate), "a dropped GET answer is answered again")
+
+        let huge = server.prepareResponse(.response(.content, payload: Array(repeating: 1, count: 20_000)), to: .request(.get, path: "/search"), from: peer(50), now: now + .milliseconds(40))
+        XCTAssertEqual(huge.payload.count, 1024, "sliced")
+        XCTAssertEqual(server.heldBytes, 9000, "but not cached, and nothing dropped for it")
+
+        _ = server.requestReceived(.request(.get, path: "/health"), from: peer(60), now: now + .seconds(61))
+        XCTAssertEqual(server.heldBytes, 0, "expired answers free their bytes")
+    }
+
     func testTransfersAreBounded() {
         var server = BlockwiseServer(maxBodySize: 10_000, maxTransfers: 10)
         for port in 0..<100 {

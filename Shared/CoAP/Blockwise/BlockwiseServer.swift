@@ -5,8 +5,11 @@ import NIOCore
 /// slices large responses into Block2 blocks, serving the later blocks from a cache.
 ///
 /// Bounds: an assembled body is at most `maxBodySize` (beyond it 4.13 with Size1); at most
-/// `maxTransfers` assemblies and as many cached responses live at once, each for `lifetime`;
-/// at the bound the oldest is dropped, and its client gets 4.08 and starts over.
+/// `maxTransfers` assemblies and cached responses live at once, holding at most `maxBytes` of
+/// bodies between them, each for `lifetime`. At either bound the transfer closest to expiry is
+/// dropped: its client gets 4.08 and starts over (a GET's later block is answered again and
+/// sliced). A response larger than `maxBytes` alone is not cached: its first block goes out,
+/// and a GET's later blocks are regenerated.
 struct BlockwiseServer {
     enum Decision: Equatable {
         /// A whole request for the application (Block1 assembled, if it was block-wise).
@@ -35,16 +38,20 @@ struct BlockwiseServer {
     let maxBodySize: Int
     let preferredSizeExponent: UInt8
     let maxTransfers: Int
+    let maxBytes: Int
     let lifetime: TimeAmount
     private var assemblies: [TransferKey: Assembly] = [:]
     private var responses: [TransferKey: CachedResponse] = [:]
+    /// Body bytes of every assembly and cached response.
+    private(set) var heldBytes = 0
     private var nextSweep = NIODeadline.uptimeNanoseconds(0)
     private var nextETag: UInt32 = 0
 
-    init(maxBodySize: Int, preferredBlockSize: Int = 1024, maxTransfers: Int = 1024, lifetime: TimeAmount = .seconds(60)) {
+    init(maxBodySize: Int, preferredBlockSize: Int = 1024, maxTransfers: Int = 1024, maxBytes: Int = 16 * 1024 * 1024, lifetime: TimeAmount = .seconds(60)) {
         self.maxBodySize = maxBodySize
         self.preferredSizeExponent = BlockOption.sizeExponent(forBlockSize: preferredBlockSize)
         self.maxTransfers = maxTransfers
+        self.maxBytes = maxBytes
         self.lifetime = lifetime
     }
 
@@ -89,22 +96,24 @@ struct BlockwiseServer {
         } else if let assembly = assemblies[key], assembly.body.count == block.offset {
             body = assembly.body
         } else {
-            assemblies[key] = nil
+            removeAssembly(key)
             return .respond(Self.error(.requestEntityIncomplete, "Block1 block \(block.number) does not follow the blocks received", answering: request))
         }
         body += request.payload
         guard body.count <= maxBodySize else {
-            assemblies[key] = nil
+            removeAssembly(key)
             return .respond(tooLarge(answering: request))
         }
         if block.more {
-            if assemblies[key] == nil { makeRoom(now: now) }
+            removeAssembly(key)
+            makeRoom(for: body.count, now: now)
             assemblies[key] = Assembly(body: body, expiry: now + lifetime)
+            heldBytes += body.count
             var proceed = CoAPMessage(type: .acknowledgement, code: .continue, messageID: 0)
             proceed.setBlock1(block)
             return .respond(proceed)
         }
-        assemblies[key] = nil
+        removeAssembly(key)
         var whole = request
         whole.payload = body
         return .deliver(whole)
@@ -142,7 +151,7 @@ struct BlockwiseServer {
         }
         let key = Self.key(request, peer: peer)
         expire(now: now)
-        if responses[key] == nil { makeRoom(now: now) }
+        removeResponse(key)
         var cached = shaped
         cached.removeOption(.block1)
         // Each cached body gets its own ETag, so a client whose later blocks come from another
@@ -152,7 +161,11 @@ struct BlockwiseServer {
             cached.setOption(.eTag, values: [CoAPOption.encodeUInt(nextETag)])
             shaped.setOption(.eTag, values: [CoAPOption.encodeUInt(nextETag)])
         }
-        responses[key] = CachedResponse(response: cached, expiry: now + lifetime)
+        if cached.payload.count <= maxBytes {
+            makeRoom(for: cached.payload.count, now: now)
+            responses[key] = CachedResponse(response: cached, expiry: now + lifetime)
+            heldBytes += cached.payload.count
+        }
         let number = UInt32(offset / size)
         var first = Self.slice(shaped, block: BlockOption(number: number, more: false, sizeExponent: exponent))
         first.setUIntOption(.size2, UInt32(clamping: shaped.payload.count))
@@ -186,21 +199,30 @@ struct BlockwiseServer {
     private mutating func expire(now: NIODeadline) {
         guard now >= nextSweep, !(assemblies.isEmpty && responses.isEmpty) else { return }
         nextSweep = now + .seconds(1)
-        assemblies = assemblies.filter { $0.value.expiry > now }
-        responses = responses.filter { $0.value.expiry > now }
+        for key in assemblies.keys where assemblies[key]!.expiry <= now { removeAssembly(key) }
+        for key in responses.keys where responses[key]!.expiry <= now { removeResponse(key) }
     }
 
-    /// Drops the transfer closest to expiry when the bound is reached.
-    private mutating func makeRoom(now: NIODeadline) {
-        guard assemblies.count + responses.count >= maxTransfers else { return }
-        let oldestAssembly = assemblies.min { $0.value.expiry < $1.value.expiry }
-        let oldestResponse = responses.min { $0.value.expiry < $1.value.expiry }
-        switch (oldestAssembly, oldestResponse) {
-        case let (assembly?, response?):
-            if assembly.value.expiry <= response.value.expiry { assemblies[assembly.key] = nil } else { responses[response.key] = nil }
-        case let (assembly?, nil): assemblies[assembly.key] = nil
-        case let (nil, response?): responses[response.key] = nil
-        case (nil, nil): break
+    /// Drops transfers closest to expiry until one more, of `bytes`, fits both bounds.
+    private mutating func makeRoom(for bytes: Int, now: NIODeadline) {
+        while assemblies.count + responses.count >= maxTransfers || heldBytes + bytes > maxBytes {
+            let oldestAssembly = assemblies.min { $0.value.expiry < $1.value.expiry }
+            let oldestResponse = responses.min { $0.value.expiry < $1.value.expiry }
+            switch (oldestAssembly, oldestResponse) {
+            case let (assembly?, response?):
+                if assembly.value.expiry <= response.value.expiry { removeAssembly(assembly.key) } else { removeResponse(response.key) }
+            case let (assembly?, nil): removeAssembly(assembly.key)
+            case let (nil, response?): removeResponse(response.key)
+            case (nil, nil): return
+            }
         }
+    }
+
+    private mutating func removeAssembly(_ key: TransferKey) {
+        if let removed = assemblies.removeValue(forKey: key) { heldBytes -= removed.body.count }
+    }
+
+    private mutating func removeResponse(_ key: TransferKey) {
+        if let removed = responses.removeValue(forKey: key) { heldBytes -= removed.response.payload.count }
     }
 }

@@ -24,13 +24,14 @@ final class CoAPChannelHandler: ChannelInboundHandler {
         parameters: CoAPTransmissionParameters,
         maxBodySize: Int,
         blockSize: Int,
+        blockwiseCacheBytes: Int,
         maxDatagramSize: Int,
         requestSink: AsyncStream<IncomingRequest>.Continuation?,
         counters: CoAPCounters? = nil
     ) {
         self.counters = counters
         layer = MessageLayer(parameters: parameters, seed: UInt64.random(in: .min ... .max))
-        blockwise = BlockwiseServer(maxBodySize: maxBodySize, preferredBlockSize: blockSize)
+        blockwise = BlockwiseServer(maxBodySize: maxBodySize, preferredBlockSize: blockSize, maxBytes: blockwiseCacheBytes)
         self.maxDatagramSize = maxDatagramSize
         self.requestSink = requestSink
     }

@@ -18,6 +18,9 @@ public final class CoAPEndpoint: Sendable {
         public var maxResponseBodySize = 1024 * 1024
         /// Block size for bodies that do not fit one datagram (16-1024).
         public var blockSize = 1024
+        /// Bytes the block layer holds for transfers in progress (assembled Block1 bodies and
+        /// cached Block2 answers); at the bound the oldest are dropped.
+        public var blockwiseCacheBytes = 16 * 1024 * 1024
         /// Whole requests waiting for the application; beyond it they are answered 5.03.
         public var requestQueueCapacity = 1024
         /// The UDP receive buffer per read; a datagram that fills it is treated as oversized.
@@ -90,6 +93,7 @@ public final class CoAPEndpoint: Sendable {
                     parameters: configuration.transmission,
                     maxBodySize: configuration.maxBodySize,
                     blockSize: configuration.blockSize,
+                    blockwiseCacheBytes: configuration.blockwiseCacheBytes,
                     maxDatagramSize: configuration.maxDatagramSize,
                     requestSink: continuation,
                     counters: configuration.counters
