@@ -302,3 +302,48 @@ extension PostgresStorage {
         Chat(id: row.0.id, name: row.1, createdAt: Date(milliseconds: row.2), lastSequence: row.3.id)
     }
 }
+
+/// Invites: one-time sign-in codes.
+extension PostgresStorage {
+    public func createInvite(userName: String, expiresAt: Date) async throws(StorageError) -> IssuedInvite {
+        let name = try StorageRules.validName(userName, of: "user")
+        let now = Date()
+        // An invite's code is a token like a device's: 128 random bits, stored as its hash.
+        let code = DeviceToken.generate()
+        _ = try await readAll("""
+            INSERT INTO invites (hash, user_name, created_at_ms, expires_at_ms)
+            VALUES (\(ByteBuffer(bytes: DeviceToken.hash(code))), \(name), \(now.milliseconds), \(expiresAt.milliseconds)) RETURNING 1
+            """, as: Int32.self)
+        return IssuedInvite(code: code, userName: name, expiresAt: expiresAt)
+    }
+
+    public func redeemInvite(code: String, deviceName: String, now: Date) async throws(StorageError) -> RedeemedInvite? {
+        guard code.utf8.count <= DeviceToken.maxLength else { return nil }
+        let deviceName = try StorageRules.validName(deviceName, of: "device")
+        let hash = ByteBuffer(bytes: DeviceToken.hash(code))
+        return try await transaction { connection in
+            // Taken only while unused and unexpired: of two redeeming at once, one wins (the
+            // other waits for the row, then finds it used).
+            var userName: String?
+            for try await name in try await connection.query("""
+                UPDATE invites SET used_at_ms = \(now.milliseconds)
+                WHERE hash = \(hash) AND used_at_ms IS NULL AND expires_at_ms > \(now.milliseconds) RETURNING user_name
+                """, logger: self.logger).decode(String.self) { userName = name }
+            guard let userName else { return nil }
+            var user: User?
+            for try await row in try await connection.query("SELECT id, name, created_at_ms FROM users WHERE name = \(userName)", logger: self.logger).decode((Int64, String, Int64).self) {
+                user = Self.user(row)
+            }
+            if user == nil {
+                user = User(id: try await Self.insertUser(connection, name: userName, at: now, logger: self.logger), name: userName, createdAt: Date(milliseconds: now.milliseconds))
+            }
+            let found = user!
+            let deviceID = try await Self.insertDevice(connection, userID: found.id, name: deviceName, at: now, logger: self.logger)
+            let token = try await Self.insertToken(connection, deviceID: deviceID, expiresAt: nil, at: now, logger: self.logger)
+            return RedeemedInvite(
+                user: found, device: Device(id: deviceID, userID: found.id, name: deviceName, createdAt: Date(milliseconds: now.milliseconds)),
+                token: IssuedToken(token: token, userID: found.id, deviceID: deviceID, expiresAt: nil)
+            )
+        }
+    }
+}

@@ -183,6 +183,18 @@ extension PostgresStorage {
             $$
             """,
         ]),
+        // Sign-in by a one-time code (`courier-server invite`): only the code's hash is kept.
+        Migration(version: 3, name: "v3: invites", statements: [
+            """
+            CREATE TABLE invites (
+                hash BYTEA PRIMARY KEY,
+                user_name TEXT NOT NULL,
+                created_at_ms BIGINT NOT NULL,
+                expires_at_ms BIGINT NOT NULL,
+                used_at_ms BIGINT
+            )
+            """,
+        ]),
     ]
 
     /// The newest schema this program knows.

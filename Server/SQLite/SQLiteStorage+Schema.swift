@@ -72,6 +72,18 @@ extension SQLiteStorage {
                 INSERT INTO durability_marks (id, at_ms) VALUES (1, 0);
                 """)
         }
+        // Sign-in by a one-time code (`courier-server invite`): only the code's hash is kept.
+        migrator.registerMigration("v2: invites") { db in
+            try db.execute(sql: """
+                CREATE TABLE invites (
+                    hash BLOB PRIMARY KEY,
+                    user_name TEXT NOT NULL,
+                    created_at_ms INTEGER NOT NULL,
+                    expires_at_ms INTEGER NOT NULL,
+                    used_at_ms INTEGER
+                );
+                """)
+        }
         return migrator
     }
 

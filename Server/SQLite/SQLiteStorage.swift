@@ -164,6 +164,46 @@ public final class SQLiteStorage: ServerStorage {
         }
     }
 
+    // MARK: - Invites
+
+    public func createInvite(userName: String, expiresAt: Date) async throws(StorageError) -> IssuedInvite {
+        let name = try Self.validName(userName, of: "user")
+        let now = Date()
+        // An invite's code is a token like a device's: 128 random bits, stored as its hash.
+        let code = DeviceToken.generate()
+        try await write { db in
+            try db.cachedStatement(sql: "INSERT INTO invites (hash, user_name, created_at_ms, expires_at_ms) VALUES (?, ?, ?, ?)")
+                .execute(arguments: [Data(DeviceToken.hash(code)), name, now.milliseconds, expiresAt.milliseconds])
+        }
+        return IssuedInvite(code: code, userName: name, expiresAt: expiresAt)
+    }
+
+    public func redeemInvite(code: String, deviceName: String, now: Date) async throws(StorageError) -> RedeemedInvite? {
+        guard code.utf8.count <= DeviceToken.maxLength else { return nil }
+        let deviceName = try Self.validName(deviceName, of: "device")
+        let hash = Data(DeviceToken.hash(code))
+        return try await write { db in
+            // Taken only while unused and unexpired: of two redeeming at once, one wins.
+            try db.execute(
+                sql: "UPDATE invites SET used_at_ms = ? WHERE hash = ? AND used_at_ms IS NULL AND expires_at_ms > ?",
+                arguments: [now.milliseconds, hash, now.milliseconds]
+            )
+            guard db.changesCount == 1, let userName = try String.fetchOne(db, sql: "SELECT user_name FROM invites WHERE hash = ?", arguments: [hash]) else { return nil }
+            let user: User
+            if let row = try Row.fetchOne(db, sql: "SELECT * FROM users WHERE name = ?", arguments: [userName]) {
+                user = Self.user(row)
+            } else {
+                user = User(id: try Self.insertUser(db, name: userName, at: now), name: userName, createdAt: Date(milliseconds: now.milliseconds))
+            }
+            let deviceID = try Self.insertDevice(db, userID: user.id, name: deviceName, at: now)
+            let token = try Self.insertToken(db, deviceID: deviceID, expiresAt: nil, at: now)
+            return RedeemedInvite(
+                user: user, device: Device(id: deviceID, userID: user.id, name: deviceName, createdAt: Date(milliseconds: now.milliseconds)),
+                token: IssuedToken(token: token, userID: user.id, deviceID: deviceID, expiresAt: nil)
+            )
+        }
+    }
+
     // MARK: - Chats
 
     public func createChat(name: String, memberIDs: [UInt64]) async throws(StorageError) -> Chat {

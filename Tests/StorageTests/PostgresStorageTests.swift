@@ -31,11 +31,11 @@ final class PostgresStorageTests: XCTestCase {
 
     func testMigrationsAreVersionedAndANodeRefusesASchemaItDoesNotKnow() async throws {
         let applied = try await storage.appliedMigrations()
-        XCTAssertEqual(applied, ["v1: accounts, chats, messages, search, cursors", "v2: courier_store_batch, a batch of chats stored in one call"])
+        XCTAssertEqual(applied, ["v1: accounts, chats, messages, search, cursors", "v2: courier_store_batch, a batch of chats stored in one call", "v3: invites"])
         _ = try await storage.createUser(name: "ann")
         let again = try await open(url, migrate: true)
         let reapplied = try await again.appliedMigrations()
-        XCTAssertEqual(reapplied.count, 2, "a migration runs once")
+        XCTAssertEqual(reapplied.count, 3, "a migration runs once")
         let kept = try await again.user(named: "ann").name
         XCTAssertEqual(kept, "ann")
         again.close()
@@ -47,11 +47,11 @@ final class PostgresStorageTests: XCTestCase {
         let empties = try TestPostgres.psql(empty, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
         XCTAssertEqual(empties.trimmingCharacters(in: .whitespacesAndNewlines), "0", "a node that refuses creates nothing")
 
-        try TestPostgres.psql(url, "DELETE FROM courier_migrations WHERE version = 2")
+        try TestPostgres.psql(url, "DELETE FROM courier_migrations WHERE version = 3")
         await XCTAssertThrowsAsync(try await self.open(self.url, migrate: false)) {
-            XCTAssertTrue("\($0)".contains("the schema is at version 1 and this courier-server needs 2: run `courier-server migrate"), "\($0)")
+            XCTAssertTrue("\($0)".contains("the schema is at version 2 and this courier-server needs 3: run `courier-server migrate"), "\($0)")
         }
-        try TestPostgres.psql(url, "INSERT INTO courier_migrations (version, name) VALUES (2, 'v2'), (99, 'from the future')")
+        try TestPostgres.psql(url, "INSERT INTO courier_migrations (version, name) VALUES (3, 'v3'), (99, 'from the future')")
         for migrate in [false, true] {
             await XCTAssertThrowsAsync(try await self.open(self.url, migrate: migrate)) {
                 XCTAssertTrue("\($0)".contains("version 99, newer than this courier-server knows"), "\($0)")
@@ -108,17 +108,23 @@ final class PostgresStorageTests: XCTestCase {
     func testNamesAreValidatedAndUnique() async throws { try await contract.namesAreValidatedAndUnique() }
 
     func testTokensAreStoredOnlyAsHashesAndHonourExpiryAndRevocation() async throws {
-        try await contract.tokensAreStoredOnlyAsHashesAndHonourExpiryAndRevocation { [url] in
-            // Everything in the database as pg_dump writes it, with each bytea value's bytes
-            // after it (the dump shows them in hex).
-            let dump = try TestPostgres.run("/usr/bin/pg_dump", ["--data-only", url!])
-            var data = Data(dump.utf8)
-            for match in dump.matches(of: /\\\\x([0-9a-f]+)/) {
-                let hex = Array(match.1.utf8)
-                data.append(contentsOf: stride(from: 0, to: hex.count - 1, by: 2).compactMap { UInt8(String(decoding: hex[$0...$0 + 1], as: UTF8.self), radix: 16) })
-            }
-            return data
+        try await contract.tokensAreStoredOnlyAsHashesAndHonourExpiryAndRevocation(everythingStored: everythingStored)
+    }
+
+    func testInvitesAreHashedSingleUseAndExpire() async throws {
+        try await contract.invitesAreHashedSingleUseAndExpire(everythingStored: everythingStored)
+    }
+
+    /// Everything in the database as pg_dump writes it, with each bytea value's bytes after it
+    /// (the dump shows them in hex).
+    func everythingStored() throws -> Data {
+        let dump = try TestPostgres.run("/usr/bin/pg_dump", ["--data-only", url!])
+        var data = Data(dump.utf8)
+        for match in dump.matches(of: /\\x([0-9a-f]+)/) {
+            let hex = Array(match.1.utf8)
+            data.append(contentsOf: stride(from: 0, to: hex.count - 1, by: 2).compactMap { UInt8(String(decoding: hex[$0...$0 + 1], as: UTF8.self), radix: 16) })
         }
+        return data
     }
 
     func testStoringDeduplicatesByDeviceAndClientIDAndChecksTheSequence() async throws { try await contract.storingDeduplicatesByDeviceAndClientIDAndChecksTheSequence() }

@@ -23,10 +23,10 @@ final class SQLiteStorageTests: XCTestCase {
     }
 
     func testMigrationsAreVersionedAndRunOnce() async throws {
-        XCTAssertEqual(try storage.appliedMigrations(), ["v1: accounts, chats, messages, search, cursors"])
+        XCTAssertEqual(try storage.appliedMigrations(), ["v1: accounts, chats, messages, search, cursors", "v2: invites"])
         _ = try await storage.createUser(name: "ann")
         let reopened = try SQLiteStorage(path: path)
-        XCTAssertEqual(try reopened.appliedMigrations().count, 1)
+        XCTAssertEqual(try reopened.appliedMigrations().count, 2)
         let value1 = try await reopened.user(named: "ann").name
         XCTAssertEqual(value1, "ann", "reopening keeps the data")
     }
@@ -47,9 +47,16 @@ final class SQLiteStorageTests: XCTestCase {
     func testNamesAreValidatedAndUnique() async throws { try await contract.namesAreValidatedAndUnique() }
 
     func testTokensAreStoredOnlyAsHashesAndHonourExpiryAndRevocation() async throws {
-        try await contract.tokensAreStoredOnlyAsHashesAndHonourExpiryAndRevocation { [path] in
-            try Data(contentsOf: URL(fileURLWithPath: path)) + ((try? Data(contentsOf: URL(fileURLWithPath: path + "-wal"))) ?? Data())
-        }
+        try await contract.tokensAreStoredOnlyAsHashesAndHonourExpiryAndRevocation(everythingStored: everythingStored)
+    }
+
+    func testInvitesAreHashedSingleUseAndExpire() async throws {
+        try await contract.invitesAreHashedSingleUseAndExpire(everythingStored: everythingStored)
+    }
+
+    /// The database file and its write-ahead log, as bytes.
+    func everythingStored() throws -> Data {
+        try Data(contentsOf: URL(fileURLWithPath: path)) + ((try? Data(contentsOf: URL(fileURLWithPath: path + "-wal"))) ?? Data())
     }
 
     func testStoringDeduplicatesByDeviceAndClientIDAndChecksTheSequence() async throws { try await contract.storingDeduplicatesByDeviceAndClientIDAndChecksTheSequence() }

@@ -69,6 +69,48 @@ final class StorageContract {
         XCTAssertNil(value9)
     }
 
+    /// An invite is stored as its hash and redeemed once, before it expires; redeeming creates
+    /// its user if missing, a device and a token. A refused redeem changes nothing.
+    func invitesAreHashedSingleUseAndExpire(everythingStored: () async throws -> Data) async throws {
+        let now = Date()
+        let invite = try await storage.createInvite(userName: "alice", expiresAt: now.addingTimeInterval(86_400))
+        XCTAssertEqual(invite.code.count, 22)
+        let database = try await everythingStored()
+        XCTAssertNil(database.range(of: Data(invite.code.utf8)), "the plain code is nowhere in the database files")
+        XCTAssertNotNil(database.range(of: Data(DeviceToken.hash(invite.code))), "its hash is")
+        await XCTAssertThrowsAsync(try await self.storage.createInvite(userName: " ", expiresAt: now)) { guard case .invalid = $0 else { return XCTFail("\($0)") } }
+
+        let unknown = try await storage.redeemInvite(code: invite.code + "x", deviceName: "laptop", now: now)
+        XCTAssertNil(unknown)
+        await XCTAssertThrowsAsync(try await self.storage.redeemInvite(code: invite.code, deviceName: "", now: now)) { guard case .invalid = $0 else { return XCTFail("\($0)") } }
+        let users = try await storage.listUsers()
+        XCTAssertEqual(users.map(\.name), [], "refused redeems create nothing")
+
+        guard let redeemed = try await storage.redeemInvite(code: invite.code, deviceName: "laptop", now: now) else { return XCTFail("a fresh invite redeems") }
+        XCTAssertEqual(redeemed.user.name, "alice")
+        XCTAssertEqual(redeemed.device.name, "laptop")
+        let identity = try await storage.authenticate(token: redeemed.token.token, now: now)
+        XCTAssertEqual(identity?.deviceID, redeemed.device.id)
+        XCTAssertEqual(identity?.userID, redeemed.user.id)
+        let again = try await storage.redeemInvite(code: invite.code, deviceName: "phone", now: now)
+        XCTAssertNil(again, "single use")
+
+        // A second invite for an existing user adds a device to that user; a device name the
+        // user has already is refused and leaves the code usable.
+        let second = try await storage.createInvite(userName: "alice", expiresAt: now.addingTimeInterval(60))
+        await XCTAssertThrowsAsync(try await self.storage.redeemInvite(code: second.code, deviceName: "laptop", now: now)) { XCTAssertEqual($0, .alreadyExists("device laptop of user \(redeemed.user.id)")) }
+        let phone = try await storage.redeemInvite(code: second.code, deviceName: "phone", now: now)
+        XCTAssertEqual(phone?.user.id, redeemed.user.id)
+        let devices = try await storage.devices(ofUser: redeemed.user.id)
+        XCTAssertEqual(devices.map(\.name), ["laptop", "phone"])
+
+        let expiring = try await storage.createInvite(userName: "bob", expiresAt: now.addingTimeInterval(60))
+        let late = try await storage.redeemInvite(code: expiring.code, deviceName: "laptop", now: now.addingTimeInterval(61))
+        XCTAssertNil(late, "expired")
+        let named = try await storage.listUsers()
+        XCTAssertEqual(named.map(\.name), ["alice"], "an expired invite creates no user")
+    }
+
     func storingDeduplicatesByDeviceAndClientIDAndChecksTheSequence() async throws {
         let (_, device, chat) = try await member("ann")
         let value10 = try await storage.storeMessage(message(1, in: chat, from: device, "one"))

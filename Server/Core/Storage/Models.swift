@@ -212,3 +212,31 @@ public struct MemberDeviceCursor: Sendable, Equatable {
         self.sequence = sequence
     }
 }
+
+/// A one-time sign-in code for a user, as issued: the code itself is shown once (only its hash
+/// is stored).
+public struct IssuedInvite: Sendable, Equatable {
+    public var code: String
+    public var userName: String
+    public var expiresAt: Date
+
+    public init(code: String, userName: String, expiresAt: Date) {
+        self.code = code
+        self.userName = userName
+        self.expiresAt = expiresAt
+    }
+}
+
+/// What redeeming an invite created: the user (new, or the one the invite named), a device
+/// of its own, and that device's token.
+public struct RedeemedInvite: Sendable, Equatable {
+    public var user: User
+    public var device: Device
+    public var token: IssuedToken
+
+    public init(user: User, device: Device, token: IssuedToken) {
+        self.user = user
+        self.device = device
+        self.token = token
+    }
+}

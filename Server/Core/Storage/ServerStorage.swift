@@ -29,6 +29,16 @@ public protocol ServerStorage: ChatBatchStore, DeliveryCursorStore {
     /// Revokes every token of a device; returns how many were active.
     func revokeTokens(deviceID: UInt64, now: Date) async throws(StorageError) -> Int
 
+    // MARK: Invites
+    /// A one-time code with which a person signs in as `userName` (created then, if it does not
+    /// exist yet) until `expiresAt`; only the code's hash is stored.
+    func createInvite(userName: String, expiresAt: Date) async throws(StorageError) -> IssuedInvite
+    /// Redeems `code` in one transaction: marks it used, creates its user if missing, a device
+    /// named `deviceName` and a token for it. Nil, with nothing changed, when the code is
+    /// unknown, already used or expired at `now`; a device name the user has already is
+    /// `.alreadyExists`, with nothing changed either (the code stays usable).
+    func redeemInvite(code: String, deviceName: String, now: Date) async throws(StorageError) -> RedeemedInvite?
+
     // MARK: Chats
     /// Creates a chat with its first members, in one transaction: nothing is created when the
     /// name is taken (`.alreadyExists`) or a member does not exist (`.notFound`).
