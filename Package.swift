@@ -254,6 +254,7 @@ let package = Package(
             dependencies: [
                 "CoAP",
                 "CourierClient",
+                "CourierProtocol",
                 "CourierTUI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

@@ -1,6 +1,8 @@
+import CoAP
 import CourierDevice
 import CourierProtocol
 import Foundation
+import NIOCore
 
 /// Checks a token by opening a push session: the server's Welcome names the user and device.
 public enum Login {
@@ -9,6 +11,39 @@ public enum Login {
         func cursors() async throws -> [ChatCursor] { [] }
         func store(_ messages: [ChatMessage]) async throws {}
         func delivered(_ receipt: DeliveryReceipt) async {}
+    }
+
+    /// Redeems a one-time invite code (`courier-server invite`) over CoAP: the server creates
+    /// the device `deviceName` for the invite's user and answers its token.
+    public static func redeem(host: String, coapPort: Int, code: String, deviceName: String) async throws -> SignedIn {
+        let endpoint = try await CoAPEndpoint.bind(host: "0.0.0.0", port: 0, serving: false)
+        defer { Task { await endpoint.close() } }
+        let server: SocketAddress
+        do {
+            server = try SocketAddress.makeAddressResolvingHost(host, port: coapPort)
+        } catch {
+            throw ClientError("cannot resolve \(host): \(error)")
+        }
+        let request = CoAPMessage.request(.post, path: "/v1/login", payload: RedeemInvite(code: code, deviceName: deviceName).serializedBytes(), contentFormat: CoAPContentFormat.protobuf)
+        let response: CoAPMessage
+        do {
+            response = try await endpoint.request(request, to: server)
+        } catch {
+            throw ClientError("server unreachable (\(host):\(coapPort)): \(error)")
+        }
+        switch response.code {
+        case .created:
+            return try SignedIn(serializedBytes: response.payload)
+        case .unauthorized:
+            throw ClientError("the invite code was refused: unknown, already used or expired; ask for a new one")
+        case .conflict:
+            throw ClientError("you already have a device named '\(deviceName)': choose another with --device")
+        case .tooManyRequests:
+            throw ClientError("too many tries from this address: wait \(response.uintOption(.maxAge) ?? 60) s")
+        default:
+            let reason = (try? WireError(serializedBytes: response.payload))?.message ?? "refused"
+            throw ClientError("the server answered \(response.code): \(reason)")
+        }
     }
 
     public static func verify(host: String, coapPort: Int, pushPort: Int, token: String, timeout: Duration = .seconds(10)) async throws -> ClientSettings {

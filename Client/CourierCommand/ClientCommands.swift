@@ -1,6 +1,7 @@
 import ArgumentParser
 import CoAP
 import CourierClient
+import CourierProtocol
 import CourierTUI
 import Foundation
 
@@ -48,19 +49,34 @@ struct ClientLocation: ParsableArguments {
 
 struct Login: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Check a device token with the server and save it in the configuration file.",
-        discussion: "--server (default 127.0.0.1), --coap-port (5683) and --push-port (8080) say where the server is."
+        abstract: "Sign in with an invite code, or check a device token, and save it in the configuration file.",
+        discussion: """
+            With --invite CODE (from `courier-server invite NAME`), the server creates a device of your own, named by --device             (default: this machine's host name), and hands back its token. With --token, the token printed by             `courier-server device add` is checked. --server (default 127.0.0.1), --coap-port (5683) and --push-port (8080)             say where the server is.
+            """
     )
 
-    @Option(help: "The device token printed by `courier-server device add`.") var token: String
+    @Option(help: "A one-time invite code printed by `courier-server invite`.") var invite: String?
+    @Option(help: "The new device's name, with --invite (default: this machine's host name).") var device: String?
+    @Option(help: "The device token printed by `courier-server device add`.") var token: String?
     @OptionGroup var location: ClientLocation
 
+    func validate() throws {
+        guard (invite == nil) != (token == nil) else { throw ValidationError("give either --invite CODE or --token TOKEN") }
+        if device != nil, invite == nil { throw ValidationError("--device goes with --invite") }
+    }
+
     func run() async throws {
-        let settings = try await CourierClient.Login.verify(
-            host: location.server ?? "127.0.0.1", coapPort: location.coapPort ?? 5683, pushPort: location.pushPort ?? 8080, token: token
-        )
+        let host = location.server ?? "127.0.0.1"
+        let coapPort = location.coapPort ?? 5683
+        var signedIn: SignedIn?
+        if let invite {
+            signedIn = try await CourierClient.Login.redeem(host: host, coapPort: coapPort, code: invite, deviceName: device ?? ProcessInfo.processInfo.hostName)
+        }
+        guard let deviceToken = signedIn?.token ?? token else { return }
+        let settings = try await CourierClient.Login.verify(host: host, coapPort: coapPort, pushPort: location.pushPort ?? 8080, token: deviceToken)
         try settings.save(path: location.config)
-        print("logged in as user \(settings.userID), device \(settings.deviceID); configuration in \(location.config)")
+        let who = signedIn.map { "\($0.userName) (user \(settings.userID))" } ?? "user \(settings.userID)"
+        print("logged in as \(who), device \(settings.deviceID); configuration in \(location.config)")
     }
 }
 

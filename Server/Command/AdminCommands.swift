@@ -137,6 +137,31 @@ struct DeviceCommand: AsyncParsableCommand {
     }
 }
 
+struct InviteCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "invite",
+        abstract: "Print a one-time sign-in code for a user (created when the code is used, if need be).",
+        discussion: "The person runs `courier login --invite CODE --server HOST` and gets a device of their own. The code is shown only now (the server keeps its hash), works once, and expires after --valid-hours."
+    )
+    @OptionGroup var options: AdminOptions
+    @Argument(help: "User name.") var user: String
+    @Option(help: "Hours until the code expires (1-720).") var validHours: Int = 24
+    /// For tests of expiry, which cannot wait an hour.
+    @Option(help: .hidden) var validSeconds: Int?
+
+    func run() async throws {
+        guard (1...720).contains(validHours) else { throw ValidationError("--valid-hours must be 1-720") }
+        if let validSeconds, validSeconds < 1 { throw ValidationError("--valid-seconds must be at least 1") }
+        let storage = try await options.openStorage()
+        let lifetime = validSeconds.map(Double.init) ?? Double(validHours) * 3600
+        let invite = try await storage.createInvite(userName: user, expiresAt: Date().addingTimeInterval(lifetime))
+        try options.emit(
+            text: "invite for \(invite.userName), valid until \(ISO8601DateFormatter().string(from: invite.expiresAt))\ncode \(invite.code)",
+            json: ["code": invite.code, "user_name": invite.userName, "expires_at_ms": invite.expiresAt.milliseconds]
+        )
+    }
+}
+
 struct TokenCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "token", abstract: "Issue and revoke device tokens.", subcommands: [Issue.self, Revoke.self])
 

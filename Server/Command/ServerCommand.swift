@@ -32,7 +32,7 @@ struct ServerCommand: AsyncParsableCommand {
             With no subcommand it serves. Admin subcommands work on the same data directory and \
             are safe to run while the server runs.
             """,
-        subcommands: [Serve.self, Migrate.self, UserCommand.self, DeviceCommand.self, TokenCommand.self, ChatCommand.self, Search.self, Stats.self, AdminTokenCommand.self, BenchLog.self, BenchSend.self],
+        subcommands: [Serve.self, Migrate.self, UserCommand.self, DeviceCommand.self, InviteCommand.self, TokenCommand.self, ChatCommand.self, Search.self, Stats.self, AdminTokenCommand.self, BenchLog.self, BenchSend.self],
         defaultSubcommand: Serve.self
     )
 }

@@ -56,6 +56,7 @@ public struct GatewayResources: CoAPRequestHandler {
             router.device(.post, "v1/chats/invite", chats.invite)
             router.device(.post, "v1/history", reading.history)
             router.device(.post, "v1/search", reading.search)
+            router.open(.post, "v1/login", LoginResource(storage: intake.storage).login)
         }
         router.open(.get, "v1/health") { _ in .response(.content, payload: Array("ok".utf8), contentFormat: CoAPContentFormat.textPlain) }
         router.open(.get, ".well-known/core") { _ in .response(.content, payload: Array(Self.linkFormat.utf8), contentFormat: CoAPContentFormat.linkFormat) }

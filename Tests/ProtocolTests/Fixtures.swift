@@ -138,6 +138,16 @@ enum Fixtures {
         InviteToChat(chatID: .max, userName: String(repeating: "é", count: NameRule.maxBytes / 2)),
     ]
 
+    static let redeemInvites = [
+        RedeemInvite(code: "Zk3hA9-_x0pQ1LmN2oP3qR", deviceName: "laptop"),
+        RedeemInvite(code: String(repeating: "c", count: RedeemInvite.maxCodeBytes), deviceName: "bob's phone"),
+    ]
+
+    static let signedIns = [
+        SignedIn(token: "Zk3hA9-_x0pQ1LmN2oP3qR", userID: 1, deviceID: 2, userName: "alice"),
+        SignedIn(token: "t", userID: .max, deviceID: .max, userName: String(repeating: "é", count: NameRule.maxBytes / 2)),
+    ]
+
     static let historyRequests = [
         HistoryRequest(chatID: 7),
         HistoryRequest(chatID: .max, beforeSequence: .max, limit: .max),

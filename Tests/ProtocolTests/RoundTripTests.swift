@@ -24,6 +24,8 @@ final class RoundTripTests: XCTestCase {
         try assertRoundTrips(Fixtures.createChats)
         try assertRoundTrips(Fixtures.joinChats)
         try assertRoundTrips(Fixtures.invites)
+        try assertRoundTrips(Fixtures.redeemInvites)
+        try assertRoundTrips(Fixtures.signedIns)
         try assertRoundTrips(Fixtures.historyRequests)
         try assertRoundTrips(Fixtures.historyResponses)
         try assertRoundTrips(Fixtures.searchRequests)

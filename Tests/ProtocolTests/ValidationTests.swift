@@ -189,6 +189,20 @@ final class ValidationTests: XCTestCase {
         assertRejects(InviteToChat(chatID: 7, userName: ""), .missingField(type: "InviteToChat", field: "user_name"))
     }
 
+    func testARedeemNeedsACodeOfAtMost64BytesAndAValidDeviceName() {
+        assertRejects(RedeemInvite(code: "", deviceName: "laptop"), .missingField(type: "RedeemInvite", field: "code"))
+        assertRejects(
+            RedeemInvite(code: String(repeating: "c", count: 65), deviceName: "laptop"),
+            .invalidField(type: "RedeemInvite", field: "code", reason: "longer than 64 bytes")
+        )
+        assertRejects(RedeemInvite(code: "abc", deviceName: ""), .missingField(type: "RedeemInvite", field: "device_name"))
+        assertRejects(
+            RedeemInvite(code: "abc", deviceName: "lap\u{7}top"),
+            .invalidField(type: "RedeemInvite", field: "device_name", reason: "holds a control or format character")
+        )
+        assertRejects(SignedIn(token: "", userID: 1, deviceID: 2, userName: "a"), .missingField(type: "SignedIn", field: "token"))
+    }
+
     func testChatInfoRequiresIDAndName() {
         var noID = Fixtures.chatInfos[0]
         noID.chatID = 0

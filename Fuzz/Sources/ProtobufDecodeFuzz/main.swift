@@ -34,9 +34,11 @@ runFuzzer { input in
     check(InviteToChat.self, bytes)
     check(HistoryRequest.self, bytes)
     check(SearchRequest.self, bytes)
+    check(RedeemInvite.self, bytes)
     check(ClientFrame.self, bytes)
     // Server to device: what a device decodes from a server it does not trust either.
     check(SendResult.self, bytes)
     check(WireError.self, bytes)
+    check(SignedIn.self, bytes)
     check(ServerFrame.self, bytes)
 }

@@ -1,0 +1,31 @@
+/// Signs in with a one-time invite code (`POST /v1/login`, no token): the device named here is
+/// created for the invite's user, and its token comes back in a `SignedIn`.
+public struct RedeemInvite: Hashable, Sendable {
+    /// Longest code accepted (the server's codes are 22 characters).
+    public static let maxCodeBytes = 64
+
+    /// The code `courier-server invite` printed.
+    public var code: String
+    /// The new device's name, unique among the user's devices.
+    public var deviceName: String
+
+    public init(code: String, deviceName: String) {
+        self.code = code
+        self.deviceName = deviceName
+    }
+}
+
+/// A redeemed invite: the new device and its token (shown only now).
+public struct SignedIn: Hashable, Sendable {
+    public var token: String
+    public var userID: UInt64
+    public var deviceID: UInt64
+    public var userName: String
+
+    public init(token: String, userID: UInt64, deviceID: UInt64, userName: String) {
+        self.token = token
+        self.userID = userID
+        self.deviceID = deviceID
+        self.userName = userName
+    }
+}
