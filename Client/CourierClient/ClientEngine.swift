@@ -13,7 +13,8 @@ public final class ClientEngine: Sendable {
     public enum Connection: Sendable, Equatable {
         case connecting
         case connected
-        case disconnected(reason: String)
+        /// The push session ended (`reason`, for a log); the next try is at `retryAt`.
+        case disconnected(reason: String, retryAt: ContinuousClock.Instant)
         case refused(reason: String)
     }
 
@@ -22,7 +23,30 @@ public final class ClientEngine: Sendable {
         public var connection: Connection = .connecting
         /// The last problem sending the outbox's head (cleared when a send succeeds).
         public var sendProblem: String?
+
+        public init(connection: Connection = .connecting, sendProblem: String? = nil) {
+            self.connection = connection
+            self.sendProblem = sendProblem
+        }
+
+        /// The connection in words a person can act on, naming `server` ("host:port"); never
+        /// a library's error text.
+        public func connectionText(server: String, now: ContinuousClock.Instant = .now) -> String {
+            switch connection {
+            case .connecting: return "connecting to \(server)"
+            case .connected: return "connected"
+            case .disconnected(_, let retryAt):
+                let seconds = max(0, Int((retryAt - now).components.seconds) + ((retryAt - now).components.attoseconds > 0 ? 1 : 0))
+                return seconds > 0 ? "server unreachable (\(server)), retrying in \(seconds) s" : "server unreachable (\(server)), retrying now"
+            case .refused(let reason):
+                if reason.contains("replaced") { return "this device connected from elsewhere: restart courier here to take over" }
+                return "token refused: run courier login again"
+            }
+        }
     }
+
+    /// The server as a person gave it to `courier login`.
+    public var serverName: String { "\(settings.host):\(settings.coapPort)" }
 
     public let settings: ClientSettings
     public let store: LocalStore
@@ -91,7 +115,7 @@ public final class ClientEngine: Sendable {
             do {
                 next = try store.nextToSend()
             } catch {
-                statusBox.withLockedValue { $0.sendProblem = "outbox unreadable: \(error)" }
+                statusBox.withLockedValue { $0.sendProblem = "the outbox cannot be read; trying again" }
                 try? await Task.sleep(for: .seconds(1))
                 continue
             }
@@ -115,7 +139,7 @@ public final class ClientEngine: Sendable {
             } catch is CancellationError {
                 return
             } catch {
-                statusBox.withLockedValue { $0.sendProblem = "\(error)" }
+                statusBox.withLockedValue { $0.sendProblem = "could not send; trying again in 1 s" }
                 try? await Task.sleep(for: .seconds(1))
             }
         }
@@ -127,16 +151,20 @@ public final class ClientEngine: Sendable {
             switch event {
             case .connecting: if status.connection != .connected { status.connection = .connecting }
             case .connected: status.connection = .connected
-            case .disconnected(let reason, _): status.connection = .disconnected(reason: reason)
+            case .disconnected(let reason, let retryIn): status.connection = .disconnected(reason: reason, retryAt: .now + retryIn)
             case .refused(let reason): status.connection = .refused(reason: reason)
             }
         }
     }
 
+    private static func wholeSeconds(_ duration: Duration) -> Int {
+        max(1, Int((Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18).rounded(.up)))
+    }
+
     static func describe(_ attempt: ReliableSender.Attempt) -> String {
         switch attempt {
-        case .failed(let reason, let retryIn): return "no answer (\(reason)); retrying in \(retryIn.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow)))"
-        case .deferred(let code, let retryIn): return "server busy (\(code)); retrying in \(retryIn.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow)))"
+        case .failed(_, let retryIn): return "no answer to a send; retrying in \(wholeSeconds(retryIn)) s"
+        case .deferred(_, let retryIn): return "server busy; retrying in \(wholeSeconds(retryIn)) s"
         }
     }
 }

@@ -346,23 +346,10 @@ public final class ChatApp: @unchecked Sendable {
     private func drawStatus() {
         let status = engine.status
         // The state and the outbox first, so a narrow window still shows them; details after.
-        let connection: String
-        var detail: String?
-        switch status.connection {
-        case .connecting: connection = "connecting"
-        case .connected: connection = "connected"
-        case .disconnected(let reason):
-            connection = "offline"
-            detail = reason
-        case .refused(let reason):
-            connection = "refused"
-            detail = reason
-        }
         let waiting = (try? engine.store.waitingCount()) ?? 0
-        var text = " \(connection) · outbox: \(waiting) waiting"
+        var text = " \(status.connectionText(server: engine.serverName)) · outbox: \(waiting) waiting"
         if let notice { text += " · \(notice)" }
         if let problem = status.sendProblem, waiting > 0 { text += " · \(problem)" }
-        if let detail { text += " · \(detail)" }
         text += scroll > 0 ? " · scrolled up \(scroll)" : ""
         text = TextWidth.prefix(text, columns: columns)
         styled(colors ? courier_color_pair(5) : courier_reverse()) {

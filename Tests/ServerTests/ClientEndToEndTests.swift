@@ -102,6 +102,9 @@ final class ClientEndToEndTests: XCTestCase {
             await server.kill9()
             for index in 1...10 { try await tmux.type("queued \(index)", enter: true, pane: "0") }
             try await tmux.waitFor(pane: "0") { $0.contains("outbox: 10 waiting") }
+            // It names the server and the retry, in words.
+            let down = try await tmux.waitFor(pane: "0") { $0.contains("server unreachable (127.0.0.1:\(server.coapPort)), retrying in") }
+            XCTAssertFalse(down.contains("Connection errors"), down)
             try await server.start()
             try await tmux.waitFor(pane: "0", timeout: 60) { $0.contains("outbox: 0 waiting") && $0.contains("queued 10 ✓") }
             let history = try await server.waitForHistory("general", count: 11)
