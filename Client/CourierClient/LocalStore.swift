@@ -107,7 +107,38 @@ public final class LocalStore: PushStore, Sendable {
                 CREATE TABLE chats (id INTEGER PRIMARY KEY, name TEXT NOT NULL, read_through INTEGER NOT NULL DEFAULT 0);
                 """)
         }
+        // Names of the people in the user's chats, from the server's member lists.
+        migrator.registerMigration("v2: user names") { db in
+            try db.execute(sql: "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        }
         try migrator.migrate(database)
+    }
+
+    /// Remembers user names (from a chat's member list).
+    public func rememberUsers(_ users: [(id: UInt64, name: String)]) throws {
+        try database.write { db in
+            for user in users {
+                try db.execute(sql: "INSERT INTO users (id, name) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+                               arguments: [Int64(user.id), user.name])
+            }
+        }
+        changes.yield()
+    }
+
+    /// The names known, by user id.
+    public func userNames() throws -> [UInt64: String] {
+        try database.read { db in
+            var names: [UInt64: String] = [:]
+            for row in try Row.fetchAll(db, sql: "SELECT id, name FROM users") { names[UInt64(row["id"] as Int64)] = row["name"] }
+            return names
+        }
+    }
+
+    /// Chats holding messages from someone whose name is not known yet.
+    public func chatsWithUnnamedSenders() throws -> [UInt64] {
+        try database.read { db in
+            try Int64.fetchAll(db, sql: "SELECT DISTINCT chat_id FROM messages WHERE sender_user_id NOT IN (SELECT id FROM users)").map { UInt64($0) }
+        }
     }
 
     // MARK: Outbox

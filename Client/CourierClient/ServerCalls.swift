@@ -37,6 +37,11 @@ public struct ServerCalls: Sendable {
         try ChatInfo(serializedBytes: try await call(.post, "/v1/chats/invite", InviteToChat(chatID: chatID, userName: user).serializedBytes()))
     }
 
+    /// The chat's members with their names.
+    public func members(chatID: UInt64) async throws -> ChatMembers {
+        try ChatMembers(serializedBytes: try await call(.post, "/v1/chats/members", ChatMembersRequest(chatID: chatID).serializedBytes()))
+    }
+
     /// The newest `limit` messages before `beforeSequence` (0: the newest of all), ascending.
     public func history(chatID: UInt64, beforeSequence: UInt64 = 0, limit: UInt32 = 0) async throws -> HistoryResponse {
         try HistoryResponse(serializedBytes: try await call(.post, "/v1/history", HistoryRequest(chatID: chatID, beforeSequence: beforeSequence, limit: limit).serializedBytes()))

@@ -165,12 +165,15 @@ struct Tail: AsyncParsableCommand {
         defer { running.cancel() }
         var printed = Set<String>()
         var first = true
+        let calls = ServerCalls(endpoint: engine.endpoint, server: engine.server, token: engine.settings.token)
+        if let members = try? await calls.members(chatID: chat) { try engine.store.rememberUsers(members.members.map { ($0.userID, $0.name) }) }
         for await _ in engine.store.changed {
+            let names = try engine.store.userNames()
             let lines = try engine.store.lines(chatID: chat).filter { $0.sequence != nil }
             for line in (first ? Array(lines.suffix(last)) : lines) where !printed.contains(line.clientMessageID) {
                 printed.insert(line.clientMessageID)
                 // Unbuffered, so a pipe reader sees each line as it arrives.
-                FileHandleOutput.line("#\(line.sequence!) user \(line.senderUserID): \(line.text)")
+                FileHandleOutput.line("#\(line.sequence!) \(names[line.senderUserID] ?? "user \(line.senderUserID)"): \(line.text)")
             }
             first = false
         }
@@ -197,9 +200,12 @@ struct History: AsyncParsableCommand {
     func run() async throws {
         let engine = try await location.engine()
         let calls = ServerCalls(endpoint: engine.endpoint, server: engine.server, token: engine.settings.token)
-        let response = try await calls.history(chatID: try await location.resolve(chat, with: engine), limit: limit)
+        let chatID = try await location.resolve(chat, with: engine)
+        let response = try await calls.history(chatID: chatID, limit: limit)
+        // Names from the chat's member list; a sender who has left shows by id.
+        let names = Dictionary(((try? await calls.members(chatID: chatID).members) ?? []).map { ($0.userID, $0.name) }) { first, _ in first }
         for message in response.messages {
-            FileHandleOutput.line("#\(message.chatSequence) user \(message.senderUserID): \(message.text)")
+            FileHandleOutput.line("#\(message.chatSequence) \(names[message.senderUserID] ?? "user \(message.senderUserID)"): \(message.text)")
         }
     }
 }

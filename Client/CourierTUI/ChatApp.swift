@@ -14,6 +14,7 @@ public final class ChatApp: @unchecked Sendable {
     // @unchecked: the screen state below is touched only on the UI thread; `inbox` is locked.
     private enum Posted: Sendable {
         case chats([ChatInfo])
+        case members(ChatMembers)
         case notice(String)
         case overlay(title: String, lines: [String])
         case select(UInt64)
@@ -52,6 +53,10 @@ public final class ChatApp: @unchecked Sendable {
     private var running = true
     private var colors = false
     private var lastChatRefresh = ContinuousClock.now - .seconds(3600)
+    /// When each chat's members were last asked for (names of senders seen only by id).
+    private var membersAsked: [UInt64: ContinuousClock.Instant] = [:]
+    /// User names, by id, as last read from the store.
+    private var names: [UInt64: String] = [:]
 
     public init(engine: ClientEngine) {
         self.engine = engine
@@ -95,6 +100,7 @@ public final class ChatApp: @unchecked Sendable {
             let age = ContinuousClock.now - lastChatRefresh
             // A chat known only by id (someone added us to it) is named within a few seconds.
             if age > .seconds(30) || (age > .seconds(3) && (try? engine.store.hasUnnamedChats()) == true) { refreshChats() }
+            askForUnknownNames()
             drainInbox()
             draw()
             var key: wint_t = 0
@@ -245,6 +251,20 @@ public final class ChatApp: @unchecked Sendable {
         }
     }
 
+    /// Asks for the members of each chat with a sender known only by id (at most once per
+    /// chat per 30 s): a push carries only the sender's id.
+    private func askForUnknownNames() {
+        let now = ContinuousClock.now
+        for chatID in (try? engine.store.chatsWithUnnamedSenders()) ?? [] where membersAsked[chatID].map({ now - $0 > .seconds(30) }) ?? true {
+            membersAsked[chatID] = now
+            let calls = self.calls
+            let inbox = self.inbox
+            Task {
+                if let members = try? await calls.members(chatID: chatID) { inbox.withLockedValue { $0.append(.members(members)) } }
+            }
+        }
+    }
+
     private func drainInbox() {
         let posted = inbox.withLockedValue { posted in
             defer { posted = [] }
@@ -253,6 +273,7 @@ public final class ChatApp: @unchecked Sendable {
         for item in posted {
             switch item {
             case .chats(let found): try? engine.store.rememberChats(found.map { ($0.chatID, $0.name) })
+            case .members(let found): try? engine.store.rememberUsers(found.members.map { ($0.userID, $0.name) })
             case .notice(let text): notice = text
             case .overlay(let title, let lines): overlay = (title, lines)
             case .select(let chat):
@@ -262,6 +283,7 @@ public final class ChatApp: @unchecked Sendable {
             }
         }
         chats = (try? engine.store.chats()) ?? chats
+        names = (try? engine.store.userNames()) ?? names
         if selectedChat == nil || !chats.contains(where: { $0.id == selectedChat }) { selectedChat = chats.first?.id }
     }
 
@@ -318,7 +340,7 @@ public final class ChatApp: @unchecked Sendable {
         var rendered: [(text: String, attributes: attr_t)] = []
         for line in (try? engine.store.lines(chatID: chatID)) ?? [] {
             let time = Self.clock(line.sentAtMs)
-            let who = line.senderUserID == engine.settings.userID ? "you" : "user \(line.senderUserID)"
+            let who = line.senderUserID == engine.settings.userID ? "you" : names[line.senderUserID] ?? "user \(line.senderUserID)"
             let (mark, attributes) = self.mark(line.own)
             let wrapped = TextWidth.wrap("\(time) \(who): \(line.text)\(mark.isEmpty ? "" : " " + mark)", columns: width)
             rendered += wrapped.map { ($0, attributes) }

@@ -54,6 +54,7 @@ public struct GatewayResources: CoAPRequestHandler {
             router.device(.post, "v1/chats", chats.create)
             router.device(.post, "v1/chats/join", chats.join)
             router.device(.post, "v1/chats/invite", chats.invite)
+            router.device(.post, "v1/chats/members", chats.members)
             router.device(.post, "v1/history", reading.history)
             router.device(.post, "v1/search", reading.search)
             router.open(.post, "v1/login", LoginResource(storage: intake.storage).login)

@@ -187,6 +187,13 @@ extension PostgresStorage {
         Set(try await readAll("SELECT user_id FROM members WHERE chat_id = \(chatID.database)", as: (Int64).self).map(\.id))
     }
 
+    public func memberUsers(ofChat chatID: UInt64, limit: Int) async throws(StorageError) -> [User] {
+        try await readAll("""
+            SELECT u.id, u.name, u.created_at_ms FROM users u JOIN members m ON m.user_id = u.id
+            WHERE m.chat_id = \(chatID.database) ORDER BY u.id LIMIT \(max(0, limit))
+            """, as: (Int64, String, Int64).self).map(Self.user)
+    }
+
     public func chats(ofUser userID: UInt64) async throws(StorageError) -> [Chat] {
         try await readAll("""
             SELECT c.id, c.name, c.created_at_ms, c.last_sequence FROM chats c JOIN members m ON m.chat_id = c.id

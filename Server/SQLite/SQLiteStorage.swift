@@ -268,6 +268,14 @@ public final class SQLiteStorage: ServerStorage {
         }
     }
 
+    public func memberUsers(ofChat chatID: UInt64, limit: Int) async throws(StorageError) -> [User] {
+        try read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT u.* FROM users u JOIN members m ON m.user_id = u.id WHERE m.chat_id = ? ORDER BY u.id LIMIT ?
+                """, arguments: [Int64(clamping: chatID), max(0, limit)]).map(Self.user)
+        }
+    }
+
     public func chats(ofUser userID: UInt64) async throws(StorageError) -> [Chat] {
         try read { db in
             try Row.fetchAll(db, sql: """

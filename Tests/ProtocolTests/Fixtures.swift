@@ -138,6 +138,13 @@ enum Fixtures {
         InviteToChat(chatID: .max, userName: String(repeating: "é", count: NameRule.maxBytes / 2)),
     ]
 
+    static let chatMembersRequests = [ChatMembersRequest(chatID: 7), ChatMembersRequest(chatID: .max)]
+
+    static let chatMembers = [
+        ChatMembers(chatID: 7, members: [], more: false),
+        ChatMembers(chatID: 7, members: [ChatMember(userID: 1, name: "alice"), ChatMember(userID: .max, name: "bob · harbour")], more: true),
+    ]
+
     static let redeemInvites = [
         RedeemInvite(code: "Zk3hA9-_x0pQ1LmN2oP3qR", deviceName: "laptop"),
         RedeemInvite(code: String(repeating: "c", count: RedeemInvite.maxCodeBytes), deviceName: "bob's phone"),

@@ -25,6 +25,8 @@ final class RoundTripTests: XCTestCase {
         try assertRoundTrips(Fixtures.joinChats)
         try assertRoundTrips(Fixtures.invites)
         try assertRoundTrips(Fixtures.redeemInvites)
+        try assertRoundTrips(Fixtures.chatMembersRequests)
+        try assertRoundTrips(Fixtures.chatMembers)
         try assertRoundTrips(Fixtures.signedIns)
         try assertRoundTrips(Fixtures.historyRequests)
         try assertRoundTrips(Fixtures.historyResponses)

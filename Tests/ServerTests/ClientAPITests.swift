@@ -71,6 +71,14 @@ final class ClientAPITests: XCTestCase {
                 Self.refused(try await asAlice.post("/v1/chats/invite", InviteToChat(chatID: 987_654, userName: "dave")), .notFound, .notFound, "an unknown chat")
                 Self.refused(try await asAlice.post("/v1/chats/invite", InviteToChat(chatID: 0, userName: "dave")), .badRequest, .badRequest, "no chat id")
 
+                // Members with their names: how a device names a sender it knows by id.
+                let members = try Self.answer(try await asCarol.post("/v1/chats/members", ChatMembersRequest(chatID: lunch.chatID)), .content, ChatMembers.self, "members")
+                XCTAssertEqual(members.members.map(\.name), ["alice", "bob", "carol", "dave"])
+                XCTAssertEqual(Set(members.members.map(\.userID)).count, 4)
+                XCTAssertFalse(members.more)
+                Self.refused(try await asMallory.post("/v1/chats/members", ChatMembersRequest(chatID: lunch.chatID)), .forbidden, .forbidden, "a non-member asks for the members")
+                Self.refused(try await asAlice.post("/v1/chats/members", ChatMembersRequest(chatID: 0)), .badRequest, .badRequest, "no chat id")
+
                 // Each user lists exactly their chats; `after` pages.
                 let carols = try await asCarol.chats()
                 XCTAssertEqual(carols.chats.map(\.name), ["lunch"])

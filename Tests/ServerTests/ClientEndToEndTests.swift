@@ -70,8 +70,7 @@ final class ClientEndToEndTests: XCTestCase {
             XCTAssertTrue(failed.contains("failed: 4.03"), failed)
 
             let printed = try await user.run(["history", "general", "--limit", "3"])
-            XCTAssertEqual(printed.split(separator: "\n").map { $0.split(separator: ":").last.map { $0.trimmingCharacters(in: .whitespaces) } ?? "" },
-                           ["offline 8", "offline 9", "offline 10"])
+            XCTAssertEqual(printed.split(separator: "\n").map(String.init), ["#9 alice: offline 8", "#10 alice: offline 9", "#11 alice: offline 10"], "names, not user numbers")
         }
     }
 
@@ -95,7 +94,9 @@ final class ClientEndToEndTests: XCTestCase {
 
             // Bob's screen in a second pane: his device acknowledges, so alice's message is delivered.
             try await tmux.split(command: "env LANG=C.UTF-8 \(Self.courier) \(bobUser.arguments.joined(separator: " "))")
-            try await tmux.waitFor(pane: "1") { $0.contains("user \(alice.userID): hello bob 🙂") }
+            // Bob sees alice by name (the push carries only her id; his client asks for the members).
+            let bobScreen = try await tmux.waitFor(pane: "1") { $0.contains("alice: hello bob 🙂") }
+            XCTAssertFalse(bobScreen.contains("user \(alice.userID)"), bobScreen)
             try await tmux.waitFor(pane: "0") { $0.contains("hello bob 🙂 ✓✓") }
 
             // While the server is down, messages wait in the outbox and the status bar says so.

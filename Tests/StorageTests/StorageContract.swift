@@ -226,6 +226,10 @@ final class StorageContract {
         XCTAssertEqual(value26, [chat.id])
         let value27 = try await storage.listChats().first?.memberNames
         XCTAssertEqual(value27, ["ann", "bob"])
+        let named = try await storage.memberUsers(ofChat: chat.id, limit: 10).map { "\($0.id) \($0.name)" }
+        XCTAssertEqual(named, ["\(ann.id) ann", "\(bob.id) bob"], "with names, in id order")
+        let first = try await storage.memberUsers(ofChat: chat.id, limit: 1).map(\.name)
+        XCTAssertEqual(first, ["ann"])
         await XCTAssertThrowsAsync(try await self.storage.addMember(chatID: 999, userID: bob.id)) { XCTAssertEqual($0, .notFound("chat 999")) }
         let stats = try await storage.statistics()
         XCTAssertEqual([stats.users, stats.devices, stats.chats, stats.messages], [2, 1, 1, 0])

@@ -48,6 +48,8 @@ public protocol ServerStorage: ChatBatchStore, DeliveryCursorStore {
     /// Adds a member; adding one twice changes nothing.
     func addMember(chatID: UInt64, userID: UInt64) async throws(StorageError)
     func members(ofChat chatID: UInt64) async throws(StorageError) -> Set<UInt64>
+    /// The chat's members as users (with their names), in id order, at most `limit`.
+    func memberUsers(ofChat chatID: UInt64, limit: Int) async throws(StorageError) -> [User]
     func chats(ofUser userID: UInt64) async throws(StorageError) -> [Chat]
     func listChats() async throws(StorageError) -> [ChatSummary]
     /// The user's chats with an id above `afterChatID`, in id order, at most `limit`; each lists

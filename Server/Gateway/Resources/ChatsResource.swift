@@ -56,6 +56,18 @@ struct ChatsResource: Sendable {
         return try await info(invite.chatID, .changed)
     }
 
+    /// `POST /v1/chats/members`: a chat's members with their names (a member only).
+    func members(_ context: RequestContext) async throws -> CoAPMessage {
+        let identity = try context.device()
+        let request = try context.body(ChatMembersRequest.self)
+        try await storage.requireMember(identity.userID, of: request.chatID)
+        let users = try await storage.memberUsers(ofChat: request.chatID, limit: ChatMembers.maxMembers + 1)
+        let answer = ChatMembers(
+            chatID: request.chatID, members: users.prefix(ChatMembers.maxMembers).map { ChatMember(userID: $0.id, name: $0.name) }, more: users.count > ChatMembers.maxMembers
+        )
+        return .response(.content, payload: answer.serializedBytes(), contentFormat: CoAPContentFormat.protobuf)
+    }
+
     private func user(named name: String) async throws -> User {
         do {
             return try await storage.user(named: name)
