@@ -57,7 +57,7 @@ public struct ServerCalls: Sendable {
         do {
             response = try await endpoint.request(request, to: server)
         } catch {
-            throw Failure(code: nil, message: "no answer from the server (\(error))")
+            throw Failure(code: nil, message: "no answer from the server (\(server.ipAddress ?? "?"):\(server.port ?? 0))")
         }
         guard response.code.codeClass == 2 else {
             throw Failure(code: response.code, message: (try? WireError(serializedBytes: response.payload))?.message ?? "refused")

@@ -25,6 +25,7 @@ public final class ChatApp: @unchecked Sendable {
         "  /new NAME [USER...]   create a chat (you and the users named)",
         "  /join NAME            join a chat by name",
         "  /invite USER          add a user to this chat",
+        "  /members              who is in this chat",
         "  /search WORDS         search your chats (whole words)",
         "  /help                 this text",
         "  /quit                 leave (also Ctrl-C, or Ctrl-D on an empty line)",
@@ -211,6 +212,15 @@ public final class ChatApp: @unchecked Sendable {
             call("inviting \(user)") { calls in
                 let info = try await calls.invite(chatID: chat, user: user)
                 return [.chats(try await calls.chats()), .notice("\(user) is in \(info.name) now")]
+            }
+        case "/members":
+            guard let chat = selectedChat else { return notice = "usage: /members (in a chat)" }
+            let me = engine.settings.userID
+            let title = chats.first { $0.id == chat }.map { "Members of \($0.name) (Esc closes)" } ?? "Members (Esc closes)"
+            call("asking for the members") { calls in
+                let members = try await calls.members(chatID: chat)
+                let lines = members.members.map { $0.userID == me ? "\($0.name) (you)" : $0.name } + (members.more ? ["and more"] : [])
+                return [.members(members), .overlay(title: title, lines: lines)]
             }
         case "/search":
             guard !arguments.isEmpty else { return notice = "usage: /search WORDS" }

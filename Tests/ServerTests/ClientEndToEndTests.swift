@@ -97,6 +97,10 @@ final class ClientEndToEndTests: XCTestCase {
             // Bob sees alice by name (the push carries only her id; his client asks for the members).
             let bobScreen = try await tmux.waitFor(pane: "1") { $0.contains("alice: hello bob 🙂") }
             XCTAssertFalse(bobScreen.contains("user \(alice.userID)"), bobScreen)
+            try await tmux.type("/members", enter: true, pane: "1")
+            let members = try await tmux.waitFor(pane: "1") { $0.contains("Members of general") }
+            XCTAssertTrue(members.contains("alice") && members.contains("bob (you)"), members)
+            try await tmux.run(["send-keys", "-t", "main.1", "Escape"])
             try await tmux.waitFor(pane: "0") { $0.contains("hello bob 🙂 ✓✓") }
 
             // While the server is down, messages wait in the outbox and the status bar says so.
