@@ -41,6 +41,16 @@ public final class LocalStore: PushStore, Sendable {
         public var sentAtMs: Int64
         /// For the user's own messages.
         public var own: OwnState?
+
+        public init(chatID: UInt64, sequence: UInt64?, senderUserID: UInt64, clientMessageID: String, text: String, sentAtMs: Int64, own: OwnState?) {
+            self.chatID = chatID
+            self.sequence = sequence
+            self.senderUserID = senderUserID
+            self.clientMessageID = clientMessageID
+            self.text = text
+            self.sentAtMs = sentAtMs
+            self.own = own
+        }
     }
 
     public struct ChatEntry: Sendable, Equatable {
@@ -233,6 +243,26 @@ public final class LocalStore: PushStore, Sendable {
             }
         }
         changes.yield()
+    }
+
+    /// Keeps older messages fetched from the server (PgUp past the cache) as far as the
+    /// cache's bound (`historyPerChat` below a chat's newest) allows; the cursors the push
+    /// session keeps are not touched.
+    public func keepOlder(_ messages: [ChatMessage]) throws {
+        try database.write { db in
+            for message in messages {
+                try db.execute(sql: """
+                    INSERT OR IGNORE INTO messages (chat_id, sequence, server_message_id, sender_user_id, sender_device_id,
+                        client_message_id, text, client_sent_at_ms, accepted_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """, arguments: [Int64(message.chatID), Int64(message.chatSequence), Int64(message.serverMessageID), Int64(message.senderUserID),
+                                     Int64(message.senderDeviceID), message.clientMessageID, message.text, message.clientSentAtMs, message.acceptedAtMs])
+            }
+            for chat in Set(messages.map(\.chatID)) {
+                try db.execute(sql: """
+                    DELETE FROM messages WHERE chat_id = ? AND sequence <= (SELECT MAX(sequence) FROM messages WHERE chat_id = ?) - ?
+                    """, arguments: [Int64(chat), Int64(chat), Self.historyPerChat])
+            }
+        }
     }
 
     public func delivered(_ receipt: DeliveryReceipt) async {

@@ -15,6 +15,7 @@ public final class ChatApp: @unchecked Sendable {
     private enum Posted: Sendable {
         case chats([ChatInfo])
         case members(ChatMembers)
+        case older(chatID: UInt64, page: HistoryResponse?)
         case notice(String)
         case overlay(title: String, lines: [String])
         case select(UInt64)
@@ -58,6 +59,14 @@ public final class ChatApp: @unchecked Sendable {
     private var membersAsked: [UInt64: ContinuousClock.Instant] = [:]
     /// User names, by id, as last read from the store.
     private var names: [UInt64: String] = [:]
+    /// Older messages paged from the server for each chat (PgUp past the local cache), oldest
+    /// first; at most `maxOlderLines` a chat, the oldest dropped beyond.
+    private var older: [UInt64: [LocalStore.Line]] = [:]
+    private static let maxOlderLines = 50_000
+    /// Chats whose first message is on screen already (the server has nothing older).
+    private var olderExhausted: Set<UInt64> = []
+    /// When a chat's last older page was asked for: one at a time, a failed one retried after 5 s.
+    private var olderAsked: [UInt64: ContinuousClock.Instant] = [:]
 
     public init(engine: ClientEngine) {
         self.engine = engine
@@ -275,6 +284,18 @@ public final class ChatApp: @unchecked Sendable {
         }
     }
 
+    private func askForOlder(_ chatID: UInt64, before sequence: UInt64) {
+        let now = ContinuousClock.now
+        guard !olderExhausted.contains(chatID), olderAsked[chatID].map({ now - $0 > .seconds(5) }) ?? true else { return }
+        olderAsked[chatID] = now
+        let calls = self.calls
+        let inbox = self.inbox
+        Task {
+            let page = try? await calls.history(chatID: chatID, beforeSequence: sequence, limit: 500)
+            inbox.withLockedValue { $0.append(.older(chatID: chatID, page: page)) }
+        }
+    }
+
     private func drainInbox() {
         let posted = inbox.withLockedValue { posted in
             defer { posted = [] }
@@ -284,6 +305,21 @@ public final class ChatApp: @unchecked Sendable {
             switch item {
             case .chats(let found): try? engine.store.rememberChats(found.map { ($0.chatID, $0.name) })
             case .members(let found): try? engine.store.rememberUsers(found.members.map { ($0.userID, $0.name) })
+            case .older(let chatID, let page):
+                guard let page else {
+                    notice = "older messages: no answer from the server; PgUp tries again"
+                    continue
+                }
+                olderAsked[chatID] = nil
+                if !page.more { olderExhausted.insert(chatID) }
+                let me = engine.settings.userID
+                let lines = page.messages.map {
+                    LocalStore.Line(chatID: chatID, sequence: $0.chatSequence, senderUserID: $0.senderUserID, clientMessageID: $0.clientMessageID,
+                                    text: $0.text, sentAtMs: $0.clientSentAtMs, own: $0.senderUserID == me ? .accepted : nil)
+                }
+                let known = older[chatID] ?? []
+                older[chatID] = Array((lines.filter { line in known.first.map { line.sequence! < $0.sequence! } ?? true } + known).suffix(Self.maxOlderLines))
+                try? engine.store.keepOlder(page.messages)
             case .notice(let text): notice = text
             case .overlay(let title, let lines): overlay = (title, lines)
             case .select(let chat):
@@ -348,7 +384,10 @@ public final class ChatApp: @unchecked Sendable {
         }
         styled(colors ? courier_color_pair(1) | courier_bold() : courier_bold()) { put(0, left, TextWidth.prefix("# \(chat.name)", columns: width)) }
         var rendered: [(text: String, attributes: attr_t)] = []
-        for line in (try? engine.store.lines(chatID: chatID)) ?? [] {
+        let local = (try? engine.store.lines(chatID: chatID, limit: LocalStore.historyPerChat)) ?? []
+        let firstLocal = local.first?.sequence
+        let earlier = (older[chatID] ?? []).filter { line in firstLocal.map { line.sequence! < $0 } ?? true }
+        for line in earlier + local {
             let time = Self.clock(line.sentAtMs)
             let who = line.senderUserID == engine.settings.userID ? "you" : names[line.senderUserID] ?? "user \(line.senderUserID)"
             let (mark, attributes) = self.mark(line.own)
@@ -357,6 +396,8 @@ public final class ChatApp: @unchecked Sendable {
         }
         let visible = messageRows - 1
         scroll = min(scroll, max(0, rendered.count - visible))
+        // Scrolled to the top: the page before comes from the server's history.
+        if scroll >= rendered.count - visible, let first = (earlier.first ?? local.first)?.sequence, first > 1 { askForOlder(chatID, before: first) }
         let end = rendered.count - scroll
         let start = max(0, end - visible)
         for (row, line) in rendered[start..<end].enumerated() {

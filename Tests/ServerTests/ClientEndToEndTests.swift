@@ -127,6 +127,42 @@ final class ClientEndToEndTests: XCTestCase {
             XCTAssertTrue(sane.contains("echo icanon END"), "the terminal is back to normal after quitting: \(sane)")
         }
     }
+
+    /// PgUp past the local cache (2,000 messages a chat) pages older messages from the server's
+    /// history: with 3,000 in a chat, the first one is reached.
+    func testPageUpPastTheLocalCacheReachesTheFirstMessageFromTheServer() async throws {
+        let tmux = try Tmux()
+        defer { tmux.kill() }
+        // Alice's 3,000 sends go as fast as they are answered: past the default device rate.
+        let config = FileManager.default.temporaryDirectory.appendingPathComponent("courier-fast-\(UUID().uuidString).json")
+        try Data(#"{"deviceRatePerSecond": 100000, "deviceBurst": 100000}"#.utf8).write(to: config)
+        defer { try? FileManager.default.removeItem(at: config) }
+        try await withServer(["--config", config.path]) { server in
+            let alice = try await server.account("alice")
+            let bob = try await server.account("bob")
+            let chat = try await server.chat("general", members: ["alice", "bob"])
+            try await withClient { client in
+                for index in 1...3000 {
+                    let sent = try await client.send(SendMessage(clientMessageID: "m\(index)", chatID: chat, text: String(format: "line %04d", index), clientSentAtMs: 1), token: alice.token, to: server.peer)
+                    XCTAssertEqual(sent.code, .created)
+                }
+            }
+            let bobUser = User("bob")
+            try await bobUser.login(server, token: bob.token)
+            try await tmux.start(width: 100, height: 30)
+            try await tmux.type("env LANG=C.UTF-8 \(Self.courier) \(bobUser.arguments.joined(separator: " "))", enter: true, pane: "0")
+            try await tmux.waitFor(pane: "0", timeout: 60) { $0.contains("line 3000") }
+            let deadline = ContinuousClock.now + .seconds(90)
+            var screen = ""
+            while ContinuousClock.now < deadline {
+                try await tmux.run(["send-keys", "-t", "main.0", "-N", "40", "PPage"])
+                try await Task.sleep(for: .milliseconds(300))
+                screen = try await tmux.run(["capture-pane", "-p", "-t", "main.0"])
+                if screen.contains("line 0001") { break }
+            }
+            XCTAssertTrue(screen.contains("line 0001"), "the first message, from the server's history: \(screen)")
+        }
+    }
 }
 
 /// A tmux server of the test's own (its own socket), driven with send-keys and read with
