@@ -218,11 +218,7 @@ public final class LocalStore: PushStore, Sendable {
             var chats: Set<UInt64> = []
             for message in messages {
                 chats.insert(message.chatID)
-                try db.execute(sql: """
-                    INSERT OR IGNORE INTO messages (chat_id, sequence, server_message_id, sender_user_id, sender_device_id,
-                        client_message_id, text, client_sent_at_ms, accepted_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [Int64(message.chatID), Int64(message.chatSequence), Int64(message.serverMessageID), Int64(message.senderUserID),
-                                     Int64(message.senderDeviceID), message.clientMessageID, message.text, message.clientSentAtMs, message.acceptedAtMs])
+                try Self.insert(db, message)
                 try db.execute(sql: "INSERT INTO cursors (chat_id, sequence) VALUES (?, ?) ON CONFLICT (chat_id) DO UPDATE SET sequence = MAX(sequence, excluded.sequence)",
                                arguments: [Int64(message.chatID), Int64(message.chatSequence)])
                 if message.senderUserID == self.userID {
@@ -236,11 +232,7 @@ public final class LocalStore: PushStore, Sendable {
                         """, arguments: [message.clientMessageID, Int64(message.chatID), Int64(message.serverMessageID)])
                 }
             }
-            for chat in chats {
-                try db.execute(sql: """
-                    DELETE FROM messages WHERE chat_id = ? AND sequence <= (SELECT MAX(sequence) FROM messages WHERE chat_id = ?) - ?
-                    """, arguments: [Int64(chat), Int64(chat), Self.historyPerChat])
-            }
+            try Self.prune(db, chats: chats)
         }
         changes.yield()
     }
@@ -251,17 +243,26 @@ public final class LocalStore: PushStore, Sendable {
     public func keepOlder(_ messages: [ChatMessage]) throws {
         try database.write { db in
             for message in messages {
-                try db.execute(sql: """
-                    INSERT OR IGNORE INTO messages (chat_id, sequence, server_message_id, sender_user_id, sender_device_id,
-                        client_message_id, text, client_sent_at_ms, accepted_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                    """, arguments: [Int64(message.chatID), Int64(message.chatSequence), Int64(message.serverMessageID), Int64(message.senderUserID),
-                                     Int64(message.senderDeviceID), message.clientMessageID, message.text, message.clientSentAtMs, message.acceptedAtMs])
+                try Self.insert(db, message)
             }
-            for chat in Set(messages.map(\.chatID)) {
-                try db.execute(sql: """
-                    DELETE FROM messages WHERE chat_id = ? AND sequence <= (SELECT MAX(sequence) FROM messages WHERE chat_id = ?) - ?
-                    """, arguments: [Int64(chat), Int64(chat), Self.historyPerChat])
-            }
+            try Self.prune(db, chats: Set(messages.map(\.chatID)))
+        }
+    }
+
+    private static func insert(_ db: Database, _ message: ChatMessage) throws {
+        try db.execute(sql: """
+            INSERT OR IGNORE INTO messages (chat_id, sequence, server_message_id, sender_user_id, sender_device_id,
+                client_message_id, text, client_sent_at_ms, accepted_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [Int64(message.chatID), Int64(message.chatSequence), Int64(message.serverMessageID), Int64(message.senderUserID),
+                             Int64(message.senderDeviceID), message.clientMessageID, message.text, message.clientSentAtMs, message.acceptedAtMs])
+    }
+
+    /// Keeps each chat's newest `historyPerChat` messages.
+    private static func prune(_ db: Database, chats: Set<UInt64>) throws {
+        for chat in chats {
+            try db.execute(sql: """
+                DELETE FROM messages WHERE chat_id = ? AND sequence <= (SELECT MAX(sequence) FROM messages WHERE chat_id = ?) - ?
+                """, arguments: [Int64(chat), Int64(chat), Self.historyPerChat])
         }
     }
 
