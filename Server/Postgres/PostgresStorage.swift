@@ -31,9 +31,10 @@ public final class PostgresStorage: ServerStorage {
     private struct State {
         var pool: Pool
         var closed = false
-        var watching: Task<Void, Never>?
-        /// Queries waited for, by id: the pool's generation, and how to stop waiting.
-        var waiting: [UInt64: (generation: Int, giveUp: @Sendable () -> Void)] = [:]
+        /// The primary watch (several members) and the sweep of overdue queries.
+        var watching: [Task<Void, Never>] = []
+        /// Queries waited for, by id: since when, on which pool, and how to stop waiting.
+        var waiting: [UInt64: (since: ContinuousClock.Instant, generation: Int, giveUp: @Sendable (GivenUp) -> Void)] = [:]
         /// Queries no longer waited for, by id: when each was given up and on which pool, until
         /// it answers or `abandonedForgetAfter` passes.
         var abandoned: [UInt64: (since: ContinuousClock.Instant, generation: Int)] = [:]
@@ -83,13 +84,14 @@ public final class PostgresStorage: ServerStorage {
     public static func open(url: PostgresURL, migrate: Bool, maximumConnections: Int = 16, answerLimit: Duration = defaultAnswerLimit, logger: Logger) async throws(StorageError) -> PostgresStorage {
         let primary = try await findPrimary(url, logger: logger)
         let storage = PostgresStorage(url: url, primary: primary, maximumConnections: maximumConnections, answerLimit: answerLimit, logger: logger)
+        storage.watch(every: min(.seconds(1), answerLimit / 4)) { $0.giveUpOverdueQueries() }
         do {
             if migrate { try await storage.migrate() } else { try await storage.checkSchema() }
         } catch {
             storage.close()
             throw error
         }
-        if url.endpoints.count > 1 { storage.watchPrimary() }
+        if url.endpoints.count > 1 { storage.watch(every: primaryCheckInterval) { await $0.checkPrimary() } }
         return storage
     }
 
@@ -112,13 +114,13 @@ public final class PostgresStorage: ServerStorage {
             state.closed = true
             return (state.pool, state.watching)
         }
-        watching?.cancel()
+        for task in watching { task.cancel() }
         pool.running.cancel()
     }
 
     deinit {
         let (pool, watching) = state.withLock { ($0.pool, $0.watching) }
-        watching?.cancel()
+        for task in watching { task.cancel() }
         pool.running.cancel()
     }
 
@@ -165,16 +167,18 @@ public final class PostgresStorage: ServerStorage {
         throw .unavailable("no primary among the PostgreSQL members (\(failures.joined(separator: "; ")))")
     }
 
-    /// Checks the primary every `primaryCheckInterval` until closed; see `checkPrimary`.
-    private func watchPrimary() {
+    /// Runs `check` every `interval` until closed: the primary check (`checkPrimary`) and the
+    /// sweep of queries past `answerLimit`.
+    private func watch(every interval: Duration, _ check: @escaping @Sendable (PostgresStorage) async -> Void) {
         let task = Task { [weak self] in
             while !Task.isCancelled {
-                do { try await Task.sleep(for: Self.primaryCheckInterval) } catch { return }
-                await self?.checkPrimary()
+                do { try await Task.sleep(for: interval) } catch { return }
+                guard let self else { return }
+                await check(self)
             }
         }
         let closed = state.withLock { state -> Bool in
-            state.watching = task
+            state.watching.append(task)
             return state.closed
         }
         if closed { task.cancel() }
@@ -210,7 +214,7 @@ public final class PostgresStorage: ServerStorage {
         Task {
             try? await Task.sleep(for: Self.retiredPoolGrace)
             retired.running.cancel()
-            let given = giveUpQueries(of: retired.generation)
+            let given = giveUp(.primaryMoved) { _, generation in generation == retired.generation }
             if given > 0 { logger.warning("PostgreSQL: queries to the old primary no longer waited for", metadata: ["count": "\(given)", "generation": "\(retired.generation)"]) }
         }
     }
@@ -231,15 +235,16 @@ public final class PostgresStorage: ServerStorage {
     // MARK: - Plumbing
 
     /// Why a query was no longer waited for.
-    private enum GivenUp: Error {
+    enum GivenUp: Error {
         case limit
         case primaryMoved
     }
 
-    /// `body`'s result, waited for at most `answerLimit` (see there), or until the pool it went
-    /// to is retired (its member is no longer the primary: an answer from there is worth
-    /// nothing, and may never come); then `.unavailable`, with `body` left to run. Every query of
-    /// the store goes through here.
+    /// `body`'s result, waited for at most `answerLimit` (see there; the sweep finds overdue
+    /// queries), or until the pool it went to is retired (its member is no longer the primary:
+    /// an answer from there is worth nothing, and may never come); then `.unavailable`, with
+    /// `body` left to run. Every query of the store goes through here; the one task per query
+    /// is what lets its caller go on without cancelling it.
     func bounded<T: Sendable>(_ what: @autoclosure () -> String, _ body: @escaping @Sendable () async throws(StorageError) -> T) async throws(StorageError) -> T {
         let started = ContinuousClock.now
         let first = FirstAnswer<Result<Result<T, StorageError>, GivenUp>>()
@@ -249,23 +254,17 @@ public final class PostgresStorage: ServerStorage {
             guard state.abandoned.values.count(where: { $0.generation == generation }) < maximumAbandoned else { return nil }
             let id = state.nextQueryID
             state.nextQueryID += 1
-            state.waiting[id] = (generation, { first.give(.failure(.primaryMoved)) })
+            state.waiting[id] = (started, generation, { first.give(.failure($0)) })
             return (id, generation)
         }
         guard let (id, generation) = registered else {
             throw .unavailable("\(maximumAbandoned) queries to PostgreSQL are still unanswered after \(answerLimit)")
         }
-        let answerLimit = answerLimit
         let answer = await withCheckedContinuation { continuation in
             first.waiting(continuation)
-            let timer = Task {
-                try? await Task.sleep(for: answerLimit)
-                if !Task.isCancelled { first.give(.failure(.limit)) }
-            }
             Task { [weak self] in
                 let result: Result<T, StorageError>
                 do throws(StorageError) { result = .success(try await body()) } catch { result = .failure(error) }
-                timer.cancel()
                 first.give(.success(result))
                 self?.answered(id, ok: (try? result.get()) != nil)
             }
@@ -307,11 +306,17 @@ public final class PostgresStorage: ServerStorage {
         }
     }
 
-    /// Stops waiting for the queries sent to a retired pool; returns how many.
-    private func giveUpQueries(of generation: Int) -> Int {
-        let giveUps = state.withLock { state in state.waiting.values.filter { $0.generation == generation }.map(\.giveUp) }
-        for giveUp in giveUps { giveUp() }
+    /// Stops waiting for the queries `matching`, for `reason`; returns how many.
+    private func giveUp(_ reason: GivenUp, matching: (_ since: ContinuousClock.Instant, _ generation: Int) -> Bool) -> Int {
+        let giveUps = state.withLock { state in state.waiting.values.filter { matching($0.since, $0.generation) }.map(\.giveUp) }
+        for giveUp in giveUps { giveUp(reason) }
         return giveUps.count
+    }
+
+    /// Stops waiting for the queries older than `answerLimit`.
+    private func giveUpOverdueQueries() {
+        let now = ContinuousClock.now
+        _ = giveUp(.limit) { since, _ in now - since >= answerLimit }
     }
 
     /// Runs `body` in a transaction on one connection of the pool: committed when it returns,

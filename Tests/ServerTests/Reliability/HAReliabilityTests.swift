@@ -8,8 +8,8 @@ import XCTest
 /// Patroni, strict synchronous mode): the primary's machine dies or hands over under load, and
 /// the oracle judges every acknowledgement. Real processes throughout.
 final class HAReliabilityTests: ReliabilityTestCase {
-    /// kill -9 of the primary's Patroni and PostgreSQL under load (twice in the full suite, 5
-    /// times in the soak): the synchronous standby is promoted, the nodes move to it by
+    /// kill -9 of the primary's Patroni and PostgreSQL under load (once in the short suite,
+    /// twice in the full, 5 times in the soak): the synchronous standby is promoted, the nodes move to it by
     /// themselves, and once the dead member is back as a standby (strict synchronous mode: with
     /// two members, the new primary acknowledges nothing alone) acknowledgements resume. Nothing
     /// acknowledged is lost, duplicated or reordered.
