@@ -36,7 +36,7 @@ public final class ClientEngine: Sendable {
             case .connecting: return "connecting to \(server)"
             case .connected: return "connected"
             case .disconnected(_, let retryAt):
-                let seconds = max(0, Int((retryAt - now).components.seconds) + ((retryAt - now).components.attoseconds > 0 ? 1 : 0))
+                let seconds = now < retryAt ? ClientEngine.wholeSeconds(retryAt - now) : 0
                 return seconds > 0 ? "server unreachable (\(server)), retrying in \(seconds) s" : "server unreachable (\(server)), retrying now"
             case .refused(let reason):
                 if reason.contains("replaced") { return "this device connected from elsewhere: restart courier here to take over" }
@@ -63,8 +63,7 @@ public final class ClientEngine: Sendable {
     public init(settings: ClientSettings, store: LocalStore, policy: ReliableSender.Policy = .init()) async throws {
         self.settings = settings
         self.store = store
-        server = try SocketAddress.makeAddressResolvingHost(settings.host, port: settings.coapPort)
-        endpoint = try await CoAPEndpoint.bind(host: server.protocol == .inet6 ? "::" : "0.0.0.0", port: 0, serving: false)
+        (endpoint, server) = try await Self.endpoint(toward: settings.host, port: settings.coapPort)
         sender = ReliableSender(endpoint: endpoint, server: server, token: settings.token, policy: policy)
         var pushConfiguration = PushClient.Configuration(host: settings.host, port: settings.pushPort, token: settings.token)
         pushConfiguration.clientName = "courier/1.0"
@@ -157,7 +156,14 @@ public final class ClientEngine: Sendable {
         }
     }
 
-    private static func wholeSeconds(_ duration: Duration) -> Int {
+    /// A client endpoint for talking to `host`'s CoAP port, of the server's address family.
+    public static func endpoint(toward host: String, port: Int) async throws -> (endpoint: CoAPEndpoint, server: SocketAddress) {
+        let server = try SocketAddress.makeAddressResolvingHost(host, port: port)
+        return (try await CoAPEndpoint.bind(host: server.protocol == .inet6 ? "::" : "0.0.0.0", port: 0, serving: false), server)
+    }
+
+    /// A positive duration in whole seconds, rounded up (at least 1).
+    static func wholeSeconds(_ duration: Duration) -> Int {
         max(1, Int((Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18).rounded(.up)))
     }
 

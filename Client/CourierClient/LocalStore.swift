@@ -124,12 +124,12 @@ public final class LocalStore: PushStore, Sendable {
         try migrator.migrate(database)
     }
 
-    /// Remembers user names (from a chat's member list).
-    public func rememberUsers(_ users: [(id: UInt64, name: String)]) throws {
+    /// Remembers the names of a chat's members.
+    public func rememberMembers(_ members: ChatMembers) throws {
         try database.write { db in
-            for user in users {
+            for member in members.members {
                 try db.execute(sql: "INSERT INTO users (id, name) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET name = excluded.name",
-                               arguments: [Int64(user.id), user.name])
+                               arguments: [Int64(member.userID), member.name])
             }
         }
         changes.yield()
@@ -141,13 +141,6 @@ public final class LocalStore: PushStore, Sendable {
             var names: [UInt64: String] = [:]
             for row in try Row.fetchAll(db, sql: "SELECT id, name FROM users") { names[UInt64(row["id"] as Int64)] = row["name"] }
             return names
-        }
-    }
-
-    /// Chats holding messages from someone whose name is not known yet.
-    public func chatsWithUnnamedSenders() throws -> [UInt64] {
-        try database.read { db in
-            try Int64.fetchAll(db, sql: "SELECT DISTINCT chat_id FROM messages WHERE sender_user_id NOT IN (SELECT id FROM users)").map { UInt64($0) }
         }
     }
 

@@ -16,14 +16,13 @@ public enum Login {
     /// Redeems a one-time invite code (`courier-server invite`) over CoAP: the server creates
     /// the device `deviceName` for the invite's user and answers its token.
     public static func redeem(host: String, coapPort: Int, code: String, deviceName: String) async throws -> SignedIn {
-        let endpoint = try await CoAPEndpoint.bind(host: "0.0.0.0", port: 0, serving: false)
-        defer { Task { await endpoint.close() } }
-        let server: SocketAddress
+        let (endpoint, server): (CoAPEndpoint, SocketAddress)
         do {
-            server = try SocketAddress.makeAddressResolvingHost(host, port: coapPort)
+            (endpoint, server) = try await ClientEngine.endpoint(toward: host, port: coapPort)
         } catch {
-            throw ClientError("cannot resolve \(host): \(error)")
+            throw ClientError("cannot reach \(host): \(error)")
         }
+        defer { Task { await endpoint.close() } }
         let request = CoAPMessage.request(.post, path: "/v1/login", payload: RedeemInvite(code: code, deviceName: deviceName).serializedBytes(), contentFormat: CoAPContentFormat.protobuf)
         let response: CoAPMessage
         do {

@@ -166,7 +166,7 @@ struct Tail: AsyncParsableCommand {
         var printed = Set<String>()
         var first = true
         let calls = ServerCalls(endpoint: engine.endpoint, server: engine.server, token: engine.settings.token)
-        if let members = try? await calls.members(chatID: chat) { try engine.store.rememberUsers(members.members.map { ($0.userID, $0.name) }) }
+        if let members = try? await calls.members(chatID: chat) { try engine.store.rememberMembers(members) }
         for await _ in engine.store.changed {
             let names = try engine.store.userNames()
             let lines = try engine.store.lines(chatID: chat).filter { $0.sequence != nil }

@@ -57,7 +57,7 @@ public final class ChatApp: @unchecked Sendable {
     private var lastChatRefresh = ContinuousClock.now - .seconds(3600)
     /// When each chat's members were last asked for (names of senders seen only by id).
     private var membersAsked: [UInt64: ContinuousClock.Instant] = [:]
-    /// User names, by id, as last read from the store.
+    /// User names, by id: the store's at start, then each member list that comes.
     private var names: [UInt64: String] = [:]
     /// Older messages paged from the server for each chat (PgUp past the local cache), oldest
     /// first; at most `maxOlderLines` a chat, the oldest dropped beyond.
@@ -106,11 +106,11 @@ public final class ChatApp: @unchecked Sendable {
             init_pair(4, Int16(COLOR_RED), -1)     // refused
             init_pair(5, Int16(COLOR_BLACK), Int16(COLOR_CYAN))  // status bar
         }
+        names = (try? engine.store.userNames()) ?? [:]
         while running {
             let age = ContinuousClock.now - lastChatRefresh
             // A chat known only by id (someone added us to it) is named within a few seconds.
             if age > .seconds(30) || (age > .seconds(3) && (try? engine.store.hasUnnamedChats()) == true) { refreshChats() }
-            askForUnknownNames()
             drainInbox()
             draw()
             var key: wint_t = 0
@@ -270,17 +270,16 @@ public final class ChatApp: @unchecked Sendable {
         }
     }
 
-    /// Asks for the members of each chat with a sender known only by id (at most once per
-    /// chat per 30 s): a push carries only the sender's id.
-    private func askForUnknownNames() {
+    /// Asks for the members of a chat on screen with a sender known only by id (at most once
+    /// per chat per 30 s): a push carries only the sender's id.
+    private func askForNames(_ chatID: UInt64) {
         let now = ContinuousClock.now
-        for chatID in (try? engine.store.chatsWithUnnamedSenders()) ?? [] where membersAsked[chatID].map({ now - $0 > .seconds(30) }) ?? true {
-            membersAsked[chatID] = now
-            let calls = self.calls
-            let inbox = self.inbox
-            Task {
-                if let members = try? await calls.members(chatID: chatID) { inbox.withLockedValue { $0.append(.members(members)) } }
-            }
+        guard membersAsked[chatID].map({ now - $0 > .seconds(30) }) ?? true else { return }
+        membersAsked[chatID] = now
+        let calls = self.calls
+        let inbox = self.inbox
+        Task {
+            if let members = try? await calls.members(chatID: chatID) { inbox.withLockedValue { $0.append(.members(members)) } }
         }
     }
 
@@ -304,7 +303,9 @@ public final class ChatApp: @unchecked Sendable {
         for item in posted {
             switch item {
             case .chats(let found): try? engine.store.rememberChats(found.map { ($0.chatID, $0.name) })
-            case .members(let found): try? engine.store.rememberUsers(found.members.map { ($0.userID, $0.name) })
+            case .members(let found):
+                try? engine.store.rememberMembers(found)
+                for member in found.members { names[member.userID] = member.name }
             case .older(let chatID, let page):
                 guard let page else {
                     notice = "older messages: no answer from the server; PgUp tries again"
@@ -329,7 +330,6 @@ public final class ChatApp: @unchecked Sendable {
             }
         }
         chats = (try? engine.store.chats()) ?? chats
-        names = (try? engine.store.userNames()) ?? names
         if selectedChat == nil || !chats.contains(where: { $0.id == selectedChat }) { selectedChat = chats.first?.id }
     }
 
@@ -389,7 +389,9 @@ public final class ChatApp: @unchecked Sendable {
         let earlier = (older[chatID] ?? []).filter { line in firstLocal.map { line.sequence! < $0 } ?? true }
         for line in earlier + local {
             let time = Self.clock(line.sentAtMs)
-            let who = line.senderUserID == engine.settings.userID ? "you" : names[line.senderUserID] ?? "user \(line.senderUserID)"
+            let name = line.senderUserID == engine.settings.userID ? "you" : names[line.senderUserID]
+            if name == nil { askForNames(chatID) }
+            let who = name ?? "user \(line.senderUserID)"
             let (mark, attributes) = self.mark(line.own)
             let wrapped = TextWidth.wrap("\(time) \(who): \(line.text)\(mark.isEmpty ? "" : " " + mark)", columns: width)
             rendered += wrapped.map { ($0, attributes) }
