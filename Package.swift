@@ -69,6 +69,7 @@ let package = Package(
             name: "CourierSQLite",
             dependencies: [
                 "CourierCore",
+                "CourierProtocol",
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
             path: "Server/SQLite"
@@ -78,6 +79,7 @@ let package = Package(
             name: "CourierPostgres",
             dependencies: [
                 "CourierCore",
+                "CourierProtocol",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),

@@ -141,14 +141,14 @@ extension PostgresStorage {
     }
 
     public func chat(id: UInt64) async throws(StorageError) -> Chat {
-        guard let chat = try await readAll("SELECT id, name, created_at_ms, last_sequence FROM chats WHERE id = \(id.database)", as: (Int64, String, Int64, Int64).self).first else {
+        guard let chat = try await readAll("SELECT id, name, created_at_ms, last_sequence, title FROM chats WHERE id = \(id.database)", as: (Int64, String, Int64, Int64, String).self).first else {
             throw .notFound("chat \(id)")
         }
         return Self.chat(chat)
     }
 
     public func chat(named name: String) async throws(StorageError) -> Chat {
-        guard let chat = try await readAll("SELECT id, name, created_at_ms, last_sequence FROM chats WHERE name = \(name)", as: (Int64, String, Int64, Int64).self).first else {
+        guard let chat = try await readAll("SELECT id, name, created_at_ms, last_sequence, title FROM chats WHERE name = \(name)", as: (Int64, String, Int64, Int64, String).self).first else {
             throw .notFound("chat \(name)")
         }
         return Self.chat(chat)
@@ -196,20 +196,20 @@ extension PostgresStorage {
 
     public func chats(ofUser userID: UInt64) async throws(StorageError) -> [Chat] {
         try await readAll("""
-            SELECT c.id, c.name, c.created_at_ms, c.last_sequence FROM chats c JOIN members m ON m.chat_id = c.id
+            SELECT c.id, c.name, c.created_at_ms, c.last_sequence, c.title FROM chats c JOIN members m ON m.chat_id = c.id
             WHERE m.user_id = \(userID.database) ORDER BY c.id
-            """, as: (Int64, String, Int64, Int64).self).map(Self.chat)
+            """, as: (Int64, String, Int64, Int64, String).self).map(Self.chat)
     }
 
     public func listChats() async throws(StorageError) -> [ChatSummary] {
-        try await summaries(of: readAll("SELECT id, name, created_at_ms, last_sequence FROM chats ORDER BY id", as: (Int64, String, Int64, Int64).self).map(Self.chat), maxMemberNames: nil)
+        try await summaries(of: readAll("SELECT id, name, created_at_ms, last_sequence, title FROM chats ORDER BY id", as: (Int64, String, Int64, Int64, String).self).map(Self.chat), maxMemberNames: nil)
     }
 
     public func chatSummaries(ofUser userID: UInt64, afterChatID: UInt64, limit: Int, maxMemberNames: Int) async throws(StorageError) -> [ChatSummary] {
         try await summaries(of: readAll("""
-            SELECT c.id, c.name, c.created_at_ms, c.last_sequence FROM chats c JOIN members m ON m.chat_id = c.id
+            SELECT c.id, c.name, c.created_at_ms, c.last_sequence, c.title FROM chats c JOIN members m ON m.chat_id = c.id
             WHERE m.user_id = \(userID.database) AND c.id > \(afterChatID.database) ORDER BY c.id LIMIT \(max(0, limit))
-            """, as: (Int64, String, Int64, Int64).self).map(Self.chat), maxMemberNames: maxMemberNames)
+            """, as: (Int64, String, Int64, Int64, String).self).map(Self.chat), maxMemberNames: maxMemberNames)
     }
 
     public func chatSummary(id: UInt64, maxMemberNames: Int) async throws(StorageError) -> ChatSummary {
@@ -305,8 +305,8 @@ extension PostgresStorage {
         Device(id: row.0.id, userID: row.1.id, name: row.2, createdAt: Date(milliseconds: row.3))
     }
 
-    static func chat(_ row: (Int64, String, Int64, Int64)) -> Chat {
-        Chat(id: row.0.id, name: row.1, createdAt: Date(milliseconds: row.2), lastSequence: row.3.id)
+    static func chat(_ row: (Int64, String, Int64, Int64, String)) -> Chat {
+        Chat(id: row.0.id, name: row.1, createdAt: Date(milliseconds: row.2), lastSequence: row.3.id, title: row.4)
     }
 }
 

@@ -5,9 +5,10 @@ import PostgresNIO
 /// Messages: the batched store transaction, deduplication, history and search.
 extension PostgresStorage {
     static let messageColumns = """
-        server_message_id, chat_id, sequence, sender_user_id, sender_device_id, client_message_id, text, client_sent_at_ms, accepted_at_ms
+        server_message_id, chat_id, sequence, sender_user_id, sender_device_id, client_message_id, text, client_sent_at_ms, accepted_at_ms,
+        kind, refers_to, sent_text, edited_at_ms, deleted
         """
-    typealias MessageRow = (Int64, Int64, Int64, Int64, Int64, String, String, Int64, Int64)
+    typealias MessageRow = (Int64, Int64, Int64, Int64, Int64, String, String, Int64, Int64, Int32, Int64, String?, Int64, Bool)
 
     public func storeMessages(_ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64) async throws(StorageError) -> [StoreOutcome] {
         let storedAt = Date().milliseconds
@@ -16,7 +17,12 @@ extension PostgresStorage {
             guard last == afterSequence else {
                 throw StorageError.sequenceConflict(chatID: chatID, expected: afterSequence, found: last)
             }
-            return try await Self.insertMessages(connection, messages, chatID: chatID, afterSequence: last, copies: [], storedAt: storedAt, logger: self.logger)
+            for message in messages where try await !Self.changeIsValid(connection, message, chatID: chatID, logger: self.logger) {
+                throw StorageError.invalid("\(message.change.map { "\($0)" } ?? "") does not refer to a message its sender sent in chat \(chatID)")
+            }
+            let outcomes = try await Self.insertMessages(connection, messages, chatID: chatID, afterSequence: last, copies: [], storedAt: storedAt, logger: self.logger)
+            try await Self.applyChanges(connection, outcomes.compactMap(\.added), logger: self.logger)
+            return outcomes
         }
     }
 
@@ -32,7 +38,7 @@ extension PostgresStorage {
     public func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult] {
         guard writes.allSatisfy(\.copies.isEmpty) else { return try await storeBatchByStatements(writes) }
         var chats: [Int64] = [], ids: [Int64] = [], users: [Int64] = [], devices: [Int64] = [], clientIDs: [String] = [], texts: [String] = []
-        var clientSent: [Int64] = [], accepted: [Int64] = []
+        var clientSent: [Int64] = [], accepted: [Int64] = [], kinds: [Int32] = [], refers: [Int64] = []
         var positions: [(write: Int, message: Int)] = []
         for (writeIndex, write) in writes.enumerated() {
             for (messageIndex, message) in write.messages.enumerated() {
@@ -44,13 +50,17 @@ extension PostgresStorage {
                 texts.append(message.text)
                 clientSent.append(message.clientSentAtMilliseconds)
                 accepted.append(message.acceptedAtMilliseconds)
+                kinds.append(Int32(message.change?.kind ?? 0))
+                refers.append((message.change?.sequence ?? 0).database)
                 positions.append((writeIndex, messageIndex))
             }
         }
         let rows = try await readAll("""
             SELECT * FROM courier_store_batch(\(chats)::BIGINT[], \(ids)::BIGINT[], \(users)::BIGINT[], \(devices)::BIGINT[],
-                \(clientIDs)::TEXT[], \(texts)::TEXT[], \(clientSent)::BIGINT[], \(accepted)::BIGINT[], \(Date().milliseconds))
-            """, as: (Int32, String, Int64?, Int64?, Int64?, Int64?, Int64?, String?, String?, Int64?, Int64?, [Int64]?, String?).self)
+                \(clientIDs)::TEXT[], \(texts)::TEXT[], \(clientSent)::BIGINT[], \(accepted)::BIGINT[], \(Date().milliseconds),
+                \(kinds)::INT[], \(refers)::BIGINT[])
+            """, as: (Int32, String, Int64?, Int64?, Int64?, Int64?, Int64?, String?, String?, Int64?, Int64?, [Int64]?, String?,
+                     Int32?, Int64?, String?, Int64?, Bool?).self)
         var outcomes = writes.map { [StoreOutcome?](repeating: nil, count: $0.messages.count) }
         var members = [Set<UInt64>](repeating: [], count: writes.count)
         var ends = [ChatWriteResult?](repeating: nil, count: writes.count)
@@ -61,14 +71,15 @@ extension PostgresStorage {
             let message = row.2.map { id in
                 StoredMessage(
                     serverMessageID: id.id, chatID: (row.3 ?? 0).id, sequence: (row.4 ?? 0).id, senderUserID: (row.5 ?? 0).id, senderDeviceID: (row.6 ?? 0).id,
-                    clientMessageID: row.7 ?? "", text: row.8 ?? "", clientSentAtMilliseconds: row.9 ?? 0, acceptedAtMilliseconds: row.10 ?? 0
+                    clientMessageID: row.7 ?? "", text: row.8 ?? "", clientSentAtMilliseconds: row.9 ?? 0, acceptedAtMilliseconds: row.10 ?? 0,
+                    change: StoredMessage.change(kind: row.13 ?? 0, sequence: row.14 ?? 0), sentText: row.15, editedAtMilliseconds: row.16 ?? 0, deleted: row.17 ?? false
                 )
             }
             switch (row.1, message) {
             case ("stored", let message?): outcomes[write][index] = .stored(message)
             case ("duplicate", let message?): outcomes[write][index] = .duplicate(message)
             case ("conflict", let message?): outcomes[write][index] = .conflict(message)
-            case ("not_member", _): outcomes[write][index] = nil
+            case ("not_member", _), ("invalid_change", _): outcomes[write][index] = nil
             case ("no_chat", _): ends[write] = .chatNotFound
             case ("failed", _): ends[write] = .failed(row.12?.hasPrefix("53100") == true ? .full("PostgreSQL: \(row.12!)") : .unavailable("PostgreSQL: \(row.12 ?? "")"))
             default: throw .unavailable("courier_store_batch answered \(row.1) for message \(row.0)")
@@ -107,11 +118,17 @@ extension PostgresStorage {
             for try await userID in try await connection.query("SELECT user_id FROM members WHERE chat_id = \(write.chatID.database)", logger: logger).decode(Int64.self) {
                 members.insert(userID.id)
             }
-            let allowed = write.messages.filter { members.contains($0.senderUserID) }
+            var accepted: [Bool] = []
+            for message in write.messages {
+                let valid = try await changeIsValid(connection, message, chatID: write.chatID, logger: logger)
+                accepted.append(members.contains(message.senderUserID) && valid)
+            }
+            let allowed = zip(write.messages, accepted).filter(\.1).map(\.0)
             let outcomes = try await insertMessages(connection, allowed, chatID: write.chatID, afterSequence: last, copies: write.copies, storedAt: storedAt, logger: logger)
+            try await applyChanges(connection, outcomes.compactMap(\.added), logger: logger)
             try await connection.query("RELEASE SAVEPOINT chat_write", logger: logger)
             var stored = outcomes.makeIterator()
-            return .written(write.messages.map { members.contains($0.senderUserID) ? stored.next() : nil }, added: outcomes.compactMap(\.added), members: members)
+            return .written(accepted.map { $0 ? stored.next() : nil }, added: outcomes.compactMap(\.added), members: members)
         } catch {
             // A lost connection fails the whole transaction; anything else fails this chat alone.
             try await connection.query("ROLLBACK TO SAVEPOINT chat_write", logger: logger)
@@ -145,7 +162,7 @@ extension PostgresStorage {
                 continue
             }
             if let existing, !isCopy {
-                let same = existing.chatID == chatID && existing.text == message.text
+                let same = existing.isSameSend(chatID: chatID, text: message.text, change: message.change)
                 outcomes.append(same ? .duplicate(existing) : .conflict(existing))
                 continue
             }
@@ -155,10 +172,11 @@ extension PostgresStorage {
             // Id 0: the cluster's intake leaves numbering to the database.
             for try await id in try await connection.query("""
                 INSERT INTO messages (server_message_id, chat_id, sequence, sender_user_id, sender_device_id,
-                    client_message_id, text, client_sent_at_ms, accepted_at_ms, stored_at_ms)
+                    client_message_id, text, client_sent_at_ms, accepted_at_ms, stored_at_ms, kind, refers_to)
                 VALUES (COALESCE(NULLIF(\(message.serverMessageID.database), 0), nextval('message_ids')), \(chatID.database), \(sequence.database),
                     \(message.senderUserID.database), \(message.senderDeviceID.database), \(message.clientMessageID), \(message.text),
-                    \(message.clientSentAtMilliseconds), \(message.acceptedAtMilliseconds), \(storedAt))
+                    \(message.clientSentAtMilliseconds), \(message.acceptedAtMilliseconds), \(storedAt),
+                    \(Int32(message.change?.kind ?? 0)), \((message.change?.sequence ?? 0).database))
                 RETURNING server_message_id
                 """, logger: logger).decode(Int64.self) {
                 message.serverMessageID = id.id
@@ -176,6 +194,40 @@ extension PostgresStorage {
             try await connection.query("UPDATE chats SET last_sequence = \(sequence.database) WHERE id = \(chatID.database)", logger: logger)
         }
         return outcomes
+    }
+
+    /// Whether an edit or a delete refers to a message (not a change) its sender sent in the
+    /// chat (as `SQLiteStorage.changeIsValid`); anything else is valid.
+    static func changeIsValid(_ connection: PostgresConnection, _ message: StoredMessage, chatID: UInt64, logger: Logger) async throws -> Bool {
+        guard let sequence = message.change?.sequence else { return true }
+        for try await (sender, kind) in try await connection.query("""
+            SELECT sender_user_id, kind FROM messages WHERE chat_id = \(chatID.database) AND sequence = \(sequence.database)
+            """, logger: logger).decode((Int64, Int32).self) {
+            return sender.id == message.senderUserID && kind == 0
+        }
+        return false
+    }
+
+    /// Carries out the changes among newly stored entries, in order (as `courier_store_batch`
+    /// does); the search column follows `text` by itself.
+    static func applyChanges(_ connection: PostgresConnection, _ entries: [StoredMessage], logger: Logger) async throws {
+        for entry in entries {
+            switch entry.change {
+            case nil:
+                continue
+            case .edit(let sequence)?:
+                try await connection.query("""
+                    UPDATE messages SET sent_text = coalesce(sent_text, text), text = \(entry.text), edited_at_ms = \(entry.acceptedAtMilliseconds)
+                    WHERE chat_id = \(entry.chatID.database) AND sequence = \(sequence.database) AND NOT deleted
+                    """, logger: logger)
+            case .delete(let sequence)?:
+                try await connection.query("""
+                    UPDATE messages SET text = '', sent_text = NULL, deleted = true WHERE chat_id = \(entry.chatID.database) AND sequence = \(sequence.database)
+                    """, logger: logger)
+            case .rename?:
+                try await connection.query("UPDATE chats SET title = \(entry.text) WHERE id = \(entry.chatID.database)", logger: logger)
+            }
+        }
     }
 
     public func maxServerMessageID() async throws(StorageError) -> UInt64 {
@@ -243,16 +295,16 @@ extension PostgresStorage {
             CROSS JOIN plainto_tsquery('simple', \(query)) q
             JOIN chats c ON c.id = m.chat_id
             JOIN users u ON u.id = m.sender_user_id
-            WHERE m.search @@ q
+            WHERE m.search @@ q AND m.kind = 0
               AND (\(userID?.database)::BIGINT IS NULL OR m.chat_id IN (SELECT chat_id FROM members WHERE user_id = \(userID?.database)))
               AND (\(chatID?.database)::BIGINT IS NULL OR m.chat_id = \(chatID?.database))
             ORDER BY ts_rank(m.search, q) DESC, m.server_message_id DESC
             LIMIT \(max(0, limit))
-            """, as: (Int64, Int64, Int64, Int64, Int64, String, String, Int64, Int64, String, String, String).self)
+            """, as: (Int64, Int64, Int64, Int64, Int64, String, String, Int64, Int64, Int32, Int64, String?, Int64, Bool, String, String, String).self)
         return rows.map { row in
             SearchHit(
-                message: Self.storedMessage((row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8)),
-                chatName: row.9, senderName: row.10, snippet: row.11
+                message: Self.storedMessage((row.0, row.1, row.2, row.3, row.4, row.5, row.6, row.7, row.8, row.9, row.10, row.11, row.12, row.13)),
+                chatName: row.14, senderName: row.15, snippet: row.16
             )
         }
     }
@@ -260,7 +312,8 @@ extension PostgresStorage {
     static func storedMessage(_ row: MessageRow) -> StoredMessage {
         StoredMessage(
             serverMessageID: row.0.id, chatID: row.1.id, sequence: row.2.id, senderUserID: row.3.id, senderDeviceID: row.4.id,
-            clientMessageID: row.5, text: row.6, clientSentAtMilliseconds: row.7, acceptedAtMilliseconds: row.8
+            clientMessageID: row.5, text: row.6, clientSentAtMilliseconds: row.7, acceptedAtMilliseconds: row.8,
+            change: StoredMessage.change(kind: row.9, sequence: row.10), sentText: row.11, editedAtMilliseconds: row.12, deleted: row.13
         )
     }
 }

@@ -195,6 +195,111 @@ extension PostgresStorage {
             )
             """,
         ]),
+        // Changes (edit, delete, rename) are entries of a chat like messages (`kind` not 0,
+        // `refers_to` the sequence they change); a changed message keeps its text as sent in
+        // `sent_text`, to tell a retry of that send from a reuse of its id. The v2 function stays
+        // beside the new one (another signature), for nodes not yet upgraded.
+        Migration(version: 4, name: "v4: changes (edit, delete, rename)", statements: [
+            """
+            ALTER TABLE messages ADD COLUMN kind INT NOT NULL DEFAULT 0, ADD COLUMN refers_to BIGINT NOT NULL DEFAULT 0,
+                ADD COLUMN sent_text TEXT, ADD COLUMN edited_at_ms BIGINT NOT NULL DEFAULT 0, ADD COLUMN deleted BOOLEAN NOT NULL DEFAULT false
+            """,
+            "ALTER TABLE chats ADD COLUMN title TEXT NOT NULL DEFAULT ''",
+            """
+            CREATE TYPE courier_stored_v4 AS (
+                pos INT, outcome TEXT, server_message_id BIGINT, chat_id BIGINT, sequence BIGINT,
+                sender_user_id BIGINT, sender_device_id BIGINT, client_message_id TEXT, text TEXT,
+                client_sent_at_ms BIGINT, accepted_at_ms BIGINT, members BIGINT[], failure TEXT,
+                kind INT, refers_to BIGINT, sent_text TEXT, edited_at_ms BIGINT, deleted BOOLEAN)
+            """,
+            // As v2's, and: an edit or delete that does not refer to a message its sender sent
+            // is 'invalid_change' (not stored); a change is carried out after its insert.
+            """
+            CREATE FUNCTION courier_store_batch(
+                p_chats BIGINT[], p_ids BIGINT[], p_users BIGINT[], p_devices BIGINT[], p_client_ids TEXT[], p_texts TEXT[],
+                p_client_sent BIGINT[], p_accepted BIGINT[], p_stored_at BIGINT, p_kinds INT[], p_refers BIGINT[])
+            RETURNS SETOF courier_stored_v4 LANGUAGE plpgsql AS $$
+            DECLARE
+                chat BIGINT;
+                last BIGINT;
+                chat_members BIGINT[];
+                found_message messages%ROWTYPE;
+                target RECORD;
+                new_id BIGINT;
+                results courier_stored_v4[];
+                i INT;
+            BEGIN
+                FOR chat IN SELECT DISTINCT c FROM unnest(p_chats) AS c ORDER BY c LOOP
+                    results := '{}';
+                    BEGIN
+                        SELECT last_sequence INTO last FROM chats WHERE id = chat FOR UPDATE;
+                        IF NOT FOUND THEN
+                            FOR i IN 1 .. cardinality(p_chats) LOOP
+                                CONTINUE WHEN p_chats[i] <> chat;
+                                results := results || ROW(i - 1, 'no_chat', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)::courier_stored_v4;
+                            END LOOP;
+                        ELSE
+                            SELECT coalesce(array_agg(user_id), '{}') INTO chat_members FROM members WHERE chat_id = chat;
+                            FOR i IN 1 .. cardinality(p_chats) LOOP
+                                CONTINUE WHEN p_chats[i] <> chat;
+                                IF NOT (p_users[i] = ANY (chat_members)) THEN
+                                    results := results || ROW(i - 1, 'not_member', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, chat_members, NULL, NULL, NULL, NULL, NULL, NULL)::courier_stored_v4;
+                                    CONTINUE;
+                                END IF;
+                                IF p_kinds[i] IN (1, 2) THEN
+                                    SELECT sender_user_id, kind INTO target FROM messages WHERE chat_id = chat AND sequence = p_refers[i];
+                                    IF NOT FOUND OR target.sender_user_id <> p_users[i] OR target.kind <> 0 THEN
+                                        results := results || ROW(i - 1, 'invalid_change', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, chat_members, NULL, NULL, NULL, NULL, NULL, NULL)::courier_stored_v4;
+                                        CONTINUE;
+                                    END IF;
+                                END IF;
+                                SELECT m.* INTO found_message FROM dedup_keys k JOIN messages m ON m.server_message_id = k.server_message_id
+                                WHERE k.device_id = p_devices[i] AND k.client_message_id = p_client_ids[i];
+                                IF FOUND THEN
+                                    results := results || ROW(i - 1,
+                                        CASE WHEN found_message.chat_id = chat AND found_message.kind = p_kinds[i] AND found_message.refers_to = p_refers[i]
+                                            AND (found_message.deleted OR coalesce(found_message.sent_text, found_message.text) = p_texts[i])
+                                            THEN 'duplicate' ELSE 'conflict' END,
+                                        found_message.server_message_id, found_message.chat_id, found_message.sequence, found_message.sender_user_id,
+                                        found_message.sender_device_id, found_message.client_message_id, found_message.text,
+                                        found_message.client_sent_at_ms, found_message.accepted_at_ms, chat_members, NULL,
+                                        found_message.kind, found_message.refers_to, found_message.sent_text, found_message.edited_at_ms, found_message.deleted)::courier_stored_v4;
+                                    CONTINUE;
+                                END IF;
+                                last := last + 1;
+                                INSERT INTO messages (server_message_id, chat_id, sequence, sender_user_id, sender_device_id,
+                                    client_message_id, text, client_sent_at_ms, accepted_at_ms, stored_at_ms, kind, refers_to)
+                                VALUES (COALESCE(NULLIF(p_ids[i], 0), nextval('message_ids')), chat, last, p_users[i], p_devices[i],
+                                    p_client_ids[i], p_texts[i], p_client_sent[i], p_accepted[i], p_stored_at, p_kinds[i], p_refers[i])
+                                RETURNING server_message_id INTO new_id;
+                                INSERT INTO dedup_keys (device_id, client_message_id, server_message_id) VALUES (p_devices[i], p_client_ids[i], new_id);
+                                -- A change is carried out in the chat's order (a deleted message stays deleted).
+                                IF p_kinds[i] = 1 THEN
+                                    UPDATE messages SET sent_text = coalesce(sent_text, text), text = p_texts[i], edited_at_ms = p_accepted[i]
+                                    WHERE chat_id = chat AND sequence = p_refers[i] AND NOT deleted;
+                                ELSIF p_kinds[i] = 2 THEN
+                                    UPDATE messages SET text = '', sent_text = NULL, deleted = true WHERE chat_id = chat AND sequence = p_refers[i];
+                                ELSIF p_kinds[i] = 3 THEN
+                                    UPDATE chats SET title = p_texts[i] WHERE id = chat;
+                                END IF;
+                                results := results || ROW(i - 1, 'stored', new_id, chat, last, p_users[i], p_devices[i], p_client_ids[i], p_texts[i],
+                                    p_client_sent[i], p_accepted[i], chat_members, NULL, p_kinds[i], p_refers[i], NULL, 0, false)::courier_stored_v4;
+                            END LOOP;
+                            UPDATE chats SET last_sequence = last WHERE id = chat;
+                        END IF;
+                    EXCEPTION WHEN OTHERS THEN
+                        results := '{}';
+                        FOR i IN 1 .. cardinality(p_chats) LOOP
+                            CONTINUE WHEN p_chats[i] <> chat;
+                            results := results || ROW(i - 1, 'failed', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, SQLSTATE || ' ' || SQLERRM, NULL, NULL, NULL, NULL, NULL)::courier_stored_v4;
+                        END LOOP;
+                    END;
+                    RETURN QUERY SELECT * FROM unnest(results);
+                END LOOP;
+            END
+            $$
+            """,
+        ]),
     ]
 
     /// The newest schema this program knows.

@@ -11,7 +11,11 @@ extension SQLiteStorage {
             guard last == afterSequence else {
                 throw StorageError.sequenceConflict(chatID: chatID, expected: afterSequence, found: last)
             }
+            for message in messages where try !Self.changeIsValid(db, message, chatID: chatID) {
+                throw StorageError.invalid("\(message.change.map { "\($0)" } ?? "") does not refer to a message its sender sent in chat \(chatID)")
+            }
             let outcomes = try Self.insertMessages(db, messages, chatID: chatID, afterSequence: last, copies: [], storedAt: storedAt)
+            try Self.applyChanges(db, outcomes.compactMap(\.added))
             try Self.indexForSearch(db, outcomes.compactMap(\.added))
             return outcomes
         }
@@ -48,11 +52,16 @@ extension SQLiteStorage {
             try db.inSavepoint {
                 guard let last = try lastSequence(db, chatID: write.chatID) else { return .commit }
                 let members = Set(try Int64.fetchAll(db.cachedStatement(sql: "SELECT user_id FROM members WHERE chat_id = ?"), arguments: [Int64(clamping: write.chatID)]).map { UInt64($0) })
-                let allowed = write.messages.filter { members.contains($0.senderUserID) }
+                let accepted = try write.messages.map { message in
+                    guard members.contains(message.senderUserID) else { return false }
+                    return try changeIsValid(db, message, chatID: write.chatID)
+                }
+                let allowed = zip(write.messages, accepted).filter(\.1).map(\.0)
                 let outcomes = try insertMessages(db, allowed, chatID: write.chatID, afterSequence: last, copies: write.copies, storedAt: storedAt)
                 let added = outcomes.compactMap(\.added)
+                try applyChanges(db, added)
                 var stored = outcomes.makeIterator()
-                result = .written(write.messages.map { members.contains($0.senderUserID) ? stored.next() : nil }, added: added, members: members)
+                result = .written(accepted.map { $0 ? stored.next() : nil }, added: added, members: members)
                 return .commit
             }
         } catch {
@@ -62,11 +71,51 @@ extension SQLiteStorage {
     }
 
     /// The full-text entries of newly stored messages (the search index is in the same
-    /// transaction as the messages: search never lags behind what devices are told).
+    /// transaction as the messages: search never lags behind what devices are told). Changes
+    /// are not indexed: an edit re-indexes the message it edits (`applyChanges`).
     static func indexForSearch(_ db: Database, _ messages: [StoredMessage]) throws {
-        guard !messages.isEmpty else { return }
+        guard messages.contains(where: { $0.change == nil }) else { return }
         let insertSearch = try db.cachedStatement(sql: "INSERT INTO message_search (rowid, text) VALUES (?, ?)")
-        for message in messages { try insertSearch.execute(arguments: [Int64(message.serverMessageID), message.text]) }
+        for message in messages where message.change == nil { try insertSearch.execute(arguments: [Int64(message.serverMessageID), message.text]) }
+    }
+
+    /// Whether `message`, if it is an edit or a delete, refers to a message (not a change) that
+    /// its sender sent in the chat. The gateway refuses the others before they reach the log;
+    /// a writer never applies one, whatever reached it.
+    static func changeIsValid(_ db: Database, _ message: StoredMessage, chatID: UInt64) throws -> Bool {
+        guard let sequence = message.change?.sequence else { return true }
+        let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT sender_user_id, kind FROM messages WHERE chat_id = ? AND sequence = ?"),
+                                   arguments: [Int64(clamping: chatID), Int64(clamping: sequence)])
+        guard let row else { return false }
+        return UInt64(row[0] as Int64) == message.senderUserID && (row[1] as Int64) == 0
+    }
+
+    /// Carries out the changes among newly stored entries, in their order: an edit replaces
+    /// its message's text (keeping the text as sent) and search entry, a delete empties both,
+    /// a rename sets the chat's display name. A deleted message stays deleted.
+    static func applyChanges(_ db: Database, _ entries: [StoredMessage]) throws {
+        for entry in entries {
+            guard let change = entry.change else { continue }
+            if change == .rename {
+                try db.cachedStatement(sql: "UPDATE chats SET title = ? WHERE id = ?").execute(arguments: [entry.text, Int64(entry.chatID)])
+                continue
+            }
+            guard let sequence = change.sequence,
+                  let target = try Row.fetchOne(db.cachedStatement(sql: "SELECT server_message_id, text FROM messages WHERE chat_id = ? AND sequence = ? AND deleted = 0"),
+                                                arguments: [Int64(entry.chatID), Int64(clamping: sequence)])
+            else { continue }
+            let targetID: Int64 = target[0]
+            // External-content FTS5: an entry is removed by repeating the text it was indexed with.
+            try db.cachedStatement(sql: "INSERT INTO message_search (message_search, rowid, text) VALUES ('delete', ?, ?)")
+                .execute(arguments: [targetID, target[1] as String])
+            if case .edit = change {
+                try db.cachedStatement(sql: "UPDATE messages SET sent_text = COALESCE(sent_text, text), text = ?, edited_at_ms = ? WHERE server_message_id = ?")
+                    .execute(arguments: [entry.text, entry.acceptedAtMilliseconds, targetID])
+                try db.cachedStatement(sql: "INSERT INTO message_search (rowid, text) VALUES (?, ?)").execute(arguments: [targetID, entry.text])
+            } else {
+                try db.cachedStatement(sql: "UPDATE messages SET text = '', sent_text = NULL, deleted = 1 WHERE server_message_id = ?").execute(arguments: [targetID])
+            }
+        }
     }
 
     static func lastSequence(_ db: Database, chatID: UInt64) throws -> UInt64? {
@@ -81,8 +130,8 @@ extension SQLiteStorage {
         outcomes.reserveCapacity(messages.count)
         let insertMessage = try db.cachedStatement(sql: """
             INSERT INTO messages (server_message_id, chat_id, sequence, sender_user_id, sender_device_id,
-                client_message_id, text, client_sent_at_ms, accepted_at_ms, stored_at_ms)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                client_message_id, text, client_sent_at_ms, accepted_at_ms, stored_at_ms, kind, refers_to)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
         let insertKey = try db.cachedStatement(sql: "INSERT INTO dedup_keys (device_id, client_message_id, server_message_id) VALUES (?, ?, ?)")
         // Server message ids stored by this call, for telling a copy from a replay's copy.
@@ -96,7 +145,7 @@ extension SQLiteStorage {
                 continue
             }
             if let existing, !isCopy {
-                let same = existing.chatID == chatID && existing.text == message.text
+                let same = existing.isSameSend(chatID: chatID, text: message.text, change: message.change)
                 outcomes.append(same ? .duplicate(existing) : .conflict(existing))
                 continue
             }
@@ -106,7 +155,7 @@ extension SQLiteStorage {
             try insertMessage.execute(arguments: [
                 Int64(message.serverMessageID), Int64(chatID), Int64(sequence), Int64(message.senderUserID),
                 Int64(message.senderDeviceID), message.clientMessageID, message.text, message.clientSentAtMilliseconds,
-                message.acceptedAtMilliseconds, storedAt,
+                message.acceptedAtMilliseconds, storedAt, Int64(message.change?.kind ?? 0), Int64(clamping: message.change?.sequence ?? 0),
             ])
             if !isCopy {
                 try insertKey.execute(arguments: [Int64(message.senderDeviceID), message.clientMessageID, Int64(message.serverMessageID)])

@@ -84,6 +84,19 @@ extension SQLiteStorage {
                 );
                 """)
         }
+        // Changes (edit, delete, rename) are entries of a chat like messages (`kind` not 0,
+        // `refers_to` the sequence they change); a changed message keeps its text as sent in
+        // `sent_text`, to tell a retry of that send from a reuse of its id.
+        migrator.registerMigration("v3: changes (edit, delete, rename)") { db in
+            try db.execute(sql: """
+                ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE messages ADD COLUMN refers_to INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE messages ADD COLUMN sent_text TEXT;
+                ALTER TABLE messages ADD COLUMN edited_at_ms INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE chats ADD COLUMN title TEXT NOT NULL DEFAULT '';
+                """)
+        }
         return migrator
     }
 

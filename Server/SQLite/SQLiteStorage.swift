@@ -429,7 +429,7 @@ public final class SQLiteStorage: ServerStorage {
     }
 
     private static func chat(_ row: Row) -> Chat {
-        Chat(id: UInt64(row["id"] as Int64), name: row["name"], createdAt: Date(milliseconds: row["created_at_ms"]), lastSequence: UInt64(row["last_sequence"] as Int64))
+        Chat(id: UInt64(row["id"] as Int64), name: row["name"], createdAt: Date(milliseconds: row["created_at_ms"]), lastSequence: UInt64(row["last_sequence"] as Int64), title: row["title"])
     }
 
     static func storedMessage(_ row: Row) -> StoredMessage {
@@ -442,7 +442,11 @@ public final class SQLiteStorage: ServerStorage {
             clientMessageID: row["client_message_id"],
             text: row["text"],
             clientSentAtMilliseconds: row["client_sent_at_ms"],
-            acceptedAtMilliseconds: row["accepted_at_ms"]
+            acceptedAtMilliseconds: row["accepted_at_ms"],
+            change: StoredMessage.change(kind: row["kind"] as Int64, sequence: row["refers_to"] as Int64),
+            sentText: row["sent_text"],
+            editedAtMilliseconds: row["edited_at_ms"],
+            deleted: row["deleted"]
         )
     }
 }

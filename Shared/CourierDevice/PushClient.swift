@@ -15,6 +15,13 @@ public protocol PushStore: Sendable {
     func store(_ messages: [ChatMessage]) async throws
     /// A message this device's user sent has reached every device of every other member.
     func delivered(_ receipt: DeliveryReceipt) async
+    /// Users who share a chat with this device came online or went offline.
+    func presence(_ presence: Presence) async
+}
+
+extension PushStore {
+    /// Presence is for screens; a store that shows none ignores it.
+    public func presence(_ presence: Presence) async {}
 }
 
 /// A device's push session, kept open: connects to `/v1/push`, says what the device holds,
@@ -269,6 +276,8 @@ public final class PushClient: Sendable {
                 incoming = [pushed]
             case .push(.delivered(let receipt)):
                 await store.delivered(receipt)
+            case .push(.presence(let presence)):
+                await store.presence(presence)
             case .sync(let response):
                 syncing = false
                 incoming = response.messages

@@ -8,7 +8,8 @@ extension ChatInfo: ProtoConvertible {
             name: try check.required(proto.name, "name"),
             lastSequence: proto.lastSequence,
             memberNames: proto.memberNames,
-            memberCount: proto.memberCount
+            memberCount: proto.memberCount,
+            title: proto.title
         )
     }
 
@@ -19,6 +20,7 @@ extension ChatInfo: ProtoConvertible {
             $0.lastSequence = lastSequence
             $0.memberNames = memberNames
             $0.memberCount = memberCount
+            $0.title = title
         }
     }
 }

@@ -13,9 +13,15 @@ public struct ChatInfo: Hashable, Sendable {
     public var memberNames: [String]
     /// How many members the chat has.
     public var memberCount: UInt32
+    /// The display name members gave the chat; empty when it has none.
+    public var title: String
+
+    /// What a person sees as the chat's name: its display name, or its unique name.
+    public var shownName: String { title.isEmpty ? name : title }
 
     /// Creates a chat description.
-    public init(chatID: UInt64, name: String, lastSequence: UInt64, memberNames: [String], memberCount: UInt32) {
+    public init(chatID: UInt64, name: String, lastSequence: UInt64, memberNames: [String], memberCount: UInt32, title: String = "") {
+        self.title = title
         self.chatID = chatID
         self.name = name
         self.lastSequence = lastSequence

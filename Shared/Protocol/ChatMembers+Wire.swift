@@ -23,13 +23,14 @@ extension ChatMembersRequest: WireMessage {
 extension ChatMember: ProtoConvertible {
     init(fromProto proto: Courier_V1_ChatMember) throws(WireDecodingError) {
         let check = Self.fields
-        self.init(userID: try check.id(proto.userID, "user_id"), name: try check.name(proto.name, "name"))
+        self.init(userID: try check.id(proto.userID, "user_id"), name: try check.name(proto.name, "name"), online: proto.online)
     }
 
     var proto: Courier_V1_ChatMember {
         .with {
             $0.userID = userID
             $0.name = name
+            $0.online = online
         }
     }
 }

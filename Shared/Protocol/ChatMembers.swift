@@ -11,10 +11,13 @@ public struct ChatMembersRequest: Hashable, Sendable {
 public struct ChatMember: Hashable, Sendable {
     public var userID: UInt64
     public var name: String
+    /// The user had a live push session when the answer was made.
+    public var online: Bool
 
-    public init(userID: UInt64, name: String) {
+    public init(userID: UInt64, name: String, online: Bool = false) {
         self.userID = userID
         self.name = name
+        self.online = online
     }
 }
 

@@ -12,7 +12,10 @@ extension ChatMessage: ProtoConvertible {
             clientMessageID: try check.clientMessageID(proto.clientMessageID, "client_message_id"),
             text: proto.text,
             clientSentAtMs: proto.clientSentAtMs,
-            acceptedAtMs: proto.acceptedAtMs
+            acceptedAtMs: proto.acceptedAtMs,
+            change: proto.hasChange ? try check.nested(proto.change, as: MessageChange.self, "change") : nil,
+            editedAtMs: proto.editedAtMs,
+            deleted: proto.deleted
         )
     }
 
@@ -27,6 +30,9 @@ extension ChatMessage: ProtoConvertible {
             $0.text = text
             $0.clientSentAtMs = clientSentAtMs
             $0.acceptedAtMs = acceptedAtMs
+            if let change { $0.change = change.proto }
+            $0.editedAtMs = editedAtMs
+            $0.deleted = deleted
         }
     }
 }

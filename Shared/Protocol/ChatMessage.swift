@@ -18,6 +18,12 @@ public struct ChatMessage: Hashable, Sendable {
     public var clientSentAtMs: Int64
     /// When the server accepted it, by the server's clock (ms since the Unix epoch).
     public var acceptedAtMs: Int64
+    /// Set when this entry is a change to the chat (edit, delete, rename), not a message.
+    public var change: MessageChange?
+    /// When the message was last edited (ms since the Unix epoch), 0 if never.
+    public var editedAtMs: Int64
+    /// The message was deleted (its text is empty).
+    public var deleted: Bool
 
     /// Creates a stored message.
     public init(
@@ -29,7 +35,10 @@ public struct ChatMessage: Hashable, Sendable {
         clientMessageID: String,
         text: String,
         clientSentAtMs: Int64,
-        acceptedAtMs: Int64
+        acceptedAtMs: Int64,
+        change: MessageChange? = nil,
+        editedAtMs: Int64 = 0,
+        deleted: Bool = false
     ) {
         self.serverMessageID = serverMessageID
         self.chatID = chatID
@@ -40,5 +49,8 @@ public struct ChatMessage: Hashable, Sendable {
         self.text = text
         self.clientSentAtMs = clientSentAtMs
         self.acceptedAtMs = acceptedAtMs
+        self.change = change
+        self.editedAtMs = editedAtMs
+        self.deleted = deleted
     }
 }

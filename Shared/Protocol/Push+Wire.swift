@@ -8,6 +8,8 @@ extension Push: ProtoConvertible {
             self = .message(try check.nested(message, as: ChatMessage.self, "message"))
         case .delivered(let receipt):
             self = .delivered(try check.nested(receipt, as: DeliveryReceipt.self, "delivered"))
+        case .presence(let presence):
+            self = .presence(try check.nested(presence, as: Presence.self, "presence"))
         }
     }
 
@@ -16,6 +18,7 @@ extension Push: ProtoConvertible {
             switch self {
             case .message(let message): $0.message = message.proto
             case .delivered(let receipt): $0.delivered = receipt.proto
+            case .presence(let presence): $0.presence = presence.proto
             }
         }
     }

@@ -4,4 +4,6 @@ public enum Push: Hashable, Sendable {
     case message(ChatMessage)
     /// A message this device sent now has its place in the chat's history.
     case delivered(DeliveryReceipt)
+    /// Users of the device's chats who came online or went offline (coalesced).
+    case presence(Presence)
 }

@@ -7,7 +7,8 @@ extension SendMessage: ProtoConvertible {
             clientMessageID: try check.clientMessageID(proto.clientMessageID, "client_message_id"),
             chatID: try check.id(proto.chatID, "chat_id"),
             text: proto.text,
-            clientSentAtMs: proto.clientSentAtMs
+            clientSentAtMs: proto.clientSentAtMs,
+            change: proto.hasChange ? try check.nested(proto.change, as: MessageChange.self, "change") : nil
         )
     }
 
@@ -17,6 +18,7 @@ extension SendMessage: ProtoConvertible {
             $0.chatID = chatID
             $0.text = text
             $0.clientSentAtMs = clientSentAtMs
+            if let change { $0.change = change.proto }
         }
     }
 }

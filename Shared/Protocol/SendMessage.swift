@@ -11,12 +11,15 @@ public struct SendMessage: Hashable, Sendable {
     public var text: String
     /// When the user sent it, by the device's clock (ms since the Unix epoch).
     public var clientSentAtMs: Int64
+    /// Set when this is a change to the chat (edit, delete, rename), not a new message.
+    public var change: MessageChange?
 
-    /// Creates a message to send.
-    public init(clientMessageID: String, chatID: UInt64, text: String, clientSentAtMs: Int64) {
+    /// Creates a message (or, with `change`, a change) to send.
+    public init(clientMessageID: String, chatID: UInt64, text: String, clientSentAtMs: Int64, change: MessageChange? = nil) {
         self.clientMessageID = clientMessageID
         self.chatID = chatID
         self.text = text
         self.clientSentAtMs = clientSentAtMs
+        self.change = change
     }
 }

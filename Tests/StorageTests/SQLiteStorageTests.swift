@@ -23,10 +23,10 @@ final class SQLiteStorageTests: XCTestCase {
     }
 
     func testMigrationsAreVersionedAndRunOnce() async throws {
-        XCTAssertEqual(try storage.appliedMigrations(), ["v1: accounts, chats, messages, search, cursors", "v2: invites"])
+        XCTAssertEqual(try storage.appliedMigrations(), ["v1: accounts, chats, messages, search, cursors", "v2: invites", "v3: changes (edit, delete, rename)"])
         _ = try await storage.createUser(name: "ann")
         let reopened = try SQLiteStorage(path: path)
-        XCTAssertEqual(try reopened.appliedMigrations().count, 2)
+        XCTAssertEqual(try reopened.appliedMigrations().count, 3)
         let value1 = try await reopened.user(named: "ann").name
         XCTAssertEqual(value1, "ann", "reopening keeps the data")
     }
@@ -74,5 +74,6 @@ final class SQLiteStorageTests: XCTestCase {
     func testABadNameOrMemberIndexChangesNothing() async throws { try await contract.aBadNameOrMemberIndexChangesNothing() }
     func testTwentyThousandUsersWithADeviceEachTakeAFewSeconds() async throws { try await contract.twentyThousandUsersWithADeviceEachTakeAFewSeconds() }
     func testABatchStoresEveryChatOnItsOwn() async throws { try await contract.aBatchStoresEveryChatOnItsOwn() }
+    func testChangesAreEntriesThatEditDeleteAndRenameWhatTheyReferTo() async throws { try await contract.changesAreEntriesThatEditDeleteAndRenameWhatTheyReferTo() }
     func testACopyTakesItsOwnSequenceAndNoKeyAndIsNotStoredAgainOnAReplay() async throws { try await contract.aCopyTakesItsOwnSequenceAndNoKeyAndIsNotStoredAgainOnAReplay() }
 }

@@ -1,4 +1,5 @@
 import CourierCore
+import CourierProtocol
 import Foundation
 import XCTest
 
@@ -395,6 +396,83 @@ final class StorageContract {
         XCTAssertEqual(replay.compactMap { $0 }.map { outcome -> UInt64 in if case .duplicate(let m) = outcome { m.serverMessageID } else { 0 } }, [10, 10], "a replayed original and its copy store nothing")
         let after = try await storage.history(chatID: chat.id, afterSequence: 0, limit: 10)
         XCTAssertEqual(after.count, 3)
+    }
+
+    /// Edits, deletes and renames are entries of the chat's order that change what they refer
+    /// to; only the sender's own messages can be changed, a retry is a duplicate (also of a
+    /// message edited since), and search follows the current text.
+    func changesAreEntriesThatEditDeleteAndRenameWhatTheyReferTo() async throws {
+        let (ann, annDevice, chat) = try await member("ann")
+        let (_, bobDevice, _) = try await member("bob", of: chat)
+        _ = try await storage.storeMessage(message(1, in: chat, from: annDevice, "hello world", clientID: "a1", serverID: 701))
+        _ = try await storage.storeMessage(message(2, in: chat, from: bobDevice, "bobs remark", clientID: "b1", serverID: 702))
+        func change(_ device: Device, _ clientID: String, _ text: String, _ change: MessageChange?, id: UInt64) -> StoredMessage {
+            StoredMessage(serverMessageID: id, chatID: chat.id, sequence: 0, senderUserID: device.userID, senderDeviceID: device.id,
+                          clientMessageID: clientID, text: text, clientSentAtMilliseconds: 1, acceptedAtMilliseconds: Int64(id), change: change)
+        }
+        func outcomes(_ result: ChatWriteResult) -> [String] {
+            guard case .written(let outcomes, _, _) = result else { return ["\(result)"] }
+            return outcomes.map { outcome in
+                switch outcome {
+                case .stored(let m)?: "stored #\(m.sequence)"
+                case .duplicate(let m)?: "duplicate of #\(m.sequence)"
+                case .conflict(let m)?: "conflict with #\(m.sequence)"
+                case nil: "refused"
+                }
+            }
+        }
+        let first = try await storage.storeBatch([ChatWrite(chatID: chat.id, messages: [
+            change(annDevice, "a-edit", "hello there", .edit(sequence: 1), id: 703),
+            change(bobDevice, "b-edit", "not mine", .edit(sequence: 1), id: 704),
+            change(annDevice, "a-del", "", .delete(sequence: 2), id: 705),
+            change(bobDevice, "b-del", "", .delete(sequence: 2), id: 706),
+            change(annDevice, "a-name", "Lunch plans", .rename, id: 707),
+            change(annDevice, "a-edit-change", "x", .edit(sequence: 3), id: 708),
+            change(annDevice, "a-edit-future", "x", .edit(sequence: 99), id: 709),
+        ])])
+        XCTAssertEqual(first.map(outcomes), [["stored #3", "refused", "refused", "stored #4", "stored #5", "refused", "refused"]])
+
+        let history = try await storage.history(chatID: chat.id, afterSequence: 0, limit: 10)
+        XCTAssertEqual(history.map(\.text), ["hello there", "", "hello there", "", "Lunch plans"])
+        XCTAssertEqual(history.map(\.change), [nil, nil, .edit(sequence: 1), .delete(sequence: 2), .rename])
+        XCTAssertEqual(history.map(\.deleted), [false, true, false, false, false])
+        XCTAssertEqual(history[0].editedAtMilliseconds, 703, "edited when the edit was accepted")
+        XCTAssertEqual(history[1].editedAtMilliseconds, 0)
+        let title = try await storage.chat(id: chat.id).title
+        XCTAssertEqual(title, "Lunch plans")
+
+        let there = try await storage.search(words: "there", userID: ann.id, chatID: nil, limit: 10).map(\.message.sequence)
+        XCTAssertEqual(there, [1], "the edited message is found by its new text, the edit itself is not")
+        let world = try await storage.search(words: "world", userID: ann.id, chatID: nil, limit: 10)
+        XCTAssertEqual(world.count, 0, "nor by its old text")
+        let remark = try await storage.search(words: "remark", userID: nil, chatID: nil, limit: 10)
+        XCTAssertEqual(remark.count, 0, "a deleted message is not found")
+
+        let retries = try await storage.storeBatch([ChatWrite(chatID: chat.id, messages: [
+            change(annDevice, "a1", "hello world", nil, id: 710),
+            change(bobDevice, "b1", "bobs remark", nil, id: 711),
+            change(annDevice, "a-edit", "hello there", .edit(sequence: 1), id: 712),
+            change(annDevice, "a-edit", "hello again", .edit(sequence: 1), id: 713),
+            change(annDevice, "a-name", "Lunch plans", nil, id: 714),
+        ])])
+        XCTAssertEqual(retries.map(outcomes), [["duplicate of #1", "duplicate of #2", "duplicate of #3", "conflict with #3", "conflict with #5"]],
+                       "a send retried after its message was edited or deleted is still the same send")
+
+        _ = try await storage.storeBatch([ChatWrite(chatID: chat.id, messages: [change(bobDevice, "b2", "short-lived", nil, id: 720)])])
+        let late = try await storage.storeBatch([ChatWrite(chatID: chat.id, messages: [
+            change(bobDevice, "b2-del", "", .delete(sequence: 6), id: 721),
+            change(bobDevice, "b2-edit", "back again", .edit(sequence: 6), id: 722),
+        ])])
+        XCTAssertEqual(late.map(outcomes), [["stored #7", "stored #8"]], "a change refers to what earlier writes stored")
+        let gone = try await storage.history(chatID: chat.id, afterSequence: 5, limit: 1)
+        XCTAssertEqual(gone.map(\.text), [""], "an edit after the delete changes nothing")
+        XCTAssertEqual(gone.map(\.deleted), [true])
+
+        await XCTAssertThrowsAsync(try await self.storage.storeMessages(
+            [change(bobDevice, "b-edit-2", "not mine", .edit(sequence: 1), id: 730)], chatID: chat.id, afterSequence: 8
+        )) { guard case .invalid = $0 else { return XCTFail("\($0)") } }
+        let unchanged = try await storage.history(chatID: chat.id, afterSequence: 0, limit: 1).map(\.text)
+        XCTAssertEqual(unchanged, ["hello there"])
     }
 }
 

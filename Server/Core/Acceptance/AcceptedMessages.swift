@@ -29,27 +29,28 @@ public final class AcceptedMessages: Sendable {
     public struct Acceptance: Sendable, Equatable {
         public var serverMessageID: UInt64
         public var chatID: UInt64
-        /// A digest of the text, to tell a retry from a reused id (4.09).
+        /// A digest of the text and change, to tell a retry from a reused id (4.09).
         public var textDigest: Int
         public var acceptedAtMilliseconds: Int64
         /// The chat sequence once stored; 0 before.
         public var sequence: UInt64 = 0
 
-        public init(serverMessageID: UInt64, chatID: UInt64, text: String, acceptedAtMilliseconds: Int64) {
+        public init(serverMessageID: UInt64, chatID: UInt64, text: String, change: MessageChange? = nil, acceptedAtMilliseconds: Int64) {
             self.serverMessageID = serverMessageID
             self.chatID = chatID
-            self.textDigest = Self.digest(text)
+            self.textDigest = Self.digest(text, change)
             self.acceptedAtMilliseconds = acceptedAtMilliseconds
         }
 
-        /// Whether a send of `text` into `chatID` is this same message.
-        public func matches(chatID: UInt64, text: String) -> Bool {
-            self.chatID == chatID && textDigest == Self.digest(text)
+        /// Whether a send of `text` (with `change`) into `chatID` is this same message.
+        public func matches(chatID: UInt64, text: String, change: MessageChange? = nil) -> Bool {
+            self.chatID == chatID && textDigest == Self.digest(text, change)
         }
 
-        static func digest(_ text: String) -> Int {
+        static func digest(_ text: String, _ change: MessageChange?) -> Int {
             var hasher = Hasher()
             hasher.combine(text)
+            hasher.combine(change)
             return hasher.finalize()
         }
     }

@@ -56,6 +56,14 @@ nonisolated struct Courier_V1_AcceptedMessage: Sendable {
   /// When the gateway accepted it, by the server's clock.
   var acceptedAtMs: Int64 = 0
 
+  /// The change this record makes (SendMessage.change), if it is one: 0 none
+  /// (a message), 1 edit, 2 delete, 3 rename (the numbers of the storage's
+  /// `kind` column; the wire schema's types are not visible here).
+  var changeKind: UInt32 = 0
+
+  /// The sequence an edit or a delete refers to; 0 otherwise.
+  var changeSequence: UInt64 = 0
+
   var unknownFields = SwiftProtobuf.UnknownStorage()
 
   init() {}
@@ -67,7 +75,7 @@ fileprivate nonisolated let _protobuf_package = "courier.v1"
 
 nonisolated extension Courier_V1_AcceptedMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   static let protoMessageName: String = _protobuf_package + ".AcceptedMessage"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}server_message_id\0\u{3}chat_id\0\u{3}sender_user_id\0\u{3}sender_device_id\0\u{3}client_message_id\0\u{1}text\0\u{3}client_sent_at_ms\0\u{3}accepted_at_ms\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}server_message_id\0\u{3}chat_id\0\u{3}sender_user_id\0\u{3}sender_device_id\0\u{3}client_message_id\0\u{1}text\0\u{3}client_sent_at_ms\0\u{3}accepted_at_ms\0\u{3}change_kind\0\u{3}change_sequence\0")
 
   mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -83,6 +91,8 @@ nonisolated extension Courier_V1_AcceptedMessage: SwiftProtobuf.Message, SwiftPr
       case 6: try { try decoder.decodeSingularStringField(value: &self.text) }()
       case 7: try { try decoder.decodeSingularInt64Field(value: &self.clientSentAtMs) }()
       case 8: try { try decoder.decodeSingularInt64Field(value: &self.acceptedAtMs) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.changeKind) }()
+      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.changeSequence) }()
       default: break
       }
     }
@@ -113,6 +123,12 @@ nonisolated extension Courier_V1_AcceptedMessage: SwiftProtobuf.Message, SwiftPr
     if self.acceptedAtMs != 0 {
       try visitor.visitSingularInt64Field(value: self.acceptedAtMs, fieldNumber: 8)
     }
+    if self.changeKind != 0 {
+      try visitor.visitSingularUInt32Field(value: self.changeKind, fieldNumber: 9)
+    }
+    if self.changeSequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.changeSequence, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -125,6 +141,8 @@ nonisolated extension Courier_V1_AcceptedMessage: SwiftProtobuf.Message, SwiftPr
     if lhs.text != rhs.text {return false}
     if lhs.clientSentAtMs != rhs.clientSentAtMs {return false}
     if lhs.acceptedAtMs != rhs.acceptedAtMs {return false}
+    if lhs.changeKind != rhs.changeKind {return false}
+    if lhs.changeSequence != rhs.changeSequence {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -19,7 +19,8 @@ extension AcceptedMessage: WireMessage {
             clientMessageID: try check.clientMessageID(proto.clientMessageID, "client_message_id"),
             text: proto.text,
             clientSentAtMs: proto.clientSentAtMs,
-            acceptedAtMs: proto.acceptedAtMs
+            acceptedAtMs: proto.acceptedAtMs,
+            change: try MessageChange(kind: proto.changeKind, sequence: proto.changeSequence)
         )
     }
 
@@ -35,6 +36,8 @@ extension AcceptedMessage: WireMessage {
             $0.text = text
             $0.clientSentAtMs = clientSentAtMs
             $0.acceptedAtMs = acceptedAtMs
+            $0.changeKind = change?.kind ?? 0
+            $0.changeSequence = change?.sequence ?? 0
         }
     }
 }

@@ -7,7 +7,8 @@ extension StoredMessage {
             serverMessageID: message.serverMessageID, chatID: message.chatID, sequence: 0,
             senderUserID: message.senderUserID, senderDeviceID: message.senderDeviceID,
             clientMessageID: message.clientMessageID, text: message.text,
-            clientSentAtMilliseconds: message.clientSentAtMs, acceptedAtMilliseconds: message.acceptedAtMs
+            clientSentAtMilliseconds: message.clientSentAtMs, acceptedAtMilliseconds: message.acceptedAtMs,
+            change: message.change
         )
     }
 }
@@ -19,7 +20,8 @@ extension ChatMessage {
             serverMessageID: message.serverMessageID, chatID: message.chatID, chatSequence: message.sequence,
             senderUserID: message.senderUserID, senderDeviceID: message.senderDeviceID,
             clientMessageID: message.clientMessageID, text: message.text,
-            clientSentAtMs: message.clientSentAtMilliseconds, acceptedAtMs: message.acceptedAtMilliseconds
+            clientSentAtMs: message.clientSentAtMilliseconds, acceptedAtMs: message.acceptedAtMilliseconds,
+            change: message.change, editedAtMs: message.editedAtMilliseconds, deleted: message.deleted
         )
     }
 }

@@ -1,3 +1,4 @@
+import CourierProtocol
 import Foundation
 
 /// A person who chats; ids come from the database, so every node sees the same ones.
@@ -34,8 +35,11 @@ public struct Chat: Sendable, Equatable, Codable {
     public var createdAt: Date
     /// The sequence number of the chat's newest message; 0 when it has none.
     public var lastSequence: UInt64
+    /// The display name members gave the chat (a rename); empty when it has none.
+    public var title: String
 
-    public init(id: UInt64, name: String, createdAt: Date, lastSequence: UInt64) {
+    public init(id: UInt64, name: String, createdAt: Date, lastSequence: UInt64, title: String = "") {
+        self.title = title
         self.id = id
         self.name = name
         self.createdAt = createdAt
@@ -87,7 +91,8 @@ public struct IssuedToken: Sendable, Equatable {
     }
 }
 
-/// A message in a chat's history: numbered by its chat's writer.
+/// A message in a chat's history: numbered by its chat's writer. `text` is its text as people
+/// see it now: the newest edit's, or empty once deleted.
 public struct StoredMessage: Sendable, Equatable {
     public var serverMessageID: UInt64
     public var chatID: UInt64
@@ -98,8 +103,21 @@ public struct StoredMessage: Sendable, Equatable {
     public var text: String
     public var clientSentAtMilliseconds: Int64
     public var acceptedAtMilliseconds: Int64
+    /// Set when this entry is a change to the chat (edit, delete, rename), not a message.
+    public var change: MessageChange?
+    /// The text as sent, when an edit replaced it in `text` (kept to tell a retry of the send
+    /// from a reuse of its id); nil when `text` is as sent, or the message was deleted.
+    public var sentText: String?
+    /// When a message was last edited (the edit's acceptance), 0 if never.
+    public var editedAtMilliseconds: Int64
+    /// The message was deleted: its text (as sent and edited) is gone.
+    public var deleted: Bool
 
-    public init(serverMessageID: UInt64, chatID: UInt64, sequence: UInt64, senderUserID: UInt64, senderDeviceID: UInt64, clientMessageID: String, text: String, clientSentAtMilliseconds: Int64, acceptedAtMilliseconds: Int64) {
+    public init(serverMessageID: UInt64, chatID: UInt64, sequence: UInt64, senderUserID: UInt64, senderDeviceID: UInt64, clientMessageID: String, text: String, clientSentAtMilliseconds: Int64, acceptedAtMilliseconds: Int64, change: MessageChange? = nil, sentText: String? = nil, editedAtMilliseconds: Int64 = 0, deleted: Bool = false) {
+        self.change = change
+        self.sentText = sentText
+        self.editedAtMilliseconds = editedAtMilliseconds
+        self.deleted = deleted
         self.serverMessageID = serverMessageID
         self.chatID = chatID
         self.sequence = sequence
@@ -109,6 +127,15 @@ public struct StoredMessage: Sendable, Equatable {
         self.text = text
         self.clientSentAtMilliseconds = clientSentAtMilliseconds
         self.acceptedAtMilliseconds = acceptedAtMilliseconds
+    }
+}
+
+extension StoredMessage {
+    /// Whether `other` is what this device sent under the same client message id: a retry
+    /// (the same chat, text as sent and change) rather than a reuse of the id for something
+    /// else. A deleted message's text is gone, so only its chat and change can be compared.
+    public func isSameSend(chatID: UInt64, text: String, change: MessageChange?) -> Bool {
+        self.chatID == chatID && self.change == change && (deleted || (sentText ?? self.text) == text)
     }
 }
 

@@ -66,6 +66,10 @@ public protocol ServerStorage: ChatBatchStore, DeliveryCursorStore {
     /// neither takes a number or changes anything. The `sequence` of each given message is
     /// ignored. Outcomes come in the order of `messages`.
     ///
+    /// A change (`StoredMessage.change`) is numbered like a message and carried out in order:
+    /// an edit or delete must refer to a message (not a change) its sender sent, stored by an
+    /// earlier call (else `.invalid`, nothing stored; in `storeBatch`, a nil outcome).
+    ///
     func storeMessages(_ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64) async throws(StorageError) -> [StoreOutcome]
     /// The highest server message id stored (0 when none).
     func maxServerMessageID() async throws(StorageError) -> UInt64

@@ -102,7 +102,7 @@ extension ChatInfo {
     init(_ summary: ChatSummary) {
         self.init(
             chatID: summary.chat.id, name: summary.chat.name, lastSequence: summary.chat.lastSequence,
-            memberNames: summary.memberNames, memberCount: UInt32(clamping: summary.memberCount)
+            memberNames: summary.memberNames, memberCount: UInt32(clamping: summary.memberCount), title: summary.chat.title
         )
     }
 }

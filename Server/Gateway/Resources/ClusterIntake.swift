@@ -45,14 +45,28 @@ public struct ClusterIntake: MessageSending {
         let message = try MessageIntake.message(context, maxTextBytes: maxTextBytes)
         // PostgreSQL's text cannot hold NUL: refused here, or the commit would fail on every retry.
         guard !message.text.utf8.contains(0) else { throw Refusal(.badRequest, .badRequest, "text contains a NUL character") }
+        if message.change != nil {
+            // A message's membership check is in its transaction; a change reads the message it
+            // refers to first, which only a member may learn about.
+            let permitted: Bool
+            do {
+                permitted = try await chats.withEntity(message.chatID) { try await $0.permits(identity.userID) }
+            } catch StorageError.notFound {
+                throw Refusal(.notFound, .notFound, "no chat \(message.chatID)")
+            } catch {
+                throw Refusal.unavailable("membership check of chat \(message.chatID)", cause: error)
+            }
+            guard permitted else { throw Refusal(.forbidden, .forbidden, "not a member of chat \(message.chatID)") }
+            try await MessageIntake.checkChange(message, by: identity.userID, in: storage)
+        }
         let key = AcceptedMessages.Key(deviceID: identity.deviceID, clientMessageID: message.clientMessageID)
         let now = Date().milliseconds
         // A retry on this node while the first send's transaction runs waits for its answer.
-        switch await accepted.claim(key, .init(serverMessageID: 0, chatID: message.chatID, text: message.text, acceptedAtMilliseconds: now)) {
+        switch await accepted.claim(key, .init(serverMessageID: 0, chatID: message.chatID, text: message.text, change: message.change, acceptedAtMilliseconds: now)) {
         case .full:
             throw Refusal(.serviceUnavailable, .overloaded, "too many messages waiting to be committed")
         case .accepted(let earlier):
-            guard earlier.matches(chatID: message.chatID, text: message.text) else { throw MessageIntake.conflict(message) }
+            guard earlier.matches(chatID: message.chatID, text: message.text, change: message.change) else { throw MessageIntake.conflict(message) }
             metrics.countReplay(answeredFrom: "in_flight")
             return MessageIntake.created(message.clientMessageID, earlier.serverMessageID, earlier.chatID, sequence: earlier.sequence, earlier.acceptedAtMilliseconds)
         case .claimed:
@@ -61,7 +75,8 @@ public struct ClusterIntake: MessageSending {
 
         let sent = StoredMessage(
             serverMessageID: 0, chatID: message.chatID, sequence: 0, senderUserID: identity.userID, senderDeviceID: identity.deviceID,
-            clientMessageID: message.clientMessageID, text: message.text, clientSentAtMilliseconds: message.clientSentAtMs, acceptedAtMilliseconds: now
+            clientMessageID: message.clientMessageID, text: message.text, clientSentAtMilliseconds: message.clientSentAtMs, acceptedAtMilliseconds: now,
+            change: message.change
         )
         let outcome: StoreOutcome
         do {

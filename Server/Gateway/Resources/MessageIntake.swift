@@ -45,16 +45,17 @@ public struct MessageIntake: MessageSending {
             throw Refusal.unavailable("membership check of chat \(message.chatID)", cause: error)
         }
         guard permitted else { throw Refusal(.forbidden, .forbidden, "not a member of chat \(message.chatID)") }
+        try await Self.checkChange(message, by: identity.userID, in: storage)
 
         let key = AcceptedMessages.Key(deviceID: identity.deviceID, clientMessageID: message.clientMessageID)
         let acceptance = AcceptedMessages.Acceptance(
-            serverMessageID: ids.next(), chatID: message.chatID, text: message.text, acceptedAtMilliseconds: Date().milliseconds
+            serverMessageID: ids.next(), chatID: message.chatID, text: message.text, change: message.change, acceptedAtMilliseconds: Date().milliseconds
         )
         switch await accepted.claim(key, acceptance) {
         case .full:
             throw Refusal(.serviceUnavailable, .overloaded, "too many messages waiting to be stored")
         case .accepted(let earlier):
-            guard earlier.matches(chatID: message.chatID, text: message.text) else { throw Self.conflict(message) }
+            guard earlier.matches(chatID: message.chatID, text: message.text, change: message.change) else { throw Self.conflict(message) }
             metrics.countReplay(answeredFrom: "in_flight")
             return Self.created(message.clientMessageID, earlier.serverMessageID, earlier.chatID, sequence: earlier.sequence, earlier.acceptedAtMilliseconds)
         case .claimed:
@@ -73,7 +74,7 @@ public struct MessageIntake: MessageSending {
         }
         if let stored {
             accepted.finish(key, inLog: false)
-            guard stored.chatID == message.chatID, stored.text == message.text else { throw Self.conflict(message) }
+            guard stored.isSameSend(chatID: message.chatID, text: message.text, change: message.change) else { throw Self.conflict(message) }
             metrics.countReplay(answeredFrom: "storage")
             return Self.created(message.clientMessageID, stored.serverMessageID, stored.chatID, sequence: stored.sequence, stored.acceptedAtMilliseconds)
         }
@@ -82,7 +83,8 @@ public struct MessageIntake: MessageSending {
             serverMessageID: acceptance.serverMessageID, chatID: message.chatID,
             senderUserID: identity.userID, senderDeviceID: identity.deviceID,
             clientMessageID: message.clientMessageID, text: message.text,
-            clientSentAtMs: message.clientSentAtMs, acceptedAtMs: acceptance.acceptedAtMilliseconds
+            clientSentAtMs: message.clientSentAtMs, acceptedAtMs: acceptance.acceptedAtMilliseconds,
+            change: message.change
         )
         let started = ContinuousClock.now
         do {
@@ -104,14 +106,36 @@ public struct MessageIntake: MessageSending {
     }
 
     /// The SendMessage of a request, its text checked: 4.13 when longer than `maxTextBytes`,
-    /// 4.00 when empty.
+    /// 4.00 when empty (or, for a change, not what the change takes).
     static func message(_ context: RequestContext, maxTextBytes: Int) throws(Refusal) -> SendMessage {
         let message = try context.body(SendMessage.self)
         guard message.text.utf8.count <= maxTextBytes else {
             throw Refusal(.requestEntityTooLarge, .tooLarge, "text is \(message.text.utf8.count) bytes; the limit is \(maxTextBytes)")
         }
-        guard !message.text.isEmpty else { throw Refusal(.badRequest, .badRequest, "text is empty") }
+        if let change = message.change {
+            if let problem = change.problem(withText: message.text) { throw Refusal(.badRequest, .badRequest, problem) }
+        } else {
+            guard !message.text.isEmpty else { throw Refusal(.badRequest, .badRequest, "text is empty") }
+        }
         return message
+    }
+
+    /// An edit or a delete must refer to a message (not a change) that the sender sent: 4.04
+    /// when the sequence holds nothing yet, 4.00 when it holds a change, 4.03 when another user
+    /// sent it. What is checked never changes once stored, so a retry passes as the first did;
+    /// the chat's writer applies the change in its order (editing a message deleted meanwhile
+    /// changes nothing).
+    static func checkChange(_ message: SendMessage, by userID: UInt64, in storage: any ServerStorage) async throws(Refusal) {
+        guard let sequence = message.change?.sequence else { return }
+        let target: StoredMessage?
+        do {
+            target = try await storage.history(chatID: message.chatID, afterSequence: sequence - 1, limit: 1).first
+        } catch {
+            throw Refusal.unavailable("reading message \(sequence) of chat \(message.chatID)", cause: error)
+        }
+        guard let target, target.sequence == sequence else { throw Refusal(.notFound, .notFound, "chat \(message.chatID) has no message \(sequence) yet") }
+        guard target.change == nil else { throw Refusal(.badRequest, .badRequest, "entry \(sequence) of chat \(message.chatID) is a change, not a message") }
+        guard target.senderUserID == userID else { throw Refusal(.forbidden, .forbidden, "only its sender may edit or delete message \(sequence)") }
     }
 
     static func created(_ clientMessageID: String, _ serverMessageID: UInt64, _ chatID: UInt64, sequence: UInt64, _ acceptedAt: Int64) -> CoAPMessage {

@@ -73,6 +73,10 @@ nonisolated struct Courier_V1_ChatInfo: Sendable {
   /// has more than 32.
   var memberCount: UInt32 = 0
 
+  /// The display name members gave the chat (MessageChange.rename); empty
+  /// when it has none, and then `name` is shown.
+  var title: String = String()
+
   var unknownFields = SwiftProtobuf.UnknownStorage()
 
   init() {}
@@ -300,6 +304,10 @@ nonisolated struct Courier_V1_ChatMember: Sendable {
   /// The user's name (the name rule above). Required.
   var name: String = String()
 
+  /// The user has a live push session (a device connected) at the moment of
+  /// the answer. Changes come as Presence pushes.
+  var online: Bool = false
+
   var unknownFields = SwiftProtobuf.UnknownStorage()
 
   init() {}
@@ -329,7 +337,7 @@ fileprivate nonisolated let _protobuf_package = "courier.v1"
 
 nonisolated extension Courier_V1_ChatInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   static let protoMessageName: String = _protobuf_package + ".ChatInfo"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}chat_id\0\u{1}name\0\u{3}last_sequence\0\u{3}member_names\0\u{3}member_count\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}chat_id\0\u{1}name\0\u{3}last_sequence\0\u{3}member_names\0\u{3}member_count\0\u{1}title\0")
 
   mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -342,6 +350,7 @@ nonisolated extension Courier_V1_ChatInfo: SwiftProtobuf.Message, SwiftProtobuf.
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.lastSequence) }()
       case 4: try { try decoder.decodeRepeatedStringField(value: &self.memberNames) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.memberCount) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.title) }()
       default: break
       }
     }
@@ -363,6 +372,9 @@ nonisolated extension Courier_V1_ChatInfo: SwiftProtobuf.Message, SwiftProtobuf.
     if self.memberCount != 0 {
       try visitor.visitSingularUInt32Field(value: self.memberCount, fieldNumber: 5)
     }
+    if !self.title.isEmpty {
+      try visitor.visitSingularStringField(value: self.title, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -372,6 +384,7 @@ nonisolated extension Courier_V1_ChatInfo: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.lastSequence != rhs.lastSequence {return false}
     if lhs.memberNames != rhs.memberNames {return false}
     if lhs.memberCount != rhs.memberCount {return false}
+    if lhs.title != rhs.title {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -738,7 +751,7 @@ nonisolated extension Courier_V1_ChatMembersRequest: SwiftProtobuf.Message, Swif
 
 nonisolated extension Courier_V1_ChatMember: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   static let protoMessageName: String = _protobuf_package + ".ChatMember"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}name\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}user_id\0\u{1}name\0\u{1}online\0")
 
   mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -748,6 +761,7 @@ nonisolated extension Courier_V1_ChatMember: SwiftProtobuf.Message, SwiftProtobu
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularUInt64Field(value: &self.userID) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.online) }()
       default: break
       }
     }
@@ -760,12 +774,16 @@ nonisolated extension Courier_V1_ChatMember: SwiftProtobuf.Message, SwiftProtobu
     if !self.name.isEmpty {
       try visitor.visitSingularStringField(value: self.name, fieldNumber: 2)
     }
+    if self.online != false {
+      try visitor.visitSingularBoolField(value: self.online, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   static func ==(lhs: Courier_V1_ChatMember, rhs: Courier_V1_ChatMember) -> Bool {
     if lhs.userID != rhs.userID {return false}
     if lhs.name != rhs.name {return false}
+    if lhs.online != rhs.online {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

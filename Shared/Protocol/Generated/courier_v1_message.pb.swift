@@ -78,7 +78,82 @@ nonisolated struct Courier_V1_SendMessage: Sendable {
   /// When the user sent the message, by the device's clock.
   var clientSentAtMs: Int64 = 0
 
+  /// Set when this is not a new message but a change to the chat: an edit or
+  /// a deletion of one of the sender's own messages, or a new display name for
+  /// the chat. A change is an event in the chat's total order like any message:
+  /// it takes the next sequence number, every member device receives it (push,
+  /// sync, history) and applies it in order, and a retry is effectively-once
+  /// by client_message_id as for a message. Editing or deleting another user's
+  /// message is 4.03 FORBIDDEN; a sequence that holds no message yet is 4.04
+  /// NOT_FOUND; one that holds a change, not a message, is 4.00 BAD_REQUEST.
+  var change: Courier_V1_MessageChange {
+    get {_change ?? Courier_V1_MessageChange()}
+    set {_change = newValue}
+  }
+  /// Returns true if `change` has been explicitly set.
+  var hasChange: Bool {self._change != nil}
+  /// Clears the value of `change`. Subsequent reads from it will return its default value.
+  mutating func clearChange() {self._change = nil}
+
   var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  init() {}
+
+  fileprivate var _change: Courier_V1_MessageChange? = nil
+}
+
+/// What a change does (SendMessage.change, ChatMessage.change).
+nonisolated struct Courier_V1_MessageChange: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  var kind: Courier_V1_MessageChange.OneOf_Kind? = nil
+
+  /// The message at this sequence now reads `text` (non-empty). Editing a
+  /// message that was deleted meanwhile changes nothing.
+  var editSequence: UInt64 {
+    get {
+      if case .editSequence(let v)? = kind {return v}
+      return 0
+    }
+    set {kind = .editSequence(newValue)}
+  }
+
+  /// The message at this sequence is deleted: its text is gone from history,
+  /// sync and search, and it shows as deleted. `text` must be empty.
+  var deleteSequence: UInt64 {
+    get {
+      if case .deleteSequence(let v)? = kind {return v}
+      return 0
+    }
+    set {kind = .deleteSequence(newValue)}
+  }
+
+  /// The chat's display name is now `text` (1 to 64 characters, no control
+  /// characters). Any member may rename; the unique name stays as it is.
+  var rename: Bool {
+    get {
+      if case .rename(let v)? = kind {return v}
+      return false
+    }
+    set {kind = .rename(newValue)}
+  }
+
+  var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  nonisolated enum OneOf_Kind: Equatable, Sendable {
+    /// The message at this sequence now reads `text` (non-empty). Editing a
+    /// message that was deleted meanwhile changes nothing.
+    case editSequence(UInt64)
+    /// The message at this sequence is deleted: its text is gone from history,
+    /// sync and search, and it shows as deleted. `text` must be empty.
+    case deleteSequence(UInt64)
+    /// The chat's display name is now `text` (1 to 64 characters, no control
+    /// characters). Any member may rename; the unique name stays as it is.
+    case rename(Bool)
+
+  }
 
   init() {}
 }
@@ -152,9 +227,32 @@ nonisolated struct Courier_V1_ChatMessage: Sendable {
   /// When the server accepted the message, by the server's clock.
   var acceptedAtMs: Int64 = 0
 
+  /// Set when this entry is a change (see SendMessage.change), not a message.
+  /// Its `text` is the new text (edit), empty (delete), or the chat's new
+  /// display name (rename). Devices apply changes in sequence order and show
+  /// the message they refer to as changed; they need not show the change.
+  var change: Courier_V1_MessageChange {
+    get {_change ?? Courier_V1_MessageChange()}
+    set {_change = newValue}
+  }
+  /// Returns true if `change` has been explicitly set.
+  var hasChange: Bool {self._change != nil}
+  /// Clears the value of `change`. Subsequent reads from it will return its default value.
+  mutating func clearChange() {self._change = nil}
+
+  /// When the message was last edited (the edit's accepted_at_ms), 0 if
+  /// never. History, sync and search return messages as they are now: `text`
+  /// is the newest text, so a device that missed the edit still shows it.
+  var editedAtMs: Int64 = 0
+
+  /// The message was deleted: `text` is empty.
+  var deleted: Bool = false
+
   var unknownFields = SwiftProtobuf.UnknownStorage()
 
   init() {}
+
+  fileprivate var _change: Courier_V1_MessageChange? = nil
 }
 
 /// How far a device holds one chat's history.
@@ -181,7 +279,7 @@ fileprivate nonisolated let _protobuf_package = "courier.v1"
 
 nonisolated extension Courier_V1_SendMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   static let protoMessageName: String = _protobuf_package + ".SendMessage"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}client_message_id\0\u{3}chat_id\0\u{1}text\0\u{3}client_sent_at_ms\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}client_message_id\0\u{3}chat_id\0\u{1}text\0\u{3}client_sent_at_ms\0\u{1}change\0")
 
   mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -193,12 +291,17 @@ nonisolated extension Courier_V1_SendMessage: SwiftProtobuf.Message, SwiftProtob
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.chatID) }()
       case 3: try { try decoder.decodeSingularStringField(value: &self.text) }()
       case 4: try { try decoder.decodeSingularInt64Field(value: &self.clientSentAtMs) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._change) }()
       default: break
       }
     }
   }
 
   func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if !self.clientMessageID.isEmpty {
       try visitor.visitSingularStringField(value: self.clientMessageID, fieldNumber: 1)
     }
@@ -211,6 +314,9 @@ nonisolated extension Courier_V1_SendMessage: SwiftProtobuf.Message, SwiftProtob
     if self.clientSentAtMs != 0 {
       try visitor.visitSingularInt64Field(value: self.clientSentAtMs, fieldNumber: 4)
     }
+    try { if let v = self._change {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -219,6 +325,76 @@ nonisolated extension Courier_V1_SendMessage: SwiftProtobuf.Message, SwiftProtob
     if lhs.chatID != rhs.chatID {return false}
     if lhs.text != rhs.text {return false}
     if lhs.clientSentAtMs != rhs.clientSentAtMs {return false}
+    if lhs._change != rhs._change {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Courier_V1_MessageChange: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  static let protoMessageName: String = _protobuf_package + ".MessageChange"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}edit_sequence\0\u{3}delete_sequence\0\u{1}rename\0")
+
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: UInt64?
+        try decoder.decodeSingularUInt64Field(value: &v)
+        if let v = v {
+          if self.kind != nil {try decoder.handleConflictingOneOf()}
+          self.kind = .editSequence(v)
+        }
+      }()
+      case 2: try {
+        var v: UInt64?
+        try decoder.decodeSingularUInt64Field(value: &v)
+        if let v = v {
+          if self.kind != nil {try decoder.handleConflictingOneOf()}
+          self.kind = .deleteSequence(v)
+        }
+      }()
+      case 3: try {
+        var v: Bool?
+        try decoder.decodeSingularBoolField(value: &v)
+        if let v = v {
+          if self.kind != nil {try decoder.handleConflictingOneOf()}
+          self.kind = .rename(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.kind {
+    case .editSequence?: try {
+      guard case .editSequence(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 1)
+    }()
+    case .deleteSequence?: try {
+      guard case .deleteSequence(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularUInt64Field(value: v, fieldNumber: 2)
+    }()
+    case .rename?: try {
+      guard case .rename(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 3)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  static func ==(lhs: Courier_V1_MessageChange, rhs: Courier_V1_MessageChange) -> Bool {
+    if lhs.kind != rhs.kind {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -276,7 +452,7 @@ nonisolated extension Courier_V1_SendResult: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Courier_V1_ChatMessage: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   static let protoMessageName: String = _protobuf_package + ".ChatMessage"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}server_message_id\0\u{3}chat_id\0\u{3}chat_sequence\0\u{3}sender_user_id\0\u{3}sender_device_id\0\u{3}client_message_id\0\u{1}text\0\u{3}client_sent_at_ms\0\u{3}accepted_at_ms\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}server_message_id\0\u{3}chat_id\0\u{3}chat_sequence\0\u{3}sender_user_id\0\u{3}sender_device_id\0\u{3}client_message_id\0\u{1}text\0\u{3}client_sent_at_ms\0\u{3}accepted_at_ms\0\u{1}change\0\u{3}edited_at_ms\0\u{1}deleted\0")
 
   mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -293,12 +469,19 @@ nonisolated extension Courier_V1_ChatMessage: SwiftProtobuf.Message, SwiftProtob
       case 7: try { try decoder.decodeSingularStringField(value: &self.text) }()
       case 8: try { try decoder.decodeSingularInt64Field(value: &self.clientSentAtMs) }()
       case 9: try { try decoder.decodeSingularInt64Field(value: &self.acceptedAtMs) }()
+      case 10: try { try decoder.decodeSingularMessageField(value: &self._change) }()
+      case 11: try { try decoder.decodeSingularInt64Field(value: &self.editedAtMs) }()
+      case 12: try { try decoder.decodeSingularBoolField(value: &self.deleted) }()
       default: break
       }
     }
   }
 
   func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
     if self.serverMessageID != 0 {
       try visitor.visitSingularUInt64Field(value: self.serverMessageID, fieldNumber: 1)
     }
@@ -326,6 +509,15 @@ nonisolated extension Courier_V1_ChatMessage: SwiftProtobuf.Message, SwiftProtob
     if self.acceptedAtMs != 0 {
       try visitor.visitSingularInt64Field(value: self.acceptedAtMs, fieldNumber: 9)
     }
+    try { if let v = self._change {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 10)
+    } }()
+    if self.editedAtMs != 0 {
+      try visitor.visitSingularInt64Field(value: self.editedAtMs, fieldNumber: 11)
+    }
+    if self.deleted != false {
+      try visitor.visitSingularBoolField(value: self.deleted, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -339,6 +531,9 @@ nonisolated extension Courier_V1_ChatMessage: SwiftProtobuf.Message, SwiftProtob
     if lhs.text != rhs.text {return false}
     if lhs.clientSentAtMs != rhs.clientSentAtMs {return false}
     if lhs.acceptedAtMs != rhs.acceptedAtMs {return false}
+    if lhs._change != rhs._change {return false}
+    if lhs.editedAtMs != rhs.editedAtMs {return false}
+    if lhs.deleted != rhs.deleted {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -52,6 +52,15 @@ nonisolated struct Courier_V1_Push: Sendable {
     set {kind = .delivered(newValue)}
   }
 
+  /// Users of the device's chats who came online or went offline.
+  var presence: Courier_V1_Presence {
+    get {
+      if case .presence(let v)? = kind {return v}
+      return Courier_V1_Presence()
+    }
+    set {kind = .presence(newValue)}
+  }
+
   var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// What is pushed; exactly one is set.
@@ -62,8 +71,32 @@ nonisolated struct Courier_V1_Push: Sendable {
     case message(Courier_V1_ChatMessage)
     /// A message this device sent now has its place in the chat's history.
     case delivered(Courier_V1_DeliveryReceipt)
+    /// Users of the device's chats who came online or went offline.
+    case presence(Courier_V1_Presence)
 
   }
+
+  init() {}
+}
+
+/// Who came online (a first push session opened) or went offline (the last
+/// one closed), among the users who share a chat with the device. Coalesced:
+/// a device hears at most one Presence every few seconds, holding only each
+/// user's latest state, so a fleet reconnecting costs each device one small
+/// frame, not one per user. Like receipts, not acknowledged and not replayed:
+/// a device that (re)connects asks for the members (ChatMembers.online).
+nonisolated struct Courier_V1_Presence: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Users now online.
+  var onlineUserIds: [UInt64] = []
+
+  /// Users now offline.
+  var offlineUserIds: [UInt64] = []
+
+  var unknownFields = SwiftProtobuf.UnknownStorage()
 
   init() {}
 }
@@ -120,7 +153,7 @@ fileprivate nonisolated let _protobuf_package = "courier.v1"
 
 nonisolated extension Courier_V1_Push: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   static let protoMessageName: String = _protobuf_package + ".Push"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}message\0\u{1}delivered\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}message\0\u{1}delivered\0\u{1}presence\0")
 
   mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -154,6 +187,19 @@ nonisolated extension Courier_V1_Push: SwiftProtobuf.Message, SwiftProtobuf._Mes
           self.kind = .delivered(v)
         }
       }()
+      case 3: try {
+        var v: Courier_V1_Presence?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .presence(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .presence(v)
+        }
+      }()
       default: break
       }
     }
@@ -173,6 +219,10 @@ nonisolated extension Courier_V1_Push: SwiftProtobuf.Message, SwiftProtobuf._Mes
       guard case .delivered(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
     }()
+    case .presence?: try {
+      guard case .presence(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
     case nil: break
     }
     try unknownFields.traverse(visitor: &visitor)
@@ -180,6 +230,41 @@ nonisolated extension Courier_V1_Push: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
   static func ==(lhs: Courier_V1_Push, rhs: Courier_V1_Push) -> Bool {
     if lhs.kind != rhs.kind {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Courier_V1_Presence: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  static let protoMessageName: String = _protobuf_package + ".Presence"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}online_user_ids\0\u{3}offline_user_ids\0")
+
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedUInt64Field(value: &self.onlineUserIds) }()
+      case 2: try { try decoder.decodeRepeatedUInt64Field(value: &self.offlineUserIds) }()
+      default: break
+      }
+    }
+  }
+
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.onlineUserIds.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.onlineUserIds, fieldNumber: 1)
+    }
+    if !self.offlineUserIds.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.offlineUserIds, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  static func ==(lhs: Courier_V1_Presence, rhs: Courier_V1_Presence) -> Bool {
+    if lhs.onlineUserIds != rhs.onlineUserIds {return false}
+    if lhs.offlineUserIds != rhs.offlineUserIds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
