@@ -3,6 +3,7 @@ import CourierApp
 import CourierCore
 import CourierOps
 import CourierPostgres
+import CourierProtocol
 import CourierSQLite
 import Foundation
 import Logging
@@ -276,7 +277,7 @@ struct ChatCommand: AsyncParsableCommand {
             let target = try await resolveChat(chat, in: storage)
             let messages = try await storage.history(chatID: target.id, afterSequence: after, limit: limit)
             try options.emit(
-                text: messages.map { "#\($0.sequence) [\(ISO8601DateFormatter().string(from: Date(milliseconds: $0.acceptedAtMilliseconds)))] user \($0.senderUserID)/device \($0.senderDeviceID): \($0.text)" }.joined(separator: "\n"),
+                text: messages.map { "#\($0.sequence) [\(ISO8601DateFormatter().string(from: Date(milliseconds: $0.acceptedAtMilliseconds)))] user \($0.senderUserID)/device \($0.senderDeviceID): \($0.change.map { "(\(changeWords($0))) " } ?? "")\($0.deleted ? "(deleted)" : $0.text)" }.joined(separator: "\n"),
                 json: ["chat": target.id, "messages": messages.map(messageJSON)]
             )
         }
@@ -284,12 +285,25 @@ struct ChatCommand: AsyncParsableCommand {
 }
 
 func messageJSON(_ message: StoredMessage) -> [String: Any] {
-    [
+    var object: [String: Any] = [
         "server_message_id": message.serverMessageID, "chat_id": message.chatID, "sequence": message.sequence,
         "sender_user_id": message.senderUserID, "sender_device_id": message.senderDeviceID,
         "client_message_id": message.clientMessageID, "text": message.text,
         "client_sent_at_ms": message.clientSentAtMilliseconds, "accepted_at_ms": message.acceptedAtMilliseconds,
     ]
+    if let change = message.change { object["change"] = changeWords(change) }
+    if message.editedAtMilliseconds != 0 { object["edited_at_ms"] = message.editedAtMilliseconds }
+    if message.deleted { object["deleted"] = true }
+    return object
+}
+
+/// A change as the admin commands print it: "edit 3", "delete 3", "rename".
+func changeWords(_ change: MessageChange) -> String {
+    switch change {
+    case .edit(let sequence): "edit \(sequence)"
+    case .delete(let sequence): "delete \(sequence)"
+    case .rename: "rename"
+    }
 }
 
 struct Search: AsyncParsableCommand {

@@ -11,6 +11,16 @@ enum Fixtures {
             text: "multi\nline, emoji 🚀, NUL \u{0}",
             clientSentAtMs: -1
         ),
+        SendMessage(clientMessageID: "e-1", chatID: 7, text: "hello again", clientSentAtMs: 2, change: .edit(sequence: 1)),
+        SendMessage(clientMessageID: "d-1", chatID: 7, text: "", clientSentAtMs: 3, change: .delete(sequence: .max)),
+        SendMessage(clientMessageID: "r-1", chatID: 7, text: "Lunch plans", clientSentAtMs: 4, change: .rename),
+    ]
+
+    static let changes: [MessageChange] = [.edit(sequence: 1), .delete(sequence: .max), .rename]
+
+    static let presences = [
+        Presence(onlineUserIDs: [], offlineUserIDs: []),
+        Presence(onlineUserIDs: [1, .max], offlineUserIDs: [7]),
     ]
 
     static let sendResults = [
@@ -47,6 +57,14 @@ enum Fixtures {
             clientSentAtMs: .min,
             acceptedAtMs: 0
         ),
+        ChatMessage(
+            serverMessageID: 43, chatID: 7, chatSequence: 2, senderUserID: 3, senderDeviceID: 5, clientMessageID: "e-1",
+            text: "hello again", clientSentAtMs: 2, acceptedAtMs: 3, change: .edit(sequence: 1)
+        ),
+        ChatMessage(
+            serverMessageID: 44, chatID: 7, chatSequence: 3, senderUserID: 3, senderDeviceID: 5, clientMessageID: "c-2",
+            text: "", clientSentAtMs: 2, acceptedAtMs: 3, editedAtMs: 4, deleted: true
+        ),
     ]
 
     static let cursors = [
@@ -58,7 +76,7 @@ enum Fixtures {
         DeliveryReceipt(chatID: 7, chatSequence: 1, serverMessageID: 42, clientMessageID: "c-1"),
     ]
 
-    static let pushes = chatMessages.map(Push.message) + receipts.map(Push.delivered)
+    static let pushes = chatMessages.map(Push.message) + receipts.map(Push.delivered) + presences.map(Push.presence)
 
     static let pushAcks = [
         PushAck(cursors: []),
@@ -113,7 +131,8 @@ enum Fixtures {
             name: String(repeating: "n", count: NameRule.maxBytes),
             lastSequence: .max,
             memberNames: ["alice", "bob", "zoë 🚀"],
-            memberCount: .max
+            memberCount: .max,
+            title: "Lunch plans 🍜"
         ),
     ]
 
@@ -142,7 +161,7 @@ enum Fixtures {
 
     static let chatMembers = [
         ChatMembers(chatID: 7, members: [], more: false),
-        ChatMembers(chatID: 7, members: [ChatMember(userID: 1, name: "alice"), ChatMember(userID: .max, name: "bob · harbour")], more: true),
+        ChatMembers(chatID: 7, members: [ChatMember(userID: 1, name: "alice"), ChatMember(userID: .max, name: "bob · harbour", online: true)], more: true),
     ]
 
     static let redeemInvites = [

@@ -27,6 +27,8 @@ final class RoundTripTests: XCTestCase {
         try assertRoundTrips(Fixtures.redeemInvites)
         try assertRoundTrips(Fixtures.chatMembersRequests)
         try assertRoundTrips(Fixtures.chatMembers)
+        try assertRoundTrips(Fixtures.changes)
+        try assertRoundTrips(Fixtures.presences)
         try assertRoundTrips(Fixtures.signedIns)
         try assertRoundTrips(Fixtures.historyRequests)
         try assertRoundTrips(Fixtures.historyResponses)

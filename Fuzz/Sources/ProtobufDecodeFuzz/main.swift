@@ -36,11 +36,13 @@ runFuzzer { input in
     check(SearchRequest.self, bytes)
     check(RedeemInvite.self, bytes)
     check(ChatMembersRequest.self, bytes)
+    check(MessageChange.self, bytes)
     check(ClientFrame.self, bytes)
     // Server to device: what a device decodes from a server it does not trust either.
     check(SendResult.self, bytes)
     check(WireError.self, bytes)
     check(SignedIn.self, bytes)
     check(ChatMembers.self, bytes)
+    check(Presence.self, bytes)
     check(ServerFrame.self, bytes)
 }
