@@ -377,6 +377,7 @@ let package = Package(
             dependencies: [
                 "CoAP",
                 "CourierActors",
+                "CourierDevice",
                 "CourierApp",
                 "CourierCore",
                 "CourierGateway",

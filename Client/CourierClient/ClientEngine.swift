@@ -92,10 +92,11 @@ public final class ClientEngine: Sendable {
         }
     }
 
-    /// Writes a message to the outbox (on disk) and wakes the sender.
+    /// Writes a message (or, with `change`, a change) to the outbox, on disk, and wakes the
+    /// sender.
     @discardableResult
-    public func send(chatID: UInt64, text: String) throws -> LocalStore.OutboxEntry {
-        let entry = try store.enqueue(chatID: chatID, text: text)
+    public func send(chatID: UInt64, text: String, change: MessageChange? = nil) throws -> LocalStore.OutboxEntry {
+        let entry = try store.enqueue(chatID: chatID, text: text, change: change)
         wake.yield()
         return entry
     }
@@ -123,7 +124,7 @@ public final class ClientEngine: Sendable {
                 guard await wakeups.next() != nil else { return }
                 continue
             }
-            let message = SendMessage(clientMessageID: entry.clientMessageID, chatID: entry.chatID, text: entry.text, clientSentAtMs: entry.clientSentAtMs)
+            let message = entry.sendMessage
             do {
                 let outcome = try await sender.send(message, nudge: serverBack) { attempt in
                     self.statusBox.withLockedValue { $0.sendProblem = Self.describe(attempt) }

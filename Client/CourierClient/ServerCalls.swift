@@ -37,6 +37,11 @@ public struct ServerCalls: Sendable {
         try ChatInfo(serializedBytes: try await call(.post, "/v1/chats/invite", InviteToChat(chatID: chatID, userName: user).serializedBytes()))
     }
 
+    /// Leaves a chat (a chat one is not in: the same answer).
+    public func leave(chatID: UInt64) async throws {
+        _ = try await call(.post, "/v1/chats/leave", LeaveChat(chatID: chatID).serializedBytes())
+    }
+
     /// The chat's members with their names.
     public func members(chatID: UInt64) async throws -> ChatMembers {
         try ChatMembers(serializedBytes: try await call(.post, "/v1/chats/members", ChatMembersRequest(chatID: chatID).serializedBytes()))

@@ -31,7 +31,7 @@ struct ClientLocation: ParsableArguments {
         if let id = UInt64(chat) { return id }
         let calls = ServerCalls(endpoint: engine.endpoint, server: engine.server, token: engine.settings.token)
         let chats = try await calls.chats()
-        try engine.store.rememberChats(chats.map { ($0.chatID, $0.name) })
+        try engine.store.rememberChats(chats.map { ($0.chatID, $0.name, $0.title) })
         guard let found = chats.first(where: { $0.name == chat }) else {
             throw ClientError("no chat named '\(chat)' among yours (\(chats.map(\.name).joined(separator: ", ")))")
         }
@@ -205,7 +205,14 @@ struct History: AsyncParsableCommand {
         // Names from the chat's member list; a sender who has left shows by id.
         let names = Dictionary(((try? await calls.members(chatID: chatID).members) ?? []).map { ($0.userID, $0.name) }) { first, _ in first }
         for message in response.messages {
-            FileHandleOutput.line("#\(message.chatSequence) \(names[message.senderUserID] ?? "user \(message.senderUserID)"): \(message.text)")
+            let who = names[message.senderUserID] ?? "user \(message.senderUserID)"
+            switch message.change {
+            case .edit?, .delete?: continue  // the message they changed shows as it is now
+            case .rename?: FileHandleOutput.line("#\(message.chatSequence) \(who) renamed the chat to “\(message.text)”")
+            case nil:
+                let text = message.deleted ? "(deleted)" : message.text + (message.editedAtMs != 0 ? " (edited)" : "")
+                FileHandleOutput.line("#\(message.chatSequence) \(who): \(text)")
+            }
         }
     }
 }
@@ -232,13 +239,17 @@ struct Search: AsyncParsableCommand {
 struct Chat: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "The chat screen (the default): chats, messages, an input line; /help inside lists commands and keys.")
 
+    @Option(help: "When the terminal bell rings: all (a message in a chat you are not looking at, or one that mentions you), mentions (only @you), off.")
+    var bell: ChatApp.Bell = .all
     @OptionGroup var location: ClientLocation
 
     func run() async throws {
         let engine = try await location.engine()
         let running = Task { await engine.run() }
-        await ChatApp(engine: engine).run()
+        await ChatApp(engine: engine, bell: bell).run()
         running.cancel()
         await engine.close()
     }
 }
+
+extension ChatApp.Bell: ExpressibleByArgument {}

@@ -26,12 +26,16 @@ public final class ChatApp: @unchecked Sendable {
         "  /new NAME [USER...]   create a chat (you and the users named)",
         "  /join NAME            join a chat by name",
         "  /invite USER          add a user to this chat",
-        "  /members              who is in this chat",
+        "  /members              who is in this chat, and who is online (●)",
+        "  /edit TEXT            replace the text of your newest message here",
+        "  /delete               delete your newest message here",
+        "  /rename NAME          give this chat a display name (everyone sees it)",
+        "  /leave                leave this chat",
         "  /search WORDS         search your chats (whole words)",
         "  /help                 this text",
         "  /quit                 leave (also Ctrl-C, or Ctrl-D on an empty line)",
         "Keys:",
-        "  Tab, Ctrl-N / Shift-Tab, Ctrl-P   next / previous chat",
+        "  Tab, Ctrl-N / Shift-Tab, Ctrl-P   next / previous chat; after @, Tab completes a member's name",
         "  PgUp / PgDn, mouse wheel          scroll the messages",
         "  Up / Down                         input history",
         "  Left / Right, Home / End, Ctrl-A / Ctrl-E   move in the line",
@@ -39,9 +43,20 @@ public final class ChatApp: @unchecked Sendable {
         "  Esc                               close this panel or search results",
         "  Ctrl-L                            redraw",
         "Marks on your messages: … waiting to send · ✓ accepted by the server · ✓✓ delivered to everyone · ✗ refused",
+        "The bell rings for a message in a chat you are not looking at, or one that mentions you (@name): see --bell.",
     ]
 
+    /// When the terminal bell rings.
+    public enum Bell: String, Sendable, CaseIterable {
+        /// A message in a chat not on screen, or one that mentions the user.
+        case all
+        /// Only a message that mentions the user.
+        case mentions
+        case off
+    }
+
     private let engine: ClientEngine
+    private let bell: Bell
     private let calls: ServerCalls
     private let inbox = NIOLockedValueBox<[Posted]>([])
 
@@ -67,9 +82,18 @@ public final class ChatApp: @unchecked Sendable {
     private var olderExhausted: Set<UInt64> = []
     /// When a chat's last older page was asked for: one at a time, a failed one retried after 5 s.
     private var olderAsked: [UInt64: ContinuousClock.Instant] = [:]
+    /// Each chat's members as last listed (for completing names).
+    private var members: [UInt64: [ChatMember]] = [:]
+    /// Users with a live session, from member lists and presence pushes.
+    private var online: Set<UInt64> = []
+    /// Chats with a message that mentions the user, not looked at since.
+    private var mentioned: Set<UInt64> = []
+    /// Tab completing a name: where it starts in the line, the names that fit, the one shown.
+    private var completing: (start: Int, candidates: [String], index: Int)?
 
-    public init(engine: ClientEngine) {
+    public init(engine: ClientEngine, bell: Bell = .all) {
         self.engine = engine
+        self.bell = bell
         calls = ServerCalls(endpoint: engine.endpoint, server: engine.server, token: engine.settings.token)
     }
 
@@ -125,6 +149,7 @@ public final class ChatApp: @unchecked Sendable {
     }
 
     private func handleKey(_ key: Int32) {
+        completing = nil
         switch key {
         case KEY_RESIZE: clear()
         case KEY_PPAGE: scroll += max(1, messageRows - 1)
@@ -150,6 +175,7 @@ public final class ChatApp: @unchecked Sendable {
     }
 
     private func handleCharacter(_ code: UInt32) {
+        if code != 9 { completing = nil }
         switch code {
         case 3: running = false                                   // Ctrl-C
         case 4: if editor.text.isEmpty { running = false } else { editor.deleteForward() }  // Ctrl-D
@@ -159,7 +185,8 @@ public final class ChatApp: @unchecked Sendable {
         case 21: editor.killToStart()                             // Ctrl-U
         case 23: editor.deleteWordBackward()                      // Ctrl-W
         case 12: clear()                                          // Ctrl-L
-        case 9, 14: selectChat(offset: 1)                         // Tab, Ctrl-N
+        case 9: if !completeName() { selectChat(offset: 1) }      // Tab
+        case 14: selectChat(offset: 1)                            // Ctrl-N
         case 16: selectChat(offset: -1)                           // Ctrl-P
         case 10, 13: submit()
         case 8, 127: editor.backspace()
@@ -170,6 +197,30 @@ public final class ChatApp: @unchecked Sendable {
             guard code >= 32, let scalar = Unicode.Scalar(code) else { return }
             editor.insert(Character(scalar))
         }
+    }
+
+    /// Tab after "@": the first member name that fits, then the next at each Tab. False when
+    /// the cursor is not in a name after "@" (Tab then moves to the next chat).
+    private func completeName() -> Bool {
+        if var state = completing, !state.candidates.isEmpty {
+            state.index = (state.index + 1) % state.candidates.count
+            editor.replaceBeforeCursor(from: state.start, with: state.candidates[state.index] + " ")
+            completing = state
+            return true
+        }
+        guard let typed = Mentions.nameBeingTyped(in: editor.text, cursor: editor.cursor) else { return false }
+        let me = engine.settings.userID
+        let known = selectedChat.flatMap { members[$0] }?.filter { $0.userID != me }.map(\.name)
+            ?? names.filter { $0.key != me }.map(\.value)
+        if selectedChat.map({ members[$0] == nil }) ?? false { askForNames(selectedChat!) }
+        let candidates = Mentions.completions(of: typed.prefix, among: known)
+        guard let first = candidates.first else {
+            notice = "no member's name starts with \(typed.prefix)"
+            return true
+        }
+        editor.replaceBeforeCursor(from: typed.start, with: first + " ")
+        completing = (typed.start, candidates, 0)
+        return true
     }
 
     private func selectChat(offset: Int) {
@@ -228,8 +279,38 @@ public final class ChatApp: @unchecked Sendable {
             let title = chats.first { $0.id == chat }.map { "Members of \($0.name) (Esc closes)" } ?? "Members (Esc closes)"
             call("asking for the members") { calls in
                 let members = try await calls.members(chatID: chat)
-                let lines = members.members.map { $0.userID == me ? "\($0.name) (you)" : $0.name } + (members.more ? ["and more"] : [])
+                let lines = members.members.map { "\($0.online ? "●" : "○") \($0.name)\($0.userID == me ? " (you)" : "")" } + (members.more ? ["and more"] : [])
                 return [.members(members), .overlay(title: title, lines: lines)]
+            }
+        case "/edit", "/delete":
+            guard let chat = selectedChat else { return notice = "usage: \(words[0]) (in a chat)" }
+            let text = words[0] == "/edit" ? String(line.dropFirst("/edit".count)).trimmingCharacters(in: .whitespaces) : ""
+            if words[0] == "/edit", text.isEmpty { return notice = "usage: /edit NEW TEXT (replaces your newest message here)" }
+            guard let target = try? engine.store.newestOwnMessage(chatID: chat), let sequence = target.sequence else {
+                return notice = "nothing of yours here to change yet (a message can be changed once the server has it)"
+            }
+            do {
+                try engine.send(chatID: chat, text: text, change: words[0] == "/edit" ? .edit(sequence: sequence) : .delete(sequence: sequence))
+                notice = words[0] == "/edit" ? "editing your message" : "deleting your message"
+            } catch {
+                notice = "not sent: \(error)"
+            }
+        case "/rename":
+            guard let chat = selectedChat else { return notice = "usage: /rename NAME (in a chat)" }
+            let title = String(line.dropFirst("/rename".count)).trimmingCharacters(in: .whitespaces)
+            if let problem = MessageChange.rename.problem(withText: title) { return notice = "not renamed: \(problem)" }
+            do {
+                try engine.send(chatID: chat, text: title, change: .rename)
+            } catch {
+                notice = "not sent: \(error)"
+            }
+        case "/leave":
+            guard let chat = selectedChat else { return notice = "usage: /leave (in a chat)" }
+            let store = engine.store
+            call("leaving") { calls in
+                try await calls.leave(chatID: chat)
+                try store.forgetChat(chat)
+                return [.chats(try await calls.chats()), .notice("you left the chat")]
             }
         case "/search":
             guard !arguments.isEmpty else { return notice = "usage: /search WORDS" }
@@ -302,10 +383,14 @@ public final class ChatApp: @unchecked Sendable {
         }
         for item in posted {
             switch item {
-            case .chats(let found): try? engine.store.rememberChats(found.map { ($0.chatID, $0.name) })
+            case .chats(let found): try? engine.store.rememberChats(found.map { ($0.chatID, $0.name, $0.title) })
             case .members(let found):
                 try? engine.store.rememberMembers(found)
-                for member in found.members { names[member.userID] = member.name }
+                members[found.chatID] = found.members
+                for member in found.members {
+                    names[member.userID] = member.name
+                    if member.online { online.insert(member.userID) } else { online.remove(member.userID) }
+                }
             case .older(let chatID, let page):
                 guard let page else {
                     notice = "older messages: no answer from the server; PgUp tries again"
@@ -314,9 +399,11 @@ public final class ChatApp: @unchecked Sendable {
                 olderAsked[chatID] = nil
                 if !page.more { olderExhausted.insert(chatID) }
                 let me = engine.settings.userID
-                let lines = page.messages.map {
+                // Edits and deletes are not lines: the messages they changed come as they are now.
+                let lines = page.messages.filter { $0.change == nil || $0.change == .rename }.map {
                     LocalStore.Line(chatID: chatID, sequence: $0.chatSequence, senderUserID: $0.senderUserID, clientMessageID: $0.clientMessageID,
-                                    text: $0.text, sentAtMs: $0.clientSentAtMs, own: $0.senderUserID == me ? .accepted : nil)
+                                    text: $0.text, sentAtMs: $0.clientSentAtMs, own: $0.senderUserID == me ? .accepted : nil,
+                                    edited: $0.editedAtMs != 0, deleted: $0.deleted, renamed: $0.change == .rename)
                 }
                 let known = older[chatID] ?? []
                 older[chatID] = Array((lines.filter { line in known.first.map { line.sequence! < $0.sequence! } ?? true } + known).suffix(Self.maxOlderLines))
@@ -331,6 +418,31 @@ public final class ChatApp: @unchecked Sendable {
         }
         chats = (try? engine.store.chats()) ?? chats
         if selectedChat == nil || !chats.contains(where: { $0.id == selectedChat }) { selectedChat = chats.first?.id }
+        for (user, isOnline) in engine.store.takePresence() {
+            if isOnline { online.insert(user) } else { online.remove(user) }
+        }
+        ringForArrivals()
+    }
+
+    /// Rings the bell (as `bell` says) for messages that arrived in a chat not on screen or
+    /// that mention the user, and marks the chats that mention the user.
+    private func ringForArrivals() {
+        let arrivals = engine.store.takeArrivals()
+        guard !arrivals.isEmpty else { return }
+        let me = engine.settings.userID
+        // The user's own name comes with a member list; ask for one until it is known.
+        if names[me] == nil, let chat = selectedChat { askForNames(chat) }
+        var ring = false
+        for arrival in arrivals {
+            let mentionsMe = names[me].map { Mentions.text(arrival.text, mentions: $0) } ?? false
+            if mentionsMe, arrival.chatID != selectedChat || scroll > 0 { mentioned.insert(arrival.chatID) }
+            switch bell {
+            case .all: ring = ring || mentionsMe || arrival.chatID != selectedChat
+            case .mentions: ring = ring || mentionsMe
+            case .off: break
+            }
+        }
+        if ring { beep() }
     }
 
     // MARK: Drawing
@@ -358,12 +470,13 @@ public final class ChatApp: @unchecked Sendable {
         let width = listWidth
         styled(colors ? courier_color_pair(1) | courier_bold() : courier_bold()) { put(0, 0, TextWidth.prefix("Chats", columns: width - 1)) }
         for (index, chat) in chats.prefix(rows - 3).enumerated() {
-            let unread = chat.unread > 0 && chat.id != selectedChat ? " (\(chat.unread))" : ""
+            let mention = mentioned.contains(chat.id) ? " @" : ""
+            let unread = (chat.unread > 0 && chat.id != selectedChat ? " (\(chat.unread))" : "") + mention
             let label = TextWidth.prefix(chat.name, columns: width - 2 - TextWidth.of(unread)) + unread
             if chat.id == selectedChat {
                 styled(courier_reverse()) { put(index + 1, 0, label + String(repeating: " ", count: max(0, width - 1 - TextWidth.of(label)))) }
             } else {
-                styled(chat.unread > 0 ? courier_bold() : 0) { put(index + 1, 0, label) }
+                styled(chat.unread > 0 || !mention.isEmpty ? courier_bold() : 0) { put(index + 1, 0, label) }
             }
         }
         for row in 0..<(rows - 2) { put(row, width - 1, "│") }
@@ -382,19 +495,39 @@ public final class ChatApp: @unchecked Sendable {
             put(0, left, TextWidth.prefix("No chats yet: /new NAME creates one, /join NAME joins one, /help for more.", columns: width))
             return
         }
-        styled(colors ? courier_color_pair(1) | courier_bold() : courier_bold()) { put(0, left, TextWidth.prefix("# \(chat.name)", columns: width)) }
+        let me = engine.settings.userID
+        let here = (members[chatID] ?? []).filter { $0.userID != me && online.contains($0.userID) }.map(\.name)
+        let header = "# \(chat.name)" + (here.isEmpty ? "" : " · online: " + here.joined(separator: ", "))
+        styled(colors ? courier_color_pair(1) | courier_bold() : courier_bold()) { put(0, left, TextWidth.prefix(header, columns: width)) }
+        if members[chatID] == nil { askForNames(chatID) }
         var rendered: [(text: String, attributes: attr_t)] = []
+        var day: DateComponents?
         let local = (try? engine.store.lines(chatID: chatID, limit: LocalStore.historyPerChat)) ?? []
         let firstLocal = local.first?.sequence
         let earlier = (older[chatID] ?? []).filter { line in firstLocal.map { line.sequence! < $0 } ?? true }
         for line in earlier + local {
+            let lineDay = Self.day(line.sentAtMs)
+            if lineDay != day {
+                day = lineDay
+                rendered.append((Self.daySeparator(line.sentAtMs, columns: width), courier_dim()))
+            }
             let time = Self.clock(line.sentAtMs)
-            let name = line.senderUserID == engine.settings.userID ? "you" : names[line.senderUserID]
+            let name = line.senderUserID == me ? "you" : names[line.senderUserID]
             if name == nil { askForNames(chatID) }
-            let who = name ?? "user \(line.senderUserID)"
+            let who = (name ?? "user \(line.senderUserID)") + (line.senderUserID != me && online.contains(line.senderUserID) ? " ●" : "")
             let (mark, attributes) = self.mark(line.own)
-            let wrapped = TextWidth.wrap("\(time) \(who): \(line.text)\(mark.isEmpty ? "" : " " + mark)", columns: width)
-            rendered += wrapped.map { ($0, attributes) }
+            let text: String
+            var lineAttributes = attributes
+            if line.renamed {
+                text = "\(time) \(who) renamed the chat to “\(line.text)”"
+                lineAttributes = courier_dim()
+            } else if line.deleted {
+                text = "\(time) \(who): (deleted)"
+                lineAttributes = courier_dim()
+            } else {
+                text = "\(time) \(who): \(line.text)\(line.edited ? " (edited)" : "")\(mark.isEmpty ? "" : " " + mark)"
+            }
+            rendered += TextWidth.wrap(text, columns: width).map { ($0, lineAttributes) }
         }
         let visible = messageRows - 1
         scroll = min(scroll, max(0, rendered.count - visible))
@@ -406,6 +539,7 @@ public final class ChatApp: @unchecked Sendable {
             styled(line.attributes) { put(row + 1, left, line.text) }
         }
         if chat.unread > 0 && scroll == 0 { try? engine.store.markRead(chatID: chatID) }
+        if scroll == 0 { mentioned.remove(chatID) }
     }
 
     private func mark(_ state: LocalStore.OwnState?) -> (String, attr_t) {
@@ -452,6 +586,20 @@ public final class ChatApp: @unchecked Sendable {
         attr_on(attributes, nil)
         body()
         attr_off(attributes, nil)
+    }
+
+    /// The calendar day of a time, in the local time zone.
+    static func day(_ milliseconds: Int64) -> DateComponents {
+        Calendar.current.dateComponents([.year, .month, .day], from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))
+    }
+
+    /// "──── Saturday 5 December 2026 ────", centred in `columns`.
+    static func daySeparator(_ milliseconds: Int64, columns: Int) -> String {
+        let formatter = DateFormatter()
+        formatter.dateFormat = "EEEE d MMMM yyyy"
+        let label = " \(formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))) "
+        let side = max(2, (columns - TextWidth.of(label)) / 2)
+        return TextWidth.prefix(String(repeating: "─", count: side) + label + String(repeating: "─", count: side), columns: columns)
     }
 
     static func clock(_ milliseconds: Int64) -> String {

@@ -37,6 +37,14 @@ public struct LineEditor: Sendable, Equatable {
     public mutating func home() { cursor = 0 }
     public mutating func end() { cursor = text.count }
 
+    /// Puts `replacement` in place of what lies between `start` and the cursor, and the cursor
+    /// after it (a completed name).
+    public mutating func replaceBeforeCursor(from start: Int, with replacement: String) {
+        let start = min(max(0, start), cursor)
+        text.replaceSubrange(start..<cursor, with: Array(replacement))
+        cursor = start + replacement.count
+    }
+
     /// Ctrl-U: everything before the cursor.
     public mutating func killToStart() {
         text.removeSubrange(0..<cursor)

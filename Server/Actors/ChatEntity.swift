@@ -57,18 +57,31 @@ public actor ChatEntity: ShardedEntity {
         if reloadsInFlight > 0 { addedDuringReload.insert(userID) }
     }
 
-    // A reload may have read storage before a member was added and finish after `memberAdded`;
-    // the members announced meanwhile are kept, so the reload cannot take them back.
+    /// A user left the chat (the gateway stored it just now): they may no longer send, and
+    /// receipts stop waiting for their devices.
+    public func memberRemoved(_ userID: UInt64) {
+        members.remove(userID)
+        addedDuringReload.remove(userID)
+        if reloadsInFlight > 0 { removedDuringReload.insert(userID) }
+        receiptCursors[userID] = nil
+    }
+
+    // A reload may have read storage before a member was added or removed and finish after
+    // `memberAdded` or `memberRemoved`; what was announced meanwhile stands.
     private var reloadsInFlight = 0
     private var addedDuringReload: Set<UInt64> = []
+    private var removedDuringReload: Set<UInt64> = []
 
     private func reloadMembers() async throws {
         reloadsInFlight += 1
         defer {
             reloadsInFlight -= 1
-            if reloadsInFlight == 0 { addedDuringReload = [] }
+            if reloadsInFlight == 0 {
+                addedDuringReload = []
+                removedDuringReload = []
+            }
         }
-        members = try await context.storage.members(ofChat: id).union(addedDuringReload)
+        members = try await context.storage.members(ofChat: id).union(addedDuringReload).subtracting(removedDuringReload)
         membersLoadedAt = clock.now
     }
 

@@ -258,6 +258,13 @@ public final class DeviceEntity: ShardedEntity {
         for receipt in receipts { link.offer(.push(.delivered(receipt))) }
     }
 
+    /// Presence of users who share a chat with this device's user; dropped when no session is
+    /// attached (a session that connects asks for the members instead).
+    func deliverPresence(_ presence: Presence) {
+        guard let link = state.withLock({ $0.session }) else { return }
+        link.offer(.push(.presence(presence)))
+    }
+
     private func launchPump() {
         Task { await self.pump() }
     }

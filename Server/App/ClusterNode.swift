@@ -99,7 +99,8 @@ public final class ClusterNode: Sendable {
         }
         gateway = GatewayService(
             configuration: configuration.gateway,
-            resources: GatewayResources(intake: intake, authenticator: authenticator, configuration: configuration.gatewayResources, metrics: metrics, logger: logger),
+            resources: GatewayResources(intake: intake, authenticator: authenticator, configuration: configuration.gatewayResources, metrics: metrics, logger: logger,
+                                        online: { [live] in live.isOnline($0) }),
             logger: logger,
             beforeBinding: {}
         )
@@ -119,7 +120,8 @@ public final class ClusterNode: Sendable {
 
     /// The services in start order; a graceful shutdown stops them in reverse (the gateway first).
     public var services: [any Service] {
-        [ClusterUpkeep(node: self), ops, push, gateway]
+        // Presence is this node's: who has a session here (see the README's cluster section).
+        [ClusterUpkeep(node: self), PresenceService(relay: PresenceRelay(live: live, storage: storage, logger: logger)), ops, push, gateway]
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully and closes the pool.

@@ -29,6 +29,8 @@ public final class CourierNode: Sendable {
     public let gateway: GatewayService
     public let ops: OpsHTTPService
     public let push: PushService
+    /// Tells devices who came online or went offline among their chats' members.
+    let presence: PresenceRelay
     /// The admin API's bearer token, from `<data directory>/admin.token`.
     public let adminToken: String
     let logger: Logger
@@ -80,6 +82,7 @@ public final class CourierNode: Sendable {
             configuration: configuration.push, authenticator: authenticator, devices: devices, live: live, storage: storage,
             receipts: DeliveryReceipts(chats: chats, live: live, logger: logger), metrics: metrics, logger: logger
         )
+        presence = PresenceRelay(live: live, storage: storage, logger: logger)
         let intake = MessageIntake(
             log: log, storage: storage,
             chats: chats, accepted: accepted, dedupFilter: dedupFilter, ids: ids,
@@ -89,7 +92,8 @@ public final class CourierNode: Sendable {
         let storage = self.storage
         gateway = GatewayService(
             configuration: configuration.gateway,
-            resources: GatewayResources(intake: intake, authenticator: authenticator, configuration: configuration.gatewayResources, metrics: metrics, logger: logger),
+            resources: GatewayResources(intake: intake, authenticator: authenticator, configuration: configuration.gatewayResources, metrics: metrics, logger: logger,
+                                        online: { [live] in live.isOnline($0) }),
             logger: logger,
             beforeBinding: {
                 // A retry of a message still in the log but not stored must find it: open only
@@ -116,7 +120,7 @@ public final class CourierNode: Sendable {
     /// The services in start order; a graceful shutdown stops them in reverse: the gateway
     /// first (no new messages, in-flight appends answered), the consumers last (they commit).
     public var services: [any Service] {
-        [ConsumersService(consumers: consumers), MaintenanceService(node: self), ops, push, gateway]
+        [ConsumersService(consumers: consumers), MaintenanceService(node: self), PresenceService(relay: presence), ops, push, gateway]
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully and closes the log.
@@ -174,6 +178,15 @@ struct ConsumersService: Service {
         } onGracefulShutdown: {
             consumers.stop()
         }
+    }
+}
+
+/// Presence news to connected devices, a round every few seconds.
+struct PresenceService: Service {
+    let relay: PresenceRelay
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await relay.run() }
     }
 }
 

@@ -26,15 +26,19 @@ public struct GatewayResources: CoAPRequestHandler {
         self.init(devices: nil, configuration: configuration, metrics: metrics, logger: logger)
     }
 
-    /// Every resource: devices are named by `authenticator`, and send through `intake`.
+    /// Every resource: devices are named by `authenticator`, and send through `intake`;
+    /// `online` says whether a user has a live push session (member lists show it).
     public init(
         intake: any MessageSending, authenticator: TokenAuthenticator, configuration: Configuration = Configuration(),
-        metrics: ServerMetrics? = nil, logger: Logger = Logger(label: "courier.gateway")
+        metrics: ServerMetrics? = nil, logger: Logger = Logger(label: "courier.gateway"), online: @escaping @Sendable (UInt64) -> Bool = { _ in false }
     ) {
-        self.init(devices: (intake, authenticator), configuration: configuration, metrics: metrics, logger: logger)
+        self.init(devices: (intake, authenticator), configuration: configuration, metrics: metrics, logger: logger, online: online)
     }
 
-    private init(devices: (intake: any MessageSending, authenticator: TokenAuthenticator)?, configuration: Configuration, metrics: ServerMetrics?, logger: Logger) {
+    private init(
+        devices: (intake: any MessageSending, authenticator: TokenAuthenticator)?, configuration: Configuration, metrics: ServerMetrics?, logger: Logger,
+        online: @escaping @Sendable (UInt64) -> Bool = { _ in false }
+    ) {
         var router = GatewayRouter(
             middleware: devices.map { devices in
                 [
@@ -46,7 +50,7 @@ public struct GatewayResources: CoAPRequestHandler {
         )
         if let intake = devices?.intake {
             let sync = SyncResource(storage: intake.storage)
-            let chats = ChatsResource(storage: intake.storage, chats: intake.chats)
+            let chats = ChatsResource(storage: intake.storage, chats: intake.chats, online: online)
             let reading = HistoryResource(storage: intake.storage)
             router.device(.post, "v1/msg") { try await intake.send($0) }
             router.device(.post, "v1/sync", sync.sync)
@@ -55,6 +59,7 @@ public struct GatewayResources: CoAPRequestHandler {
             router.device(.post, "v1/chats/join", chats.join)
             router.device(.post, "v1/chats/invite", chats.invite)
             router.device(.post, "v1/chats/members", chats.members)
+            router.device(.post, "v1/chats/leave", chats.leave)
             router.device(.post, "v1/history", reading.history)
             router.device(.post, "v1/search", reading.search)
             router.open(.post, "v1/login", LoginResource(storage: intake.storage).login)

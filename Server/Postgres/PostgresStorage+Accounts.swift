@@ -164,6 +164,24 @@ extension PostgresStorage {
         }
     }
 
+    public func removeMember(chatID: UInt64, userID: UInt64) async throws(StorageError) -> Bool {
+        try await transaction { connection in
+            guard try await Self.exists(connection, "SELECT 1 FROM chats WHERE id = \(chatID.database)", logger: self.logger) else {
+                throw StorageError.notFound("chat \(chatID)")
+            }
+            return try await Self.exists(connection, """
+                DELETE FROM members WHERE chat_id = \(chatID.database) AND user_id = \(userID.database) RETURNING 1
+                """, logger: self.logger)
+        }
+    }
+
+    public func chatPeers(ofUser userID: UInt64, limit: Int) async throws(StorageError) -> [UInt64] {
+        try await readAll("""
+            SELECT DISTINCT peer.user_id FROM members own JOIN members peer ON peer.chat_id = own.chat_id
+            WHERE own.user_id = \(userID.database) AND peer.user_id <> own.user_id LIMIT \(max(0, limit))
+            """, as: Int64.self).map(\.id)
+    }
+
     /// Adds a member to an existing chat; adding one twice changes nothing.
     /// Returns whether the user was not a member before.
     @discardableResult

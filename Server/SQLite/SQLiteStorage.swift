@@ -250,6 +250,25 @@ public final class SQLiteStorage: ServerStorage {
         }
     }
 
+    public func removeMember(chatID: UInt64, userID: UInt64) async throws(StorageError) -> Bool {
+        try await write { db in
+            guard try Int64.fetchOne(db, sql: "SELECT id FROM chats WHERE id = ?", arguments: [Int64(clamping: chatID)]) != nil else {
+                throw StorageError.notFound("chat \(chatID)")
+            }
+            try db.execute(sql: "DELETE FROM members WHERE chat_id = ? AND user_id = ?", arguments: [Int64(clamping: chatID), Int64(clamping: userID)])
+            return db.changesCount > 0
+        }
+    }
+
+    public func chatPeers(ofUser userID: UInt64, limit: Int) async throws(StorageError) -> [UInt64] {
+        try read { db in
+            try Int64.fetchAll(db.cachedStatement(sql: """
+                SELECT DISTINCT peer.user_id FROM members own JOIN members peer ON peer.chat_id = own.chat_id
+                WHERE own.user_id = ? AND peer.user_id != own.user_id LIMIT ?
+                """), arguments: [Int64(clamping: userID), max(0, limit)]).map { UInt64($0) }
+        }
+    }
+
     /// Adds a member to an existing chat; adding one twice changes nothing.
     /// Returns whether the user was not a member before.
     @discardableResult

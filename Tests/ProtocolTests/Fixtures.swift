@@ -157,6 +157,8 @@ enum Fixtures {
         InviteToChat(chatID: .max, userName: String(repeating: "é", count: NameRule.maxBytes / 2)),
     ]
 
+    static let leaveChats = [LeaveChat(chatID: 7), LeaveChat(chatID: .max)]
+
     static let chatMembersRequests = [ChatMembersRequest(chatID: 7), ChatMembersRequest(chatID: .max)]
 
     static let chatMembers = [

@@ -120,7 +120,7 @@ final class GarbageDecodingTests: XCTestCase {
             check(HistoryResponse.self, bytes), check(SearchRequest.self, bytes), check(SearchHit.self, bytes),
             check(SearchResponse.self, bytes), check(RedeemInvite.self, bytes), check(SignedIn.self, bytes),
             check(ChatMembersRequest.self, bytes), check(ChatMembers.self, bytes), check(MessageChange.self, bytes),
-            check(Presence.self, bytes),
+            check(Presence.self, bytes), check(LeaveChat.self, bytes),
         ]
         let accepted = outcomes.filter { $0 }.count
         return (accepted, outcomes.count - accepted)

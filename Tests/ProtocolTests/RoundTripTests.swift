@@ -28,6 +28,7 @@ final class RoundTripTests: XCTestCase {
         try assertRoundTrips(Fixtures.chatMembersRequests)
         try assertRoundTrips(Fixtures.chatMembers)
         try assertRoundTrips(Fixtures.changes)
+        try assertRoundTrips(Fixtures.leaveChats)
         try assertRoundTrips(Fixtures.presences)
         try assertRoundTrips(Fixtures.signedIns)
         try assertRoundTrips(Fixtures.historyRequests)

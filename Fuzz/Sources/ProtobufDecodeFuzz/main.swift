@@ -37,6 +37,7 @@ runFuzzer { input in
     check(RedeemInvite.self, bytes)
     check(ChatMembersRequest.self, bytes)
     check(MessageChange.self, bytes)
+    check(LeaveChat.self, bytes)
     check(ClientFrame.self, bytes)
     // Server to device: what a device decodes from a server it does not trust either.
     check(SendResult.self, bytes)

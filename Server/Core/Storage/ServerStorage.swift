@@ -47,10 +47,15 @@ public protocol ServerStorage: ChatBatchStore, DeliveryCursorStore {
     func chat(named name: String) async throws(StorageError) -> Chat
     /// Adds a member; adding one twice changes nothing.
     func addMember(chatID: UInt64, userID: UInt64) async throws(StorageError)
+    /// Ends a membership; false (and nothing changed) when the user was not a member. No such
+    /// chat: `.notFound`.
+    func removeMember(chatID: UInt64, userID: UInt64) async throws(StorageError) -> Bool
     func members(ofChat chatID: UInt64) async throws(StorageError) -> Set<UInt64>
     /// The chat's members as users (with their names), in id order, at most `limit`.
     func memberUsers(ofChat chatID: UInt64, limit: Int) async throws(StorageError) -> [User]
     func chats(ofUser userID: UInt64) async throws(StorageError) -> [Chat]
+    /// Users who share at least one chat with `userID` (not the user), at most `limit`.
+    func chatPeers(ofUser userID: UInt64, limit: Int) async throws(StorageError) -> [UInt64]
     func listChats() async throws(StorageError) -> [ChatSummary]
     /// The user's chats with an id above `afterChatID`, in id order, at most `limit`; each lists
     /// at most `maxMemberNames` member names (the first in byte order) and counts all members.

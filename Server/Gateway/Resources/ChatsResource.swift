@@ -10,6 +10,8 @@ import CourierProtocol
 struct ChatsResource: Sendable {
     let storage: any ServerStorage
     let chats: ShardRegion<ChatEntity>
+    /// Whether a user has a live push session (for member lists).
+    let online: @Sendable (UInt64) -> Bool
 
     /// `GET /v1/chats[?after=CHAT_ID]`: a page of the caller's chats, in id order.
     func list(_ context: RequestContext) async throws -> CoAPMessage {
@@ -56,6 +58,19 @@ struct ChatsResource: Sendable {
         return try await info(invite.chatID, .changed)
     }
 
+    /// `POST /v1/chats/leave`: the caller is no longer a member (already not: the same answer).
+    func leave(_ context: RequestContext) async throws -> CoAPMessage {
+        let identity = try context.device()
+        let leave = try context.body(LeaveChat.self)
+        do {
+            _ = try await storage.removeMember(chatID: leave.chatID, userID: identity.userID)
+        } catch .notFound {
+            throw Refusal(.notFound, .notFound, "no chat \(leave.chatID)")
+        }
+        _ = try? await chats.withLiveEntity(leave.chatID) { await $0.memberRemoved(identity.userID) }
+        return .response(.changed)
+    }
+
     /// `POST /v1/chats/members`: a chat's members with their names (a member only).
     func members(_ context: RequestContext) async throws -> CoAPMessage {
         let identity = try context.device()
@@ -63,7 +78,7 @@ struct ChatsResource: Sendable {
         try await storage.requireMember(identity.userID, of: request.chatID)
         let users = try await storage.memberUsers(ofChat: request.chatID, limit: ChatMembers.maxMembers + 1)
         let answer = ChatMembers(
-            chatID: request.chatID, members: users.prefix(ChatMembers.maxMembers).map { ChatMember(userID: $0.id, name: $0.name) }, more: users.count > ChatMembers.maxMembers
+            chatID: request.chatID, members: users.prefix(ChatMembers.maxMembers).map { ChatMember(userID: $0.id, name: $0.name, online: online($0.id)) }, more: users.count > ChatMembers.maxMembers
         )
         return .response(.content, payload: answer.serializedBytes(), contentFormat: CoAPContentFormat.protobuf)
     }

@@ -139,6 +139,24 @@ nonisolated struct Courier_V1_JoinChat: Sendable {
   init() {}
 }
 
+/// Ends the token's user's membership of a chat (POST /v1/chats/leave): the
+/// user's devices get none of its later messages, and its history and search
+/// are closed to them. Answered 2.04 Changed with no body; leaving a chat one
+/// is not in changes nothing and gets the same answer (a retry is harmless).
+/// No such chat: 4.04 NOT_FOUND.
+nonisolated struct Courier_V1_LeaveChat: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Required.
+  var chatID: UInt64 = 0
+
+  var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  init() {}
+}
+
 /// Makes another user a member of one of the token's user's chats
 /// (POST /v1/chats/invite). Only a member may invite (else 4.03 FORBIDDEN).
 /// No such chat or user: 4.04 NOT_FOUND. Inviting a member changes nothing and
@@ -485,6 +503,36 @@ nonisolated extension Courier_V1_JoinChat: SwiftProtobuf.Message, SwiftProtobuf.
 
   static func ==(lhs: Courier_V1_JoinChat, rhs: Courier_V1_JoinChat) -> Bool {
     if lhs.name != rhs.name {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Courier_V1_LeaveChat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  static let protoMessageName: String = _protobuf_package + ".LeaveChat"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}chat_id\0")
+
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.chatID) }()
+      default: break
+      }
+    }
+  }
+
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.chatID != 0 {
+      try visitor.visitSingularUInt64Field(value: self.chatID, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  static func ==(lhs: Courier_V1_LeaveChat, rhs: Courier_V1_LeaveChat) -> Bool {
+    if lhs.chatID != rhs.chatID {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
