@@ -58,6 +58,8 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Messages per second per device.") var rate = 0.1
     @Option(help: "Cap on the fleet's total messages per second.") var totalRate: Double?
     @Option(help: "Bytes of text per message.") var messageBytes = 100
+    @Option(help: "Percent of sends that edit or delete (half each) the device's newest own message in the chat instead; the oracle judges them as messages.")
+    var changes = 0.0
     @Option(help: "Seconds of sending (default 30, unless --messages is given).") var duration: Double?
     @Option(help: "Stop after this many messages instead of after a duration.") var messages: Int?
     @Option(help: "Seconds over which devices start, evenly.") var rampUp = 5.0
@@ -94,6 +96,7 @@ struct Run: AsyncParsableCommand {
         try check(rate > 0 && rate <= 10_000, "--rate must be above 0 and at most 10000")
         try check(totalRate.map { $0 > 0 } ?? true, "--total-rate must be above 0")
         try check((1...8000).contains(messageBytes), "--message-bytes must be 1-8000")
+        try check((0...100).contains(changes), "--changes must be 0-100")
         try check(duration.map { $0 > 0 && $0 <= 86_400 } ?? true, "--duration must be above 0 and at most 86400")
         try check(messages.map { $0 > 0 } ?? true, "--messages must be above 0")
         try check(!(duration != nil && messages != nil), "give --duration or --messages, not both")
@@ -154,6 +157,7 @@ struct Run: AsyncParsableCommand {
         )
         settings.sendersPerChat = sendersPerChat
         settings.warmupSeconds = warmup > 0 ? warmup : nil
+        settings.changePercent = changes > 0 ? changes : nil
         let nodes = try self.nodes
         var options = Fleet.Options(
             settings: settings, serverHost: nodes[0].host, coapPort: nodes[0].coapPort, pushPort: nodes[0].pushPort,

@@ -210,6 +210,7 @@ public struct Fleet: Sendable {
             timeline: timeline, verdict: oracle.verdict()
         )
         report.devicesNotStarted = stats.devicesNotStarted
+        if (settings.changePercent ?? 0) > 0 { report.changesSent = stats.changesSent }
         return report
     }
 
@@ -302,6 +303,7 @@ final class FleetStatistics: Sendable {
         var reconnects = 0
         var injectedDisconnects = 0
         var inFlight = 0
+        var changesSent = 0
         var responseCodes: [String: Int] = [:]
         var transportFailures: [String: Int] = [:]
         var devicesNotStarted = 0
@@ -332,6 +334,8 @@ final class FleetStatistics: Sendable {
     func sessionClosed() { state.withLock { $0.connected -= 1 } }
     func disconnectInjected() { state.withLock { $0.injectedDisconnects += 1 } }
     func sendStarted() { state.withLock { $0.inFlight += 1 } }
+    func changeSent() { state.withLock { $0.changesSent += 1 } }
+    var changesSent: Int { state.withLock { $0.changesSent } }
     func sendEnded() { state.withLock { $0.inFlight -= 1 } }
     func answered(_ code: String) { state.withLock { $0.responseCodes[code, default: 0] += 1 } }
 

@@ -60,7 +60,7 @@ extension ReportRendering {
             Fact("started", report.startedAt.formatted(timestampStyle)),
             Fact("sending", "\(compact(report.sendingSeconds)) s"),
             Fact("settling", "\(compact(report.settleSeconds)) s"),
-        ]
+        ] + (report.changesSent.map { [Fact("changes sent", "\($0) edits and deletes")] } ?? [])
     }
 
     static func settingsFacts(_ settings: SimulationReport.Settings) -> [Fact] {
@@ -83,6 +83,7 @@ extension ReportRendering {
         facts.append(Fact("ramp-up", "\(compact(settings.rampUpSeconds)) s"))
         if let warmup = settings.warmupSeconds { facts.append(Fact("untimed warm-up", "\(compact(warmup)) s")) }
         if let senders = settings.sendersPerChat { facts.append(Fact("senders per chat", "\(senders)")) }
+        if let changes = settings.changePercent { facts.append(Fact("changes", "\(compact(changes))% of sends edit or delete an own message")) }
         facts.append(Fact("window", "\(settings.window)"))
         if !settings.faults.isEmpty {
             facts.append(Fact("faults", faultsDescription(settings.faults)))

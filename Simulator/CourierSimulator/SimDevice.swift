@@ -29,6 +29,8 @@ final class SimDevice: Sendable {
     }
 
     private let runtime = Mutex(Runtime())
+    /// What the device holds: its cursors, and the sequence of its newest own message per chat.
+    private let store: SimDeviceStore
 
     init(
         index: Int, plan: FleetPlan, settings: SimulationReport.Settings, servers: [SocketAddress], push: [Fleet.Node],
@@ -44,6 +46,7 @@ final class SimDevice: Sendable {
         self.stats = stats
         self.counters = counters
         self.seed = seed
+        store = SimDeviceStore(device: index, plan: plan, oracle: oracle)
     }
 
     private var device: FleetPlan.Device { plan.devices[index] }
@@ -92,7 +95,7 @@ final class SimDevice: Sendable {
                 break
             }
         }
-        let push = PushClient(configuration: pushConfiguration, store: SimDeviceStore(device: index, plan: plan, oracle: oracle))
+        let push = PushClient(configuration: pushConfiguration, store: store)
         let pushTask = Task { await push.run() }
         let stillRunning = runtime.withLock { runtime in
             runtime.endpoint = endpoint
@@ -147,6 +150,7 @@ final class SimDevice: Sendable {
         var laneIndex = 0
         let chats = device.chats
         let padding = settings.messageBytes
+        let changeFraction = (settings.changePercent ?? 0) / 100
         while !Task.isCancelled {
             do { try await clock.sleep(until: next) } catch { return }
             let now = clock.now
@@ -158,10 +162,17 @@ final class SimDevice: Sendable {
             // slow answer sends late, and that wait is part of the latency (open loop).
             guard let (number, clientMessageID) = oracle.willSend(.init(chat: chat, senderDevice: index, lane: lane, laneIndex: laneIndex, sentAt: min(next, now))) else { return }
             laneIndex += 1
-            let message = SendMessage(
+            var message = SendMessage(
                 clientMessageID: clientMessageID, chatID: plan.chatIDs[chat],
                 text: Self.text(clientMessageID, bytes: padding), clientSentAtMs: Int64(Date().timeIntervalSince1970 * 1000)
             )
+            // Some sends change the device's newest own message here instead (once one arrived).
+            if changeFraction > 0, Double.random(in: 0..<1, using: &generator) < changeFraction, let target = store.newestOwn(chatID: message.chatID) {
+                let delete = generator.next() % 2 == 0
+                message.change = delete ? .delete(sequence: target) : .edit(sequence: target)
+                if delete { message.text = "" }
+                stats.changeSent()
+            }
             stats.sendStarted()
             defer { stats.sendEnded() }
             let outcome: ReliableSender.Outcome
@@ -215,6 +226,8 @@ final class SimDeviceStore: PushStore {
     private let plan: FleetPlan
     private let oracle: DeliveryOracle
     private let held = Mutex<[UInt64: UInt64]>([:])
+    /// Per chat: the sequence of the newest message this device sent (not a change).
+    private let ownNewest = Mutex<[UInt64: UInt64]>([:])
 
     init(device: Int, plan: FleetPlan, oracle: DeliveryOracle) {
         self.device = device
@@ -231,10 +244,21 @@ final class SimDeviceStore: PushStore {
         held.withLock { held in
             for message in messages { held[message.chatID] = max(held[message.chatID] ?? 0, message.chatSequence) }
         }
+        let own = plan.devices[device].deviceID
+        ownNewest.withLock { newest in
+            for message in messages where message.senderDeviceID == own && message.change == nil {
+                newest[message.chatID] = max(newest[message.chatID] ?? 0, message.chatSequence)
+            }
+        }
         for message in messages {
             oracle.arrived(device: device, chat: plan.chatIndex[message.chatID] ?? -1, sequence: message.chatSequence, clientMessageID: message.clientMessageID, at: now)
         }
     }
 
     func delivered(_ receipt: DeliveryReceipt) async {}
+
+    /// The sequence of the newest message this device sent into the chat, once it arrived back.
+    func newestOwn(chatID: UInt64) -> UInt64? {
+        ownNewest.withLock { $0[chatID] }
+    }
 }

@@ -26,6 +26,10 @@ public struct SimulationReport: Codable, Sendable, Equatable {
         /// Messages sent in the first this many seconds are judged but not timed (the fleet
         /// is still connecting); nil or 0: all are timed.
         public var warmupSeconds: Double?
+        /// Percent of sends that edit or delete (half each) the device's newest own message in
+        /// the chat instead of sending a new one; nil or 0: none. The oracle judges a change as
+        /// it judges a message (each reaches every member device once, in order).
+        public var changePercent: Double?
 
         public var devices: Int { users * devicesPerUser }
 
@@ -192,6 +196,8 @@ public struct SimulationReport: Codable, Sendable, Equatable {
     public var responseCodes: [String: Int]
     public var transportFailures: [String: Int]
     public var retransmissions: Int
+    /// Edits and deletes among `sent` (see `Settings.changePercent`).
+    public var changesSent: Int?
     /// Push sessions opened again after the first, and sessions the simulator dropped on purpose.
     public var reconnects: Int
     public var injectedDisconnects: Int

@@ -35,6 +35,32 @@ final class SimulatorEndToEndTests: XCTestCase {
         }
     }
 
+    /// Edits and deletes are entries of a chat's order like messages: a fleet that mixes them
+    /// in is judged by the same oracle, and the server carries them out.
+    func testAFleetWithEditsAndDeletesMixedInPassesItsOracle() async throws {
+        try await withServer { server in
+            let run = try await Self.simulate(server, [
+                "--users", "40", "--devices-per-user", "2", "--members", "4", "--rate", "2", "--duration", "6",
+                "--ramp-up", "1", "--changes", "30", "--seed", "20261205", "--prefix", "edits",
+            ])
+            XCTAssertEqual(run.status, 0, run.table)
+            XCTAssertTrue(run.table.contains("verdict: PASS"), run.verdictSummary)
+            XCTAssertGreaterThan(run.count("changes_sent"), 30, "about 30% of some 900 sends, once each device's first message is back\n\(run.table)")
+            XCTAssertEqual(run.answers("4.03"), 0, "a device only changes its own messages")
+            XCTAssertEqual(run.answers("4.04"), 0, "and only messages the chat holds")
+            var changes = 0, deleted = 0, edited = 0
+            for chat in (try await server.admin(["chat", "list"])["chats"] as! [[String: Any]]) {
+                let history = try await server.admin(["chat", "history", "\(chat["id"]!)", "--limit", "100000"])["messages"] as! [[String: Any]]
+                changes += history.count { $0["change"] != nil }
+                deleted += history.count { $0["deleted"] as? Bool == true }
+                edited += history.count { $0["edited_at_ms"] != nil && $0["deleted"] == nil }
+            }
+            XCTAssertEqual(changes, run.count("changes_sent"), "every change acknowledged is stored once")
+            XCTAssertGreaterThan(deleted, 0)
+            XCTAssertGreaterThan(edited, 0)
+        }
+    }
+
     /// 20 devices (10 users with 2 each, 2 chats of 5 users) for 4 s against a server started
     /// with a test fault; returns the run, the oracle's findings that start with `finding`,
     /// and the server's log.
