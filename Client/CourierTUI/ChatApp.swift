@@ -514,7 +514,8 @@ public final class ChatApp: @unchecked Sendable {
             let time = Self.clock(line.sentAtMs)
             let name = line.senderUserID == me ? "you" : names[line.senderUserID]
             if name == nil { askForNames(chatID) }
-            let who = (name ?? "user \(line.senderUserID)") + (line.senderUserID != me && online.contains(line.senderUserID) ? " ●" : "")
+            // Online people carry a dot before their name ("● alice: ...").
+            let who = (line.senderUserID != me && online.contains(line.senderUserID) ? "● " : "") + (name ?? "user \(line.senderUserID)")
             let (mark, attributes) = self.mark(line.own)
             let text: String
             var lineAttributes = attributes

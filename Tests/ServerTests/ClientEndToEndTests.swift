@@ -128,6 +128,81 @@ final class ClientEndToEndTests: XCTestCase {
         }
     }
 
+    /// Two people on two screens: names, presence, an edit, a delete, a rename, a mention that
+    /// rings the bell and a name completed with Tab, and the day the messages were written.
+    func testTwoScreensShowNamesPresenceEditsDeletesRenamesAndAMentionRingsTheBell() async throws {
+        let tmux = try Tmux()
+        defer { tmux.kill() }
+        try await withServer { server in
+            let alice = try await server.account("alice")
+            let bob = try await server.account("bob")
+            _ = try await server.chat("general", members: ["alice", "bob"])
+            let aliceUser = User("alice")
+            let bobUser = User("bob")
+            try await aliceUser.login(server, token: alice.token)
+            try await bobUser.login(server, token: bob.token)
+
+            // Each in a window of their own, so the bell flag says whose terminal rang.
+            try await tmux.start(width: 100, height: 30)
+            try await tmux.newWindow("alice", command: "env LANG=C.UTF-8 \(Self.courier) chat --bell mentions \(aliceUser.arguments.joined(separator: " "))")
+            try await tmux.newWindow("bob", command: "env LANG=C.UTF-8 \(Self.courier) chat --bell off \(bobUser.arguments.joined(separator: " "))")
+            try await tmux.waitFor(pane: ":alice.0") { $0.contains("connected") && $0.contains("general") }
+            try await tmux.waitFor(pane: ":bob.0") { $0.contains("connected") && $0.contains("general") }
+
+            // Presence: each sees the other online (in the chat's header and before the name).
+            try await tmux.waitFor(pane: ":bob.0") { $0.contains("online: alice") }
+            try await tmux.type("lunch at noon?", enter: true, pane: ":alice.0")
+            let named = try await tmux.waitFor(pane: ":bob.0") { $0.contains("● alice: lunch at noon?") }
+            XCTAssertFalse(named.contains("user \(alice.userID)"), named)
+            let weekday = DateFormatter()
+            weekday.dateFormat = "EEEE"
+            XCTAssertTrue(named.contains("─ \(weekday.string(from: Date())) "), "a day separator heads the day's messages: \(named)")
+
+            // A message that does not mention alice, in the chat she is looking at: no bell.
+            try await tmux.type("sounds good", enter: true, pane: ":bob.0")
+            try await tmux.waitFor(pane: ":alice.0") { $0.contains("bob: sounds good") }
+            let rangEarly = try await tmux.bellRang(window: "alice")
+            XCTAssertFalse(rangEarly, "no bell for a message in the chat on screen that does not mention alice")
+
+            // Bob types "@al", Tab completes the name; the mention rings alice's bell.
+            try await tmux.type("@al", enter: false, pane: ":bob.0")
+            try await tmux.key("Tab", pane: ":bob.0")
+            try await tmux.waitFor(pane: ":bob.0") { $0.contains("> @alice") }
+            try await tmux.type("see you there", enter: true, pane: ":bob.0")
+            try await tmux.waitFor(pane: ":alice.0") { $0.contains("bob: @alice see you there") }
+            let deadline = Date().addingTimeInterval(10)
+            var rang = false
+            while !rang && Date() < deadline {
+                rang = try await tmux.bellRang(window: "alice")
+                if !rang { try await Task.sleep(for: .milliseconds(200)) }
+            }
+            XCTAssertTrue(rang, "the mention rang alice's bell")
+
+            // Alice edits her message: both screens show the new text, marked.
+            try await tmux.type("/edit lunch at one?", enter: true, pane: ":alice.0")
+            try await tmux.waitFor(pane: ":bob.0") { $0.contains("alice: lunch at one? (edited)") && !$0.contains("lunch at noon") }
+            try await tmux.waitFor(pane: ":alice.0") { $0.contains("you: lunch at one? (edited)") }
+
+            // Bob deletes his: it shows as deleted on both.
+            try await tmux.type("/delete", enter: true, pane: ":bob.0")
+            try await tmux.waitFor(pane: ":alice.0") { $0.contains("bob: (deleted)") && !$0.contains("see you there") }
+            try await tmux.waitFor(pane: ":bob.0") { $0.contains("you: (deleted)") }
+
+            // Bob renames the chat: both chat lists show the new name, and alice sees who did it.
+            try await tmux.type("/rename Lunch plans", enter: true, pane: ":bob.0")
+            try await tmux.waitFor(pane: ":alice.0") { $0.contains("bob renamed the chat to “Lunch plans”") && $0.contains("# Lunch plans") }
+            try await tmux.waitFor(pane: ":bob.0") { $0.contains("# Lunch plans") }
+
+            let history = try await server.history("general").map(\.text)
+            XCTAssertEqual(history, ["lunch at one?", "sounds good", "", "lunch at one?", "", "Lunch plans"],
+                           "the server holds the messages as they are now, and the changes as entries")
+
+            // Alice leaves the screen: bob's header no longer lists her.
+            try await tmux.type("/quit", enter: true, pane: ":alice.0")
+            try await tmux.waitFor(pane: ":bob.0") { !$0.contains("online: alice") }
+        }
+    }
+
     /// PgUp past the local cache (2,000 messages a chat) pages older messages from the server's
     /// history: with 3,000 in a chat, the first one is reached.
     func testPageUpPastTheLocalCacheReachesTheFirstMessageFromTheServer() async throws {
@@ -209,9 +284,30 @@ final class Tmux: @unchecked Sendable {
         try await run(["split-window", "-t", "main", "-v", command])
     }
 
+    /// A pane of the first window ("0", "1"), or of another (":bob.0").
+    static func target(_ pane: String) -> String {
+        pane.hasPrefix(":") ? "main\(pane)" : "main.\(pane)"
+    }
+
     func type(_ text: String, enter: Bool, pane: String) async throws {
-        try await run(["send-keys", "-t", "main.\(pane)", "-l", text])
-        if enter { try await run(["send-keys", "-t", "main.\(pane)", "Enter"]) }
+        try await run(["send-keys", "-t", Self.target(pane), "-l", text])
+        if enter { try await run(["send-keys", "-t", Self.target(pane), "Enter"]) }
+    }
+
+    /// A key by its tmux name ("Tab", "Escape") to a pane.
+    func key(_ name: String, pane: String) async throws {
+        try await run(["send-keys", "-t", Self.target(pane), name])
+    }
+
+    /// A new window running `command`, named `name`.
+    func newWindow(_ name: String, command: String) async throws {
+        try await run(["new-window", "-d", "-t", "main", "-n", name, command])
+    }
+
+    /// Whether the window has rung the terminal bell (tmux's alert flag, kept while the
+    /// session has no client looking at it).
+    func bellRang(window: String) async throws -> Bool {
+        try await run(["display-message", "-p", "-t", "main:\(window)", "#{window_bell_flag}"]).trimmingCharacters(in: .whitespacesAndNewlines) == "1"
     }
 
     func resize(width: Int, height: Int) async throws {
@@ -219,7 +315,7 @@ final class Tmux: @unchecked Sendable {
     }
 
     func capture(pane: String) async throws -> String {
-        try await run(["capture-pane", "-p", "-t", "main.\(pane)"])
+        try await run(["capture-pane", "-p", "-t", Self.target(pane)])
     }
 
     /// Waits until the pane's text satisfies `condition`; returns that text.
