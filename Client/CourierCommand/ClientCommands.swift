@@ -173,7 +173,9 @@ struct Tail: AsyncParsableCommand {
             for line in (first ? Array(lines.suffix(last)) : lines) where !printed.contains(line.clientMessageID) {
                 printed.insert(line.clientMessageID)
                 // Unbuffered, so a pipe reader sees each line as it arrives.
-                FileHandleOutput.line("#\(line.sequence!) \(names[line.senderUserID] ?? "user \(line.senderUserID)"): \(line.text)")
+                let who = names[line.senderUserID] ?? "user \(line.senderUserID)"
+                FileHandleOutput.line(line.renamed ? "#\(line.sequence!) \(who) renamed the chat to “\(line.text)”"
+                    : "#\(line.sequence!) \(who): \(line.deleted ? "(deleted)" : line.text + (line.edited ? " (edited)" : ""))")
             }
             first = false
         }

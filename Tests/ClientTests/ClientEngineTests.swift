@@ -146,4 +146,34 @@ final class LocalStoreTests: XCTestCase {
         await store.delivered(DeliveryReceipt(chatID: 9, chatSequence: 2, serverMessageID: 102, clientMessageID: mine.clientMessageID))
         XCTAssertEqual(try store.lines(chatID: 9).last?.own, .delivered)
     }
+
+    func testChangesWaitInTheOutboxAcrossARestartAndAreAppliedInChatOrder() async throws {
+        let path = temporaryPath()
+        do {
+            let store = try LocalStore(path: path, userID: 1)
+            try store.enqueue(chatID: 9, text: "fixed", change: .edit(sequence: 1))
+        }
+        let store = try LocalStore(path: path, userID: 1)
+        let waiting = try XCTUnwrap(try store.nextToSend())
+        XCTAssertEqual(waiting.sendMessage.change, .edit(sequence: 1), "the outbox keeps the change, not only the text")
+        XCTAssertEqual(try store.lines(chatID: 9).count, 0, "a change waiting to be sent is not a line of its own")
+
+        func entry(_ sequence: UInt64, from user: UInt64, _ text: String, _ change: MessageChange? = nil) -> ChatMessage {
+            ChatMessage(serverMessageID: 100 + sequence, chatID: 9, chatSequence: sequence, senderUserID: user, senderDeviceID: user,
+                        clientMessageID: "c\(sequence)", text: text, clientSentAtMs: 1, acceptedAtMs: 1_000 + Int64(sequence), change: change)
+        }
+        try await store.store([
+            entry(1, from: 1, "fxed"), entry(2, from: 2, "theirs"), entry(3, from: 1, "fixed", .edit(sequence: 1)),
+            entry(4, from: 2, "", .delete(sequence: 2)), entry(5, from: 2, "again", .edit(sequence: 2)), entry(6, from: 2, "Lunch plans", .rename),
+        ])
+        let lines = try store.lines(chatID: 9)
+        XCTAssertEqual(lines.map(\.text), ["fixed", "", "Lunch plans"], "edits and deletes are applied, not shown; a rename is a line")
+        XCTAssertEqual(lines.map(\.edited), [true, false, false])
+        XCTAssertEqual(lines.map(\.deleted), [false, true, false], "an edit after the delete changes nothing")
+        XCTAssertEqual(lines.map(\.renamed), [false, false, true])
+        XCTAssertEqual(try store.chats().first { $0.id == 9 }?.name, "Lunch plans", "the chat list shows the display name")
+        XCTAssertEqual(try store.newestOwnMessage(chatID: 9)?.sequence, 1)
+        XCTAssertEqual(store.takeArrivals().map(\.text), ["theirs"], "the bell hears of others' messages, not of changes")
+        XCTAssertEqual(store.takeArrivals().count, 0, "once")
+    }
 }

@@ -72,3 +72,30 @@ final class TextWidthTests: XCTestCase {
         XCTAssertEqual(TextWidth.prefix("日本語", columns: 5), "日本")
     }
 }
+
+final class MentionTests: XCTestCase {
+    func testAMentionIsTheWholeNameAfterAnAt() {
+        XCTAssertTrue(Mentions.text("@alice see you", mentions: "alice"))
+        XCTAssertTrue(Mentions.text("see you, @Alice.", mentions: "alice"), "case and a full stop after the name")
+        XCTAssertFalse(Mentions.text("@alicia", mentions: "alice"), "a longer name is someone else")
+        XCTAssertFalse(Mentions.text("@al", mentions: "alice"))
+        XCTAssertFalse(Mentions.text("alice", mentions: "alice"), "no @, no mention")
+        XCTAssertTrue(Mentions.text("hi @bob-2 and @alice", mentions: "alice"))
+    }
+
+    func testTabCompletesTheNameBeingTyped() {
+        XCTAssertEqual(Mentions.completions(of: "al", among: ["bob", "alice", "alan", "Alba"]), ["Alba", "alan", "alice"])
+        XCTAssertEqual(Mentions.completions(of: "", among: ["bob"]), ["bob"])
+        let line = Array("hi @al")
+        XCTAssertEqual(Mentions.nameBeingTyped(in: line, cursor: line.count)?.prefix, "al")
+        XCTAssertEqual(Mentions.nameBeingTyped(in: line, cursor: line.count)?.start, 4)
+        XCTAssertNil(Mentions.nameBeingTyped(in: Array("mail a@b"), cursor: 8), "an @ inside a word is not a mention")
+        XCTAssertNil(Mentions.nameBeingTyped(in: Array("hello"), cursor: 5))
+
+        var editor = LineEditor()
+        for character in "hi @al" { editor.insert(character) }
+        editor.replaceBeforeCursor(from: 4, with: "alice ")
+        XCTAssertEqual(editor.line, "hi @alice ")
+        XCTAssertEqual(editor.cursor, 10)
+    }
+}

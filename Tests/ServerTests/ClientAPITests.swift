@@ -198,6 +198,40 @@ final class ClientAPITests: XCTestCase {
         }
     }
 
+    /// Leaving: the chat stops taking the leaver's messages and answering their reads, at once
+    /// (the live Chat actor is told); leaving twice is leaving once.
+    func testALeaverCanNoLongerSendOrReadAndLeavingTwiceIsLeavingOnce() async throws {
+        try await withServer { server in
+            let alice = try await server.account("alice")
+            let bob = try await server.account("bob")
+            let general = try await server.chat("general", members: ["alice", "bob"])
+            try await withClient { client in
+                let asBob = DeviceAPI(client: client, peer: server.peer, token: bob.token)
+                // Bob's send brings the Chat actor to life with him as a member.
+                let first = try await client.send(SendMessage(clientMessageID: "b1", chatID: general, text: "bye all", clientSentAtMs: 0), token: bob.token, to: server.peer)
+                XCTAssertEqual(first.code, .created)
+                let left = try await asBob.post("/v1/chats/leave", LeaveChat(chatID: general))
+                XCTAssertEqual(left.code, .changed)
+                let leftAgain = try await asBob.post("/v1/chats/leave", LeaveChat(chatID: general))
+                XCTAssertEqual(leftAgain.code, .changed, "leaving again: the same answer")
+                Self.refused(try await asBob.post("/v1/chats/leave", LeaveChat(chatID: 999_999)), .notFound, .notFound, "no such chat")
+
+                let after = try await client.send(SendMessage(clientMessageID: "b2", chatID: general, text: "one more", clientSentAtMs: 0), token: bob.token, to: server.peer)
+                XCTAssertEqual(after.code, .forbidden, "a leaver's send is refused at once")
+                Self.refused(try await asBob.post("/v1/history", HistoryRequest(chatID: general)), .forbidden, .forbidden, "a leaver's history")
+                let listed = try await asBob.chats().chats.map(\.chatID)
+                XCTAssertEqual(listed, [], "the chat is no longer in his list")
+
+                let asAlice = DeviceAPI(client: client, peer: server.peer, token: alice.token)
+                let members = try ChatMembers(serializedBytes: try await asAlice.post("/v1/chats/members", ChatMembersRequest(chatID: general)).payload)
+                XCTAssertEqual(members.members.map(\.name), ["alice"])
+                _ = try await server.waitForHistory("general", count: 1)
+                let history = try await server.history("general").map(\.clientMessageID)
+                XCTAssertEqual(history, ["b1"], "what he said before leaving stays")
+            }
+        }
+    }
+
     func testSearchFindsWordsOnlyInTheCallersChats() async throws {
         try await withServer { server in
             let alice = try await server.account("alice")

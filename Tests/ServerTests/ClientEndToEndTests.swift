@@ -74,17 +74,23 @@ final class ClientEndToEndTests: XCTestCase {
         }
     }
 
+    /// Alice and bob, in a chat "general", each logged in with a client state of their own.
+    static func aliceAndBobInGeneral(_ server: ServerProcess) async throws -> (alice: ServerProcess.Account, aliceUser: User, bobUser: User) {
+        let alice = try await server.account("alice")
+        let bob = try await server.account("bob")
+        _ = try await server.chat("general", members: ["alice", "bob"])
+        let aliceUser = User("alice")
+        let bobUser = User("bob")
+        try await aliceUser.login(server, token: alice.token)
+        try await bobUser.login(server, token: bob.token)
+        return (alice, aliceUser, bobUser)
+    }
+
     func testTheScreenSendsShowsDeliveryResizesAndQuitsLeavingTheTerminalSane() async throws {
         let tmux = try Tmux()
         defer { tmux.kill() }
         try await withServer { server in
-            let alice = try await server.account("alice")
-            let bob = try await server.account("bob")
-            _ = try await server.chat("general", members: ["alice", "bob"])
-            let aliceUser = User("alice")
-            let bobUser = User("bob")
-            try await aliceUser.login(server, token: alice.token)
-            try await bobUser.login(server, token: bob.token)
+            let (alice, aliceUser, bobUser) = try await Self.aliceAndBobInGeneral(server)
 
             try await tmux.start(width: 100, height: 30)
             try await tmux.type("env LANG=C.UTF-8 \(Self.courier) \(aliceUser.arguments.joined(separator: " "))", enter: true, pane: "0")
@@ -134,13 +140,7 @@ final class ClientEndToEndTests: XCTestCase {
         let tmux = try Tmux()
         defer { tmux.kill() }
         try await withServer { server in
-            let alice = try await server.account("alice")
-            let bob = try await server.account("bob")
-            _ = try await server.chat("general", members: ["alice", "bob"])
-            let aliceUser = User("alice")
-            let bobUser = User("bob")
-            try await aliceUser.login(server, token: alice.token)
-            try await bobUser.login(server, token: bob.token)
+            let (alice, aliceUser, bobUser) = try await Self.aliceAndBobInGeneral(server)
 
             // Each in a window of their own, so the bell flag says whose terminal rang.
             try await tmux.start(width: 100, height: 30)

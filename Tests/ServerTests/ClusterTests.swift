@@ -45,9 +45,25 @@ final class ClusterTests: XCTestCase {
                 XCTAssertEqual(try SendResult(serializedBytes: next.payload).chatSequence, 2, "the sequence goes on gapless on the other node")
                 let nul = try await client.send(SendMessage(clientMessageID: "m-3", chatID: chat, text: "a\u{0}b", clientSentAtMs: 0), token: ann.token, to: nodes[0].peer)
                 XCTAssertEqual(nul.code, .badRequest, "PostgreSQL cannot store NUL: a clear refusal, not a 5.03 for ever")
+
+                // An edit is an entry like a message: retried on the other node, applied once;
+                // another user's edit is refused.
+                let edit = SendMessage(clientMessageID: "e-1", chatID: chat, text: "hello, edited", clientSentAtMs: 0, change: .edit(sequence: 1))
+                var edits: [SendResult] = []
+                for node in [nodes[1], nodes[0]] {
+                    let response = try await client.send(edit, token: ann.token, to: node.peer)
+                    XCTAssertEqual(response.code, .created, String(decoding: response.payload, as: UTF8.self))
+                    edits.append(try SendResult(serializedBytes: response.payload))
+                }
+                XCTAssertEqual(edits.map(\.chatSequence), [3, 3])
+                let bob = try await nodes[0].account("bob")
+                try await nodes[0].admin(["chat", "add", "general", "bob"])
+                let foreign = try await client.send(SendMessage(clientMessageID: "b-1", chatID: chat, text: "mine now", clientSentAtMs: 0, change: .edit(sequence: 1)), token: bob.token, to: nodes[1].peer)
+                XCTAssertEqual(foreign.code, .forbidden)
             }
             let history = try await nodes[1].history("general")
-            XCTAssertEqual(history.map(\.clientMessageID), ["m-1", "m-2"])
+            XCTAssertEqual(history.map(\.clientMessageID), ["m-1", "m-2", "e-1"])
+            XCTAssertEqual(history.map(\.text), ["hello, edited", "next", "hello, edited"])
         }
     }
 

@@ -63,6 +63,7 @@ final class SQLiteStorageTests: XCTestCase {
     func testABatchNumbersOnlyNewMessagesAndFindsDuplicatesWithinItself() async throws { try await contract.aBatchNumbersOnlyNewMessagesAndFindsDuplicatesWithinItself() }
     func testSearchMatchesWholeWordsRanksAndRespectsMembership() async throws { try await contract.searchMatchesWholeWordsRanksAndRespectsMembership() }
     func testDeliveryCursorsOnlyMoveForward() async throws { try await contract.deliveryCursorsOnlyMoveForward() }
+    func testAMemberLeavesOnceAndPeersAreWhoShareAChat() async throws { try await contract.aMemberLeavesOnceAndPeersAreWhoShareAChat() }
     func testMembershipAndListings() async throws { try await contract.membershipAndListings() }
 
     func testASecondConnectionSeesWritesAndWritesBeside() async throws {

@@ -206,6 +206,29 @@ final class StorageContract {
         await XCTAssertThrowsAsync(try await self.storage.search(words: "   ", userID: nil, chatID: nil, limit: 10)) { guard case .invalid = $0 else { return XCTFail("\($0)") } }
     }
 
+    func aMemberLeavesOnceAndPeersAreWhoShareAChat() async throws {
+        let (ann, _, general) = try await member("ann")
+        let (bob, _, _) = try await member("bob", of: general)
+        let (cid, _, other) = try await member("cid")
+        try await storage.addMember(chatID: other.id, userID: bob.id)
+        let annPeers = try await storage.chatPeers(ofUser: ann.id, limit: 10)
+        XCTAssertEqual(annPeers, [bob.id])
+        let bobPeers = try await storage.chatPeers(ofUser: bob.id, limit: 10)
+        XCTAssertEqual(Set(bobPeers), [ann.id, cid.id], "each peer once, from every shared chat")
+        let bounded = try await storage.chatPeers(ofUser: bob.id, limit: 1)
+        XCTAssertEqual(bounded.count, 1)
+
+        let left = try await storage.removeMember(chatID: general.id, userID: bob.id)
+        XCTAssertTrue(left)
+        let again = try await storage.removeMember(chatID: general.id, userID: bob.id)
+        XCTAssertFalse(again, "leaving twice changes nothing")
+        await XCTAssertThrowsAsync(try await self.storage.removeMember(chatID: 999_999, userID: bob.id)) { XCTAssertEqual($0, .notFound("chat 999999")) }
+        let members = try await storage.members(ofChat: general.id)
+        XCTAssertEqual(members, [ann.id])
+        let peersAfter = try await storage.chatPeers(ofUser: ann.id, limit: 10)
+        XCTAssertEqual(peersAfter, [])
+    }
+
     func deliveryCursorsOnlyMoveForward() async throws {
         let (_, device, chat) = try await member("ann")
         let value23 = try await storage.deliveryCursor(deviceID: device.id, chatID: chat.id)

@@ -44,6 +44,9 @@ public struct ExternalProgram {
         process.standardError = stderr
         process.standardInput = FileHandle.nullDevice
         try process.run()
+        // The child has its copies of the write ends; ours would keep the pipes open.
+        try? stdout.fileHandleForWriting.close()
+        try? stderr.fileHandleForWriting.close()
         // Drain the pipes while the program runs, so a large output cannot block it; on dispatch
         // threads, since a blocking read on the cooperative pool (2 threads here) would stall
         // every other task of the test for as long as the program runs.
@@ -60,9 +63,16 @@ public struct ExternalProgram {
         return Output(status: process.terminationStatus, stdout: await out, stderr: String(decoding: await err, as: UTF8.self))
     }
 
+    /// Reads until the program closes its end, then closes ours: a pipe left to deinit stayed
+    /// open (900 of them after a full run), and every child the tests start inherited them,
+    /// until PostgreSQL refused to start ("insufficient file descriptors").
     private static func readToEnd(_ pipe: Pipe) async -> Data {
         await withCheckedContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(returning: pipe.fileHandleForReading.readDataToEndOfFile()) }
+            DispatchQueue.global().async {
+                let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                try? pipe.fileHandleForReading.close()
+                continuation.resume(returning: data)
+            }
         }
     }
 
@@ -95,8 +105,10 @@ public struct ExternalProgram {
         process.standardOutput = FileHandle.nullDevice
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("courier-peer-\(UUID().uuidString).log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-        process.standardError = try FileHandle(forWritingTo: log)
+        let logHandle = try FileHandle(forWritingTo: log)
+        process.standardError = logHandle
         try process.run()
+        try? logHandle.close()
         return process
     }
 }

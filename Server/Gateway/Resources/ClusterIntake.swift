@@ -48,15 +48,7 @@ public struct ClusterIntake: MessageSending {
         if message.change != nil {
             // A message's membership check is in its transaction; a change reads the message it
             // refers to first, which only a member may learn about.
-            let permitted: Bool
-            do {
-                permitted = try await chats.withEntity(message.chatID) { try await $0.permits(identity.userID) }
-            } catch StorageError.notFound {
-                throw Refusal(.notFound, .notFound, "no chat \(message.chatID)")
-            } catch {
-                throw Refusal.unavailable("membership check of chat \(message.chatID)", cause: error)
-            }
-            guard permitted else { throw Refusal(.forbidden, .forbidden, "not a member of chat \(message.chatID)") }
+            try await MessageIntake.requireMember(identity.userID, of: message.chatID, in: chats)
             try await MessageIntake.checkChange(message, by: identity.userID, in: storage)
         }
         let key = AcceptedMessages.Key(deviceID: identity.deviceID, clientMessageID: message.clientMessageID)

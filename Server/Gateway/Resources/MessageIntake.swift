@@ -36,15 +36,7 @@ public struct MessageIntake: MessageSending {
         let identity = try context.device()
         let message = try Self.message(context, maxTextBytes: maxTextBytes)
 
-        let permitted: Bool
-        do {
-            permitted = try await chats.withEntity(message.chatID) { try await $0.permits(identity.userID) }
-        } catch StorageError.notFound {
-            throw Refusal(.notFound, .notFound, "no chat \(message.chatID)")
-        } catch {
-            throw Refusal.unavailable("membership check of chat \(message.chatID)", cause: error)
-        }
-        guard permitted else { throw Refusal(.forbidden, .forbidden, "not a member of chat \(message.chatID)") }
+        try await Self.requireMember(identity.userID, of: message.chatID, in: chats)
         try await Self.checkChange(message, by: identity.userID, in: storage)
 
         let key = AcceptedMessages.Key(deviceID: identity.deviceID, clientMessageID: message.clientMessageID)
@@ -118,6 +110,19 @@ public struct MessageIntake: MessageSending {
             guard !message.text.isEmpty else { throw Refusal(.badRequest, .badRequest, "text is empty") }
         }
         return message
+    }
+
+    /// 4.04 for no such chat, 4.03 unless `userID` is a member (asked of the chat's actor).
+    static func requireMember(_ userID: UInt64, of chatID: UInt64, in chats: ShardRegion<ChatEntity>) async throws {
+        let permitted: Bool
+        do {
+            permitted = try await chats.withEntity(chatID) { try await $0.permits(userID) }
+        } catch StorageError.notFound {
+            throw Refusal(.notFound, .notFound, "no chat \(chatID)")
+        } catch {
+            throw Refusal.unavailable("membership check of chat \(chatID)", cause: error)
+        }
+        guard permitted else { throw Refusal(.forbidden, .forbidden, "not a member of chat \(chatID)") }
     }
 
     /// An edit or a delete must refer to a message (not a change) that the sender sent: 4.04
