@@ -28,6 +28,9 @@ public final class ClusterNode: Sendable {
     let writer: ChatStoreWriter
     let notifications: ClusterNotifications
     let receipts: DeliveryReceipts
+    /// Presence: this node's in the database, everyone's to the devices here.
+    let presence: PresenceRelay
+    let presenceDirectory: ClusterPresence
     /// The last messages of each chat, as receipts need them (from this node's commits and the
     /// others' news).
     let recent = RecentMessages()
@@ -77,6 +80,9 @@ public final class ClusterNode: Sendable {
         self.notifications = notifications
         let authenticator = TokenAuthenticator(storage: storage, cacheDuration: .seconds(configuration.tokenCacheSeconds))
         receipts = DeliveryReceipts(chats: chats, live: live, logger: logger) { notifications.publish($0) }
+        presenceDirectory = ClusterPresence(storage: storage, notifications: notifications, live: live, logger: logger)
+        presence = PresenceRelay(live: live, storage: storage, directory: presenceDirectory, logger: logger)
+        let presence = self.presence
         push = PushService(
             configuration: configuration.push, authenticator: authenticator, devices: devices, live: live, storage: storage,
             receipts: receipts, metrics: metrics, logger: logger
@@ -100,7 +106,7 @@ public final class ClusterNode: Sendable {
         gateway = GatewayService(
             configuration: configuration.gateway,
             resources: GatewayResources(intake: intake, authenticator: authenticator, configuration: configuration.gatewayResources, metrics: metrics, logger: logger,
-                                        online: { [live] in live.isOnline($0) }),
+                                        online: { await presence.online(among: $0) }),
             logger: logger,
             beforeBinding: {}
         )
@@ -120,8 +126,7 @@ public final class ClusterNode: Sendable {
 
     /// The services in start order; a graceful shutdown stops them in reverse (the gateway first).
     public var services: [any Service] {
-        // Presence is this node's: who has a session here (see the README's cluster section).
-        [ClusterUpkeep(node: self), PresenceService(relay: PresenceRelay(live: live, storage: storage, logger: logger)), ops, push, gateway]
+        [ClusterUpkeep(node: self), PresenceService(relay: presence, directory: presenceDirectory), ops, push, gateway]
     }
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully and closes the pool.
@@ -142,6 +147,7 @@ public final class ClusterNode: Sendable {
     /// the messages (the frames that came along at once, the rest read in their turn), and
     /// senders connected here get the receipts the acknowledgements complete.
     func heard(_ news: ClusterNews) async {
+        if !news.presenceChanged.isEmpty { presence.heardElsewhere(news.presenceChanged) }
         var toRead = news.chats.filter { $0.members == nil }.map(\.chatID)
         var acknowledgementsToCheck: [ClusterNews.Acknowledgement] = []
         for acknowledgement in news.acknowledgements where !(await receipts.acknowledgedElsewhere(acknowledgement, activating: false)) {

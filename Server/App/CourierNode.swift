@@ -82,7 +82,8 @@ public final class CourierNode: Sendable {
             configuration: configuration.push, authenticator: authenticator, devices: devices, live: live, storage: storage,
             receipts: DeliveryReceipts(chats: chats, live: live, logger: logger), metrics: metrics, logger: logger
         )
-        presence = PresenceRelay(live: live, storage: storage, logger: logger)
+        let presence = PresenceRelay(live: live, storage: storage, logger: logger)
+        self.presence = presence
         let intake = MessageIntake(
             log: log, storage: storage,
             chats: chats, accepted: accepted, dedupFilter: dedupFilter, ids: ids,
@@ -93,7 +94,7 @@ public final class CourierNode: Sendable {
         gateway = GatewayService(
             configuration: configuration.gateway,
             resources: GatewayResources(intake: intake, authenticator: authenticator, configuration: configuration.gatewayResources, metrics: metrics, logger: logger,
-                                        online: { [live] in live.isOnline($0) }),
+                                        online: { await presence.online(among: $0) }),
             logger: logger,
             beforeBinding: {
                 // A retry of a message still in the log but not stored must find it: open only
@@ -184,9 +185,16 @@ struct ConsumersService: Service {
 /// Presence news to connected devices, a round every few seconds.
 struct PresenceService: Service {
     let relay: PresenceRelay
+    /// A cluster node's rows of who is online, refreshed beside the relay.
+    var directory: ClusterPresence?
 
     func run() async throws {
-        await cancelWhenGracefulShutdown { await relay.run() }
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await relay.run() }
+                if let directory { group.addTask { await directory.run() } }
+            }
+        }
     }
 }
 

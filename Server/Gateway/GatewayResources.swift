@@ -27,17 +27,17 @@ public struct GatewayResources: CoAPRequestHandler {
     }
 
     /// Every resource: devices are named by `authenticator`, and send through `intake`;
-    /// `online` says whether a user has a live push session (member lists show it).
+    /// `online` says which users have a live push session (member lists show it).
     public init(
         intake: any MessageSending, authenticator: TokenAuthenticator, configuration: Configuration = Configuration(),
-        metrics: ServerMetrics? = nil, logger: Logger = Logger(label: "courier.gateway"), online: @escaping @Sendable (UInt64) -> Bool = { _ in false }
+        metrics: ServerMetrics? = nil, logger: Logger = Logger(label: "courier.gateway"), online: @escaping @Sendable ([UInt64]) async -> Set<UInt64> = { _ in [] }
     ) {
         self.init(devices: (intake, authenticator), configuration: configuration, metrics: metrics, logger: logger, online: online)
     }
 
     private init(
         devices: (intake: any MessageSending, authenticator: TokenAuthenticator)?, configuration: Configuration, metrics: ServerMetrics?, logger: Logger,
-        online: @escaping @Sendable (UInt64) -> Bool = { _ in false }
+        online: @escaping @Sendable ([UInt64]) async -> Set<UInt64> = { _ in [] }
     ) {
         var router = GatewayRouter(
             middleware: devices.map { devices in

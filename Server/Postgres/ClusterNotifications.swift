@@ -33,9 +33,11 @@ public final class ClusterNotifications: Sendable {
         var chats: [UInt64: ClusterNews.Chat] = [:]
         var frameBytes = 0
         var acknowledgements: [AcknowledgementKey: ClusterNews.Acknowledgement] = [:]
+        /// Bounded by the users with sessions on this node.
+        var presenceChanged: Set<UInt64> = []
         var sending = false
 
-        var isEmpty: Bool { chats.isEmpty && acknowledgements.isEmpty }
+        var isEmpty: Bool { chats.isEmpty && acknowledgements.isEmpty && presenceChanged.isEmpty }
 
         mutating func add(_ chat: ClusterNews.Chat) {
             var chat = chat
@@ -67,7 +69,8 @@ public final class ClusterNotifications: Sendable {
             defer { self = Pending(sending: true) }
             return ClusterNews(
                 chats: chats.values.sorted { $0.chatID < $1.chatID },
-                acknowledgements: acknowledgements.values.sorted { ($0.chatID, $0.deviceID) < ($1.chatID, $1.deviceID) }
+                acknowledgements: acknowledgements.values.sorted { ($0.chatID, $0.deviceID) < ($1.chatID, $1.deviceID) },
+                presenceChanged: presenceChanged.sorted()
             )
         }
     }
@@ -92,6 +95,11 @@ public final class ClusterNotifications: Sendable {
     /// while a NOTIFY is on its way.
     public func publish(_ chats: [ClusterNews.Chat]) {
         publish { pending in for chat in chats { pending.add(chat) } }
+    }
+
+    /// Tells the other nodes whose presence changed here. Returns at once.
+    public func publish(presenceChanged users: [UInt64]) {
+        publish { pending in pending.presenceChanged.formUnion(users) }
     }
 
     /// Tells the other nodes that devices' stored cursors moved. Returns at once.
@@ -165,6 +173,10 @@ public final class ClusterNotifications: Sendable {
             items.append(bytes)
         }
         for acknowledgement in news.acknowledgements { items.append(ClusterNews(acknowledgements: [acknowledgement]).serializedBytes()) }
+        // Users in runs of 500 (at most 5,000 bytes each): an item never outgrows a payload.
+        for start in stride(from: 0, to: news.presenceChanged.count, by: 500) {
+            items.append(ClusterNews(presenceChanged: Array(news.presenceChanged[start..<min(start + 500, news.presenceChanged.count)])).serializedBytes())
+        }
         var payloads: [String] = []
         var current: [UInt8] = []
         for item in items {

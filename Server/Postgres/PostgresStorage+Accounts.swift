@@ -182,6 +182,44 @@ extension PostgresStorage {
             """, as: Int64.self).map(\.id)
     }
 
+    // MARK: - Presence across nodes
+
+    /// Records which users have a push session on `node`: those in `online` do (seen now), those
+    /// in `offline` no longer do. With `exactly`, `online` is the node's whole set and every other
+    /// row of the node goes (a node's start, and its periodic refresh); with `olderThan`, so do
+    /// every node's rows not refreshed for that long (nodes that died).
+    public func recordPresence(node: String, online: [UInt64], offline: [UInt64] = [], exactly: Bool = false, olderThan: Duration? = nil, now: Date = Date()) async throws(StorageError) {
+        let expired = olderThan.map { now.milliseconds - Int64($0.components.seconds * 1000) }
+        let ids = online.map(\.database)
+        let gone = offline.map(\.database)
+        try await transaction { connection in
+            if let expired {
+                try await connection.query("DELETE FROM online_users WHERE seen_at_ms < \(expired)", logger: self.logger)
+            }
+            if exactly {
+                try await connection.query("DELETE FROM online_users WHERE node = \(node) AND NOT (user_id = ANY(\(ids)::BIGINT[]))", logger: self.logger)
+            } else if !gone.isEmpty {
+                try await connection.query("DELETE FROM online_users WHERE node = \(node) AND user_id = ANY(\(gone)::BIGINT[])", logger: self.logger)
+            }
+            if !ids.isEmpty {
+                try await connection.query("""
+                    INSERT INTO online_users (user_id, node, seen_at_ms) SELECT unnest(\(ids)::BIGINT[]), \(node), \(now.milliseconds)
+                    ON CONFLICT (user_id, node) DO UPDATE SET seen_at_ms = excluded.seen_at_ms
+                    """, logger: self.logger)
+            }
+        }
+    }
+
+    /// Of `users`, those with a push session on some node that refreshed its rows within
+    /// `freshness`.
+    public func onlineUsers(among users: [UInt64], freshness: Duration, now: Date = Date()) async throws(StorageError) -> Set<UInt64> {
+        guard !users.isEmpty else { return [] }
+        let since = now.milliseconds - Int64(freshness.components.seconds * 1000)
+        return Set(try await readAll("""
+            SELECT DISTINCT user_id FROM online_users WHERE user_id = ANY(\(users.map(\.database))::BIGINT[]) AND seen_at_ms >= \(since)
+            """, as: Int64.self).map(\.id))
+    }
+
     /// Adds a member to an existing chat; adding one twice changes nothing.
     /// Returns whether the user was not a member before.
     @discardableResult

@@ -300,6 +300,18 @@ extension PostgresStorage {
             $$
             """,
         ]),
+        // Who has a push session on which node (presence across nodes): each node keeps its own
+        // rows and refreshes them; rows not refreshed for a while (a node that died) are ignored.
+        Migration(version: 5, name: "v5: online users by node", statements: [
+            """
+            CREATE TABLE online_users (
+                user_id BIGINT NOT NULL,
+                node TEXT NOT NULL,
+                seen_at_ms BIGINT NOT NULL,
+                PRIMARY KEY (user_id, node)
+            )
+            """,
+        ]),
     ]
 
     /// The newest schema this program knows.

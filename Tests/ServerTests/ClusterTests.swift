@@ -67,6 +67,37 @@ final class ClusterTests: XCTestCase {
         }
     }
 
+    /// Presence across nodes: ann, connected to node 0, hears bob come online on node 1 and go
+    /// offline, and node 0's member lists say where he is.
+    func testPresenceOnOneNodeReachesAMemberOnAnother() async throws {
+        try await withCluster(nodes: 2) { nodes in
+            let ann = try await nodes[0].account("ann")
+            let bob = try await nodes[0].account("bob")
+            let chat = try await nodes[0].chat("general", members: ["ann", "bob"])
+            func bobOnline() async throws -> Bool? {
+                try await withClient { client in
+                    let request = CoAPMessage.request(.post, path: "/v1/chats/members", query: ["t=\(ann.token)"], payload: ChatMembersRequest(chatID: chat).serializedBytes(), contentFormat: CoAPContentFormat.protobuf)
+                    let answer = try await client.request(request, to: nodes[0].peer)
+                    return try ChatMembers(serializedBytes: answer.payload).members.first { $0.userID == bob.userID }?.online
+                }
+            }
+            async let heard = PushTests.run(nodes[0], [.hello(Hello(token: ann.token, have: [], clientName: "websockets"))], listen: 12)
+            try await Task.sleep(for: .seconds(1))
+            async let bobSession = PushTests.run(nodes[1], [.hello(Hello(token: bob.token, have: [], clientName: "websockets"))], hold: 6)
+            try await Task.sleep(for: .seconds(3))
+            let whileConnected = try await bobOnline()
+            XCTAssertEqual(whileConnected, true, "node 0 knows bob is online on node 1")
+            _ = try await bobSession
+            let frames = try await heard.compactMap(PushTests.serverFrame).compactMap { frame -> Presence? in
+                if case .push(.presence(let presence)) = frame { presence } else { nil }
+            }
+            XCTAssertTrue(frames.contains { $0.onlineUserIDs.contains(bob.userID) }, "\(frames)")
+            XCTAssertTrue(frames.contains { $0.offlineUserIDs.contains(bob.userID) }, "\(frames)")
+            let afterwards = try await bobOnline()
+            XCTAssertEqual(afterwards, false)
+        }
+    }
+
     /// A device whose session begins on another node (it reconnected there) has its old
     /// session closed, saying why, and keeps the new one; what is sent afterwards reaches it.
     func testADeviceThatMovesToAnotherNodeHasItsOldSessionClosed() async throws {

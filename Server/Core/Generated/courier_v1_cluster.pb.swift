@@ -41,6 +41,10 @@ nonisolated struct Courier_V1_ClusterNews: Sendable {
 
   var acknowledgements: [Courier_V1_AcknowledgementNews] = []
 
+  /// Users whose first push session opened, or whose last one closed, on the
+  /// sending node. Receivers read who is online anywhere (`online_users`).
+  var presenceChanged: [UInt64] = []
+
   var unknownFields = SwiftProtobuf.UnknownStorage()
 
   init() {}
@@ -121,7 +125,7 @@ fileprivate nonisolated let _protobuf_package = "courier.v1"
 
 nonisolated extension Courier_V1_ClusterNews: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   static let protoMessageName: String = _protobuf_package + ".ClusterNews"
-  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}chats\0\u{1}acknowledgements\0")
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}chats\0\u{1}acknowledgements\0\u{3}presence_changed\0")
 
   mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -131,6 +135,7 @@ nonisolated extension Courier_V1_ClusterNews: SwiftProtobuf.Message, SwiftProtob
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.chats) }()
       case 2: try { try decoder.decodeRepeatedMessageField(value: &self.acknowledgements) }()
+      case 3: try { try decoder.decodeRepeatedUInt64Field(value: &self.presenceChanged) }()
       default: break
       }
     }
@@ -143,12 +148,16 @@ nonisolated extension Courier_V1_ClusterNews: SwiftProtobuf.Message, SwiftProtob
     if !self.acknowledgements.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.acknowledgements, fieldNumber: 2)
     }
+    if !self.presenceChanged.isEmpty {
+      try visitor.visitPackedUInt64Field(value: self.presenceChanged, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   static func ==(lhs: Courier_V1_ClusterNews, rhs: Courier_V1_ClusterNews) -> Bool {
     if lhs.chats != rhs.chats {return false}
     if lhs.acknowledgements != rhs.acknowledgements {return false}
+    if lhs.presenceChanged != rhs.presenceChanged {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -32,7 +32,8 @@ extension ClusterNews: WireMessage {
                 to: try check.id(acknowledgement.toSequence, "to_sequence")
             ))
         }
-        self.init(chats: chats, acknowledgements: acknowledgements)
+        for user in proto.presenceChanged { _ = try FieldCheck(type: "ClusterNews").id(user, "presence_changed") }
+        self.init(chats: chats, acknowledgements: acknowledgements, presenceChanged: proto.presenceChanged)
     }
 
     private static let schemaName = "ClusterNews"
@@ -62,6 +63,7 @@ extension ClusterNews: WireMessage {
                     $0.toSequence = acknowledgement.to
                 }
             }
+            $0.presenceChanged = presenceChanged
         }
     }
 }

@@ -50,11 +50,14 @@ public struct ClusterNews: Sendable, Hashable {
 
     public var chats: [Chat]
     public var acknowledgements: [Acknowledgement]
+    /// Users whose presence changed on the sending node (came online or went offline there).
+    public var presenceChanged: [UInt64]
 
-    public init(chats: [Chat] = [], acknowledgements: [Acknowledgement] = []) {
+    public init(chats: [Chat] = [], acknowledgements: [Acknowledgement] = [], presenceChanged: [UInt64] = []) {
         self.chats = chats
         self.acknowledgements = acknowledgements
+        self.presenceChanged = presenceChanged
     }
 
-    public var isEmpty: Bool { chats.isEmpty && acknowledgements.isEmpty }
+    public var isEmpty: Bool { chats.isEmpty && acknowledgements.isEmpty && presenceChanged.isEmpty }
 }

@@ -10,8 +10,8 @@ import CourierProtocol
 struct ChatsResource: Sendable {
     let storage: any ServerStorage
     let chats: ShardRegion<ChatEntity>
-    /// Whether a user has a live push session (for member lists).
-    let online: @Sendable (UInt64) -> Bool
+    /// Of these users, those with a live push session (for member lists).
+    let online: @Sendable ([UInt64]) async -> Set<UInt64>
 
     /// `GET /v1/chats[?after=CHAT_ID]`: a page of the caller's chats, in id order.
     func list(_ context: RequestContext) async throws -> CoAPMessage {
@@ -76,9 +76,12 @@ struct ChatsResource: Sendable {
         let identity = try context.device()
         let request = try context.body(ChatMembersRequest.self)
         try await storage.requireMember(identity.userID, of: request.chatID)
-        let users = try await storage.memberUsers(ofChat: request.chatID, limit: ChatMembers.maxMembers + 1)
+        let found = try await storage.memberUsers(ofChat: request.chatID, limit: ChatMembers.maxMembers + 1)
+        let users = found.prefix(ChatMembers.maxMembers)
+        let online = await online(users.map(\.id))
         let answer = ChatMembers(
-            chatID: request.chatID, members: users.prefix(ChatMembers.maxMembers).map { ChatMember(userID: $0.id, name: $0.name, online: online($0.id)) }, more: users.count > ChatMembers.maxMembers
+            chatID: request.chatID, members: users.map { ChatMember(userID: $0.id, name: $0.name, online: online.contains($0.id)) },
+            more: found.count > ChatMembers.maxMembers
         )
         return .response(.content, payload: answer.serializedBytes(), contentFormat: CoAPContentFormat.protobuf)
     }
