@@ -7,7 +7,7 @@ import Logging
 public struct GatewayResources: CoAPRequestHandler {
     /// `/.well-known/core` (RFC 6690): what a generic CoAP client can discover here. Kept short:
     /// anyone may ask, so the answer must not be much larger than the question (amplification).
-    static let linkFormat = "</v1/msg>,</v1/sync>"
+    static let linkFormat = "</v1/msg>"
 
     /// What the gateway's middleware and error answers are set to.
     public struct Configuration: Sendable {
@@ -62,7 +62,7 @@ public struct GatewayResources: CoAPRequestHandler {
             router.device(.post, "v1/chats/leave", chats.leave)
             router.device(.post, "v1/history", reading.history)
             router.device(.post, "v1/search", reading.search)
-            router.open(.post, "v1/login", LoginResource(storage: intake.storage).login)
+            router.open(.post, "v1/login", showsCredential: true, LoginResource(storage: intake.storage).login)
         }
         router.open(.get, "v1/health") { _ in .response(.content, payload: Array("ok".utf8), contentFormat: CoAPContentFormat.textPlain) }
         router.open(.get, ".well-known/core") { _ in .response(.content, payload: Array(Self.linkFormat.utf8), contentFormat: CoAPContentFormat.linkFormat) }

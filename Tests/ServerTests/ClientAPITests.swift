@@ -426,7 +426,11 @@ final class ClientAPITests: XCTestCase {
         XCTAssertEqual(response.code, code, what, file: file, line: line)
         let error = try? WireError(serializedBytes: response.payload)
         XCTAssertEqual(error?.code, wireCode, "\(what): \(String(decoding: response.payload, as: UTF8.self))", file: file, line: line)
-        XCTAssertFalse(error?.message.isEmpty ?? true, "\(what): the Error says what went wrong", file: file, line: line)
+        // A 4.01 answers an endpoint that showed no credential: its text goes when the answer would
+        // outgrow the request (amplification); the code is always there.
+        if wireCode != .unauthorized {
+            XCTAssertFalse(error?.message.isEmpty ?? true, "\(what): the Error says what went wrong", file: file, line: line)
+        }
     }
 }
 

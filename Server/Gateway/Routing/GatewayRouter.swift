@@ -1,5 +1,6 @@
 import CoAP
 import CourierCore
+import CourierProtocol
 import Logging
 
 /// The gateway's CoAP resources: each route is a method and a path with its handler. Device
@@ -11,6 +12,9 @@ struct GatewayRouter: CoAPRequestHandler {
 
     private struct Route: Sendable {
         var needsDevice: Bool
+        /// An open route whose success needs a credential of its own (an invite code): its
+        /// 2.xx answers go as they are.
+        var showsCredential = false
         var handler: Handler
     }
 
@@ -34,9 +38,10 @@ struct GatewayRouter: CoAPRequestHandler {
         add(method, path, Route(needsDevice: true, handler: handler))
     }
 
-    /// A route anyone may ask: no middleware.
-    mutating func open(_ method: CoAPCode, _ path: String, _ handler: @escaping Handler) {
-        add(method, path, Route(needsDevice: false, handler: handler))
+    /// A route anyone may ask: no middleware. `showsCredential`: it succeeds only for a
+    /// credential in the request itself, so its successes are not cut to the request's size.
+    mutating func open(_ method: CoAPCode, _ path: String, showsCredential: Bool = false, _ handler: @escaping Handler) {
+        add(method, path, Route(needsDevice: false, showsCredential: showsCredential, handler: handler))
     }
 
     private mutating func add(_ method: CoAPCode, _ path: String, _ route: Route) {
@@ -51,18 +56,42 @@ struct GatewayRouter: CoAPRequestHandler {
 
     private func answer(_ request: IncomingRequest) async -> CoAPMessage {
         // No diagnostic text on these two: the code says it, and an unauthenticated request
-        // must not draw a response much larger than itself.
+        // must not draw a response larger than itself.
         guard let methods = routes[request.message.uriPath] else { return .response(.notFound) }
         guard let route = methods[request.message.code] else { return .response(.methodNotAllowed) }
         var context = RequestContext(request: request)
+        let response: CoAPMessage
         do {
             if route.needsDevice {
                 for step in middleware { try await step.prepare(&context) }
             }
-            return try await route.handler(context)
+            response = try await route.handler(context)
         } catch {
-            return refusal(error, context).response
+            response = refusal(error, context).response
         }
+        // An endpoint that showed no credential gets no more bytes than it sent (a spoofed
+        // source must not turn the server into an amplifier): an Error body goes without its
+        // text first, then whole.
+        if context.identity != nil || (route.showsCredential && response.code.isSuccess) { return response }
+        return Self.within(request.message, response)
+    }
+
+    /// `response` cut to the size of `request`: the Error body's text dropped, then the body.
+    static func within(_ request: CoAPMessage, _ response: CoAPMessage) -> CoAPMessage {
+        let limit = request.encode().count
+        var answer = response
+        answer.token = request.token
+        guard answer.encode().count > limit else { return response }
+        if let error = try? WireError(serializedBytes: response.payload), !error.message.isEmpty {
+            var terse = error
+            terse.message = ""
+            answer.payload = terse.serializedBytes()
+            if answer.encode().count <= limit {
+                answer.token = response.token
+                return answer
+            }
+        }
+        return response.fitting(within: limit, token: request.token)
     }
 
     /// The one place an error becomes an answer; what the device cannot act on is logged.

@@ -182,9 +182,9 @@ struct BlockwiseServer {
     }
 
     private func tooLarge(answering request: CoAPMessage) -> CoAPMessage {
-        var message = Self.error(.requestEntityTooLarge, "body larger than \(maxBodySize) bytes", answering: request)
+        var message = CoAPMessage(type: .acknowledgement, code: .requestEntityTooLarge, messageID: 0, payload: Array("body larger than \(maxBodySize) bytes".utf8))
         message.setUIntOption(.size1, UInt32(clamping: maxBodySize))
-        return message
+        return message.fitting(within: request.encode().count, token: request.token)
     }
 
     /// An answer of the block layer's own. Anyone may draw one with no credentials, so, as in the

@@ -85,3 +85,23 @@ public struct CoAPMessage: Sendable, Hashable {
         options.removeAll { $0.number == number }
     }
 }
+
+extension CoAPMessage {
+    /// This answer cut to at most `limit` bytes when sent with `token`: the payload is cut (and,
+    /// once empty, its Content-Format goes), then Size1, which is advice only. An answer to an
+    /// endpoint that has shown no credential is kept within the request's own size, so that a
+    /// spoofed source cannot use the server to amplify traffic (RFC 7252 §11.3).
+    public func fitting(within limit: Int, token: [UInt8]) -> CoAPMessage {
+        var answer = self
+        // Measured as it will be sent: the endpoint gives the answer the request's token.
+        answer.token = token
+        let size = answer.encode().count
+        if size > limit {
+            answer.payload = Array(answer.payload.prefix(max(0, answer.payload.count - (size - limit))))
+            if answer.payload.isEmpty { answer.removeOption(.contentFormat) }
+            if answer.encode().count > limit { answer.removeOption(.size1) }
+        }
+        answer.token = token
+        return answer
+    }
+}

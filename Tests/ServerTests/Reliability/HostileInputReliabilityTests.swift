@@ -107,12 +107,12 @@ final class HostileInputReliabilityTests: ReliabilityTestCase {
         }
     }
 
-    /// RFC 7252 §11.3: a response to an endpoint that never proved itself must not be much larger
+    /// RFC 7252 §11.3: a response to an endpoint that never proved itself must not be larger
     /// than the request, or a spoofed source turns the server into an amplifier. The rule here:
-    /// at most twice the request's bytes.
-    static let amplificationLimit = 2.0
+    /// no more bytes than the request (a 4.01 once reached 1.82x; libcoap's example server 7.52x).
+    static let amplificationLimit = 1.0
 
-    func testNoResponseToAnUnverifiedEndpointIsMuchLargerThanItsRequest() async throws {
+    func testNoResponseToAnUnverifiedEndpointIsLargerThanItsRequest() async throws {
         fault = "requests from an address that never sent a valid token"
         try await withServer { server in
             let alice = try await server.account("alice")
