@@ -30,6 +30,8 @@ extension ServerConfiguration {
         push.heartbeatInterval = .seconds(heartbeatSeconds)
         push.maxFrameBytes = maxFrameBytes
         push.maxSessions = maxPushSessions
+        push.maxStrangers = maxPushStrangers
+        push.helloTimeout = .seconds(helloSeconds)
         push.maxOutboundBytes = maxOutboundBytes
         push.slowReaderTimeout = .seconds(slowReaderSeconds)
         return push

@@ -27,6 +27,12 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     public var maxFrameBytes = 64 * 1024
     /// Open push sessions; one more is closed at once with 1013 (try again later).
     public var maxPushSessions = 50_000
+    /// Push connections not yet authenticated (before the upgrade or Hello); at the bound the
+    /// oldest is closed. Much smaller than `maxPushSessions`, so strangers cannot fill it.
+    public var maxPushStrangers = 1_000
+    /// A push connection that has not shown a valid token (Hello) this long after it was
+    /// accepted is closed.
+    public var helloSeconds = 10
     /// A push left unacknowledged this long is sent again.
     public var ackTimeoutSeconds = 10
     /// A push session whose outbound frames have not moved for this long is closed.
@@ -73,7 +79,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
 
     public enum CodingKeys: String, CodingKey, CaseIterable {
         case dataDirectory, coapHost, coapPort, coapChannels, httpHost, httpPort, pushHost, pushPort, allowedOrigins
-        case heartbeatSeconds, maxFrameBytes, maxPushSessions, ackTimeoutSeconds, slowReaderSeconds, maxOutboundBytes, maxUnackedPerChat, nodeID, logLevel
+        case heartbeatSeconds, maxFrameBytes, maxPushSessions, maxPushStrangers, helloSeconds, ackTimeoutSeconds, slowReaderSeconds, maxOutboundBytes, maxUnackedPerChat, nodeID, logLevel
         case partitions, maxQueuedAppends, maxPendingMessages, maxConcurrentRequests, deviceRatePerSecond, deviceBurst, coapDedupCapacity, maxTextBytes
         case entityIdleSeconds, maxEntitiesPerShard, tokenCacheSeconds, retentionHours, unsafeNoSync, postgres
     }
@@ -97,6 +103,8 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         heartbeatSeconds = try value(.heartbeatSeconds, defaults.heartbeatSeconds)
         maxFrameBytes = try value(.maxFrameBytes, defaults.maxFrameBytes)
         maxPushSessions = try value(.maxPushSessions, defaults.maxPushSessions)
+        maxPushStrangers = try value(.maxPushStrangers, defaults.maxPushStrangers)
+        helloSeconds = try value(.helloSeconds, defaults.helloSeconds)
         ackTimeoutSeconds = try value(.ackTimeoutSeconds, defaults.ackTimeoutSeconds)
         slowReaderSeconds = try value(.slowReaderSeconds, defaults.slowReaderSeconds)
         maxOutboundBytes = try value(.maxOutboundBytes, defaults.maxOutboundBytes)
@@ -157,6 +165,8 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             case .heartbeatSeconds: heartbeatSeconds = try int()
             case .maxFrameBytes: maxFrameBytes = try int()
             case .maxPushSessions: maxPushSessions = try int()
+            case .maxPushStrangers: maxPushStrangers = try int()
+            case .helloSeconds: helloSeconds = try int()
             case .ackTimeoutSeconds: ackTimeoutSeconds = try int()
             case .slowReaderSeconds: slowReaderSeconds = try int()
             case .maxOutboundBytes: maxOutboundBytes = try int()
@@ -193,6 +203,8 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         try check((1...3600).contains(heartbeatSeconds), "heartbeatSeconds must be 1-3600")
         try check((1024...16 * 1024 * 1024).contains(maxFrameBytes), "maxFrameBytes must be 1 KiB-16 MiB")
         try check(maxPushSessions >= 1, "maxPushSessions must be at least 1")
+        try check(maxPushStrangers >= 1, "maxPushStrangers must be at least 1")
+        try check((1...300).contains(helloSeconds), "helloSeconds must be 1-300")
         try check((1...3600).contains(ackTimeoutSeconds), "ackTimeoutSeconds must be 1-3600")
         try check((1...3600).contains(slowReaderSeconds), "slowReaderSeconds must be 1-3600")
         try check((16 * 1024...64 * 1024 * 1024).contains(maxOutboundBytes), "maxOutboundBytes must be 16 KiB-64 MiB")

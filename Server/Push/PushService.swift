@@ -26,6 +26,10 @@ public final class PushService: Service, Sendable {
         public var helloTimeout: Duration = .seconds(10)
         /// Open sessions; one more is closed at once with 1013 (try again later).
         public var maxSessions = 50_000
+        /// Connections that have not yet shown a valid token (before the upgrade, or before
+        /// Hello); at the bound the oldest is closed to make room. Each is closed at the
+        /// hello deadline (`helloTimeout`, counted from the TCP accept) if still a stranger.
+        public var maxStrangers = 1_000
         /// Bytes of frames queued for one session's writer; pushes wait beyond it.
         public var maxOutboundBytes = 256 * 1024
         /// A session whose queued frames have not moved for this long is closed (the reader
@@ -54,6 +58,7 @@ public final class PushService: Service, Sendable {
     private let boundPort = NIOLockedValueBox<Int?>(nil)
     private let openSessions = NIOLockedValueBox(0)
     let watchdog = SessionWatchdog()
+    let strangers: Strangers
 
     package init(
         configuration: Configuration, authenticator: TokenAuthenticator, devices: ShardRegion<DeviceEntity>, live: LiveDevices,
@@ -65,8 +70,10 @@ public final class PushService: Service, Sendable {
         self.live = live
         self.storage = storage
         cursors = DeliveryCursorWriter(storage: storage, receipts: receipts, logger: logger)
+        strangers = Strangers(bound: configuration.maxStrangers)
         self.metrics = metrics
         self.logger = logger
+        metrics.onScrape { [strangers] in metrics.recordPushStrangers(strangers.count) }
     }
 
     public var port: Int? { boundPort.withLockedValue { $0 } }
@@ -75,8 +82,11 @@ public final class PushService: Service, Sendable {
         instantiatePipelineTypes()
         let server: NIOAsyncChannel<EventLoopFuture<Upgrade>, Never> = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // A fleet reconnects at once after a restart; the default 256 overflows, and the
+            // kernel then drops connections the devices believe open.
+            .serverChannelOption(.backlog, value: 4096)
             .bind(host: configuration.host, port: configuration.port) { channel in
-                self.configurePipeline(channel)
+                self.configurePipeline(channel, stranger: self.admitStranger(channel))
             }
         boundPort.withLockedValue { $0 = server.channel.localAddress?.port }
         logger.info("push WebSocket listening", metadata: ["address": "\(server.channel.localAddress.map { "\($0)" } ?? "?")"])
@@ -110,7 +120,7 @@ public final class PushService: Service, Sendable {
 
     /// One push connection's pipeline: HTTP, upgraded to a WebSocket on `/v1/push` from an
     /// allowed origin (a `PushSession` at its end), refused with 403 otherwise.
-    private func configurePipeline(_ channel: any Channel) -> EventLoopFuture<EventLoopFuture<Upgrade>> {
+    private func configurePipeline(_ channel: any Channel, stranger: UInt64) -> EventLoopFuture<EventLoopFuture<Upgrade>> {
         let configuration = self.configuration
         return channel.eventLoop.makeCompletedFuture {
             let upgrader = NIOTypedWebSocketServerUpgrader<Upgrade>(
@@ -125,7 +135,7 @@ public final class PushService: Service, Sendable {
                 },
                 upgradePipelineHandler: { channel, head in
                     channel.eventLoop.makeCompletedFuture {
-                        try self.startSession(on: channel, queryToken: Self.queryToken(head.uri))
+                        try self.startSession(on: channel, queryToken: Self.queryToken(head.uri), stranger: stranger)
                     }
                 }
             )
@@ -145,10 +155,30 @@ public final class PushService: Service, Sendable {
         }
     }
 
+    /// Counts a new connection as a stranger until its Hello is authenticated: the oldest
+    /// stranger goes if the bound is reached, and this one goes at the hello deadline unless it
+    /// authenticated by then.
+    private func admitStranger(_ channel: any Channel) -> UInt64 {
+        let (ticket, evicted) = strangers.admit(channel)
+        if let evicted {
+            metrics.countPushClose(reason: "strangers_bound")
+            evicted.close(promise: nil)
+        }
+        channel.closeFuture.whenComplete { [strangers] _ in strangers.leave(ticket) }
+        let deadline = TimeAmount.nanoseconds(Int64(configuration.helloTimeout.components.seconds) * 1_000_000_000
+                                              + configuration.helloTimeout.components.attoseconds / 1_000_000_000)
+        channel.eventLoop.scheduleTask(in: deadline) { [strangers, metrics] in
+            guard strangers.leave(ticket) else { return }
+            metrics.countPushClose(reason: "no_hello")
+            channel.close(promise: nil)
+        }
+        return ticket
+    }
+
     /// The upgraded connection's session, if the bound admits one more: the frame aggregator
     /// and the session's handler end the pipeline. One past the bound is closed at once with
     /// 1013 (try again later).
-    private func startSession(on channel: any Channel, queryToken: String?) throws -> Upgrade {
+    private func startSession(on channel: any Channel, queryToken: String?, stranger: UInt64) throws -> Upgrade {
         let admitted = openSessions.withLockedValue { open in
             guard open < configuration.maxSessions else { return false }
             open += 1
@@ -168,7 +198,7 @@ public final class PushService: Service, Sendable {
         try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
             minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: Self.maxFragments, maxAccumulatedFrameSize: configuration.maxFrameBytes
         ))
-        let session = PushSession(service: self, channel: channel, queryToken: queryToken)
+        let session = PushSession(service: self, channel: channel, queryToken: queryToken, stranger: stranger)
         try channel.pipeline.syncOperations.addHandler(PushSessionHandler(session: session))
         return .websocket(session)
     }
@@ -179,7 +209,7 @@ public final class PushService: Service, Sendable {
     /// happens when every device reconnects the moment a restarted server opens its port.
     private func instantiatePipelineTypes() {
         let channel = EmbeddedChannel()
-        _ = try? configurePipeline(channel).wait()
+        _ = try? configurePipeline(channel, stranger: 0).wait()
         // An upgrade request takes it through the HTTP decoder and the WebSocket upgrade too.
         _ = try? channel.writeInbound(ByteBuffer(string: "GET /v1/push HTTP/1.1\r\nHost: courier\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
         _ = try? channel.finish(acceptAlreadyClosed: true)

@@ -31,6 +31,8 @@ final class PushSession: Sendable {
     let channel: any Channel
     /// The token of the upgrade request's query (`?t=TOKEN`), if it had one.
     let queryToken: String?
+    /// The connection's ticket among the strangers, given up once Hello is authenticated.
+    let stranger: UInt64
     let link: SessionLink
     private let startedAt = ContinuousClock.now
 
@@ -74,7 +76,8 @@ final class PushSession: Sendable {
     /// this much faster than it is answered is closed (1008).
     static let maxBacklogBytes = 256 * 1024
 
-    init(service: PushService, channel: any Channel, queryToken: String?) {
+    init(service: PushService, channel: any Channel, queryToken: String?, stranger: UInt64 = 0) {
+        self.stranger = stranger
         self.service = service
         self.channel = channel
         self.queryToken = queryToken
@@ -182,6 +185,7 @@ final class PushSession: Sendable {
         state.withLock { state in
             if case .opening = state.phase { state.phase = .opening(identity) }
         }
+        service.strangers.leave(stranger)
         return (identity, hello)
     }
 

@@ -203,6 +203,50 @@ final class PushTests: XCTestCase {
         }
     }
 
+    /// 10,000 connections that never authenticate: the strangers' own bound (1,000) closes the
+    /// oldest to make room and the hello deadline closes the rest, while a device connects and
+    /// gets its push meanwhile.
+    func testTenThousandConnectionsThatNeverSayHelloLeaveRoomForDevicesAndAreClosed() async throws {
+        let config = try ServerProcess.configFile(["helloSeconds": 3])
+        try await withServer(["--config", config]) { server in
+            let alice = try await server.account("alice")
+            let bob = try await server.account("bob")
+            let chat = try await server.chat("general", members: ["alice", "bob"])
+            let python = try ExternalProgram.locate("python3", hint: "apt-get install python3")
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers/strangers.py").path
+            async let flood = ExternalProgram.run(python, [script, "127.0.0.1", "\(server.pushPort)", "10000", "12"], timeout: 90)
+
+            // While the strangers pile in, a device connects, and a message reaches it.
+            try await Task.sleep(for: .seconds(2))
+            async let heard = Self.run(server, [.hello(Hello(token: alice.token, have: [], clientName: "device"))], listen: 4)
+            try await Task.sleep(for: .seconds(1))
+            try await withClient { client in
+                let sent = try await client.send(SendMessage(clientMessageID: "during", chatID: chat, text: "still here", clientSentAtMs: 0), token: bob.token, to: server.peer)
+                XCTAssertEqual(sent.code, .created)
+            }
+            let lines = try await heard
+            guard case .welcome? = lines.first.flatMap(Self.serverFrame) else { return XCTFail("the device got no Welcome: \(lines.prefix(3))") }
+            let pushed = lines.compactMap(Self.serverFrame).contains { frame in
+                if case .push(.message(let message)) = frame { message.clientMessageID == "during" } else { false }
+            }
+            XCTAssertTrue(pushed, "the device got its push while strangers flooded the port: \(lines.prefix(5))")
+
+            let output = try await flood
+            XCTAssertEqual(output.status, 0, output.stderr)
+            let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: output.stdout) as? [String: Any])
+            let opened = (report["opened"] as? Int) ?? 0
+            let closed = (report["closed"] as? Int) ?? 0
+            let closedAfter = (report["closed_after"] as? [Double]) ?? []
+            XCTAssertGreaterThanOrEqual(opened, 9_000, "\(report["failed"] ?? "?") failed to connect")
+            XCTAssertEqual(closed, opened, "every stranger was closed by the server within 12 s")
+            XCTAssertLessThanOrEqual(closedAfter.max() ?? 99, 8, "none outlived the 3 s hello deadline by much (the flood itself slows both sides)")
+            let evicted = try await server.metric(#"courier_push_closes_total{reason="strangers_bound"}"#) ?? 0
+            XCTAssertGreaterThanOrEqual(evicted, Double(opened - 1_000) * 0.9, "the bound of 1,000 made room by closing the oldest")
+            let left = try await server.waitForMetric("courier_push_strangers", timeout: 10) { $0 == 0 }
+            XCTAssertEqual(left, 0)
+        }
+    }
+
     func testAPushLeftUnacknowledgedIsSentAgainAfterTheAcknowledgementTimeout() async throws {
         let config = try ServerProcess.configFile(["ackTimeoutSeconds": 1])
         try await withServer(["--config", config]) { server in

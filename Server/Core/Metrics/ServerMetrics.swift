@@ -24,6 +24,7 @@ public final class ServerMetrics: Sendable {
     private let dedupEntries: CoreMetrics.Gauge
     /// Gauges read from their owner when /metrics is scraped, rather than pushed on every change.
     private let liveDevices: CoreMetrics.Gauge
+    private let pushStrangers: CoreMetrics.Gauge
     private let storeTransactions: CoreMetrics.Gauge
     private let storeBatches: CoreMetrics.Gauge
     private let clusterNews: [String: CoreMetrics.Gauge]
@@ -47,6 +48,7 @@ public final class ServerMetrics: Sendable {
         resendCounter = CoreMetrics.Counter(label: "courier_push_resends_total", factory: factory)
         offsetCommitCounter = CoreMetrics.Counter(label: "courier_consumer_offset_commits_total", factory: factory)
         liveDevices = CoreMetrics.Gauge(label: "courier_live_devices", factory: factory)
+        pushStrangers = CoreMetrics.Gauge(label: "courier_push_strangers", factory: factory)
         storeTransactions = CoreMetrics.Gauge(label: "courier_store_transactions", factory: factory)
         storeBatches = CoreMetrics.Gauge(label: "courier_store_batches", factory: factory)
         clusterNews = Dictionary(uniqueKeysWithValues: ClusterNewsStatistics.names.map {
@@ -83,6 +85,11 @@ public final class ServerMetrics: Sendable {
     public func recordLag(partition: Int, records: UInt64) {
         guard lagGauges.indices.contains(partition) else { return }
         lagGauges[partition].record(Double(records))
+    }
+
+    /// Push connections that have not shown a valid token yet.
+    package func recordPushStrangers(_ count: Int) {
+        pushStrangers.record(Double(count))
     }
 
     /// Devices with a push session, which the fan-out reaches.
