@@ -23,7 +23,15 @@ public final class TestHA: Sendable {
     public static func start(members: Int = 2, isolatable: Bool = false) async throws -> TestHA {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-test-ha-\(getpid())-\(UUID().uuidString.prefix(8))").path
         let base = try freePortRun(count: 6 + 2 * members)
-        let output = try await script(["start"] + (isolatable ? ["--netns"] : []) + [directory, "\(base)", "\(members)"])
+        let output: String
+        do {
+            output = try await script(["start"] + (isolatable ? ["--netns"] : []) + [directory, "\(base)", "\(members)"])
+        } catch {
+            // A start that gave up (no standby in time) has etcd and Patroni running: stop them,
+            // or they outlive the test.
+            _ = try? await script(["stop", directory])
+            throw error
+        }
         return TestHA(directory: directory, serverURL: output.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
