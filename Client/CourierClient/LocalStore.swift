@@ -362,23 +362,13 @@ public final class LocalStore: PushStore, Sendable {
         }
     }
 
-    /// A change as the server's log numbers it (0: a message).
+    /// A change as the server numbers it (0: a message).
     private static func kind(_ change: MessageChange?) -> Int64 {
-        switch change {
-        case nil: 0
-        case .edit?: 1
-        case .delete?: 2
-        case .rename?: 3
-        }
+        Int64(change?.kind ?? 0)
     }
 
     private static func change(kind: Int64, sequence: Int64) -> MessageChange? {
-        switch kind {
-        case 1: .edit(sequence: UInt64(clamping: sequence))
-        case 2: .delete(sequence: UInt64(clamping: sequence))
-        case 3: .rename
-        default: nil
-        }
+        MessageChange(kind: UInt32(clamping: kind), sequence: UInt64(clamping: sequence))
     }
 
     /// Keeps each chat's newest `historyPerChat` messages.

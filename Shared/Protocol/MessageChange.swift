@@ -34,3 +34,26 @@ public enum MessageChange: Hashable, Sendable {
         }
     }
 }
+
+extension MessageChange {
+    /// The change as a number, for a store's column or a record's field (0 is a message, not a
+    /// change): the server's log and database and the client's cache number them alike.
+    public var kind: UInt32 {
+        switch self {
+        case .edit: 1
+        case .delete: 2
+        case .rename: 3
+        }
+    }
+
+    /// The change stored as `kind` and `sequence`; nil for kind 0 (a message), an unknown kind,
+    /// or an edit or delete without its sequence.
+    public init?(kind: UInt32, sequence: UInt64) {
+        switch kind {
+        case 1 where sequence != 0: self = .edit(sequence: sequence)
+        case 2 where sequence != 0: self = .delete(sequence: sequence)
+        case 3: self = .rename
+        default: return nil
+        }
+    }
+}

@@ -20,7 +20,7 @@ extension AcceptedMessage: WireMessage {
             text: proto.text,
             clientSentAtMs: proto.clientSentAtMs,
             acceptedAtMs: proto.acceptedAtMs,
-            change: try MessageChange(kind: proto.changeKind, sequence: proto.changeSequence)
+            change: try MessageChange(record: proto.changeKind, sequence: proto.changeSequence)
         )
     }
 
