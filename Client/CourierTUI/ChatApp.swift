@@ -12,7 +12,7 @@ import NIOConcurrencyHelpers
 /// calls run as tasks and hand their results back through `inbox`.
 public final class ChatApp: @unchecked Sendable {
     // @unchecked: the screen state below is touched only on the UI thread; `inbox` is locked.
-    private enum Posted: Sendable {
+    enum Posted: Sendable {
         case chats([ChatInfo])
         case members(ChatMembers)
         case older(chatID: UInt64, page: HistoryResponse?)
@@ -55,41 +55,41 @@ public final class ChatApp: @unchecked Sendable {
         case off
     }
 
-    private let engine: ClientEngine
-    private let bell: Bell
-    private let calls: ServerCalls
-    private let inbox = NIOLockedValueBox<[Posted]>([])
+    let engine: ClientEngine
+    let bell: Bell
+    let calls: ServerCalls
+    let inbox = NIOLockedValueBox<[Posted]>([])
 
-    private var chats: [LocalStore.ChatEntry] = []
-    private var selectedChat: UInt64?
+    var chats: [LocalStore.ChatEntry] = []
+    var selectedChat: UInt64?
     /// Lines scrolled up from the newest.
-    private var scroll = 0
-    private var editor = LineEditor()
-    private var notice: String?
-    private var overlay: (title: String, lines: [String])?
-    private var running = true
-    private var colors = false
-    private var lastChatRefresh = ContinuousClock.now - .seconds(3600)
+    var scroll = 0
+    var editor = LineEditor()
+    var notice: String?
+    var overlay: (title: String, lines: [String])?
+    var running = true
+    var colors = false
+    var lastChatRefresh = ContinuousClock.now - .seconds(3600)
     /// When each chat's members were last asked for (names of senders seen only by id).
-    private var membersAsked: [UInt64: ContinuousClock.Instant] = [:]
+    var membersAsked: [UInt64: ContinuousClock.Instant] = [:]
     /// User names, by id: the store's at start, then each member list that comes.
-    private var names: [UInt64: String] = [:]
+    var names: [UInt64: String] = [:]
     /// Older messages paged from the server for each chat (PgUp past the local cache), oldest
     /// first; at most `maxOlderLines` a chat, the oldest dropped beyond.
-    private var older: [UInt64: [LocalStore.Line]] = [:]
-    private static let maxOlderLines = 50_000
+    var older: [UInt64: [LocalStore.Line]] = [:]
+    static let maxOlderLines = 50_000
     /// Chats whose first message is on screen already (the server has nothing older).
-    private var olderExhausted: Set<UInt64> = []
+    var olderExhausted: Set<UInt64> = []
     /// When a chat's last older page was asked for: one at a time, a failed one retried after 5 s.
-    private var olderAsked: [UInt64: ContinuousClock.Instant] = [:]
+    var olderAsked: [UInt64: ContinuousClock.Instant] = [:]
     /// Each chat's members as last listed (for completing names).
-    private var members: [UInt64: [ChatMember]] = [:]
+    var members: [UInt64: [ChatMember]] = [:]
     /// Users with a live session, from member lists and presence pushes.
-    private var online: Set<UInt64> = []
+    var online: Set<UInt64> = []
     /// Chats with a message that mentions the user, not looked at since.
-    private var mentioned: Set<UInt64> = []
+    var mentioned: Set<UInt64> = []
     /// Tab completing a name: where it starts in the line, the names that fit, the one shown.
-    private var completing: (start: Int, candidates: [String], index: Int)?
+    var completing: (start: Int, candidates: [String], index: Int)?
 
     public init(engine: ClientEngine, bell: Bell = .all) {
         self.engine = engine
@@ -111,7 +111,7 @@ public final class ChatApp: @unchecked Sendable {
 
     // MARK: The UI thread
 
-    private func loop() {
+    func loop() {
         courier_set_locale()
         initscr()
         defer { endwin() }
@@ -148,7 +148,7 @@ public final class ChatApp: @unchecked Sendable {
         }
     }
 
-    private func handleKey(_ key: Int32) {
+    func handleKey(_ key: Int32) {
         completing = nil
         switch key {
         case KEY_RESIZE: clear()
@@ -174,7 +174,7 @@ public final class ChatApp: @unchecked Sendable {
         }
     }
 
-    private func handleCharacter(_ code: UInt32) {
+    func handleCharacter(_ code: UInt32) {
         if code != 9 { completing = nil }
         switch code {
         case 3: running = false                                   // Ctrl-C
@@ -201,7 +201,7 @@ public final class ChatApp: @unchecked Sendable {
 
     /// Tab after "@": the first member name that fits, then the next at each Tab. False when
     /// the cursor is not in a name after "@" (Tab then moves to the next chat).
-    private func completeName() -> Bool {
+    func completeName() -> Bool {
         if var state = completing, !state.candidates.isEmpty {
             state.index = (state.index + 1) % state.candidates.count
             editor.replaceBeforeCursor(from: state.start, with: state.candidates[state.index] + " ")
@@ -223,7 +223,7 @@ public final class ChatApp: @unchecked Sendable {
         return true
     }
 
-    private func selectChat(offset: Int) {
+    func selectChat(offset: Int) {
         guard !chats.isEmpty else { return }
         let index = chats.firstIndex { $0.id == selectedChat } ?? 0
         selectedChat = chats[(index + offset + chats.count) % chats.count].id
@@ -231,7 +231,7 @@ public final class ChatApp: @unchecked Sendable {
         overlay = nil
     }
 
-    private func submit() {
+    func submit() {
         guard let line = editor.submit() else { return }
         if line.hasPrefix("/") {
             command(line)
@@ -249,7 +249,7 @@ public final class ChatApp: @unchecked Sendable {
         }
     }
 
-    private func command(_ line: String) {
+    func command(_ line: String) {
         let words = line.split(separator: " ").map(String.init)
         let arguments = Array(words.dropFirst())
         switch words.first {
@@ -326,7 +326,7 @@ public final class ChatApp: @unchecked Sendable {
     }
 
     /// Runs a server call as a task; its results (or its failure) come back through the inbox.
-    private func call(_ what: String, _ body: @escaping @Sendable (ServerCalls) async throws -> [Posted]) {
+    func call(_ what: String, _ body: @escaping @Sendable (ServerCalls) async throws -> [Posted]) {
         notice = what + "…"
         let calls = self.calls
         let inbox = self.inbox
@@ -341,7 +341,7 @@ public final class ChatApp: @unchecked Sendable {
         }
     }
 
-    private func refreshChats() {
+    func refreshChats() {
         lastChatRefresh = ContinuousClock.now
         let calls = self.calls
         let inbox = self.inbox
@@ -353,7 +353,7 @@ public final class ChatApp: @unchecked Sendable {
 
     /// Asks for the members of a chat on screen with a sender known only by id (at most once
     /// per chat per 30 s): a push carries only the sender's id.
-    private func askForNames(_ chatID: UInt64) {
+    func askForNames(_ chatID: UInt64) {
         let now = ContinuousClock.now
         guard membersAsked[chatID].map({ now - $0 > .seconds(30) }) ?? true else { return }
         membersAsked[chatID] = now
@@ -364,7 +364,7 @@ public final class ChatApp: @unchecked Sendable {
         }
     }
 
-    private func askForOlder(_ chatID: UInt64, before sequence: UInt64) {
+    func askForOlder(_ chatID: UInt64, before sequence: UInt64) {
         let now = ContinuousClock.now
         guard !olderExhausted.contains(chatID), olderAsked[chatID].map({ now - $0 > .seconds(5) }) ?? true else { return }
         olderAsked[chatID] = now
@@ -376,7 +376,7 @@ public final class ChatApp: @unchecked Sendable {
         }
     }
 
-    private func drainInbox() {
+    func drainInbox() {
         let posted = inbox.withLockedValue { posted in
             defer { posted = [] }
             return posted
@@ -426,7 +426,7 @@ public final class ChatApp: @unchecked Sendable {
 
     /// Rings the bell (as `bell` says) for messages that arrived in a chat not on screen or
     /// that mention the user, and marks the chats that mention the user.
-    private func ringForArrivals() {
+    func ringForArrivals() {
         let arrivals = engine.store.takeArrivals()
         guard !arrivals.isEmpty else { return }
         let me = engine.settings.userID
@@ -443,169 +443,5 @@ public final class ChatApp: @unchecked Sendable {
             }
         }
         if ring { beep() }
-    }
-
-    // MARK: Drawing
-
-    private var rows: Int { Int(courier_lines()) }
-    private var columns: Int { Int(courier_cols()) }
-    private var listWidth: Int { min(24, max(12, columns / 4)) }
-    private var messageRows: Int { max(0, rows - 3) }
-
-    private func draw() {
-        erase()
-        guard rows >= 6, columns >= 30 else {
-            put(0, 0, TextWidth.prefix("window too small", columns: columns))
-            refresh()
-            return
-        }
-        drawChatList()
-        drawMessages()
-        drawStatus()
-        drawInput()
-        refresh()
-    }
-
-    private func drawChatList() {
-        let width = listWidth
-        styled(colors ? courier_color_pair(1) | courier_bold() : courier_bold()) { put(0, 0, TextWidth.prefix("Chats", columns: width - 1)) }
-        for (index, chat) in chats.prefix(rows - 3).enumerated() {
-            let mention = mentioned.contains(chat.id) ? " @" : ""
-            let unread = (chat.unread > 0 && chat.id != selectedChat ? " (\(chat.unread))" : "") + mention
-            let label = TextWidth.prefix(chat.name, columns: width - 2 - TextWidth.of(unread)) + unread
-            if chat.id == selectedChat {
-                styled(courier_reverse()) { put(index + 1, 0, label + String(repeating: " ", count: max(0, width - 1 - TextWidth.of(label)))) }
-            } else {
-                styled(chat.unread > 0 || !mention.isEmpty ? courier_bold() : 0) { put(index + 1, 0, label) }
-            }
-        }
-        for row in 0..<(rows - 2) { put(row, width - 1, "│") }
-    }
-
-    private func drawMessages() {
-        let left = listWidth + 1
-        let width = columns - left
-        if let overlay {
-            styled(courier_bold()) { put(0, left, TextWidth.prefix(overlay.title, columns: width)) }
-            let lines = overlay.lines.flatMap { TextWidth.wrap($0, columns: width) }
-            for (index, line) in lines.prefix(messageRows).enumerated() { put(index + 1, left, line) }
-            return
-        }
-        guard let chatID = selectedChat, let chat = chats.first(where: { $0.id == chatID }) else {
-            put(0, left, TextWidth.prefix("No chats yet: /new NAME creates one, /join NAME joins one, /help for more.", columns: width))
-            return
-        }
-        let me = engine.settings.userID
-        let here = (members[chatID] ?? []).filter { $0.userID != me && online.contains($0.userID) }.map(\.name)
-        let header = "# \(chat.name)" + (here.isEmpty ? "" : " · online: " + here.joined(separator: ", "))
-        styled(colors ? courier_color_pair(1) | courier_bold() : courier_bold()) { put(0, left, TextWidth.prefix(header, columns: width)) }
-        if members[chatID] == nil { askForNames(chatID) }
-        var rendered: [(text: String, attributes: attr_t)] = []
-        var day: DateComponents?
-        let local = (try? engine.store.lines(chatID: chatID, limit: LocalStore.historyPerChat)) ?? []
-        let firstLocal = local.first?.sequence
-        let earlier = (older[chatID] ?? []).filter { line in firstLocal.map { line.sequence! < $0 } ?? true }
-        for line in earlier + local {
-            let lineDay = Self.day(line.sentAtMs)
-            if lineDay != day {
-                day = lineDay
-                rendered.append((Self.daySeparator(line.sentAtMs, columns: width), courier_dim()))
-            }
-            let time = Self.clock(line.sentAtMs)
-            let name = line.senderUserID == me ? "you" : names[line.senderUserID]
-            if name == nil { askForNames(chatID) }
-            // Online people carry a dot before their name ("● alice: ...").
-            let who = (line.senderUserID != me && online.contains(line.senderUserID) ? "● " : "") + (name ?? "user \(line.senderUserID)")
-            let (mark, attributes) = self.mark(line.own)
-            let text: String
-            var lineAttributes = attributes
-            if line.renamed {
-                text = "\(time) \(who) renamed the chat to “\(line.text)”"
-                lineAttributes = courier_dim()
-            } else if line.deleted {
-                text = "\(time) \(who): (deleted)"
-                lineAttributes = courier_dim()
-            } else {
-                text = "\(time) \(who): \(line.text)\(line.edited ? " (edited)" : "")\(mark.isEmpty ? "" : " " + mark)"
-            }
-            rendered += TextWidth.wrap(text, columns: width).map { ($0, lineAttributes) }
-        }
-        let visible = messageRows - 1
-        scroll = min(scroll, max(0, rendered.count - visible))
-        // Scrolled to the top: the page before comes from the server's history.
-        if scroll >= rendered.count - visible, let first = (earlier.first ?? local.first)?.sequence, first > 1 { askForOlder(chatID, before: first) }
-        let end = rendered.count - scroll
-        let start = max(0, end - visible)
-        for (row, line) in rendered[start..<end].enumerated() {
-            styled(line.attributes) { put(row + 1, left, line.text) }
-        }
-        if chat.unread > 0 && scroll == 0 { try? engine.store.markRead(chatID: chatID) }
-        if scroll == 0 { mentioned.remove(chatID) }
-    }
-
-    private func mark(_ state: LocalStore.OwnState?) -> (String, attr_t) {
-        switch state {
-        case .waiting?: return ("…", colors ? courier_color_pair(3) : courier_dim())
-        case .accepted?: return ("✓", colors ? courier_color_pair(2) : 0)
-        case .delivered?: return ("✓✓", colors ? courier_color_pair(2) | courier_bold() : courier_bold())
-        case .failed?: return ("✗ refused", colors ? courier_color_pair(4) : courier_bold())
-        case nil: return ("", 0)
-        }
-    }
-
-    private func drawStatus() {
-        let status = engine.status
-        // The state and the outbox first, so a narrow window still shows them; details after.
-        let waiting = (try? engine.store.waitingCount()) ?? 0
-        var text = " \(status.connectionText(server: engine.serverName)) · outbox: \(waiting) waiting"
-        if let notice { text += " · \(notice)" }
-        if let problem = status.sendProblem, waiting > 0 { text += " · \(problem)" }
-        text += scroll > 0 ? " · scrolled up \(scroll)" : ""
-        text = TextWidth.prefix(text, columns: columns)
-        styled(colors ? courier_color_pair(5) : courier_reverse()) {
-            put(rows - 2, 0, text + String(repeating: " ", count: max(0, columns - TextWidth.of(text))))
-        }
-    }
-
-    private func drawInput() {
-        let prompt = "> "
-        let width = columns - prompt.count - 1
-        let characters = editor.text
-        // Scroll the line horizontally so the cursor stays visible.
-        var start = 0
-        while TextWidth.of(String(characters[start..<editor.cursor])) > width { start += 1 }
-        let visible = TextWidth.prefix(String(characters[start...]), columns: width)
-        put(rows - 1, 0, prompt + visible)
-        move(Int32(rows - 1), Int32(prompt.count + TextWidth.of(String(characters[start..<editor.cursor]))))
-    }
-
-    private func put(_ row: Int, _ column: Int, _ text: String) {
-        _ = mvaddstr(Int32(row), Int32(column), text)
-    }
-
-    private func styled(_ attributes: attr_t, _ body: () -> Void) {
-        attr_on(attributes, nil)
-        body()
-        attr_off(attributes, nil)
-    }
-
-    /// The calendar day of a time, in the local time zone.
-    static func day(_ milliseconds: Int64) -> DateComponents {
-        Calendar.current.dateComponents([.year, .month, .day], from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))
-    }
-
-    /// "──── Saturday 5 December 2026 ────", centred in `columns`.
-    static func daySeparator(_ milliseconds: Int64, columns: Int) -> String {
-        let formatter = DateFormatter()
-        formatter.dateFormat = "EEEE d MMMM yyyy"
-        let label = " \(formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))) "
-        let side = max(2, (columns - TextWidth.of(label)) / 2)
-        return TextWidth.prefix(String(repeating: "─", count: side) + label + String(repeating: "─", count: side), columns: columns)
-    }
-
-    static func clock(_ milliseconds: Int64) -> String {
-        let date = Date(timeIntervalSince1970: Double(milliseconds) / 1000)
-        let components = Calendar.current.dateComponents([.hour, .minute], from: date)
-        return String(format: "%02d:%02d", components.hour ?? 0, components.minute ?? 0)
     }
 }
