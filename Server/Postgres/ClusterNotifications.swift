@@ -270,14 +270,14 @@ extension PostgresStorage {
     /// close an older session of it); returns the session's epoch (1, 2, ... per device).
     public func claimSession(deviceID: UInt64, node: String) async throws(StorageError) -> UInt64 {
         let now = Date().milliseconds
-        guard let epoch = try await readOne("""
+        guard let epoch = try await writeAll("""
             WITH claimed AS (
                 INSERT INTO device_sessions (device_id, node, epoch, attached_at_ms) VALUES (\(deviceID.database), \(node), 1, \(now))
                 ON CONFLICT (device_id) DO UPDATE SET node = excluded.node, epoch = device_sessions.epoch + 1, attached_at_ms = excluded.attached_at_ms
                 RETURNING epoch)
             SELECT claimed.epoch FROM claimed
             CROSS JOIN LATERAL pg_notify(\(ClusterNotifications.channel), \(node) || ';s;' || \(String(deviceID)) || ':' || claimed.epoch) AS told
-            """, as: Int64.self) else {
+            """, as: Int64.self).first else {
             throw .unavailable("PostgreSQL returned no session epoch")
         }
         return epoch.id

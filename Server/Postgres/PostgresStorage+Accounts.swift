@@ -112,13 +112,13 @@ extension PostgresStorage {
 
     public func revokeToken(_ token: String, now: Date) async throws(StorageError) -> Bool {
         let hash = ByteBuffer(bytes: DeviceToken.hash(token))
-        return try await !readAll("""
+        return try await !writeAll("""
             UPDATE tokens SET revoked_at_ms = \(now.milliseconds) WHERE hash = \(hash) AND revoked_at_ms IS NULL RETURNING 1
             """, as: (Int32).self).isEmpty
     }
 
     public func revokeTokens(deviceID: UInt64, now: Date) async throws(StorageError) -> Int {
-        try await readAll("""
+        try await writeAll("""
             UPDATE tokens SET revoked_at_ms = \(now.milliseconds) WHERE device_id = \(deviceID.database) AND revoked_at_ms IS NULL RETURNING 1
             """, as: (Int32).self).count
     }
@@ -330,7 +330,7 @@ extension PostgresStorage {
         }
         let sorted = newest.sorted { ($0.key.deviceID, $0.key.chatID) < ($1.key.deviceID, $1.key.chatID) }
         let devices = sorted.map(\.key.deviceID.database), chats = sorted.map(\.key.chatID.database), sequences = sorted.map(\.value.database)
-        _ = try await readAll("""
+        _ = try await writeAll("""
             INSERT INTO delivery_cursors (device_id, chat_id, sequence)
             SELECT * FROM unnest(\(devices)::BIGINT[], \(chats)::BIGINT[], \(sequences)::BIGINT[])
             ON CONFLICT (device_id, chat_id) DO UPDATE SET sequence = excluded.sequence WHERE excluded.sequence > delivery_cursors.sequence
@@ -373,7 +373,7 @@ extension PostgresStorage {
         let now = Date()
         // An invite's code is a token like a device's: 128 random bits, stored as its hash.
         let code = DeviceToken.generate()
-        _ = try await readAll("""
+        _ = try await writeAll("""
             INSERT INTO invites (hash, user_name, created_at_ms, expires_at_ms)
             VALUES (\(ByteBuffer(bytes: DeviceToken.hash(code))), \(name), \(now.milliseconds), \(expiresAt.milliseconds)) RETURNING 1
             """, as: Int32.self)

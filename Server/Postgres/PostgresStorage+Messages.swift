@@ -26,9 +26,10 @@ extension PostgresStorage {
         }
     }
 
-    /// One statement, so one round trip and its own transaction (`courier_store_batch` does
-    /// what `writeChat` does, chat by chat, inside PostgreSQL). Writes with test-fault copies
-    /// take the statement-by-statement way, which knows them.
+    /// One statement in a transaction of its own (`courier_store_batch` does what `writeChat`
+    /// does, chat by chat, inside PostgreSQL): three round trips, since its rows count only
+    /// once COMMIT has answered (`writeAll`). Writes with test-fault copies take the
+    /// statement-by-statement way, which knows them.
     ///
     /// A retry is answered as a duplicate only from here, after this transaction's own commit,
     /// never from a read: the chat's row is locked and updated even when every message is a
@@ -55,7 +56,7 @@ extension PostgresStorage {
                 positions.append((writeIndex, messageIndex))
             }
         }
-        let rows = try await readAll("""
+        let rows = try await writeAll("""
             SELECT * FROM courier_store_batch(\(chats)::BIGINT[], \(ids)::BIGINT[], \(users)::BIGINT[], \(devices)::BIGINT[],
                 \(clientIDs)::TEXT[], \(texts)::TEXT[], \(clientSent)::BIGINT[], \(accepted)::BIGINT[], \(Date().milliseconds),
                 \(kinds)::INT[], \(refers)::BIGINT[])
@@ -288,7 +289,7 @@ extension PostgresStorage {
     public func search(words: String, userID: UInt64?, chatID: UInt64?, limit: Int) async throws(StorageError) -> [SearchHit] {
         let query = try StorageRules.searchWords(words).joined(separator: " ")
         let columns = Self.messageColumns.split(separator: ",").map { "m." + $0.trimmingCharacters(in: .whitespaces) }.joined(separator: ", ")
-        let rows = try await readAll("""
+        let rows = try await writeAll("""
             SELECT \(unescaped: columns), c.name, u.name,
                    ts_headline('simple', m.text, q, 'StartSel=[, StopSel=], MaxWords=12, MinWords=4, ShortWord=0, MaxFragments=1, FragmentDelimiter=…')
             FROM messages m

@@ -364,6 +364,20 @@ public final class PostgresStorage: ServerStorage {
         }
     }
 
+    /// Every row of one statement that writes, decoded as `columns`, returned only once its
+    /// transaction has committed. Not `readAll`: a statement on its own commits at the Sync
+    /// after it, but postgres-nio ends its rows at CommandComplete, which a backend sends before
+    /// that commit whenever it flushes early: a backend stopped by `pg_ctl stop -m immediate`
+    /// flushes its buffered rows and CommandComplete with its last warning, and dies before the
+    /// commit. COMMIT's own CommandComplete comes only after the commit.
+    func writeAll<each Column: PostgresDecodable & Sendable>(_ query: PostgresQuery, as columns: (repeat each Column).Type) async throws(StorageError) -> [(repeat each Column)] {
+        try await transaction { [logger] connection in
+            var values: [(repeat each Column)] = []
+            for try await row in try await connection.query(query, logger: logger).decode(columns) { values.append(row) }
+            return values
+        }
+    }
+
     /// The first row's single column, or nil when there is no row.
     func readOne<T: PostgresDecodable & Sendable>(_ query: PostgresQuery, as type: T.Type) async throws(StorageError) -> T? {
         try await readAll(query, as: (T).self).first

@@ -197,6 +197,39 @@ final class PostgresStorageTests: XCTestCase {
         XCTAssertEqual(answered, 702, "queries are taken again once the given-up ones have answered")
     }
 
+    /// A batch's rows count only once its transaction has committed. The commit fails here by a
+    /// deferred trigger (PostgreSQL sends the statement's rows and CommandComplete, then the
+    /// commit's error): the batch is not answered as stored, nothing is stored, and its retry
+    /// takes the sequence it would have had. The same gap let a backend killed by `pg_ctl stop
+    /// -m immediate` between its statement and its commit hand over rows of a transaction that
+    /// never committed.
+    func testABatchWhoseCommitFailsIsNotAnsweredAsStored() async throws {
+        let (_, device, chat) = try await contract.member("ann")
+        try TestPostgres.psql(url, """
+            CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF NEW.text = 'refused at commit' THEN RAISE EXCEPTION 'refused at commit'; END IF; RETURN NULL; END $$;
+            CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON messages DEFERRABLE INITIALLY DEFERRED
+                FOR EACH ROW EXECUTE FUNCTION refuse_at_commit();
+            """)
+        let write = ChatWrite(chatID: chat.id, messages: [StoredMessage(
+            serverMessageID: 801, chatID: chat.id, sequence: 0, senderUserID: device.userID, senderDeviceID: device.id,
+            clientMessageID: "late", text: "refused at commit", clientSentAtMilliseconds: 1, acceptedAtMilliseconds: 2
+        )])
+        await XCTAssertThrowsAsync(try await storage.storeBatch([write])) {
+            XCTAssertTrue("\($0)".contains("refused at commit"), "\($0)")
+        }
+        let stored = try await storage.history(chatID: chat.id, afterSequence: 0, limit: 10)
+        XCTAssertEqual(stored.count, 0, "nothing of the failed commit is stored")
+        let last = try await storage.chat(id: chat.id).lastSequence
+        XCTAssertEqual(last, 0)
+
+        try TestPostgres.psql(url, "DROP TRIGGER refuse_at_commit ON messages")
+        guard case .written(let outcomes, _, _) = try await storage.storeBatch([write])[0], case .stored(let retried)? = outcomes.first else {
+            return XCTFail("the retry is stored")
+        }
+        XCTAssertEqual(retried.sequence, 1, "the retry takes the first sequence: the failed commit numbered nothing")
+    }
+
     func testASecondProvisionReusesEveryNameAddsOnlyWhatIsMissingAndIssuesNewTokens() async throws { try await contract.aSecondProvisionReusesEveryNameAddsOnlyWhatIsMissingAndIssuesNewTokens() }
     func testABadNameOrMemberIndexChangesNothing() async throws { try await contract.aBadNameOrMemberIndexChangesNothing() }
     func testTwentyThousandUsersWithADeviceEachTakeAFewSeconds() async throws { try await contract.twentyThousandUsersWithADeviceEachTakeAFewSeconds() }

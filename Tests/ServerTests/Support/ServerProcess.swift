@@ -228,7 +228,13 @@ final class ServerProcess: @unchecked Sendable {
         }
     }
 
+    /// Deletes the server's files; with `COURIER_KEEP_LOGS=DIR` its log is kept there first
+    /// (for a failure that only CI or a long loop shows).
     func remove() {
+        if let keep = ProcessInfo.processInfo.environment["COURIER_KEEP_LOGS"], !keep.isEmpty {
+            try? FileManager.default.createDirectory(atPath: keep, withIntermediateDirectories: true)
+            try? FileManager.default.copyItem(atPath: logPath, toPath: "\(keep)/\(URL(fileURLWithPath: dataDirectory).lastPathComponent)-\(UUID().uuidString.prefix(6)).log")
+        }
         try? FileManager.default.removeItem(atPath: dataDirectory)
         if !logPath.hasPrefix(dataDirectory) { try? FileManager.default.removeItem(atPath: logPath) }
     }
