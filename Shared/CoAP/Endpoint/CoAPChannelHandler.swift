@@ -15,6 +15,8 @@ final class CoAPChannelHandler: ChannelInboundHandler {
     private var responsePromises: [[UInt8]: EventLoopPromise<CoAPMessage>] = [:]
     private var context: ChannelHandlerContext?
     private var isClosed = false
+    /// The security layer's answer to who a peer is (DTLS); nil on a clear-text endpoint.
+    var peerIdentity: ((SocketAddress) -> String?)?
     /// While set, datagrams are written without a flush, and one flush at the end sends them
     /// together (sendmmsg): during a burst of reads, and for a batch of responses.
     private var flushingLater = false
@@ -157,6 +159,7 @@ final class CoAPChannelHandler: ChannelInboundHandler {
         case .deliver(let whole):
             var assembled = request
             assembled.message = whole
+            assembled.peerIdentity = peerIdentity?(request.peer)
             guard let requestSink else {
                 let refusal = CoAPMessage(type: .acknowledgement, code: .notImplemented, messageID: 0, payload: Array("this endpoint serves no resources".utf8))
                 perform(layer.respond(to: request.key, with: refusal, now: Self.now, jitter: jitter))

@@ -29,8 +29,11 @@ public final class CoAPEndpoint: Sendable {
         public var datagramsPerRead = 16
         /// Kernel socket buffer sizes; bursts beyond them are dropped by the kernel.
         public var socketBufferSize = 4 * 1024 * 1024
-        /// Faults to inject into this endpoint's datagrams (tests and the simulator only).
+        /// Faults to inject into this endpoint's datagrams (tests and the simulator only); they
+        /// act on what the socket carries, so below the security layer.
         public var faults: DatagramFaults?
+        /// DTLS (or another security layer) between the socket and CoAP; nil for clear text.
+        public var security: (any DatagramSecurity)?
         /// Where the endpoint counts retransmissions and injected faults; may be shared.
         public var counters: CoAPCounters?
 
@@ -101,6 +104,11 @@ public final class CoAPEndpoint: Sendable {
                 do {
                     if let faults = configuration.faults {
                         try channel.pipeline.syncOperations.addHandler(DatagramFaultHandler(faults: faults, counters: configuration.counters))
+                    }
+                    if let security = configuration.security {
+                        let layer = security.makeLayer(on: channel.eventLoop)
+                        try channel.pipeline.syncOperations.addHandler(layer.handler)
+                        handler.peerIdentity = layer.peerIdentity
                     }
                     try channel.pipeline.syncOperations.addHandler(handler)
                 } catch {

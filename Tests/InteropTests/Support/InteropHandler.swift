@@ -3,7 +3,8 @@ import Foundation
 
 /// Resources our server side offers to the real peers: POST /echo returns the body, GET /big a
 /// 3000-byte text (more than one block), POST /slow answers after 1.5 s — past the piggyback
-/// window, so the peer gets an empty ACK and then a separate response.
+/// window, so the peer gets an empty ACK and then a separate response. GET /whoami names the
+/// identity the peer proved over DTLS ("anonymous" on clear text).
 struct InteropHandler: CoAPRequestHandler {
     static let big = Array((0..<100).map { "line \(String(format: "%04d", $0)) of the big resource\n" }.joined().utf8.prefix(2995))
 
@@ -11,6 +12,8 @@ struct InteropHandler: CoAPRequestHandler {
         switch (request.message.code, request.message.uriPath) {
         case (.post, ["echo"]):
             return .response(.changed, payload: request.message.payload, contentFormat: CoAPContentFormat.textPlain)
+        case (.get, ["whoami"]):
+            return .response(.content, payload: Array((request.peerIdentity ?? "anonymous").utf8), contentFormat: CoAPContentFormat.textPlain)
         case (.get, ["big"]):
             return .response(.content, payload: Self.big, contentFormat: CoAPContentFormat.textPlain)
         case (.post, ["slow"]):

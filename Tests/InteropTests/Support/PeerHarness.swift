@@ -7,10 +7,16 @@ import NIOPosix
 /// Runs `body` with our CoAP server serving `InteropHandler` on a loopback port; `body` gets its
 /// base URI. The server is closed however `body` ends.
 func withOurServer(_ body: (String) async throws -> Void) async throws {
-    let server = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: true)
+    try await withOurServer(configuration: CoAPEndpoint.Configuration()) { port in try await body("coap://127.0.0.1:\(port)") }
+}
+
+/// Our CoAP server with `configuration` on a free loopback port, serving `InteropHandler`'s
+/// resources while `body` runs with its port.
+func withOurServer(configuration: CoAPEndpoint.Configuration, _ body: (Int) async throws -> Void) async throws {
+    let server = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: true, configuration: configuration)
     async let serving: Void = server.serve(InteropHandler())
     do {
-        try await body("coap://127.0.0.1:\(server.localAddress.port!)")
+        try await body(server.localAddress.port!)
     } catch {
         await server.close()
         await serving

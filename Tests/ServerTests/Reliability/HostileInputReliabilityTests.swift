@@ -2,6 +2,7 @@ import CoAP
 import CourierProtocol
 import Foundation
 import NIOCore
+import TestSupport
 import XCTest
 
 /// Guarantees 6 and 7 under hostile input, against the real server: crafted datagrams, oversized

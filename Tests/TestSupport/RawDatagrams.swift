@@ -6,12 +6,12 @@ import NIOPosix
 /// A plain UDP socket for crafted datagrams: it sends bytes exactly as given (no CoAP layer to
 /// tidy them up) and keeps whatever comes back, so a test can see the server's raw answer,
 /// its size, or its silence.
-final class RawUDPSocket: Sendable {
+public final class RawUDPSocket: Sendable {
     private let channel: any Channel
     private let inbox: NIOLockedValueBox<[[UInt8]]>
 
     /// The local address, e.g. to tell two sockets apart.
-    var localAddress: SocketAddress? { channel.localAddress }
+    public var localAddress: SocketAddress? { channel.localAddress }
 
     private init(channel: any Channel, inbox: NIOLockedValueBox<[[UInt8]]>) {
         self.channel = channel
@@ -19,7 +19,7 @@ final class RawUDPSocket: Sendable {
     }
 
     /// Binds an ephemeral port on `host` (any 127.x.y.z works on Linux loopback).
-    static func bind(host: String = "127.0.0.1") async throws -> RawUDPSocket {
+    public static func bind(host: String = "127.0.0.1") async throws -> RawUDPSocket {
         let inbox = NIOLockedValueBox<[[UInt8]]>([])
         let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             // Big enough for any UDP datagram, so an answer's size is measured whole.
@@ -31,20 +31,20 @@ final class RawUDPSocket: Sendable {
         return RawUDPSocket(channel: channel, inbox: inbox)
     }
 
-    func send(_ datagram: [UInt8], to peer: SocketAddress) async throws {
+    public func send(_ datagram: [UInt8], to peer: SocketAddress) async throws {
         try await channel.writeAndFlush(AddressedEnvelope(remoteAddress: peer, data: ByteBuffer(bytes: datagram))).get()
     }
 
     /// Sends `datagram` and returns the replies that come within `timeout` (returning as soon as
     /// `expecting` have come); earlier replies are discarded first.
-    func exchange(_ datagram: [UInt8], with peer: SocketAddress, expecting: Int = 1, timeout: Duration = .seconds(2)) async throws -> [[UInt8]] {
+    public func exchange(_ datagram: [UInt8], with peer: SocketAddress, expecting: Int = 1, timeout: Duration = .seconds(2)) async throws -> [[UInt8]] {
         inbox.withLockedValue { $0 = [] }
         try await send(datagram, to: peer)
         return try await collect(expecting: expecting, timeout: timeout)
     }
 
     /// Waits until `expecting` replies are in, or `timeout`; returns what is in and clears it.
-    func collect(expecting: Int, timeout: Duration) async throws -> [[UInt8]] {
+    public func collect(expecting: Int, timeout: Duration) async throws -> [[UInt8]] {
         let deadline = ContinuousClock.now + timeout
         while inbox.withLockedValue({ $0.count }) < expecting && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(5))
@@ -56,9 +56,9 @@ final class RawUDPSocket: Sendable {
     }
 
     /// Replies received so far, without clearing them.
-    var received: Int { inbox.withLockedValue { $0.count } }
+    public var received: Int { inbox.withLockedValue { $0.count } }
 
-    func close() async {
+    public func close() async {
         try? await channel.close()
     }
 
@@ -80,7 +80,7 @@ final class RawUDPSocket: Sendable {
 }
 
 /// Runs `body` with a raw socket on `host`; closed however `body` ends.
-func withRawSocket<T>(host: String = "127.0.0.1", _ body: (RawUDPSocket) async throws -> T) async throws -> T {
+public func withRawSocket<T>(host: String = "127.0.0.1", _ body: (RawUDPSocket) async throws -> T) async throws -> T {
     let socket = try await RawUDPSocket.bind(host: host)
     do {
         let result = try await body(socket)
@@ -93,7 +93,7 @@ func withRawSocket<T>(host: String = "127.0.0.1", _ body: (RawUDPSocket) async t
 }
 
 /// What a crafted datagram should draw from the server.
-enum RawOutcome: Equatable, CustomStringConvertible {
+public enum RawOutcome: Equatable, CustomStringConvertible {
     /// No answer at all (RFC 7252: silently ignore).
     case silence
     /// A Reset with the request's Message ID.
@@ -101,7 +101,7 @@ enum RawOutcome: Equatable, CustomStringConvertible {
     /// A response with this code, echoing the Message ID and token.
     case code(CoAPCode)
 
-    var description: String {
+    public var description: String {
         switch self {
         case .silence: "silence"
         case .reset: "RST"
@@ -110,7 +110,7 @@ enum RawOutcome: Equatable, CustomStringConvertible {
     }
 
     /// What `replies` amount to, for a request with `messageID`.
-    static func of(_ replies: [[UInt8]]) -> RawOutcome? {
+    public static func of(_ replies: [[UInt8]]) -> RawOutcome? {
         guard let first = replies.first else { return .silence }
         guard let message = try? CoAPMessage.decode(first) else { return nil }
         return message.type == .reset ? .reset : .code(message.code)
@@ -119,7 +119,7 @@ enum RawOutcome: Equatable, CustomStringConvertible {
 
 extension CoAPMessage {
     /// A request with explicit type, Message ID and token, for raw sending.
-    static func raw(_ method: CoAPCode, path: String, query: [String] = [], payload: [UInt8] = [], type: MessageType = .confirmable, messageID: UInt16, token: [UInt8] = [0xC0, 0x01]) -> CoAPMessage {
+    public static func raw(_ method: CoAPCode, path: String, query: [String] = [], payload: [UInt8] = [], type: MessageType = .confirmable, messageID: UInt16, token: [UInt8] = [0xC0, 0x01]) -> CoAPMessage {
         var message = CoAPMessage.request(method, path: path, query: query, payload: payload)
         message.type = type
         message.messageID = messageID

@@ -1,0 +1,24 @@
+import Synchronization
+
+/// What the DTLS layer of an endpoint did, across its channels; read by the server's metrics.
+public final class DTLSStatistics: Sendable {
+    /// Associations held now (handshaking or established).
+    public let associations = Atomic<Int>(0)
+    /// Of those, handshakes not finished yet.
+    public let handshaking = Atomic<Int>(0)
+    public let handshakesCompleted = Atomic<Int>(0)
+    /// Handshakes that ended in an alert or an error (a wrong key, a refused certificate...).
+    public let handshakesFailed = Atomic<Int>(0)
+    /// HelloVerifyRequests sent: ClientHellos answered without keeping anything.
+    public let helloVerifyRequests = Atomic<Int>(0)
+    /// Datagrams dropped before OpenSSL saw them: not a ClientHello from an unknown peer, too
+    /// short to be one, or a ClientHello while every handshake place was taken.
+    public let droppedDatagrams = Atomic<Int>(0)
+    /// Associations closed to make room for a new one (the least recently active).
+    public let evicted = Atomic<Int>(0)
+    /// Associations closed after `idleTimeout` without a datagram, or a handshake that did not
+    /// finish within `handshakeTimeout`.
+    public let expired = Atomic<Int>(0)
+
+    public init() {}
+}

@@ -1,0 +1,179 @@
+import CoAP
+import DTLS
+import Foundation
+import NIOCore
+import TestSupport
+import XCTest
+
+/// CoAP over DTLS 1.2 between our endpoint and libcoap's tools (Debian's libcoap3-bin, built on
+/// OpenSSL and on GnuTLS), with pre-shared keys and with certificates from `scripts/test-ca`.
+final class DTLSInteropTests: XCTestCase {
+    static let identity = "dev01"
+    static let key = Array("courier-test-key-01".utf8)
+    static let certificates: String = {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-test-ca-\(UUID().uuidString.prefix(8))").path
+        _ = try? TestPostgres.run("\(TestPostgres.repositoryRoot)/scripts/test-ca", [directory, "alice"])
+        return directory
+    }()
+
+    var pskServer: DTLSContext.Credentials { .init(psk: true) }
+    var certificateServer: DTLSContext.Credentials {
+        .init(certificateChainFile: "\(Self.certificates)/server.pem", privateKeyFile: "\(Self.certificates)/server.key", trustedCAFile: "\(Self.certificates)/ca.pem")
+    }
+
+    func coapClient(_ flavour: String, _ arguments: [String], wait seconds: Int = 20) async throws -> ExternalProgram.Output {
+        let client = try ExternalProgram.locate("coap-client-\(flavour)", hint: LibcoapInteropTests.install)
+        return try await ExternalProgram.run(client, ["-B", "\(seconds)"] + arguments)
+    }
+
+    func pskArguments(identity: String = identity, key: [UInt8] = key) -> [String] {
+        ["-u", identity, "-k", String(decoding: key, as: UTF8.self)]
+    }
+
+    // MARK: - libcoap's clients against our server
+
+    func testCoapClientsOnOpenSSLAndGnuTLSPostOverDTLSWithAPreSharedKey() async throws {
+        try await withOurDTLSServer(pskServer) { port, statistics in
+            for flavour in ["openssl", "gnutls"] {
+                let echo = try await coapClient(flavour, pskArguments() + ["-m", "post", "-e", "hello over \(flavour)", "coaps://127.0.0.1:\(port)/echo"])
+                XCTAssertEqual(echo.status, 0, echo.stderr)
+                XCTAssertEqual(echo.body, "hello over \(flavour)")
+                let who = try await coapClient(flavour, pskArguments() + ["-m", "get", "coaps://127.0.0.1:\(port)/whoami"])
+                XCTAssertEqual(who.body, "psk:\(Self.identity)", "the identity comes from the association, not from the request\n\(who.stderr)")
+            }
+            XCTAssertEqual(statistics.handshakesCompleted.load(ordering: .relaxed), 4)
+            XCTAssertEqual(statistics.handshakesFailed.load(ordering: .relaxed), 0)
+        }
+    }
+
+    /// An unknown identity ends the handshake with an alert. A wrong key cannot: the client's
+    /// Finished does not decrypt, and DTLS drops such records silently (RFC 6347 4.1.2.7), so
+    /// that handshake never finishes and is dropped at the handshake deadline.
+    func testAWrongKeyOrAnUnknownIdentityIsRefusedAtTheHandshake() async throws {
+        try await withOurDTLSServer(pskServer, handshakeTimeout: .seconds(2)) { port, statistics in
+            for (flavour, arguments) in [("openssl", pskArguments(identity: "nobody")), ("gnutls", pskArguments(identity: "nobody")),
+                                         ("openssl", pskArguments(key: Array("not-the-key".utf8))), ("gnutls", pskArguments(key: Array("not-the-key".utf8)))] {
+                let refused = try await coapClient(flavour, arguments + ["-m", "post", "-e", "let me in", "coaps://127.0.0.1:\(port)/echo"], wait: 3)
+                XCTAssertNotEqual(refused.body, "let me in", "\(flavour): \(refused.stderr)")
+            }
+            XCTAssertEqual(statistics.handshakesCompleted.load(ordering: .relaxed), 0)
+            XCTAssertGreaterThanOrEqual(statistics.handshakesFailed.load(ordering: .relaxed), 2, "the unknown identities were refused by an alert")
+            for _ in 0..<50 where statistics.associations.load(ordering: .relaxed) > 0 { try await Task.sleep(for: .milliseconds(100)) }
+            XCTAssertEqual(statistics.associations.load(ordering: .relaxed), 0, "a refused handshake leaves nothing behind past its deadline")
+        }
+    }
+
+    func testCoapClientsWithACertificateFromTheConfiguredAuthority() async throws {
+        try await withOurDTLSServer(certificateServer) { port, statistics in
+            let certificates = Self.certificates
+            for flavour in ["openssl", "gnutls"] {
+                let who = try await coapClient(flavour, [
+                    "-c", "\(certificates)/client-alice.pem", "-j", "\(certificates)/client-alice.key", "-C", "\(certificates)/ca.pem",
+                    "-m", "get", "coaps://127.0.0.1:\(port)/whoami",
+                ])
+                XCTAssertEqual(who.body, "cert:alice", "\(flavour): \(who.stderr)")
+            }
+            let rogue = try await coapClient("openssl", [
+                "-c", "\(certificates)/rogue-client.pem", "-j", "\(certificates)/rogue-client.key", "-C", "\(certificates)/ca.pem",
+                "-m", "get", "coaps://127.0.0.1:\(port)/whoami",
+            ], wait: 4)
+            XCTAssertFalse(rogue.body.contains("cert:"), "a certificate from another authority is refused: \(rogue.body) \(rogue.stderr)")
+            XCTAssertEqual(statistics.handshakesCompleted.load(ordering: .relaxed), 2)
+            XCTAssertGreaterThanOrEqual(statistics.handshakesFailed.load(ordering: .relaxed), 1)
+        }
+    }
+
+    // MARK: - The cookie exchange
+
+    /// ClientHellos from 200 addresses that never answer the HelloVerifyRequest: each draws one
+    /// answer no larger than itself, and the server keeps nothing for any of them. A ClientHello
+    /// cut short draws nothing at all.
+    func testClientHellosWithoutACookieDrawOneSmallAnswerAndKeepNothing() async throws {
+        let hello = try DTLSContext(role: .client, credentials: .init(psk: true)).firstClientHello()
+        try await withOurDTLSServer(pskServer) { port, statistics in
+            let server = try SocketAddress(ipAddress: "127.0.0.1", port: port)
+            var sockets: [RawUDPSocket] = []
+            for _ in 0..<200 { sockets.append(try await RawUDPSocket.bind()) }
+            for socket in sockets { try await socket.send(hello, to: server) }
+            var answers: [[UInt8]] = []
+            for socket in sockets { answers += try await socket.collect(expecting: 1, timeout: .seconds(2)) }
+            XCTAssertEqual(answers.count, 200, "one HelloVerifyRequest per ClientHello")
+            XCTAssertEqual(answers.filter { $0.count > hello.count }.count, 0, "no answer larger than its ClientHello (\(hello.count) bytes): \(answers.map(\.count).max() ?? 0)")
+            XCTAssertEqual(statistics.associations.load(ordering: .relaxed), 0, "no state for a peer that has not answered its cookie")
+            XCTAssertEqual(statistics.helloVerifyRequests.load(ordering: .relaxed), 200)
+
+            let short = Array(hello.prefix(DTLSRecords.minimumClientHelloLength - 1))
+            let silence = try await sockets[0].exchange(short, with: server, timeout: .milliseconds(500))
+            XCTAssertEqual(silence.count, 0, "a datagram too short to be a ClientHello is not answered")
+            for socket in sockets { await socket.close() }
+        }
+    }
+
+    // MARK: - Our client against libcoap's server
+
+    func testOurClientAgainstCoapServerWithAPreSharedKeyAndWithACertificate() async throws {
+        let certificates = Self.certificates
+        let server = try ExternalProgram.locate("coap-server-openssl", hint: LibcoapInteropTests.install)
+        let cases: [(String, [String], DTLSClientConfiguration)] = [
+            ("psk", ["-k", String(decoding: Self.key, as: UTF8.self)],
+             DTLSClientConfiguration(context: try DTLSContext(role: .client, credentials: .init(psk: true)), psk: (Self.identity, Self.key))),
+            ("certificate", ["-c", "\(certificates)/server.pem", "-j", "\(certificates)/server.key", "-C", "\(certificates)/ca.pem", "-R", "\(certificates)/ca.pem"],
+             DTLSClientConfiguration(context: try DTLSContext(role: .client, credentials: .init(
+                 certificateChainFile: "\(certificates)/client-alice.pem", privateKeyFile: "\(certificates)/client-alice.key", trustedCAFile: "\(certificates)/ca.pem"
+             )), serverName: "127.0.0.1")),
+        ]
+        for (name, arguments, dtls) in cases {
+            let port = try await freeUDPPort()
+            try await ExternalProgram.withRunning(server, ["-A", "127.0.0.1", "-p", "\(port)"] + arguments) { _ in
+                var configuration = CoAPEndpoint.Configuration()
+                configuration.security = DTLSClientSecurity(dtls)
+                let client = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false, configuration: configuration)
+                defer { Task { await client.close() } }
+                // coap-server listens for DTLS one port above its clear-text one.
+                let peer = try SocketAddress(ipAddress: "127.0.0.1", port: port + 1)
+                var answer: CoAPMessage?
+                for _ in 0..<20 where answer == nil {
+                    answer = try? await client.request(.request(.get, path: "/"), to: peer)
+                    if answer == nil { try await Task.sleep(for: .milliseconds(250)) }
+                }
+                XCTAssertEqual(answer?.code, .content, "\(name): \(dtls.lastFailure.description ?? "no failure recorded")")
+                XCTAssertTrue(String(decoding: answer?.payload ?? [], as: UTF8.self).contains("libcoap"), name)
+                XCTAssertEqual(dtls.statistics.handshakesCompleted.load(ordering: .relaxed), 1, name)
+            }
+        }
+    }
+
+    /// A server certificate our client does not trust: the handshake fails, and says why.
+    func testOurClientRefusesAServerCertificateFromAnotherAuthority() async throws {
+        let certificates = Self.certificates
+        try await withOurDTLSServer(.init(certificateChainFile: "\(certificates)/rogue-client.pem", privateKeyFile: "\(certificates)/rogue-client.key")) { port, _ in
+            let dtls = DTLSClientConfiguration(context: try DTLSContext(role: .client, credentials: .init(trustedCAFile: "\(certificates)/ca.pem")), serverName: "127.0.0.1")
+            var configuration = CoAPEndpoint.Configuration()
+            configuration.security = DTLSClientSecurity(dtls)
+            configuration.transmission.ackTimeout = .milliseconds(300)
+            configuration.transmission.maxRetransmit = 1
+            let client = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false, configuration: configuration)
+            let answer = try? await client.request(.request(.get, path: "/whoami"), to: SocketAddress(ipAddress: "127.0.0.1", port: port))
+            await client.close()
+            XCTAssertNil(answer)
+            XCTAssertTrue(dtls.lastFailure.description?.contains("certificate") == true, dtls.lastFailure.description ?? "no failure recorded")
+        }
+    }
+}
+
+/// Static keys by identity, for the tests.
+struct FixedKeys: PSKKeySource {
+    var keys: [String: [UInt8]]
+
+    func key(forIdentity identity: String) async throws -> [UInt8]? { keys[identity] }
+}
+
+/// Our CoAP server over DTLS on a free loopback port with `InteropHandler`'s resources.
+func withOurDTLSServer(_ credentials: DTLSContext.Credentials, handshakeTimeout: TimeAmount = .seconds(30), _ body: (Int, DTLSStatistics) async throws -> Void) async throws {
+    let context = try DTLSContext(role: .server, credentials: credentials)
+    var dtls = DTLSServerConfiguration(context: context, keys: credentials.psk ? PSKKeyCache(source: FixedKeys(keys: [DTLSInteropTests.identity: DTLSInteropTests.key])) : nil)
+    dtls.handshakeTimeout = handshakeTimeout
+    var configuration = CoAPEndpoint.Configuration()
+    configuration.security = DTLSServerSecurity(dtls)
+    try await withOurServer(configuration: configuration) { port in try await body(port, dtls.statistics) }
+}
