@@ -119,8 +119,30 @@ extension PostgresStorage {
 
     public func revokeTokens(deviceID: UInt64, now: Date) async throws(StorageError) -> Int {
         try await writeAll("""
+            WITH keys AS (UPDATE device_keys SET revoked_at_ms = \(now.milliseconds) WHERE device_id = \(deviceID.database) AND revoked_at_ms IS NULL)
             UPDATE tokens SET revoked_at_ms = \(now.milliseconds) WHERE device_id = \(deviceID.database) AND revoked_at_ms IS NULL RETURNING 1
             """, as: (Int32).self).count
+    }
+
+    // MARK: - Pre-shared keys
+
+    public func issueDeviceKey(deviceID: UInt64) async throws(StorageError) -> DeviceKey {
+        let device = try await device(id: deviceID)
+        let key = DeviceKey.generate(userID: device.userID, deviceID: deviceID)
+        _ = try await writeAll("""
+            INSERT INTO device_keys (identity, device_id, key, created_at_ms)
+            VALUES (\(key.identity), \(deviceID.database), \(ByteBuffer(bytes: key.key)), \(Date().milliseconds)) RETURNING 1
+            """, as: Int32.self)
+        return key
+    }
+
+    public func deviceKey(identity: String) async throws(StorageError) -> DeviceKey? {
+        guard identity.utf8.count <= DeviceKey.maxIdentityLength else { return nil }
+        guard let row = try await readAll("""
+            SELECT d.user_id, k.device_id, k.key FROM device_keys k JOIN devices d ON d.id = k.device_id
+            WHERE k.identity = \(identity) AND k.revoked_at_ms IS NULL
+            """, as: (Int64, Int64, ByteBuffer).self).first else { return nil }
+        return DeviceKey(identity: identity, key: Array(buffer: row.2), userID: row.0.id, deviceID: row.1.id)
     }
 
     // MARK: - Chats

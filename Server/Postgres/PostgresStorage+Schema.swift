@@ -312,6 +312,19 @@ extension PostgresStorage {
             )
             """,
         ]),
+        // Pre-shared keys for CoAP over DTLS: kept as they are (a handshake needs the key).
+        Migration(version: 6, name: "v6: device keys", statements: [
+            """
+            CREATE TABLE device_keys (
+                identity TEXT PRIMARY KEY,
+                device_id BIGINT NOT NULL REFERENCES devices(id),
+                key BYTEA NOT NULL,
+                created_at_ms BIGINT NOT NULL,
+                revoked_at_ms BIGINT
+            )
+            """,
+            "CREATE INDEX device_keys_by_device ON device_keys(device_id)",
+        ]),
     ]
 
     /// The newest schema this program knows.

@@ -97,6 +97,19 @@ extension SQLiteStorage {
                 ALTER TABLE chats ADD COLUMN title TEXT NOT NULL DEFAULT '';
                 """)
         }
+        // Pre-shared keys for CoAP over DTLS: kept as they are (a handshake needs the key).
+        migrator.registerMigration("v4: device keys") { db in
+            try db.execute(sql: """
+                CREATE TABLE device_keys (
+                    identity TEXT PRIMARY KEY,
+                    device_id INTEGER NOT NULL REFERENCES devices(id),
+                    key BLOB NOT NULL,
+                    created_at_ms INTEGER NOT NULL,
+                    revoked_at_ms INTEGER
+                );
+                CREATE INDEX device_keys_by_device ON device_keys(device_id);
+                """)
+        }
         return migrator
     }
 

@@ -160,7 +160,39 @@ public final class SQLiteStorage: ServerStorage {
     public func revokeTokens(deviceID: UInt64, now: Date) async throws(StorageError) -> Int {
         try await write { db in
             try db.execute(sql: "UPDATE tokens SET revoked_at_ms = ? WHERE device_id = ? AND revoked_at_ms IS NULL", arguments: [now.milliseconds, Int64(clamping: deviceID)])
-            return db.changesCount
+            let tokens = db.changesCount
+            try db.execute(sql: "UPDATE device_keys SET revoked_at_ms = ? WHERE device_id = ? AND revoked_at_ms IS NULL", arguments: [now.milliseconds, Int64(clamping: deviceID)])
+            return tokens
+        }
+    }
+
+    // MARK: - Pre-shared keys
+
+    public func issueDeviceKey(deviceID: UInt64) async throws(StorageError) -> DeviceKey {
+        let now = Date()
+        return try await write { db in
+            guard let userID = try Int64.fetchOne(db, sql: "SELECT user_id FROM devices WHERE id = ?", arguments: [Int64(clamping: deviceID)]) else {
+                throw StorageError.notFound("device \(deviceID)")
+            }
+            return try Self.insertDeviceKey(db, userID: UInt64(userID), deviceID: deviceID, at: now)
+        }
+    }
+
+    static func insertDeviceKey(_ db: Database, userID: UInt64, deviceID: UInt64, at now: Date) throws -> DeviceKey {
+        let key = DeviceKey.generate(userID: userID, deviceID: deviceID)
+        try db.cachedStatement(sql: "INSERT INTO device_keys (identity, device_id, key, created_at_ms) VALUES (?, ?, ?, ?)")
+            .execute(arguments: [key.identity, Int64(deviceID), Data(key.key), now.milliseconds])
+        return key
+    }
+
+    public func deviceKey(identity: String) async throws(StorageError) -> DeviceKey? {
+        guard identity.utf8.count <= DeviceKey.maxIdentityLength else { return nil }
+        return try readOneStatement { db in
+            guard let row = try Row.fetchOne(db.cachedStatement(sql: """
+                SELECT d.user_id, k.device_id, k.key FROM device_keys k JOIN devices d ON d.id = k.device_id
+                WHERE k.identity = ? AND k.revoked_at_ms IS NULL
+                """), arguments: [identity]) else { return nil }
+            return DeviceKey(identity: identity, key: [UInt8](row["key"] as Data), userID: UInt64(row["user_id"] as Int64), deviceID: UInt64(row["device_id"] as Int64))
         }
     }
 

@@ -23,10 +23,10 @@ final class SQLiteStorageTests: XCTestCase {
     }
 
     func testMigrationsAreVersionedAndRunOnce() async throws {
-        XCTAssertEqual(try storage.appliedMigrations(), ["v1: accounts, chats, messages, search, cursors", "v2: invites", "v3: changes (edit, delete, rename)"])
+        XCTAssertEqual(try storage.appliedMigrations(), ["v1: accounts, chats, messages, search, cursors", "v2: invites", "v3: changes (edit, delete, rename)", "v4: device keys"])
         _ = try await storage.createUser(name: "ann")
         let reopened = try SQLiteStorage(path: path)
-        XCTAssertEqual(try reopened.appliedMigrations().count, 3)
+        XCTAssertEqual(try reopened.appliedMigrations().count, 4)
         let value1 = try await reopened.user(named: "ann").name
         XCTAssertEqual(value1, "ann", "reopening keeps the data")
     }
@@ -49,6 +49,8 @@ final class SQLiteStorageTests: XCTestCase {
     func testTokensAreStoredOnlyAsHashesAndHonourExpiryAndRevocation() async throws {
         try await contract.tokensAreStoredOnlyAsHashesAndHonourExpiryAndRevocation(everythingStored: everythingStored)
     }
+
+    func testDeviceKeysAreFoundByIdentityUntilRevoked() async throws { try await contract.deviceKeysAreFoundByIdentityUntilRevoked() }
 
     func testInvitesAreHashedSingleUseAndExpire() async throws {
         try await contract.invitesAreHashedSingleUseAndExpire(everythingStored: everythingStored)

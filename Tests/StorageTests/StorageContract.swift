@@ -38,6 +38,37 @@ final class StorageContract {
         await XCTAssertThrowsAsync(try await self.storage.createDevice(userID: 999, name: "d")) { XCTAssertEqual($0, .notFound("user 999")) }
     }
 
+    /// A PSK identity finds its device and key; a second key is another identity beside the
+    /// first; revoking the device's credentials ends both; unknown or oversized identities find
+    /// nothing.
+    func deviceKeysAreFoundByIdentityUntilRevoked() async throws {
+        let (user, device, _) = try await member("ann")
+        let first = try await storage.issueDeviceKey(deviceID: device.id)
+        XCTAssertEqual(first.key.count, DeviceKey.keyBytes)
+        XCTAssertEqual([first.userID, first.deviceID], [user.id, device.id])
+        XCTAssertLessThanOrEqual(first.identity.utf8.count, DeviceKey.maxIdentityLength)
+        let found = try await storage.deviceKey(identity: first.identity)
+        XCTAssertEqual(found, first)
+        let second = try await storage.issueDeviceKey(deviceID: device.id)
+        XCTAssertNotEqual(second.identity, first.identity)
+        XCTAssertNotEqual(second.key, first.key)
+        let firstStill = try await storage.deviceKey(identity: first.identity)
+        XCTAssertEqual(firstStill, first, "a new key leaves the earlier one valid")
+        let unknown = try await storage.deviceKey(identity: "nobody")
+        XCTAssertNil(unknown)
+        let oversized = try await storage.deviceKey(identity: String(repeating: "x", count: 10_000))
+        XCTAssertNil(oversized)
+        await XCTAssertThrowsAsync(try await self.storage.issueDeviceKey(deviceID: 999_999)) {
+            guard case .notFound = $0 else { return XCTFail("\($0)") }
+        }
+
+        _ = try await storage.revokeTokens(deviceID: device.id, now: Date())
+        for key in [first, second] {
+            let revoked = try await storage.deviceKey(identity: key.identity)
+            XCTAssertNil(revoked, "revoking a device's credentials ends its keys")
+        }
+    }
+
     func tokensAreStoredOnlyAsHashesAndHonourExpiryAndRevocation(everythingStored: () async throws -> Data) async throws {
         let (user, device, _) = try await member("ann")
         let token = try await storage.issueToken(deviceID: device.id, expiresAt: nil)

@@ -26,8 +26,14 @@ public protocol ServerStorage: ChatBatchStore, DeliveryCursorStore {
     func authenticate(token: String, now: Date) async throws(StorageError) -> TokenIdentity?
     /// Revokes one token; false when it was unknown or already revoked.
     func revokeToken(_ token: String, now: Date) async throws(StorageError) -> Bool
-    /// Revokes every token of a device; returns how many were active.
+    /// Revokes every token and pre-shared key of a device; returns how many tokens were active.
     func revokeTokens(deviceID: UInt64, now: Date) async throws(StorageError) -> Int
+
+    // MARK: Pre-shared keys (CoAP over DTLS)
+    /// A new pre-shared key for the device (`DeviceKey.generate`); earlier ones stay valid.
+    func issueDeviceKey(deviceID: UInt64) async throws(StorageError) -> DeviceKey
+    /// The device and key a PSK identity names; nil when unknown or revoked.
+    func deviceKey(identity: String) async throws(StorageError) -> DeviceKey?
 
     // MARK: Invites
     /// A one-time code with which a person signs in as `userName` (created then, if it does not
