@@ -54,6 +54,7 @@ let package = Package(
                 "CDTLS",
                 "CoAP",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Shared/DTLS"
         ),
@@ -190,6 +191,7 @@ let package = Package(
         .target(
             name: "CourierApp",
             dependencies: [
+                "DTLS",
                 "CoAP",
                 "CourierActors",
                 "CourierCore",
@@ -405,6 +407,7 @@ let package = Package(
                 "CourierProtocol",
                 "CourierPush",
                 "CourierSQLite",
+                "DTLS",
                 "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

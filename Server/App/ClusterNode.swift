@@ -7,6 +7,7 @@ import CourierOps
 import CourierPostgres
 import CourierProtocol
 import CourierPush
+import DTLS
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -39,6 +40,8 @@ public final class ClusterNode: Sendable {
     public let push: PushService
     public let adminToken: String
     let logger: Logger
+    /// The DTLS layer's figures across the gateway's secure sockets.
+    let dtls = DTLSStatistics()
 
     /// How often the node compares its live devices' chats with the database (what a lost
     /// notification left behind is delivered within about this long).
@@ -104,7 +107,7 @@ public final class ClusterNode: Sendable {
             )])
         }
         gateway = GatewayService(
-            configuration: configuration.gateway,
+            configuration: try configuration.gateway(storage: storage, dtls: dtls, logger: logger),
             resources: GatewayResources(intake: intake, authenticator: authenticator, configuration: configuration.gatewayResources, metrics: metrics, logger: logger,
                                         online: { await presence.online(among: $0) }),
             logger: logger,
@@ -112,7 +115,8 @@ public final class ClusterNode: Sendable {
         )
         let gateway = self.gateway
         let writer = self.writer
-        metrics.onScrape { [metrics, live] in
+        metrics.onScrape { [metrics, live, dtls] in
+            metrics.recordDTLS(dtls.snapshot)
             metrics.recordLiveDevices(live.count)
             let writes = writer.statistics
             metrics.recordStoreWrites(transactions: writes.transactions, batches: writes.batches)
@@ -120,7 +124,7 @@ public final class ClusterNode: Sendable {
         }
         let admin = AdminAPI(token: adminToken, storage: storage, chats: chats, metrics: metrics, logger: logger)
         ops = OpsHTTPService(host: configuration.httpHost, port: configuration.httpPort, metrics: metrics, admin: admin, logger: logger) {
-            gateway.port != nil
+            gateway.isListening
         }
     }
 

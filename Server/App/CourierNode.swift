@@ -9,6 +9,7 @@ import CourierMemory
 import CourierOps
 import CourierPush
 import CourierSQLite
+import DTLS
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -34,6 +35,8 @@ public final class CourierNode: Sendable {
     /// The admin API's bearer token, from `<data directory>/admin.token`.
     public let adminToken: String
     let logger: Logger
+    /// The DTLS layer's figures across the gateway's secure sockets.
+    let dtls = DTLSStatistics()
 
     public static func storagePath(dataDirectory: String) -> String { "\(dataDirectory)/courier.sqlite3" }
     public static func logPath(dataDirectory: String) -> String { "\(dataDirectory)/log" }
@@ -92,7 +95,7 @@ public final class CourierNode: Sendable {
         let consumers = self.consumers
         let storage = self.storage
         gateway = GatewayService(
-            configuration: configuration.gateway,
+            configuration: try configuration.gateway(storage: storage, dtls: dtls, logger: logger),
             resources: GatewayResources(intake: intake, authenticator: authenticator, configuration: configuration.gatewayResources, metrics: metrics, logger: logger,
                                         online: { await presence.online(among: $0) }),
             logger: logger,
@@ -106,7 +109,8 @@ public final class CourierNode: Sendable {
             }
         )
         let gateway = self.gateway
-        metrics.onScrape { [metrics, live] in
+        metrics.onScrape { [metrics, live, dtls] in
+            metrics.recordDTLS(dtls.snapshot)
             metrics.recordDedupEntries(await gateway.dedupEntries())
             metrics.recordLiveDevices(live.count)
             let writes = consumers.writer.statistics
@@ -114,7 +118,7 @@ public final class CourierNode: Sendable {
         }
         let admin = AdminAPI(token: adminToken, storage: storage, chats: chats, metrics: metrics, logger: logger)
         ops = OpsHTTPService(host: configuration.httpHost, port: configuration.httpPort, metrics: metrics, admin: admin, logger: logger) {
-            consumers.caughtUp && gateway.port != nil
+            consumers.caughtUp && gateway.isListening
         }
     }
 

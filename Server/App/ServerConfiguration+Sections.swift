@@ -4,15 +4,36 @@ import CourierCore
 import CourierGateway
 import CourierLog
 import CourierPush
+import DTLS
 import Logging
 
 /// The file's flat settings as each module's own configuration: a module owns its section's
 /// type and defaults; this is the one place that maps the file onto them.
 extension ServerConfiguration {
-    var gateway: GatewayService.Configuration {
+    /// The gateway's ports: clear text unless `requireSecure`, and DTLS when configured, whose
+    /// PSK identities find their keys in `storage`. Throws when a certificate or key cannot
+    /// be used (a clear error at start, not a failed handshake later).
+    func gateway(storage: any ServerStorage, dtls statistics: DTLSStatistics, logger: Logger) throws -> GatewayService.Configuration {
         var endpoint = CoAPEndpoint.Configuration()
         endpoint.transmission.deduplicationCapacity = coapDedupCapacity
-        return GatewayService.Configuration(host: coapHost, port: coapPort, channels: coapChannels, maxConcurrentRequests: maxConcurrentRequests, endpoint: endpoint)
+        var gateway = GatewayService.Configuration(host: coapHost, port: coapPort, channels: coapChannels, maxConcurrentRequests: maxConcurrentRequests, endpoint: endpoint)
+        gateway.clearText = !requireSecure
+        if servesDTLS {
+            let credentials = DTLSContext.Credentials(psk: dtlsPsk, certificateChainFile: tlsCertificate, privateKeyFile: tlsKey, trustedCAFile: tlsClientCa)
+            let context: DTLSContext
+            do {
+                context = try DTLSContext(role: .server, credentials: credentials)
+            } catch {
+                throw ConfigurationError("DTLS: \(error)")
+            }
+            var dtls = DTLSServerConfiguration(context: context, keys: dtlsPsk ? PSKKeyCache(source: StoredDeviceKeys(storage: storage), lifetime: .seconds(max(tokenCacheSeconds, 1))) : nil)
+            dtls.maxAssociations = maxDtlsAssociations
+            dtls.idleTimeout = .seconds(Int64(dtlsIdleSeconds))
+            dtls.statistics = statistics
+            dtls.logger = logger
+            gateway.secure = (coapsPort, DTLSServerSecurity(dtls))
+        }
+        return gateway
     }
 
     var gatewayResources: GatewayResources.Configuration {
@@ -59,5 +80,14 @@ extension ServerConfiguration {
         regions.idleTimeout = .seconds(entityIdleSeconds)
         regions.maxEntitiesPerShard = maxEntitiesPerShard
         return regions
+    }
+}
+
+/// Device keys from the server's store, for DTLS handshakes with a pre-shared key.
+struct StoredDeviceKeys: PSKKeySource {
+    let storage: any ServerStorage
+
+    func key(forIdentity identity: String) async throws -> [UInt8]? {
+        try await storage.deviceKey(identity: identity)?.key
     }
 }

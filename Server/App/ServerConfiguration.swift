@@ -74,14 +74,34 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     /// one of the cluster's and keeps nothing that matters in its data directory; nil, the
     /// embedded server (log and SQLite in the data directory).
     public var postgres: String?
+    /// UDP port of CoAP over DTLS (`coaps://`), opened when `dtlsPsk` or `tlsCertificate` is set.
+    public var coapsPort = 5684
+    /// Devices may prove themselves with a pre-shared key (`device add --psk`) on `coapsPort`.
+    public var dtlsPsk = false
+    /// PEM certificate chain and key of this server, for DTLS (an ECDSA P-256 key, RFC 7925).
+    public var tlsCertificate: String?
+    public var tlsKey: String?
+    /// PEM file of the authorities whose client certificates name devices on `coapsPort`; a
+    /// certificate's common name is USER/DEVICE.
+    public var tlsClientCa: String?
+    /// Open no clear-text port: CoAP only over DTLS.
+    public var requireSecure = false
+    /// DTLS associations each CoAP socket keeps; at the bound the least recently active is closed.
+    public var maxDtlsAssociations = 4_096
+    /// A DTLS association that carries nothing this long is closed.
+    public var dtlsIdleSeconds = 600
 
     public init() {}
+
+    /// Whether `coapsPort` is opened.
+    public var servesDTLS: Bool { dtlsPsk || tlsCertificate != nil }
 
     public enum CodingKeys: String, CodingKey, CaseIterable {
         case dataDirectory, coapHost, coapPort, coapChannels, httpHost, httpPort, pushHost, pushPort, allowedOrigins
         case heartbeatSeconds, maxFrameBytes, maxPushSessions, maxPushStrangers, helloSeconds, ackTimeoutSeconds, slowReaderSeconds, maxOutboundBytes, maxUnackedPerChat, nodeID, logLevel
         case partitions, maxQueuedAppends, maxPendingMessages, maxConcurrentRequests, deviceRatePerSecond, deviceBurst, coapDedupCapacity, maxTextBytes
         case entityIdleSeconds, maxEntitiesPerShard, tokenCacheSeconds, retentionHours, unsafeNoSync, postgres
+        case coapsPort, dtlsPsk, tlsCertificate, tlsKey, tlsClientCa, requireSecure, maxDtlsAssociations, dtlsIdleSeconds
     }
 
     public init(from decoder: any Decoder) throws {
@@ -125,6 +145,14 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         retentionHours = try value(.retentionHours, defaults.retentionHours)
         unsafeNoSync = try value(.unsafeNoSync, defaults.unsafeNoSync)
         postgres = try container.decodeIfPresent(String.self, forKey: .postgres)
+        coapsPort = try value(.coapsPort, defaults.coapsPort)
+        dtlsPsk = try value(.dtlsPsk, defaults.dtlsPsk)
+        tlsCertificate = try container.decodeIfPresent(String.self, forKey: .tlsCertificate)
+        tlsKey = try container.decodeIfPresent(String.self, forKey: .tlsKey)
+        tlsClientCa = try container.decodeIfPresent(String.self, forKey: .tlsClientCa)
+        requireSecure = try value(.requireSecure, defaults.requireSecure)
+        maxDtlsAssociations = try value(.maxDtlsAssociations, defaults.maxDtlsAssociations)
+        dtlsIdleSeconds = try value(.dtlsIdleSeconds, defaults.dtlsIdleSeconds)
     }
 
     /// Reads a JSON configuration file; unknown keys are an error (a typo must not pass silently).
@@ -150,6 +178,10 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             guard let text = environment[name] else { continue }
             func int() throws -> Int {
                 guard let value = Int(text) else { throw ConfigurationError("\(name)=\(text): expected a whole number") }
+                return value
+            }
+            func flag() throws -> Bool {
+                guard let value = Bool(text) else { throw ConfigurationError("\(name)=\(text): expected true or false") }
                 return value
             }
             switch key {
@@ -185,10 +217,16 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             case .maxEntitiesPerShard: maxEntitiesPerShard = try int()
             case .tokenCacheSeconds: tokenCacheSeconds = try int()
             case .retentionHours: retentionHours = try int()
-            case .unsafeNoSync:
-                guard let flag = Bool(text) else { throw ConfigurationError("\(name)=\(text): expected true or false") }
-                unsafeNoSync = flag
+            case .unsafeNoSync: unsafeNoSync = try flag()
             case .postgres: postgres = text.isEmpty ? nil : text
+            case .coapsPort: coapsPort = try int()
+            case .dtlsPsk: dtlsPsk = try flag()
+            case .tlsCertificate: tlsCertificate = text.isEmpty ? nil : text
+            case .tlsKey: tlsKey = text.isEmpty ? nil : text
+            case .tlsClientCa: tlsClientCa = text.isEmpty ? nil : text
+            case .requireSecure: requireSecure = try flag()
+            case .maxDtlsAssociations: maxDtlsAssociations = try int()
+            case .dtlsIdleSeconds: dtlsIdleSeconds = try int()
             }
         }
     }
@@ -226,6 +264,15 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         try check(retentionHours >= 1, "retentionHours must be at least 1")
         if let postgres {
             do { _ = try PostgresURL(postgres) } catch { throw ConfigurationError("postgres: \(error)") }
+        }
+        try check((0...65_535).contains(coapsPort), "coapsPort must be 0-65535")
+        try check((tlsCertificate == nil) == (tlsKey == nil), "tlsCertificate and tlsKey go together")
+        try check(tlsClientCa == nil || tlsCertificate != nil, "tlsClientCa needs tlsCertificate and tlsKey (clients check the server first)")
+        try check(!requireSecure || servesDTLS, "requireSecure needs DTLS: set dtlsPsk, or tlsCertificate and tlsKey")
+        try check(maxDtlsAssociations >= 1, "maxDtlsAssociations must be at least 1")
+        try check((1...86_400).contains(dtlsIdleSeconds), "dtlsIdleSeconds must be 1-86400")
+        for (setting, path) in [("tlsCertificate", tlsCertificate), ("tlsKey", tlsKey), ("tlsClientCa", tlsClientCa)] {
+            if let path { try check(FileManager.default.isReadableFile(atPath: path), "\(setting): cannot read \(path)") }
         }
     }
 }

@@ -116,7 +116,7 @@ struct UserCommand: AsyncParsableCommand {
 }
 
 struct DeviceCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "device", abstract: "Create devices (with their first token).", subcommands: [Add.self])
+    static let configuration = CommandConfiguration(commandName: "device", abstract: "Create devices (with their first token), and issue pre-shared keys.", subcommands: [Add.self, Key.self])
 
     struct Add: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a device for a user and print its token (shown only now).")
@@ -124,6 +124,7 @@ struct DeviceCommand: AsyncParsableCommand {
         @Argument(help: "User name or id.") var user: String
         @Argument(help: "Device name, unique for the user.") var name: String
         @Option(help: "Days until the token expires (default: never).") var expiresDays: Int?
+        @Flag(help: "Also issue a pre-shared key for CoAP over DTLS (shown only now).") var psk = false
 
         func run() async throws {
             let storage = try await options.openStorage()
@@ -133,9 +134,34 @@ struct DeviceCommand: AsyncParsableCommand {
             var object = tokenJSON(token)
             object["device_name"] = device.name
             object["user_name"] = owner.name
-            try options.emit(text: "device \(device.id) \(owner.name)/\(device.name)\ntoken \(token.token)", json: object)
+            var text = "device \(device.id) \(owner.name)/\(device.name)\ntoken \(token.token)"
+            if psk {
+                let key = try await storage.issueDeviceKey(deviceID: device.id)
+                object.merge(keyJSON(key)) { $1 }
+                text += "\npsk-identity \(key.identity)\npsk-key \(key.keyText)"
+            }
+            try options.emit(text: text, json: object)
         }
     }
+
+    struct Key: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Issue a device a new pre-shared key for CoAP over DTLS and print it (shown only now); earlier keys stay valid until `token revoke --device`.")
+        @OptionGroup var options: AdminOptions
+        @Argument(help: "User name or id.") var user: String
+        @Argument(help: "Device name or id.") var device: String
+
+        func run() async throws {
+            let storage = try await options.openStorage()
+            let owner = try await resolveUser(user, in: storage)
+            let device = try await resolveDevice(user: owner, self.device, in: storage)
+            let key = try await storage.issueDeviceKey(deviceID: device.id)
+            try options.emit(text: "psk-identity \(key.identity)\npsk-key \(key.keyText)", json: keyJSON(key))
+        }
+    }
+}
+
+func keyJSON(_ key: DeviceKey) -> [String: Any] {
+    ["psk_identity": key.identity, "psk_key": key.keyText, "device_id": key.deviceID, "user_id": key.userID]
 }
 
 struct InviteCommand: AsyncParsableCommand {

@@ -63,6 +63,24 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "UDP port of the CoAP gateway (0: any free port).")
     var coapPort: Int?
 
+    @Option(help: "UDP port of CoAP over DTLS (coaps://; default 5684), opened with --dtls-psk or --tls-certificate.")
+    var coapsPort: Int?
+
+    @Flag(help: "Devices may prove themselves over DTLS with a pre-shared key (`device add --psk`).")
+    var dtlsPsk = false
+
+    @Option(help: "PEM certificate chain of this server, for DTLS (an ECDSA P-256 key, RFC 7925).")
+    var tlsCertificate: String?
+
+    @Option(help: "PEM private key of --tls-certificate.")
+    var tlsKey: String?
+
+    @Option(help: "PEM authorities whose client certificates name devices over DTLS (common name USER/DEVICE).")
+    var tlsClientCa: String?
+
+    @Flag(help: "Open no clear-text CoAP port: devices speak only over DTLS.")
+    var requireSecure = false
+
     @Option(help: "UDP sockets sharing the CoAP port, one per event loop.")
     var coapChannels: Int?
 
@@ -116,6 +134,12 @@ struct Serve: AsyncParsableCommand {
         if let bind { configuration.coapHost = bind }
         if let coapPort { configuration.coapPort = coapPort }
         if let coapChannels { configuration.coapChannels = coapChannels }
+        if let coapsPort { configuration.coapsPort = coapsPort }
+        if dtlsPsk { configuration.dtlsPsk = true }
+        if let tlsCertificate { configuration.tlsCertificate = tlsCertificate }
+        if let tlsKey { configuration.tlsKey = tlsKey }
+        if let tlsClientCa { configuration.tlsClientCa = tlsClientCa }
+        if requireSecure { configuration.requireSecure = true }
         if let httpBind { configuration.httpHost = httpBind }
         if let httpPort { configuration.httpPort = httpPort }
         if let pushPort { configuration.pushPort = pushPort }

@@ -17,6 +17,11 @@ public final class GatewayService: Service, Sendable {
         public var channels: Int
         public var maxConcurrentRequests: Int
         public var endpoint: CoAPEndpoint.Configuration
+        /// CoAP over DTLS (`coaps://`): its port and its security layer, on as many sockets as
+        /// the clear-text port has; nil serves clear text only.
+        public var secure: (port: Int, security: any DatagramSecurity)?
+        /// Whether the clear-text port is opened (not with `requireSecure`).
+        public var clearText = true
 
         public init(host: String = "0.0.0.0", port: Int = 5683, channels: Int = 1, maxConcurrentRequests: Int = 256, endpoint: CoAPEndpoint.Configuration = .init()) {
             self.host = host
@@ -33,6 +38,7 @@ public final class GatewayService: Service, Sendable {
     /// Runs before binding (the server waits here until its consumers have caught up).
     let beforeBinding: @Sendable () async -> Void
     private let boundPort = NIOLockedValueBox<Int?>(nil)
+    private let boundSecurePort = NIOLockedValueBox<Int?>(nil)
     private let serving = NIOLockedValueBox<[CoAPEndpoint]>([])
 
     public init(configuration: Configuration, resources: any CoAPRequestHandler = GatewayResources(), logger: Logger, beforeBinding: @escaping @Sendable () async -> Void = {}) {
@@ -42,8 +48,12 @@ public final class GatewayService: Service, Sendable {
         self.beforeBinding = beforeBinding
     }
 
-    /// The UDP port once bound (useful with port 0); nil before.
+    /// The clear-text UDP port once bound (useful with port 0); nil before, or when not opened.
     public var port: Int? { boundPort.withLockedValue { $0 } }
+    /// Whether the gateway has bound its sockets and serves.
+    public var isListening: Bool { port != nil || securePort != nil }
+    /// The DTLS UDP port once bound; nil before, or without DTLS.
+    public var securePort: Int? { boundSecurePort.withLockedValue { $0 } }
 
     /// Entries in the deduplication caches of all the gateway's sockets (bounded per socket by
     /// `configuration.endpoint.transmission.deduplicationCapacity`); 0 when not serving.
@@ -56,23 +66,30 @@ public final class GatewayService: Service, Sendable {
     public func run() async throws {
         await cancelWhenGracefulShutdown { await self.beforeBinding() }
         if Task.isCancelled || Task.isShuttingDownGracefully { return }
-        let reusePort = configuration.channels > 1
         var endpoints: [CoAPEndpoint] = []
+        var clearEndpoints: [CoAPEndpoint] = []
+        var secureEndpoints: [CoAPEndpoint] = []
         do {
-            let first = try await CoAPEndpoint.bind(host: configuration.host, port: configuration.port, serving: true, configuration: configuration.endpoint, reusePort: reusePort)
-            endpoints.append(first)
-            let port = first.localAddress.port ?? configuration.port
-            for _ in 1..<configuration.channels {
-                endpoints.append(try await CoAPEndpoint.bind(host: configuration.host, port: port, serving: true, configuration: configuration.endpoint, reusePort: true))
+            if configuration.clearText {
+                clearEndpoints = try await bindSockets(port: configuration.port, configuration.endpoint, into: &endpoints)
+            }
+            if let secure = configuration.secure {
+                var endpoint = configuration.endpoint
+                endpoint.security = secure.security
+                secureEndpoints = try await bindSockets(port: secure.port, endpoint, into: &endpoints)
             }
         } catch {
             for endpoint in endpoints { await endpoint.close() }
             throw error
         }
         let serving = endpoints
-        boundPort.withLockedValue { $0 = serving[0].localAddress.port }
+        boundPort.withLockedValue { $0 = clearEndpoints.first?.localAddress.port }
+        boundSecurePort.withLockedValue { $0 = secureEndpoints.first?.localAddress.port }
         self.serving.withLockedValue { $0 = serving }
-        logger.info("CoAP gateway listening", metadata: ["address": "\(endpoints[0].localAddress)", "sockets": "\(endpoints.count)"])
+        logger.info("CoAP gateway listening", metadata: [
+            "clear": "\(clearEndpoints.first.map { "\($0.localAddress)" } ?? "off")", "dtls": "\(secureEndpoints.first.map { "\($0.localAddress)" } ?? "off")",
+            "sockets": "\(endpoints.count)",
+        ])
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 for endpoint in serving {
@@ -83,6 +100,23 @@ public final class GatewayService: Service, Sendable {
         self.serving.withLockedValue { $0 = [] }
         for endpoint in endpoints { await endpoint.close() }
         boundPort.withLockedValue { $0 = nil }
+        boundSecurePort.withLockedValue { $0 = nil }
         logger.info("CoAP gateway stopped")
+    }
+
+    /// `configuration.channels` sockets on one port (SO_REUSEPORT when more than one), each
+    /// appended to `all` as soon as it is bound (so a failure closes what was bound).
+    private func bindSockets(port: Int, _ endpoint: CoAPEndpoint.Configuration, into all: inout [CoAPEndpoint]) async throws -> [CoAPEndpoint] {
+        let reusePort = configuration.channels > 1
+        let first = try await CoAPEndpoint.bind(host: configuration.host, port: port, serving: true, configuration: endpoint, reusePort: reusePort)
+        all.append(first)
+        var bound = [first]
+        let boundPort = first.localAddress.port ?? port
+        for _ in 1..<configuration.channels {
+            let next = try await CoAPEndpoint.bind(host: configuration.host, port: boundPort, serving: true, configuration: endpoint, reusePort: true)
+            all.append(next)
+            bound.append(next)
+        }
+        return bound
     }
 }

@@ -13,8 +13,10 @@ final class DTLSAssociation {
     /// Who the peer proved to be: `psk:IDENTITY` or `cert:COMMON NAME`.
     var identity: String?
     var timer: Scheduled<Void>?
-    /// A datagram held while the key for the PSK identity it names is looked up.
-    var held: [UInt8]?
+    /// Datagrams held, in order, while the key for the PSK identity the first names is looked
+    /// up (the rest of the client's flight comes meanwhile); at most `maxHeld`.
+    var held: [[UInt8]] = []
+    static let maxHeld = 8
     var lookingUp = false
     /// The PSK identity whose key was set on the SSL (or found unknown).
     var resolvedIdentity: String?

@@ -1,5 +1,6 @@
 import CDTLS
 import CoAP
+import Logging
 import NIOCore
 
 /// What a DTLS server endpoint holds and how long.
@@ -21,6 +22,9 @@ public struct DTLSServerConfiguration: Sendable {
     /// The largest datagram DTLS writes (RFC 7925 4: fit the path; 1152 as libcoap).
     public var mtu = 1_152
     public var statistics = DTLSStatistics()
+    /// Handshake failures at debug level (a failed handshake is a peer's problem, and a flood
+    /// of them must not flood the log), each association at trace level.
+    public var logger = Logger(label: "courier.dtls")
 
     public init(context: DTLSContext, keys: PSKKeyCache? = nil) {
         self.context = context
@@ -194,8 +198,8 @@ final class DTLSServerHandler: ChannelDuplexHandler {
         association.lastActive = .now()
         if !association.established {
             if association.lookingUp {
-                // The newest datagram of the flight waits with the lookup; DTLS resends the rest.
-                association.held = Array(bytes)
+                // The rest of the flight waits with the lookup; beyond the bound DTLS resends it.
+                if association.held.count < DTLSAssociation.maxHeld { association.held.append(Array(bytes)) }
                 return
             }
             if needsKeyLookup(bytes, association) { return }
@@ -223,12 +227,13 @@ final class DTLSServerHandler: ChannelDuplexHandler {
             resolve(association, identity: identity, cached)
             return false
         }
-        association.held = Array(bytes)
+        association.held = [Array(bytes)]
         association.lookingUp = true
         guard let context else { return true }
         let loop = context.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
         let peer = association.peer
+        configuration.logger.trace("DTLS key lookup", metadata: ["peer": "\(association.peer)", "identity": "\(identity)"])
         Task {
             let lookup = await keys.lookUp(identity)
             loop.execute { handler.value.keyFound(lookup, identity: identity, peer: peer) }
@@ -237,12 +242,15 @@ final class DTLSServerHandler: ChannelDuplexHandler {
     }
 
     private func keyFound(_ lookup: PSKKeyCache.Lookup, identity: String, peer: SocketAddress) {
+        configuration.logger.trace("DTLS key found", metadata: ["peer": "\(peer)", "identity": "\(identity)", "known": "\(lookup != .unknown)"])
         guard let association = associations[peer], association.lookingUp else { return }
         association.lookingUp = false
         resolve(association, identity: identity, lookup)
-        guard let held = association.held else { return }
-        association.held = nil
-        held.withUnsafeBytes { datagram in association.reading(datagram) { advanceHandshake(association) } }
+        let held = association.held
+        association.held = []
+        for datagram in held where !association.closed {
+            datagram.withUnsafeBytes { datagram in association.reading(datagram) { advanceHandshake(association) } }
+        }
         flushIfNeeded()
     }
 
@@ -260,6 +268,7 @@ final class DTLSServerHandler: ChannelDuplexHandler {
         if result == 1 {
             association.established = true
             association.identity = association.provenIdentity()
+            configuration.logger.trace("DTLS association", metadata: ["peer": "\(association.peer)", "identity": "\(association.identity ?? "")"])
             handshakes -= 1
             statistics.handshaking.add(-1, ordering: .relaxed)
             statistics.handshakesCompleted.add(1, ordering: .relaxed)
@@ -270,6 +279,9 @@ final class DTLSServerHandler: ChannelDuplexHandler {
         let error = SSL_get_error(association.ssl, result)
         guard error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE else {
             statistics.handshakesFailed.add(1, ordering: .relaxed)
+            configuration.logger.debug("DTLS handshake failed", metadata: [
+                "peer": "\(association.peer)", "identity": "\(association.resolvedIdentity ?? "")", "reason": "\(lastOpenSSLError())",
+            ])
             remove(association, notify: false)
             return
         }

@@ -21,4 +21,14 @@ public final class DTLSStatistics: Sendable {
     public let expired = Atomic<Int>(0)
 
     public init() {}
+
+    /// Every figure by its metric name (`courier_dtls_` + name).
+    public var snapshot: [String: Int] {
+        [
+            "associations": associations.load(ordering: .relaxed), "handshaking": handshaking.load(ordering: .relaxed),
+            "handshakes_completed": handshakesCompleted.load(ordering: .relaxed), "handshakes_failed": handshakesFailed.load(ordering: .relaxed),
+            "hello_verify_requests": helloVerifyRequests.load(ordering: .relaxed), "dropped_datagrams": droppedDatagrams.load(ordering: .relaxed),
+            "evicted": evicted.load(ordering: .relaxed), "expired": expired.load(ordering: .relaxed),
+        ]
+    }
 }

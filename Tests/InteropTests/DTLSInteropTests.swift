@@ -10,11 +10,7 @@ import XCTest
 final class DTLSInteropTests: XCTestCase {
     static let identity = "dev01"
     static let key = Array("courier-test-key-01".utf8)
-    static let certificates: String = {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-test-ca-\(UUID().uuidString.prefix(8))").path
-        _ = try? TestPostgres.run("\(TestPostgres.repositoryRoot)/scripts/test-ca", [directory, "alice"])
-        return directory
-    }()
+    static var certificates: String { TestCertificates.directory }
 
     var pskServer: DTLSContext.Credentials { .init(psk: true) }
     var certificateServer: DTLSContext.Credentials {
@@ -161,11 +157,15 @@ final class DTLSInteropTests: XCTestCase {
     }
 }
 
-/// Static keys by identity, for the tests.
+/// Static keys by identity, for the tests. Each lookup takes 50 ms, as a database read may: the
+/// rest of the client's flight arrives meanwhile and must wait with the datagram that named it.
 struct FixedKeys: PSKKeySource {
     var keys: [String: [UInt8]]
 
-    func key(forIdentity identity: String) async throws -> [UInt8]? { keys[identity] }
+    func key(forIdentity identity: String) async throws -> [UInt8]? {
+        try await Task.sleep(for: .milliseconds(50))
+        return keys[identity]
+    }
 }
 
 /// Our CoAP server over DTLS on a free loopback port with `InteropHandler`'s resources.

@@ -28,14 +28,46 @@ public final class TokenAuthenticator: Sendable {
     /// Who `token` speaks for, or nil when it is unknown, revoked or expired.
     public func authenticate(_ token: String) async throws(StorageError) -> TokenIdentity? {
         guard !token.isEmpty, token.utf8.count <= DeviceToken.maxLength else { return nil }
+        return try await cached(token) { [storage] () async throws(StorageError) in try await storage.authenticate(token: token, now: Date()) }
+    }
+
+    /// The device a DTLS association proved to be: `psk:IDENTITY` names a device key,
+    /// `cert:USER/DEVICE` a device by its user's and its own name (the common name of a client
+    /// certificate the configured authority signed). Nil when it names no device, or the key
+    /// was revoked.
+    public func authenticate(peerIdentity: String) async throws(StorageError) -> TokenIdentity? {
+        // Cached beside tokens: a token has no ':', so the two never share a key.
+        try await cached(peerIdentity) { [storage] () async throws(StorageError) -> TokenIdentity? in
+            if peerIdentity.hasPrefix("psk:") {
+                return try await storage.deviceKey(identity: String(peerIdentity.dropFirst(4))).map {
+                    TokenIdentity(userID: $0.userID, deviceID: $0.deviceID, expiresAt: nil)
+                }
+            }
+            guard peerIdentity.hasPrefix("cert:") else { return nil }
+            let names = peerIdentity.dropFirst(5).split(separator: "/", omittingEmptySubsequences: false)
+            guard names.count == 2 else { return nil }
+            let user: User
+            do throws(StorageError) {
+                user = try await storage.user(named: String(names[0]))
+            } catch {
+                guard case .notFound = error else { throw error }
+                return nil
+            }
+            return try await storage.devices(ofUser: user.id).first { $0.name == names[1] }.map {
+                TokenIdentity(userID: user.id, deviceID: $0.id, expiresAt: nil)
+            }
+        }
+    }
+
+    private func cached(_ key: String, _ lookup: () async throws(StorageError) -> TokenIdentity?) async throws(StorageError) -> TokenIdentity? {
         let now = ContinuousClock.now
-        if let entry = cache.withLock({ $0[token] }), now - entry.checkedAt < cacheDuration {
+        if let entry = cache.withLock({ $0[key] }), now - entry.checkedAt < cacheDuration {
             return Self.unexpired(entry.identity)
         }
-        let identity = try await storage.authenticate(token: token, now: Date())
+        let identity = try await lookup()
         cache.withLock { cache in
             if cache.count >= capacity { cache.removeAll(keepingCapacity: true) }
-            cache[token] = Entry(identity: identity, checkedAt: now)
+            cache[key] = Entry(identity: identity, checkedAt: now)
         }
         return identity
     }

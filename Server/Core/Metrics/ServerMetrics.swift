@@ -28,6 +28,9 @@ public final class ServerMetrics: Sendable {
     private let storeTransactions: CoreMetrics.Gauge
     private let storeBatches: CoreMetrics.Gauge
     private let clusterNews: [String: CoreMetrics.Gauge]
+    private let dtls: [String: CoreMetrics.Gauge]
+    /// What `courier_dtls_*` reports, named as `DTLSStatistics.snapshot` names it.
+    package static let dtlsNames = ["associations", "handshaking", "handshakes_completed", "handshakes_failed", "hello_verify_requests", "dropped_datagrams", "evicted", "expired"]
     private let scrapeHooks = Mutex<[@Sendable () async -> Void]>([])
 
     public init(partitionCount: Int) {
@@ -54,6 +57,7 @@ public final class ServerMetrics: Sendable {
         clusterNews = Dictionary(uniqueKeysWithValues: ClusterNewsStatistics.names.map {
             ($0, CoreMetrics.Gauge(label: "courier_cluster_news_\($0)", factory: factory))
         })
+        dtls = Dictionary(uniqueKeysWithValues: Self.dtlsNames.map { ($0, CoreMetrics.Gauge(label: "courier_dtls_\($0)", factory: factory)) })
         liveGauges = Dictionary(uniqueKeysWithValues: ["device", "chat"].map {
             ($0, CoreMetrics.Gauge(label: "courier_live_actors", dimensions: [("type", $0)], factory: factory))
         })
@@ -107,6 +111,11 @@ public final class ServerMetrics: Sendable {
     /// What this node of a cluster told the others, and heard from them.
     package func recordClusterNews(_ statistics: ClusterNewsStatistics) {
         for (name, value) in statistics.values { clusterNews[name]?.record(value) }
+    }
+
+    /// The DTLS layer's associations and handshakes, across the gateway's sockets.
+    package func recordDTLS(_ snapshot: [String: Int]) {
+        for (name, value) in snapshot { dtls[name]?.record(Double(value)) }
     }
 
     public func recordLiveActors(type: String, count: Int) {

@@ -4,7 +4,10 @@ import Foundation
 /// names in its handshake and the key both ends hold. Unlike a token, the server keeps the key
 /// itself: a PSK handshake needs it, not a hash of it.
 public struct DeviceKey: Sendable, Equatable {
-    public static let keyBytes = 16
+    /// Keys are text: 128 random bits as 22 base64url characters, whose bytes are the key.
+    /// Printable, because that is how tools take a key (libcoap's `-k` takes the key's bytes
+    /// as written, with no hex form), and never starting with "-" (see `DeviceToken`).
+    public static let keyBytes = 22
     /// Longest identity a handshake may name (RFC 7925 4.2 asks identities to be short).
     public static let maxIdentityLength = 64
 
@@ -21,14 +24,13 @@ public struct DeviceKey: Sendable, Equatable {
     }
 
     /// A new identity for the device (its id, so logs can tell devices apart, and 64 random
-    /// bits, so a new key gets a new identity) and a new 128-bit key.
+    /// bits, so a new key gets a new identity) and a new key.
     public static func generate(userID: UInt64, deviceID: UInt64) -> DeviceKey {
         var generator = SystemRandomNumberGenerator()
         let suffix = String(UInt64.random(in: 0...UInt64.max, using: &generator), radix: 16)
-        let key = (0..<keyBytes).map { _ in UInt8.random(in: 0...255, using: &generator) }
-        return DeviceKey(identity: "\(deviceID)-\(suffix)", key: key, userID: userID, deviceID: deviceID)
+        return DeviceKey(identity: "\(deviceID)-\(suffix)", key: Array(DeviceToken.generate().utf8), userID: userID, deviceID: deviceID)
     }
 
-    /// The key as lowercase hex, as libcoap's `-k 0x...` and the admin output give it.
-    public var hexKey: String { key.map { String(format: "%02x", $0) }.joined() }
+    /// The key as the text it is.
+    public var keyText: String { String(decoding: key, as: UTF8.self) }
 }

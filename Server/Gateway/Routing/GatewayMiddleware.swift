@@ -8,8 +8,9 @@ protocol GatewayMiddleware: Sendable {
     func prepare(_ context: inout RequestContext) async throws
 }
 
-/// Names the device: the first Uri-Query option `t=TOKEN` must be a live token (else 4.01,
-/// with a short body: an unauthenticated request never draws a large answer).
+/// Names the device: by the DTLS association the request came through, or else by the first
+/// Uri-Query option `t=TOKEN`, which must be a live token (else 4.01, with a short body: an
+/// unauthenticated request never draws a large answer).
 struct Authentication: GatewayMiddleware {
     let authenticator: TokenAuthenticator
 
@@ -19,6 +20,19 @@ struct Authentication: GatewayMiddleware {
     }
 
     func prepare(_ context: inout RequestContext) async throws {
+        // Over DTLS the association names the device, and a token in the request is not needed
+        // (nor looked at: the handshake is the stronger proof).
+        if let peer = context.request.peerIdentity {
+            let identity: TokenIdentity?
+            do {
+                identity = try await authenticator.authenticate(peerIdentity: peer)
+            } catch {
+                throw Refusal.unavailable("credential check failed", cause: error)
+            }
+            guard let identity else { throw Refusal(.unauthorized, .unauthorized, "this DTLS identity names no device") }
+            context.identity = identity
+            return
+        }
         guard let token = Self.token(of: context.message) else { throw Refusal(.unauthorized, .unauthorized, "no token") }
         let identity: TokenIdentity?
         do {

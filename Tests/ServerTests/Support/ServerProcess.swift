@@ -63,10 +63,16 @@ final class ServerProcess: @unchecked Sendable {
         let client = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false)
         defer { Task { await client.close() } }
         let deadline = Date().addingTimeInterval(30)
+        // Without a clear-text port, the operations listener says when the gateway serves.
+        let clearText = !extraArguments.contains("--require-secure")
         while true {
             guard process.isRunning else { throw ServerTestError("courier-server exited at start: \(serverLog())") }
-            if let response = try? await Self.withTimeout(.milliseconds(300), { try await client.exchange(.request(.get, path: "/v1/health"), with: self.peer) }),
-               response.code == .content { return }
+            if clearText {
+                if let response = try? await Self.withTimeout(.milliseconds(300), { try await client.exchange(.request(.get, path: "/v1/health"), with: self.peer) }),
+                   response.code == .content { return }
+            } else if (try? await http("/ready"))?.status == 200 {
+                return
+            }
             if Date() > deadline { throw ServerTestError("courier-server did not answer within 30 s: \(serverLog())") }
             try await Task.sleep(for: .milliseconds(50))
         }
