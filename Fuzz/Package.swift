@@ -48,5 +48,16 @@ let package = Package(
             ],
             path: "Sources/WebSocketFrameFuzz"
         ),
+        .executableTarget(
+            name: "fuzz-dtls-records",
+            dependencies: [
+                "FuzzerDriver",
+                .product(name: "CoAP", package: courier),
+                .product(name: "DTLS", package: courier),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            path: "Sources/DTLSRecordFuzz"
+        ),
     ]
 )
