@@ -3,7 +3,7 @@ import Foundation
 
 /// The body of `POST /admin/v1/provision`, checked field by field:
 ///
-///     {"prefix":"sim","users":N,"devices_per_user":D,"chats":C,"members_per_chat":M,"token_days":1}
+///     {"prefix":"sim","users":N,"devices_per_user":D,"chats":C,"members_per_chat":M,"token_days":1,"psk":false}
 ///
 /// It names users `<prefix>-u<i>` (i in 0..<N), each with devices `d<j>` (j in 0..<D), and chats
 /// `<prefix>-c<k>` (k in 0..<C) whose members are users `(k*M + j) % N` for j in 0..<M.
@@ -26,6 +26,8 @@ struct ProvisionRequest: Sendable, Equatable {
     /// Required, and checked, only when there are chats.
     var membersPerChat: Int?
     var tokenDays = 1
+    /// Each device also gets a pre-shared key for CoAP over DTLS (`psk_identity`, `psk_key`).
+    var psk = false
 
     func validate() throws(AdminRefusal) {
         func check(_ condition: Bool, _ message: String) throws(AdminRefusal) {
@@ -54,7 +56,8 @@ struct ProvisionRequest: Sendable, Equatable {
             chats: (0..<chats).map { chat in
                 .init(name: "\(prefix)-c\(chat)", memberIndexes: (0..<membersPerChat).map { (chat * membersPerChat + $0) % users })
             },
-            tokenExpiresAt: now.addingTimeInterval(Double(tokenDays) * 86_400)
+            tokenExpiresAt: now.addingTimeInterval(Double(tokenDays) * 86_400),
+            issueKeys: psk
         )
     }
 
@@ -71,7 +74,7 @@ struct ProvisionRequest: Sendable, Equatable {
             init?(intValue: Int) { nil }
         }
 
-        static let names = ["prefix", "users", "devices_per_user", "chats", "members_per_chat", "token_days"]
+        static let names = ["prefix", "users", "devices_per_user", "chats", "members_per_chat", "token_days", "psk"]
 
         init(from decoder: any Decoder) throws {
             let container = try decoder.container(keyedBy: Key.self)
@@ -96,9 +99,16 @@ struct ProvisionRequest: Sendable, Equatable {
                 throw AdminRefusal.badRequest("prefix must be a string")
             }
             guard let prefix else { throw AdminRefusal.badRequest("prefix is required") }
+            let psk: Bool?
+            do {
+                psk = try container.decodeIfPresent(Bool.self, forKey: Key(stringValue: "psk"))
+            } catch {
+                throw AdminRefusal.badRequest("psk must be true or false")
+            }
             request = ProvisionRequest(
                 prefix: prefix, users: try required("users"), devicesPerUser: try required("devices_per_user"),
-                chats: try number("chats") ?? 0, membersPerChat: try number("members_per_chat"), tokenDays: try number("token_days") ?? 1
+                chats: try number("chats") ?? 0, membersPerChat: try number("members_per_chat"), tokenDays: try number("token_days") ?? 1,
+                psk: psk ?? false
             )
         }
     }

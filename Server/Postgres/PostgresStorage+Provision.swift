@@ -28,19 +28,23 @@ extension PostgresStorage {
                 SELECT owner, name, \(now) FROM unnest(\(deviceOwners)::BIGINT[], \(deviceNames)::TEXT[]) AS planned(owner, name)
                 ON CONFLICT (user_id, name) DO NOTHING
                 """, logger: self.logger)
-            var deviceIDs: [DeviceKey: UInt64] = [:]
+            var deviceIDs: [DeviceName: UInt64] = [:]
             for try await (id, owner, name) in try await connection.query("""
                 SELECT d.id, d.user_id, d.name FROM devices d
                 JOIN unnest(\(deviceOwners)::BIGINT[], \(deviceNames)::TEXT[]) AS planned(owner, name) ON d.user_id = planned.owner AND d.name = planned.name
                 """, logger: self.logger).decode((Int64, Int64, String).self) {
-                deviceIDs[DeviceKey(userID: owner.id, name: name)] = id.id
+                deviceIDs[DeviceName(userID: owner.id, name: name)] = id.id
             }
             var users: [ProvisionResult.User] = []
             var tokenDevices: [Int64] = [], tokenHashes: [String] = []
             for user in plan.users {
                 let userID = userIDs[user.name]!
                 let devices = user.deviceNames.map { name in
-                    ProvisionResult.Device(id: deviceIDs[DeviceKey(userID: userID, name: name)]!, name: name, token: DeviceToken.generate())
+                    let deviceID = deviceIDs[DeviceName(userID: userID, name: name)]!
+                    return ProvisionResult.Device(
+                        id: deviceID, name: name, token: DeviceToken.generate(),
+                        key: plan.issueKeys ? DeviceKey.generate(userID: userID, deviceID: deviceID) : nil
+                    )
                 }
                 for device in devices {
                     tokenDevices.append(device.id.database)
@@ -52,6 +56,14 @@ extension PostgresStorage {
                 INSERT INTO tokens (hash, device_id, created_at_ms, expires_at_ms)
                 SELECT decode(hash, 'hex'), device, \(now), \(expires) FROM unnest(\(tokenHashes)::TEXT[], \(tokenDevices)::BIGINT[]) AS issued(hash, device)
                 """, logger: self.logger)
+            if plan.issueKeys {
+                let keys = users.flatMap(\.devices).compactMap(\.key)
+                try await connection.query("""
+                    INSERT INTO device_keys (identity, device_id, key, created_at_ms)
+                    SELECT identity, device, convert_to(key, 'UTF8'), \(now)
+                    FROM unnest(\(keys.map(\.identity))::TEXT[], \(keys.map(\.deviceID.database))::BIGINT[], \(keys.map(\.keyText))::TEXT[]) AS issued(identity, device, key)
+                    """, logger: self.logger)
+            }
 
             // Chats, by name, and their planned members; what a member was before stays.
             let chatNames = plan.chats.map(\.name)
@@ -101,7 +113,7 @@ extension PostgresStorage {
         return String(decoding: bytes.flatMap { [digits[Int($0 >> 4)], digits[Int($0 & 0x0f)]] }, as: UTF8.self)
     }
 
-    private struct DeviceKey: Hashable {
+    private struct DeviceName: Hashable {
         var userID: UInt64
         var name: String
     }

@@ -17,7 +17,9 @@ extension SQLiteStorage {
                 for name in user.deviceNames {
                     let deviceID = try Int64.fetchOne(db.cachedStatement(sql: "SELECT id FROM devices WHERE user_id = ? AND name = ?"), arguments: [Int64(userID), name]).map(UInt64.init)
                         ?? Self.insertDevice(db, userID: userID, name: name, at: now)
-                    devices.append(.init(id: deviceID, name: name, token: try Self.insertToken(db, deviceID: deviceID, expiresAt: plan.tokenExpiresAt, at: now)))
+                    let token = try Self.insertToken(db, deviceID: deviceID, expiresAt: plan.tokenExpiresAt, at: now)
+                    let key = plan.issueKeys ? try Self.insertDeviceKey(db, userID: userID, deviceID: deviceID, at: now) : nil
+                    devices.append(.init(id: deviceID, name: name, token: token, key: key))
                 }
                 users.append(.init(id: userID, name: user.name, devices: devices))
             }

@@ -67,6 +67,19 @@ final class StorageContract {
             let revoked = try await storage.deviceKey(identity: key.identity)
             XCTAssertNil(revoked, "revoking a device's credentials ends its keys")
         }
+
+        // A provision that asks for keys gives every device one, in the same transaction.
+        let provisioned = try await storage.provision(ProvisionPlan(users: [.init(name: "fleet-u0", deviceNames: ["d0", "d1"])], chats: [], tokenExpiresAt: nil, issueKeys: true))
+        let devices = provisioned.users.flatMap(\.devices)
+        XCTAssertEqual(devices.compactMap(\.key).count, 2)
+        for device in devices {
+            let key = try XCTUnwrap(device.key)
+            let found = try await storage.deviceKey(identity: key.identity)
+            XCTAssertEqual(found?.deviceID, device.id)
+            XCTAssertEqual(found?.key, key.key)
+        }
+        let without = try await storage.provision(ProvisionPlan(users: [.init(name: "fleet-u0", deviceNames: ["d0"])], chats: [], tokenExpiresAt: nil))
+        XCTAssertNil(without.users[0].devices[0].key, "no key unless asked")
     }
 
     func tokensAreStoredOnlyAsHashesAndHonourExpiryAndRevocation(everythingStored: () async throws -> Data) async throws {

@@ -27,11 +27,14 @@ public struct ProvisionPlan: Sendable, Equatable {
     public var chats: [Chat]
     /// When the new tokens expire; nil: never.
     public var tokenExpiresAt: Date?
+    /// Each device also gets a new pre-shared key for CoAP over DTLS.
+    public var issueKeys = false
 
-    public init(users: [User], chats: [Chat], tokenExpiresAt: Date?) {
+    public init(users: [User], chats: [Chat], tokenExpiresAt: Date?, issueKeys: Bool = false) {
         self.users = users
         self.chats = chats
         self.tokenExpiresAt = tokenExpiresAt
+        self.issueKeys = issueKeys
     }
 }
 

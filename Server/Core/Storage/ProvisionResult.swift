@@ -19,11 +19,14 @@ public struct ProvisionResult: Sendable, Equatable {
         public var name: String
         /// Issued by this provision; shown only now.
         public var token: String
+        /// Issued by this provision when the plan asked for keys.
+        public var key: DeviceKey?
 
-        public init(id: UInt64, name: String, token: String) {
+        public init(id: UInt64, name: String, token: String, key: DeviceKey? = nil) {
             self.id = id
             self.name = name
             self.token = token
+            self.key = key
         }
     }
 
