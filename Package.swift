@@ -288,6 +288,7 @@ let package = Package(
             name: "CourierSimulator",
             dependencies: [
                 "CoAP",
+                "DTLS",
                 "CourierDevice",
                 "CourierProtocol",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),

@@ -40,6 +40,7 @@ public struct ReliableSender: Sendable {
     /// in turn (the nodes of a cluster all take any device's messages).
     public let servers: [SocketAddress]
     public var server: SocketAddress { servers[0] }
+    /// The device's token; empty when the transport names the device (DTLS).
     public let token: String
     public let policy: Policy
 
@@ -59,7 +60,7 @@ public struct ReliableSender: Sendable {
     /// A `nudge` rung during a wait ends the wait early (the server is known to be back).
     public func send(_ message: SendMessage, nudge: Nudge? = nil, onAttempt: @Sendable (Attempt) -> Void = { _ in }) async throws -> Outcome {
         let request = CoAPMessage.request(
-            .post, path: "/v1/msg", query: ["t=\(token)"], payload: message.serializedBytes(), contentFormat: CoAPContentFormat.protobuf
+            .post, path: "/v1/msg", query: token.isEmpty ? [] : ["t=\(token)"], payload: message.serializedBytes(), contentFormat: CoAPContentFormat.protobuf
         )
         var failures = 0
         while true {

@@ -33,7 +33,11 @@ struct Run: AsyncParsableCommand {
             guard ports.count == 1 || ports.count == servers.count else {
                 throw ValidationError("give --push-port once, or once per --server (\(servers.count))")
             }
-            return servers.enumerated().map { Fleet.Node(host: $1.host, coapPort: $1.port, pushPort: ports.count == 1 ? ports[0] : ports[$0]) }
+            return servers.enumerated().map { index, server in
+                // Over DTLS the default port is coaps' (5684), not coap's.
+                let port = dtls && server.port == HostAndPort.defaultCoAPPort ? HostAndPort.defaultCoAPSPort : server.port
+                return Fleet.Node(host: server.host, coapPort: port, pushPort: ports.count == 1 ? ports[0] : ports[index])
+            }
         }
     }
 
@@ -81,6 +85,7 @@ struct Run: AsyncParsableCommand {
 
     @Option(help: "Write the report as JSON to this file.") var json: String?
     @Option(help: "Write the report as a self-contained HTML page to this file.") var html: String?
+    @Flag(help: "CoAP over DTLS 1.2: each device gets a pre-shared key when provisioned, and --server names the nodes' DTLS ports (courier-server --dtls-psk; 5684 when none or 5683 is given).") var dtls = false
     @Flag(help: "No progress line.") var quiet = false
 
     var chatCount: Int { chats ?? max(1, users / max(1, members)) }
@@ -158,12 +163,14 @@ struct Run: AsyncParsableCommand {
         settings.sendersPerChat = sendersPerChat
         settings.warmupSeconds = warmup > 0 ? warmup : nil
         settings.changePercent = changes > 0 ? changes : nil
+        settings.dtls = dtls ? true : nil
         let nodes = try self.nodes
         var options = Fleet.Options(
             settings: settings, serverHost: nodes[0].host, coapPort: nodes[0].coapPort, pushPort: nodes[0].pushPort,
             provisioning: Provisioning(adminURL: URL(string: admin)!, adminToken: token), prefix: prefix
         )
         options.otherNodes = Array(nodes.dropFirst())
+        options.dtls = dtls
         options.drainTimeout = .milliseconds(Int64(drainTimeout * 1000))
         options.settleTimeout = .milliseconds(Int64(settleTimeout * 1000))
         options.sourceHosts = sourceAddresses.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }

@@ -1,6 +1,7 @@
 import CoAP
 import CourierDevice
 import CourierProtocol
+import DTLS
 import Foundation
 import NIOCore
 import Synchronization
@@ -47,6 +48,9 @@ public struct Fleet: Sendable {
         public var devicesPerSourceHost = 10_000
         /// Receives the live progress line once a second.
         public var progress: @Sendable (String) -> Void = { _ in }
+        /// CoAP over DTLS with a pre-shared key per device: the nodes' CoAP ports are their
+        /// DTLS ports, and requests carry no token.
+        public var dtls = false
 
         public init(settings: SimulationReport.Settings, serverHost: String, coapPort: Int, pushPort: Int, provisioning: Provisioning, prefix: String) {
             self.settings = settings
@@ -70,7 +74,7 @@ public struct Fleet: Sendable {
         let settings = options.settings
         let fleet = try await options.provisioning.provision(Provisioning.Request(
             prefix: options.prefix, users: settings.users, devicesPerUser: settings.devicesPerUser,
-            chats: settings.chats, membersPerChat: settings.membersPerChat
+            chats: settings.chats, membersPerChat: settings.membersPerChat, psk: options.dtls
         ))
         let nodes = [Node(host: options.serverHost, coapPort: options.coapPort, pushPort: options.pushPort)] + options.otherNodes
         let gateways = try nodes.map { try SocketAddress.makeAddressResolvingHost($0.host, port: $0.coapPort) }
@@ -87,6 +91,7 @@ public struct Fleet: Sendable {
         }
         let stats = FleetStatistics()
         let counters = CoAPCounters()
+        let dtls = try options.dtls ? FleetDTLS() : nil
         let clock = ContinuousClock()
         let started = clock.now
         let startedAt = Date()
@@ -104,7 +109,7 @@ public struct Fleet: Sendable {
             SimDevice(
                 index: index, plan: plan, settings: settings,
                 servers: (1...gateways.count).map { gateways[(index + $0) % gateways.count] }, push: (0..<nodes.count).map { nodes[(index + $0) % nodes.count] }, oracle: oracle,
-                stats: stats, counters: counters, seed: settings.seed ^ (UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
+                stats: stats, counters: counters, dtls: dtls, seed: settings.seed ^ (UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
             )
         }
         let rampStep = settings.rampUpSeconds / Double(max(1, devices.count))
@@ -211,6 +216,10 @@ public struct Fleet: Sendable {
         )
         report.devicesNotStarted = stats.devicesNotStarted
         if (settings.changePercent ?? 0) > 0 { report.changesSent = stats.changesSent }
+        if let dtls {
+            report.dtlsHandshakes = dtls.statistics.handshakesCompleted.load(ordering: .relaxed)
+            report.dtlsHandshakeFailures = dtls.statistics.handshakesFailed.load(ordering: .relaxed)
+        }
         return report
     }
 
@@ -242,6 +251,8 @@ struct FleetPlan: Sendable {
         var deviceInUser: Int
         var deviceID: UInt64
         var token: String
+        /// Its pre-shared key (identity and key), when the fleet speaks DTLS.
+        var psk: (identity: String, key: [UInt8])?
         /// The chats (by index) it sends into: its user's (where the user is a sender).
         var chats: [Int]
         var sourceHost: String
@@ -277,7 +288,8 @@ struct FleetPlan: Sendable {
                 } else {
                     host = "0.0.0.0"
                 }
-                devices.append(Device(user: user, deviceInUser: position, deviceID: device.id, token: device.token, chats: chatsOfUser[user], sourceHost: host))
+                let psk = device.pskIdentity.flatMap { identity in device.pskKey.map { (identity, Array($0.utf8)) } }
+                devices.append(Device(user: user, deviceInUser: position, deviceID: device.id, token: device.token, psk: psk, chats: chatsOfUser[user], sourceHost: host))
             }
         }
         self.devices = devices
@@ -369,4 +381,21 @@ final class Flag: Sendable {
     private let value = Atomic<Bool>(false)
     func set() { value.store(true, ordering: .relaxed) }
     var isSet: Bool { value.load(ordering: .relaxed) }
+}
+
+/// What the fleet's devices share for DTLS: one OpenSSL client context, and one set of figures.
+final class FleetDTLS: Sendable {
+    let context: DTLSContext
+    let statistics = DTLSStatistics()
+
+    init() throws {
+        context = try DTLSContext(role: .client, credentials: .init(psk: true))
+    }
+
+    /// A device's security layer, with its own key.
+    func security(identity: String, key: [UInt8]) -> DTLSClientSecurity {
+        var configuration = DTLSClientConfiguration(context: context, psk: (identity, key))
+        configuration.statistics = statistics
+        return DTLSClientSecurity(configuration)
+    }
 }

@@ -13,14 +13,17 @@ public struct Provisioning: Sendable {
         public var chats: Int
         public var membersPerChat: Int
         public var tokenDays: Int
+        /// Each device also gets a pre-shared key for CoAP over DTLS.
+        public var psk: Bool
 
-        public init(prefix: String, users: Int, devicesPerUser: Int, chats: Int, membersPerChat: Int, tokenDays: Int = 1) {
+        public init(prefix: String, users: Int, devicesPerUser: Int, chats: Int, membersPerChat: Int, tokenDays: Int = 1, psk: Bool = false) {
             self.prefix = prefix
             self.users = users
             self.devicesPerUser = devicesPerUser
             self.chats = chats
             self.membersPerChat = membersPerChat
             self.tokenDays = tokenDays
+            self.psk = psk
         }
     }
 
@@ -35,6 +38,15 @@ public struct Provisioning: Sendable {
             public var id: UInt64
             public var name: String
             public var token: String
+            /// The device's pre-shared key, when the request asked for keys.
+            public var pskIdentity: String?
+            public var pskKey: String?
+
+            enum CodingKeys: String, CodingKey {
+                case id, name, token
+                case pskIdentity = "psk_identity"
+                case pskKey = "psk_key"
+            }
         }
 
         public struct Chat: Codable, Sendable, Equatable {

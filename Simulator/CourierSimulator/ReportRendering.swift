@@ -84,6 +84,7 @@ extension ReportRendering {
         if let warmup = settings.warmupSeconds { facts.append(Fact("untimed warm-up", "\(compact(warmup)) s")) }
         if let senders = settings.sendersPerChat { facts.append(Fact("senders per chat", "\(senders)")) }
         if let changes = settings.changePercent { facts.append(Fact("changes", "\(compact(changes))% of sends edit or delete an own message")) }
+        if settings.dtls == true { facts.append(Fact("transport", "CoAP over DTLS 1.2, a pre-shared key per device")) }
         facts.append(Fact("window", "\(settings.window)"))
         if !settings.faults.isEmpty {
             facts.append(Fact("faults", faultsDescription(settings.faults)))
@@ -123,7 +124,7 @@ extension ReportRendering {
             Fact("datagrams dropped", "\(report.datagramsDropped)"),
             Fact("datagrams duplicated", "\(report.datagramsDuplicated)"),
             Fact("peak connected", "\(report.peakConnected)"),
-        ]
+        ] + (report.dtlsHandshakes.map { [Fact("dtls handshakes", "\($0)"), Fact("dtls handshake failures", "\(report.dtlsHandshakeFailures ?? 0)")] } ?? [])
     }
 
     /// What arrived first, then what went wrong (the table's second column).

@@ -19,6 +19,7 @@ final class SimDevice: Sendable {
     private let oracle: DeliveryOracle
     private let stats: FleetStatistics
     private let counters: CoAPCounters
+    private let dtls: FleetDTLS?
     private let seed: UInt64
 
     private struct Runtime {
@@ -34,8 +35,9 @@ final class SimDevice: Sendable {
 
     init(
         index: Int, plan: FleetPlan, settings: SimulationReport.Settings, servers: [SocketAddress], push: [Fleet.Node],
-        oracle: DeliveryOracle, stats: FleetStatistics, counters: CoAPCounters, seed: UInt64
+        oracle: DeliveryOracle, stats: FleetStatistics, counters: CoAPCounters, dtls: FleetDTLS?, seed: UInt64
     ) {
+        self.dtls = dtls
         self.index = index
         self.plan = plan
         self.settings = settings
@@ -63,6 +65,13 @@ final class SimDevice: Sendable {
                 dropOutgoing: faults.dropOutgoing / 100, dropIncoming: faults.dropIncoming / 100,
                 duplicateOutgoing: faults.duplicateOutgoing / 100, duplicateIncoming: faults.duplicateIncoming / 100, seed: seed
             )
+        }
+        if let dtls {
+            guard let psk = device.psk else {
+                stats.deviceNotStarted("the server gave device \(device.deviceID) no pre-shared key")
+                return
+            }
+            configuration.security = dtls.security(identity: psk.identity, key: psk.key)
         }
         let endpoint: CoAPEndpoint
         do {
@@ -126,7 +135,8 @@ final class SimDevice: Sendable {
         guard let endpoint = runtime.withLock({ $0.endpoint }), !device.chats.isEmpty else { return }
         let perDevice = min(settings.ratePerDevice, settings.totalRate.map { $0 / Double(max(1, plan.sendingDevices)) } ?? .infinity)
         guard perDevice > 0 else { return }
-        let sender = ReliableSender(endpoint: endpoint, servers: servers, token: device.token)
+        // Over DTLS the association names the device: no token in the requests.
+        let sender = ReliableSender(endpoint: endpoint, servers: servers, token: dtls == nil ? device.token : "")
         let lanes = settings.window
         let laneRate = perDevice / Double(lanes)
         await withDiscardingTaskGroup { group in

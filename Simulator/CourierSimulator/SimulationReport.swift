@@ -30,6 +30,8 @@ public struct SimulationReport: Codable, Sendable, Equatable {
         /// the chat instead of sending a new one; nil or 0: none. The oracle judges a change as
         /// it judges a message (each reaches every member device once, in order).
         public var changePercent: Double?
+        /// CoAP over DTLS 1.2 with a pre-shared key per device (nil: clear text).
+        public var dtls: Bool?
 
         public var devices: Int { users * devicesPerUser }
 
@@ -201,6 +203,9 @@ public struct SimulationReport: Codable, Sendable, Equatable {
     /// Push sessions opened again after the first, and sessions the simulator dropped on purpose.
     public var reconnects: Int
     public var injectedDisconnects: Int
+    /// DTLS handshakes the devices finished, and those that failed (a run over DTLS only).
+    public var dtlsHandshakes: Int?
+    public var dtlsHandshakeFailures: Int?
     /// Datagrams the fault injector dropped and duplicated.
     public var datagramsDropped: Int
     public var datagramsDuplicated: Int

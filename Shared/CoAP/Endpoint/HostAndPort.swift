@@ -3,6 +3,8 @@ import NIOCore
 /// A peer as given on a command line, `host[:port]`, with CoAP's default port 5683.
 public struct HostAndPort: Sendable, Hashable, CustomStringConvertible {
     public static let defaultCoAPPort = 5683
+    /// CoAP over DTLS's default port (RFC 7252 12.7).
+    public static let defaultCoAPSPort = 5684
 
     public var host: String
     public var port: Int

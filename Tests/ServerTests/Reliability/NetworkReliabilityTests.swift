@@ -92,6 +92,34 @@ final class NetworkReliabilityTests: ReliabilityTestCase {
         }
     }
 
+    /// The same lossy network with CoAP over DTLS (a pre-shared key per device): the handshakes
+    /// cross the proxy's loss, duplication and reordering too, and DTLS's own replay window
+    /// drops the duplicated records.
+    func testThirtyPercentLossOverDTLSLosesNothingRepeatsNothingAndKeepsOrder() async throws {
+        let seed = Self.seed()
+        let users = level.pick(short: 10, full: 40, soak: 200)
+        let seconds = level.pick(short: 10, full: 90, soak: 600)
+        fault = "courier-sim proxy in front of the DTLS port: 30% drop each way, 10% duplicate, 10% reorder, 0-40 ms delay (\(users * 2) devices, \(seconds) s)"
+        let coapsPort = try await freeUDPPort()
+        try await withServer(["--coaps-port", "\(coapsPort)", "--dtls-psk"]) { server in
+            try await withFaultProxy(server, upstreamPort: coapsPort, seed: seed, faults: ["--drop", "30", "--duplicate", "10", "--reorder", "10", "--delay", "0-40"]) { proxy in
+                let run = try await Simulator.run(server, [
+                    "--dtls", "--users", "\(users)", "--devices-per-user", "2", "--members", "3", "--rate", "1", "--window", "2", "--duration", "\(seconds)",
+                    "--ramp-up", "2", "--seed", "\(seed)", "--drain-timeout", "120", "--settle-timeout", "60",
+                ], gateway: proxy.gateway, timeout: Double(seconds) + 400)
+                let stats = try await proxy.stop()
+                figure = "seed \(seed): \(run.verdictSummary); \(run.count("dtls_handshakes")) handshakes, \(run.count("dtls_handshake_failures")) abandoned; retransmissions \(run.count("retransmissions")); send->ack p99 \(Self.milliseconds(run.latency("send_to_ack", "p99"))); proxy \(stats.summary)"
+                Self.assertNothingLostRepeatedOrReordered(run, atLeast: users * 2 * seconds / 8, "seed \(seed) (COURIER_PROXY_SEED=\(seed) replays the faults)")
+                // Every device that sends (users in a chat: chats of 3) finished a handshake.
+                XCTAssertGreaterThanOrEqual(run.count("dtls_handshakes"), users / 3 * 3 * 2, "\(run.table)")
+                XCTAssertGreaterThan(stats.count("total", "dropped"), 100, "\(stats.object)")
+                let stored = try await Self.storedDistinct(server, chats: max(1, users / 3))
+                let messages = try await server.messageCount()
+                XCTAssertEqual(messages, stored, "no message stored twice")
+            }
+        }
+    }
+
     func testRandomDropsInNetworkNamespacesWithIptablesStatisticLoseNothing() async throws {
         let users = level.pick(short: 10, full: 40, soak: 200)
         let seconds = level.pick(short: 15, full: 60, soak: 600)

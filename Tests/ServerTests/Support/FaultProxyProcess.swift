@@ -86,8 +86,8 @@ struct FaultProxyStats: Sendable {
 }
 
 /// Runs `body` with a proxy in front of `server`'s gateway; the proxy is killed however it ends.
-func withFaultProxy<T>(_ server: ServerProcess, seed: UInt64, faults: [String], _ body: (FaultProxyProcess) async throws -> T) async throws -> T {
-    let proxy = try await FaultProxyProcess(upstreamPort: server.coapPort, seed: seed, faults: faults, directory: server.dataDirectory)
+func withFaultProxy<T>(_ server: ServerProcess, upstreamPort: Int? = nil, seed: UInt64, faults: [String], _ body: (FaultProxyProcess) async throws -> T) async throws -> T {
+    let proxy = try await FaultProxyProcess(upstreamPort: upstreamPort ?? server.coapPort, seed: seed, faults: faults, directory: server.dataDirectory)
     do {
         let result = try await body(proxy)
         await proxy.kill9()
