@@ -86,7 +86,7 @@ public final class ClusterNode: Sendable {
         presenceDirectory = ClusterPresence(storage: storage, notifications: notifications, live: live, logger: logger)
         presence = PresenceRelay(live: live, storage: storage, directory: presenceDirectory, logger: logger)
         let presence = self.presence
-        push = PushService(
+        push = try PushService(
             configuration: configuration.push, authenticator: authenticator, devices: devices, live: live, storage: storage,
             receipts: receipts, metrics: metrics, logger: logger
         )

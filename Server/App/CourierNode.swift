@@ -81,7 +81,7 @@ public final class CourierNode: Sendable {
             log: consumedLog, storage: storage, store: chatStore, live: live, recent: recent, accepted: accepted, dedupFilter: dedupFilter, metrics: metrics, logger: logger
         )
         let authenticator = TokenAuthenticator(storage: storage, cacheDuration: .seconds(configuration.tokenCacheSeconds))
-        push = PushService(
+        push = try PushService(
             configuration: configuration.push, authenticator: authenticator, devices: devices, live: live, storage: storage,
             receipts: DeliveryReceipts(chats: chats, live: live, logger: logger), metrics: metrics, logger: logger
         )

@@ -55,6 +55,8 @@ extension ServerConfiguration {
         push.helloTimeout = .seconds(helloSeconds)
         push.maxOutboundBytes = maxOutboundBytes
         push.slowReaderTimeout = .seconds(slowReaderSeconds)
+        if let tlsCertificate, let tlsKey { push.tls = (pushTlsPort, tlsCertificate, tlsKey) }
+        push.clearText = !requireSecure
         return push
     }
 

@@ -84,7 +84,9 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     /// PEM file of the authorities whose client certificates name devices on `coapsPort`; a
     /// certificate's common name is USER/DEVICE.
     public var tlsClientCa: String?
-    /// Open no clear-text port: CoAP only over DTLS.
+    /// TCP port of push over TLS (`wss://`), opened when `tlsCertificate` is set.
+    public var pushTlsPort = 8443
+    /// Open no clear-text port: CoAP only over DTLS, push only over TLS.
     public var requireSecure = false
     /// DTLS associations each CoAP socket keeps; at the bound the least recently active is closed.
     public var maxDtlsAssociations = 4_096
@@ -101,7 +103,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         case heartbeatSeconds, maxFrameBytes, maxPushSessions, maxPushStrangers, helloSeconds, ackTimeoutSeconds, slowReaderSeconds, maxOutboundBytes, maxUnackedPerChat, nodeID, logLevel
         case partitions, maxQueuedAppends, maxPendingMessages, maxConcurrentRequests, deviceRatePerSecond, deviceBurst, coapDedupCapacity, maxTextBytes
         case entityIdleSeconds, maxEntitiesPerShard, tokenCacheSeconds, retentionHours, unsafeNoSync, postgres
-        case coapsPort, dtlsPsk, tlsCertificate, tlsKey, tlsClientCa, requireSecure, maxDtlsAssociations, dtlsIdleSeconds
+        case coapsPort, dtlsPsk, tlsCertificate, tlsKey, tlsClientCa, pushTlsPort, requireSecure, maxDtlsAssociations, dtlsIdleSeconds
     }
 
     public init(from decoder: any Decoder) throws {
@@ -150,6 +152,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         tlsCertificate = try container.decodeIfPresent(String.self, forKey: .tlsCertificate)
         tlsKey = try container.decodeIfPresent(String.self, forKey: .tlsKey)
         tlsClientCa = try container.decodeIfPresent(String.self, forKey: .tlsClientCa)
+        pushTlsPort = try value(.pushTlsPort, defaults.pushTlsPort)
         requireSecure = try value(.requireSecure, defaults.requireSecure)
         maxDtlsAssociations = try value(.maxDtlsAssociations, defaults.maxDtlsAssociations)
         dtlsIdleSeconds = try value(.dtlsIdleSeconds, defaults.dtlsIdleSeconds)
@@ -224,6 +227,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             case .tlsCertificate: tlsCertificate = text.isEmpty ? nil : text
             case .tlsKey: tlsKey = text.isEmpty ? nil : text
             case .tlsClientCa: tlsClientCa = text.isEmpty ? nil : text
+            case .pushTlsPort: pushTlsPort = try int()
             case .requireSecure: requireSecure = try flag()
             case .maxDtlsAssociations: maxDtlsAssociations = try int()
             case .dtlsIdleSeconds: dtlsIdleSeconds = try int()
@@ -268,7 +272,8 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         try check((0...65_535).contains(coapsPort), "coapsPort must be 0-65535")
         try check((tlsCertificate == nil) == (tlsKey == nil), "tlsCertificate and tlsKey go together")
         try check(tlsClientCa == nil || tlsCertificate != nil, "tlsClientCa needs tlsCertificate and tlsKey (clients check the server first)")
-        try check(!requireSecure || servesDTLS, "requireSecure needs DTLS: set dtlsPsk, or tlsCertificate and tlsKey")
+        try check((0...65_535).contains(pushTlsPort), "pushTlsPort must be 0-65535")
+        try check(!requireSecure || tlsCertificate != nil, "requireSecure needs tlsCertificate and tlsKey (push is then served only over TLS)")
         try check(maxDtlsAssociations >= 1, "maxDtlsAssociations must be at least 1")
         try check((1...86_400).contains(dtlsIdleSeconds), "dtlsIdleSeconds must be 1-86400")
         for (setting, path) in [("tlsCertificate", tlsCertificate), ("tlsKey", tlsKey), ("tlsClientCa", tlsClientCa)] {

@@ -78,7 +78,10 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PEM authorities whose client certificates name devices over DTLS (common name USER/DEVICE).")
     var tlsClientCa: String?
 
-    @Flag(help: "Open no clear-text CoAP port: devices speak only over DTLS.")
+    @Option(help: "TCP port of push over TLS (wss://; default 8443), opened with --tls-certificate.")
+    var pushTlsPort: Int?
+
+    @Flag(help: "Open no clear-text port: CoAP only over DTLS, push only over TLS (needs --tls-certificate).")
     var requireSecure = false
 
     @Option(help: "UDP sockets sharing the CoAP port, one per event loop.")
@@ -139,6 +142,7 @@ struct Serve: AsyncParsableCommand {
         if let tlsCertificate { configuration.tlsCertificate = tlsCertificate }
         if let tlsKey { configuration.tlsKey = tlsKey }
         if let tlsClientCa { configuration.tlsClientCa = tlsClientCa }
+        if let pushTlsPort { configuration.pushTlsPort = pushTlsPort }
         if requireSecure { configuration.requireSecure = true }
         if let httpBind { configuration.httpHost = httpBind }
         if let httpPort { configuration.httpPort = httpPort }

@@ -8,8 +8,10 @@ import NIOCore
 import NIOEmbedded
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 import ServiceLifecycle
+import UnixSignals
 
 /// The WebSocket endpoint `/v1/push`: upgrades requests for that path from an allowed Origin
 /// (or none) and runs one `PushSession` per connection, up to a bound.
@@ -35,6 +37,11 @@ public final class PushService: Service, Sendable {
         /// A session whose queued frames have not moved for this long is closed (the reader
         /// does not read); the device catches up by replay when it reconnects.
         public var slowReaderTimeout: Duration = .seconds(10)
+        /// `wss://`: its port and the PEM certificate chain and key it serves with (read at
+        /// start, and again by `reloadTLS` on SIGHUP); nil: no TLS listener.
+        public var tls: (port: Int, certificateChainFile: String, privateKeyFile: String)?
+        /// Whether the clear-text `ws://` port is opened (not with `requireSecure`).
+        public var clearText = true
         public init() {}
     }
 
@@ -56,14 +63,20 @@ public final class PushService: Service, Sendable {
     let metrics: ServerMetrics
     let logger: Logger
     private let boundPort = NIOLockedValueBox<Int?>(nil)
+    private let boundTLSPort = NIOLockedValueBox<Int?>(nil)
+    /// What new TLS connections are served with; replaced whole by `reloadTLS`, so sessions
+    /// already open keep theirs.
+    private let tlsContext: NIOLockedValueBox<NIOSSLContext?>
     private let openSessions = NIOLockedValueBox(0)
     let watchdog = SessionWatchdog()
     let strangers: Strangers
 
+    /// Throws when the TLS certificate or key cannot be used.
     package init(
         configuration: Configuration, authenticator: TokenAuthenticator, devices: ShardRegion<DeviceEntity>, live: LiveDevices,
         storage: any ServerStorage, receipts: DeliveryReceipts, metrics: ServerMetrics, logger: Logger
-    ) {
+    ) throws {
+        tlsContext = NIOLockedValueBox(try configuration.tls.map { try Self.makeTLSContext($0.certificateChainFile, $0.privateKeyFile) })
         self.configuration = configuration
         self.authenticator = authenticator
         self.devices = devices
@@ -76,29 +89,66 @@ public final class PushService: Service, Sendable {
         metrics.onScrape { [strangers] in metrics.recordPushStrangers(strangers.count) }
     }
 
+    /// The `ws://` port once bound (nil before, or when not opened).
     public var port: Int? { boundPort.withLockedValue { $0 } }
+    /// The `wss://` port once bound (nil before, or without TLS).
+    public var tlsPort: Int? { boundTLSPort.withLockedValue { $0 } }
+
+    static func makeTLSContext(_ chain: String, _ key: String) throws -> NIOSSLContext {
+        let certificates = try NIOSSLCertificate.fromPEMFile(chain).map { NIOSSLCertificateSource.certificate($0) }
+        let configuration = TLSConfiguration.makeServerConfiguration(certificateChain: certificates, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+        return try NIOSSLContext(configuration: configuration)
+    }
+
+    /// Reads the certificate and key files again (SIGHUP): new connections get them, open
+    /// sessions keep what they started with. A file that cannot be used leaves the old ones.
+    public func reloadTLS() {
+        guard let tls = configuration.tls else { return }
+        do {
+            let context = try Self.makeTLSContext(tls.certificateChainFile, tls.privateKeyFile)
+            tlsContext.withLockedValue { $0 = context }
+            logger.info("push TLS certificate reloaded", metadata: ["certificate": "\(tls.certificateChainFile)"])
+        } catch {
+            logger.error("push TLS certificate not reloaded; the previous one stays", metadata: ["error": "\(error)"])
+        }
+    }
 
     public func run() async throws {
         instantiatePipelineTypes()
-        let server: NIOAsyncChannel<EventLoopFuture<Upgrade>, Never> = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            // A fleet reconnects at once after a restart; the default 256 overflows, and the
-            // kernel then drops connections the devices believe open.
-            .serverChannelOption(.backlog, value: 4096)
-            .bind(host: configuration.host, port: configuration.port) { channel in
-                self.configurePipeline(channel, stranger: self.admitStranger(channel))
-            }
-        boundPort.withLockedValue { $0 = server.channel.localAddress?.port }
-        logger.info("push WebSocket listening", metadata: ["address": "\(server.channel.localAddress.map { "\($0)" } ?? "?")"])
-        // Ends (cancelled) once the accept loop and every session have.
+        var listeners: [(NIOAsyncChannel<EventLoopFuture<Upgrade>, Never>, tls: Bool)] = []
+        do {
+            if configuration.clearText { listeners.append((try await listen(port: configuration.port, tls: false), false)) }
+            if let tls = configuration.tls { listeners.append((try await listen(port: tls.port, tls: true), true)) }
+        } catch {
+            for (listener, _) in listeners { try? await listener.channel.close() }
+            throw error
+        }
+        for (listener, tls) in listeners {
+            (tls ? boundTLSPort : boundPort).withLockedValue { $0 = listener.channel.localAddress?.port }
+            logger.info("push WebSocket listening", metadata: ["address": "\(listener.channel.localAddress.map { "\($0)" } ?? "?")", "tls": "\(tls)"])
+        }
+        let serving = listeners
+        // Ends (cancelled) once the accept loops and every session have.
         let sweeping = Task { [watchdog] in await watchdog.run() }
         defer { sweeping.cancel() }
+        // SIGHUP: a renewed certificate is taken without dropping a session.
+        let reloading = Task { [weak self] in
+            guard self?.configuration.tls != nil else { return }
+            for await _ in await UnixSignalsSequence(trapping: .sighup) { self?.reloadTLS() }
+        }
+        defer { reloading.cancel() }
         do {
             try await cancelWhenGracefulShutdown {
-                try await withThrowingDiscardingTaskGroup { group in
-                    try await server.executeThenClose { inbound in
-                        for try await upgrade in inbound {
-                            group.addTask { await self.handle(upgrade) }
+                try await withThrowingDiscardingTaskGroup { listening in
+                    for (listener, _) in serving {
+                        listening.addTask {
+                            try await withThrowingDiscardingTaskGroup { sessions in
+                                try await listener.executeThenClose { inbound in
+                                    for try await upgrade in inbound {
+                                        sessions.addTask { await self.handle(upgrade) }
+                                    }
+                                }
+                            }
                         }
                     }
                 }
@@ -111,7 +161,29 @@ public final class PushService: Service, Sendable {
         let cursors = self.cursors
         await Task { await cursors.drain(timeout: .seconds(2)) }.value
         boundPort.withLockedValue { $0 = nil }
+        boundTLSPort.withLockedValue { $0 = nil }
         logger.info("push WebSocket stopped")
+    }
+
+    /// One listener; with `tls`, each connection starts with a TLS handshake (the context
+    /// current at its accept).
+    private func listen(port: Int, tls: Bool) async throws -> NIOAsyncChannel<EventLoopFuture<Upgrade>, Never> {
+        try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // A fleet reconnects at once after a restart; the default 256 overflows, and the
+            // kernel then drops connections the devices believe open.
+            .serverChannelOption(.backlog, value: 4096)
+            .bind(host: configuration.host, port: port) { channel in
+                let stranger = self.admitStranger(channel)
+                if tls, let context = self.tlsContext.withLockedValue({ $0 }) {
+                    do {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                    } catch {
+                        return channel.eventLoop.makeFailedFuture(error)
+                    }
+                }
+                return self.configurePipeline(channel, stranger: stranger)
+            }
     }
 
     /// Fragments one message may come in; more closes the session (1009). Bounds the joining

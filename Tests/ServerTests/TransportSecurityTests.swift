@@ -124,4 +124,52 @@ final class TransportSecurityTests: XCTestCase {
             XCTAssertEqual(list.chats.map(\.name), ["general"], "alice's chats, over DTLS with no token")
         }
     }
+
+    /// Push over TLS (wss://) with Python's websockets trusting the project's test CA; with
+    /// `requireSecure`, ws:// is not opened, and plain HTTP on the TLS port gets no session. A
+    /// SIGHUP reloads the certificate while a session stays open.
+    func testPushOverTLSWithTheTestCAAndNoClearTextWithRequireSecure() async throws {
+        let coapsPort = try await freeUDPPort()
+        let tlsPort = try await freeTCPPort()
+        try await withServer(secureArguments(coapsPort: coapsPort) + ["--push-tls-port", "\(tlsPort)", "--require-secure"]) { server in
+            let alice = try await server.account("alice")
+            let python = try ExternalProgram.locate("python3", hint: "apt-get install python3")
+            let hello = ClientFrame.hello(Hello(token: alice.token, have: [], clientName: "test")).serializedBytes().map { String(format: "%02x", $0) }.joined()
+            func push(_ uri: String, _ frames: [String]) async throws -> [String] {
+                let output = try await ExternalProgram.run("/usr/bin/env", ["COURIER_TEST_CA=\(TestCertificates.path("ca.pem"))", python, PushTests.client, uri, "-"] + frames, timeout: 60)
+                return output.text.split(separator: "\n").map(String.init)
+            }
+
+            // A session that stays open across a SIGHUP (the certificate reloaded meanwhile).
+            async let held = push("wss://localhost:\(tlsPort)/v1/push", [hello, "hold:3"])
+            try await Task.sleep(for: .seconds(1.5))
+            server.signal(SIGHUP)
+            let session = try await held
+            XCTAssertEqual(session.count, 2, "\(session)")
+            guard let welcome = session.first, welcome.hasPrefix("frame ") else { return XCTFail("no Welcome over TLS: \(session)") }
+            guard case .welcome(let greeting) = try ServerFrame(serializedBytes: Array(hexBytes(String(welcome.dropFirst(6))))) else { return XCTFail("not a Welcome: \(welcome)") }
+            XCTAssertEqual(greeting.deviceID, alice.deviceID)
+            XCTAssertEqual(session.last, "pong", "the session outlived the reload")
+            for _ in 0..<50 where !server.serverLog().contains("push TLS certificate reloaded") { try await Task.sleep(for: .milliseconds(100)) }
+            XCTAssertTrue(server.serverLog().contains("push TLS certificate reloaded"))
+
+            let again = try await push("wss://localhost:\(tlsPort)/v1/push", [hello])
+            XCTAssertTrue(again.first?.hasPrefix("frame ") == true, "a new session after the reload: \(again)")
+            let clear = try await push("ws://127.0.0.1:\(server.pushPort)/v1/push", [hello])
+            XCTAssertEqual(clear.first?.hasPrefix("unreachable"), true, "no ws:// with requireSecure: \(clear)")
+            let plainOnTLS = try await push("ws://127.0.0.1:\(tlsPort)/v1/push", [hello])
+            XCTAssertEqual(plainOnTLS.first?.hasPrefix("unreachable"), true, "no session without TLS on the TLS port: \(plainOnTLS)")
+        }
+    }
+}
+
+/// Bytes from hex text.
+private func hexBytes(_ hex: String) -> [UInt8] {
+    var bytes: [UInt8] = []
+    var index = hex.startIndex
+    while let next = hex.index(index, offsetBy: 2, limitedBy: hex.endIndex), index < next {
+        bytes.append(UInt8(hex[index..<next], radix: 16) ?? 0)
+        index = next
+    }
+    return bytes
 }

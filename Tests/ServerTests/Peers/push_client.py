@@ -4,9 +4,12 @@ Usage: push_client.py URI ORIGIN|- FRAME...
 Sends each frame in turn (hex-encoded bytes, `big:N` for N bytes, `frags:N:HEX` (or
 `frags:N:*M` for M bytes) as one message in N fragments, or `hold:S` to wait S seconds instead, or `listen:S` to print every frame that comes in S seconds) and reads one
 answer after each, then pings. Prints one line per event: `frame HEX`, `pong`, `closed CODE REASON`, or
-`refused STATUS` when the upgrade is refused.
+`refused STATUS` when the upgrade is refused, `unreachable REASON` when no connection (or no
+TLS handshake) could be made. A wss:// URI trusts the CA file named by $COURIER_TEST_CA.
 """
 import asyncio
+import os
+import ssl
 import sys
 
 from websockets.asyncio.client import connect
@@ -15,8 +18,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 async def main():
     uri, origin, frames = sys.argv[1], sys.argv[2], sys.argv[3:]
+    tls = ssl.create_default_context(cafile=os.environ["COURIER_TEST_CA"]) if uri.startswith("wss:") else None
     try:
-        async with connect(uri, origin=None if origin == "-" else origin, max_size=None, open_timeout=10) as ws:
+        async with connect(uri, origin=None if origin == "-" else origin, max_size=None, open_timeout=10, ssl=tls) as ws:
             try:
                 for frame in frames:
                     if frame.startswith("hold:"):
@@ -52,6 +56,10 @@ async def main():
                 print("closed", rcvd.code if rcvd else 0, rcvd.reason if rcvd else "", flush=True)
     except InvalidStatus as refused:
         print("refused", refused.response.status_code, flush=True)
+    except (OSError, ssl.SSLError, TimeoutError, EOFError) as error:
+        print("unreachable", type(error).__name__, flush=True)
+    except Exception as error:  # websockets' handshake errors (InvalidMessage and the like)
+        print("unreachable", type(error).__name__, flush=True)
 
 
 asyncio.run(main())
