@@ -1,6 +1,7 @@
 import CoAP
 import CourierDevice
 import CourierProtocol
+import DTLS
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
@@ -46,7 +47,9 @@ public final class ClientEngine: Sendable {
     }
 
     /// The server as a person gave it to `courier login`.
-    public var serverName: String { "\(settings.host):\(settings.coapPort)" }
+    public var serverName: String {
+        settings.secure.map { "coaps://\(settings.host):\($0.coapsPort)" } ?? "\(settings.host):\(settings.coapPort)"
+    }
 
     public let settings: ClientSettings
     public let store: LocalStore
@@ -63,9 +66,9 @@ public final class ClientEngine: Sendable {
     public init(settings: ClientSettings, store: LocalStore, policy: ReliableSender.Policy = .init()) async throws {
         self.settings = settings
         self.store = store
-        (endpoint, server) = try await Self.endpoint(toward: settings.host, port: settings.coapPort)
+        (endpoint, server) = try await Self.endpoint(toward: settings.host, port: settings.coapPort, secure: settings.secure)
         sender = ReliableSender(endpoint: endpoint, server: server, token: settings.token, policy: policy)
-        var pushConfiguration = PushClient.Configuration(host: settings.host, port: settings.pushPort, token: settings.token)
+        var pushConfiguration = try PushClient.Configuration(settings.host, settings.pushPort, token: settings.token, secure: settings.secure)
         pushConfiguration.clientName = "courier/1.0"
         push = PushClient(configuration: pushConfiguration, store: store)
         (wakes, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
@@ -157,10 +160,13 @@ public final class ClientEngine: Sendable {
         }
     }
 
-    /// A client endpoint for talking to `host`'s CoAP port, of the server's address family.
-    public static func endpoint(toward host: String, port: Int) async throws -> (endpoint: CoAPEndpoint, server: SocketAddress) {
-        let server = try SocketAddress.makeAddressResolvingHost(host, port: port)
-        return (try await CoAPEndpoint.bind(host: server.protocol == .inet6 ? "::" : "0.0.0.0", port: 0, serving: false), server)
+    /// A client endpoint for talking to `host`'s CoAP port (its DTLS port with `secure`), of
+    /// the server's address family.
+    public static func endpoint(toward host: String, port: Int, secure: SecureTransport? = nil) async throws -> (endpoint: CoAPEndpoint, server: SocketAddress) {
+        let server = try SocketAddress.makeAddressResolvingHost(host, port: secure?.coapsPort ?? port)
+        var configuration = CoAPEndpoint.Configuration()
+        if let secure { configuration.security = DTLSClientSecurity(try secure.dtls(host: host)) }
+        return (try await CoAPEndpoint.bind(host: server.protocol == .inet6 ? "::" : "0.0.0.0", port: 0, serving: false, configuration: configuration), server)
     }
 
     /// A positive duration in whole seconds, rounded up (at least 1).
@@ -184,14 +190,17 @@ public struct ClientSettings: Codable, Sendable, Equatable {
     public var token: String
     public var userID: UInt64
     public var deviceID: UInt64
+    /// CoAP over DTLS and push over TLS, when the server offers them (nil: clear text).
+    public var secure: SecureTransport?
 
-    public init(host: String, coapPort: Int, pushPort: Int, token: String, userID: UInt64, deviceID: UInt64) {
+    public init(host: String, coapPort: Int, pushPort: Int, token: String, userID: UInt64, deviceID: UInt64, secure: SecureTransport? = nil) {
         self.host = host
         self.coapPort = coapPort
         self.pushPort = pushPort
         self.token = token
         self.userID = userID
         self.deviceID = deviceID
+        self.secure = secure
     }
 
     /// `$XDG_CONFIG_HOME/courier/config.json`, else `~/.config/courier/config.json`.
@@ -233,4 +242,50 @@ public struct ClientSettings: Codable, Sendable, Equatable {
 public struct ClientError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// How `courier` reaches a server that offers CoAP over DTLS and push over TLS (`courier login
+/// --coaps-port/--psk-identity/--psk-key/--push-tls-port/--ca`).
+public struct SecureTransport: Codable, Sendable, Equatable {
+    /// The server's DTLS port (5684 by default).
+    public var coapsPort: Int
+    /// The server's push-over-TLS port (8443 by default); nil keeps push on `ws://`.
+    public var pushTlsPort: Int?
+    /// The device's pre-shared key (`courier-server device add --psk`); without one the device
+    /// checks the server's certificate and proves itself with its token, over DTLS.
+    public var pskIdentity: String?
+    public var pskKey: String?
+    /// PEM authorities the server's certificate must chain to (nil: the system's, for push).
+    public var caFile: String?
+
+    public init(coapsPort: Int = 5684, pushTlsPort: Int? = nil, pskIdentity: String? = nil, pskKey: String? = nil, caFile: String? = nil) {
+        self.coapsPort = coapsPort
+        self.pushTlsPort = pushTlsPort
+        self.pskIdentity = pskIdentity
+        self.pskKey = pskKey
+        self.caFile = caFile
+    }
+
+    /// The DTLS client for `host`: with the key when there is one, else checking the server's
+    /// certificate against `caFile`.
+    func dtls(host: String) throws -> DTLSClientConfiguration {
+        if let pskIdentity, let pskKey {
+            return DTLSClientConfiguration(context: try DTLSContext(role: .client, credentials: .init(psk: true)), psk: (pskIdentity, Array(pskKey.utf8)))
+        }
+        guard let caFile else { throw ClientError("DTLS needs a pre-shared key (--psk-identity, --psk-key) or the server's authority (--ca)") }
+        return DTLSClientConfiguration(context: try DTLSContext(role: .client, credentials: .init(trustedCAFile: caFile)), serverName: host)
+    }
+}
+
+extension PushClient.Configuration {
+    /// The push session's configuration: over TLS on `secure.pushTlsPort` when set.
+    init(_ host: String, _ port: Int, token: String, secure: SecureTransport?) throws {
+        guard let secure, let tlsPort = secure.pushTlsPort else {
+            self.init(host: host, port: port, token: token)
+            return
+        }
+        self.init(host: host, port: tlsPort, token: token)
+        let byAddress = (try? SocketAddress(ipAddress: host, port: 0)) != nil
+        tls = try PushClient.tlsContext(trustedCAFile: secure.caFile, byAddress: byAddress)
+    }
 }

@@ -15,10 +15,10 @@ public enum Login {
 
     /// Redeems a one-time invite code (`courier-server invite`) over CoAP: the server creates
     /// the device `deviceName` for the invite's user and answers its token.
-    public static func redeem(host: String, coapPort: Int, code: String, deviceName: String) async throws -> SignedIn {
+    public static func redeem(host: String, coapPort: Int, secure: SecureTransport? = nil, code: String, deviceName: String) async throws -> SignedIn {
         let (endpoint, server): (CoAPEndpoint, SocketAddress)
         do {
-            (endpoint, server) = try await ClientEngine.endpoint(toward: host, port: coapPort)
+            (endpoint, server) = try await ClientEngine.endpoint(toward: host, port: coapPort, secure: secure)
         } catch {
             throw ClientError("cannot reach \(host): \(error)")
         }
@@ -45,8 +45,8 @@ public enum Login {
         }
     }
 
-    public static func verify(host: String, coapPort: Int, pushPort: Int, token: String, timeout: Duration = .seconds(10)) async throws -> ClientSettings {
-        var configuration = PushClient.Configuration(host: host, port: pushPort, token: token)
+    public static func verify(host: String, coapPort: Int, pushPort: Int, token: String, secure: SecureTransport? = nil, timeout: Duration = .seconds(10)) async throws -> ClientSettings {
+        var configuration = try PushClient.Configuration(host, pushPort, token: token, secure: secure)
         configuration.clientName = "courier/1.0 login"
         let client = PushClient(configuration: configuration, store: NothingHeld())
         let session = Task { await client.run() }
@@ -61,7 +61,7 @@ public enum Login {
         for await event in client.events {
             switch event {
             case .connected(let welcome):
-                return ClientSettings(host: host, coapPort: coapPort, pushPort: pushPort, token: token, userID: welcome.userID, deviceID: welcome.deviceID)
+                return ClientSettings(host: host, coapPort: coapPort, pushPort: pushPort, token: token, userID: welcome.userID, deviceID: welcome.deviceID, secure: secure)
             case .refused(let reason):
                 throw ClientError("the server refused this token (\(reason))")
             case .disconnected(let reason, _):

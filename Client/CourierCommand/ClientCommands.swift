@@ -58,11 +58,24 @@ struct Login: AsyncParsableCommand {
     @Option(help: "A one-time invite code printed by `courier-server invite`.") var invite: String?
     @Option(help: "The new device's name, with --invite (default: this machine's host name).") var device: String?
     @Option(help: "The device token printed by `courier-server device add`.") var token: String?
+    @Option(help: "Speak CoAP over DTLS to this port of the server (its coapsPort, 5684 by default when --psk-identity or --ca is given).") var coapsPort: Int?
+    @Option(help: "The device's pre-shared key identity (`courier-server device add --psk`): CoAP over DTLS proves the device with it.") var pskIdentity: String?
+    @Option(help: "The pre-shared key that goes with --psk-identity.") var pskKey: String?
+    @Option(help: "Push over TLS (wss://) to this port of the server (its pushTlsPort, e.g. 8443).") var pushTlsPort: Int?
+    @Option(help: "PEM file of the authority the server's certificate must chain to (DTLS without a key, and wss://).") var ca: String?
     @OptionGroup var location: ClientLocation
+
+    /// CoAP over DTLS and push over TLS as asked for; nil: clear text.
+    var secure: SecureTransport? {
+        guard coapsPort != nil || pskIdentity != nil || pushTlsPort != nil || ca != nil else { return nil }
+        return SecureTransport(coapsPort: coapsPort ?? 5684, pushTlsPort: pushTlsPort, pskIdentity: pskIdentity, pskKey: pskKey, caFile: ca)
+    }
 
     func validate() throws {
         guard (invite == nil) != (token == nil) else { throw ValidationError("give either --invite CODE or --token TOKEN") }
         if device != nil, invite == nil { throw ValidationError("--device goes with --invite") }
+        if (pskIdentity == nil) != (pskKey == nil) { throw ValidationError("--psk-identity and --psk-key go together") }
+        if coapsPort != nil, pskIdentity == nil, ca == nil { throw ValidationError("DTLS needs --psk-identity and --psk-key, or --ca") }
     }
 
     func run() async throws {
@@ -70,10 +83,10 @@ struct Login: AsyncParsableCommand {
         let coapPort = location.coapPort ?? 5683
         var signedIn: SignedIn?
         if let invite {
-            signedIn = try await CourierClient.Login.redeem(host: host, coapPort: coapPort, code: invite, deviceName: device ?? ProcessInfo.processInfo.hostName)
+            signedIn = try await CourierClient.Login.redeem(host: host, coapPort: coapPort, secure: secure, code: invite, deviceName: device ?? ProcessInfo.processInfo.hostName)
         }
         guard let deviceToken = signedIn?.token ?? token else { return }
-        let settings = try await CourierClient.Login.verify(host: host, coapPort: coapPort, pushPort: location.pushPort ?? 8080, token: deviceToken)
+        let settings = try await CourierClient.Login.verify(host: host, coapPort: coapPort, pushPort: location.pushPort ?? 8080, token: deviceToken, secure: secure)
         try settings.save(path: location.config)
         let who = signedIn.map { "\($0.userName) (user \(settings.userID))" } ?? "user \(settings.userID)"
         print("logged in as \(who), device \(settings.deviceID); configuration in \(location.config)")

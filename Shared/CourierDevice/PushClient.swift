@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import NIOWebSocket
 
 /// Where a device keeps what it has received; the push client keeps it consecutive.
@@ -47,6 +48,9 @@ public final class PushClient: Sendable {
         /// Other nodes of the same cluster: a connection that fails moves on to the next in
         /// turn (a session that ended tries its own node first again).
         public var otherServers: [(host: String, port: Int)] = []
+        /// `wss://`: every connection starts with a TLS handshake on this context (its trust
+        /// roots check the server's certificate, and its name is checked against the host).
+        public var tls: NIOSSLContext?
 
         /// `host`:`port` first, then `otherServers`.
         var servers: [(host: String, port: Int)] { [(host, port)] + otherServers }
@@ -178,6 +182,12 @@ public final class PushClient: Sendable {
         let upgrade: EventLoopFuture<Upgrade> = try await bootstrap
             .connect(host: server.host, port: server.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls = configuration.tls {
+                        // A name goes in SNI and is checked; an address is checked against the
+                        // certificate's IP addresses by the context (see `PushClient.tlsContext`).
+                        let isAddress = (try? SocketAddress(ipAddress: server.host, port: 0)) != nil
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: isAddress ? nil : server.host))
+                    }
                     let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(
                         maxFrameSize: configuration.maxFrameBytes,
                         upgradePipelineHandler: { channel, _ in
@@ -352,5 +362,17 @@ private struct FrameWriter: Sendable {
     func write(_ frame: WebSocketFrame) async throws {
         try await outbound.write(frame)
         state.sent()
+    }
+}
+
+extension PushClient {
+    /// A TLS context for `wss://` that trusts the PEM authorities in `trustedCAFile` (nil: the
+    /// system's). A server reached by IP address is checked for a certificate chained to those
+    /// authorities, without a name (NIOSSL checks names only).
+    public static func tlsContext(trustedCAFile: String?, byAddress: Bool) throws -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        if let trustedCAFile { configuration.trustRoots = .file(trustedCAFile) }
+        if byAddress { configuration.certificateVerification = .noHostnameVerification }
+        return try NIOSSLContext(configuration: configuration)
     }
 }

@@ -163,6 +163,33 @@ final class TransportSecurityTests: XCTestCase {
     }
 }
 
+extension TransportSecurityTests {
+    /// `courier` against a server with `requireSecure`: it signs in over push on TLS (the test
+    /// CA), sends over CoAP over DTLS with its device key, and reads the history back over DTLS.
+    func testCourierSendsOverDTLSWithItsDeviceKeyAndSignsInOverTLS() async throws {
+        let coapsPort = try await freeUDPPort()
+        let tlsPort = try await freeTCPPort()
+        try await withServer(secureArguments(coapsPort: coapsPort) + ["--push-tls-port", "\(tlsPort)", "--require-secure"]) { server in
+            let alice = try await server.account("alice", device: "laptop")
+            _ = try await server.account("bob")
+            _ = try await server.chat("general", members: ["alice", "bob"])
+            let key = try await server.admin(["device", "key", "alice", "laptop"])
+            let user = ClientEndToEndTests.User("alice")
+            let login = try await user.run([
+                "login", "--server", "127.0.0.1", "--token=\(alice.token)", "--coaps-port", "\(coapsPort)", "--psk-identity", key["psk_identity"] as! String,
+                "--psk-key", key["psk_key"] as! String, "--push-tls-port", "\(tlsPort)", "--ca", TestCertificates.path("ca.pem"),
+            ])
+            XCTAssertTrue(login.contains("device \(alice.deviceID)"), login)
+            let accepted = try await user.run(["send", "general", "over DTLS"])
+            XCTAssertTrue(accepted.hasPrefix("accepted"), accepted)
+            let history = try await server.waitForHistory("general", count: 1)
+            XCTAssertEqual(history.map(\.device), [alice.deviceID])
+            let printed = try await user.run(["history", "general"])
+            XCTAssertTrue(printed.contains("over DTLS"), printed)
+        }
+    }
+}
+
 /// Bytes from hex text.
 private func hexBytes(_ hex: String) -> [UInt8] {
     var bytes: [UInt8] = []
