@@ -298,6 +298,7 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             path: "Simulator/CourierSimulator"
         ),
@@ -305,6 +306,7 @@ let package = Package(
             name: "CourierSimCommand",
             dependencies: [
                 "CoAP",
+                "CourierDevice",
                 "CourierSimulator",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -257,23 +257,33 @@ public struct SecureTransport: Codable, Sendable, Equatable {
     public var pskKey: String?
     /// PEM authorities the server's certificate must chain to (nil: the system's, for push).
     public var caFile: String?
+    /// The device's certificate (common name USER/DEVICE, signed by the server's `tlsClientCa`)
+    /// and its key, PEM: over DTLS they name the device instead of a key.
+    public var certificateFile: String?
+    public var keyFile: String?
 
-    public init(coapsPort: Int = 5684, pushTlsPort: Int? = nil, pskIdentity: String? = nil, pskKey: String? = nil, caFile: String? = nil) {
+    public init(
+        coapsPort: Int = 5684, pushTlsPort: Int? = nil, pskIdentity: String? = nil, pskKey: String? = nil, caFile: String? = nil,
+        certificateFile: String? = nil, keyFile: String? = nil
+    ) {
         self.coapsPort = coapsPort
         self.pushTlsPort = pushTlsPort
         self.pskIdentity = pskIdentity
         self.pskKey = pskKey
         self.caFile = caFile
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
     }
 
     /// The DTLS client for `host`: with the key when there is one, else checking the server's
-    /// certificate against `caFile`.
+    /// certificate against `caFile` (and showing the device's own, when there is one).
     func dtls(host: String) throws -> DTLSClientConfiguration {
         if let pskIdentity, let pskKey {
             return DTLSClientConfiguration(context: try DTLSContext(role: .client, credentials: .init(psk: true)), psk: (pskIdentity, Array(pskKey.utf8)))
         }
         guard let caFile else { throw ClientError("DTLS needs a pre-shared key (--psk-identity, --psk-key) or the server's authority (--ca)") }
-        return DTLSClientConfiguration(context: try DTLSContext(role: .client, credentials: .init(trustedCAFile: caFile)), serverName: host)
+        let credentials = DTLSContext.Credentials(certificateChainFile: certificateFile, privateKeyFile: keyFile, trustedCAFile: caFile)
+        return DTLSClientConfiguration(context: try DTLSContext(role: .client, credentials: credentials), serverName: host)
     }
 }
 

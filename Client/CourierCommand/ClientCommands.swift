@@ -63,12 +63,16 @@ struct Login: AsyncParsableCommand {
     @Option(help: "The pre-shared key that goes with --psk-identity.") var pskKey: String?
     @Option(help: "Push over TLS (wss://) to this port of the server (its pushTlsPort, e.g. 8443).") var pushTlsPort: Int?
     @Option(help: "PEM file of the authority the server's certificate must chain to (DTLS without a key, and wss://).") var ca: String?
+    @Option(help: "PEM certificate of this device (common name USER/DEVICE, from the server's client authority): over DTLS it names the device.") var certificate: String?
+    @Option(help: "PEM private key of --certificate.") var key: String?
     @OptionGroup var location: ClientLocation
 
     /// CoAP over DTLS and push over TLS as asked for; nil: clear text.
     var secure: SecureTransport? {
         guard coapsPort != nil || pskIdentity != nil || pushTlsPort != nil || ca != nil else { return nil }
-        return SecureTransport(coapsPort: coapsPort ?? 5684, pushTlsPort: pushTlsPort, pskIdentity: pskIdentity, pskKey: pskKey, caFile: ca)
+        return SecureTransport(
+            coapsPort: coapsPort ?? 5684, pushTlsPort: pushTlsPort, pskIdentity: pskIdentity, pskKey: pskKey, caFile: ca, certificateFile: certificate, keyFile: key
+        )
     }
 
     func validate() throws {
@@ -76,6 +80,8 @@ struct Login: AsyncParsableCommand {
         if device != nil, invite == nil { throw ValidationError("--device goes with --invite") }
         if (pskIdentity == nil) != (pskKey == nil) { throw ValidationError("--psk-identity and --psk-key go together") }
         if coapsPort != nil, pskIdentity == nil, ca == nil { throw ValidationError("DTLS needs --psk-identity and --psk-key, or --ca") }
+        if (certificate == nil) != (key == nil) { throw ValidationError("--certificate and --key go together") }
+        if certificate != nil, ca == nil { throw ValidationError("--certificate needs --ca (the server's authority)") }
     }
 
     func run() async throws {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CoAP
+import CourierDevice
 import CourierSimulator
 import Foundation
 import NIOCore
@@ -86,6 +87,8 @@ struct Run: AsyncParsableCommand {
     @Option(help: "Write the report as JSON to this file.") var json: String?
     @Option(help: "Write the report as a self-contained HTML page to this file.") var html: String?
     @Flag(help: "CoAP over DTLS 1.2: each device gets a pre-shared key when provisioned, and --server names the nodes' DTLS ports (courier-server --dtls-psk; 5684 when none or 5683 is given).") var dtls = false
+    @Flag(help: "Push over TLS: the push ports given are the nodes' wss:// ports (courier-server pushTlsPort), whose certificates must chain to --ca.") var pushTls = false
+    @Option(help: "PEM file of the authority the nodes' TLS certificates chain to (with --push-tls; default: the system's).") var ca: String?
     @Flag(help: "No progress line.") var quiet = false
 
     var chatCount: Int { chats ?? max(1, users / max(1, members)) }
@@ -171,6 +174,13 @@ struct Run: AsyncParsableCommand {
         )
         options.otherNodes = Array(nodes.dropFirst())
         options.dtls = dtls
+        if pushTls {
+            do {
+                options.pushTLS = try PushClient.tlsContext(trustedCAFile: ca, byAddress: nodes.allSatisfy { (try? SocketAddress(ipAddress: $0.host, port: 0)) != nil })
+            } catch {
+                throw ValidationError("--push-tls: \(error)")
+            }
+        }
         options.drainTimeout = .milliseconds(Int64(drainTimeout * 1000))
         options.settleTimeout = .milliseconds(Int64(settleTimeout * 1000))
         options.sourceHosts = sourceAddresses.map { $0.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) } }

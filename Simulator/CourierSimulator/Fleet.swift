@@ -3,6 +3,7 @@ import CourierDevice
 import CourierProtocol
 import DTLS
 import Foundation
+import NIOSSL
 import NIOCore
 import Synchronization
 
@@ -51,6 +52,9 @@ public struct Fleet: Sendable {
         /// CoAP over DTLS with a pre-shared key per device: the nodes' CoAP ports are their
         /// DTLS ports, and requests carry no token.
         public var dtls = false
+        /// Push over TLS: the nodes' push ports are their `wss://` ports, and this context
+        /// (`PushClient.tlsContext`) checks their certificates.
+        public var pushTLS: NIOSSLContext?
 
         public init(settings: SimulationReport.Settings, serverHost: String, coapPort: Int, pushPort: Int, provisioning: Provisioning, prefix: String) {
             self.settings = settings
@@ -109,7 +113,7 @@ public struct Fleet: Sendable {
             SimDevice(
                 index: index, plan: plan, settings: settings,
                 servers: (1...gateways.count).map { gateways[(index + $0) % gateways.count] }, push: (0..<nodes.count).map { nodes[(index + $0) % nodes.count] }, oracle: oracle,
-                stats: stats, counters: counters, dtls: dtls, seed: settings.seed ^ (UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
+                stats: stats, counters: counters, dtls: dtls, pushTLS: options.pushTLS, seed: settings.seed ^ (UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
             )
         }
         let rampStep = settings.rampUpSeconds / Double(max(1, devices.count))

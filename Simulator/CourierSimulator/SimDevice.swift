@@ -3,6 +3,7 @@ import CourierDevice
 import CourierProtocol
 import Foundation
 import NIOCore
+import NIOSSL
 import Synchronization
 
 /// One simulated device: its own UDP endpoint (with the run's datagram faults), its own push
@@ -20,6 +21,7 @@ final class SimDevice: Sendable {
     private let stats: FleetStatistics
     private let counters: CoAPCounters
     private let dtls: FleetDTLS?
+    private let pushTLS: NIOSSLContext?
     private let seed: UInt64
 
     private struct Runtime {
@@ -35,9 +37,10 @@ final class SimDevice: Sendable {
 
     init(
         index: Int, plan: FleetPlan, settings: SimulationReport.Settings, servers: [SocketAddress], push: [Fleet.Node],
-        oracle: DeliveryOracle, stats: FleetStatistics, counters: CoAPCounters, dtls: FleetDTLS?, seed: UInt64
+        oracle: DeliveryOracle, stats: FleetStatistics, counters: CoAPCounters, dtls: FleetDTLS?, pushTLS: NIOSSLContext?, seed: UInt64
     ) {
         self.dtls = dtls
+        self.pushTLS = pushTLS
         self.index = index
         self.plan = plan
         self.settings = settings
@@ -83,6 +86,7 @@ final class SimDevice: Sendable {
 
         var pushConfiguration = PushClient.Configuration(host: pushNode.host, port: pushNode.pushPort, token: device.token)
         pushConfiguration.clientName = "courier-sim"
+        pushConfiguration.tls = pushTLS
         pushConfiguration.otherServers = otherPushNodes.map { ($0.host, $0.pushPort) }
         pushConfiguration.localHost = device.sourceHost == "0.0.0.0" ? nil : device.sourceHost
         let stats = self.stats

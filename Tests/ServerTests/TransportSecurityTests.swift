@@ -186,6 +186,42 @@ extension TransportSecurityTests {
             XCTAssertEqual(history.map(\.device), [alice.deviceID])
             let printed = try await user.run(["history", "general"])
             XCTAssertTrue(printed.contains("over DTLS"), printed)
+
+            // The same user's phone, named by its client certificate (common name alice/phone).
+            let phone = try await server.admin(["device", "add", "alice", "phone"])
+            let withCertificate = ClientEndToEndTests.User("alice-phone")
+            try await withCertificate.run([
+                "login", "--server", "127.0.0.1", "--token=\(phone["token"] as! String)", "--coaps-port", "\(coapsPort)",
+                "--certificate", TestCertificates.path("client-alice-phone.pem"), "--key", TestCertificates.path("client-alice-phone.key"),
+                "--push-tls-port", "\(tlsPort)", "--ca", TestCertificates.path("ca.pem"),
+            ])
+            let second = try await withCertificate.run(["send", "general", "over DTLS with a certificate"])
+            XCTAssertTrue(second.hasPrefix("accepted"), second)
+            let both = try await server.waitForHistory("general", count: 2)
+            XCTAssertEqual(both.map(\.device), [alice.deviceID, (phone["device_id"] as! NSNumber).uint64Value])
+        }
+    }
+}
+
+extension TransportSecurityTests {
+    /// A simulated fleet against a server with `requireSecure`: CoAP over DTLS with a key per
+    /// device, push over TLS trusting the test CA; the oracle finds nothing lost, repeated or
+    /// reordered, and every device finished a handshake.
+    func testASimulatedFleetOverDTLSAndTLSLosesNothing() async throws {
+        let coapsPort = try await freeUDPPort()
+        let tlsPort = try await freeTCPPort()
+        try await withServer(secureArguments(coapsPort: coapsPort) + ["--push-tls-port", "\(tlsPort)", "--require-secure"]) { server in
+            let run = try await Simulator.run(
+                server: "127.0.0.1:\(coapsPort)", pushPort: tlsPort, admin: "http://127.0.0.1:\(server.httpPort)", dataDirectory: server.dataDirectory,
+                ["--dtls", "--push-tls", "--ca", TestCertificates.path("ca.pem"), "--users", "20", "--members", "2", "--rate", "2", "--duration", "4", "--ramp-up", "1"],
+                timeout: 120
+            )
+            XCTAssertEqual(run.status, 0, run.table)
+            XCTAssertGreaterThan(run.verdictCount("acknowledged"), 50, run.table)
+            XCTAssertEqual(run.verdictCount("lost"), 0, run.table)
+            XCTAssertEqual(run.verdictCount("delivered"), run.verdictCount("expected_deliveries"), run.table)
+            XCTAssertEqual(run.count("dtls_handshakes"), 40, run.table)
+            XCTAssertEqual(run.count("peak_connected"), 40, "every push session over TLS\n\(run.table)")
         }
     }
 }
