@@ -63,6 +63,12 @@ final class DTLSAssociation {
         return "cert:" + String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
+    /// The suite the handshake settled on, by OpenSSL's name.
+    var suite: String {
+        guard let cipher = SSL_get_current_cipher(ssl), let name = SSL_CIPHER_get_name(cipher) else { return "?" }
+        return String(cString: name)
+    }
+
     /// Whether the negotiated (or being negotiated) suite uses a pre-shared key.
     var negotiatesPSK: Bool {
         guard let cipher = SSL_get_pending_cipher(ssl) ?? SSL_get_current_cipher(ssl) else { return false }

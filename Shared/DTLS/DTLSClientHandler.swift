@@ -184,6 +184,7 @@ final class DTLSClientHandler: ChannelDuplexHandler {
             association.timer = nil
             statistics.handshaking.add(-1, ordering: .relaxed)
             statistics.handshakesCompleted.add(1, ordering: .relaxed)
+            statistics.negotiated(association.suite)
             configuration.lastFailure.set(nil)
             let waiting = association.waiting
             association.waiting = []

@@ -268,7 +268,8 @@ final class DTLSServerHandler: ChannelDuplexHandler {
         if result == 1 {
             association.established = true
             association.identity = association.provenIdentity()
-            configuration.logger.trace("DTLS association", metadata: ["peer": "\(association.peer)", "identity": "\(association.identity ?? "")"])
+            statistics.negotiated(association.suite)
+            configuration.logger.trace("DTLS association", metadata: ["peer": "\(association.peer)", "identity": "\(association.identity ?? "")", "suite": "\(association.suite)"])
             handshakes -= 1
             statistics.handshaking.add(-1, ordering: .relaxed)
             statistics.handshakesCompleted.add(1, ordering: .relaxed)

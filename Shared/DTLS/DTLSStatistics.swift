@@ -20,7 +20,17 @@ public final class DTLSStatistics: Sendable {
     /// finish within `handshakeTimeout`.
     public let expired = Atomic<Int>(0)
 
+    /// Finished handshakes by the suite they negotiated (OpenSSL's names); a handful of names.
+    private let suites = Mutex<[String: Int]>([:])
+
     public init() {}
+
+    func negotiated(_ suite: String) {
+        suites.withLock { $0[suite, default: 0] += 1 }
+    }
+
+    /// Finished handshakes by suite, e.g. ["PSK-AES128-CCM8": 12].
+    public var negotiatedSuites: [String: Int] { suites.withLock { $0 } }
 
     /// Every figure by its metric name (`courier_dtls_` + name).
     public var snapshot: [String: Int] {

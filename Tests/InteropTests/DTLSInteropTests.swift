@@ -39,6 +39,9 @@ final class DTLSInteropTests: XCTestCase {
             }
             XCTAssertEqual(statistics.handshakesCompleted.load(ordering: .relaxed), 4)
             XCTAssertEqual(statistics.handshakesFailed.load(ordering: .relaxed), 0)
+            // Both clients offer RFC 7925's mandatory suite (OpenSSL's "PSK:!NULL" includes it
+            // on 3.0), and the server prefers it.
+            XCTAssertEqual(statistics.negotiatedSuites, ["PSK-AES128-CCM8": 4])
         }
     }
 
@@ -76,6 +79,7 @@ final class DTLSInteropTests: XCTestCase {
             XCTAssertFalse(rogue.body.contains("cert:"), "a certificate from another authority is refused: \(rogue.body) \(rogue.stderr)")
             XCTAssertEqual(statistics.handshakesCompleted.load(ordering: .relaxed), 2)
             XCTAssertGreaterThanOrEqual(statistics.handshakesFailed.load(ordering: .relaxed), 1)
+            XCTAssertEqual(statistics.negotiatedSuites, ["ECDHE-ECDSA-AES128-CCM8": 2], "RFC 7925's certificate suite")
         }
     }
 
