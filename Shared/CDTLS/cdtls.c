@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 // MARK: - Macros as functions
 
@@ -162,7 +163,8 @@ void cdtls_datagram_bio_unstage(BIO *bio) { cdtls_datagram_bio_stage(bio, NULL, 
 void cdtls_datagram_bio_set_peer(BIO *bio, const uint8_t *bytes, size_t count) {
     cdtls_bio_data *data = BIO_get_data(bio);
     if (data == NULL) return;
-    data->peer_count = count < sizeof(data->peer) ? count : sizeof(data->peer);
+    // Never a prefix of the address: a cookie must not cover neighbouring addresses.
+    data->peer_count = count <= sizeof(data->peer) ? count : 0;
     memcpy(data->peer, bytes, data->peer_count);
 }
 
@@ -195,10 +197,22 @@ static pthread_mutex_t cookie_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint8_t cookie_secrets[2][32];
 static int cookie_secrets_ready = 0;
 
+static struct timespec cookie_secret_made;
+
+int cdtls_rotate_cookie_secret_if_older(int seconds) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    pthread_mutex_lock(&cookie_lock);
+    int due = !cookie_secrets_ready || now.tv_sec - cookie_secret_made.tv_sec >= seconds;
+    pthread_mutex_unlock(&cookie_lock);
+    return due ? cdtls_rotate_cookie_secret() : 1;
+}
+
 int cdtls_rotate_cookie_secret(void) {
     uint8_t fresh[32];
     if (RAND_bytes(fresh, sizeof(fresh)) != 1) return 0;
     pthread_mutex_lock(&cookie_lock);
+    clock_gettime(CLOCK_MONOTONIC, &cookie_secret_made);
     if (cookie_secrets_ready) {
         memcpy(cookie_secrets[1], cookie_secrets[0], 32);
     } else {

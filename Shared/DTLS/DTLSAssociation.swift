@@ -46,12 +46,33 @@ final class DTLSAssociation {
     }
 
     /// Runs `body` with `datagram` as the next thing the SSL reads; clears OpenSSL's error
-    /// queue first (SSL_get_error needs it empty) and unstages after.
+    /// queue first (SSL_get_error needs it empty) and unstages after, unless `body` closed the
+    /// association (its SSL, and the BIO with it, are freed then).
     func reading<T>(_ datagram: UnsafeRawBufferPointer, _ body: () -> T) -> T {
         ERR_clear_error()
         cdtls_datagram_bio_stage(bio, datagram.baseAddress?.assumingMemoryBound(to: UInt8.self), datagram.count)
-        defer { cdtls_datagram_bio_unstage(bio) }
+        defer { if !closed { cdtls_datagram_bio_unstage(bio) } }
         return body()
+    }
+
+    /// What a peer's cookie is computed over: its address family, address, port and scope as
+    /// the socket gives them (at most 28 bytes), so one cookie proves one address and port.
+    static func cookieInput(_ peer: SocketAddress) -> [UInt8] {
+        switch peer {
+        case .v4(let address):
+            var bytes: [UInt8] = [4]
+            withUnsafeBytes(of: address.address.sin_addr) { bytes += $0 }
+            withUnsafeBytes(of: address.address.sin_port) { bytes += $0 }
+            return bytes
+        case .v6(let address):
+            var bytes: [UInt8] = [6]
+            withUnsafeBytes(of: address.address.sin6_addr) { bytes += $0 }
+            withUnsafeBytes(of: address.address.sin6_port) { bytes += $0 }
+            withUnsafeBytes(of: address.address.sin6_scope_id) { bytes += $0 }
+            return bytes
+        default:
+            return Array("\(peer)".utf8.prefix(32))
+        }
     }
 
     /// What the peer is, once the handshake has finished: its PSK identity or its verified

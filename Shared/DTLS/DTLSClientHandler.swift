@@ -240,9 +240,15 @@ final class DTLSClientHandler: ChannelDuplexHandler {
         }
     }
 
+    /// Writes what OpenSSL queued for `association` (nothing once it is closed: its BIO is gone).
     private func send(_ association: DTLSAssociation) {
+        guard !association.closed else { return }
+        send(from: association.bio, to: association.peer)
+    }
+
+    private func send(from bio: OpaquePointer, to peer: SocketAddress) {
         guard let context else { return }
-        unflushed = DTLSAssociation.sendQueued(from: association.bio, to: association.peer, through: context) > 0 || unflushed
+        unflushed = DTLSAssociation.sendQueued(from: bio, to: peer, through: context) > 0 || unflushed
     }
 
     private func flushIfNeeded() {
@@ -254,7 +260,7 @@ final class DTLSClientHandler: ChannelDuplexHandler {
     private func remove(_ association: DTLSAssociation, notify: Bool) {
         guard !association.closed else { return }
         let wasEstablished = association.established
-        association.close(notify: notify) { _ in send(association) }
+        association.close(notify: notify) { bio in send(from: bio, to: association.peer) }
         if associations[association.peer] === association { associations.removeValue(forKey: association.peer) }
         statistics.associations.add(-1, ordering: .relaxed)
         if !wasEstablished { statistics.handshaking.add(-1, ordering: .relaxed) }

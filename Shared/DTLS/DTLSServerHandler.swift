@@ -98,9 +98,16 @@ final class DTLSServerHandler: ChannelDuplexHandler {
         guard let context else { return }
         sweep = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(1)) { [self] in
             expire()
+            // A cookie stays valid one to two rotations: a ClientHello captured with its
+            // cookie cannot be replayed later to take the address's association.
+            _ = cdtls_rotate_cookie_secret_if_older(Int32(Self.cookieSecretSeconds))
+            if listener == nil { replaceListener() }
             scheduleSweep()
         }
     }
+
+    /// How long a cookie secret is used before the next (the previous still verifies).
+    static let cookieSecretSeconds = 60
 
     func handlerRemoved(context: ChannelHandlerContext) {
         closeAll()
@@ -154,8 +161,7 @@ final class DTLSServerHandler: ChannelDuplexHandler {
     /// ClientHello) becomes the peer's association. Returns whether an association was made.
     private func listen(_ bytes: ByteBufferView, from peer: SocketAddress, replacing old: DTLSAssociation?) -> Bool {
         guard let listener, let listenAddress else { return false }
-        let peerKey = Array("\(peer)".utf8.prefix(64))
-        peerKey.withUnsafeBufferPointer { cdtls_datagram_bio_set_peer(listener.bio, $0.baseAddress, $0.count) }
+        DTLSAssociation.cookieInput(peer).withUnsafeBufferPointer { cdtls_datagram_bio_set_peer(listener.bio, $0.baseAddress, $0.count) }
         let result = bytes.withUnsafeBytes { datagram -> Int32 in
             ERR_clear_error()
             cdtls_datagram_bio_stage(listener.bio, datagram.baseAddress?.assumingMemoryBound(to: UInt8.self), datagram.count)
@@ -232,24 +238,30 @@ final class DTLSServerHandler: ChannelDuplexHandler {
         guard let context else { return true }
         let loop = context.eventLoop
         let handler = NIOLoopBound(self, eventLoop: loop)
-        let peer = association.peer
+        let waiting = NIOLoopBound(association, eventLoop: loop)
         configuration.logger.trace("DTLS key lookup", metadata: ["peer": "\(association.peer)", "identity": "\(identity)"])
         Task {
             let lookup = await keys.lookUp(identity)
-            loop.execute { handler.value.keyFound(lookup, identity: identity, peer: peer) }
+            loop.execute { handler.value.keyFound(lookup, identity: identity, for: waiting.value) }
         }
         return true
     }
 
-    private func keyFound(_ lookup: PSKKeyCache.Lookup, identity: String, peer: SocketAddress) {
-        configuration.logger.trace("DTLS key found", metadata: ["peer": "\(peer)", "identity": "\(identity)", "known": "\(lookup != .unknown)"])
-        guard let association = associations[peer], association.lookingUp else { return }
+    /// A key lookup's answer, for the association that asked (not one that replaced it since).
+    private func keyFound(_ lookup: PSKKeyCache.Lookup, identity: String, for association: DTLSAssociation) {
+        configuration.logger.trace("DTLS key found", metadata: ["peer": "\(association.peer)", "identity": "\(identity)", "known": "\(lookup != .unknown)"])
+        guard !association.closed, association.lookingUp, associations[association.peer] === association, let context else { return }
         association.lookingUp = false
         resolve(association, identity: identity, lookup)
         let held = association.held
         association.held = []
         for datagram in held where !association.closed {
-            datagram.withUnsafeBytes { datagram in association.reading(datagram) { advanceHandshake(association) } }
+            if association.established {
+                // The rest of the flight (a resent Finished): the record layer answers it.
+                receive(ByteBuffer(bytes: datagram).readableBytesView, on: association, context: context)
+            } else {
+                datagram.withUnsafeBytes { datagram in association.reading(datagram) { advanceHandshake(association) } }
+            }
         }
         flushIfNeeded()
     }
@@ -263,6 +275,7 @@ final class DTLSServerHandler: ChannelDuplexHandler {
 
     /// One step of the handshake with what the SSL has been given; sends what it wrote.
     private func advanceHandshake(_ association: DTLSAssociation) {
+        guard !association.established, !association.closed else { return }
         let result = SSL_do_handshake(association.ssl)
         send(from: association.bio, to: association.peer)
         if result == 1 {

@@ -109,6 +109,54 @@ final class DTLSInteropTests: XCTestCase {
         }
     }
 
+    /// A cookie proves one address and port: the ClientHello that returns it from the port it
+    /// was sent to makes an association; the same ClientHello from another port draws only a
+    /// new HelloVerifyRequest.
+    func testACookieIsBoundToTheAddressAndPortItWasSentTo() async throws {
+        let hello = try DTLSContext(role: .client, credentials: .init(psk: true)).firstClientHello()
+        try await withOurDTLSServer(pskServer) { port, statistics in
+            let server = try SocketAddress(ipAddress: "127.0.0.1", port: port)
+            let owner = try await RawUDPSocket.bind()
+            let other = try await RawUDPSocket.bind()
+            let answers = try await owner.exchange(hello, with: server)
+            let verify = try XCTUnwrap(answers.first)
+            // HelloVerifyRequest: record (13), handshake header (12), version (2), cookie length, cookie.
+            let cookie = Array(verify[28..<(28 + Int(verify[27]))])
+            XCTAssertEqual(cookie.count, 16)
+            let returned = Self.clientHello(hello, withCookie: cookie)
+
+            _ = try await other.exchange(returned, with: server)
+            XCTAssertEqual(statistics.associations.load(ordering: .relaxed), 0, "another port's cookie proves nothing")
+            XCTAssertEqual(statistics.helloVerifyRequests.load(ordering: .relaxed), 2)
+            let flight = try await owner.exchange(returned, with: server)
+            XCTAssertFalse(flight.isEmpty, "the server's first flight")
+            XCTAssertEqual(statistics.associations.load(ordering: .relaxed), 1, "the cookie's own port gets an association")
+            await owner.close()
+            await other.close()
+        }
+    }
+
+    /// `hello` (the first ClientHello, with an empty cookie) carrying `cookie`, as a client
+    /// sends it again (RFC 6347 4.2.1): lengths and sequence numbers adjusted.
+    static func clientHello(_ hello: [UInt8], withCookie cookie: [UInt8]) -> [UInt8] {
+        let handshake = 13, body = 25
+        let cookieAt = body + 2 + 32 + 1 + Int(hello[body + 34])
+        precondition(hello[cookieAt] == 0, "a first ClientHello has no cookie")
+        var bytes = Array(hello[..<cookieAt]) + [UInt8(cookie.count)] + cookie + Array(hello[(cookieAt + 1)...])
+        func add(_ offset: Int, width: Int) {
+            var value = 0
+            for index in 0..<width { value = value << 8 | Int(bytes[offset + index]) }
+            value += cookie.count
+            for index in 0..<width { bytes[offset + index] = UInt8(truncatingIfNeeded: value >> (8 * (width - 1 - index))) }
+        }
+        add(11, width: 2)              // record length
+        add(handshake + 1, width: 3)   // handshake length
+        add(handshake + 9, width: 3)   // fragment length
+        bytes[10] = 1                  // record sequence number
+        bytes[handshake + 5] = 1       // message_seq
+        return bytes
+    }
+
     // MARK: - Our client against libcoap's server
 
     func testOurClientAgainstCoapServerWithAPreSharedKeyAndWithACertificate() async throws {

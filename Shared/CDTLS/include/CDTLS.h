@@ -42,7 +42,8 @@ BIO *cdtls_datagram_bio_new(void);
 /// The next read returns these bytes (not copied: valid until `cdtls_datagram_bio_unstage`).
 void cdtls_datagram_bio_stage(BIO *bio, const uint8_t *bytes, size_t count);
 void cdtls_datagram_bio_unstage(BIO *bio);
-/// The peer's address bytes (at most 32), the input of its cookie.
+/// The peer's address bytes (at most 32; more is refused and the cookie then fails), the
+/// input of its cookie.
 void cdtls_datagram_bio_set_peer(BIO *bio, const uint8_t *bytes, size_t count);
 /// Length of the next queued outbound datagram, or -1 when none.
 int cdtls_datagram_bio_next_length(BIO *bio);
@@ -60,6 +61,8 @@ void cdtls_ctx_install_cookies(SSL_CTX *ctx);
 /// A new secret (32 random bytes); the previous one still verifies, so a cookie issued just
 /// before a rotation is not refused.
 int cdtls_rotate_cookie_secret(void);
+/// Rotates the secret when it is at least `seconds` old (any thread may ask; one rotates).
+int cdtls_rotate_cookie_secret_if_older(int seconds);
 
 // MARK: - Pre-shared keys
 

@@ -106,6 +106,9 @@ final class CoAPChannelHandler: ChannelInboundHandler {
         flushingLater = true
         let now = Self.now
         for (request, response) in responses {
+            // Over DTLS, an answer goes only to the association its request came through: if
+            // another peer took that address meanwhile (a NAT reusing a port), it is dropped.
+            if let peerIdentity, request.peerIdentity != nil, peerIdentity(request.peer) != request.peerIdentity { continue }
             let shaped = blockwise.prepareResponse(response, to: request.message, from: request.peer, now: now)
             perform(layer.respond(to: request.key, with: shaped, now: now, jitter: jitter))
         }
