@@ -22,6 +22,8 @@ final class DTLSAssociation {
     var resolvedIdentity: String?
     /// Plaintext a client wrote before its handshake finished (bounded by the handler).
     var waiting: [ByteBuffer] = []
+    /// A client's first write since it last heard from the server.
+    var unansweredSince: NIODeadline?
     var closed = false
 
     /// Takes `ssl` (and the BIO it reads and writes through).

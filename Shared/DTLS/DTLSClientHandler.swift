@@ -16,6 +16,10 @@ public struct DTLSClientConfiguration: Sendable {
     /// Plaintext datagrams held while a handshake runs; beyond, the oldest is dropped (CoAP
     /// sends it again).
     public var maxWaitingDatagrams = 64
+    /// An association that has carried writes but heard nothing back for this long is taken
+    /// for lost (the server restarted, or dropped it idle or at its bound: DTLS has no way to
+    /// say so), and the next write starts a new handshake.
+    public var silenceLimit: TimeAmount = .seconds(6)
     public var statistics = DTLSStatistics()
     /// The last handshake failure, in words, for a person to act on.
     public let lastFailure = DTLSLastFailure()
@@ -95,6 +99,11 @@ final class DTLSClientHandler: ChannelDuplexHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let envelope = unwrapOutboundIn(data)
+        let now = NIODeadline.now()
+        if let stale = associations[envelope.remoteAddress], stale.established, let since = stale.unansweredSince, now - since >= configuration.silenceLimit {
+            configuration.lastFailure.set("no answer from \(stale.peer) over DTLS for \(configuration.silenceLimit.nanoseconds / 1_000_000_000) s: handshaking again")
+            remove(stale, notify: false)
+        }
         guard let association = associations[envelope.remoteAddress] ?? start(envelope.remoteAddress) else {
             promise?.fail(DTLSError("cannot start DTLS with \(envelope.remoteAddress)"))
             return
@@ -106,6 +115,7 @@ final class DTLSClientHandler: ChannelDuplexHandler {
             return
         }
         let written = association.write(envelope.data)
+        if association.unansweredSince == nil { association.unansweredSince = now }
         send(association)
         if written {
             promise?.succeed()
@@ -149,6 +159,7 @@ final class DTLSClientHandler: ChannelDuplexHandler {
         let envelope = unwrapInboundIn(data)
         guard let association = associations[envelope.remoteAddress] else { return }
         association.lastActive = .now()
+        association.unansweredSince = nil
         let (records, end) = envelope.data.readableBytesView.withUnsafeBytes { datagram in
             association.reading(datagram) { () -> ([ByteBuffer], DTLSAssociation.ReadEnd) in
                 if !association.established {

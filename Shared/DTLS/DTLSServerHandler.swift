@@ -8,8 +8,8 @@ public struct DTLSServerConfiguration: Sendable {
     public var context: DTLSContext
     /// Where PSK identities find their keys; nil when the server takes certificates only.
     public var keys: PSKKeyCache?
-    /// Associations per socket. At the bound the least recently active one is closed to make
-    /// room (its device handshakes again when it next sends).
+    /// Associations per socket. At the bound one is closed to make room: a handshake under way
+    /// first, else the least recently active device (which handshakes again when it next sends).
     public var maxAssociations = 4_096
     /// Handshakes under way per socket; a verified ClientHello beyond it is dropped (the client
     /// sends it again). A handshake costs a public-key operation or a key lookup, so this keeps
@@ -180,7 +180,7 @@ final class DTLSServerHandler: ChannelDuplexHandler {
             replaceListener()
             return old != nil
         }
-        if associations.count >= configuration.maxAssociations, let idlest = associations.values.min(by: { $0.lastActive < $1.lastActive }) {
+        if associations.count >= configuration.maxAssociations, let idlest = associations.values.min(by: Self.evictsFirst) {
             remove(idlest, notify: true)
             statistics.evicted.add(1, ordering: .relaxed)
         }
@@ -193,6 +193,14 @@ final class DTLSServerHandler: ChannelDuplexHandler {
         // The ClientHello is buffered inside the SSL: the handshake goes on without new input.
         advanceHandshake(association)
         return true
+    }
+
+    /// At the bound, a handshake still under way goes before an established device (a flood
+    /// of peers that pass the cookie but prove nothing cannot push devices out), and among
+    /// each, the least recently active first.
+    private static func evictsFirst(_ one: DTLSAssociation, _ other: DTLSAssociation) -> Bool {
+        if one.established != other.established { return !one.established }
+        return one.lastActive < other.lastActive
     }
 
     private func replaceListener() {

@@ -136,6 +136,85 @@ final class DTLSInteropTests: XCTestCase {
         }
     }
 
+    /// At the association bound a handshake under way is closed before an established device:
+    /// peers that pass the cookie but never finish cannot push devices out.
+    func testAtTheBoundAHandshakeUnderWayGoesBeforeAnEstablishedDevice() async throws {
+        let hello = try DTLSContext(role: .client, credentials: .init(psk: true)).firstClientHello()
+        try await withOurDTLSServer(pskServer, maxAssociations: 2) { port, statistics in
+            let server = try SocketAddress(ipAddress: "127.0.0.1", port: port)
+            var devices: [CoAPEndpoint] = []
+            for _ in 0..<2 {
+                var configuration = CoAPEndpoint.Configuration()
+                configuration.security = DTLSClientSecurity(DTLSClientConfiguration(context: try DTLSContext(role: .client, credentials: .init(psk: true)), psk: (Self.identity, Self.key)))
+                let device = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false, configuration: configuration)
+                let answer = try await device.request(.request(.get, path: "/whoami"), to: server)
+                XCTAssertEqual(answer.payload, Array("psk:\(Self.identity)".utf8))
+                devices.append(device)
+            }
+            try await Task.sleep(for: .milliseconds(50))
+            // The second device is the more recently active one.
+            _ = try await devices[1].request(.request(.get, path: "/whoami"), to: server)
+
+            // Two strangers that return their cookies and then say nothing more.
+            var strangers: [RawUDPSocket] = []
+            for _ in 0..<2 {
+                let stranger = try await RawUDPSocket.bind()
+                let verify = try await stranger.exchange(hello, with: server)
+                let cookie = Array(verify[0][28..<(28 + Int(verify[0][27]))])
+                _ = try await stranger.exchange(Self.clientHello(hello, withCookie: cookie), with: server)
+                strangers.append(stranger)
+            }
+            XCTAssertEqual(statistics.evicted.load(ordering: .relaxed), 2)
+            XCTAssertEqual(statistics.associations.load(ordering: .relaxed), 2)
+            // The first stranger went for the second; the first device (then the idlest
+            // established) went for the first stranger; the second device is still in.
+            let completed = statistics.handshakesCompleted.load(ordering: .relaxed)
+            let still = try await devices[1].request(.request(.get, path: "/whoami"), to: server)
+            XCTAssertEqual(still.code, .content)
+            XCTAssertEqual(statistics.handshakesCompleted.load(ordering: .relaxed), completed, "no new handshake: its association was kept")
+            // The evicted device hears nothing back, takes its association for lost after the
+            // silence limit (6 s), and handshakes again on CoAP's next retransmission.
+            let back = try await devices[0].request(.request(.get, path: "/whoami"), to: server)
+            XCTAssertEqual(back.code, .content)
+            XCTAssertEqual(statistics.handshakesCompleted.load(ordering: .relaxed), completed + 1)
+            for device in devices { await device.close() }
+            for stranger in strangers { await stranger.close() }
+        }
+    }
+
+    /// A server that restarted knows nothing of the client's association, and DTLS cannot say
+    /// so: the client takes its silence (past `silenceLimit`) as the end, and its next write
+    /// (CoAP's retransmission) starts a new handshake.
+    func testOurClientHandshakesAgainWithAServerThatRestarted() async throws {
+        var dtls = DTLSClientConfiguration(context: try DTLSContext(role: .client, credentials: .init(psk: true)), psk: (Self.identity, Self.key))
+        dtls.silenceLimit = .seconds(1)
+        var configuration = CoAPEndpoint.Configuration()
+        configuration.security = DTLSClientSecurity(dtls)
+        configuration.transmission.ackTimeout = .milliseconds(400)
+        let client = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false, configuration: configuration)
+        defer { Task { await client.close() } }
+        var port = 0
+        try await withOurDTLSServer(pskServer) { bound, _ in
+            port = bound
+            let first = try await client.request(.request(.get, path: "/whoami"), to: SocketAddress(ipAddress: "127.0.0.1", port: bound))
+            XCTAssertEqual(first.code, .content)
+        }
+        // The same port again, a new server with no associations.
+        let server = try SocketAddress(ipAddress: "127.0.0.1", port: port)
+        var serving = CoAPEndpoint.Configuration()
+        var restarted = DTLSServerConfiguration(context: try DTLSContext(role: .server, credentials: pskServer), keys: PSKKeyCache(source: FixedKeys(keys: [Self.identity: Self.key])))
+        restarted.handshakeTimeout = .seconds(30)
+        serving.security = DTLSServerSecurity(restarted)
+        let again = try await CoAPEndpoint.bind(host: "127.0.0.1", port: port, serving: true, configuration: serving)
+        async let served: Void = again.serve(InteropHandler())
+        let answer = try? await client.request(.request(.get, path: "/whoami"), to: server)
+        await again.close()
+        await served
+        XCTAssertEqual(answer?.code, .content, dtls.lastFailure.description ?? "")
+        XCTAssertEqual(restarted.statistics.handshakesCompleted.load(ordering: .relaxed), 1, "a new handshake with the restarted server")
+        XCTAssertEqual(dtls.statistics.handshakesCompleted.load(ordering: .relaxed), 2)
+    }
+
     /// `hello` (the first ClientHello, with an empty cookie) carrying `cookie`, as a client
     /// sends it again (RFC 6347 4.2.1): lengths and sequence numbers adjusted.
     static func clientHello(_ hello: [UInt8], withCookie cookie: [UInt8]) -> [UInt8] {
@@ -221,10 +300,13 @@ struct FixedKeys: PSKKeySource {
 }
 
 /// Our CoAP server over DTLS on a free loopback port with `InteropHandler`'s resources.
-func withOurDTLSServer(_ credentials: DTLSContext.Credentials, handshakeTimeout: TimeAmount = .seconds(30), _ body: (Int, DTLSStatistics) async throws -> Void) async throws {
+func withOurDTLSServer(
+    _ credentials: DTLSContext.Credentials, handshakeTimeout: TimeAmount = .seconds(30), maxAssociations: Int = 4_096, _ body: (Int, DTLSStatistics) async throws -> Void
+) async throws {
     let context = try DTLSContext(role: .server, credentials: credentials)
     var dtls = DTLSServerConfiguration(context: context, keys: credentials.psk ? PSKKeyCache(source: FixedKeys(keys: [DTLSInteropTests.identity: DTLSInteropTests.key])) : nil)
     dtls.handshakeTimeout = handshakeTimeout
+    dtls.maxAssociations = maxAssociations
     var configuration = CoAPEndpoint.Configuration()
     configuration.security = DTLSServerSecurity(dtls)
     try await withOurServer(configuration: configuration) { port in try await body(port, dtls.statistics) }
