@@ -88,7 +88,8 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     public var pushTlsPort = 8443
     /// Open no clear-text port: CoAP only over DTLS, push only over TLS.
     public var requireSecure = false
-    /// DTLS associations each CoAP socket keeps; at the bound the least recently active is closed.
+    /// DTLS associations each CoAP socket keeps; at the bound a handshake under way is closed,
+    /// else the least recently active device.
     public var maxDtlsAssociations = 4_096
     /// A DTLS association that carries nothing this long is closed.
     public var dtlsIdleSeconds = 600

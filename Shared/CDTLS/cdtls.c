@@ -51,17 +51,13 @@ typedef struct {
     cdtls_datagram queue[CDTLS_MAX_QUEUED_DATAGRAMS];
     size_t head;
     size_t queued;
-    uint64_t dropped;
 } cdtls_bio_data;
 
 static int datagram_write(BIO *bio, const char *in, int count) {
     cdtls_bio_data *data = BIO_get_data(bio);
     BIO_clear_retry_flags(bio);
     if (data == NULL || in == NULL || count < 0) return -1;
-    if (data->queued == CDTLS_MAX_QUEUED_DATAGRAMS) {
-        data->dropped += 1;
-        return count;
-    }
+    if (data->queued == CDTLS_MAX_QUEUED_DATAGRAMS) return count;
     uint8_t *copy = malloc(count > 0 ? (size_t)count : 1);
     if (copy == NULL) return -1;
     memcpy(copy, in, (size_t)count);
@@ -186,11 +182,6 @@ int cdtls_datagram_bio_pop(BIO *bio, uint8_t *out, size_t capacity) {
     return (int)count;
 }
 
-uint64_t cdtls_datagram_bio_dropped(BIO *bio) {
-    cdtls_bio_data *data = BIO_get_data(bio);
-    return data == NULL ? 0 : data->dropped;
-}
-
 // MARK: - Stateless cookies
 
 static pthread_mutex_t cookie_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -272,7 +263,6 @@ typedef struct {
     char identity[129];
     uint8_t key[64];
     size_t key_length;
-    int asked_unknown;
 } cdtls_psk;
 
 static int psk_index = -1;
@@ -316,19 +306,10 @@ static int set_psk(SSL *ssl, const char *identity, const uint8_t *key, size_t ke
 int cdtls_set_server_psk(SSL *ssl, const char *identity, const uint8_t *key, size_t key_length) { return set_psk(ssl, identity, key, key_length); }
 int cdtls_set_client_psk(SSL *ssl, const char *identity, const uint8_t *key, size_t key_length) { return set_psk(ssl, identity, key, key_length); }
 
-int cdtls_psk_was_unknown(SSL *ssl) {
-    cdtls_psk *psk = psk_of(ssl, 0);
-    return psk != NULL && psk->asked_unknown;
-}
-
 static unsigned int server_psk(SSL *ssl, const char *identity, unsigned char *key, unsigned int max_key_length) {
-    cdtls_psk *psk = psk_of(ssl, 1);
-    if (psk == NULL) return 0;
-    if (identity == NULL || psk->key_length == 0 || strcmp(identity, psk->identity) != 0 || psk->key_length > max_key_length) {
-        // 0 makes OpenSSL answer with a fatal unknown_psk_identity alert.
-        psk->asked_unknown = 1;
-        return 0;
-    }
+    cdtls_psk *psk = psk_of(ssl, 0);
+    // 0 makes OpenSSL answer with a fatal unknown_psk_identity alert.
+    if (psk == NULL || identity == NULL || psk->key_length == 0 || strcmp(identity, psk->identity) != 0 || psk->key_length > max_key_length) return 0;
     memcpy(key, psk->key, psk->key_length);
     return (unsigned int)psk->key_length;
 }

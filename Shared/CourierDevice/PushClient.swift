@@ -49,7 +49,7 @@ public final class PushClient: Sendable {
         /// turn (a session that ended tries its own node first again).
         public var otherServers: [(host: String, port: Int)] = []
         /// `wss://`: every connection starts with a TLS handshake on this context (its trust
-        /// roots check the server's certificate, and its name is checked against the host).
+        /// roots check the server's certificate chain; a host name is checked too).
         public var tls: NIOSSLContext?
 
         /// `host`:`port` first, then `otherServers`.
@@ -183,8 +183,8 @@ public final class PushClient: Sendable {
             .connect(host: server.host, port: server.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls = configuration.tls {
-                        // A name goes in SNI and is checked; an address is checked against the
-                        // certificate's IP addresses by the context (see `PushClient.tlsContext`).
+                        // A name goes in SNI and is checked against the certificate; NIOSSL takes
+                        // no address there, so by address only the chain is checked (`tlsContext`).
                         let isAddress = (try? SocketAddress(ipAddress: server.host, port: 0)) != nil
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: isAddress ? nil : server.host))
                     }

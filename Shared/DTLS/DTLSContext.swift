@@ -96,12 +96,6 @@ public final class DTLSContext: @unchecked Sendable {
             if credentials.psk { cdtls_ctx_install_client_psk(pointer) }
         }
     }
-
-    /// A new cookie secret for every server context of the process; cookies of the previous
-    /// one still verify (a rotation does not refuse a handshake under way).
-    public static func rotateCookieSecret() {
-        _ = cdtls_rotate_cookie_secret()
-    }
 }
 
 extension DTLSContext {

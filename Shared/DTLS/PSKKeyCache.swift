@@ -10,7 +10,8 @@ public protocol PSKKeySource: Sendable {
 /// Keys by PSK identity, as a handshake needs them: OpenSSL asks for a key synchronously in the
 /// middle of the handshake, so the handler looks the identity up before it hands OpenSSL the
 /// datagram that names it, and keeps what it found here for a while. A revoked key stops
-/// working for new handshakes within `lifetime`. Bounded: at `capacity` the oldest entries go.
+/// working for new handshakes within `lifetime`. Bounded like the server's token cache: at
+/// `capacity` entries it is emptied and refills from the source.
 public final class PSKKeyCache: Sendable {
     public enum Lookup: Sendable, Equatable {
         case known([UInt8])
@@ -28,14 +29,7 @@ public final class PSKKeyCache: Sendable {
         var expires: ContinuousClock.Instant
     }
 
-    private struct State {
-        var entries: [String: Entry] = [:]
-        /// Insertion order, for eviction at the bound (may hold identities already replaced).
-        var order: [String] = []
-        var orderStart = 0
-    }
-
-    private let state = Mutex(State())
+    private let entries = Mutex<[String: Entry]>([:])
 
     public init(source: any PSKKeySource, capacity: Int = 100_000, lifetime: Duration = .seconds(60), unknownLifetime: Duration = .seconds(2)) {
         self.source = source
@@ -47,8 +41,8 @@ public final class PSKKeyCache: Sendable {
     /// What is known of `identity` and still fresh; nil when it must be looked up.
     public func cached(_ identity: String) -> Lookup? {
         let now = ContinuousClock.now
-        return state.withLock { state in
-            guard let entry = state.entries[identity], entry.expires > now else { return nil }
+        return entries.withLock { entries in
+            guard let entry = entries[identity], entry.expires > now else { return nil }
             return entry.lookup
         }
     }
@@ -59,31 +53,12 @@ public final class PSKKeyCache: Sendable {
         let key = try? await source.key(forIdentity: identity)
         let lookup: Lookup = key.map { .known($0) } ?? .unknown
         let expires = ContinuousClock.now + (key == nil ? unknownLifetime : lifetime)
-        state.withLock { state in
-            if state.entries.updateValue(Entry(lookup: lookup, expires: expires), forKey: identity) == nil {
-                state.order.append(identity)
-            }
-            while state.entries.count > capacity, state.orderStart < state.order.count {
-                state.entries.removeValue(forKey: state.order[state.orderStart])
-                state.orderStart += 1
-            }
-            if state.orderStart > 1024, state.orderStart * 2 > state.order.count {
-                state.order.removeFirst(state.orderStart)
-                state.orderStart = 0
-            }
-            // Forgotten identities leave their place in `order`; rebuilt before it doubles.
-            if state.order.count - state.orderStart > 2 * capacity {
-                state.order = Array(state.entries.keys)
-                state.orderStart = 0
-            }
+        entries.withLock { entries in
+            if entries.count >= capacity { entries.removeAll(keepingCapacity: true) }
+            entries[identity] = Entry(lookup: lookup, expires: expires)
         }
         return lookup
     }
 
-    /// Forgets `identity` (its key was revoked or replaced here).
-    public func forget(_ identity: String) {
-        state.withLock { _ = $0.entries.removeValue(forKey: identity) }
-    }
-
-    public var count: Int { state.withLock { $0.entries.count } }
+    public var count: Int { entries.withLock { $0.count } }
 }

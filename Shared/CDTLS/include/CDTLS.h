@@ -49,8 +49,6 @@ void cdtls_datagram_bio_set_peer(BIO *bio, const uint8_t *bytes, size_t count);
 int cdtls_datagram_bio_next_length(BIO *bio);
 /// Copies the next queued datagram into `out` (at least its length) and removes it.
 int cdtls_datagram_bio_pop(BIO *bio, uint8_t *out, size_t capacity);
-/// Queued outbound datagrams dropped at the bound, since the BIO was made.
-uint64_t cdtls_datagram_bio_dropped(BIO *bio);
 
 // MARK: - Stateless cookies (RFC 6347 4.2.1)
 
@@ -75,8 +73,6 @@ void cdtls_ctx_install_client_psk(SSL_CTX *ctx);
 /// most 128 bytes, key at most 64.
 int cdtls_set_server_psk(SSL *ssl, const char *identity, const uint8_t *key, size_t key_length);
 int cdtls_set_client_psk(SSL *ssl, const char *identity, const uint8_t *key, size_t key_length);
-/// Whether the server callback was asked for a key it did not have (unknown identity).
-int cdtls_psk_was_unknown(SSL *ssl);
 
 // MARK: - Certificates
 
