@@ -236,18 +236,13 @@ public final class PushService: Service, Sendable {
             metrics.countPushClose(reason: "strangers_bound")
             evicted.close(promise: nil)
         }
+        channel.closeFuture.whenComplete { [strangers] _ in strangers.leave(ticket) }
         let deadline = TimeAmount.nanoseconds(Int64(configuration.helloTimeout.components.seconds) * 1_000_000_000
                                               + configuration.helloTimeout.components.attoseconds / 1_000_000_000)
-        let timer = channel.eventLoop.scheduleTask(in: deadline) { [strangers, metrics] in
+        channel.eventLoop.scheduleTask(in: deadline) { [strangers, metrics] in
             guard strangers.leave(ticket) else { return }
             metrics.countPushClose(reason: "no_hello")
             channel.close(promise: nil)
-        }
-        // The timer goes with its connection, so pending timers (and the channels they hold)
-        // are bounded by the open connections, not by the accept rate times the deadline.
-        channel.closeFuture.whenComplete { [strangers] _ in
-            strangers.leave(ticket)
-            timer.cancel()
         }
         return ticket
     }

@@ -43,4 +43,9 @@ final class Strangers: Sendable {
     func leave(_ ticket: UInt64) -> Bool {
         state.withLock { $0.waiting.removeValue(forKey: ticket) != nil }
     }
+
+    /// Whether the ticket's connection is still a stranger.
+    func contains(_ ticket: UInt64) -> Bool {
+        state.withLock { $0.waiting[ticket] != nil }
+    }
 }
