@@ -27,6 +27,10 @@ public final class FaultyChatStore: ChatBatchStore {
         self.logger = logger
     }
 
+    public func makeDurable() async throws(StorageError) {
+        try await inner.makeDurable()
+    }
+
     public func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult] {
         var results: [ChatWriteResult?] = Array(repeating: nil, count: writes.count)
         var forwarded: [(index: Int, write: ChatWrite, dropped: Set<Int>)] = []

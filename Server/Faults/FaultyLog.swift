@@ -37,15 +37,16 @@ public final class FaultyLog: MessageLog {
         try await inner.committedOffset(group: group, partition: partition)
     }
 
-    public func commit(group: String, partition: Int, offset: UInt64) async throws(LogIOError) {
-        let count = commits.withLock { count in
-            count += 1
-            return count
+    /// Counts each partition's offset as one commit, as when every partition committed alone.
+    public func commit(group: String, offsets: [Int: UInt64]) async throws(LogIOError) {
+        let (before, after) = commits.withLock { count in
+            defer { count += offsets.count }
+            return (count, count + offsets.count)
         }
-        if count == crashBeforeCommit {
-            FileHandle.standardError.write(Data("TEST FAULT: killed before offset commit \(count)\n".utf8))
+        if before < crashBeforeCommit && crashBeforeCommit <= after {
+            FileHandle.standardError.write(Data("TEST FAULT: killed before offset commit \(crashBeforeCommit)\n".utf8))
             kill(getpid(), SIGKILL)
         }
-        try await inner.commit(group: group, partition: partition, offset: offset)
+        try await inner.commit(group: group, offsets: offsets)
     }
 }

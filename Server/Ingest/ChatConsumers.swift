@@ -7,18 +7,24 @@ import Logging
 import Synchronization
 
 /// One consumer per log partition, in consumer group "chats": reads accepted messages from the
-/// committed offset, hands each to its chat's writer, and commits the offset only once every
+/// committed offset, hands each to its chat's writer, and an offset moves only once every
 /// record below it is stored and the storage is durable. A crash replays from the committed
 /// offset; the chats' dedup keys make the replay a no-op.
 ///
 /// A batch is stored whole, every chat in it, in one transaction that the partitions share
-/// (`ChatStoreWriter`: one sync for all of them); each chat's records keep their log order, so
+/// (`ChatStoreWriter`), committed without a sync; each chat's records keep their log order, so
 /// one sender's messages keep their order. The transaction is the single writer of each chat
 /// in it: membership, deduplication and the next sequence are read and written inside it. A
 /// chat whose store fails (storage busy, full, or failing for that chat alone) is parked: its
 /// messages, and every later one of that chat, wait in `ParkedChats` while the other chats keep
 /// flowing, and a retrier stores them with backoff. The offset never moves past a parked
 /// message, so a crash replays it.
+///
+/// Durability is one point for every partition: each `offsetCommitInterval` one committer
+/// makes what was stored durable (`ChatBatchStore.makeDurable`: one sync for all the
+/// transactions since the last) and then moves every partition's offset in one write. Until
+/// then the log holds the messages: a power cut that takes the last transactions replays them,
+/// in the same order, so they get the same sequence numbers.
 ///
 /// Stored messages go to the live devices of the chat's members (`LiveDevices`), each message
 /// encoded once for all of them; a member with no session costs nothing until it reconnects
@@ -35,9 +41,10 @@ public final class ChatConsumers: Sendable {
         /// Messages one partition may hold parked behind failing chats; at the bound the
         /// partition stops reading until the retrier stores some (the log keeps the rest).
         public var maxParkedMessages = 10_000
-        /// The shortest time between two offset commits of a partition. Each commit costs two
-        /// syncs; one that comes late only makes a crash replay more records, which the chats'
-        /// dedup keys turn into no-ops. The end of consuming always commits.
+        /// How often the stored messages are made durable and the offsets of every partition
+        /// committed, together (three syncs). A commit that comes late only makes a crash
+        /// replay more records, which the chats' dedup keys turn into no-ops. The end of
+        /// consuming always commits.
         public var offsetCommitInterval: Duration = .milliseconds(250)
         public init() {}
     }
@@ -54,6 +61,7 @@ public final class ChatConsumers: Sendable {
     let configuration: Configuration
     let logger: Logger
     private let startupTargets = Mutex<[Int: UInt64]>([:])
+    /// Per partition, the offset below which every record is stored (not yet durably).
     private let positions = Mutex<[Int: UInt64]>([:])
     private let stopping = Mutex(false)
 
@@ -89,17 +97,51 @@ public final class ChatConsumers: Sendable {
     }
 
     /// Fills the gateway's dedup filter from storage, then consumes every partition until
-    /// `stop()`; each finishes and commits its current batch.
+    /// `stop()`; each finishes its current batch, and what they stored is committed.
     public func run() async {
         let filter = dedupFilter
         await retrying("load the dedup keys") {
             try await self.storage.forEachDedupKey { filter.insert(deviceID: $0, clientMessageID: $1) }
         }
         await withTaskGroup(of: Void.self) { group in
-            for partition in 0..<log.partitionCount {
-                group.addTask { await self.consume(partition: partition) }
+            group.addTask { await self.commitPeriodically() }
+            await withTaskGroup(of: Void.self) { partitions in
+                for partition in 0..<log.partitionCount {
+                    partitions.addTask { await self.consume(partition: partition) }
+                }
             }
+            group.cancelAll()
         }
+        // Cancelled (not stopped): nothing more is committed, the next start replays.
+        if !Task.isCancelled { _ = await commitOffsets() }
+    }
+
+    /// Offsets as last committed, per partition; only the committer touches it.
+    private let committed = Mutex<[Int: UInt64]>([:])
+
+    private func commitPeriodically() async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: configuration.offsetCommitInterval) } catch { return }
+            guard await commitOffsets() else { return }
+        }
+    }
+
+    /// Makes everything stored so far durable, then moves every partition's offset that
+    /// progressed, in one write. False if cancelled.
+    private func commitOffsets() async -> Bool {
+        // Read before the sync: the sync covers every transaction these positions count.
+        let reached = positions.withLock { $0 }
+        let moved = committed.withLock { committed in reached.filter { $0.value > committed[$0.key] ?? 0 } }
+        guard !moved.isEmpty else { return true }
+        guard await retrying("make the stored messages durable", { try await self.writer.makeDurable() }) != nil,
+              await retrying("commit offsets \(moved)", { try await self.log.commit(group: Self.group, offsets: moved) }) != nil
+        else { return false }
+        committed.withLock { $0.merge(moved) { max($0, $1) } }
+        metrics.countOffsetCommit()
+        for (partition, offset) in moved {
+            metrics.recordLag(partition: partition, records: await log.durableNextOffset(partition: partition) - offset)
+        }
+        return true
     }
 
     /// Asks every consumer to commit what it has and return.
@@ -123,6 +165,7 @@ public final class ChatConsumers: Sendable {
         }
         startupTargets.withLock { $0[partition] = target }
         positions.withLock { $0[partition] = offset }
+        committed.withLock { $0[partition] = offset }
 
         let parked = ParkedChats(resumingAt: offset, limit: configuration.maxParkedMessages)
         await withTaskGroup(of: Void.self) { group in
@@ -132,28 +175,12 @@ public final class ChatConsumers: Sendable {
         }
     }
 
-    /// Reads the partition batch after batch: stores what it can, parks what fails, and
-    /// commits the offset below which everything is stored.
+    /// Reads the partition batch after batch: stores what it can and parks what fails; the
+    /// committer moves the offset below which everything is stored.
     private func read(partition: Int, from start: UInt64, parked: ParkedChats) async {
         var offset = start
-        var committed = start
-        var lastCommit = ContinuousClock.now
-        func commitProgress(evenIfRecent: Bool = false) async -> Bool {
-            let next = parked.committable
-            // Processed means stored durably, which is what catching up waits for.
-            positions.withLock { $0[partition] = next }
-            guard next > committed, evenIfRecent || ContinuousClock.now - lastCommit >= configuration.offsetCommitInterval else { return true }
-            guard await retrying("commit offset \(next) of partition \(partition)", { try await self.log.commit(group: Self.group, partition: partition, offset: next) }) != nil else { return false }
-            committed = next
-            lastCommit = ContinuousClock.now
-            metrics.countOffsetCommit()
-            metrics.recordLag(partition: partition, records: await log.durableNextOffset(partition: partition) - next)
-            return true
-        }
-
         while !isStopping && !Task.isCancelled {
             if parked.isFull {
-                guard await commitProgress() else { return }
                 try? await Task.sleep(for: configuration.idleWait)
                 continue
             }
@@ -166,7 +193,6 @@ public final class ChatConsumers: Sendable {
                 continue
             }
             guard let last = records.last else {
-                guard await commitProgress() else { return }
                 await log.waitForRecords(partition: partition, at: offset, timeout: configuration.idleWait)
                 continue
             }
@@ -174,9 +200,7 @@ public final class ChatConsumers: Sendable {
             guard let settled = await process(records, partition: partition, parked: parked) else { return }
             guard await finish(settled, partition: partition, parked: parked) else { return }
             offset = last.offset + 1
-            guard await commitProgress() else { return }
         }
-        _ = await commitProgress(evenIfRecent: true)
     }
 
     /// Tells the gateway and the members of what was stored (durably, by the writer), then
@@ -186,6 +210,9 @@ public final class ChatConsumers: Sendable {
         for (key, settlement) in settled.settlements { accepted.settle(key, settlement) }
         await fanOut(settled.stored)
         parked.markProcessed(settled.processedOffsets)
+        // Stored is what catching up waits for: a retry finds it from now on.
+        let reached = parked.committable
+        positions.withLock { $0[partition] = reached }
         return true
     }
 

@@ -3,8 +3,9 @@ import CourierProtocol
 import Synchronization
 
 /// Group commit for the consumers: the batches that every partition's consumer hands in while
-/// one transaction runs all go into the next one, so the partitions share one transaction and
-/// one sync (one durability point) instead of paying one each. Each caller still waits for its
+/// one transaction runs all go into the next one, so the partitions share one transaction
+/// instead of paying one each (their durability point, `makeDurable`, is shared more widely
+/// still: see `ChatConsumers`). Each caller still waits for its
 /// own batch and gets its own results.
 ///
 /// Bounded by its callers: each partition's consumer and its retrier have at most one batch
@@ -46,7 +47,7 @@ package final class ChatStoreWriter: ChatBatchStore {
 
     package var statistics: (transactions: Int, batches: Int) { state.withLock { ($0.transactions, $0.batches) } }
 
-    /// Stores `writes` durably (see `ChatBatchStore.storeBatch`), together with whatever other
+    /// Stores `writes` (see `ChatBatchStore.storeBatch`), together with whatever other
     /// partitions hand in meanwhile. A caller that finds no transaction running writes its own
     /// (with what is pending) on its own task; one that finds one running waits for the next,
     /// which a writer task started for them carries.
@@ -91,6 +92,10 @@ package final class ChatStoreWriter: ChatBatchStore {
     /// The writer as a store of its own: what a cluster node's intake commits through.
     package func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult] {
         try await store(writes)
+    }
+
+    package func makeDurable() async throws(StorageError) {
+        try await store.makeDurable()
     }
 
     private static func answer(_ batches: [(writes: [ChatWrite], waiter: Waiter)], with results: ArraySlice<ChatWriteResult>) {

@@ -42,11 +42,17 @@ public final class ConsumerOffsets: @unchecked Sendable {
 
     /// Durably records `offset` for `partition`. Offsets only move forward; an older one is ignored.
     public func commit(partition: Int, offset: UInt64) throws(LogIOError) {
+        try commit([partition: offset])
+    }
+
+    /// Durably records an offset for each partition given, in one write. Offsets only move
+    /// forward; an older one is ignored.
+    public func commit(_ moved: [Int: UInt64]) throws(LogIOError) {
         lock.lock()
         defer { lock.unlock() }
-        guard offset > offsets[partition] ?? 0 else { return }
         var next = offsets
-        next[partition] = offset
+        for (partition, offset) in moved where offset > next[partition] ?? 0 { next[partition] = offset }
+        guard next != offsets else { return }
         try write(next)
         offsets = next
     }

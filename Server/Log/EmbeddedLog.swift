@@ -88,9 +88,9 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
         try offsets(of: group).committed(partition: partition)
     }
 
-    public func commit(group: String, partition: Int, offset: UInt64) async throws(LogIOError) {
+    public func commit(group: String, offsets moved: [Int: UInt64]) async throws(LogIOError) {
         let offsets = try offsets(of: group)
-        try await offCooperativePool { () throws(LogIOError) in try offsets.commit(partition: partition, offset: offset) }
+        try await offCooperativePool { () throws(LogIOError) in try offsets.commit(moved) }
     }
 
     private func offCooperativePool<T: Sendable, Failure: Error>(_ body: @escaping @Sendable () throws(Failure) -> T) async throws(Failure) -> T {

@@ -26,6 +26,13 @@ public protocol MessageLog: Sendable {
     func waitForRecords(partition: Int, at offset: UInt64, timeout: Duration) async
     /// Where `group` resumes in `partition`.
     func committedOffset(group: String, partition: Int) async throws(LogIOError) -> UInt64
+    /// Durably moves `group`'s resume points forward, one per partition, all in one write.
+    func commit(group: String, offsets: [Int: UInt64]) async throws(LogIOError)
+}
+
+extension MessageLog {
     /// Durably moves `group`'s resume point in `partition` forward to `offset`.
-    func commit(group: String, partition: Int, offset: UInt64) async throws(LogIOError)
+    public func commit(group: String, partition: Int, offset: UInt64) async throws(LogIOError) {
+        try await commit(group: group, offsets: [partition: offset])
+    }
 }

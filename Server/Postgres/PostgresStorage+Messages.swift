@@ -36,6 +36,9 @@ extension PostgresStorage {
     /// duplicate, so the commit is a write that waits for the synchronous standby, and what it
     /// found is replicated before the device hears "ok" (a commit whose wait was cancelled
     /// leaves a row on the primary that a read would find, unreplicated).
+    /// Every commit here is durable when it answers (`synchronous_commit` is on).
+    public func makeDurable() async throws(StorageError) {}
+
     public func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult] {
         guard writes.allSatisfy(\.copies.isEmpty) else { return try await storeBatchByStatements(writes) }
         var chats: [Int64] = [], ids: [Int64] = [], users: [Int64] = [], devices: [Int64] = [], clientIDs: [String] = [], texts: [String] = []

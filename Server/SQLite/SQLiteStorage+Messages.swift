@@ -24,11 +24,9 @@ extension SQLiteStorage {
     public func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult] {
         let storedAt = Date().milliseconds
         do {
+            // A NORMAL commit (no sync): `makeDurable` syncs many of these at once. Until then
+            // the log holds every message of the batch, since its offset is not committed.
             return try await pool.writeWithoutTransaction { db in
-                // A FULL commit syncs the write-ahead log: this transaction, and every NORMAL
-                // one before it, survive a power cut once it returns. One sync per batch.
-                try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
-                defer { try? db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute() }
                 var results: [ChatWriteResult] = []
                 results.reserveCapacity(writes.count)
                 try db.inTransaction {
@@ -39,6 +37,24 @@ extension SQLiteStorage {
                     return .commit
                 }
                 return results
+            }
+        } catch {
+            throw Self.storageError(error)
+        }
+    }
+
+    public func makeDurable() async throws(StorageError) {
+        do {
+            try await pool.writeWithoutTransaction { db in
+                // A FULL commit syncs the write-ahead log, and with it every NORMAL commit
+                // before it. An empty transaction writes no frame and would sync nothing, hence
+                // the row.
+                try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
+                defer { try? db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute() }
+                try db.inTransaction {
+                    try db.cachedStatement(sql: "UPDATE durability_marks SET at_ms = ? WHERE id = 1").execute(arguments: [Date().milliseconds])
+                    return .commit
+                }
             }
         } catch {
             throw Self.storageError(error)

@@ -125,11 +125,13 @@ extension ServerStorage {
     }
 }
 
-/// What the log's consumers write through: every chat of a batch in one durable transaction.
-/// Its own protocol so that a decorator (the test faults) can stand between them and the store.
+/// What the log's consumers write through: every chat of a batch in one transaction, and a
+/// durability point that every transaction before it shares. Its own protocol so that a
+/// decorator (the test faults) can stand between them and the store.
 public protocol ChatBatchStore: Sendable {
-    /// Stores the messages of many chats in one transaction that is durable when this returns
-    /// (one sync for the whole batch): each chat's part is checked against its members and its
+    /// Stores the messages of many chats in one transaction, committed (visible to every
+    /// reader) when this returns and durable after the next `makeDurable()` (a store whose every
+    /// commit is synced, like PostgreSQL's, is durable at once): each chat's part is checked against its members and its
     /// deduplication keys and numbered after its stored last sequence, as `storeMessages` does,
     /// inside the transaction, so the writer of the transaction is the single writer of every
     /// chat in it. A chat whose part fails is rolled back alone (`.failed`); a failed commit
@@ -140,6 +142,11 @@ public protocol ChatBatchStore: Sendable {
     /// the write: it takes its own sequence number and no deduplication key. When that earlier
     /// message was not stored by this write (a replay), the copy is not stored either.
     func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult]
+
+    /// Returns once every batch stored before this call survives a power cut: the log's
+    /// consumers call it before they commit their offsets, so that the log keeps each message
+    /// until its store is durable, and all partitions share one sync for many batches.
+    func makeDurable() async throws(StorageError)
 }
 
 /// Where acknowledged delivery cursors are stored (`DeliveryCursorWriter` writes through it).
