@@ -27,6 +27,8 @@ final class ParkedChats: Sendable {
         var chats: [UInt64: Chat] = [:]
         var count = 0
         var progress: ContiguousProgress
+        /// The retrier, waiting for a chat to be parked (it sleeps on no timer meanwhile).
+        var retrierWaiting: CheckedContinuation<Void, Never>?
     }
 
     static let firstDelay: Duration = .milliseconds(10)
@@ -62,13 +64,36 @@ final class ParkedChats: Sendable {
 
     /// Parks a chat whose store just failed, with its unstored messages in log order.
     func park(_ chatID: UInt64, _ entries: [Entry]) {
-        state.withLock { state in
+        let retrier = state.withLock { state in
             state.count += entries.count
             if state.chats[chatID] != nil {
                 state.chats[chatID]!.waiting = entries + state.chats[chatID]!.waiting
             } else {
                 state.chats[chatID] = Chat(waiting: entries, delay: Self.firstDelay, due: .now + Self.firstDelay)
             }
+            defer { state.retrierWaiting = nil }
+            return state.retrierWaiting
+        }
+        retrier?.resume()
+    }
+
+    /// Returns once a chat is parked (at once if one is), or when the task is cancelled.
+    func waitUntilParked() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let waiting = state.withLock { state in
+                    guard state.chats.isEmpty, !Task.isCancelled else { return false }
+                    state.retrierWaiting = continuation
+                    return true
+                }
+                if !waiting { continuation.resume() }
+            }
+        } onCancel: {
+            let retrier = state.withLock { state in
+                defer { state.retrierWaiting = nil }
+                return state.retrierWaiting
+            }
+            retrier?.resume()
         }
     }
 

@@ -21,6 +21,17 @@ final class CoAPChannelHandler: ChannelInboundHandler {
     /// together (sendmmsg): during a burst of reads, and for a batch of responses.
     private var flushingLater = false
     private var unflushed = false
+    /// Piggyback deadlines of requests, oldest first (the window is one constant), behind one
+    /// timer that takes every deadline passed when it fires and then waits `piggybackSlack`
+    /// (a fifth of the window) past the next: a timer per request woke the event loop once per
+    /// request, 500 ms later, almost always for a request long answered. An empty ACK goes out
+    /// at most that much late, far inside the client's first retransmission (2 to 3 s). Bounded: past
+    /// `maxPendingPiggybacks` the oldest is acknowledged early if it is still unanswered (a
+    /// separate response, as at its deadline).
+    private var piggybackDeadlines = CircularBuffer<(key: MessageKey, deadline: NIODeadline)>()
+    private var piggybackTimerArmed = false
+    private let piggybackSlack: TimeAmount
+    private let maxPendingPiggybacks: Int
 
     init(
         parameters: CoAPTransmissionParameters,
@@ -33,6 +44,8 @@ final class CoAPChannelHandler: ChannelInboundHandler {
     ) {
         self.counters = counters
         layer = MessageLayer(parameters: parameters, seed: UInt64.random(in: .min ... .max))
+        maxPendingPiggybacks = max(1_024, parameters.maxRequestsInFlight * 8)
+        piggybackSlack = .nanoseconds(parameters.piggybackWindow.nanoseconds / 5)
         blockwise = BlockwiseServer(maxBodySize: maxBodySize, preferredBlockSize: blockSize, maxBytes: blockwiseCacheBytes)
         self.maxDatagramSize = maxDatagramSize
         self.requestSink = requestSink
@@ -138,7 +151,11 @@ final class CoAPChannelHandler: ChannelInboundHandler {
                     handler.perform(actions)
                 }
             case .schedulePiggybackDeadline(let key, let deadline):
-                schedule(at: deadline) { handler in handler.perform(handler.layer.piggybackWindowElapsed(key, now: Self.now)) }
+                if piggybackDeadlines.count >= maxPendingPiggybacks, let oldest = piggybackDeadlines.popFirst() {
+                    perform(layer.piggybackWindowElapsed(oldest.key, now: Self.now))
+                }
+                piggybackDeadlines.append((key, deadline))
+                armPiggybackTimer()
             case .scheduleSeparateResponseTimeout(let token, let deadline):
                 schedule(at: deadline) { handler in
                     handler.perform(handler.layer.separateResponseTimedOut(token: token, now: Self.now, jitter: handler.jitter))
@@ -192,6 +209,20 @@ final class CoAPChannelHandler: ChannelInboundHandler {
             unflushed = true
         } else {
             context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: peer, data: buffer)), promise: nil)
+        }
+    }
+
+    private func armPiggybackTimer() {
+        guard !piggybackTimerArmed, let first = piggybackDeadlines.first else { return }
+        piggybackTimerArmed = true
+        schedule(at: first.deadline + piggybackSlack) { handler in
+            handler.piggybackTimerArmed = false
+            let now = Self.now
+            while let first = handler.piggybackDeadlines.first, first.deadline <= now {
+                handler.piggybackDeadlines.removeFirst()
+                handler.perform(handler.layer.piggybackWindowElapsed(first.key, now: now))
+            }
+            handler.armPiggybackTimer()
         }
     }
 
