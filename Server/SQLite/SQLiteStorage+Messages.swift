@@ -43,23 +43,33 @@ extension SQLiteStorage {
         }
     }
 
+    /// Syncs the write-ahead log file from a thread of its own, without SQLite's write lock: a
+    /// NORMAL commit has written its frames into the log file before it returned, so one
+    /// fdatasync of the file makes every such commit durable, while the writer goes on storing
+    /// (a FULL commit held the writer for the whole sync, and at load every store transaction
+    /// waited behind it). Frames a checkpoint copied into the database file stay in the log
+    /// file until a checkpoint completes, and SQLite syncs the database file before that.
+    ///
+    /// Only the log file is opened here, never the database file: closing any descriptor of a
+    /// file drops every POSIX lock the process holds on it, SQLite's included.
     public func makeDurable() async throws(StorageError) {
-        do {
-            try await pool.writeWithoutTransaction { db in
-                // A FULL commit syncs the write-ahead log, and with it every NORMAL commit
-                // before it. An empty transaction writes no frame and would sync nothing, hence
-                // the row.
-                try db.cachedStatement(sql: "PRAGMA synchronous = FULL").execute()
-                defer { try? db.cachedStatement(sql: "PRAGMA synchronous = NORMAL").execute() }
-                try db.inTransaction {
-                    try db.cachedStatement(sql: "UPDATE durability_marks SET at_ms = ? WHERE id = 1").execute(arguments: [Date().milliseconds])
-                    return .commit
+        let file = path + "-wal"
+        let failure: String? = await withCheckedContinuation { continuation in
+            Self.syncQueue.async {
+                let descriptor = open(file, O_RDONLY | O_CLOEXEC)
+                guard descriptor >= 0 else {
+                    // No log file: the last checkpoint put (and synced) everything in the database.
+                    return continuation.resume(returning: errno == ENOENT ? nil : "open \(file): \(String(cString: strerror(errno)))")
                 }
+                defer { close(descriptor) }
+                continuation.resume(returning: fdatasync(descriptor) == 0 ? nil : "fdatasync \(file): \(String(cString: strerror(errno)))")
             }
-        } catch {
-            throw Self.storageError(error)
         }
+        if let failure { throw .unavailable(failure) }
     }
+
+    /// Blocking syncs run here, off the event loops that run the tasks.
+    private static let syncQueue = DispatchQueue(label: "courier-sqlite-sync")
 
     /// One chat's part of a batch, inside a savepoint so that its failure leaves the others.
     static func writeChat(_ db: Database, _ write: ChatWrite, storedAt: Int64) -> ChatWriteResult {
