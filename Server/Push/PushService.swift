@@ -29,7 +29,8 @@ public final class PushService: Service, Sendable {
         /// Open sessions; one more is closed at once with 1013 (try again later).
         public var maxSessions = 50_000
         /// Connections that have not yet shown a valid token (before the upgrade, or before
-        /// Hello); at the bound the oldest is closed to make room. Each is closed at the
+        /// Hello); at the bound the oldest whose Hello is not being checked is closed to make
+        /// room (see `Strangers`). Each is closed at the
         /// hello deadline (`helloTimeout`, counted from the TCP accept) if still a stranger.
         public var maxStrangers = 1_000
         /// Bytes of frames queued for one session's writer; pushes wait beyond it.
@@ -228,21 +229,26 @@ public final class PushService: Service, Sendable {
     }
 
     /// Counts a new connection as a stranger until its Hello is authenticated: the oldest
-    /// stranger goes if the bound is reached, and this one goes at the hello deadline unless it
-    /// authenticated by then.
+    /// stranger not being checked goes if the bound is reached, and this one goes at the hello
+    /// deadline unless it authenticated by then.
     private func admitStranger(_ channel: any Channel) -> UInt64 {
         let (ticket, evicted) = strangers.admit(channel)
         if let evicted {
             metrics.countPushClose(reason: "strangers_bound")
             evicted.close(promise: nil)
         }
-        channel.closeFuture.whenComplete { [strangers] _ in strangers.leave(ticket) }
         let deadline = TimeAmount.nanoseconds(Int64(configuration.helloTimeout.components.seconds) * 1_000_000_000
                                               + configuration.helloTimeout.components.attoseconds / 1_000_000_000)
-        channel.eventLoop.scheduleTask(in: deadline) { [strangers, metrics] in
+        let timer = channel.eventLoop.scheduleTask(in: deadline) { [strangers, metrics] in
             guard strangers.leave(ticket) else { return }
             metrics.countPushClose(reason: "no_hello")
             channel.close(promise: nil)
+        }
+        // The timer goes with its connection, so pending timers (and the channels they hold)
+        // are bounded by the open connections, not by the accept rate times the deadline.
+        channel.closeFuture.whenComplete { [strangers] _ in
+            strangers.leave(ticket)
+            timer.cancel()
         }
         return ticket
     }

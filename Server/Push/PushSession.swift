@@ -178,6 +178,7 @@ final class PushSession: Sendable {
         }
         // The token comes in Hello, or in the upgrade's query; when both, they must agree.
         let token = hello.token.isEmpty ? queryToken ?? "" : hello.token
+        service.strangers.startChecking(stranger)
         guard queryToken == nil || queryToken == token, let identity = try? await service.authenticator.authenticate(token) else {
             close(.policyViolation, "bad token", metric: "bad_token", saying: WireError(code: .unauthorized, message: "bad token"))
             return nil
