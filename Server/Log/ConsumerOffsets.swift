@@ -40,11 +40,6 @@ public final class ConsumerOffsets: @unchecked Sendable {
         lock.withLock { offsets[partition] ?? 0 }
     }
 
-    /// Durably records `offset` for `partition`. Offsets only move forward; an older one is ignored.
-    public func commit(partition: Int, offset: UInt64) throws(LogIOError) {
-        try commit([partition: offset])
-    }
-
     /// Durably records an offset for each partition given, in one write. Offsets only move
     /// forward; an older one is ignored.
     public func commit(_ moved: [Int: UInt64]) throws(LogIOError) {

@@ -29,10 +29,3 @@ public protocol MessageLog: Sendable {
     /// Durably moves `group`'s resume points forward, one per partition, all in one write.
     func commit(group: String, offsets: [Int: UInt64]) async throws(LogIOError)
 }
-
-extension MessageLog {
-    /// Durably moves `group`'s resume point in `partition` forward to `offset`.
-    public func commit(group: String, partition: Int, offset: UInt64) async throws(LogIOError) {
-        try await commit(group: group, offsets: [partition: offset])
-    }
-}

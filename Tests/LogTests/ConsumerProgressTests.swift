@@ -37,9 +37,9 @@ final class ConsumerProgressTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let offsets = try ConsumerOffsets(directory: directory, group: "actors")
         XCTAssertEqual(offsets.committed(partition: 3), 0)
-        try offsets.commit(partition: 3, offset: 41)
-        try offsets.commit(partition: 7, offset: 5)
-        try offsets.commit(partition: 3, offset: 17)
+        try offsets.commit([3: 41])
+        try offsets.commit([7: 5])
+        try offsets.commit([3: 17])
         XCTAssertEqual(offsets.committed(partition: 3), 41, "an older commit is ignored")
 
         let reopened = try ConsumerOffsets(directory: directory, group: "actors")
@@ -51,7 +51,7 @@ final class ConsumerProgressTests: XCTestCase {
     func testDamagedOffsetsFileIsALoudError() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-offsets-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        try ConsumerOffsets(directory: directory, group: "actors").commit(partition: 1, offset: 99)
+        try ConsumerOffsets(directory: directory, group: "actors").commit([1: 99])
         let path = "\(directory)/actors.offsets"
         let text = try String(contentsOfFile: path, encoding: .utf8).replacingOccurrences(of: "1 99", with: "1 98")
         try text.write(toFile: path, atomically: false, encoding: .utf8)

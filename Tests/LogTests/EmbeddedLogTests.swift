@@ -54,7 +54,7 @@ final class EmbeddedLogTests: XCTestCase {
     func testCommittedOffsetsPersistPerGroup() async throws {
         do {
             let log = try EmbeddedLog(directory: directory)
-            try await log.commit(group: "actors", partition: 2, offset: 10)
+            try await log.commit(group: "actors", offsets: [2: 10])
             log.close()
         }
         let log = try EmbeddedLog(directory: directory)
@@ -64,7 +64,7 @@ final class EmbeddedLogTests: XCTestCase {
         let other = try await log.committedOffset(group: "push", partition: 2)
         XCTAssertEqual(other, 0)
         do {
-            try await log.commit(group: "../escape", partition: 0, offset: 1)
+            try await log.commit(group: "../escape", offsets: [0: 1])
             XCTFail("a group name that is not a plain file name is refused")
         } catch {}
     }
@@ -81,8 +81,8 @@ final class EmbeddedLogTests: XCTestCase {
         XCTAssertGreaterThan(before, 5)
 
         XCTAssertEqual(try log.applyRetention(olderThan: .zero, now: Date().addingTimeInterval(60)), 0, "no consumer group yet: keep everything")
-        try await log.commit(group: "actors", partition: 0, offset: 150)
-        try await log.commit(group: "push", partition: 0, offset: 60)
+        try await log.commit(group: "actors", offsets: [0: 150])
+        try await log.commit(group: "push", offsets: [0: 60])
         XCTAssertEqual(try log.applyRetention(olderThan: .seconds(3600)), 0, "segments younger than the retention stay")
         let deleted = try log.applyRetention(olderThan: .zero, now: Date().addingTimeInterval(60))
         XCTAssertGreaterThan(deleted, 0)
