@@ -31,6 +31,8 @@ public final class FaultyChatStore: ChatBatchStore {
         try await inner.makeDurable()
     }
 
+    public var executor: (any TaskExecutor)? { inner.executor }
+
     public func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult] {
         var results: [ChatWriteResult?] = Array(repeating: nil, count: writes.count)
         var forwarded: [(index: Int, write: ChatWrite, dropped: Set<Int>)] = []

@@ -99,6 +99,12 @@ public final class ChatConsumers: Sendable {
     /// Fills the gateway's dedup filter from storage, then consumes every partition until
     /// `stop()`; each finishes its current batch, and what they stored is committed.
     public func run() async {
+        // On the store's writer thread when it has one: a batch's transaction then runs where
+        // the consumer does, with no hop to that thread and back (two context switches).
+        await withTaskExecutorPreference(writer.executor) { await consumeAll() }
+    }
+
+    private func consumeAll() async {
         let filter = dedupFilter
         await retrying("load the dedup keys") {
             try await self.storage.forEachDedupKey { filter.insert(deviceID: $0, clientMessageID: $1) }

@@ -64,6 +64,10 @@ package final class ChatStoreWriter: ChatBatchStore {
             if lead { waiter.resume(returning: .lead) }
         }
         if case .done(let result) = turn { return try result.get() }
+        // On the store's own thread the partitions' consumers take turns, and none could hand
+        // in a batch while this one's transaction runs there: a yield lets the consumers that
+        // are ready (woken by the same log sync, often) join this transaction first.
+        await Task.yield()
         // Our own transaction: this batch first, then whatever waits now.
         let others = state.withLock { state -> [(writes: [ChatWrite], waiter: Waiter)] in
             defer { state.pending = [] }
@@ -97,6 +101,8 @@ package final class ChatStoreWriter: ChatBatchStore {
     package func makeDurable() async throws(StorageError) {
         try await store.makeDurable()
     }
+
+    package var executor: (any TaskExecutor)? { store.executor }
 
     private static func answer(_ batches: [(writes: [ChatWrite], waiter: Waiter)], with results: ArraySlice<ChatWriteResult>) {
         var start = results.startIndex

@@ -23,10 +23,10 @@ extension SQLiteStorage {
 
     public func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult] {
         let storedAt = Date().milliseconds
-        do {
-            // A NORMAL commit (no sync): `makeDurable` syncs many of these at once. Until then
-            // the log holds every message of the batch, since its offset is not committed.
-            return try await pool.writeWithoutTransaction { db in
+        // A NORMAL commit (no sync): `makeDurable` syncs many of these at once. Until then
+        // the log holds every message of the batch, since its offset is not committed.
+        return try await onWriterThread {
+            try pool.writeWithoutTransaction { db in
                 var results: [ChatWriteResult] = []
                 results.reserveCapacity(writes.count)
                 try db.inTransaction {
@@ -38,8 +38,6 @@ extension SQLiteStorage {
                 }
                 return results
             }
-        } catch {
-            throw Self.storageError(error)
         }
     }
 

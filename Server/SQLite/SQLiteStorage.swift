@@ -8,6 +8,12 @@ import GRDB
 public final class SQLiteStorage: ServerStorage {
     public let path: String
     let pool: DatabasePool
+    /// The one thread that writes: every write transaction runs on it, synchronously. The
+    /// log's consumers run their tasks here too (`executor`), so a store transaction costs them
+    /// no hop to another thread and back.
+    let writerThread = DedicatedThreadExecutor(name: "courier-sqlite")
+
+    public var executor: (any TaskExecutor)? { writerThread }
 
     /// Opens (creating and migrating if needed) the database at `path`.
     public init(path: String) throws(StorageError) {
@@ -17,8 +23,8 @@ public final class SQLiteStorage: ServerStorage {
         configuration.busyMode = .timeout(10)
         configuration.prepareDatabase { db in
             // NORMAL: a commit does not wait for fsync. The log is the source of truth, and the
-            // consumers' store transactions commit FULL (syncing every commit before them)
-            // before any offset is committed, so nothing is lost.
+            // consumers make their store transactions durable (`makeDurable`) before they
+            // commit any offset, so nothing is lost.
             try db.execute(sql: "PRAGMA synchronous = NORMAL")
             try db.execute(sql: "PRAGMA foreign_keys = ON")
         }
@@ -451,8 +457,21 @@ public final class SQLiteStorage: ServerStorage {
         do { return try pool.unsafeReentrantRead(body) } catch { throw Self.storageError(error) }
     }
 
+    /// Runs a write transaction on the writer thread, synchronously there.
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(StorageError) -> T {
-        do { return try await pool.write(body) } catch { throw Self.storageError(error) }
+        try await onWriterThread { try pool.write(body) }
+    }
+
+    /// Runs `body` on the writer thread (`writerThread`): no hop for a caller already there,
+    /// else one there and one back, as GRDB's own asynchronous write would take. GRDB's
+    /// synchronous writes enter its writer queue with `dispatch_sync`, which runs the block on
+    /// the calling thread when the queue is free, so the transaction runs here.
+    func onWriterThread<T: Sendable>(_ body: () throws -> T) async throws(StorageError) -> T {
+        do {
+            return try await withTaskExecutorPreference(writerThread) { try body() }
+        } catch {
+            throw Self.storageError(error)
+        }
     }
 
     static func storageError(_ error: any Error) -> StorageError {

@@ -21,6 +21,8 @@ final class ChatConsumersDurabilityTests: XCTestCase {
     final class Journal: Sendable {
         let events = Mutex<[Event]>([])
         let failDurability = Mutex(false)
+        /// The threads the consumers' store calls came from.
+        let storeThreads = Mutex<Set<String>>([])
         func note(_ event: Event) { events.withLock { $0.append(event) } }
         var all: [Event] { events.withLock { $0 } }
     }
@@ -31,6 +33,8 @@ final class ChatConsumersDurabilityTests: XCTestCase {
         let journal: Journal
 
         func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult] {
+            let thread = ((try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+            journal.storeThreads.withLock { _ = $0.insert(thread) }
             let results = try await inner.storeBatch(writes)
             journal.note(.stored(serverMessageIDs: writes.flatMap { $0.messages.map(\.serverMessageID) }))
             return results
@@ -42,6 +46,8 @@ final class ChatConsumersDurabilityTests: XCTestCase {
             try await inner.makeDurable()
             journal.note(.durableEnded)
         }
+
+        var executor: (any TaskExecutor)? { inner.executor }
     }
 
     /// The real log, noting each offset commit.
@@ -153,6 +159,8 @@ final class ChatConsumersDurabilityTests: XCTestCase {
             }
         }
         XCTAssertEqual(stored.count, offsets.count, "every message was stored")
+        // The consumers run on SQLite's writer thread, so a store transaction costs no hop there.
+        XCTAssertEqual(journal.storeThreads.withLock { $0 }, ["courier-sqlite"])
         XCTAssertGreaterThan(batches, syncs * 2, "the partitions' batches share syncs (\(batches) batches, \(syncs) syncs)")
         print("consumers: \(batches) stored batches, \(syncs) syncs")
     }

@@ -147,6 +147,14 @@ public protocol ChatBatchStore: Sendable {
     /// consumers call it before they commit their offsets, so that the log keeps each message
     /// until its store is durable, and all partitions share one sync for many batches.
     func makeDurable() async throws(StorageError)
+
+    /// The executor whose thread runs this store's transactions, if it has one: a caller that
+    /// runs its tasks there (the log's consumers) stores without a hop to another thread.
+    var executor: (any TaskExecutor)? { get }
+}
+
+extension ChatBatchStore {
+    public var executor: (any TaskExecutor)? { nil }
 }
 
 /// Where acknowledged delivery cursors are stored (`DeliveryCursorWriter` writes through it).

@@ -1,0 +1,69 @@
+import Foundation
+
+/// A task executor with one thread of its own, for work that blocks (a synchronous SQLite
+/// transaction): a task that prefers it (`withTaskExecutorPreference`) runs here, and code on
+/// this thread may block without holding up an event loop. Work that already runs here calls
+/// such code without a hop; from anywhere else it is one hop there and one back, as a dispatch
+/// queue would be.
+///
+/// The queue of jobs holds one job per task that is ready to run here, so it is bounded by the
+/// tasks that prefer this executor (a fixed set: the log's consumers and the storage calls in
+/// flight). The thread ends once the executor is gone: it holds no reference to it, since a job
+/// comes here only from a task inside a `withTaskExecutorPreference` scope that holds one.
+public final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
+    // @unchecked: the thread and the executor share `queue`, which `NSCondition` guards.
+    private final class Queue: @unchecked Sendable {
+        let condition = NSCondition()
+        var jobs: [UnownedJob] = []
+        var closed = false
+    }
+
+    private let queue = Queue()
+    public let name: String
+
+    /// Starts the thread, named `name` (at most 15 bytes are kept: Linux's limit).
+    public init(name: String) {
+        self.name = name
+        let queue = self.queue
+        let executor = asUnownedTaskExecutor()
+        let thread = Thread {
+            // The kernel's name for the thread (what /proc and perf show).
+            try? String(name.prefix(15)).write(toFile: "/proc/thread-self/comm", atomically: false, encoding: .utf8)
+            Self.run(queue, as: executor)
+        }
+        thread.name = name
+        thread.start()
+    }
+
+    deinit {
+        queue.condition.lock()
+        queue.closed = true
+        queue.condition.signal()
+        queue.condition.unlock()
+    }
+
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        queue.condition.lock()
+        queue.jobs.append(job)
+        queue.condition.signal()
+        queue.condition.unlock()
+    }
+
+    /// Runs jobs in the order they came, taking every ready job in one lock.
+    private static func run(_ queue: Queue, as executor: UnownedTaskExecutor) {
+        var batch: [UnownedJob] = []
+        while true {
+            queue.condition.lock()
+            while queue.jobs.isEmpty && !queue.closed { queue.condition.wait() }
+            if queue.jobs.isEmpty {
+                queue.condition.unlock()
+                return
+            }
+            swap(&batch, &queue.jobs)
+            queue.condition.unlock()
+            for job in batch { job.runSynchronously(on: executor) }
+            batch.removeAll(keepingCapacity: true)
+        }
+    }
+}
