@@ -194,9 +194,12 @@ final class MessageLayerTests: XCTestCase {
         let incoming = request(0x2000)
         let actions = layer.datagramReceived(incoming.encode(), from: client, now: at(0), jitter: 0)
         let key = try XCTUnwrap(delivered(actions).first).key
-        XCTAssertTrue(actions.contains(.schedulePiggybackDeadline(key, at: at(0.5))))
+        XCTAssertTrue(actions.contains(.schedulePiggybackSweep(at: at(0.5))))
 
-        XCTAssertEqual(sent(layer.piggybackWindowElapsed(key, now: at(0.5))), [.empty(.acknowledgement, messageID: 0x2000)])
+        // A sweep before the window's end acknowledges nothing and asks for the next sweep.
+        XCTAssertEqual(layer.piggybackWindowsElapsed(now: at(0.4)), [.schedulePiggybackSweep(at: at(0.5))])
+        XCTAssertEqual(sent(layer.piggybackWindowsElapsed(now: at(0.5))), [.empty(.acknowledgement, messageID: 0x2000)])
+        XCTAssertTrue(layer.piggybackWindowsElapsed(now: at(0.6)).isEmpty, "acknowledged once, and no window is open")
         let responded = layer.respond(to: key, with: .response(.created, payload: [5]), now: at(3), jitter: 0)
         let separate = try XCTUnwrap(sent(responded).first)
         XCTAssertEqual(separate.type, .confirmable)
@@ -215,6 +218,19 @@ final class MessageLayerTests: XCTestCase {
         XCTAssertTrue(delivered(late).isEmpty)
     }
 
+    func testOneSweepAcknowledgesOnlyTheRequestsWhoseWindowPassedUnanswered() throws {
+        var layer = makeLayer()
+        let answered = try XCTUnwrap(delivered(layer.datagramReceived(request(0x2100).encode(), from: client, now: at(0), jitter: 0)).first).key
+        _ = layer.datagramReceived(request(0x2101).encode(), from: client, now: at(0.1), jitter: 0)
+        _ = layer.datagramReceived(request(0x2102).encode(), from: client, now: at(0.2), jitter: 0)
+        XCTAssertEqual(sent(layer.respond(to: answered, with: .response(.changed), now: at(0.05), jitter: 0)).first?.type, .acknowledgement)
+
+        let swept = layer.piggybackWindowsElapsed(now: at(0.65))
+        XCTAssertEqual(sent(swept), [.empty(.acknowledgement, messageID: 0x2101)], "answered in time: no empty ACK; window still open: none yet")
+        XCTAssertEqual(swept.last, .schedulePiggybackSweep(at: at(0.7)))
+        XCTAssertEqual(sent(layer.piggybackWindowsElapsed(now: at(0.7))), [.empty(.acknowledgement, messageID: 0x2102)])
+    }
+
     func testRetransmissionDuringLongProcessingGetsAnEmptyAck() throws {
         var layer = makeLayer { $0.piggybackWindow = .seconds(5) }
         let incoming = request(0x3000)
@@ -229,7 +245,7 @@ final class MessageLayerTests: XCTestCase {
         var layer = makeLayer()
         let incoming = request(0x4000, type: .nonConfirmable)
         let actions = layer.datagramReceived(incoming.encode(), from: client, now: at(0), jitter: 0)
-        XCTAssertFalse(actions.contains { if case .schedulePiggybackDeadline = $0 { true } else { false } })
+        XCTAssertFalse(actions.contains { if case .schedulePiggybackSweep = $0 { true } else { false } })
         let response = try XCTUnwrap(sent(layer.respond(to: try XCTUnwrap(delivered(actions).first).key, with: .response(.content), now: at(0.1), jitter: 0)).first)
         XCTAssertEqual(response.type, .nonConfirmable)
         XCTAssertEqual(response.token, [0xAA])

@@ -21,17 +21,13 @@ final class CoAPChannelHandler: ChannelInboundHandler {
     /// together (sendmmsg): during a burst of reads, and for a batch of responses.
     private var flushingLater = false
     private var unflushed = false
-    /// Piggyback deadlines of requests, oldest first (the window is one constant), behind one
-    /// timer that takes every deadline passed when it fires and then waits `piggybackSlack`
-    /// (a fifth of the window) past the next: a timer per request woke the event loop once per
-    /// request, 500 ms later, almost always for a request long answered. An empty ACK goes out
-    /// at most that much late, far inside the client's first retransmission (2 to 3 s). Bounded: past
-    /// `maxPendingPiggybacks` the oldest is acknowledged early if it is still unanswered (a
-    /// separate response, as at its deadline).
-    private var piggybackDeadlines = CircularBuffer<(key: MessageKey, deadline: NIODeadline)>()
-    private var piggybackTimerArmed = false
+    /// One timer for the piggyback windows of every request on this socket: it fires
+    /// `piggybackSlack` (a fifth of the window) after the earliest window asked for, and the
+    /// layer's sweep asks for the next. An empty ACK goes out at most that much late, far inside
+    /// the client's first retransmission (2 to 3 s). Only one is armed at a time: the window is
+    /// one constant, so a later request's window ends after the armed one.
+    private var piggybackSweepArmed = false
     private let piggybackSlack: TimeAmount
-    private let maxPendingPiggybacks: Int
 
     init(
         parameters: CoAPTransmissionParameters,
@@ -44,7 +40,6 @@ final class CoAPChannelHandler: ChannelInboundHandler {
     ) {
         self.counters = counters
         layer = MessageLayer(parameters: parameters, seed: UInt64.random(in: .min ... .max))
-        maxPendingPiggybacks = max(1_024, parameters.maxRequestsInFlight * 8)
         piggybackSlack = .nanoseconds(parameters.piggybackWindow.nanoseconds / 5)
         blockwise = BlockwiseServer(maxBodySize: maxBodySize, preferredBlockSize: blockSize, maxBytes: blockwiseCacheBytes)
         self.maxDatagramSize = maxDatagramSize
@@ -150,12 +145,8 @@ final class CoAPChannelHandler: ChannelInboundHandler {
                     }
                     handler.perform(actions)
                 }
-            case .schedulePiggybackDeadline(let key, let deadline):
-                if piggybackDeadlines.count >= maxPendingPiggybacks, let oldest = piggybackDeadlines.popFirst() {
-                    perform(layer.piggybackWindowElapsed(oldest.key, now: Self.now))
-                }
-                piggybackDeadlines.append((key, deadline))
-                armPiggybackTimer()
+            case .schedulePiggybackSweep(let deadline):
+                armPiggybackSweep(at: deadline)
             case .scheduleSeparateResponseTimeout(let token, let deadline):
                 schedule(at: deadline) { handler in
                     handler.perform(handler.layer.separateResponseTimedOut(token: token, now: Self.now, jitter: handler.jitter))
@@ -212,17 +203,12 @@ final class CoAPChannelHandler: ChannelInboundHandler {
         }
     }
 
-    private func armPiggybackTimer() {
-        guard !piggybackTimerArmed, let first = piggybackDeadlines.first else { return }
-        piggybackTimerArmed = true
-        schedule(at: first.deadline + piggybackSlack) { handler in
-            handler.piggybackTimerArmed = false
-            let now = Self.now
-            while let first = handler.piggybackDeadlines.first, first.deadline <= now {
-                handler.piggybackDeadlines.removeFirst()
-                handler.perform(handler.layer.piggybackWindowElapsed(first.key, now: now))
-            }
-            handler.armPiggybackTimer()
+    private func armPiggybackSweep(at deadline: NIODeadline) {
+        guard !piggybackSweepArmed else { return }
+        piggybackSweepArmed = true
+        schedule(at: deadline + piggybackSlack) { handler in
+            handler.piggybackSweepArmed = false
+            handler.perform(handler.layer.piggybackWindowsElapsed(now: Self.now))
         }
     }
 

@@ -9,7 +9,8 @@ struct MessageLayer {
     enum Action: Equatable {
         case send([UInt8], to: SocketAddress)
         case scheduleRetransmission(MessageKey, attempt: Int, at: NIODeadline)
-        case schedulePiggybackDeadline(MessageKey, at: NIODeadline)
+        /// Call `piggybackWindowsElapsed` at this time (or later): one timer serves every request.
+        case schedulePiggybackSweep(at: NIODeadline)
         case scheduleSeparateResponseTimeout(token: [UInt8], at: NIODeadline)
         case deliverRequest(IncomingRequest)
         case completeRequest(token: [UInt8], Result<CoAPMessage, CoAPClientError>)
@@ -35,7 +36,10 @@ struct MessageLayer {
 
     private struct ServerExchange {
         var request: CoAPMessage
-        var acknowledged: Bool
+        var acknowledged = false
+        /// When a confirmable request still unacknowledged gets an empty ACK (its response then
+        /// goes separately); nil for a NON request and once acknowledged.
+        var piggybackDeadline: NIODeadline?
     }
 
     let parameters: CoAPTransmissionParameters
@@ -161,17 +165,31 @@ struct MessageLayer {
         return [.send(datagram, to: key.peer)]
     }
 
-    /// The handler took longer than the piggyback window: acknowledge now, answer separately later.
-    mutating func piggybackWindowElapsed(_ key: MessageKey, now: NIODeadline) -> [Action] {
-        guard let exchange = serverExchanges[key], exchange.request.type == .confirmable, !exchange.acknowledged else {
-            return []
+    /// Acknowledges every confirmable request whose handler took longer than the piggyback
+    /// window (its answer will go as a separate response), and schedules the next sweep while a
+    /// window is still open. One sweep looks at the requests in flight, at most
+    /// `maxRequestsInFlight`; a timer per request woke the event loop once per request, almost
+    /// always for one long answered.
+    mutating func piggybackWindowsElapsed(now: NIODeadline) -> [Action] {
+        var elapsed: [MessageKey] = []
+        var next: NIODeadline?
+        for (key, exchange) in serverExchanges {
+            guard let deadline = exchange.piggybackDeadline else { continue }
+            if deadline <= now {
+                elapsed.append(key)
+            } else {
+                next = min(next ?? deadline, deadline)
+            }
         }
-        return acknowledgeSeparately(key, now: now)
+        var actions = elapsed.flatMap { acknowledgeSeparately($0, now: now) }
+        if let next { actions.append(.schedulePiggybackSweep(at: next)) }
+        return actions
     }
 
     private mutating func acknowledgeSeparately(_ key: MessageKey, now: NIODeadline) -> [Action] {
         guard let exchange = serverExchanges[key] else { return [] }
         serverExchanges[key]?.acknowledged = true
+        serverExchanges[key]?.piggybackDeadline = nil
         let ack = CoAPMessage.empty(.acknowledgement, messageID: key.messageID).encode()
         duplicates.record(key, token: exchange.request.token, reply: ack, now: now)
         return [.send(ack, to: key.peer)]
@@ -292,11 +310,14 @@ struct MessageLayer {
             overloaded.setUIntOption(.maxAge, parameters.overloadMaxAge)
             return answerImmediately(message, key: key, response: overloaded, now: now)
         }
-        serverExchanges[key] = ServerExchange(request: message, acknowledged: false)
+        var exchange = ServerExchange(request: message)
         var actions: [Action] = [.deliverRequest(IncomingRequest(message: message, peer: key.peer))]
         if message.type == .confirmable {
-            actions.append(.schedulePiggybackDeadline(key, at: now + parameters.piggybackWindow))
+            let deadline = now + parameters.piggybackWindow
+            exchange.piggybackDeadline = deadline
+            actions.append(.schedulePiggybackSweep(at: deadline))
         }
+        serverExchanges[key] = exchange
         return actions
     }
 
