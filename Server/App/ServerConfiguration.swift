@@ -93,6 +93,13 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     public var maxDtlsAssociations = 4_096
     /// A DTLS association that carries nothing this long is closed.
     public var dtlsIdleSeconds = 600
+    /// Run the server's threads under Linux's SCHED_BATCH policy: a thread that another wakes
+    /// (an event loop woken by a log sync, the SQLite writer by a consumer's records) waits for
+    /// the running thread to block or use up its slice instead of preempting it. Each
+    /// preemption was two context switches (out, and back in later) for work that takes
+    /// microseconds: about 4 of the 16 per message in `scripts/bench-cost`. The price: when
+    /// every core is busy, a woken thread may wait up to one scheduler slice (a few ms).
+    public var batchScheduling = true
 
     public init() {}
 
@@ -105,6 +112,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         case partitions, maxQueuedAppends, maxPendingMessages, maxConcurrentRequests, deviceRatePerSecond, deviceBurst, coapDedupCapacity, maxTextBytes
         case entityIdleSeconds, maxEntitiesPerShard, tokenCacheSeconds, retentionHours, unsafeNoSync, postgres
         case coapsPort, dtlsPsk, tlsCertificate, tlsKey, tlsClientCa, pushTlsPort, requireSecure, maxDtlsAssociations, dtlsIdleSeconds
+        case batchScheduling
     }
 
     public init(from decoder: any Decoder) throws {
@@ -157,6 +165,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         requireSecure = try value(.requireSecure, defaults.requireSecure)
         maxDtlsAssociations = try value(.maxDtlsAssociations, defaults.maxDtlsAssociations)
         dtlsIdleSeconds = try value(.dtlsIdleSeconds, defaults.dtlsIdleSeconds)
+        batchScheduling = try value(.batchScheduling, defaults.batchScheduling)
     }
 
     /// Reads a JSON configuration file; unknown keys are an error (a typo must not pass silently).
@@ -232,6 +241,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             case .requireSecure: requireSecure = try flag()
             case .maxDtlsAssociations: maxDtlsAssociations = try int()
             case .dtlsIdleSeconds: dtlsIdleSeconds = try int()
+            case .batchScheduling: batchScheduling = try flag()
             }
         }
     }

@@ -105,6 +105,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String?
 
+    @Flag(help: "Keep Linux's normal scheduling for the server's threads (by default they run under SCHED_BATCH: a woken thread does not preempt a running one).")
+    var normalScheduling = false
+
     @Flag(help: "Benchmarks only: skip fdatasync in the log (acknowledged messages can be lost).")
     var unsafeNoSync = false
 
@@ -151,6 +154,7 @@ struct Serve: AsyncParsableCommand {
         if let logLevel { configuration.logLevel = logLevel }
         if let postgres { configuration.postgres = postgres }
         if unsafeNoSync { configuration.unsafeNoSync = true }
+        if normalScheduling { configuration.batchScheduling = false }
         try configuration.validate()
         return configuration
     }
@@ -173,6 +177,14 @@ struct Serve: AsyncParsableCommand {
             logger.info("open file limit", metadata: ["soft": "\(files.soft)", "hard": "\(files.hard)"])
         } else {
             logger.warning("cannot read the open file limit")
+        }
+        if configuration.batchScheduling {
+            let failures = BatchScheduling.apply()
+            if failures.isEmpty {
+                logger.info("threads run under SCHED_BATCH (batchScheduling)")
+            } else {
+                logger.warning("some threads keep the normal scheduling policy", metadata: ["failures": "\(failures)"])
+            }
         }
         if configuration.postgres != nil {
             guard !(try testFaults).isActive else { throw ValidationError("test faults need the embedded server (no --postgres)") }

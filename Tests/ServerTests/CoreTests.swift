@@ -322,6 +322,10 @@ final class ServerConfigurationTests: XCTestCase {
         XCTAssertEqual(configuration.coapPort, 7000)
         XCTAssertEqual(configuration.dataDirectory, "/tmp/x")
         XCTAssertTrue(configuration.unsafeNoSync)
+        XCTAssertTrue(configuration.batchScheduling, "on by default")
+        try configuration.apply(environment: ["COURIER_BATCH_SCHEDULING": "false"])
+        XCTAssertFalse(configuration.batchScheduling)
+        XCTAssertThrowsError(try configuration.apply(environment: ["COURIER_BATCH_SCHEDULING": "sometimes"]))
         XCTAssertThrowsError(try configuration.apply(environment: ["COURIER_COAP_PORT": "many"]))
         configuration.nodeID = 5000
         XCTAssertThrowsError(try configuration.validate()) { XCTAssertTrue("\($0)".contains("nodeID")) }

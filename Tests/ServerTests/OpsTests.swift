@@ -6,6 +6,28 @@ import XCTest
 
 /// The operations listener and graceful shutdown, on the real binary.
 final class OpsTests: XCTestCase {
+    /// Every thread of the server runs under SCHED_BATCH (`batchScheduling`), those started
+    /// after the setting took effect included, unless `--normal-scheduling` says otherwise.
+    func testServerThreadsRunUnderBatchSchedulingUnlessToldOtherwise() async throws {
+        for (arguments, policy) in [([String](), 3), (["--normal-scheduling"], 0)] {
+            let server = try await ServerProcess()
+            defer { server.remove() }
+            try await server.start(arguments)
+            // Work that starts threads of its own (SQLite's, the consumers', dispatch's) first.
+            let alice = try await server.account("alice")
+            let chat = try await server.chat("general", members: ["alice"])
+            try await withClient { client in
+                let response = try await client.send(SendMessage(clientMessageID: "m", chatID: chat, text: "hi", clientSentAtMs: 0), token: alice.token, to: server.peer)
+                XCTAssertEqual(response.code, .created)
+            }
+            _ = try await server.waitForHistory("general", count: 1)
+            let policies = server.threadSchedulingPolicies()
+            XCTAssertGreaterThan(policies.count, 4, "the server's threads were read")
+            XCTAssertEqual(Set(policies), [policy], "arguments \(arguments): policies \(policies)")
+            _ = await server.terminate()
+        }
+    }
+
     func testHealthReadyMetricsAndAGracefulStopThatKeepsEveryAcknowledgedMessage() async throws {
         let server = try await ServerProcess()
         defer { server.remove() }

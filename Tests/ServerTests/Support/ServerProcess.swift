@@ -123,6 +123,20 @@ final class ServerProcess: @unchecked Sendable {
     /// Settings for a test whose one device sends far past the per-device rate (4.29 otherwise).
     static var unlimitedDeviceRate: [String: Any] { ["deviceRatePerSecond": 1_000_000, "deviceBurst": 1_000_000] }
 
+    /// The scheduling policy of each of the server's threads (field 41 of
+    /// /proc/PID/task/TID/stat: 0 normal, 3 batch); empty when it is not running.
+    func threadSchedulingPolicies() -> [Int] {
+        guard let pid = process?.processIdentifier,
+              let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task") else { return [] }
+        return tasks.compactMap { task in
+            // The name (field 2) may hold spaces: count the fields after its closing parenthesis.
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/stat", encoding: .utf8),
+                  let end = stat.lastIndex(of: ")") else { return nil }
+            let fields = stat[stat.index(after: end)...].split(separator: " ")
+            return fields.count > 38 ? Int(fields[38]) : nil
+        }
+    }
+
     /// The server's resident memory in KiB (from /proc), nil when it is not running.
     func residentKiB() -> Int? {
         guard let pid = process?.processIdentifier,
