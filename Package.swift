@@ -396,6 +396,7 @@ let package = Package(
                 "CourierPostgres",
                 "CourierSQLite",
                 "TestSupport",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/StorageTests"

@@ -15,8 +15,8 @@ extension SQLiteStorage {
                 throw StorageError.invalid("\(message.change.map { "\($0)" } ?? "") does not refer to a message its sender sent in chat \(chatID)")
             }
             let outcomes = try Self.insertMessages(db, messages, chatID: chatID, afterSequence: last, copies: [], storedAt: storedAt)
+            try Self.queueForSearch(db, outcomes.compactMap(\.added))
             try Self.applyChanges(db, outcomes.compactMap(\.added))
-            try Self.indexForSearch(db, outcomes.compactMap(\.added))
             return outcomes
         }
     }
@@ -31,9 +31,6 @@ extension SQLiteStorage {
                 results.reserveCapacity(writes.count)
                 try db.inTransaction {
                     for write in writes { results.append(Self.writeChat(db, write, storedAt: storedAt)) }
-                    // Indexed once for the whole transaction, outside the chats' savepoints: FTS5
-                    // would otherwise write a segment at every savepoint's release.
-                    for case .written(_, let added, _) in results { try Self.indexForSearch(db, added) }
                     return .commit
                 }
                 return results
@@ -51,6 +48,7 @@ extension SQLiteStorage {
     /// Only the log file is opened here, never the database file: closing any descriptor of a
     /// file drops every POSIX lock the process holds on it, SQLite's included.
     public func makeDurable() async throws(StorageError) {
+        try await indexQueuedForSearch()
         let file = path + "-wal"
         let failure: String? = await withCheckedContinuation { continuation in
             Self.syncQueue.async {
@@ -83,6 +81,7 @@ extension SQLiteStorage {
                 let allowed = zip(write.messages, accepted).filter(\.1).map(\.0)
                 let outcomes = try insertMessages(db, allowed, chatID: write.chatID, afterSequence: last, copies: write.copies, storedAt: storedAt)
                 let added = outcomes.compactMap(\.added)
+                try queueForSearch(db, added)
                 try applyChanges(db, added)
                 var stored = outcomes.makeIterator()
                 result = .written(accepted.map { $0 ? stored.next() : nil }, added: added, members: members)
@@ -94,13 +93,36 @@ extension SQLiteStorage {
         return result
     }
 
-    /// The full-text entries of newly stored messages (the search index is in the same
-    /// transaction as the messages: search never lags behind what devices are told). Changes
-    /// are not indexed: an edit re-indexes the message it edits (`applyChanges`).
-    static func indexForSearch(_ db: Database, _ messages: [StoredMessage]) throws {
+    /// Queues newly stored messages for the search index, in their store transaction; a change
+    /// is not indexed itself (an edit re-indexes the message it edits, `applyChanges`). FTS5
+    /// writes a segment of its own at every transaction that indexes anything, about 6 of the
+    /// 12 pages a one-message store transaction wrote, so the index is written in batches
+    /// instead (`indexQueuedForSearch`): a queue row is one small append.
+    static func queueForSearch(_ db: Database, _ messages: [StoredMessage]) throws {
         guard messages.contains(where: { $0.change == nil }) else { return }
-        let insertSearch = try db.cachedStatement(sql: "INSERT INTO message_search (rowid, text) VALUES (?, ?)")
-        for message in messages where message.change == nil { try insertSearch.execute(arguments: [Int64(message.serverMessageID), message.text]) }
+        let queue = try db.cachedStatement(sql: "INSERT INTO search_queue (message_id) VALUES (?)")
+        for message in messages where message.change == nil { try queue.execute(arguments: [Int64(message.serverMessageID)]) }
+    }
+
+    /// Indexes every queued message, with its text as it is now (a deleted one not at all), in
+    /// one transaction, and empties the queue. `makeDurable` runs it before its sync, so search
+    /// lags the store by at most the consumers' commit interval (250 ms); a crash leaves the
+    /// queue to the next run. The queue holds what was stored since the last run.
+    func indexQueuedForSearch() async throws(StorageError) {
+        try await write { db in try Self.indexQueuedForSearch(db) }
+    }
+
+    static func indexQueuedForSearch(_ db: Database) throws {
+        try db.execute(sql: """
+            INSERT INTO message_search (rowid, text)
+            SELECT m.server_message_id, m.text FROM search_queue q JOIN messages m ON m.server_message_id = q.message_id
+            WHERE m.deleted = 0;
+            DELETE FROM search_queue;
+            """)
+    }
+
+    private static func isQueuedForSearch(_ db: Database, _ messageID: Int64) throws -> Bool {
+        try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM search_queue WHERE message_id = ?"), arguments: [messageID]) ?? false
     }
 
     /// Whether `message`, if it is an edit or a delete, refers to a message (not a change) that
@@ -129,13 +151,19 @@ extension SQLiteStorage {
                                                 arguments: [Int64(entry.chatID), Int64(clamping: sequence)])
             else { continue }
             let targetID: Int64 = target[0]
-            // External-content FTS5: an entry is removed by repeating the text it was indexed with.
-            try db.cachedStatement(sql: "INSERT INTO message_search (message_search, rowid, text) VALUES ('delete', ?, ?)")
-                .execute(arguments: [targetID, target[1] as String])
+            // A message still queued is indexed later with its text as it is then; one indexed
+            // already has its entry replaced now. External-content FTS5 removes an entry only
+            // by repeating the text it was indexed with, so a 'delete' for a message never
+            // indexed would damage the index.
+            let indexed = try !isQueuedForSearch(db, targetID)
+            if indexed {
+                try db.cachedStatement(sql: "INSERT INTO message_search (message_search, rowid, text) VALUES ('delete', ?, ?)")
+                    .execute(arguments: [targetID, target[1] as String])
+            }
             if case .edit = change {
                 try db.cachedStatement(sql: "UPDATE messages SET sent_text = COALESCE(sent_text, text), text = ?, edited_at_ms = ? WHERE server_message_id = ?")
                     .execute(arguments: [entry.text, entry.acceptedAtMilliseconds, targetID])
-                try db.cachedStatement(sql: "INSERT INTO message_search (rowid, text) VALUES (?, ?)").execute(arguments: [targetID, entry.text])
+                if indexed { try db.cachedStatement(sql: "INSERT INTO message_search (rowid, text) VALUES (?, ?)").execute(arguments: [targetID, entry.text]) }
             } else {
                 try db.cachedStatement(sql: "UPDATE messages SET text = '', sent_text = NULL, deleted = 1 WHERE server_message_id = ?").execute(arguments: [targetID])
             }

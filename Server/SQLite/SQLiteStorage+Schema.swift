@@ -110,6 +110,10 @@ extension SQLiteStorage {
                 CREATE INDEX device_keys_by_device ON device_keys(device_id);
                 """)
         }
+        migrator.registerMigration("v5: search queue") { db in
+            // Messages stored and not yet in message_search (`indexQueuedForSearch`).
+            try db.execute(sql: "CREATE TABLE search_queue (message_id INTEGER PRIMARY KEY)")
+        }
         return migrator
     }
 

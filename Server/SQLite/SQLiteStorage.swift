@@ -31,6 +31,8 @@ public final class SQLiteStorage: ServerStorage {
         do {
             pool = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(pool)
+            // What a crash left queued for search is indexed now, not at the first store.
+            try pool.write { try Self.indexQueuedForSearch($0) }
         } catch {
             throw Self.storageError(error)
         }

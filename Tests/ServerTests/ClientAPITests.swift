@@ -250,6 +250,10 @@ final class ClientAPITests: XCTestCase {
                 }
                 _ = try await server.waitForHistory("shared", count: 2)
                 _ = try await server.waitForHistory("bobs-notes", count: 1)
+                // The index follows the store within the consumers' commit interval (250 ms).
+                try await waitUntil("the messages are searchable", timeout: .seconds(5)) {
+                    try await asBob.search(SearchRequest(words: "harbour")).hits.count == 3
+                }
 
                 let forAlice = try await asAlice.search(SearchRequest(words: "harbour"))
                 XCTAssertEqual(Set(forAlice.hits.map(\.message.clientMessageID)), ["s1", "s2"], "nothing of bob's own chat")

@@ -1,6 +1,8 @@
 import CourierCore
+import CourierProtocol
 import CourierSQLite
 import Foundation
+import GRDB
 import XCTest
 
 /// The storage contract on the embedded store, and what only SQLite has (its files, a second
@@ -23,10 +25,10 @@ final class SQLiteStorageTests: XCTestCase {
     }
 
     func testMigrationsAreVersionedAndRunOnce() async throws {
-        XCTAssertEqual(try storage.appliedMigrations(), ["v1: accounts, chats, messages, search, cursors", "v2: invites", "v3: changes (edit, delete, rename)", "v4: device keys"])
+        XCTAssertEqual(try storage.appliedMigrations(), ["v1: accounts, chats, messages, search, cursors", "v2: invites", "v3: changes (edit, delete, rename)", "v4: device keys", "v5: search queue"])
         _ = try await storage.createUser(name: "ann")
         let reopened = try SQLiteStorage(path: path)
-        XCTAssertEqual(try reopened.appliedMigrations().count, 4)
+        XCTAssertEqual(try reopened.appliedMigrations().count, 5)
         let value1 = try await reopened.user(named: "ann").name
         XCTAssertEqual(value1, "ann", "reopening keeps the data")
     }
@@ -79,4 +81,48 @@ final class SQLiteStorageTests: XCTestCase {
     func testABatchStoresEveryChatOnItsOwn() async throws { try await contract.aBatchStoresEveryChatOnItsOwn() }
     func testChangesAreEntriesThatEditDeleteAndRenameWhatTheyReferTo() async throws { try await contract.changesAreEntriesThatEditDeleteAndRenameWhatTheyReferTo() }
     func testACopyTakesItsOwnSequenceAndNoKeyAndIsNotStoredAgainOnAReplay() async throws { try await contract.aCopyTakesItsOwnSequenceAndNoKeyAndIsNotStoredAgainOnAReplay() }
+
+    /// Search is indexed in batches: a stored message waits in a queue until the next
+    /// durability point, and a change to a message still queued leaves the index whole (FTS5's
+    /// own integrity check), found by its current text only.
+    func testSearchIsIndexedInBatchesAndChangesToQueuedMessagesKeepTheIndexWhole() async throws {
+        let contract = self.contract
+        let (_, device, chat) = try await contract.member("ann")
+        _ = try await storage.storeMessage(contract.message(1, in: chat, from: device, "first draft", serverID: 801))
+        _ = try await storage.storeMessage(contract.message(2, in: chat, from: device, "doomed words", serverID: 802))
+        let early = try await storage.search(words: "draft", userID: nil, chatID: nil, limit: 10)
+        XCTAssertEqual(early.count, 0, "not indexed before the durability point")
+
+        func change(_ id: UInt64, _ text: String, _ change: MessageChange) -> StoredMessage {
+            StoredMessage(serverMessageID: id, chatID: chat.id, sequence: 0, senderUserID: device.userID, senderDeviceID: device.id,
+                          clientMessageID: "c\(id)", text: text, clientSentAtMilliseconds: 1, acceptedAtMilliseconds: 2, change: change)
+        }
+        let changed = try await storage.storeBatch([ChatWrite(chatID: chat.id, messages: [
+            change(803, "final version", .edit(sequence: 1)), change(804, "", .delete(sequence: 2)),
+        ])])
+        guard case .written(_, let added, _) = changed[0] else { return XCTFail("\(changed)") }
+        XCTAssertEqual(added.count, 2)
+        try await storage.makeDurable()
+
+        func found(_ words: String) async throws -> [UInt64] {
+            try await storage.search(words: words, userID: nil, chatID: nil, limit: 10).map(\.message.serverMessageID)
+        }
+        let final = try await found("final")
+        XCTAssertEqual(final, [801], "found by its edited text")
+        let draft = try await found("draft")
+        XCTAssertEqual(draft, [], "not by the text it had while queued")
+        let doomed = try await found("doomed")
+        XCTAssertEqual(doomed, [], "a message deleted while queued is never indexed")
+
+        let database = try DatabaseQueue(path: path)
+        try await database.write { db in
+            try db.execute(sql: "INSERT INTO message_search (message_search) VALUES ('integrity-check')")
+            XCTAssertEqual(try Int.fetchOne(db, sql: "SELECT count(*) FROM search_queue"), 0, "the queue is emptied")
+        }
+        // And an edit of a message indexed already replaces its entry.
+        _ = try await storage.storeBatch([ChatWrite(chatID: chat.id, messages: [change(805, "second thoughts", .edit(sequence: 1))])])
+        let second = try await found("thoughts")
+        XCTAssertEqual(second, [801], "an indexed message's entry is replaced in the edit's own transaction")
+        try await database.write { db in try db.execute(sql: "INSERT INTO message_search (message_search) VALUES ('integrity-check')") }
+    }
 }

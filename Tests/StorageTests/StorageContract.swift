@@ -222,6 +222,8 @@ final class StorageContract {
         _ = try await storage.storeMessage(message(1, in: general, from: annDevice, "the weather is lovely today", clientID: "a1", serverID: 1))
         _ = try await storage.storeMessage(message(2, in: general, from: bobDevice, "weather weather weather everywhere", clientID: "b1", serverID: 2))
         _ = try await storage.storeMessage(message(1, in: secret, from: bobDevice, "secret weather plans", clientID: "b2", serverID: 3))
+        // Search follows the store at the next durability point (SQLite indexes in batches).
+        try await storage.makeDurable()
 
         let all = try await storage.search(words: "weather", userID: nil, chatID: nil, limit: 10)
         XCTAssertEqual(Set(all.map(\.message.serverMessageID)), [1, 2, 3])
@@ -432,8 +434,9 @@ final class StorageContract {
         XCTAssertEqual(lastSequence, 3)
         let found = try await storage.message(deviceID: annDevice.id, clientMessageID: "g2")?.serverMessageID
         XCTAssertEqual(found, 607, "the dedup key is stored with the message")
+        try await storage.makeDurable()
         let searched = try await storage.search(words: "second", userID: nil, chatID: nil, limit: 10).map(\.message.serverMessageID)
-        XCTAssertEqual(searched, [607], "searchable once stored")
+        XCTAssertEqual(searched, [607], "searchable once stored and made durable")
     }
 
     func aCopyTakesItsOwnSequenceAndNoKeyAndIsNotStoredAgainOnAReplay() async throws {
@@ -473,6 +476,8 @@ final class StorageContract {
         let (_, bobDevice, _) = try await member("bob", of: chat)
         _ = try await storage.storeMessage(message(1, in: chat, from: annDevice, "hello world", clientID: "a1", serverID: 701))
         _ = try await storage.storeMessage(message(2, in: chat, from: bobDevice, "bobs remark", clientID: "b1", serverID: 702))
+        // Indexed before they change: the edit and the delete replace index entries.
+        try await storage.makeDurable()
         func change(_ device: Device, _ clientID: String, _ text: String, _ change: MessageChange?, id: UInt64) -> StoredMessage {
             StoredMessage(serverMessageID: id, chatID: chat.id, sequence: 0, senderUserID: device.userID, senderDeviceID: device.id,
                           clientMessageID: clientID, text: text, clientSentAtMilliseconds: 1, acceptedAtMilliseconds: Int64(id), change: change)
@@ -508,6 +513,7 @@ final class StorageContract {
         let title = try await storage.chat(id: chat.id).title
         XCTAssertEqual(title, "Lunch plans")
 
+        try await storage.makeDurable()
         let there = try await storage.search(words: "there", userID: ann.id, chatID: nil, limit: 10).map(\.message.sequence)
         XCTAssertEqual(there, [1], "the edited message is found by its new text, the edit itself is not")
         let world = try await storage.search(words: "world", userID: ann.id, chatID: nil, limit: 10)

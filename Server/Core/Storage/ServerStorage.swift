@@ -145,7 +145,9 @@ public protocol ChatBatchStore: Sendable {
 
     /// Returns once every batch stored before this call survives a power cut: the log's
     /// consumers call it before they commit their offsets, so that the log keeps each message
-    /// until its store is durable, and all partitions share one sync for many batches.
+    /// until its store is durable, and all partitions share one sync for many batches. A store
+    /// that indexes for search in batches (SQLite) indexes what was stored before it here, so
+    /// search follows the store once this returns.
     func makeDurable() async throws(StorageError)
 
     /// The executor whose thread runs this store's transactions, if it has one: a caller that
