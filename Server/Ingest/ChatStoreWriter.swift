@@ -66,8 +66,9 @@ package final class ChatStoreWriter: ChatBatchStore {
         if case .done(let result) = turn { return try result.get() }
         // On the store's own thread the partitions' consumers take turns, and none could hand
         // in a batch while this one's transaction runs there: a yield lets the consumers that
-        // are ready (woken by the same log sync, often) join this transaction first.
-        await Task.yield()
+        // are ready join this transaction first. A store without a thread of its own (a
+        // cluster's, called from the gateway) needs none: its callers come concurrently.
+        if store.executor != nil { await Task.yield() }
         // Our own transaction: this batch first, then whatever waits now.
         let others = state.withLock { state -> [(writes: [ChatWrite], waiter: Waiter)] in
             defer { state.pending = [] }

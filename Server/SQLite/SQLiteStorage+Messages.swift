@@ -50,22 +50,17 @@ extension SQLiteStorage {
     public func makeDurable() async throws(StorageError) {
         try await indexQueuedForSearch()
         let file = path + "-wal"
-        let failure: String? = await withCheckedContinuation { continuation in
-            Self.syncQueue.async {
-                let descriptor = open(file, O_RDONLY | O_CLOEXEC)
-                guard descriptor >= 0 else {
-                    // No log file: the last checkpoint put (and synced) everything in the database.
-                    return continuation.resume(returning: errno == ENOENT ? nil : "open \(file): \(String(cString: strerror(errno)))")
-                }
-                defer { close(descriptor) }
-                continuation.resume(returning: fdatasync(descriptor) == 0 ? nil : "fdatasync \(file): \(String(cString: strerror(errno)))")
+        let failure: String? = await withTaskExecutorPreference(syncThread) {
+            let descriptor = open(file, O_RDONLY | O_CLOEXEC)
+            guard descriptor >= 0 else {
+                // No log file: the last checkpoint put (and synced) everything in the database.
+                return errno == ENOENT ? nil : "open \(file): \(String(cString: strerror(errno)))"
             }
+            defer { close(descriptor) }
+            return fdatasync(descriptor) == 0 ? nil : "fdatasync \(file): \(String(cString: strerror(errno)))"
         }
         if let failure { throw .unavailable(failure) }
     }
-
-    /// Blocking syncs run here, off the event loops that run the tasks.
-    private static let syncQueue = DispatchQueue(label: "courier-sqlite-sync")
 
     /// One chat's part of a batch, inside a savepoint so that its failure leaves the others.
     static func writeChat(_ db: Database, _ write: ChatWrite, storedAt: Int64) -> ChatWriteResult {

@@ -14,6 +14,9 @@ public final class SQLiteStorage: ServerStorage {
     let writerThread = DedicatedThreadExecutor(name: "courier-sqlite")
 
     public var executor: (any TaskExecutor)? { writerThread }
+    /// Where `makeDurable` blocks in its fdatasync, off the writer (which goes on storing) and
+    /// off the event loops.
+    let syncThread = DedicatedThreadExecutor(name: "courier-sqlsync")
 
     /// Opens (creating and migrating if needed) the database at `path`.
     public init(path: String) throws(StorageError) {

@@ -33,7 +33,7 @@ final class ChatConsumersDurabilityTests: XCTestCase {
         let journal: Journal
 
         func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult] {
-            let thread = ((try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+            let thread = currentThreadName()
             journal.storeThreads.withLock { _ = $0.insert(thread) }
             let results = try await inner.storeBatch(writes)
             journal.note(.stored(serverMessageIDs: writes.flatMap { $0.messages.map(\.serverMessageID) }))

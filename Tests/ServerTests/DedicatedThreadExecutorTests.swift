@@ -3,10 +3,6 @@ import Foundation
 import XCTest
 
 final class DedicatedThreadExecutorTests: XCTestCase {
-    private static func threadName() -> String {
-        ((try? String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-    }
-
     private static func threadsNamed(_ name: String) -> Int {
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
         return tasks.filter { task in
@@ -17,13 +13,13 @@ final class DedicatedThreadExecutorTests: XCTestCase {
     func testWorkThatPrefersItRunsOnItsThreadAndTheThreadEndsWithIt() async throws {
         let name = "courier-ex-\(Int.random(in: 1000...9999))" // 15 bytes: Linux keeps no more
         var executor: DedicatedThreadExecutor? = DedicatedThreadExecutor(name: name)
-        XCTAssertNotEqual(Self.threadName(), name)
+        XCTAssertNotEqual(currentThreadName(), name)
         let ran = await withTaskExecutorPreference(executor) { () async -> [String] in
             // Child tasks inherit the preference: every one runs on the one thread.
             await withTaskGroup(of: String.self) { group in
-                for _ in 0..<8 { group.addTask { Self.threadName() } }
+                for _ in 0..<8 { group.addTask { currentThreadName() } }
                 return await group.reduce(into: []) { $0.append($1) }
-            } + [Self.threadName()]
+            } + [currentThreadName()]
         }
         XCTAssertEqual(ran, Array(repeating: name, count: 9))
         XCTAssertEqual(Self.threadsNamed(name), 1)

@@ -19,11 +19,9 @@ public final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
     }
 
     private let queue = Queue()
-    public let name: String
 
     /// Starts the thread, named `name` (at most 15 bytes are kept: Linux's limit).
     public init(name: String) {
-        self.name = name
         let queue = self.queue
         let executor = asUnownedTaskExecutor()
         let thread = Thread {
