@@ -27,7 +27,7 @@ public enum ShardRegionError: Error, Sendable, Equatable {
 }
 
 /// Maps an entity id to a shard and a shard to its live entities. Callers reach an entity only
-/// through `withEntity`, which counts it as in use: an entity in use is never passivated, so
+/// through `withEntity` (or `checkOut` and `checkIn`), which counts it as in use: an entity in use is never passivated, so
 /// there is never a second live instance of one id.
 ///
 /// Bounded: a shard holds at most `maxEntitiesPerShard` live entities; at the bound it
@@ -58,6 +58,18 @@ public final class ShardRegion<Entity: ShardedEntity>: Sendable {
     public func withEntity<Result: Sendable>(_ id: UInt64, _ body: (Entity) async throws -> Result) async throws -> Result {
         let shard = shards[shardIndex(of: id)]
         return try await use(try await shard.checkOut(id), of: shard, id, body)
+    }
+
+    /// Checks out the entity for `id`, activating it if needed, for a holder whose use has no
+    /// scope to run in (a push session, which lives on its connection's event loop, not in a
+    /// task): the entity stays live until the holder calls `checkIn(_:)`, once.
+    public func checkOut(_ id: UInt64) async throws -> Entity {
+        try await shards[shardIndex(of: id)].checkOut(id)
+    }
+
+    /// Ends a use begun with `checkOut(_:)`.
+    public func checkIn(_ id: UInt64) {
+        shards[shardIndex(of: id)].checkIn(id)
     }
 
     /// Runs `body` with the entity for `id` only if it is live (or being activated); nil

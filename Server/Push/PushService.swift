@@ -68,7 +68,9 @@ public final class PushService: Service, Sendable {
     /// What new TLS connections are served with; replaced whole by `reloadTLS`, so sessions
     /// already open keep theirs.
     private let tlsContext: NIOLockedValueBox<NIOSSLContext?>
-    private let openSessions = NIOLockedValueBox(0)
+    /// Every session from its upgrade to its connection's close (bounded by `maxSessions`): an
+    /// attached session has no task, so the shutdown finds them here to say goodbye.
+    private let openSessions = NIOLockedValueBox<[ObjectIdentifier: PushSession]>([:])
     let watchdog = SessionWatchdog()
     let strangers: Strangers
 
@@ -157,6 +159,7 @@ public final class PushService: Service, Sendable {
         } catch is CancellationError {
             // The way a graceful shutdown ends the accept loop; not a failure.
         }
+        await closeOpenSessions()
         // The sessions are over: the cursors their last acknowledgements moved are stored before
         // the store closes (in a task of its own, which the shutdown has not cancelled).
         let cursors = self.cursors
@@ -174,6 +177,10 @@ public final class PushService: Service, Sendable {
             // A fleet reconnects at once after a restart; the default 256 overflows, and the
             // kernel then drops connections the devices believe open.
             .serverChannelOption(.backlog, value: 4096)
+            // A connection keeps its receive buffer between reads; NIO's first one is 2 KiB,
+            // where a device sends acknowledgements of a few dozen bytes. The buffer grows
+            // (and stays grown) for a connection whose reads fill it.
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 64 * 1024))
             .bind(host: configuration.host, port: port) { channel in
                 let stranger = self.admitStranger(channel)
                 if tls, let context = self.tlsContext.withLockedValue({ $0 }) {
@@ -257,9 +264,11 @@ public final class PushService: Service, Sendable {
     /// and the session's handler end the pipeline. One past the bound is closed at once with
     /// 1013 (try again later).
     private func startSession(on channel: any Channel, queryToken: String?, stranger: UInt64) throws -> Upgrade {
+        let session = PushSession(service: self, channel: channel, queryToken: queryToken, stranger: stranger)
+        let key = ObjectIdentifier(session)
         let admitted = openSessions.withLockedValue { open in
-            guard open < configuration.maxSessions else { return false }
-            open += 1
+            guard open.count < configuration.maxSessions else { return false }
+            open[key] = session
             return true
         }
         guard admitted else {
@@ -272,11 +281,10 @@ public final class PushService: Service, Sendable {
             }
             return .refused
         }
-        channel.closeFuture.whenComplete { _ in self.openSessions.withLockedValue { $0 -= 1 } }
+        channel.closeFuture.whenComplete { _ in self.openSessions.withLockedValue { _ = $0.removeValue(forKey: key) } }
         try channel.pipeline.syncOperations.addHandler(NIOWebSocketFrameAggregator(
             minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: Self.maxFragments, maxAccumulatedFrameSize: configuration.maxFrameBytes
         ))
-        let session = PushSession(service: self, channel: channel, queryToken: queryToken, stranger: stranger)
         try channel.pipeline.syncOperations.addHandler(PushSessionHandler(session: session))
         return .websocket(session)
     }
@@ -291,6 +299,16 @@ public final class PushService: Service, Sendable {
         // An upgrade request takes it through the HTTP decoder and the WebSocket upgrade too.
         _ = try? channel.writeInbound(ByteBuffer(string: "GET /v1/push HTTP/1.1\r\nHost: courier\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
         _ = try? channel.finish(acceptAlreadyClosed: true)
+    }
+
+    /// The shutdown's goodbye (1001) to every open session; returns once their connections
+    /// are closed, which each is within a second (`PushSession.goAway`).
+    private func closeOpenSessions() async {
+        for session in openSessions.withLockedValue({ Array($0.values) }) { session.goAway() }
+        let deadline = ContinuousClock.now + .seconds(3)
+        while !openSessions.withLockedValue({ $0.isEmpty }) && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
     }
 
     private func handle(_ upgrade: EventLoopFuture<Upgrade>) async {

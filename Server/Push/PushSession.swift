@@ -88,69 +88,91 @@ final class PushSession: Sendable {
         }
     }
 
-    /// The session's life, from Hello to the connection's end. Cancelled (the server shutting
-    /// down), it says so to the device (1001) and the connection closes, which ends every wait.
+    /// The session's opening, from the connection to the attached Device: the Hello, its
+    /// token, the Device checked out and attached. From then on the session lives on its
+    /// connection's event loop with no task of its own (a suspended task per device was a
+    /// third of a connected device's memory), and the connection's end releases the Device
+    /// (`ended`). Cancelled (the server shutting down) while opening, it goes away (1001).
     func run() async {
         await withTaskCancellationHandler {
-            await live()
+            await open()
         } onCancel: {
-            link.close(code: WebSocketErrorCode.goingAway.code, reason: "server shutting down")
-            // A reader that does not read would hold the close frame back: the connection goes
-            // after a second whatever happens.
-            let channel = self.channel
-            channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
+            goAway()
         }
     }
 
-    private func live() async {
+    /// Tells the device the server is shutting down (1001) and closes the connection: at once
+    /// once the close frame is written, after a second whatever happens (a reader that does
+    /// not read would hold the close frame back).
+    func goAway() {
+        link.close(code: WebSocketErrorCode.goingAway.code, reason: "server shutting down")
+        let channel = self.channel
+        channel.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
+    }
+
+    private func open() async {
         let watched = service.watchdog.watch { now, resendsDue in self.check(now: now, resendsDue: resendsDue) }
-        defer { service.watchdog.unwatch(watched) }
-        guard let first = await firstMessage(), let (identity, hello) = await open(first) else {
-            await closed()
+        // A session that is not attached is over once its link closes (as the connection's
+        // end closes it): it is watched no more.
+        guard let first = await firstMessage(), let (identity, hello) = await authenticate(first) else {
+            service.watchdog.unwatch(watched)
             return
         }
-        service.metrics.changePushSessions(by: 1)
-        defer { service.metrics.changePushSessions(by: -1) }
+        let device: DeviceEntity
         do {
-            try await service.devices.withEntity(identity.deviceID) { device in
-                link.offer(.welcome(Welcome(
-                    userID: identity.userID, deviceID: identity.deviceID,
-                    heartbeatIntervalMs: UInt32(configuration.heartbeatInterval.components.seconds * 1000),
-                    serverTimeMs: Date().milliseconds, maxFrameBytes: UInt32(configuration.maxFrameBytes)
-                )))
-                // Registered first, so no message stored from here on misses it: what comes
-                // while the replay is being set up waits for it inside the Device.
-                service.live.register(device)
-                defer { service.live.unregister(device) }
-                do {
-                    try await device.attach(link, have: hello.have)
-                } catch {
-                    device.detach(link)
-                    throw error
-                }
-                let attached = state.withLock { state -> Bool in
-                    guard case .opening = state.phase else { return false }
-                    state.phase = .attached(identity, device)
-                    return true
-                }
-                // What came after Hello is handled now, in order.
-                if attached { resume() }
-                await closed()
-                state.withLock { $0.phase = .ended }
-                device.detach(link)
-            }
+            device = try await attachDevice(identity, hello)
         } catch {
             logger.warning("push session failed", metadata: ["device": "\(identity.deviceID)", "error": "\(error)"])
             close(.unknown(1011), "server error", metric: "server_error",
                   saying: WireError(code: .overloaded, message: "the server cannot serve this session now; reconnect later"))
-            await closed()
+            service.watchdog.unwatch(watched)
+            return
         }
+        service.metrics.changePushSessions(by: 1)
+        let attached = state.withLock { state -> Bool in
+            guard case .opening = state.phase else { return false }
+            state.phase = .attached(identity, device)
+            return true
+        }
+        // Registered once attached, so `ended` never runs before; a connection closed already
+        // runs it at once.
+        channel.closeFuture.whenComplete { _ in self.ended(identity, device, watched: watched) }
+        // What came after Hello is handled now, in order.
+        if attached { resume() }
     }
 
-    /// Returns once the connection is closed.
-    private func closed() async {
-        try? await channel.closeFuture.get()
+    /// Checks out the device's Device, says Welcome and attaches the link (the Device replays
+    /// what the device lacks); a failed attach is undone.
+    private func attachDevice(_ identity: TokenIdentity, _ hello: Hello) async throws -> DeviceEntity {
+        let device = try await service.devices.checkOut(identity.deviceID)
+        link.offer(.welcome(Welcome(
+            userID: identity.userID, deviceID: identity.deviceID,
+            heartbeatIntervalMs: UInt32(configuration.heartbeatInterval.components.seconds * 1000),
+            serverTimeMs: Date().milliseconds, maxFrameBytes: UInt32(configuration.maxFrameBytes)
+        )))
+        // Registered first, so no message stored from here on misses it: what comes while the
+        // replay is being set up waits for it inside the Device.
+        service.live.register(device)
+        do {
+            try await device.attach(link, have: hello.have)
+        } catch {
+            device.detach(link)
+            service.live.unregister(device)
+            service.devices.checkIn(identity.deviceID)
+            throw error
+        }
+        return device
+    }
+
+    /// The connection of an attached session closed: the Device is released.
+    private func ended(_ identity: TokenIdentity, _ device: DeviceEntity, watched: Int) {
         link.close(code: WebSocketErrorCode.normalClosure.code, reason: "")
+        state.withLock { $0.phase = .ended }
+        device.detach(link)
+        service.live.unregister(device)
+        service.devices.checkIn(identity.deviceID)
+        service.metrics.changePushSessions(by: -1)
+        service.watchdog.unwatch(watched)
     }
 
     /// The first whole message, or nil when the connection ended before one came.
@@ -171,7 +193,7 @@ final class PushSession: Sendable {
 
     /// Authenticates the first message, which must be a Hello; nil (and the session closing)
     /// otherwise.
-    private func open(_ bytes: [UInt8]) async -> (TokenIdentity, Hello)? {
+    private func authenticate(_ bytes: [UInt8]) async -> (TokenIdentity, Hello)? {
         guard case .hello(let hello)? = try? ClientFrame(serializedBytes: bytes) else {
             close(.policyViolation, "Hello must come first", metric: "no_hello", saying: WireError(code: .unauthorized, message: "send Hello first"))
             return nil
