@@ -25,12 +25,51 @@ final class SQLiteStorageTests: XCTestCase {
     }
 
     func testMigrationsAreVersionedAndRunOnce() async throws {
-        XCTAssertEqual(try storage.appliedMigrations(), ["v1: accounts, chats, messages, search, cursors", "v2: invites", "v3: changes (edit, delete, rename)", "v4: device keys", "v5: search queue"])
+        XCTAssertEqual(try storage.appliedMigrations(), ["v1: accounts, chats, messages, search, cursors", "v2: invites", "v3: changes (edit, delete, rename)", "v4: device keys", "v5: search queue", "v6: dedup keys without rowid"])
         _ = try await storage.createUser(name: "ann")
         let reopened = try SQLiteStorage(path: path)
-        XCTAssertEqual(try reopened.appliedMigrations().count, 5)
+        XCTAssertEqual(try reopened.appliedMigrations().count, 6)
         let value1 = try await reopened.user(named: "ann").name
         XCTAssertEqual(value1, "ann", "reopening keeps the data")
+    }
+
+    /// v6 moves the dedup keys of a database that has them into a table without rowid: every
+    /// key is kept and still finds its message, so a retry after the upgrade is a duplicate.
+    func testTheDedupKeysOfAnOlderDatabaseMoveToATableWithoutRowid() async throws {
+        let contract = self.contract
+        let (_, device, chat) = try await contract.member("ann")
+        let sent = contract.message(1, in: chat, from: device, "before the upgrade", serverID: 901)
+        _ = try await storage.storeMessage(sent)
+        storage = nil
+        // Back to the rowid table v1 made, as a database of v5 has it.
+        let database = try DatabaseQueue(path: path)
+        try await database.write { db in
+            try db.execute(sql: """
+                CREATE TABLE dedup_keys_v1 (
+                    device_id INTEGER NOT NULL,
+                    client_message_id TEXT NOT NULL,
+                    server_message_id INTEGER NOT NULL REFERENCES messages(server_message_id),
+                    PRIMARY KEY (device_id, client_message_id)
+                );
+                INSERT INTO dedup_keys_v1 SELECT device_id, client_message_id, server_message_id FROM dedup_keys;
+                DROP TABLE dedup_keys;
+                ALTER TABLE dedup_keys_v1 RENAME TO dedup_keys;
+                DELETE FROM grdb_migrations WHERE identifier = 'v6: dedup keys without rowid';
+                """)
+            XCTAssertNotNil(try Int64.fetchOne(db, sql: "SELECT rowid FROM dedup_keys"), "the old table has rowids")
+        }
+        try database.close()
+
+        storage = try SQLiteStorage(path: path)
+        let found = try await storage.message(deviceID: device.id, clientMessageID: sent.clientMessageID)
+        XCTAssertEqual(found?.serverMessageID, 901, "the key survives the upgrade and finds its message")
+        let retry = contract.message(2, in: chat, from: device, "before the upgrade", clientID: sent.clientMessageID, serverID: 902)
+        guard case .duplicate(let existing) = try await storage.storeMessage(retry) else { return XCTFail("a retry after the upgrade is a duplicate") }
+        XCTAssertEqual(existing.serverMessageID, 901)
+        let upgraded = try DatabaseQueue(path: path)
+        try await upgraded.read { db in
+            XCTAssertThrowsError(try Int64.fetchOne(db, sql: "SELECT rowid FROM dedup_keys"), "no rowid any more")
+        }
     }
 
     func testTokensAreRandomBase64URLAndNeverLookLikeAnOption() {
