@@ -200,7 +200,6 @@ final class PushSession: Sendable {
         }
         // The token comes in Hello, or in the upgrade's query; when both, they must agree.
         let token = hello.token.isEmpty ? queryToken ?? "" : hello.token
-        service.strangers.startChecking(stranger)
         guard queryToken == nil || queryToken == token, let identity = try? await service.authenticator.authenticate(token) else {
             close(.policyViolation, "bad token", metric: "bad_token", saying: WireError(code: .unauthorized, message: "bad token"))
             return nil
@@ -286,7 +285,11 @@ final class PushSession: Sendable {
             }
         }
         switch arrival {
-        case .hello(let waiter): waiter?.resume(returning: bytes)
+        case .hello(let waiter):
+            // Protected from eviction from the moment it arrives, not from when the opening
+            // task gets to it: under a flood of accepts that task can lag behind the flood.
+            service.strangers.startChecking(stranger)
+            waiter?.resume(returning: bytes)
         case .handleNow: handle(from: bytes)
         case .waits, .ignored: break
         case .overflow: close(.policyViolation, "messages sent faster than they are answered", metric: "backlog")

@@ -7,8 +7,9 @@ import Synchronization
 /// meant for devices: at the bound, the oldest stranger is closed to make room, and every
 /// stranger is closed at the hello deadline.
 ///
-/// A stranger whose Hello is being checked is not evicted: under a flood of accepts the token
-/// check of a real device can take longer than the flood takes to make it the oldest. Those
+/// A stranger whose Hello has arrived is not evicted while it is checked: under a flood of
+/// accepts the token check of a real device (and the task that runs it) can take longer than
+/// the flood takes to make it the oldest. Those
 /// have a smaller bound of their own (`checkingBound`); past it a Hello is checked as a plain
 /// stranger, evictable like the others.
 final class Strangers: Sendable {
