@@ -165,8 +165,16 @@ extension SQLiteStorage {
         }
     }
 
+    /// A chat's last sequence is the highest stored, found in the (chat, sequence) index that
+    /// every insert writes anyway: a column of its own in `chats` cost every store transaction
+    /// one more page. Rows are never removed (a deleted message keeps its row, emptied), so
+    /// the highest never goes back; `c` is the chats table.
+    static let lastSequenceSQL = "SELECT COALESCE(MAX(s.sequence), 0) FROM messages s WHERE s.chat_id = c.id"
+
+    /// The chat's last sequence; nil when there is no such chat.
     static func lastSequence(_ db: Database, chatID: UInt64) throws -> UInt64? {
-        try Int64.fetchOne(db.cachedStatement(sql: "SELECT last_sequence FROM chats WHERE id = ?"), arguments: [Int64(clamping: chatID)]).map { UInt64($0) }
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT (\(lastSequenceSQL)) FROM chats c WHERE c.id = ?"), arguments: [Int64(clamping: chatID)])
+            .map { UInt64($0) }
     }
 
     /// Numbers and inserts messages of one chat after `afterSequence` (its stored last sequence),
@@ -209,10 +217,6 @@ extension SQLiteStorage {
                 if !copies.isEmpty { storedNow.insert(message.serverMessageID) }
             }
             outcomes.append(.stored(message))
-        }
-        if sequence != afterSequence {
-            try db.cachedStatement(sql: "UPDATE chats SET last_sequence = ? WHERE id = ? AND last_sequence = ?")
-                .execute(arguments: [Int64(sequence), Int64(chatID), Int64(afterSequence)])
         }
         return outcomes
     }

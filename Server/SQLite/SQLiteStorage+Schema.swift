@@ -131,6 +131,11 @@ extension SQLiteStorage {
                 ALTER TABLE dedup_keys_v6 RENAME TO dedup_keys;
                 """)
         }
+        // A chat's last sequence is read from its messages (`lastSequenceSQL`), not kept in a
+        // column that every store transaction rewrote.
+        migrator.registerMigration("v7: last sequence from the messages") { db in
+            try db.execute(sql: "ALTER TABLE chats DROP COLUMN last_sequence")
+        }
         return migrator
     }
 

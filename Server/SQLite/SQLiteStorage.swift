@@ -267,7 +267,7 @@ public final class SQLiteStorage: ServerStorage {
 
     public func chat(id: UInt64) async throws(StorageError) -> Chat {
         try read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM chats WHERE id = ?", arguments: [Int64(clamping: id)]) else {
+            guard let row = try Row.fetchOne(db, sql: "SELECT \(Self.chatColumns) FROM chats c WHERE c.id = ?", arguments: [Int64(clamping: id)]) else {
                 throw StorageError.notFound("chat \(id)")
             }
             return Self.chat(row)
@@ -276,7 +276,7 @@ public final class SQLiteStorage: ServerStorage {
 
     public func chat(named name: String) async throws(StorageError) -> Chat {
         try read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM chats WHERE name = ?", arguments: [name]) else {
+            guard let row = try Row.fetchOne(db, sql: "SELECT \(Self.chatColumns) FROM chats c WHERE c.name = ?", arguments: [name]) else {
                 throw StorageError.notFound("chat \(name)")
             }
             return Self.chat(row)
@@ -341,21 +341,21 @@ public final class SQLiteStorage: ServerStorage {
     public func chats(ofUser userID: UInt64) async throws(StorageError) -> [Chat] {
         try read { db in
             try Row.fetchAll(db, sql: """
-                SELECT c.* FROM chats c JOIN members m ON m.chat_id = c.id WHERE m.user_id = ? ORDER BY c.id
+                SELECT \(Self.chatColumns) FROM chats c JOIN members m ON m.chat_id = c.id WHERE m.user_id = ? ORDER BY c.id
                 """, arguments: [Int64(clamping: userID)]).map(Self.chat)
         }
     }
 
     public func listChats() async throws(StorageError) -> [ChatSummary] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM chats ORDER BY id").map { try Self.summary(db, Self.chat($0), maxMemberNames: nil) }
+            try Row.fetchAll(db, sql: "SELECT \(Self.chatColumns) FROM chats c ORDER BY c.id").map { try Self.summary(db, Self.chat($0), maxMemberNames: nil) }
         }
     }
 
     public func chatSummaries(ofUser userID: UInt64, afterChatID: UInt64, limit: Int, maxMemberNames: Int) async throws(StorageError) -> [ChatSummary] {
         try read { db in
             try Row.fetchAll(db, sql: """
-                SELECT c.* FROM chats c JOIN members m ON m.chat_id = c.id WHERE m.user_id = ? AND c.id > ? ORDER BY c.id LIMIT ?
+                SELECT \(Self.chatColumns) FROM chats c JOIN members m ON m.chat_id = c.id WHERE m.user_id = ? AND c.id > ? ORDER BY c.id LIMIT ?
                 """, arguments: [Int64(clamping: userID), Int64(clamping: afterChatID), max(0, limit)]).map {
                 try Self.summary(db, Self.chat($0), maxMemberNames: maxMemberNames)
             }
@@ -364,7 +364,7 @@ public final class SQLiteStorage: ServerStorage {
 
     public func chatSummary(id: UInt64, maxMemberNames: Int) async throws(StorageError) -> ChatSummary {
         try read { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM chats WHERE id = ?", arguments: [Int64(clamping: id)]) else {
+            guard let row = try Row.fetchOne(db, sql: "SELECT \(Self.chatColumns) FROM chats c WHERE c.id = ?", arguments: [Int64(clamping: id)]) else {
                 throw StorageError.notFound("chat \(id)")
             }
             return try Self.summary(db, Self.chat(row), maxMemberNames: maxMemberNames)
@@ -502,6 +502,10 @@ public final class SQLiteStorage: ServerStorage {
     private static func device(_ row: Row) -> Device {
         Device(id: UInt64(row["id"] as Int64), userID: UInt64(row["user_id"] as Int64), name: row["name"], createdAt: Date(milliseconds: row["created_at_ms"]))
     }
+
+    /// A chat's columns, `c` being the chats table, with its last sequence: the highest one
+    /// stored (`lastSequence`).
+    static let chatColumns = "c.*, (\(lastSequenceSQL)) AS last_sequence"
 
     private static func chat(_ row: Row) -> Chat {
         Chat(id: UInt64(row["id"] as Int64), name: row["name"], createdAt: Date(milliseconds: row["created_at_ms"]), lastSequence: UInt64(row["last_sequence"] as Int64), title: row["title"])

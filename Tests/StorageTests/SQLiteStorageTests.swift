@@ -25,17 +25,18 @@ final class SQLiteStorageTests: XCTestCase {
     }
 
     func testMigrationsAreVersionedAndRunOnce() async throws {
-        XCTAssertEqual(try storage.appliedMigrations(), ["v1: accounts, chats, messages, search, cursors", "v2: invites", "v3: changes (edit, delete, rename)", "v4: device keys", "v5: search queue", "v6: dedup keys without rowid"])
+        XCTAssertEqual(try storage.appliedMigrations(), ["v1: accounts, chats, messages, search, cursors", "v2: invites", "v3: changes (edit, delete, rename)", "v4: device keys", "v5: search queue", "v6: dedup keys without rowid", "v7: last sequence from the messages"])
         _ = try await storage.createUser(name: "ann")
         let reopened = try SQLiteStorage(path: path)
-        XCTAssertEqual(try reopened.appliedMigrations().count, 6)
+        XCTAssertEqual(try reopened.appliedMigrations().count, 7)
         let value1 = try await reopened.user(named: "ann").name
         XCTAssertEqual(value1, "ann", "reopening keeps the data")
     }
 
-    /// v6 moves the dedup keys of a database that has them into a table without rowid: every
-    /// key is kept and still finds its message, so a retry after the upgrade is a duplicate.
-    func testTheDedupKeysOfAnOlderDatabaseMoveToATableWithoutRowid() async throws {
+    /// Upgrading a database of v5: v6 moves its dedup keys into a table without rowid, every
+    /// key kept and still finding its message (a retry after the upgrade is a duplicate), and
+    /// v7 drops the chats' last-sequence column, numbering going on from the stored messages.
+    func testAnOlderDatabaseKeepsItsDedupKeysAndItsNumberingThroughTheUpgrade() async throws {
         let contract = self.contract
         let (_, device, chat) = try await contract.member("ann")
         let sent = contract.message(1, in: chat, from: device, "before the upgrade", serverID: 901)
@@ -55,6 +56,9 @@ final class SQLiteStorageTests: XCTestCase {
                 DROP TABLE dedup_keys;
                 ALTER TABLE dedup_keys_v1 RENAME TO dedup_keys;
                 DELETE FROM grdb_migrations WHERE identifier = 'v6: dedup keys without rowid';
+                ALTER TABLE chats ADD COLUMN last_sequence INTEGER NOT NULL DEFAULT 0;
+                UPDATE chats SET last_sequence = 1;
+                DELETE FROM grdb_migrations WHERE identifier = 'v7: last sequence from the messages';
                 """)
             XCTAssertNotNil(try Int64.fetchOne(db, sql: "SELECT rowid FROM dedup_keys"), "the old table has rowids")
         }
@@ -66,9 +70,15 @@ final class SQLiteStorageTests: XCTestCase {
         let retry = contract.message(2, in: chat, from: device, "before the upgrade", clientID: sent.clientMessageID, serverID: 902)
         guard case .duplicate(let existing) = try await storage.storeMessage(retry) else { return XCTFail("a retry after the upgrade is a duplicate") }
         XCTAssertEqual(existing.serverMessageID, 901)
+        let next = contract.message(2, in: chat, from: device, "after the upgrade", serverID: 903)
+        let stored = try await storage.storeMessage(next)
+        XCTAssertEqual(stored, .stored(next), "numbered after the messages stored before the upgrade")
+        let last = try await storage.chat(id: chat.id).lastSequence
+        XCTAssertEqual(last, 2)
         let upgraded = try DatabaseQueue(path: path)
         try await upgraded.read { db in
             XCTAssertThrowsError(try Int64.fetchOne(db, sql: "SELECT rowid FROM dedup_keys"), "no rowid any more")
+            XCTAssertThrowsError(try Int64.fetchOne(db, sql: "SELECT last_sequence FROM chats"), "no last-sequence column any more")
         }
     }
 
