@@ -110,24 +110,33 @@ public actor ChatEntity: ShardedEntity {
         for sender in receiptCursors.keys { receiptedThrough[sender] = Self.deliveredThrough(sender, lowest) }
     }
 
-    /// Whether no acknowledgement has come since activation (see `acknowledged`).
-    private var noAcknowledgementYet = true
+    /// The devices whose acknowledgements have come here since activation (see `acknowledged`);
+    /// bounded by the member devices.
+    private var acknowledgedSinceActivation: Set<UInt64> = []
+    /// Per sender: the receipts this activation claimed, through this sequence (bounded by the
+    /// members). The reset in `acknowledged` never goes below it: never twice from one activation.
+    private var claimedSinceActivation: [UInt64: UInt64] = [:]
 
     /// A member device acknowledged this chat from `from` through `to`. A message is delivered
     /// once every device of every other member has acknowledged it; returns the receipts that
     /// this acknowledgement completes for the senders that `connected` says have a device
     /// connected here (the others' are claimed all the same: receipts are not replayed).
     public func acknowledged(userID: UInt64, deviceID: UInt64, from: UInt64, to: UInt64, connected: @Sendable (UInt64) -> Bool = { _ in true }) async throws -> [Receipts] {
-        if noAcknowledgementYet {
-            noAcknowledgementYet = false
-            // The cursor is stored before its acknowledgement comes here, so an actor activated
-            // for it has loaded it already: without this, what it completes would count as
-            // receipted before activation and never go out. (At worst a receipt an earlier
-            // activation sent goes out again; a device applies it once.)
+        if acknowledgedSinceActivation.insert(deviceID).inserted {
+            // A cursor is stored before its acknowledgement comes here, so an actor activated
+            // meanwhile has loaded it already: without this, what it completes would count as
+            // receipted before activation and never go out. Per device: the first
+            // acknowledgement after activation may be another device's (a sender's own device
+            // acknowledging on this node while a recipient's news is on its way from another).
+            // (At worst a receipt an earlier activation sent goes out again; a device applies
+            // it once.)
             if let loaded = receiptCursors[userID]?[deviceID], loaded > from {
                 receiptCursors[userID]![deviceID] = from
                 let lowest = Self.lowestPerUser(receiptCursors)
-                for sender in receiptCursors.keys { receiptedThrough[sender] = min(receiptedThrough[sender] ?? 0, Self.deliveredThrough(sender, lowest)) }
+                for sender in receiptCursors.keys {
+                    let reset = min(receiptedThrough[sender] ?? 0, Self.deliveredThrough(sender, lowest))
+                    receiptedThrough[sender] = max(reset, claimedSinceActivation[sender] ?? 0)
+                }
             }
         }
         // A device unknown here (new since activation) stood at `from` before this.
@@ -142,6 +151,7 @@ public actor ChatEntity: ShardedEntity {
             guard through > done else { continue }
             // Claimed before any await, so a concurrent acknowledgement cannot send these twice.
             receiptedThrough[sender] = through
+            claimedSinceActivation[sender] = through
             due.append((sender, max(done, through > Self.maxReceiptsPerAcknowledgement ? through - Self.maxReceiptsPerAcknowledgement : 0), through))
         }
         var result: [Receipts] = []

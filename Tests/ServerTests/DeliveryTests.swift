@@ -308,6 +308,26 @@ final class DeliveryTests: XCTestCase {
         due = try await chat.acknowledged(userID: world.bob.user, deviceID: world.bob.second, from: 2, to: 3, connected: { _ in false })
         XCTAssertTrue(due.isEmpty)
     }
+
+    /// What a cluster node sees: the Chat is activated after the recipients' cursors were
+    /// stored (on another node), and the first acknowledgement it hears is the sender's own
+    /// device (here); the recipients' come after (news from the other node). Each device's
+    /// first acknowledgement counts from where that device stood, not only the first of all.
+    func testEachDevicesFirstAcknowledgementAfterActivationCompletesItsReceipts() async throws {
+        let world = try await World.make()
+        _ = try await world.send(2)
+        for device in [world.alice.device, world.bob.device, world.bob.second] {
+            try await world.storage.advanceDeliveryCursor(deviceID: device, chatID: world.chatID, to: 2)
+        }
+        let chat = try await ChatEntity.activate(id: world.chatID, context: ChatEntity.Context(storage: world.storage))
+        var due = try await chat.acknowledged(userID: world.alice.user, deviceID: world.alice.device, from: 0, to: 2)
+        XCTAssertTrue(due.isEmpty, "the sender's own device completes no receipt")
+        due = try await chat.acknowledged(userID: world.bob.user, deviceID: world.bob.device, from: 0, to: 2)
+        XCTAssertEqual(due.map(\.senderUserID), [world.alice.user])
+        XCTAssertEqual(due.first?.receipts.map(\.chatSequence), [1, 2], "bob's acknowledgement, stored before activation, completes them")
+        due = try await chat.acknowledged(userID: world.bob.user, deviceID: world.bob.second, from: 0, to: 2)
+        XCTAssertTrue(due.isEmpty, "never twice from one activation")
+    }
 }
 
 /// Waits up to `timeout` for `condition` to hold.
