@@ -9,9 +9,8 @@ import Synchronization
 ///
 /// A stranger whose Hello has arrived is not evicted while it is checked: under a flood of
 /// accepts the token check of a real device (and the task that runs it) can take longer than
-/// the flood takes to make it the oldest. Those
-/// have a smaller bound of their own (`checkingBound`); past it a Hello is checked as a plain
-/// stranger, evictable like the others.
+/// the flood takes to make it the oldest. Those have a smaller bound of their own
+/// (`checkingBound`); past it a Hello is checked as a plain stranger, evictable like the others.
 final class Strangers: Sendable {
     private struct State {
         /// By admission number: the smallest is the oldest.
