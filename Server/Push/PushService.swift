@@ -29,9 +29,9 @@ public final class PushService: Service, Sendable {
         /// Open sessions; one more is closed at once with 1013 (try again later).
         public var maxSessions = 50_000
         /// Connections that have not yet shown a valid token (before the upgrade, or before
-        /// Hello); at the bound the oldest whose Hello is not being checked is closed to make
-        /// room (see `Strangers`). Each is closed at the
-        /// hello deadline (`helloTimeout`, counted from the TCP accept) if still a stranger.
+        /// Hello); at the bound the oldest of the source holding the most, whose Hello is not
+        /// being checked, is closed to make room (see `Strangers`). Each is closed at the hello
+        /// deadline (`helloTimeout`, counted from the TCP accept) if still a stranger.
         public var maxStrangers = 1_000
         /// Bytes of frames queued for one session's writer; pushes wait beyond it.
         public var maxOutboundBytes = 256 * 1024
@@ -235,11 +235,11 @@ public final class PushService: Service, Sendable {
         }
     }
 
-    /// Counts a new connection as a stranger until its Hello is authenticated: the oldest
-    /// stranger not being checked goes if the bound is reached, and this one goes at the hello
-    /// deadline unless it authenticated by then.
+    /// Counts a new connection as a stranger until its Hello is authenticated: one stranger not
+    /// being checked goes if the bound is reached (see `Strangers`), and this one goes at the
+    /// hello deadline unless it authenticated by then.
     private func admitStranger(_ channel: any Channel) -> UInt64 {
-        let (ticket, evicted) = strangers.admit(channel)
+        let (ticket, evicted) = strangers.admit(channel, from: Strangers.Source(channel.remoteAddress))
         if let evicted {
             metrics.countPushClose(reason: "strangers_bound")
             evicted.close(promise: nil)

@@ -4,20 +4,64 @@ import Synchronization
 /// Push connections that have not shown a valid token yet: from the TCP accept, through the
 /// HTTP upgrade, until their Hello is authenticated. They have a bound of their own, much
 /// smaller than the sessions', so connections that never authenticate cannot fill the places
-/// meant for devices: at the bound, the oldest stranger is closed to make room, and every
-/// stranger is closed at the hello deadline.
+/// meant for devices. At the bound one stranger is closed to make room: the oldest of the
+/// source holding the most, so a flood from one source evicts its own connections and not a
+/// device connecting from elsewhere (with evenly spread sources it is the oldest of all).
+/// Every stranger is closed at the hello deadline.
 ///
 /// A stranger whose Hello has arrived is not evicted while it is checked: under a flood of
 /// accepts the token check of a real device (and the task that runs it) can take longer than
 /// the flood takes to make it the oldest. Those have a smaller bound of their own
 /// (`checkingBound`); past it a Hello is checked as a plain stranger, evictable like the others.
 final class Strangers: Sendable {
+    /// Where a connection comes from, for fairness at the bound: an IPv4 address, or an IPv6
+    /// /64 (one subscriber's prefix, within which a new address costs nothing).
+    enum Source: Hashable {
+        case v4(UInt32)
+        case v6(UInt64)
+        case unknown
+
+        init(_ address: SocketAddress?) {
+            switch address {
+            case .v4(let ipv4):
+                self = .v4(ipv4.address.sin_addr.s_addr)
+            case .v6(let ipv6):
+                var address = ipv6.address.sin6_addr
+                let bytes = withUnsafeBytes(of: &address) { Array($0) }
+                // A listener on "::" sees IPv4 peers as ::ffff:a.b.c.d; they are IPv4 sources.
+                if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xff, bytes[11] == 0xff {
+                    self = .v4(bytes[12...].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })
+                } else {
+                    self = .v6(bytes[..<8].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+                }
+            case .unixDomainSocket, nil:
+                self = .unknown
+            }
+        }
+    }
+
     private struct State {
         /// By admission number: the smallest is the oldest.
-        var waiting: [UInt64: any Channel] = [:]
+        var waiting: [UInt64: (channel: any Channel, source: Source)] = [:]
+        /// How many of `waiting` each source holds (sources with none are removed).
+        var waitingBySource: [Source: Int] = [:]
         /// Strangers whose Hello is being checked: never evicted for room.
         var checking: Set<UInt64> = []
         var next: UInt64 = 0
+
+        mutating func removeWaiting(_ ticket: UInt64) -> (any Channel)? {
+            guard let (channel, source) = waiting.removeValue(forKey: ticket) else { return nil }
+            let left = waitingBySource[source, default: 1] - 1
+            waitingBySource[source] = left == 0 ? nil : left
+            return channel
+        }
+
+        /// The oldest stranger of the sources holding the most; O(strangers), at the bound only.
+        func nextToEvict() -> UInt64? {
+            guard let most = waitingBySource.values.max() else { return nil }
+            let largest = Set(waitingBySource.filter { $0.value == most }.keys)
+            return waiting.lazy.filter { largest.contains($0.value.source) }.map(\.key).min()
+        }
     }
 
     let bound: Int
@@ -32,16 +76,17 @@ final class Strangers: Sendable {
     /// Strangers now (a gauge).
     var count: Int { state.withLock { $0.waiting.count + $0.checking.count } }
 
-    /// Counts `channel` as a stranger; returns its ticket and the oldest stranger not being
-    /// checked, if the bound made room by evicting it (the caller closes that one).
-    func admit(_ channel: any Channel) -> (ticket: UInt64, evicted: (any Channel)?) {
+    /// Counts `channel`, connected from `source`, as a stranger; returns its ticket and the
+    /// stranger evicted to make room at the bound, if any (the caller closes that one).
+    func admit(_ channel: any Channel, from source: Source) -> (ticket: UInt64, evicted: (any Channel)?) {
         state.withLock { state in
             var evicted: (any Channel)?
-            if state.waiting.count >= bound, let oldest = state.waiting.keys.min() {
-                evicted = state.waiting.removeValue(forKey: oldest)
+            if state.waiting.count >= bound, let victim = state.nextToEvict() {
+                evicted = state.removeWaiting(victim)
             }
             state.next += 1
-            state.waiting[state.next] = channel
+            state.waiting[state.next] = (channel, source)
+            state.waitingBySource[source, default: 0] += 1
             return (state.next, evicted)
         }
     }
@@ -50,7 +95,7 @@ final class Strangers: Sendable {
     /// `checkingBound` Hellos are being checked already.
     func startChecking(_ ticket: UInt64) {
         state.withLock { state in
-            guard state.checking.count < checkingBound, state.waiting.removeValue(forKey: ticket) != nil else { return }
+            guard state.checking.count < checkingBound, state.removeWaiting(ticket) != nil else { return }
             state.checking.insert(ticket)
         }
     }
@@ -59,7 +104,7 @@ final class Strangers: Sendable {
     @discardableResult
     func leave(_ ticket: UInt64) -> Bool {
         state.withLock { state in
-            state.waiting.removeValue(forKey: ticket) != nil || state.checking.remove(ticket) != nil
+            state.removeWaiting(ticket) != nil || state.checking.remove(ticket) != nil
         }
     }
 }

@@ -203,9 +203,9 @@ final class PushTests: XCTestCase {
         }
     }
 
-    /// 10,000 connections that never authenticate: the strangers' own bound (1,000) closes the
-    /// oldest to make room and the hello deadline closes the rest, while a device connects and
-    /// gets its push meanwhile.
+    /// 10,000 connections that never authenticate, from one source (127.0.0.2): the strangers'
+    /// own bound (1,000) closes that source's oldest to make room and the hello deadline closes
+    /// the rest, while a device connects from another (127.0.0.1) and gets its push meanwhile.
     func testTenThousandConnectionsThatNeverSayHelloLeaveRoomForDevicesAndAreClosed() async throws {
         let config = try ServerProcess.configFile(["helloSeconds": 3])
         try await withServer(["--config", config]) { server in
@@ -214,7 +214,17 @@ final class PushTests: XCTestCase {
             let chat = try await server.chat("general", members: ["alice", "bob"])
             let python = try ExternalProgram.locate("python3", hint: "apt-get install python3")
             let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Peers/strangers.py").path
-            async let flood = ExternalProgram.run(python, [script, "127.0.0.1", "\(server.pushPort)", "10000", "12"], timeout: 90)
+            async let flood = ExternalProgram.run(python, [script, "127.0.0.1", "\(server.pushPort)", "10000", "25", "127.0.0.2"], timeout: 120)
+            // The gauge, sampled while the flood lasts: the bound holds throughout.
+            let sampling = Task {
+                var highest = 0.0
+                while !Task.isCancelled {
+                    // A scrape cut short by the cancellation at the end is no sample.
+                    if let strangers = try? await server.metric("courier_push_strangers") { highest = max(highest, strangers) }
+                    try? await Task.sleep(for: .milliseconds(100))
+                }
+                return highest
+            }
 
             // While the strangers pile in, a device connects, and a message reaches it.
             try await Task.sleep(for: .seconds(2))
@@ -232,16 +242,26 @@ final class PushTests: XCTestCase {
             XCTAssertTrue(pushed, "the device got its push while strangers flooded the port: \(lines.prefix(5))")
 
             let output = try await flood
+            sampling.cancel()
+            let highest = await sampling.value
             XCTAssertEqual(output.status, 0, output.stderr)
             let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: output.stdout) as? [String: Any])
             let opened = (report["opened"] as? Int) ?? 0
             let closed = (report["closed"] as? Int) ?? 0
             let closedAfter = (report["closed_after"] as? [Double]) ?? []
+            print("strangers: \(opened) opened, at most \(Int(highest)) at once, the last closed \(closedAfter.max() ?? 0) s after its connect")
             XCTAssertGreaterThanOrEqual(opened, 9_000, "\(report["failed"] ?? "?") failed to connect")
-            XCTAssertEqual(closed, opened, "every stranger was closed by the server within 12 s")
-            XCTAssertLessThanOrEqual(closedAfter.max() ?? 99, 8, "none outlived the 3 s hello deadline by much (the flood itself slows both sides)")
+            // The last thousand are never evicted: only the 3 s hello deadline closes them. The
+            // time is seen from the flood's side, which adds the wait in the listen backlog and
+            // its own lag under load (7-8 s here when the machine is otherwise idle).
+            XCTAssertEqual(closed, opened, "every stranger was closed by the server within 25 s of its connect")
+            // The flood alone fills the bound, so the strangers stay at 1,000 (and the device
+            // whose Hello is being checked) however fast or slow this machine takes them.
+            XCTAssertLessThanOrEqual(highest, 1_001, "the strangers' bound held during the flood")
             let evicted = try await server.metric(#"courier_push_closes_total{reason="strangers_bound"}"#) ?? 0
-            XCTAssertGreaterThanOrEqual(evicted, Double(opened - 1_000) * 0.9, "the bound of 1,000 made room by closing the oldest")
+            let timedOut = try await server.metric(#"courier_push_closes_total{reason="no_hello"}"#) ?? 0
+            XCTAssertGreaterThan(evicted, 0, "the bound made room by closing some")
+            XCTAssertGreaterThanOrEqual(evicted + timedOut, Double(opened), "each was closed for the bound or the hello deadline")
             let left = try await server.waitForMetric("courier_push_strangers", timeout: 10) { $0 == 0 }
             XCTAssertEqual(left, 0)
         }

@@ -1,9 +1,10 @@
 """Connections to the push port that never authenticate, driven by the Swift tests.
 
-Usage: strangers.py HOST PORT COUNT SECONDS
-Opens COUNT TCP connections (200 at a time): half send a WebSocket upgrade request to
-/v1/push and then nothing (no Hello), half send nothing at all. Holds them for SECONDS,
-noting when the server closes each, then prints one JSON line:
+Usage: strangers.py HOST PORT COUNT SECONDS [SOURCE_ADDRESS]
+Opens COUNT TCP connections (200 at a time), from SOURCE_ADDRESS if given: half send a
+WebSocket upgrade request to /v1/push and then nothing (no Hello), half send nothing at all.
+Holds each for at most SECONDS after it opened, noting when the server closes it, then prints
+one JSON line:
 {"opened": n, "failed": n, "closed": n, "closed_after": [seconds since opened, ...]}
 """
 import asyncio
@@ -18,13 +19,15 @@ UPGRADE = (
 ).encode()
 
 
-async def stranger(host, port, upgrade, results, deadline):
+async def stranger(host, port, source, upgrade, results, seconds):
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=10)
+        local = (source, 0) if source else None
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=local), timeout=10)
     except (OSError, asyncio.TimeoutError):
         results["failed"] += 1
         return
     opened = time.monotonic()
+    deadline = opened + seconds
     results["opened"] += 1
     if upgrade:
         writer.write(UPGRADE)
@@ -48,14 +51,14 @@ async def stranger(host, port, upgrade, results, deadline):
 
 async def main():
     host, port, count, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+    source = sys.argv[5] if len(sys.argv) > 5 else None
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     results = {"opened": 0, "failed": 0, "closed": 0, "closed_after": []}
-    deadline = time.monotonic() + seconds
     tasks = []
     for start in range(0, count, 200):
         for index in range(start, min(count, start + 200)):
-            tasks.append(asyncio.ensure_future(stranger(host, port, index % 2 == 0, results, deadline)))
+            tasks.append(asyncio.ensure_future(stranger(host, port, source, index % 2 == 0, results, seconds)))
         await asyncio.sleep(0.02)
     await asyncio.gather(*tasks)
     print(json.dumps(results), flush=True)
