@@ -106,4 +106,31 @@ final class GatewayRouterTests: XCTestCase {
             XCTAssertEqual(answer.uintOption(.maxAge), maxAge, "case \(payload)")
         }
     }
+
+    /// An answer to an endpoint that showed no credential is no larger than its request: the
+    /// Error body loses its text, then goes whole; it is never cut into bytes that do not decode.
+    func testAnAnswerCutToTheRequestsSizeKeepsAWholeErrorBodyOrNone() throws {
+        let refusal = Refusal(.unauthorized, .unauthorized, "a token is required for this resource").response
+        var sizes: Set<Int> = []
+        for tokenLength in 0...8 {
+            for payloadLength in 0...12 {
+                var request = CoAPMessage(type: .confirmable, code: .post, messageID: 1, payload: Array(repeating: 0x41, count: payloadLength))
+                request.token = Array(repeating: 7, count: tokenLength)
+                let answer = GatewayRouter.within(request, refusal)
+                var sent = answer
+                sent.token = request.token
+                XCTAssertLessThanOrEqual(sent.encode().count, request.encode().count, "no amplification (token \(tokenLength), payload \(payloadLength))")
+                XCTAssertEqual(answer.code, .unauthorized, "the code is always there")
+                if answer.payload.isEmpty {
+                    XCTAssertNil(answer.uintOption(.contentFormat), "no body, no Content-Format")
+                } else {
+                    let error = try? WireError(serializedBytes: answer.payload)
+                    XCTAssertEqual(error?.code, .unauthorized, "a body that is there decodes whole (token \(tokenLength), payload \(payloadLength): \(answer.payload))")
+                }
+                sizes.insert(answer.payload.count)
+            }
+        }
+        XCTAssertTrue(sizes.contains(0), "some requests are too small for any body")
+        XCTAssertGreaterThan(sizes.count, 1, "larger ones carry the Error, without its text at first, then with it")
+    }
 }

@@ -76,7 +76,8 @@ struct GatewayRouter: CoAPRequestHandler {
         return Self.within(request.message, response)
     }
 
-    /// `response` cut to the size of `request`: the Error body's text dropped, then the body.
+    /// `response` cut to the size of `request`: the Error body's text dropped, then the whole
+    /// body (never a part of one: a cut Protobuf body decodes as nothing, or as something else).
     static func within(_ request: CoAPMessage, _ response: CoAPMessage) -> CoAPMessage {
         let limit = request.encode().count
         var answer = response
@@ -91,7 +92,10 @@ struct GatewayRouter: CoAPRequestHandler {
                 return answer
             }
         }
-        return response.fitting(within: limit, token: request.token)
+        var bare = response
+        bare.payload = []
+        bare.removeOption(.contentFormat)
+        return bare.fitting(within: limit, token: request.token)
     }
 
     /// The one place an error becomes an answer; what the device cannot act on is logged.
