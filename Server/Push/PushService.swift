@@ -68,8 +68,9 @@ public final class PushService: Service, Sendable {
     /// What new TLS connections are served with; replaced whole by `reloadTLS`, so sessions
     /// already open keep theirs.
     private let tlsContext: NIOLockedValueBox<NIOSSLContext?>
-    /// Every session from its upgrade to its connection's close (bounded by `maxSessions`): an
-    /// attached session has no task, so the shutdown finds them here to say goodbye.
+    /// Every session from its upgrade to its connection's close (bounded by `maxSessions`), by
+    /// its channel: an attached session has no task, so the shutdown finds them here to say
+    /// goodbye, and the hello deadline finds an upgraded connection's session to say why.
     private let openSessions = NIOLockedValueBox<[ObjectIdentifier: PushSession]>([:])
     let watchdog = SessionWatchdog()
     let strangers: Strangers
@@ -248,8 +249,13 @@ public final class PushService: Service, Sendable {
                                               + configuration.helloTimeout.components.attoseconds / 1_000_000_000)
         let timer = channel.eventLoop.scheduleTask(in: deadline) { [strangers, metrics] in
             guard strangers.leave(ticket) else { return }
-            metrics.countPushClose(reason: "no_hello")
-            channel.close(promise: nil)
+            // An upgraded connection hears why from its session (1008); one not upgraded is dropped.
+            if let session = self.openSessions.withLockedValue({ $0[ObjectIdentifier(channel)] }) {
+                session.helloTimedOut()
+            } else {
+                metrics.countPushClose(reason: "no_hello")
+                channel.close(promise: nil)
+            }
         }
         // The timer goes with its connection, so pending timers (and the channels they hold)
         // are bounded by the open connections, not by the accept rate times the deadline.
@@ -265,7 +271,7 @@ public final class PushService: Service, Sendable {
     /// 1013 (try again later).
     private func startSession(on channel: any Channel, queryToken: String?, stranger: UInt64) throws -> Upgrade {
         let session = PushSession(service: self, channel: channel, queryToken: queryToken, stranger: stranger)
-        let key = ObjectIdentifier(session)
+        let key = ObjectIdentifier(channel)
         let admitted = openSessions.withLockedValue { open in
             guard open.count < configuration.maxSessions else { return false }
             open[key] = session

@@ -34,7 +34,6 @@ final class PushSession: Sendable {
     /// The connection's ticket among the strangers, given up once Hello is authenticated.
     let stranger: UInt64
     let link: SessionLink
-    private let startedAt = ContinuousClock.now
 
     private enum Phase {
         /// Before the first message; `waiter` is the task waiting for it.
@@ -405,15 +404,17 @@ final class PushSession: Sendable {
 
     // MARK: - Watchdog and closing
 
-    /// The watchdog's look at this session (every 500 ms): the hello timeout, the heartbeat
-    /// window, the slow-reader timeout, and when due the device's acknowledgement timeout.
+    /// The connection's hello deadline (`helloTimeout` after its accept, kept by the push
+    /// service's strangers) passed before its Hello was authenticated.
+    func helloTimedOut() {
+        close(.policyViolation, "no Hello within the hello timeout", metric: "no_hello")
+    }
+
+    /// The watchdog's look at this session (every 500 ms): the heartbeat window, the
+    /// slow-reader timeout, and when due the device's acknowledgement timeout.
     private func check(now: ContinuousClock.Instant, resendsDue: Bool) -> SessionWatchdog.Verdict {
         guard !link.isClosed else { return .ended }
         let (identity, device, lastHeard) = state.withLock { ($0.identity, $0.device, $0.lastHeard) }
-        if identity == nil && now - startedAt > configuration.helloTimeout {
-            close(.policyViolation, "no Hello within the hello timeout", metric: "no_hello")
-            return .ended
-        }
         if identity != nil && now - lastHeard > configuration.heartbeatInterval * 3 {
             close(.goingAway, "heartbeat timeout", metric: "heartbeat")
             return .ended

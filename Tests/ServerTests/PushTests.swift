@@ -207,7 +207,7 @@ final class PushTests: XCTestCase {
     /// own bound (1,000) closes that source's oldest to make room and the hello deadline closes
     /// the rest, while a device connects from another (127.0.0.1) and gets its push meanwhile.
     func testTenThousandConnectionsThatNeverSayHelloLeaveRoomForDevicesAndAreClosed() async throws {
-        let config = try ServerProcess.configFile(["helloSeconds": 3])
+        let config = try ServerProcess.configFile(["helloSeconds": 5])
         try await withServer(["--config", config]) { server in
             let alice = try await server.account("alice")
             let bob = try await server.account("bob")
@@ -251,7 +251,7 @@ final class PushTests: XCTestCase {
             let closedAfter = (report["closed_after"] as? [Double]) ?? []
             print("strangers: \(opened) opened, at most \(Int(highest)) at once, the last closed \(closedAfter.max() ?? 0) s after its connect")
             XCTAssertGreaterThanOrEqual(opened, 9_000, "\(report["failed"] ?? "?") failed to connect")
-            // The last thousand are never evicted: only the 3 s hello deadline closes them. The
+            // The last thousand are never evicted: only the 5 s hello deadline closes them. The
             // time is seen from the flood's side, which adds the wait in the listen backlog and
             // its own lag under load (7-8 s here when the machine is otherwise idle).
             XCTAssertEqual(closed, opened, "every stranger was closed by the server within 25 s of its connect")
@@ -262,6 +262,23 @@ final class PushTests: XCTestCase {
             let timedOut = try await server.metric(#"courier_push_closes_total{reason="no_hello"}"#) ?? 0
             XCTAssertGreaterThan(evicted, 0, "the bound made room by closing some")
             XCTAssertGreaterThanOrEqual(evicted + timedOut, Double(opened), "each was closed for the bound or the hello deadline")
+            let left = try await server.waitForMetric("courier_push_strangers", timeout: 10) { $0 == 0 }
+            XCTAssertEqual(left, 0)
+        }
+    }
+
+    /// The hello deadline counts from the TCP accept; an upgraded connection is told why it
+    /// is closed (1008), one that never upgraded is dropped.
+    func testAnUpgradedConnectionWithoutHelloIsClosedWith1008AtTheHelloDeadline() async throws {
+        let config = try ServerProcess.configFile(["helloSeconds": 1])
+        try await withServer(["--config", config]) { server in
+            let started = ContinuousClock.now
+            let silent = try await Self.run(server, [], listen: 6)
+            let waited = ContinuousClock.now - started
+            XCTAssertEqual(silent.last, "closed 1008 no Hello within the hello timeout", "\(silent)")
+            XCTAssertLessThan(waited, .seconds(5), "closed at the deadline, not at the end of listening")
+            let timedOut = try await server.metric(#"courier_push_closes_total{reason="no_hello"}"#)
+            XCTAssertEqual(timedOut, 1)
             let left = try await server.waitForMetric("courier_push_strangers", timeout: 10) { $0 == 0 }
             XCTAssertEqual(left, 0)
         }
