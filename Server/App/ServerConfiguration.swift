@@ -28,7 +28,8 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     /// Open push sessions; one more is closed at once with 1013 (try again later).
     public var maxPushSessions = 50_000
     /// Push connections not yet authenticated (before the upgrade or Hello); at the bound the
-    /// oldest of the source address holding the most is closed. Much smaller than `maxPushSessions`, so strangers cannot fill it.
+    /// oldest of the source address holding the most is closed. Much smaller than
+    /// `maxPushSessions`, so strangers cannot fill it.
     public var maxPushStrangers = 1_000
     /// A push connection that has not shown a valid token (Hello) this long after it was
     /// accepted is closed.
