@@ -270,14 +270,16 @@ public final class PushService: Service, Sendable {
     /// and the session's handler end the pipeline. One past the bound is closed at once with
     /// 1013 (try again later).
     private func startSession(on channel: any Channel, queryToken: String?, stranger: UInt64) throws -> Upgrade {
-        let session = PushSession(service: self, channel: channel, queryToken: queryToken, stranger: stranger)
         let key = ObjectIdentifier(channel)
-        let admitted = openSessions.withLockedValue { open in
-            guard open.count < configuration.maxSessions else { return false }
+        // Counted and inserted in one step, so concurrent upgrades cannot pass the bound; one
+        // past it gets no session at all.
+        let admitted: PushSession? = openSessions.withLockedValue { open in
+            guard open.count < configuration.maxSessions else { return nil }
+            let session = PushSession(service: self, channel: channel, queryToken: queryToken, stranger: stranger)
             open[key] = session
-            return true
+            return session
         }
-        guard admitted else {
+        guard let session = admitted else {
             metrics.countPushClose(reason: "too_many_sessions")
             var reason = ByteBuffer()
             reason.write(webSocketErrorCode: .unknown(1013))  // RFC 6455 registry: Try Again Later
