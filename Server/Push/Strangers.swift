@@ -26,13 +26,12 @@ final class Strangers: Sendable {
             case .v4(let ipv4):
                 self = .v4(ipv4.address.sin_addr.s_addr)
             case .v6(let ipv6):
-                var address = ipv6.address.sin6_addr
-                let bytes = withUnsafeBytes(of: &address) { Array($0) }
-                // A listener on "::" sees IPv4 peers as ::ffff:a.b.c.d; they are IPv4 sources.
-                if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xff, bytes[11] == 0xff {
-                    self = .v4(bytes[12...].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) })
-                } else {
-                    self = .v6(bytes[..<8].withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+                self = withUnsafeBytes(of: ipv6.address.sin6_addr) { bytes in
+                    // A listener on "::" sees IPv4 peers as ::ffff:a.b.c.d; they are IPv4 sources.
+                    if bytes.prefix(10).allSatisfy({ $0 == 0 }), bytes[10] == 0xff, bytes[11] == 0xff {
+                        return .v4(bytes.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
+                    }
+                    return .v6(bytes.loadUnaligned(as: UInt64.self))
                 }
             case .unixDomainSocket, nil:
                 self = .unknown
@@ -59,8 +58,7 @@ final class Strangers: Sendable {
         /// The oldest stranger of the sources holding the most; O(strangers), at the bound only.
         func nextToEvict() -> UInt64? {
             guard let most = waitingBySource.values.max() else { return nil }
-            let largest = Set(waitingBySource.filter { $0.value == most }.keys)
-            return waiting.lazy.filter { largest.contains($0.value.source) }.map(\.key).min()
+            return waiting.lazy.filter { waitingBySource[$0.value.source] == most }.map(\.key).min()
         }
     }
 
