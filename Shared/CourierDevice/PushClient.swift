@@ -90,14 +90,20 @@ public final class PushClient: Sendable {
         eventSink.yield(event)
     }
 
-    /// Keeps a session open until cancelled or refused.
+    /// Keeps a session open until cancelled or refused. Every session uses one event loop,
+    /// and the session's tasks run on it (`EventLoopTaskExecutor`).
     public func run() async {
+        let executor = EventLoopTaskExecutor(MultiThreadedEventLoopGroup.singleton.next())
+        await withTaskExecutorPreference(executor) { await keepSessionOpen(on: executor.eventLoop) }
+    }
+
+    private func keepSessionOpen(on eventLoop: any EventLoop) async {
         var failures = 0
         var server = 0
         let servers = configuration.servers
         while !Task.isCancelled {
             emit(.connecting)
-            let end = await session(to: servers[server % servers.count])
+            let end = await session(to: servers[server % servers.count], on: eventLoop)
             switch end {
             case .refused(let reason):
                 emit(.refused(reason: reason))
@@ -139,10 +145,10 @@ public final class PushClient: Sendable {
         case refused(HTTPResponseStatus)
     }
 
-    private func session(to server: (host: String, port: Int)) async -> SessionEnd {
+    private func session(to server: (host: String, port: Int), on eventLoop: any EventLoop) async -> SessionEnd {
         let channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>
         do {
-            switch try await connect(to: server) {
+            switch try await connect(to: server, on: eventLoop) {
             case .websocket(let upgraded): channel = upgraded
             case .refused(let status): return .ended(reason: "upgrade refused: \(status.code)", wasWelcomed: false)
             }
@@ -157,9 +163,9 @@ public final class PushClient: Sendable {
                 let writer = FrameWriter(outbound: outbound, state: state)
                 try await writer.send(.hello(Hello(token: configuration.token, have: try await store.cursors(), clientName: configuration.clientName)))
                 return try await withThrowingTaskGroup(of: SessionEnd?.self) { group in
-                    group.addTask { try await self.heartbeat(writer, state) }
+                    group.addTask { try await self.heartbeat(writer, state, on: eventLoop) }
                     group.addTask { try await self.read(inbound, writer, state) }
-                    group.addTask { try await self.watchSilence(state) }
+                    group.addTask { try await self.watchSilence(state, on: eventLoop) }
                     defer { group.cancelAll() }
                     while let result = try await group.next() {
                         if let result { return result }
@@ -172,9 +178,9 @@ public final class PushClient: Sendable {
         }
     }
 
-    private func connect(to server: (host: String, port: Int)) async throws -> Upgrade {
+    private func connect(to server: (host: String, port: Int), on eventLoop: any EventLoop) async throws -> Upgrade {
         let configuration = self.configuration
-        var bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        var bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(.milliseconds(configuration.connectTimeout.components.seconds * 1000))
         if let localHost = configuration.localHost {
             bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: localHost, port: 0))
@@ -216,17 +222,17 @@ public final class PushClient: Sendable {
     }
 
     /// Sends a Heartbeat whenever nothing was sent for the interval the Welcome announced.
-    private func heartbeat(_ writer: FrameWriter, _ state: SessionState) async throws -> SessionEnd? {
+    private func heartbeat(_ writer: FrameWriter, _ state: SessionState, on eventLoop: any EventLoop) async throws -> SessionEnd? {
         while !Task.isCancelled {
             guard let interval = state.heartbeatInterval else {
-                try await Task.sleep(for: .milliseconds(100))
+                try await eventLoop.sleep(for: .milliseconds(100))
                 continue
             }
             let idle = ContinuousClock.now - state.lastSent
             if idle >= interval {
                 try await writer.send(.heartbeat(Heartbeat(sentAtMs: Int64(Date().timeIntervalSince1970 * 1000))))
             } else {
-                try await Task.sleep(for: interval - idle)
+                try await eventLoop.sleep(for: interval - idle)
             }
         }
         return nil
@@ -235,7 +241,7 @@ public final class PushClient: Sendable {
     /// Ends the session when the server has said nothing for three heartbeat intervals: it
     /// answers every heartbeat, so silence means a frozen server or a dead path that TCP alone
     /// would take many minutes to notice.
-    private func watchSilence(_ state: SessionState) async throws -> SessionEnd? {
+    private func watchSilence(_ state: SessionState, on eventLoop: any EventLoop) async throws -> SessionEnd? {
         while !Task.isCancelled {
             let limit = (state.heartbeatInterval ?? configuration.connectTimeout) * 3
             let silent = ContinuousClock.now - state.lastReceived
@@ -243,7 +249,7 @@ public final class PushClient: Sendable {
             // Until the Welcome names the interval, look every second (the limit may shrink);
             // after it, a wake-up per interval, not per second: a fleet of thousands of
             // sessions in one simulator would otherwise spend its CPU on timers.
-            try await Task.sleep(for: min(limit - silent, state.heartbeatInterval ?? .seconds(1)))
+            try await eventLoop.sleep(for: min(limit - silent, state.heartbeatInterval ?? .seconds(1)))
         }
         return nil
     }

@@ -1,6 +1,7 @@
 import CoAP
 import CourierProtocol
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// Sends one message until the server answers it: through CoAP retransmissions (the endpoint's
@@ -43,6 +44,8 @@ public struct ReliableSender: Sendable {
     /// The device's token; empty when the transport names the device (DTLS).
     public let token: String
     public let policy: Policy
+    /// Runs each exchange on the endpoint's loop, where its answer arrives.
+    private let executor: EventLoopTaskExecutor
 
     public init(endpoint: CoAPEndpoint, server: SocketAddress, token: String, policy: Policy = Policy()) {
         self.init(endpoint: endpoint, servers: [server], token: token, policy: policy)
@@ -54,6 +57,7 @@ public struct ReliableSender: Sendable {
         self.servers = servers
         self.token = token
         self.policy = policy
+        self.executor = EventLoopTaskExecutor(endpoint.eventLoop)
     }
 
     /// Sends until answered; throws only `CancellationError` (the caller gave up, e.g. on quit).
@@ -102,27 +106,28 @@ public struct ReliableSender: Sendable {
         case failed(String)
     }
 
+    /// One exchange, cancelled when `exchangeTimeout` passes: the deadline is a timer of the
+    /// endpoint's loop, not a second task sleeping beside the exchange (that was a task and a
+    /// timer on Dispatch's timer thread per message, in a fleet thousands a second).
     private func exchange(_ request: CoAPMessage, to server: SocketAddress) async -> ExchangeResult {
         let endpoint = self.endpoint
         let timeout = policy.exchangeTimeout
-        return await withTaskGroup(of: ExchangeResult?.self) { group in
-            group.addTask {
-                do {
-                    return .answered(try await endpoint.request(request, to: server))
-                } catch {
-                    return .failed("\(error)")
-                }
+        let attempt = Task(executorPreference: executor) { () -> ExchangeResult in
+            do {
+                return .answered(try await endpoint.request(request, to: server))
+            } catch {
+                return .failed("\(error)")
             }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return Task.isCancelled ? nil : .failed("no answer within \(timeout)")
-            }
-            defer { group.cancelAll() }
-            while let result = await group.next() {
-                if let result { return result }
-            }
-            return .failed("cancelled")
         }
+        let timedOut = NIOLockedValueBox(false)
+        let deadline = endpoint.eventLoop.scheduleTask(in: TimeAmount(clamping: timeout)) {
+            timedOut.withLockedValue { $0 = true }
+            attempt.cancel()
+        }
+        let result = await withTaskCancellationHandler { await attempt.value } onCancel: { attempt.cancel() }
+        deadline.cancel()
+        if case .failed = result, timedOut.withLockedValue({ $0 }) { return .failed("no answer within \(timeout)") }
+        return result
     }
 
     private func backoff(_ failures: Int) -> Duration {

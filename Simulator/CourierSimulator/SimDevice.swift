@@ -143,10 +143,13 @@ final class SimDevice: Sendable {
         let sender = ReliableSender(endpoint: endpoint, servers: servers, token: dtls == nil ? device.token : "")
         let lanes = settings.window
         let laneRate = perDevice / Double(lanes)
-        await withDiscardingTaskGroup { group in
-            for lane in 0..<lanes {
-                group.addTask { [self] in
-                    await runLane(lane, rate: laneRate, sender: sender, deadline: deadline, budget: budget, over: over)
+        // The lanes run on the loop of the device's socket: a send and its answer cross no thread.
+        await withTaskExecutorPreference(EventLoopTaskExecutor(endpoint.eventLoop)) {
+            await withDiscardingTaskGroup { group in
+                for lane in 0..<lanes {
+                    group.addTask { [self] in
+                        await runLane(lane, rate: laneRate, sender: sender, deadline: deadline, budget: budget, over: over)
+                    }
                 }
             }
         }
@@ -166,7 +169,8 @@ final class SimDevice: Sendable {
         let padding = settings.messageBytes
         let changeFraction = (settings.changePercent ?? 0) / 100
         while !Task.isCancelled {
-            do { try await clock.sleep(until: next) } catch { return }
+            // The loop's own timer: no wake-up of Dispatch's timer thread per message.
+            do { try await sender.endpoint.eventLoop.sleep(for: next - clock.now) } catch { return }
             let now = clock.now
             if over.isSet { return }
             if let deadline, now >= deadline { return }

@@ -5,6 +5,7 @@ import CourierProtocol
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import TestSupport
 import XCTest
 
@@ -105,6 +106,71 @@ final class ReliableSenderTests: XCTestCase {
         await server.close()
         await client.close()
         guard case .accepted = outcome else { return XCTFail("\(outcome)") }
+    }
+}
+
+/// The timers a device runs on its event loop (`EventLoop.sleep`, the exchange deadline).
+final class DeviceTimerTests: XCTestCase {
+    func testALoopSleepLastsItsDurationAndEndsAtOnceWhenCancelled() async throws {
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let clock = ContinuousClock()
+        let start = clock.now
+        try await loop.sleep(for: .milliseconds(200))
+        XCTAssertGreaterThanOrEqual(clock.now - start, .milliseconds(200), "a sleep lasts its duration")
+
+        let sleeper = Task { try await loop.sleep(for: .seconds(60)) }
+        try await Task.sleep(for: .milliseconds(50))
+        let cancelledAt = clock.now
+        sleeper.cancel()
+        do {
+            try await sleeper.value
+            XCTFail("a cancelled sleep throws")
+        } catch is CancellationError {}
+        XCTAssertLessThan(clock.now - cancelledAt, .seconds(5), "a cancelled sleep ends at once, not after its minute")
+        let already = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            try await loop.sleep(for: .seconds(60))
+        }
+        do {
+            try await already.value
+            XCTFail("a sleep begun cancelled throws")
+        } catch is CancellationError {}
+    }
+
+    /// A peer that reads every datagram and never answers: only the deadline ends an exchange.
+    func testAnExchangeNobodyAnswersEndsAtItsDeadlineAndTheSenderTriesAgain() async throws {
+        let silent = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let client = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false)
+        var policy = ReliableSender.Policy()
+        policy.exchangeTimeout = .milliseconds(300)
+        policy.initialBackoff = .milliseconds(50)
+        policy.maxBackoff = .milliseconds(50)
+        let reasons = NIOLockedValueBox<[String]>([])
+        let sender = ReliableSender(endpoint: client, server: silent.localAddress!, token: "t", policy: policy)
+        let message = self.message()
+        let clock = ContinuousClock()
+        let start = clock.now
+        let sending = Task {
+            try await sender.send(message) { attempt in
+                if case .failed(let reason, _) = attempt { reasons.withLockedValue { $0.append(reason) } }
+            }
+        }
+        while reasons.withLockedValue({ $0.count }) < 2 && clock.now - start < .seconds(20) {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let elapsed = clock.now - start
+        sending.cancel()
+        _ = try? await sending.value
+        await client.close()
+        try await silent.close()
+        let seen = reasons.withLockedValue { $0 }
+        XCTAssertGreaterThanOrEqual(seen.count, 2, "two exchanges ended unanswered: \(seen)")
+        XCTAssertEqual(seen.prefix(2), ["no answer within 0.3 seconds", "no answer within 0.3 seconds"])
+        XCTAssertGreaterThanOrEqual(elapsed, .milliseconds(600), "each exchange waited out its deadline")
+    }
+
+    func message() -> SendMessage {
+        SendMessage(clientMessageID: "m1", chatID: 1, text: "hello", clientSentAtMs: 1)
     }
 }
 

@@ -43,6 +43,9 @@ public final class CoAPEndpoint: Sendable {
     public let localAddress: SocketAddress
     public let configuration: Configuration
     private let channel: any Channel
+    /// The loop that owns the socket: a task that runs there sends and hears its answers
+    /// without a thread hand-off.
+    public var eventLoop: any EventLoop { channel.eventLoop }
     private let handler: NIOLoopBound<CoAPChannelHandler>
     /// Whole incoming requests; present only on a serving endpoint.
     private let incoming: AsyncStream<IncomingRequest>?
