@@ -1,7 +1,6 @@
 import CoAP
 import CourierProtocol
 import Foundation
-import NIOConcurrencyHelpers
 import NIOCore
 
 /// Sends one message until the server answers it: through CoAP retransmissions (the endpoint's
@@ -46,6 +45,7 @@ public struct ReliableSender: Sendable {
     public let policy: Policy
     /// Runs each exchange on the endpoint's loop, where its answer arrives.
     private let executor: EventLoopTaskExecutor
+    private let deadlines: ExchangeDeadlines
 
     public init(endpoint: CoAPEndpoint, server: SocketAddress, token: String, policy: Policy = Policy()) {
         self.init(endpoint: endpoint, servers: [server], token: token, policy: policy)
@@ -58,6 +58,7 @@ public struct ReliableSender: Sendable {
         self.token = token
         self.policy = policy
         self.executor = EventLoopTaskExecutor(endpoint.eventLoop)
+        self.deadlines = ExchangeDeadlines(eventLoop: endpoint.eventLoop, timeout: policy.exchangeTimeout)
     }
 
     /// Sends until answered; throws only `CancellationError` (the caller gave up, e.g. on quit).
@@ -101,17 +102,11 @@ public struct ReliableSender: Sendable {
         }
     }
 
-    private enum ExchangeResult {
-        case answered(CoAPMessage)
-        case failed(String)
-    }
-
-    /// One exchange, cancelled when `exchangeTimeout` passes: the deadline is a timer of the
-    /// endpoint's loop, not a second task sleeping beside the exchange (that was a task and a
-    /// timer on Dispatch's timer thread per message, in a fleet thousands a second).
+    /// One exchange, cancelled when `exchangeTimeout` passes (`ExchangeDeadlines`): not a
+    /// second task sleeping beside it, which was a task and a timer on Dispatch's timer thread
+    /// per message, in a fleet thousands a second.
     private func exchange(_ request: CoAPMessage, to server: SocketAddress) async -> ExchangeResult {
         let endpoint = self.endpoint
-        let timeout = policy.exchangeTimeout
         let attempt = Task(executorPreference: executor) { () -> ExchangeResult in
             do {
                 return .answered(try await endpoint.request(request, to: server))
@@ -119,15 +114,15 @@ public struct ReliableSender: Sendable {
                 return .failed("\(error)")
             }
         }
-        let timedOut = NIOLockedValueBox(false)
-        let deadline = endpoint.eventLoop.scheduleTask(in: TimeAmount(clamping: timeout)) {
-            timedOut.withLockedValue { $0 = true }
-            attempt.cancel()
-        }
+        let id = deadlines.start { attempt.cancel() }
         let result = await withTaskCancellationHandler { await attempt.value } onCancel: { attempt.cancel() }
-        deadline.cancel()
-        if case .failed = result, timedOut.withLockedValue({ $0 }) { return .failed("no answer within \(timeout)") }
+        if deadlines.finish(id), case .failed = result { return .failed("no answer within \(policy.exchangeTimeout)") }
         return result
+    }
+
+    private enum ExchangeResult: Sendable {
+        case answered(CoAPMessage)
+        case failed(String)
     }
 
     private func backoff(_ failures: Int) -> Duration {

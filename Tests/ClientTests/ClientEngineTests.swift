@@ -1,6 +1,6 @@
 import CoAP
 import CourierClient
-import CourierDevice
+@testable import CourierDevice
 import CourierProtocol
 import Foundation
 import NIOConcurrencyHelpers
@@ -135,6 +135,37 @@ final class DeviceTimerTests: XCTestCase {
             try await already.value
             XCTFail("a sleep begun cancelled throws")
         } catch is CancellationError {}
+    }
+
+    /// One timer serves every exchange in flight: an exchange that ended is never cancelled,
+    /// and one still running when its own deadline passes is, even after an earlier one ended.
+    func testExchangeDeadlinesCancelOnlyWhatIsOverdueWithOneTimer() async throws {
+        // Deadlines 1 s after each start, the second start 0.5 s after the first: the look at
+        // 1.25 s falls between the two deadlines with a quarter of a second either side.
+        let deadlines = ExchangeDeadlines(eventLoop: MultiThreadedEventLoopGroup.singleton.next(), timeout: .seconds(1))
+        let cancelled = NIOLockedValueBox<[String]>([])
+        let clock = ContinuousClock()
+        let start = clock.now
+        let first = deadlines.start { cancelled.withLockedValue { $0.append("first") } }
+        try await clock.sleep(until: start + .milliseconds(500))
+        let second = deadlines.start { cancelled.withLockedValue { $0.append("second") } }
+        XCTAssertFalse(deadlines.finish(first), "the first ended before its deadline")
+        try await clock.sleep(until: start + .milliseconds(1250))
+        XCTAssertEqual(cancelled.withLockedValue { $0 }, [], "at the first's deadline nothing is overdue")
+        func waitFor(_ count: Int) async throws {
+            let waitStart = clock.now
+            while cancelled.withLockedValue({ $0.count }) < count && clock.now - waitStart < .seconds(10) {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        try await waitFor(1)
+        XCTAssertGreaterThanOrEqual(clock.now - start, .milliseconds(1500), "not before its own deadline")
+        XCTAssertEqual(cancelled.withLockedValue { $0 }, ["second"], "the second is cancelled at its own deadline")
+        XCTAssertTrue(deadlines.finish(second), "the second's deadline passed")
+        let third = deadlines.start { cancelled.withLockedValue { $0.append("third") } }
+        try await waitFor(2)
+        XCTAssertEqual(cancelled.withLockedValue { $0 }, ["second", "third"], "an exchange started after the timer went idle gets one again")
+        XCTAssertTrue(deadlines.finish(third))
     }
 
     /// A peer that reads every datagram and never answers: only the deadline ends an exchange.
