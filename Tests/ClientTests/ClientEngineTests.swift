@@ -138,34 +138,65 @@ final class DeviceTimerTests: XCTestCase {
     }
 
     /// One timer serves every exchange in flight: an exchange that ended is never cancelled,
-    /// and one still running when its own deadline passes is, even after an earlier one ended.
+    /// and one still running is cancelled at its own deadline, not at an earlier one's. Each
+    /// cancellation records its instant, so no assertion depends on when the test wakes.
     func testExchangeDeadlinesCancelOnlyWhatIsOverdueWithOneTimer() async throws {
-        // Deadlines 1 s after each start, the second start 0.5 s after the first: the look at
-        // 1.25 s falls between the two deadlines with a quarter of a second either side.
-        let deadlines = ExchangeDeadlines(eventLoop: MultiThreadedEventLoopGroup.singleton.next(), timeout: .seconds(1))
-        let cancelled = NIOLockedValueBox<[String]>([])
+        let timeout = Duration.seconds(2)
+        let deadlines = ExchangeDeadlines(eventLoop: MultiThreadedEventLoopGroup.singleton.next(), timeout: timeout)
         let clock = ContinuousClock()
-        let start = clock.now
-        let first = deadlines.start { cancelled.withLockedValue { $0.append("first") } }
-        try await clock.sleep(until: start + .milliseconds(500))
-        let second = deadlines.start { cancelled.withLockedValue { $0.append("second") } }
-        XCTAssertFalse(deadlines.finish(first), "the first ended before its deadline")
-        try await clock.sleep(until: start + .milliseconds(1250))
-        XCTAssertEqual(cancelled.withLockedValue { $0 }, [], "at the first's deadline nothing is overdue")
+        let cancelled = NIOLockedValueBox<[(String, ContinuousClock.Instant)]>([])
+        func record(_ name: String) -> @Sendable () -> Void {
+            { cancelled.withLockedValue { $0.append((name, ContinuousClock.now)) } }
+        }
         func waitFor(_ count: Int) async throws {
-            let waitStart = clock.now
-            while cancelled.withLockedValue({ $0.count }) < count && clock.now - waitStart < .seconds(10) {
+            let start = clock.now
+            while cancelled.withLockedValue({ $0.count }) < count && clock.now - start < .seconds(15) {
                 try await Task.sleep(for: .milliseconds(10))
             }
         }
+        let first = deadlines.start(cancel: record("first"))
+        try await Task.sleep(for: .milliseconds(500))
+        let secondStart = clock.now
+        let second = deadlines.start(cancel: record("second"))
+        // The first's deadline is 1.5 s away: ending it now is in time.
+        XCTAssertFalse(deadlines.finish(first), "the first ended before its deadline")
         try await waitFor(1)
-        XCTAssertGreaterThanOrEqual(clock.now - start, .milliseconds(1500), "not before its own deadline")
-        XCTAssertEqual(cancelled.withLockedValue { $0 }, ["second"], "the second is cancelled at its own deadline")
+        let afterSecond = cancelled.withLockedValue { $0 }
+        XCTAssertEqual(afterSecond.map(\.0), ["second"], "only the exchange still running is cancelled")
+        if let (_, at) = afterSecond.first {
+            XCTAssertGreaterThanOrEqual(at - secondStart, timeout, "at its own deadline, not at the first's (which armed the timer)")
+        }
         XCTAssertTrue(deadlines.finish(second), "the second's deadline passed")
-        let third = deadlines.start { cancelled.withLockedValue { $0.append("third") } }
+
+        let thirdStart = clock.now
+        let third = deadlines.start(cancel: record("third"))
         try await waitFor(2)
-        XCTAssertEqual(cancelled.withLockedValue { $0 }, ["second", "third"], "an exchange started after the timer went idle gets one again")
+        let afterThird = cancelled.withLockedValue { $0 }
+        XCTAssertEqual(afterThird.map(\.0), ["second", "third"], "an exchange started after the timer went idle gets one again")
+        if afterThird.count == 2 { XCTAssertGreaterThanOrEqual(afterThird[1].1 - thirdStart, timeout) }
         XCTAssertTrue(deadlines.finish(third))
+    }
+
+    /// The caller giving up ends a send at once, not at the exchange's deadline.
+    func testCancellingASendEndsItsExchangeAtOnce() async throws {
+        let silent = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let client = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false)
+        var policy = ReliableSender.Policy()
+        policy.exchangeTimeout = .seconds(60)
+        let sender = ReliableSender(endpoint: client, server: silent.localAddress!, token: "t", policy: policy)
+        let message = self.message()
+        let sending = Task { try await sender.send(message) }
+        try await Task.sleep(for: .milliseconds(200))
+        let clock = ContinuousClock()
+        let cancelledAt = clock.now
+        sending.cancel()
+        do {
+            _ = try await sending.value
+            XCTFail("a cancelled send throws")
+        } catch is CancellationError {}
+        XCTAssertLessThan(clock.now - cancelledAt, .seconds(10), "the send ended on cancellation, not after its 60 s deadline")
+        await client.close()
+        try await silent.close()
     }
 
     /// A peer that reads every datagram and never answers: only the deadline ends an exchange.
