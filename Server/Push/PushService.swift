@@ -245,9 +245,7 @@ public final class PushService: Service, Sendable {
             metrics.countPushClose(reason: "strangers_bound")
             evicted.close(promise: nil)
         }
-        let deadline = TimeAmount.nanoseconds(Int64(configuration.helloTimeout.components.seconds) * 1_000_000_000
-                                              + configuration.helloTimeout.components.attoseconds / 1_000_000_000)
-        let timer = channel.eventLoop.scheduleTask(in: deadline) { [strangers, metrics] in
+        let timer = channel.eventLoop.scheduleTask(in: TimeAmount(configuration.helloTimeout)) { [strangers, metrics] in
             guard strangers.leave(ticket) else { return }
             // An upgraded connection hears why from its session (1008); one not upgraded is dropped.
             if let session = self.openSessions.withLockedValue({ $0[ObjectIdentifier(channel)] }) {

@@ -181,7 +181,7 @@ public final class PushClient: Sendable {
     private func connect(to server: (host: String, port: Int), on eventLoop: any EventLoop) async throws -> Upgrade {
         let configuration = self.configuration
         var bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(.milliseconds(configuration.connectTimeout.components.seconds * 1000))
+            .connectTimeout(TimeAmount(configuration.connectTimeout))
         if let localHost = configuration.localHost {
             bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: localHost, port: 0))
         }

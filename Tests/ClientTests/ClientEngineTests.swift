@@ -179,8 +179,7 @@ final class DeviceTimerTests: XCTestCase {
 
     /// The caller giving up ends a send at once, not at the exchange's deadline.
     func testCancellingASendEndsItsExchangeAtOnce() async throws {
-        let silent = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
-        let client = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false)
+        let (silent, client) = try await silentPeerAndClient()
         var policy = ReliableSender.Policy()
         policy.exchangeTimeout = .seconds(60)
         let sender = ReliableSender(endpoint: client, server: silent.localAddress!, token: "t", policy: policy)
@@ -201,8 +200,7 @@ final class DeviceTimerTests: XCTestCase {
 
     /// A peer that reads every datagram and never answers: only the deadline ends an exchange.
     func testAnExchangeNobodyAnswersEndsAtItsDeadlineAndTheSenderTriesAgain() async throws {
-        let silent = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
-        let client = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false)
+        let (silent, client) = try await silentPeerAndClient()
         var policy = ReliableSender.Policy()
         policy.exchangeTimeout = .milliseconds(300)
         policy.initialBackoff = .milliseconds(50)
@@ -233,6 +231,13 @@ final class DeviceTimerTests: XCTestCase {
 
     func message() -> SendMessage {
         SendMessage(clientMessageID: "m1", chatID: 1, text: "hello", clientSentAtMs: 1)
+    }
+
+    /// A UDP socket that reads every datagram and never answers (no ICMP either, so only a
+    /// deadline or a cancellation ends an exchange with it), and a client endpoint.
+    func silentPeerAndClient() async throws -> (any Channel, CoAPEndpoint) {
+        let silent = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        return (silent, try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false))
     }
 }
 
