@@ -1,6 +1,7 @@
 import CourierCore
 import CourierProtocol
 import Foundation
+import Synchronization
 
 /// One chat's live state beside its history: who may send (checked by the gateway before a
 /// message enters the log) and which delivery receipts are due. Numbering and storing are the
@@ -21,14 +22,16 @@ public actor ChatEntity: ShardedEntity {
 
     public let id: UInt64
     private let context: Context
-    private var members: Set<UInt64>
+    /// Behind a lock as well as the actor, so that the gateway's check of a member (every send)
+    /// needs no hop onto the actor and back (`isKnownMember`); changed only on the actor.
+    private let members: Mutex<Set<UInt64>>
     private var membersLoadedAt: ContinuousClock.Instant
     private let clock = ContinuousClock()
 
     private init(id: UInt64, context: Context, members: Set<UInt64>) {
         self.id = id
         self.context = context
-        self.members = members
+        self.members = Mutex(members)
         self.membersLoadedAt = ContinuousClock.now
     }
 
@@ -44,23 +47,29 @@ public actor ChatEntity: ShardedEntity {
     /// Whether `userID` may send here; reloads the members (at most once per refresh interval)
     /// before saying no.
     public func permits(_ userID: UInt64) async throws -> Bool {
-        if members.contains(userID) { return true }
+        if isKnownMember(userID) { return true }
         guard clock.now - membersLoadedAt >= context.membershipRefreshInterval else { return false }
         try await reloadMembers()
-        return members.contains(userID)
+        return isKnownMember(userID)
+    }
+
+    /// Whether `userID` is a member as far as this chat knows now, without reloading: a yes
+    /// is `permits`' yes; a no must still ask `permits`, which may reload.
+    public nonisolated func isKnownMember(_ userID: UInt64) -> Bool {
+        members.withLock { $0.contains(userID) }
     }
 
     /// A user became a member (the gateway stored it just now): they may send, and their
     /// devices get the chat's next messages, from now on rather than after the next reload.
     public func memberAdded(_ userID: UInt64) {
-        members.insert(userID)
+        members.withLock { _ = $0.insert(userID) }
         if reloadsInFlight > 0 { addedDuringReload.insert(userID) }
     }
 
     /// A user left the chat (the gateway stored it just now): they may no longer send, and
     /// receipts stop waiting for their devices.
     public func memberRemoved(_ userID: UInt64) {
-        members.remove(userID)
+        members.withLock { _ = $0.remove(userID) }
         addedDuringReload.remove(userID)
         if reloadsInFlight > 0 { removedDuringReload.insert(userID) }
         receiptCursors[userID] = nil
@@ -81,7 +90,8 @@ public actor ChatEntity: ShardedEntity {
                 removedDuringReload = []
             }
         }
-        members = try await context.storage.members(ofChat: id).union(addedDuringReload).subtracting(removedDuringReload)
+        let loaded = try await context.storage.members(ofChat: id).union(addedDuringReload).subtracting(removedDuringReload)
+        members.withLock { $0 = loaded }
         membersLoadedAt = clock.now
     }
 

@@ -80,6 +80,13 @@ public final class ShardRegion<Entity: ShardedEntity>: Sendable {
         return try await use(entity, of: shard, id, body)
     }
 
+    /// The live entity for `id`, if there is one, without activating it or counting it as in
+    /// use: for a synchronous read that may be a moment stale (the entity may be passivated
+    /// just after), such as a send's membership check, which the store re-checks.
+    public func liveEntity(_ id: UInt64) -> Entity? {
+        shards[shardIndex(of: id)].liveEntity(id)
+    }
+
     /// Runs `body` with a checked-out entity, and checks it in however `body` ends.
     private func use<Result: Sendable>(_ entity: Entity, of shard: Shard<Entity>, _ id: UInt64, _ body: (Entity) async throws -> Result) async throws -> Result {
         do {
@@ -186,6 +193,15 @@ final class Shard<Entity: ShardedEntity>: Sendable {
                 if case .activating(let current, _) = slots[id], current == task { slots[id] = nil }
             }
             throw error
+        }
+    }
+
+    /// An active entity, marked as used now (so an idle sweep spares a chat that is sending).
+    func liveEntity(_ id: UInt64) -> Entity? {
+        slots.withLock { slots in
+            guard case .active(let entity, let users, _) = slots[id] else { return nil }
+            slots[id] = .active(entity, users: users, lastUsed: .now)
+            return entity
         }
     }
 

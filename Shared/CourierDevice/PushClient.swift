@@ -1,3 +1,4 @@
+import CoAP
 import CourierProtocol
 import Foundation
 import NIOConcurrencyHelpers

@@ -86,6 +86,33 @@ final class EndpointTests: XCTestCase {
         await server.close()
     }
 
+    /// A request's handler runs on the event loop of the socket that read it, and stays there
+    /// across its awaits: the answer is written where the datagram was read, with no hand-over
+    /// between threads.
+    func testHandlersRunOnTheirSocketsEventLoopAcrossAwaits() async throws {
+        struct LoopProbe: CoAPRequestHandler {
+            let loop: any EventLoop
+            func handle(_ request: IncomingRequest) async -> CoAPMessage {
+                let atStart = loop.inEventLoop
+                await Task.yield()
+                let afterYield = loop.inEventLoop
+                try? await Task.sleep(for: .milliseconds(1))
+                let afterSleep = loop.inEventLoop
+                return .response(.content, payload: [atStart, afterYield, afterSleep].map { $0 ? 1 : 0 })
+            }
+        }
+        let server = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: true)
+        let client = try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false)
+        let serving = Task { await server.serve(LoopProbe(loop: server.eventLoop)) }
+        defer { serving.cancel() }
+        for _ in 0..<20 {
+            let answer = try await client.request(.request(.get, path: "/where"), to: server.localAddress)
+            XCTAssertEqual(answer.payload, [1, 1, 1], "on the socket's loop at the start, after a yield and after a sleep")
+        }
+        await client.close()
+        await server.close()
+    }
+
     func testEphemeralPortsAreNeverShared() async throws {
         var endpoints: [CoAPEndpoint] = []
         for _ in 0..<300 { endpoints.append(try await CoAPEndpoint.bind(host: "127.0.0.1", port: 0, serving: false)) }

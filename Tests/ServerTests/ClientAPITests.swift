@@ -344,12 +344,7 @@ final class ClientAPITests: XCTestCase {
     /// In process: a live Chat actor that is told of a new member lets them send at once,
     /// where otherwise it would wait for its next reload of the members.
     func testALiveChatActorToldOfAMemberPermitsThemAtOnce() async throws {
-        let storage = try temporaryStorage()
-        let alice = try await storage.createUser(name: "alice")
-        let carol = try await storage.createUser(name: "carol")
-        let chat = try await storage.createChat(name: "general", memberIDs: [alice.id])
-        var context = ChatEntity.Context(storage: storage)
-        context.membershipRefreshInterval = .seconds(3600)
+        let (storage, alice, carol, chat, context) = try await chatOfAliceWithoutCarol()
         let region = ShardRegion<ChatEntity>(kind: "chat", context: context)
 
         let before = try await region.withEntity(chat.id) { try await $0.permits(carol.id) }
@@ -364,6 +359,46 @@ final class ClientAPITests: XCTestCase {
         XCTAssertEqual(live, true, "the actor is live")
         let after = try await region.withEntity(chat.id) { try await $0.permits(carol.id) }
         XCTAssertTrue(after)
+    }
+
+    /// In process: the gateway's membership check without a hop onto the chat's actor reads
+    /// only a live actor, says what the actor would say without reloading, follows the members
+    /// the actor is told of, and is gone once the actor is passivated.
+    func testTheMembershipShortcutFollowsTheLiveChatActor() async throws {
+        let (_, alice, carol, chat, context) = try await chatOfAliceWithoutCarol()
+        var layout = ShardRegionConfiguration()
+        layout.idleTimeout = .zero
+        let region = ShardRegion<ChatEntity>(kind: "chat", context: context, configuration: layout)
+
+        XCTAssertNil(region.liveEntity(chat.id), "nothing is activated by the shortcut")
+        let permitted = try await region.withEntity(chat.id) { try await $0.permits(alice.id) }
+        XCTAssertTrue(permitted)
+        let entity = try XCTUnwrap(region.liveEntity(chat.id))
+        XCTAssertTrue(entity.isKnownMember(alice.id))
+        XCTAssertFalse(entity.isKnownMember(carol.id))
+
+        _ = try await region.withLiveEntity(chat.id) { await $0.memberAdded(carol.id) }
+        XCTAssertTrue(entity.isKnownMember(carol.id), "a member announced to the actor passes at once")
+        _ = try await region.withLiveEntity(chat.id) { await $0.memberRemoved(alice.id) }
+        XCTAssertFalse(entity.isKnownMember(alice.id), "a member who left is refused at once")
+        let stillPermitted = try await region.withEntity(chat.id) { try await $0.permits(alice.id) }
+        XCTAssertFalse(stillPermitted, "and the actor agrees")
+
+        let passivated = await region.passivateIdle()
+        XCTAssertEqual(passivated, 1)
+        XCTAssertNil(region.liveEntity(chat.id), "a passivated actor is not read")
+    }
+
+    /// A chat of alice alone, carol a user outside it, and a Chat actor context that never
+    /// reloads members by itself (within the test).
+    private func chatOfAliceWithoutCarol() async throws -> (SQLiteStorage, User, User, Chat, ChatEntity.Context) {
+        let storage = try temporaryStorage()
+        let alice = try await storage.createUser(name: "alice")
+        let carol = try await storage.createUser(name: "carol")
+        let chat = try await storage.createChat(name: "general", memberIDs: [alice.id])
+        var context = ChatEntity.Context(storage: storage)
+        context.membershipRefreshInterval = .seconds(3600)
+        return (storage, alice, carol, chat, context)
     }
 
     /// In process: the storage additions behind the API.

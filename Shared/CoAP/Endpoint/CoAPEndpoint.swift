@@ -314,6 +314,15 @@ public final class CoAPEndpoint: Sendable {
     /// handlers at once; further requests wait in the bounded queue, then get 5.03.
     public func serve(maxConcurrentRequests: Int = 256, _ handler: some CoAPRequestHandler) async {
         guard let incoming else { return }
+        // This loop and each request's task run on the socket's event loop, where the datagram
+        // was read and the answer is written (see `EventLoopTaskExecutor`).
+        let executor = EventLoopTaskExecutor(channel.eventLoop)
+        await withTaskExecutorPreference(executor) {
+            await serveRequests(from: incoming, on: executor, maxConcurrentRequests: maxConcurrentRequests, handler)
+        }
+    }
+
+    private func serveRequests(from incoming: AsyncStream<IncomingRequest>, on executor: EventLoopTaskExecutor, maxConcurrentRequests: Int, _ handler: some CoAPRequestHandler) async {
         await withTaskGroup(of: Void.self) { group in
             var running = 0
             for await request in incoming {
@@ -322,7 +331,7 @@ public final class CoAPEndpoint: Sendable {
                     running -= 1
                 }
                 running += 1
-                group.addTask {
+                group.addTask(executorPreference: executor) {
                     let response = await handler.handle(request)
                     self.respond(to: request, with: response)
                 }
