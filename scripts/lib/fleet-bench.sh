@@ -7,6 +7,9 @@ swift build -c release --scratch-path "$scratch" --product courier-server >&2
 swift build -c release --scratch-path "$scratch" --product courier-sim >&2
 swift build -c release --scratch-path "$scratch" --product courier >&2
 bin=$(swift build -c release --scratch-path "$scratch" --show-bin-path)
+# COURIER_SERVER_BIN runs another build of the server (say, the last commit's) against the
+# same simulator, to compare two builds side by side in one session.
+server_bin=${COURIER_SERVER_BIN:-$bin/courier-server}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/courier-bench.XXXXXX")
 pids=()
@@ -28,7 +31,7 @@ start_server() {
     # The benchmarks measure the server's capacity, so a sender above 50 msgs/s is not
     # turned away by the per-device limit (4.29).
     COURIER_DEVICE_RATE_PER_SECOND=1000000 COURIER_DEVICE_BURST=1000000 \
-        "$bin/courier-server" serve --data-dir "$data" --bind 127.0.0.1 --coap-port "$coap_port" \
+        "$server_bin" serve --data-dir "$data" --bind 127.0.0.1 --coap-port "$coap_port" \
         --http-bind 127.0.0.1 --http-port "$http_port" --push-port "$push_port" --log-level warning "$@" \
         >"$work/$name.log" 2>&1 &
     server_pid=$!
