@@ -28,7 +28,9 @@ public enum ShardRegionError: Error, Sendable, Equatable {
 
 /// Maps an entity id to a shard and a shard to its live entities. Callers reach an entity only
 /// through `withEntity` (or `checkOut` and `checkIn`), which counts it as in use: an entity in
-/// use is never passivated, so there is never a second live instance of one id.
+/// use is never passivated, so there is never a second live instance of one id. The exception
+/// is `liveEntity`, a synchronous read that does not count: what it reads may come from an
+/// instance passivated a moment later.
 ///
 /// Bounded: a shard holds at most `maxEntitiesPerShard` live entities; at the bound it
 /// passivates the least recently used idle one, and if none is idle the call fails with

@@ -370,7 +370,9 @@ final class ClientAPITests: XCTestCase {
         layout.idleTimeout = .zero
         let region = ShardRegion<ChatEntity>(kind: "chat", context: context, configuration: layout)
 
-        XCTAssertNil(region.liveEntity(chat.id), "nothing is activated by the shortcut")
+        XCTAssertNil(region.liveEntity(chat.id), "nothing is live yet")
+        let liveAtFirst = await region.liveCount()
+        XCTAssertEqual(liveAtFirst, 0, "and the shortcut activates nothing")
         let permitted = try await region.withEntity(chat.id) { try await $0.permits(alice.id) }
         XCTAssertTrue(permitted)
         let entity = try XCTUnwrap(region.liveEntity(chat.id))

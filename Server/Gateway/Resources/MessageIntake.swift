@@ -112,9 +112,10 @@ public struct MessageIntake: MessageSending {
         return message
     }
 
-    /// 4.04 for no such chat, 4.03 unless `userID` is a member (asked of the chat's actor).
+    /// 4.04 for no such chat, 4.03 unless `userID` is a member: a live chat that knows the
+    /// sender says so without its actor; otherwise the chat's actor is asked (and may reload).
     static func requireMember(_ userID: UInt64, of chatID: UInt64, in chats: ShardRegion<ChatEntity>) async throws {
-        // A live chat that knows the sender answers without a hop onto its actor and back.
+        // No hop onto the actor and back: the store re-checks membership anyway.
         if chats.liveEntity(chatID)?.isKnownMember(userID) == true { return }
         let permitted: Bool
         do {

@@ -311,7 +311,9 @@ public final class CoAPEndpoint: Sendable {
     // MARK: - Server
 
     /// Serves incoming requests until the endpoint closes, running at most `maxConcurrentRequests`
-    /// handlers at once; further requests wait in the bounded queue, then get 5.03.
+    /// handlers at once; further requests wait in the bounded queue, then get 5.03. The handlers
+    /// run on the socket's event loop, so its group must outlive `serve` (a loop that has shut
+    /// down drops their jobs, and `serve` would never return).
     public func serve(maxConcurrentRequests: Int = 256, _ handler: some CoAPRequestHandler) async {
         guard let incoming else { return }
         // This loop and each request's task run on the socket's event loop, where the datagram
