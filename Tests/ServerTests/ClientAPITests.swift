@@ -344,7 +344,7 @@ final class ClientAPITests: XCTestCase {
     /// In process: a live Chat actor that is told of a new member lets them send at once,
     /// where otherwise it would wait for its next reload of the members.
     func testALiveChatActorToldOfAMemberPermitsThemAtOnce() async throws {
-        let (storage, alice, carol, chat, context) = try await chatOfAliceWithoutCarol()
+        let (storage, _, carol, chat, context) = try await chatOfAliceWithoutCarol()
         let region = ShardRegion<ChatEntity>(kind: "chat", context: context)
 
         let before = try await region.withEntity(chat.id) { try await $0.permits(carol.id) }
