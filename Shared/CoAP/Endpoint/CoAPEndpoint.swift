@@ -316,15 +316,15 @@ public final class CoAPEndpoint: Sendable {
     /// down drops their jobs, and `serve` would never return).
     public func serve(maxConcurrentRequests: Int = 256, _ handler: some CoAPRequestHandler) async {
         guard let incoming else { return }
-        // This loop and each request's task run on the socket's event loop, where the datagram
-        // was read and the answer is written (see `EventLoopTaskExecutor`).
-        let executor = EventLoopTaskExecutor(channel.eventLoop)
-        await withTaskExecutorPreference(executor) {
-            await serveRequests(from: incoming, on: executor, maxConcurrentRequests: maxConcurrentRequests, handler)
+        // This loop and each request's task (a child inherits the preference) run on the
+        // socket's event loop, where the datagram was read and the answer is written (see
+        // `EventLoopTaskExecutor`).
+        await withTaskExecutorPreference(EventLoopTaskExecutor(channel.eventLoop)) {
+            await serveRequests(from: incoming, maxConcurrentRequests: maxConcurrentRequests, handler)
         }
     }
 
-    private func serveRequests(from incoming: AsyncStream<IncomingRequest>, on executor: EventLoopTaskExecutor, maxConcurrentRequests: Int, _ handler: some CoAPRequestHandler) async {
+    private func serveRequests(from incoming: AsyncStream<IncomingRequest>, maxConcurrentRequests: Int, _ handler: some CoAPRequestHandler) async {
         await withTaskGroup(of: Void.self) { group in
             var running = 0
             for await request in incoming {
@@ -333,7 +333,7 @@ public final class CoAPEndpoint: Sendable {
                     running -= 1
                 }
                 running += 1
-                group.addTask(executorPreference: executor) {
+                group.addTask {
                     let response = await handler.handle(request)
                     self.respond(to: request, with: response)
                 }
