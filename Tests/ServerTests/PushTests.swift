@@ -314,7 +314,12 @@ final class PushTests: XCTestCase {
             let alice = try await server.account("alice")
             // Hello, then silence (no heartbeat) past three intervals.
             async let silent = Self.run(server, [.hello(Hello(token: alice.token, have: [], clientName: "silent"))], hold: 14)
-            let whileOpen = try await server.waitForMetric(#"courier_live_actors{type="device"}"#, timeout: 8) { $0 == 1 }
+            // The live-actor gauge is sampled by maintenance every 5 s and the session lasts 9 s
+            // after it attaches, so a sample taken while it is open comes within 6 s of the
+            // attach; waiting from the attach keeps a slow client start out of the window.
+            let attached = try await server.waitForMetric("courier_push_sessions", timeout: 20) { $0 == 1 }
+            XCTAssertEqual(attached, 1, "the session attaches")
+            let whileOpen = try await server.waitForMetric(#"courier_live_actors{type="device"}"#, timeout: 6) { $0 == 1 }
             XCTAssertEqual(whileOpen, 1, "the session keeps its Device actor loaded")
             let lines = try await silent
             XCTAssertEqual(lines.last, "closed 1001 heartbeat timeout")
