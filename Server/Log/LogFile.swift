@@ -6,7 +6,8 @@ import Glibc
 /// The file operations the log needs, behind a protocol so tests can put a fault layer under
 /// the log (drop or tear everything not yet synced) without touching the log's code.
 public protocol LogFile: AnyObject {
-    /// Current size in bytes (the writer's view: only the appending thread asks).
+    /// Bytes appended so far: where the next append goes (the writer's view: only the
+    /// appending thread asks). Zeros a file keeps written ahead of it do not count.
     var size: Int { get }
     /// Appends at the end. May be partly written before a crash; durable only after `sync`.
     func append(_ bytes: [UInt8]) throws(LogIOError)
@@ -38,14 +39,28 @@ public struct LogIOError: Error, Sendable, Equatable, CustomStringConvertible {
 }
 
 /// A segment file on a POSIX file system.
+///
+/// With a `preallocation` above zero the file keeps up to that many bytes of zeros written
+/// ahead of its end. An append then overwrites blocks the file already has, so its fdatasync
+/// writes only those data pages: the file's size, and with it the inode, does not change with
+/// every append. On this machine's ext4 that saves one of the three waits inside each
+/// fdatasync (measured: 140 to 88 us per 200-byte append and sync, 3 to 2 context switches).
+/// The price is one larger sync each time the zeros run out. Recovery reads an all-zero tail
+/// as the end of the records (`Segment.recover`).
 public final class PosixLogFile: LogFile {
     public let path: String
     private let descriptor: Int32
     public private(set) var size: Int
+    /// Zeros kept written ahead of `size`; 0 for none.
+    private let preallocation: Int
+    /// The file's length: `size` plus the zeros written ahead of it.
+    private var allocated: Int
 
-    /// Opens (creating if asked) `path` for appending and reading.
-    public init(path: String, create: Bool) throws(LogIOError) {
+    /// Opens (creating if asked) `path` for appending and reading. An opened file's `size` is
+    /// its length, zeros included: recovery finds where the records end and truncates there.
+    public init(path: String, create: Bool, preallocation: Int = 0) throws(LogIOError) {
         self.path = path
+        self.preallocation = max(0, preallocation)
         let flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0)
         let descriptor = open(path, flags, 0o644)
         guard descriptor >= 0 else { throw LogIOError(operation: .open, path: path, errno: errno) }
@@ -57,9 +72,11 @@ public final class PosixLogFile: LogFile {
         }
         self.descriptor = descriptor
         self.size = Int(end)
+        self.allocated = Int(end)
     }
 
     public func append(_ bytes: [UInt8]) throws(LogIOError) {
+        if preallocation > 0 && size + bytes.count > allocated { preallocate(beyond: size + bytes.count) }
         var written = 0
         while written < bytes.count {
             let result = bytes.withUnsafeBytes { pwrite(descriptor, $0.baseAddress! + written, bytes.count - written, off_t(size + written)) }
@@ -71,6 +88,25 @@ public final class PosixLogFile: LogFile {
             written += result
         }
         size += bytes.count
+        allocated = max(allocated, size)
+    }
+
+    /// Writes zeros from the file's end up to the first `preallocation` boundary past `end`.
+    /// Best effort: on a disk too full for them the zeros stop where they got to, and the
+    /// append that follows extends the file itself (or fails as a full disk on its own).
+    private func preallocate(beyond end: Int) {
+        let target = (end / preallocation + 1) * preallocation
+        let zeros = [UInt8](repeating: 0, count: target - allocated)
+        var written = 0
+        while written < zeros.count {
+            let result = zeros.withUnsafeBytes { pwrite(descriptor, $0.baseAddress! + written, zeros.count - written, off_t(allocated + written)) }
+            if result < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            written += result
+        }
+        allocated += written
     }
 
     public func sync() throws(LogIOError) {
@@ -96,6 +132,7 @@ public final class PosixLogFile: LogFile {
     public func truncate(to length: Int) throws(LogIOError) {
         guard ftruncate(descriptor, off_t(length)) == 0 else { throw LogIOError(operation: .truncate, path: path, errno: errno) }
         size = length
+        allocated = length
         try sync()
     }
 
@@ -128,7 +165,13 @@ public protocol LogFileSystem: Sendable {
 
 /// The real file system.
 public struct PosixFileSystem: LogFileSystem {
-    public init() {}
+    /// Zeros a segment keeps written ahead of its end (`PosixLogFile`): 64 KiB is one larger
+    /// sync per about 400 records of 150 bytes, and what a full disk still takes per partition.
+    public var preallocation: Int
+
+    public init(preallocation: Int = 64 * 1024) {
+        self.preallocation = preallocation
+    }
 
     public func createDirectory(_ path: String) throws(LogIOError) {
         do {
@@ -145,7 +188,7 @@ public struct PosixFileSystem: LogFileSystem {
     }
 
     public func openFile(_ path: String, create: Bool) throws(LogIOError) -> any LogFile {
-        try PosixLogFile(path: path, create: create)
+        try PosixLogFile(path: path, create: create, preallocation: preallocation)
     }
 
     public func syncDirectory(_ path: String) throws(LogIOError) {

@@ -64,7 +64,8 @@ final class Segment: @unchecked Sendable {
 
     /// Opens an existing segment, checking every record. In the newest segment an invalid tail
     /// with nothing valid after it is a write that never finished (never acknowledged, since
-    /// acknowledgement waits for sync): it is cut off. Anywhere else it is an error.
+    /// acknowledgement waits for sync): it is cut off. Anywhere else it is an error. A tail of
+    /// zeros is the room written ahead of the records, in any segment: not counted as cut.
     static func recover(baseOffset: UInt64, file: any LogFile, isNewest: Bool) throws(LogRecoveryError) -> (segment: Segment, truncatedBytes: Int) {
         let segment = Segment(baseOffset: baseOffset, name: fileName(baseOffset: baseOffset), file: file)
         var position = 0
@@ -96,6 +97,16 @@ final class Segment: @unchecked Sendable {
             }
             if let invalid {
                 let badPosition = position + cursor
+                // Zeros from here to the end are room the file keeps written ahead
+                // (`PosixLogFile`), not a torn write: the records end here. The newest segment
+                // is cut there (and synced), so its writer appends from there.
+                if try segment.isZero(from: badPosition) {
+                    if isNewest {
+                        do { try file.truncate(to: badPosition) } catch { throw .io(error) }
+                    }
+                    segment.durable = segment.written
+                    return (segment, 0)
+                }
                 guard isNewest, try !segment.hasValidRecord(after: badPosition) else {
                     throw .corruptRecord(segment: segment.name, position: badPosition, expectedOffset: segment.written.offset, reason: invalid)
                 }
@@ -125,6 +136,20 @@ final class Segment: @unchecked Sendable {
             if case .record(let offset, _, _) = RecordFrame.scan(tail, at: candidate), offset >= written.offset { return true }
         }
         return false
+    }
+
+    /// Whether every byte from `position` to the end of the file is zero. Reads in chunks and
+    /// stops at the first other byte; runs only at startup.
+    private func isZero(from position: Int) throws(LogRecoveryError) -> Bool {
+        var start = position
+        while start < file.size {
+            let chunk: [UInt8]
+            do { chunk = try file.read(at: start, count: min(1 << 20, file.size - start)) } catch { throw .io(error) }
+            guard !chunk.isEmpty else { break }
+            guard chunk.allSatisfy({ $0 == 0 }) else { return false }
+            start += chunk.count
+        }
+        return true
     }
 
     /// Callers hold `lock` (or run before the segment is shared, during recovery).

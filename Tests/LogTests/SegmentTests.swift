@@ -91,6 +91,66 @@ final class SegmentTests: XCTestCase {
         segment.close()
     }
 
+    /// The file's length on disk, zeros written ahead included.
+    func lengthOnDisk() throws -> Int {
+        try XCTUnwrap(FileManager.default.attributesOfItem(atPath: path())[.size] as? Int)
+    }
+
+    func testPreallocatedZerosKeepTheLengthUntilUsedAndRecoveryEndsTheRecordsThere() throws {
+        let chunk = 2048
+        let segment = Segment.create(baseOffset: 100, file: try PosixLogFile(path: path(), create: true, preallocation: chunk))
+        var lengths: [Int] = []
+        for offset in UInt64(100)..<140 {
+            _ = try segment.append([payload(offset)])
+            try segment.sync()
+            lengths.append(try lengthOnDisk())
+        }
+        let used = segment.size
+        segment.close()
+        XCTAssertGreaterThan(used, chunk, "the records outgrow one chunk of zeros")
+        XCTAssertTrue(lengths.allSatisfy { $0 % chunk == 0 && $0 > 0 }, "the file grows by whole chunks of zeros: \(lengths)")
+        XCTAssertEqual(Set(lengths).count, used / chunk + 1, "its length changes once per chunk, not with every append: \(lengths)")
+
+        let (recovered, cut) = try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false, preallocation: chunk), isNewest: true)
+        XCTAssertEqual(cut, 0, "the zeros are room written ahead, not a torn write")
+        XCTAssertEqual(recovered.nextOffset, 140)
+        XCTAssertEqual(recovered.size, used, "the newest segment appends where its records end")
+        XCTAssertEqual(try lengthOnDisk(), used, "and is cut there")
+        XCTAssertEqual(try recovered.read(from: 100, maxBytes: .max).map(\.payload), (UInt64(100)..<140).map(payload))
+        XCTAssertEqual(try recovered.append([payload(140)]), 140)
+        try recovered.sync()
+        XCTAssertEqual(try lengthOnDisk() % chunk, 0, "an append past the end writes zeros ahead again")
+        recovered.close()
+
+        let (older, olderCut) = try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: false)
+        defer { older.close() }
+        XCTAssertEqual(olderCut, 0, "a rolled segment keeps its zeros, and they end its records too")
+        XCTAssertEqual(older.nextOffset, 141)
+        XCTAssertEqual(try older.read(from: 140, maxBytes: .max).map(\.payload), [payload(140)])
+    }
+
+    func testATornWriteIntoPreallocatedZerosIsCut() throws {
+        let segment = Segment.create(baseOffset: 100, file: try PosixLogFile(path: path(), create: true, preallocation: 16 * 1024))
+        _ = try segment.append((UInt64(100)..<110).map(payload))
+        try segment.sync()
+        let intact = segment.size
+        segment.close()
+        // Two more records that only partly reached the zeros.
+        var partial: [UInt8] = []
+        RecordFrame.append(offset: 110, payload: payload(110), to: &partial)
+        RecordFrame.append(offset: 111, payload: payload(111), to: &partial)
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path()))
+        try handle.seek(toOffset: UInt64(intact))
+        try handle.write(contentsOf: partial.prefix(partial.count - 7))
+        try handle.close()
+
+        let (recovered, cut) = try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true)
+        defer { recovered.close() }
+        XCTAssertGreaterThan(cut, 0, "a record cut short among the zeros is a torn write")
+        XCTAssertEqual(recovered.nextOffset, 111, "record 110 was whole, so it stays")
+        XCTAssertEqual(try recovered.read(from: 110, maxBytes: .max).map(\.payload), [payload(110)])
+    }
+
     func testBadChecksumInTheMiddleIsALoudErrorNeverATruncation() throws {
         try writeSegment(count: 50)
         let file = try PosixLogFile(path: path(), create: false)
