@@ -91,22 +91,24 @@ public final class PosixLogFile: LogFile {
         allocated = max(allocated, size)
     }
 
-    /// Writes zeros from the file's end up to the first `preallocation` boundary past `end`.
-    /// Best effort: on a disk too full for them the zeros stop where they got to, and the
-    /// append that follows extends the file itself (or fails as a full disk on its own).
+    /// Writes zeros from `end` (where the append about to be written ends) up to the next
+    /// `preallocation` boundary. Best effort: on a disk too full for them the zeros stop where
+    /// they got to, and the append that follows extends the file itself (or fails as a full
+    /// disk on its own).
     private func preallocate(beyond end: Int) {
-        let target = (end / preallocation + 1) * preallocation
-        let zeros = [UInt8](repeating: 0, count: target - allocated)
+        let start = max(allocated, end)
+        let zeros = [UInt8](repeating: 0, count: (end / preallocation + 1) * preallocation - start)
         var written = 0
         while written < zeros.count {
-            let result = zeros.withUnsafeBytes { pwrite(descriptor, $0.baseAddress! + written, zeros.count - written, off_t(allocated + written)) }
+            let result = zeros.withUnsafeBytes { pwrite(descriptor, $0.baseAddress! + written, zeros.count - written, off_t(start + written)) }
             if result < 0 {
                 if errno == EINTR { continue }
                 break
             }
             written += result
         }
-        allocated += written
+        // Any gap below `start` is the append's, written next (or cut if that fails).
+        if written > 0 { allocated = start + written }
     }
 
     public func sync() throws(LogIOError) {

@@ -341,7 +341,9 @@ public final class Partition: @unchecked Sendable {
 
     private func roll(after segment: Segment) throws(LogIOError) -> Segment {
         // Every batch was synced before it was answered, so the full segment is durable: only
-        // the newest segment can ever have a torn tail, which is what recovery relies on.
+        // the newest segment can ever have a torn tail, which is what recovery relies on. Its
+        // zeros written ahead are cut first, so a full segment holds exactly its records.
+        try segment.trimToRecords()
         let baseOffset = segment.nextOffset
         let file = try fileSystem.openFile("\(directory)/\(Segment.fileName(baseOffset: baseOffset))", create: true)
         let next = Segment.create(baseOffset: baseOffset, file: file)

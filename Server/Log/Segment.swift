@@ -65,7 +65,9 @@ final class Segment: @unchecked Sendable {
     /// Opens an existing segment, checking every record. In the newest segment an invalid tail
     /// with nothing valid after it is a write that never finished (never acknowledged, since
     /// acknowledgement waits for sync): it is cut off. Anywhere else it is an error. A tail of
-    /// zeros is the room written ahead of the records, in any segment: not counted as cut.
+    /// zeros is the room written ahead of the records: not counted as cut. Only the newest
+    /// segment has one (a segment is trimmed when it rolls), but one in an older segment is
+    /// read the same way.
     static func recover(baseOffset: UInt64, file: any LogFile, isNewest: Bool) throws(LogRecoveryError) -> (segment: Segment, truncatedBytes: Int) {
         let segment = Segment(baseOffset: baseOffset, name: fileName(baseOffset: baseOffset), file: file)
         var position = 0
@@ -107,7 +109,13 @@ final class Segment: @unchecked Sendable {
                     segment.durable = segment.written
                     return (segment, 0)
                 }
-                guard isNewest, try !segment.hasValidRecord(after: badPosition) else {
+                // Records after the invalid bytes make them damage, unless a whole page among
+                // them is still zero: a write over the zeros written ahead that a power cut
+                // stopped before it all reached the disk (pages go out in any order), so nothing
+                // from here was synced or acknowledged.
+                guard isNewest, try segment.nextValidRecord(after: badPosition).map({ next throws(LogRecoveryError) in
+                    try segment.containsZeroPage(from: badPosition, to: next)
+                }) ?? true else {
                     throw .corruptRecord(segment: segment.name, position: badPosition, expectedOffset: segment.written.offset, reason: invalid)
                 }
                 let cut = file.size - badPosition
@@ -126,16 +134,31 @@ final class Segment: @unchecked Sendable {
         return (segment, 0)
     }
 
-    /// Whether any intact record with an offset not yet seen starts after `position`: if so, the
-    /// invalid bytes are damage inside the log, not an unfinished write at its end. Runs only at
-    /// startup, over the rest of one segment, and only when something is already wrong.
-    private func hasValidRecord(after position: Int) throws(LogRecoveryError) -> Bool {
+    /// Where the first intact record with an offset not yet seen starts after `position`, if
+    /// one does: then the invalid bytes are damage inside the log, not an unfinished write at
+    /// its end. Runs only at startup, over the rest of one segment, and only when something is
+    /// already wrong.
+    private func nextValidRecord(after position: Int) throws(LogRecoveryError) -> Int? {
         let tail: [UInt8]
         do { tail = try file.read(at: position + 1, count: file.size - position - 1) } catch { throw .io(error) }
         for candidate in tail.indices {
-            if case .record(let offset, _, _) = RecordFrame.scan(tail, at: candidate), offset >= written.offset { return true }
+            if case .record(let offset, _, _) = RecordFrame.scan(tail, at: candidate), offset >= written.offset { return position + 1 + candidate }
         }
-        return false
+        return nil
+    }
+
+    /// Whether a whole page (4 KiB, aligned in the file, the page cache's unit of writeback)
+    /// between `start` and `end` is zero: what a page the writer wrote, but the disk never got,
+    /// reads as over the zeros written ahead.
+    private func containsZeroPage(from start: Int, to end: Int) throws(LogRecoveryError) -> Bool {
+        let page = 4096
+        let first = (start + page - 1) / page * page
+        guard first + page <= end else { return false }
+        let bytes: [UInt8]
+        do { bytes = try file.read(at: first, count: end - first) } catch { throw .io(error) }
+        return stride(from: 0, through: bytes.count - page, by: page).contains { offset in
+            bytes[offset..<offset + page].allSatisfy { $0 == 0 }
+        }
     }
 
     /// Whether every byte from `position` to the end of the file is zero. Reads in chunks and
@@ -202,6 +225,12 @@ final class Segment: @unchecked Sendable {
             if index[middle].offset <= offset { low = middle + 1 } else { high = middle }
         }
         return low == 0 ? 0 : index[low - 1].position
+    }
+
+    /// Cuts whatever the file holds past its records (the zeros written ahead) and syncs that:
+    /// for a segment that is full and takes no more appends.
+    func trimToRecords() throws(LogIOError) {
+        try file.truncate(to: file.size)
     }
 
     /// Where the written records end: what a sync started now will make durable.

@@ -61,6 +61,14 @@ final class PartitionTests: XCTestCase {
         let files = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".log") }.sorted()
         XCTAssertGreaterThan(files.count, 5, "a 4 KiB segment limit rolls many segments")
         XCTAssertEqual(files.first, Segment.fileName(baseOffset: 0))
+        for name in files.dropLast() {
+            let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(directory!)/\(name)")))
+            var position = 0
+            while case .record(_, _, let next) = RecordFrame.scan(bytes, at: position) { position = next }
+            XCTAssertEqual(position, bytes.count, "\(name) was cut back to its records when it rolled, no zeros after them")
+        }
+        XCTAssertGreaterThan(try FileManager.default.attributesOfItem(atPath: "\(directory!)/\(files.last!)")[.size] as? Int ?? 0, 4 * 1024,
+                             "the newest segment keeps zeros written ahead")
 
         let reopened = try Partition(directory: directory, configuration: configuration)
         defer { reopened.close() }

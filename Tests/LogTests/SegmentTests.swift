@@ -124,7 +124,7 @@ final class SegmentTests: XCTestCase {
 
         let (older, olderCut) = try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: false)
         defer { older.close() }
-        XCTAssertEqual(olderCut, 0, "a rolled segment keeps its zeros, and they end its records too")
+        XCTAssertEqual(olderCut, 0, "zeros in an older segment (one not trimmed when it rolled) end its records too")
         XCTAssertEqual(older.nextOffset, 141)
         XCTAssertEqual(try older.read(from: 140, maxBytes: .max).map(\.payload), [payload(140)])
     }
@@ -149,6 +149,47 @@ final class SegmentTests: XCTestCase {
         XCTAssertGreaterThan(cut, 0, "a record cut short among the zeros is a torn write")
         XCTAssertEqual(recovered.nextOffset, 111, "record 110 was whole, so it stays")
         XCTAssertEqual(try recovered.read(from: 110, maxBytes: .max).map(\.payload), [payload(110)])
+    }
+
+    /// Synced records 100-109, then a batch 110-189 written over the zeros ahead of which one
+    /// whole page, past the batch's first records, reads as `pageFill`; returns the segment's
+    /// recovery and where the page starts.
+    func recoverAfterAPageOfALaterBatch(reads pageFill: UInt8) throws -> (Result<(segment: Segment, truncatedBytes: Int), Error>, page: Int) {
+        let segment = Segment.create(baseOffset: 100, file: try PosixLogFile(path: path(), create: true, preallocation: 64 * 1024))
+        _ = try segment.append((UInt64(100)..<110).map(payload))
+        try segment.sync()
+        let intact = segment.size
+        segment.close()
+        var batch: [UInt8] = []
+        for offset in UInt64(110)..<190 { RecordFrame.append(offset: offset, payload: payload(offset), to: &batch) }
+        let page = (intact + 4095) / 4096 * 4096
+        XCTAssertGreaterThan(page, intact + 200, "the batch has whole records before the page")
+        XCTAssertLessThan(page + 4096 + 1000, intact + batch.count, "and after it")
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path()))
+        try handle.seek(toOffset: UInt64(intact))
+        try handle.write(contentsOf: batch)
+        try handle.seek(toOffset: UInt64(page))
+        try handle.write(contentsOf: [UInt8](repeating: pageFill, count: 4096))
+        try handle.close()
+        return (Result { try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true) }, page)
+    }
+
+    func testAPageAPowerCutKeptFromTheDiskEndsTheRecordsThoughLaterOnesReachedIt() throws {
+        let (recovery, page) = try recoverAfterAPageOfALaterBatch(reads: 0)
+        let (segment, cut) = try recovery.get()
+        defer { segment.close() }
+        XCTAssertGreaterThan(cut, 0, "the unfinished batch is cut")
+        XCTAssertGreaterThan(segment.nextOffset, 110, "the batch's records before the missing page are whole, so they stay")
+        XCTAssertLessThan(segment.nextOffset, 190, "none after it does")
+        XCTAssertLessThanOrEqual(segment.size, page)
+        XCTAssertEqual(try segment.read(from: 100, maxBytes: .max).map(\.payload), (UInt64(100)..<segment.nextOffset).map(payload))
+    }
+
+    func testTheSamePageDamagedIsALoudErrorNotACut() throws {
+        let (recovery, _) = try recoverAfterAPageOfALaterBatch(reads: 0xAB)
+        XCTAssertThrowsError(try recovery.get(), "records after bytes that are not zeros: damage") { error in
+            guard case .corruptRecord = error as? LogRecoveryError else { return XCTFail("\(error)") }
+        }
     }
 
     func testBadChecksumInTheMiddleIsALoudErrorNeverATruncation() throws {
