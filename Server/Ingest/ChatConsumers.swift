@@ -300,7 +300,12 @@ public final class ChatConsumers: Sendable {
     private func store(_ byChat: [UInt64: [ParkedChats.Entry]], partition: Int) async -> (Settled, failed: [UInt64: String])? {
         if Task.isCancelled { return nil }
         var failed: [UInt64: String] = [:]
-        let writes = byChat.map { chatID, entries in ChatWrite(chatID: chatID, messages: entries.map { StoredMessage($0.message) }) }
+        // Keys the filter has never seen were never stored: the store need not look them up.
+        let writes = byChat.map { chatID, entries in
+            ChatWrite(chatID: chatID, messages: entries.map { StoredMessage($0.message) }, unseenKeys: Set(entries.lazy.map(\.message).filter {
+                !self.dedupFilter.mightContain(deviceID: $0.senderDeviceID, clientMessageID: $0.clientMessageID)
+            }.map(\.serverMessageID)))
+        }
         let results: [ChatWriteResult]
         do {
             results = writes.isEmpty ? [] : try await writer.store(writes)

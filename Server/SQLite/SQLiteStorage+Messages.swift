@@ -63,27 +63,40 @@ extension SQLiteStorage {
     }
 
     /// One chat's part of a batch, inside a savepoint so that its failure leaves the others.
+    /// Keys the write says were never seen are not looked up first (with a test fault's copies,
+    /// every key is); if one was stored after all (a device's retry appended twice, one key
+    /// twice in the batch), its key's uniqueness stops the insert, and the chat's part is
+    /// written again with every key looked up.
     static func writeChat(_ db: Database, _ write: ChatWrite, storedAt: Int64) -> ChatWriteResult {
-        var result = ChatWriteResult.chatNotFound
         do {
-            try db.inSavepoint {
-                guard let last = try lastSequence(db, chatID: write.chatID) else { return .commit }
-                let members = Set(try Int64.fetchAll(db.cachedStatement(sql: "SELECT user_id FROM members WHERE chat_id = ?"), arguments: [Int64(clamping: write.chatID)]).map { UInt64($0) })
-                let accepted = try write.messages.map { message in
-                    guard members.contains(message.senderUserID) else { return false }
-                    return try changeIsValid(db, message, chatID: write.chatID)
-                }
-                let allowed = zip(write.messages, accepted).filter(\.1).map(\.0)
-                let outcomes = try insertMessages(db, allowed, chatID: write.chatID, afterSequence: last, copies: write.copies, storedAt: storedAt)
-                let added = outcomes.compactMap(\.added)
-                try queueForSearch(db, added)
-                try applyChanges(db, added)
-                var stored = outcomes.makeIterator()
-                result = .written(accepted.map { $0 ? stored.next() : nil }, added: added, members: members)
-                return .commit
-            }
+            return try writeChat(db, write, storedAt: storedAt, unlooked: write.copies.isEmpty ? write.unseenKeys : [])
+        } catch is KeyStoredAfterAll {
+            do { return try writeChat(db, write, storedAt: storedAt, unlooked: []) } catch { return .failed(storageError(error)) }
         } catch {
-            result = .failed(storageError(error))
+            return .failed(storageError(error))
+        }
+    }
+
+    /// A key `insertMessages` did not look up was in the table: the savepoint is rolled back.
+    struct KeyStoredAfterAll: Error {}
+
+    private static func writeChat(_ db: Database, _ write: ChatWrite, storedAt: Int64, unlooked: Set<UInt64>) throws -> ChatWriteResult {
+        var result = ChatWriteResult.chatNotFound
+        try db.inSavepoint {
+            guard let last = try lastSequence(db, chatID: write.chatID) else { return .commit }
+            let members = Set(try Int64.fetchAll(db.cachedStatement(sql: "SELECT user_id FROM members WHERE chat_id = ?"), arguments: [Int64(clamping: write.chatID)]).map { UInt64($0) })
+            let accepted = try write.messages.map { message in
+                guard members.contains(message.senderUserID) else { return false }
+                return try changeIsValid(db, message, chatID: write.chatID)
+            }
+            let allowed = zip(write.messages, accepted).filter(\.1).map(\.0)
+            let outcomes = try insertMessages(db, allowed, chatID: write.chatID, afterSequence: last, copies: write.copies, unlooked: unlooked, storedAt: storedAt)
+            let added = outcomes.compactMap(\.added)
+            try queueForSearch(db, added)
+            try applyChanges(db, added)
+            var stored = outcomes.makeIterator()
+            result = .written(accepted.map { $0 ? stored.next() : nil }, added: added, members: members)
+            return .commit
         }
         return result
     }
@@ -179,7 +192,9 @@ extension SQLiteStorage {
 
     /// Numbers and inserts messages of one chat after `afterSequence` (its stored last sequence),
     /// with their deduplication keys (see `storeMessages`); the caller indexes them for search.
-    static func insertMessages(_ db: Database, _ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64, copies: Set<UInt64>, storedAt: Int64) throws -> [StoreOutcome] {
+    /// `unlooked`: server message ids whose keys are not looked up first; one of them found
+    /// stored when it or its key is inserted throws `KeyStoredAfterAll`.
+    static func insertMessages(_ db: Database, _ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64, copies: Set<UInt64>, unlooked: Set<UInt64> = [], storedAt: Int64) throws -> [StoreOutcome] {
         var sequence = afterSequence
         var outcomes: [StoreOutcome] = []
         outcomes.reserveCapacity(messages.count)
@@ -194,7 +209,8 @@ extension SQLiteStorage {
         for var message in messages {
             let isCopy = copies.contains(message.serverMessageID)
             // A duplicate within this batch is found here too: its key went in above.
-            let existing = try Self.message(db, deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID)
+            let lookedUp = !unlooked.contains(message.serverMessageID)
+            let existing = lookedUp ? try Self.message(db, deviceID: message.senderDeviceID, clientMessageID: message.clientMessageID) : nil
             if isCopy, existing.map({ !storedNow.contains($0.serverMessageID) }) ?? true {
                 outcomes.append(.duplicate(existing ?? message))
                 continue
@@ -207,13 +223,22 @@ extension SQLiteStorage {
             sequence += 1
             message.chatID = chatID
             message.sequence = sequence
-            try insertMessage.execute(arguments: [
-                Int64(message.serverMessageID), Int64(chatID), Int64(sequence), Int64(message.senderUserID),
-                Int64(message.senderDeviceID), message.clientMessageID, message.text, message.clientSentAtMilliseconds,
-                message.acceptedAtMilliseconds, storedAt, Int64(message.change?.kind ?? 0), Int64(clamping: message.change?.sequence ?? 0),
-            ])
+            do {
+                try insertMessage.execute(arguments: [
+                    Int64(message.serverMessageID), Int64(chatID), Int64(sequence), Int64(message.senderUserID),
+                    Int64(message.senderDeviceID), message.clientMessageID, message.text, message.clientSentAtMilliseconds,
+                    message.acceptedAtMilliseconds, storedAt, Int64(message.change?.kind ?? 0), Int64(clamping: message.change?.sequence ?? 0),
+                ])
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT && !lookedUp {
+                // The message itself stored already (a replay), under a key the filter lacked.
+                throw KeyStoredAfterAll()
+            }
             if !isCopy {
-                try insertKey.execute(arguments: [Int64(message.senderDeviceID), message.clientMessageID, Int64(message.serverMessageID)])
+                do {
+                    try insertKey.execute(arguments: [Int64(message.senderDeviceID), message.clientMessageID, Int64(message.serverMessageID)])
+                } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT && !lookedUp {
+                    throw KeyStoredAfterAll()
+                }
                 if !copies.isEmpty { storedNow.insert(message.serverMessageID) }
             }
             outcomes.append(.stored(message))

@@ -389,7 +389,9 @@ final class StorageContract {
     /// One batch, many chats: each chat numbered after its own last sequence, two writes into
     /// the same chat numbered in order, duplicates (within the batch too) and conflicts found,
     /// a non-member's message left out, a missing chat reported, and the other chats stored.
-    func aBatchStoresEveryChatOnItsOwn() async throws {
+    /// `hintingUnseen`: every write says no key of it was ever seen (`ChatWrite.unseenKeys`), as
+    /// a consumer whose filter was empty would; the outcomes must not change.
+    func aBatchStoresEveryChatOnItsOwn(hintingUnseen: Bool = false) async throws {
         let (_, annDevice, general) = try await member("ann")
         let (bob, bobDevice, secret) = try await member("bob")
         _ = try await storage.storeMessage(message(1, in: general, from: annDevice, "before", clientID: "before", serverID: 500))
@@ -397,12 +399,17 @@ final class StorageContract {
             StoredMessage(serverMessageID: id, chatID: chat.id, sequence: 0, senderUserID: device.userID, senderDeviceID: device.id,
                           clientMessageID: clientID, text: text, clientSentAtMilliseconds: 1, acceptedAtMilliseconds: 2)
         }
+        func write(_ chatID: UInt64, _ messages: [StoredMessage]) -> ChatWrite {
+            ChatWrite(chatID: chatID, messages: messages, unseenKeys: hintingUnseen ? Set(messages.map(\.serverMessageID)) : [])
+        }
         let results = try await storage.storeBatch([
-            ChatWrite(chatID: secret.id, messages: [sent(bobDevice, secret, "s1", "one", id: 601), sent(annDevice, secret, "intruder", "no", id: 602)]),
-            ChatWrite(chatID: general.id, messages: [sent(annDevice, general, "g1", "first", id: 603), sent(annDevice, general, "g1", "first", id: 604)]),
-            ChatWrite(chatID: 999_999, messages: [sent(annDevice, general, "lost", "nowhere", id: 605)]),
-            ChatWrite(chatID: general.id, messages: [sent(annDevice, general, "before", "before", id: 606), sent(annDevice, general, "g2", "second", id: 607),
-                                                     sent(annDevice, general, "g1", "other text", id: 608)]),
+            write(secret.id, [sent(bobDevice, secret, "s1", "one", id: 601), sent(annDevice, secret, "intruder", "no", id: 602)]),
+            write(general.id, [sent(annDevice, general, "g1", "first", id: 603), sent(annDevice, general, "g1", "first", id: 604)]),
+            write(999_999, [sent(annDevice, general, "lost", "nowhere", id: 605)]),
+            write(general.id, [sent(annDevice, general, "before", "before", id: 606), sent(annDevice, general, "g2", "second", id: 607),
+                               sent(annDevice, general, "g1", "other text", id: 608)]),
+            // A replay: the very message stored before, its server message id and all.
+            write(general.id, [sent(annDevice, general, "before", "before", id: 500)]),
         ])
         func summary(_ result: ChatWriteResult) -> [String] {
             switch result {
@@ -424,6 +431,7 @@ final class StorageContract {
             ["stored 603 #2", "duplicate of 603 #2"],
             ["no chat"],
             ["duplicate of 500 #1", "stored 607 #3", "conflict with 603"],
+            ["duplicate of 500 #1"],
         ])
         guard case .written(_, let added, let members) = results[0] else { return XCTFail("written") }
         XCTAssertEqual(added.map(\.serverMessageID), [601])

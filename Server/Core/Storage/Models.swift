@@ -161,11 +161,16 @@ public struct ChatWrite: Sendable {
     public var chatID: UInt64
     public var messages: [StoredMessage]
     public var copies: Set<UInt64>
+    /// Server message ids of messages whose deduplication key the caller has never seen stored
+    /// (the consumers' `DedupFilter` says so): a hint that a store may skip looking them up.
+    /// Only a hint: a key stored after all must still come out as a duplicate or a conflict.
+    public var unseenKeys: Set<UInt64>
 
-    public init(chatID: UInt64, messages: [StoredMessage], copies: Set<UInt64> = []) {
+    public init(chatID: UInt64, messages: [StoredMessage], copies: Set<UInt64> = [], unseenKeys: Set<UInt64> = []) {
         self.chatID = chatID
         self.messages = messages
         self.copies = copies
+        self.unseenKeys = unseenKeys
     }
 }
 
