@@ -77,16 +77,8 @@ public final class PosixLogFile: LogFile {
 
     public func append(_ bytes: [UInt8]) throws(LogIOError) {
         if preallocation > 0 && size + bytes.count > allocated { preallocate(beyond: size + bytes.count) }
-        var written = 0
-        while written < bytes.count {
-            let result = bytes.withUnsafeBytes { pwrite(descriptor, $0.baseAddress! + written, bytes.count - written, off_t(size + written)) }
-            if result < 0 {
-                if errno == EINTR { continue }
-                // What was written stays beyond `size`; the next append overwrites it.
-                throw LogIOError(operation: .write, path: path, errno: errno)
-            }
-            written += result
-        }
+        // What a failed write left stays beyond `size`; the next append overwrites it.
+        if let error = write(bytes, at: size).error { throw LogIOError(operation: .write, path: path, errno: error) }
         size += bytes.count
         allocated = max(allocated, size)
     }
@@ -97,18 +89,24 @@ public final class PosixLogFile: LogFile {
     /// disk on its own).
     private func preallocate(beyond end: Int) {
         let start = max(allocated, end)
-        let zeros = [UInt8](repeating: 0, count: (end / preallocation + 1) * preallocation - start)
+        let written = write([UInt8](repeating: 0, count: (end / preallocation + 1) * preallocation - start), at: start).written
+        // Any gap below `start` is the append's, written next (or cut if that fails).
+        if written > 0 { allocated = start + written }
+    }
+
+    /// Writes all of `bytes` at `position` (pwrite until done, retrying on EINTR); on failure,
+    /// how much got written and the errno.
+    private func write(_ bytes: [UInt8], at position: Int) -> (written: Int, error: Int32?) {
         var written = 0
-        while written < zeros.count {
-            let result = zeros.withUnsafeBytes { pwrite(descriptor, $0.baseAddress! + written, zeros.count - written, off_t(start + written)) }
+        while written < bytes.count {
+            let result = bytes.withUnsafeBytes { pwrite(descriptor, $0.baseAddress! + written, bytes.count - written, off_t(position + written)) }
             if result < 0 {
                 if errno == EINTR { continue }
-                break
+                return (written, errno)
             }
             written += result
         }
-        // Any gap below `start` is the append's, written next (or cut if that fails).
-        if written > 0 { allocated = start + written }
+        return (written, nil)
     }
 
     public func sync() throws(LogIOError) {

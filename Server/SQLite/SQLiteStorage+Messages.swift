@@ -80,6 +80,16 @@ extension SQLiteStorage {
     /// A key `insertMessages` did not look up was in the table: the savepoint is rolled back.
     struct KeyStoredAfterAll: Error {}
 
+    /// Runs an insert of `insertMessages`; for a message whose key was not looked up, a
+    /// uniqueness failure is `KeyStoredAfterAll`.
+    private static func insert(_ statement: Statement, _ arguments: StatementArguments, lookedUp: Bool) throws {
+        do {
+            try statement.execute(arguments: arguments)
+        } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT && !lookedUp {
+            throw KeyStoredAfterAll()
+        }
+    }
+
     private static func writeChat(_ db: Database, _ write: ChatWrite, storedAt: Int64, unlooked: Set<UInt64>) throws -> ChatWriteResult {
         var result = ChatWriteResult.chatNotFound
         try db.inSavepoint {
@@ -223,22 +233,14 @@ extension SQLiteStorage {
             sequence += 1
             message.chatID = chatID
             message.sequence = sequence
-            do {
-                try insertMessage.execute(arguments: [
-                    Int64(message.serverMessageID), Int64(chatID), Int64(sequence), Int64(message.senderUserID),
-                    Int64(message.senderDeviceID), message.clientMessageID, message.text, message.clientSentAtMilliseconds,
-                    message.acceptedAtMilliseconds, storedAt, Int64(message.change?.kind ?? 0), Int64(clamping: message.change?.sequence ?? 0),
-                ])
-            } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT && !lookedUp {
-                // The message itself stored already (a replay), under a key the filter lacked.
-                throw KeyStoredAfterAll()
-            }
+            // Unlooked, the message (a replay) or its key (a retry) may be stored already.
+            try insert(insertMessage, [
+                Int64(message.serverMessageID), Int64(chatID), Int64(sequence), Int64(message.senderUserID),
+                Int64(message.senderDeviceID), message.clientMessageID, message.text, message.clientSentAtMilliseconds,
+                message.acceptedAtMilliseconds, storedAt, Int64(message.change?.kind ?? 0), Int64(clamping: message.change?.sequence ?? 0),
+            ], lookedUp: lookedUp)
             if !isCopy {
-                do {
-                    try insertKey.execute(arguments: [Int64(message.senderDeviceID), message.clientMessageID, Int64(message.serverMessageID)])
-                } catch let error as DatabaseError where error.resultCode == .SQLITE_CONSTRAINT && !lookedUp {
-                    throw KeyStoredAfterAll()
-                }
+                try insert(insertKey, [Int64(message.senderDeviceID), message.clientMessageID, Int64(message.serverMessageID)], lookedUp: lookedUp)
                 if !copies.isEmpty { storedNow.insert(message.serverMessageID) }
             }
             outcomes.append(.stored(message))

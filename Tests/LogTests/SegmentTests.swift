@@ -129,20 +129,31 @@ final class SegmentTests: XCTestCase {
         XCTAssertEqual(try older.read(from: 140, maxBytes: .max).map(\.payload), [payload(140)])
     }
 
-    func testATornWriteIntoPreallocatedZerosIsCut() throws {
-        let segment = Segment.create(baseOffset: 100, file: try PosixLogFile(path: path(), create: true, preallocation: 16 * 1024))
+    /// Records 100-109 synced in a segment with `preallocation` zeros ahead, closed; returns
+    /// where they end.
+    func syncedRecordsBeforeZeros(preallocation: Int) throws -> Int {
+        let segment = Segment.create(baseOffset: 100, file: try PosixLogFile(path: path(), create: true, preallocation: preallocation))
+        defer { segment.close() }
         _ = try segment.append((UInt64(100)..<110).map(payload))
         try segment.sync()
-        let intact = segment.size
-        segment.close()
+        return segment.size
+    }
+
+    /// Writes `bytes` over the file at `position`, past the log's own writer.
+    func overwrite(at position: Int, with bytes: some Sequence<UInt8>) throws {
+        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path()))
+        defer { try? handle.close() }
+        try handle.seek(toOffset: UInt64(position))
+        try handle.write(contentsOf: Array(bytes))
+    }
+
+    func testATornWriteIntoPreallocatedZerosIsCut() throws {
+        let intact = try syncedRecordsBeforeZeros(preallocation: 16 * 1024)
         // Two more records that only partly reached the zeros.
         var partial: [UInt8] = []
         RecordFrame.append(offset: 110, payload: payload(110), to: &partial)
         RecordFrame.append(offset: 111, payload: payload(111), to: &partial)
-        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path()))
-        try handle.seek(toOffset: UInt64(intact))
-        try handle.write(contentsOf: partial.prefix(partial.count - 7))
-        try handle.close()
+        try overwrite(at: intact, with: partial.prefix(partial.count - 7))
 
         let (recovered, cut) = try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true)
         defer { recovered.close() }
@@ -155,22 +166,14 @@ final class SegmentTests: XCTestCase {
     /// whole page, past the batch's first records, reads as `pageFill`; returns the segment's
     /// recovery and where the page starts.
     func recoverAfterAPageOfALaterBatch(reads pageFill: UInt8) throws -> (Result<(segment: Segment, truncatedBytes: Int), Error>, page: Int) {
-        let segment = Segment.create(baseOffset: 100, file: try PosixLogFile(path: path(), create: true, preallocation: 64 * 1024))
-        _ = try segment.append((UInt64(100)..<110).map(payload))
-        try segment.sync()
-        let intact = segment.size
-        segment.close()
+        let intact = try syncedRecordsBeforeZeros(preallocation: 64 * 1024)
         var batch: [UInt8] = []
         for offset in UInt64(110)..<190 { RecordFrame.append(offset: offset, payload: payload(offset), to: &batch) }
         let page = (intact + 4095) / 4096 * 4096
         XCTAssertGreaterThan(page, intact + 200, "the batch has whole records before the page")
         XCTAssertLessThan(page + 4096 + 1000, intact + batch.count, "and after it")
-        let handle = try FileHandle(forUpdating: URL(fileURLWithPath: path()))
-        try handle.seek(toOffset: UInt64(intact))
-        try handle.write(contentsOf: batch)
-        try handle.seek(toOffset: UInt64(page))
-        try handle.write(contentsOf: [UInt8](repeating: pageFill, count: 4096))
-        try handle.close()
+        try overwrite(at: intact, with: batch)
+        try overwrite(at: page, with: repeatElement(pageFill, count: 4096))
         return (Result { try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true) }, page)
     }
 

@@ -65,6 +65,9 @@ simulate() {
 
 # field REPORT PYTHON-EXPRESSION-OVER-r: one figure from a report, e.g. "r['send_to_delivery']['p99']".
 field() { python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['report']; print($2)" "$1"; }
+# delivery_p99 REPORT: p99 send->delivery in ms; nan when the run recorded no delivery (the
+# simulator reports an empty distribution's percentiles as 0), so no "< 100" check passes it.
+delivery_p99() { field "$1" "r['send_to_delivery']['p99'] if r['send_to_delivery']['count'] > 0 else float('nan')"; }
 
 # calc EXPRESSION: arithmetic with fractions (bc is not on every machine; python3 is).
 calc() { python3 -c "print($1)"; }
