@@ -40,10 +40,9 @@ package final class RecentMessages: Sendable {
         guard !entries.isEmpty else { return }
         chats.withLock { chats in
             if chats[chatID] == nil, chats.count >= maxChats, let any = chats.keys.first { chats[any] = nil }
-            var recent = chats[chatID] ?? [:]
-            for (sequence, entry) in entries { recent[sequence] = entry }
-            while recent.count > perChat, let lowest = recent.keys.min() { recent[lowest] = nil }
-            chats[chatID] = recent
+            // Changed where it is stored: a copy taken out would be copied again by its first
+            // change (the dictionary still holds it), once per add.
+            chats[chatID, default: [:]].remember(entries, keeping: perChat)
         }
     }
 
@@ -62,5 +61,13 @@ package final class RecentMessages: Sendable {
             }
             return found
         }
+    }
+}
+
+private extension Dictionary where Key == UInt64, Value == RecentMessages.Entry {
+    /// Adds `entries` by sequence, then forgets the lowest sequences past `limit`.
+    mutating func remember(_ entries: [(sequence: UInt64, entry: Value)], keeping limit: Int) {
+        for (sequence, entry) in entries { self[sequence] = entry }
+        while count > limit, let lowest = keys.min() { self[lowest] = nil }
     }
 }

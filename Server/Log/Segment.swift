@@ -109,10 +109,10 @@ final class Segment: @unchecked Sendable {
                     segment.durable = segment.written
                     return (segment, 0)
                 }
-                // Records after the invalid bytes make them damage, unless a whole page among
-                // them is still zero: a write over the zeros written ahead that a power cut
-                // stopped before it all reached the disk (pages go out in any order), so nothing
-                // from here was synced or acknowledged.
+                // Records after the invalid bytes make them damage, unless a page among them
+                // still reads as before they were written: a write that a power cut stopped
+                // before it all reached the disk (pages go out in any order), so nothing from
+                // here was synced or acknowledged.
                 guard isNewest, try segment.nextValidRecord(after: badPosition).map({ next throws(LogRecoveryError) in
                     try segment.containsZeroPage(from: badPosition, to: next)
                 }) ?? true else {
@@ -147,16 +147,19 @@ final class Segment: @unchecked Sendable {
         return nil
     }
 
-    /// Whether a whole page (4 KiB, aligned in the file, the page cache's unit of writeback)
-    /// between `start` and `end` is zero: what a page the writer wrote, but the disk never got,
-    /// reads as over the zeros written ahead.
+    /// Whether a page (4 KiB, aligned in the file, the page cache's unit of writeback) between
+    /// `start` and `end` still reads as the disk had it before the writes from `start` on: the
+    /// rest of `start`'s own page zero (a page that held synced records up to `start`), or a
+    /// whole page zero. That is what a page the writer wrote, but the disk never got, reads as
+    /// over the zeros written ahead (or past the file's synced end).
     private func containsZeroPage(from start: Int, to end: Int) throws(LogRecoveryError) -> Bool {
         let page = 4096
-        let first = (start + page - 1) / page * page
-        guard first + page <= end else { return false }
+        let ownPageEnd = (start / page + 1) * page
+        guard ownPageEnd <= end else { return false }
         let bytes: [UInt8]
-        do { bytes = try file.read(at: first, count: end - first) } catch { throw .io(error) }
-        return stride(from: 0, through: bytes.count - page, by: page).contains { offset in
+        do { bytes = try file.read(at: start, count: end - start) } catch { throw .io(error) }
+        if bytes[..<(ownPageEnd - start)].allSatisfy({ $0 == 0 }) { return true }
+        return stride(from: ownPageEnd - start, through: bytes.count - page, by: page).contains { offset in
             bytes[offset..<offset + page].allSatisfy { $0 == 0 }
         }
     }

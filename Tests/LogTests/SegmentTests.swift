@@ -188,6 +188,42 @@ final class SegmentTests: XCTestCase {
         XCTAssertEqual(try segment.read(from: 100, maxBytes: .max).map(\.payload), (UInt64(100)..<segment.nextOffset).map(payload))
     }
 
+    /// Synced records 100..<110 before zeros, and the part of a batch of 110..<190 that lies
+    /// past the page those records end in, as if that page never reached the disk again.
+    func batchPastThePageOfTheLastSyncedRecords() throws -> (intact: Int, ownPageEnd: Int) {
+        let intact = try syncedRecordsBeforeZeros(preallocation: 64 * 1024)
+        let ownPageEnd = (intact / 4096 + 1) * 4096
+        XCTAssertNotEqual(intact % 4096, 0, "the synced records end inside a page")
+        var batch: [UInt8] = []
+        for offset in UInt64(110)..<190 { RecordFrame.append(offset: offset, payload: payload(offset), to: &batch) }
+        XCTAssertLessThan(ownPageEnd + 1000, intact + batch.count, "the batch has whole records past that page")
+        try overwrite(at: ownPageEnd, with: batch[(ownPageEnd - intact)...])
+        return (intact, ownPageEnd)
+    }
+
+    /// The page that held the last synced records is the one the disk never got again: it
+    /// reads as those records, then zeros to its end, and the next page has the batch's later
+    /// records. Nothing after the synced records was acknowledged, so they end there.
+    func testThePageOfTheLastSyncedRecordsKeptFromTheDiskEndsTheRecordsThere() throws {
+        let (intact, _) = try batchPastThePageOfTheLastSyncedRecords()
+        let (segment, cut) = try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true)
+        defer { segment.close() }
+        XCTAssertGreaterThan(cut, 0, "the unfinished batch is cut")
+        XCTAssertEqual(segment.nextOffset, 110)
+        XCTAssertEqual(segment.size, intact)
+        XCTAssertEqual(try segment.read(from: 100, maxBytes: .max).map(\.payload), (UInt64(100)..<110).map(payload))
+    }
+
+    /// The same, with one byte after the synced records that is not zero: not what an unwritten
+    /// page reads as, so damage.
+    func testThatPageWithAByteThatIsNotZeroIsALoudError() throws {
+        let (_, ownPageEnd) = try batchPastThePageOfTheLastSyncedRecords()
+        try overwrite(at: ownPageEnd - 1, with: [0x5A])
+        XCTAssertThrowsError(try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true)) { error in
+            guard case .corruptRecord = error as? LogRecoveryError else { return XCTFail("\(error)") }
+        }
+    }
+
     func testTheSamePageDamagedIsALoudErrorNotACut() throws {
         let (recovery, _) = try recoverAfterAPageOfALaterBatch(reads: 0xAB)
         XCTAssertThrowsError(try recovery.get(), "records after bytes that are not zeros: damage") { error in
