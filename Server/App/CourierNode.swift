@@ -78,7 +78,8 @@ public final class CourierNode: Sendable {
         accepted = AcceptedMessages(capacity: configuration.maxPendingMessages)
         let dedupFilter = DedupFilter()
         consumers = ChatConsumers(
-            log: consumedLog, storage: storage, store: chatStore, live: live, recent: recent, accepted: accepted, dedupFilter: dedupFilter, metrics: metrics, logger: logger
+            log: consumedLog, storage: storage, store: chatStore, live: live, recent: recent, accepted: accepted, dedupFilter: dedupFilter, metrics: metrics,
+            configuration: configuration.consumers, logger: logger
         )
         let authenticator = TokenAuthenticator(storage: storage, cacheDuration: .seconds(configuration.tokenCacheSeconds))
         push = try PushService(

@@ -2,6 +2,7 @@ import CoAP
 import CourierActors
 import CourierCore
 import CourierGateway
+import CourierIngest
 import CourierLog
 import CourierPush
 import DTLS
@@ -34,6 +35,12 @@ extension ServerConfiguration {
             gateway.secure = (coapsPort, DTLSServerSecurity(dtls))
         }
         return gateway
+    }
+
+    var consumers: ChatConsumers.Configuration {
+        var consumers = ChatConsumers.Configuration()
+        consumers.storeLinger = .milliseconds(storeLingerMs)
+        return consumers
     }
 
     var gatewayResources: GatewayResources.Configuration {

@@ -45,6 +45,10 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     /// This node's part of every message id (0-1023): unique per node of a cluster.
     public var nodeID = 0
     public var logLevel = "info"
+    /// A store transaction of the embedded database starts no sooner than this after the one
+    /// before it started, so the consumers' batches that come within it share it (time-window
+    /// batching); 0 writes each at once. See `ChatStoreWriter`.
+    public var storeLingerMs = 5
     /// Log partitions; fixed once a data directory has been created.
     public var partitions = 16
     /// Appends waiting per partition; beyond it sends get 5.03.
@@ -113,7 +117,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         case partitions, maxQueuedAppends, maxPendingMessages, maxConcurrentRequests, deviceRatePerSecond, deviceBurst, coapDedupCapacity, maxTextBytes
         case entityIdleSeconds, maxEntitiesPerShard, tokenCacheSeconds, retentionHours, unsafeNoSync, postgres
         case coapsPort, dtlsPsk, tlsCertificate, tlsKey, tlsClientCa, pushTlsPort, requireSecure, maxDtlsAssociations, dtlsIdleSeconds
-        case batchScheduling
+        case batchScheduling, storeLingerMs
     }
 
     public init(from decoder: any Decoder) throws {
@@ -167,6 +171,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         maxDtlsAssociations = try value(.maxDtlsAssociations, defaults.maxDtlsAssociations)
         dtlsIdleSeconds = try value(.dtlsIdleSeconds, defaults.dtlsIdleSeconds)
         batchScheduling = try value(.batchScheduling, defaults.batchScheduling)
+        storeLingerMs = try value(.storeLingerMs, defaults.storeLingerMs)
     }
 
     /// Reads a JSON configuration file; unknown keys are an error (a typo must not pass silently).
@@ -243,6 +248,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
             case .maxDtlsAssociations: maxDtlsAssociations = try int()
             case .dtlsIdleSeconds: dtlsIdleSeconds = try int()
             case .batchScheduling: batchScheduling = try flag()
+            case .storeLingerMs: storeLingerMs = try int()
             }
         }
     }
@@ -267,6 +273,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         try check((0...MessageIDGenerator.maxNodeID).contains(nodeID), "nodeID must be 0-\(MessageIDGenerator.maxNodeID)")
         try check(["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel), "logLevel must be trace, debug, info, notice, warning, error or critical")
         try check((1...1024).contains(partitions), "partitions must be 1-1024")
+        try check((0...1000).contains(storeLingerMs), "storeLingerMs must be 0-1000")
         try check(maxQueuedAppends >= 1, "maxQueuedAppends must be at least 1")
         try check(maxPendingMessages >= 1, "maxPendingMessages must be at least 1")
         try check(maxConcurrentRequests >= 1, "maxConcurrentRequests must be at least 1")

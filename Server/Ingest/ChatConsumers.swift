@@ -46,6 +46,10 @@ public final class ChatConsumers: Sendable {
         /// replay more records, which the chats' dedup keys turn into no-ops. The end of
         /// consuming always commits.
         public var offsetCommitInterval: Duration = .milliseconds(250)
+        /// A store transaction starts no sooner than this after the one before it started
+        /// (`ChatStoreWriter`): at a few hundred messages a second, each came alone and paid a
+        /// transaction, a wake of SQLite's thread and of every event loop its pushes went to.
+        public var storeLinger: Duration = .milliseconds(5)
         public init() {}
     }
 
@@ -73,7 +77,7 @@ public final class ChatConsumers: Sendable {
         self.dedupFilter = dedupFilter
         self.log = log
         self.storage = storage
-        self.writer = ChatStoreWriter(store: store ?? storage)
+        self.writer = ChatStoreWriter(store: store ?? storage, linger: configuration.storeLinger)
         self.live = live
         self.recent = recent
         self.accepted = accepted

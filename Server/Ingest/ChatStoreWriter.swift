@@ -8,6 +8,12 @@ import Synchronization
 /// still: see `ChatConsumers`). Each caller still waits for its
 /// own batch and gets its own results.
 ///
+/// With a `linger` (embedded storage, whose thread keeps the wait), a transaction also starts
+/// no sooner than that after the previous one started: at a few hundred messages a second the
+/// batches otherwise come one at a time, and each paid a whole transaction, a wake of the
+/// store's thread and of the event loops its pushes go to. A batch after a quiet spell is not
+/// held back; under load, when a transaction lasts longer than the linger, none waits.
+///
 /// Bounded by its callers: each partition's consumer and its retrier have at most one batch
 /// here at a time, and a batch is at most one log read (`ChatConsumers.Configuration.batchBytes`).
 package final class ChatStoreWriter: ChatBatchStore {
@@ -36,13 +42,30 @@ package final class ChatStoreWriter: ChatBatchStore {
         /// Transactions written and batches they carried: their ratio is the group-commit factor.
         var transactions = 0
         var batches = 0
+        /// When the last transaction started, for the linger.
+        var lastStart: ContinuousClock.Instant?
     }
 
     private let store: any ChatBatchStore
     private let state = Mutex(State())
+    /// A transaction starts no sooner than this after the one before it started, so batches
+    /// that come within it share one; zero for none. Only for a store with a thread of its own.
+    private let linger: Duration
+    private let thread: DedicatedThreadExecutor?
 
-    package init(store: any ChatBatchStore) {
+    package init(store: any ChatBatchStore, linger: Duration = .zero) {
         self.store = store
+        thread = linger > .zero ? store.executor as? DedicatedThreadExecutor : nil
+        self.linger = linger
+    }
+
+    /// Waits out the linger (on the store's thread, whose tasks, the other partitions'
+    /// consumers, hand in their batches meanwhile), then notes the transaction's start.
+    private func lingerThenStart() async {
+        if let thread, let last = state.withLock({ $0.lastStart }), last + linger > .now {
+            await thread.sleep(until: last + linger)
+        }
+        state.withLock { $0.lastStart = .now }
     }
 
     package var statistics: (transactions: Int, batches: Int) { state.withLock { ($0.transactions, $0.batches) } }
@@ -69,6 +92,7 @@ package final class ChatStoreWriter: ChatBatchStore {
         // are ready join this transaction first. A store without a thread of its own (a
         // cluster's, called from the gateway) needs none: its callers come concurrently.
         if store.executor != nil { await Task.yield() }
+        await lingerThenStart()
         // Our own transaction: this batch first, then whatever waits now.
         let others = state.withLock { state -> [(writes: [ChatWrite], waiter: Waiter)] in
             defer { state.pending = [] }
@@ -115,17 +139,18 @@ package final class ChatStoreWriter: ChatBatchStore {
 
     private func writeUntilEmpty() async {
         while true {
+            // Pending batches only grow while `writing` is set: none now, and this writer ends.
+            guard state.withLock({ state in
+                if state.pending.isEmpty { state.writing = false }
+                return state.writing
+            }) else { return }
+            await lingerThenStart()
             let batches = state.withLock { state -> [(writes: [ChatWrite], waiter: Waiter)] in
-                if state.pending.isEmpty {
-                    state.writing = false
-                } else {
-                    state.transactions += 1
-                    state.batches += state.pending.count
-                }
+                state.transactions += 1
+                state.batches += state.pending.count
                 defer { state.pending = [] }
                 return state.pending
             }
-            guard !batches.isEmpty else { return }
             do {
                 Self.answer(batches, with: try await store.storeBatch(batches.flatMap(\.writes))[...])
             } catch {

@@ -211,6 +211,37 @@ final class ChatStoreWriterTests: XCTestCase {
         XCTAssertTrue(newMembers.contains(outsider.id))
     }
 
+    /// With a linger, a batch after a quiet spell is written at once; batches handed in within
+    /// the linger of the last transaction's start wait for it and share one transaction.
+    func testWithALingerBatchesWithinItShareOneTransactionAndALoneOneIsNotHeldBack() async throws {
+        let storage = try temporaryStorage()
+        let user = try await storage.createUser(name: "u")
+        let device = try await storage.createDevice(userID: user.id, name: "d")
+        let chat = try await storage.createChat(name: "c", memberIDs: [user.id])
+        let linger = Duration.seconds(2)
+        let writer = ChatStoreWriter(store: storage, linger: linger)
+        let ids = MessageIDGenerator(nodeID: 0)
+        func write(_ clientID: String) -> [ChatWrite] {
+            [ChatWrite(chatID: chat.id, messages: [StoredMessage(serverMessageID: ids.next(), chatID: chat.id, sequence: 0, senderUserID: user.id, senderDeviceID: device.id, clientMessageID: clientID, text: clientID, clientSentAtMilliseconds: 0, acceptedAtMilliseconds: 0)])]
+        }
+        let start = ContinuousClock.now
+        _ = try await withTaskExecutorPreference(storage.executor) { try await writer.store(write("first")) }
+        XCTAssertLessThan(ContinuousClock.now - start, linger, "the first batch does not wait")
+        XCTAssertEqual(writer.statistics.transactions, 1)
+
+        let results = try await withTaskExecutorPreference(storage.executor) {
+            try await withThrowingTaskGroup(of: [ChatWriteResult].self) { group in
+                for index in 0..<10 { group.addTask { try await writer.store(write("m\(index)")) } }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+        }
+        XCTAssertGreaterThanOrEqual(ContinuousClock.now - start, linger, "they waited for the linger")
+        XCTAssertEqual(results.count, 10)
+        XCTAssertEqual(writer.statistics.transactions, 2, "the ten batches within the linger share one transaction")
+        let history = try await storage.history(chatID: chat.id, afterSequence: 0, limit: 100)
+        XCTAssertEqual(history.map(\.sequence), (1...11).map { UInt64($0) })
+    }
+
     func testAChatThatFailsIsRolledBackAloneAndAMissingChatIsSaid() async throws {
         let storage = try temporaryStorage()
         let user = try await storage.createUser(name: "u")
@@ -328,6 +359,12 @@ final class ServerConfigurationTests: XCTestCase {
         XCTAssertFalse(configuration.batchScheduling)
         XCTAssertThrowsError(try configuration.apply(environment: ["COURIER_BATCH_SCHEDULING": "sometimes"]))
         XCTAssertThrowsError(try configuration.apply(environment: ["COURIER_COAP_PORT": "many"]))
+        XCTAssertEqual(configuration.consumers.storeLinger, .milliseconds(5), "the store's linger by default")
+        try configuration.apply(environment: ["COURIER_STORE_LINGER_MS": "0"])
+        XCTAssertEqual(configuration.consumers.storeLinger, .zero)
+        configuration.storeLingerMs = 5000
+        XCTAssertThrowsError(try configuration.validate()) { XCTAssertTrue("\($0)".contains("storeLingerMs")) }
+        configuration.storeLingerMs = 5
         configuration.nodeID = 5000
         XCTAssertThrowsError(try configuration.validate()) { XCTAssertTrue("\($0)".contains("nodeID")) }
 

@@ -29,4 +29,42 @@ final class DedicatedThreadExecutorTests: XCTestCase {
         while Self.threadsNamed(name) > 0 && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
         XCTAssertEqual(Self.threadsNamed(name), 0, "the thread ends once its executor is gone")
     }
+
+    /// Sleepers on the thread wake at their deadlines, soonest first, on the thread, while other
+    /// work keeps running there meanwhile.
+    func testASleepOnItsThreadEndsAtItsDeadlineInOrderAndOtherWorkRunsMeanwhile() async throws {
+        let name = "courier-sl-\(Int.random(in: 1000...9999))"
+        let executor = DedicatedThreadExecutor(name: name)
+        let start = ContinuousClock.now
+        let woke = await withTaskExecutorPreference(executor) { () async -> [(delay: Int, after: Duration, thread: String)] in
+            await withTaskGroup(of: (Int, Duration, String)?.self) { group in
+                for delay in [600, 200, 400] {
+                    group.addTask {
+                        await executor.sleep(until: start + .milliseconds(delay))
+                        return (delay, ContinuousClock.now - start, currentThreadName())
+                    }
+                }
+                // Work on the same thread goes on while they sleep.
+                group.addTask {
+                    var rounds = 0
+                    while ContinuousClock.now - start < .milliseconds(100) {
+                        rounds += 1
+                        await Task.yield()
+                    }
+                    XCTAssertGreaterThan(rounds, 10, "the thread runs other work while tasks sleep on it")
+                    return nil
+                }
+                return await group.reduce(into: []) { if let woke = $1 { $0.append(woke) } }
+            }
+        }
+        XCTAssertEqual(woke.map(\.delay), [200, 400, 600], "soonest first")
+        for sleeper in woke {
+            XCTAssertGreaterThanOrEqual(sleeper.after, .milliseconds(sleeper.delay), "no sooner than its deadline")
+            XCTAssertEqual(sleeper.thread, name)
+        }
+        // A deadline already past does not wait.
+        let before = ContinuousClock.now
+        await withTaskExecutorPreference(executor) { await executor.sleep(until: before - .seconds(1)) }
+        XCTAssertLessThan(ContinuousClock.now - before, .seconds(5))
+    }
 }

@@ -15,6 +15,8 @@ public final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
     private final class Queue: @unchecked Sendable {
         let condition = NSCondition()
         var jobs: [UnownedJob] = []
+        /// Tasks sleeping on this thread (`sleep(until:)`), soonest last.
+        var sleepers: [(deadline: ContinuousClock.Instant, continuation: CheckedContinuation<Void, Never>)] = []
         var closed = false
     }
 
@@ -48,18 +50,47 @@ public final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
         queue.condition.unlock()
     }
 
-    /// Runs jobs in the order they came, taking every ready job in one lock.
+    /// Suspends the calling task until `deadline`, kept by this thread's own wait: no timer
+    /// thread is woken for it, and the task goes on here. Not cancellable; meant for waits of
+    /// milliseconds. Bounded like the jobs: one entry per task that prefers this executor.
+    public func sleep(until deadline: ContinuousClock.Instant) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            queue.condition.lock()
+            let index = queue.sleepers.firstIndex { $0.deadline < deadline } ?? queue.sleepers.endIndex
+            queue.sleepers.insert((deadline, continuation), at: index)
+            queue.condition.signal()
+            queue.condition.unlock()
+        }
+    }
+
+    /// Runs jobs in the order they came, taking every ready job in one lock; between jobs it
+    /// waits until the soonest sleeper is due, and wakes what is due (the sleepers' tasks come
+    /// back here as jobs).
     private static func run(_ queue: Queue, as executor: UnownedTaskExecutor) {
         var batch: [UnownedJob] = []
+        var due: [CheckedContinuation<Void, Never>] = []
         while true {
             queue.condition.lock()
-            while queue.jobs.isEmpty && !queue.closed { queue.condition.wait() }
-            if queue.jobs.isEmpty {
+            while queue.jobs.isEmpty && !queue.closed {
+                guard let soonest = queue.sleepers.last?.deadline else {
+                    queue.condition.wait()
+                    continue
+                }
+                let now = ContinuousClock.now
+                if soonest <= now { break }
+                let wait = (soonest - now).components
+                _ = queue.condition.wait(until: Date(timeIntervalSinceNow: Double(wait.seconds) + Double(wait.attoseconds) / 1e18))
+            }
+            let now = ContinuousClock.now
+            while let last = queue.sleepers.last, last.deadline <= now || queue.closed { due.append(queue.sleepers.removeLast().continuation) }
+            if queue.jobs.isEmpty && due.isEmpty && queue.closed {
                 queue.condition.unlock()
                 return
             }
             swap(&batch, &queue.jobs)
             queue.condition.unlock()
+            for continuation in due { continuation.resume() }
+            due.removeAll(keepingCapacity: true)
             for job in batch { job.runSynchronously(on: executor) }
             batch.removeAll(keepingCapacity: true)
         }
