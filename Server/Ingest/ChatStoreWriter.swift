@@ -114,7 +114,8 @@ package final class ChatStoreWriter: ChatBatchStore {
             state.writing = !state.pending.isEmpty
             return state.writing
         }
-        if more { Task { await self.writeUntilEmpty() } }
+        // On the store's thread (if it has one), where its transactions and linger run.
+        if more { Task(executorPreference: store.executor) { await self.writeUntilEmpty() } }
         return try result.get()
     }
 

@@ -151,14 +151,17 @@ final class Segment: @unchecked Sendable {
     /// `start` and `end` still reads as the disk had it before the writes from `start` on: the
     /// rest of `start`'s own page zero (a page that held synced records up to `start`), or a
     /// whole page zero. That is what a page the writer wrote, but the disk never got, reads as
-    /// over the zeros written ahead (or past the file's synced end).
+    /// over the zeros written ahead (or past the file's synced end). The rest of the own page
+    /// counts only when it holds a whole length field: a written record's length is never
+    /// zero, but its low bytes alone may be (a length of 256), and damage after them must stay
+    /// a loud error, not a cut.
     private func containsZeroPage(from start: Int, to end: Int) throws(LogRecoveryError) -> Bool {
         let page = 4096
         let ownPageEnd = (start / page + 1) * page
         guard ownPageEnd <= end else { return false }
         let bytes: [UInt8]
         do { bytes = try file.read(at: start, count: end - start) } catch { throw .io(error) }
-        if bytes[..<(ownPageEnd - start)].allSatisfy({ $0 == 0 }) { return true }
+        if ownPageEnd - start >= 4, bytes[..<(ownPageEnd - start)].allSatisfy({ $0 == 0 }) { return true }
         return stride(from: ownPageEnd - start, through: bytes.count - page, by: page).contains { offset in
             bytes[offset..<offset + page].allSatisfy { $0 == 0 }
         }

@@ -224,6 +224,37 @@ final class SegmentTests: XCTestCase {
         }
     }
 
+    /// Synced records that end `leftover` bytes before the first page's end, then a batch's
+    /// bytes from the second page on (the first page never reached the disk again): recovered.
+    func recoverWithTheLastSyncedRecordEnding(_ leftover: Int) throws -> Result<(segment: Segment, truncatedBytes: Int), Error> {
+        let segment = Segment.create(baseOffset: 100, file: try PosixLogFile(path: path(), create: true, preallocation: 64 * 1024))
+        // One record whose frame (8 header bytes, 8 of offset, the payload) ends there.
+        _ = try segment.append([[UInt8](repeating: 7, count: 4096 - leftover - 16)])
+        try segment.sync()
+        XCTAssertEqual(segment.size, 4096 - leftover)
+        segment.close()
+        var batch: [UInt8] = []
+        for offset in UInt64(101)..<140 { RecordFrame.append(offset: offset, payload: payload(offset), to: &batch) }
+        try overwrite(at: 4096, with: batch[leftover...])
+        return Result { try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true) }
+    }
+
+    /// The rest of the page holds a whole length field of zeros, which no written record has:
+    /// cut. With fewer bytes left it could be the low bytes of a written record's length (256
+    /// has a zero low byte), so it stays a loud error rather than risk cutting synced records.
+    func testTheRestOfThePageCountsAsUnwrittenOnlyWhenItHoldsALengthField() throws {
+        let (segment, cut) = try recoverWithTheLastSyncedRecordEnding(4).get()
+        XCTAssertGreaterThan(cut, 0)
+        XCTAssertEqual(segment.nextOffset, 101)
+        segment.close()
+        try FileManager.default.removeItem(atPath: path())
+
+        XCTAssertThrowsError(try recoverWithTheLastSyncedRecordEnding(2).get()) { error in
+            guard case .corruptRecord(_, let position, _, _) = error as? LogRecoveryError else { return XCTFail("\(error)") }
+            XCTAssertEqual(position, 4094)
+        }
+    }
+
     func testTheSamePageDamagedIsALoudErrorNotACut() throws {
         let (recovery, _) = try recoverAfterAPageOfALaterBatch(reads: 0xAB)
         XCTAssertThrowsError(try recovery.get(), "records after bytes that are not zeros: damage") { error in

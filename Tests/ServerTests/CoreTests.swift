@@ -211,19 +211,62 @@ final class ChatStoreWriterTests: XCTestCase {
         XCTAssertTrue(newMembers.contains(outsider.id))
     }
 
+    /// A chat of one member, and a maker of one-message writes to it by client message id.
+    private func oneMessageWrites(_ storage: SQLiteStorage) async throws -> (Chat, @Sendable (String) -> [ChatWrite]) {
+        let user = try await storage.createUser(name: "u")
+        let device = try await storage.createDevice(userID: user.id, name: "d")
+        let chat = try await storage.createChat(name: "c", memberIDs: [user.id])
+        let ids = MessageIDGenerator(nodeID: 0)
+        return (chat, { clientID in
+            [ChatWrite(chatID: chat.id, messages: [StoredMessage(serverMessageID: ids.next(), chatID: chat.id, sequence: 0, senderUserID: user.id, senderDeviceID: device.id, clientMessageID: clientID, text: clientID, clientSentAtMilliseconds: 0, acceptedAtMilliseconds: 0)])]
+        })
+    }
+
+    /// Storage whose transactions take `delay` longer, so batches come while one runs.
+    private struct SlowStore: ChatBatchStore {
+        let storage: SQLiteStorage
+        let delay: Duration
+        func storeBatch(_ writes: [ChatWrite]) async throws(StorageError) -> [ChatWriteResult] {
+            try? await Task.sleep(for: delay)
+            return try await storage.storeBatch(writes)
+        }
+        func makeDurable() async throws(StorageError) { try await storage.makeDurable() }
+        var executor: (any TaskExecutor)? { storage.executor }
+    }
+
+    /// Batches that come while a transaction runs are carried by a writer task, which waits
+    /// out the linger too; after a quiet spell longer than the linger, a batch does not wait.
+    func testWithALingerTheWriterTaskWaitsItOutAndAQuietSpellDoesNot() async throws {
+        let storage = try temporaryStorage()
+        let (_, write) = try await oneMessageWrites(storage)
+        let linger = Duration.milliseconds(1500)
+        let writer = ChatStoreWriter(store: SlowStore(storage: storage, delay: .milliseconds(500)), linger: linger)
+        let start = ContinuousClock.now
+        async let first = writer.store(write("first"))
+        try await Task.sleep(for: .milliseconds(200))
+        let later = try await withThrowingTaskGroup(of: [ChatWriteResult].self) { group in
+            for index in 0..<3 { group.addTask { try await writer.store(write("later\(index)")) } }
+            return try await group.reduce(into: []) { $0 += $1 }
+        }
+        _ = try await first
+        XCTAssertEqual(later.count, 3)
+        XCTAssertGreaterThanOrEqual(ContinuousClock.now - start, linger, "the batches that came during the first transaction waited for the linger")
+        XCTAssertEqual(writer.statistics.transactions, 2, "and shared one transaction")
+
+        try await Task.sleep(for: linger + .milliseconds(100))
+        let quiet = ContinuousClock.now
+        _ = try await writer.store(write("after a quiet spell"))
+        XCTAssertLessThan(ContinuousClock.now - quiet, linger, "not held back")
+        XCTAssertEqual(writer.statistics.transactions, 3)
+    }
+
     /// With a linger, a batch after a quiet spell is written at once; batches handed in within
     /// the linger of the last transaction's start wait for it and share one transaction.
     func testWithALingerBatchesWithinItShareOneTransactionAndALoneOneIsNotHeldBack() async throws {
         let storage = try temporaryStorage()
-        let user = try await storage.createUser(name: "u")
-        let device = try await storage.createDevice(userID: user.id, name: "d")
-        let chat = try await storage.createChat(name: "c", memberIDs: [user.id])
+        let (chat, write) = try await oneMessageWrites(storage)
         let linger = Duration.seconds(2)
         let writer = ChatStoreWriter(store: storage, linger: linger)
-        let ids = MessageIDGenerator(nodeID: 0)
-        func write(_ clientID: String) -> [ChatWrite] {
-            [ChatWrite(chatID: chat.id, messages: [StoredMessage(serverMessageID: ids.next(), chatID: chat.id, sequence: 0, senderUserID: user.id, senderDeviceID: device.id, clientMessageID: clientID, text: clientID, clientSentAtMilliseconds: 0, acceptedAtMilliseconds: 0)])]
-        }
         let start = ContinuousClock.now
         _ = try await withTaskExecutorPreference(storage.executor) { try await writer.store(write("first")) }
         XCTAssertLessThan(ContinuousClock.now - start, linger, "the first batch does not wait")

@@ -78,7 +78,9 @@ public final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
                 }
                 let now = ContinuousClock.now
                 if soonest <= now { break }
-                let wait = (soonest - now).components
+                // The condition's deadline is on the wall clock, which may be stepped back: a
+                // wait of at most 50 ms is checked again against the monotonic clock.
+                let wait = min(soonest - now, .milliseconds(50)).components
                 _ = queue.condition.wait(until: Date(timeIntervalSinceNow: Double(wait.seconds) + Double(wait.attoseconds) / 1e18))
             }
             let now = ContinuousClock.now
