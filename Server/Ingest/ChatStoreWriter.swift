@@ -42,7 +42,7 @@ package final class ChatStoreWriter: ChatBatchStore {
         /// Transactions written and batches they carried: their ratio is the group-commit factor.
         var transactions = 0
         var batches = 0
-        /// When the last transaction started, for the linger.
+        /// When the last transaction started, for the linger (kept only with one).
         var lastStart: ContinuousClock.Instant?
     }
 
@@ -62,7 +62,8 @@ package final class ChatStoreWriter: ChatBatchStore {
     /// Waits out the linger (on the store's thread, whose tasks, the other partitions'
     /// consumers, hand in their batches meanwhile), then notes the transaction's start.
     private func lingerThenStart() async {
-        if let thread, let last = state.withLock({ $0.lastStart }), last + linger > .now {
+        guard let thread else { return }
+        if let last = state.withLock({ $0.lastStart }), last + linger > .now {
             await thread.sleep(until: last + linger)
         }
         state.withLock { $0.lastStart = .now }

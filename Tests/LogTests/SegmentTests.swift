@@ -36,7 +36,7 @@ final class SegmentTests: XCTestCase {
 
     func testRecoverReadsEveryRecordBackAndTheIndexFindsAnyOffset() throws {
         try writeSegment(count: 500)
-        let (segment, cut) = try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true)
+        let (segment, cut) = try recoverNewest()
         defer { segment.close() }
         XCTAssertEqual(cut, 0)
         XCTAssertEqual(segment.nextOffset, 600)
@@ -61,7 +61,7 @@ final class SegmentTests: XCTestCase {
         try intact.append(Array(partial.prefix(partial.count - 5)))
         intact.close()
 
-        let (segment, cut) = try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true)
+        let (segment, cut) = try recoverNewest()
         defer { segment.close() }
         XCTAssertEqual(segment.nextOffset, 121, "record 120 of the torn write was whole, so it stays")
         XCTAssertEqual(try segment.read(from: 120, maxBytes: 1).first?.payload, payload(120))
@@ -85,7 +85,7 @@ final class SegmentTests: XCTestCase {
             XCTAssertEqual(position, intactSize)
             XCTAssertEqual(expected, 120)
         }
-        let (segment, cut) = try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true)
+        let (segment, cut) = try recoverNewest()
         XCTAssertEqual(cut, 16)
         XCTAssertEqual(segment.size, intactSize)
         segment.close()
@@ -147,6 +147,18 @@ final class SegmentTests: XCTestCase {
         try handle.write(contentsOf: Array(bytes))
     }
 
+    /// The segment at base offset 100 reopened and recovered as the newest.
+    func recoverNewest() throws -> (segment: Segment, truncatedBytes: Int) {
+        try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true)
+    }
+
+    /// The frames of records `offsets` (payloads by `payload`), back to back.
+    func frames(_ offsets: Range<UInt64>) -> [UInt8] {
+        var bytes: [UInt8] = []
+        for offset in offsets { RecordFrame.append(offset: offset, payload: payload(offset), to: &bytes) }
+        return bytes
+    }
+
     func testATornWriteIntoPreallocatedZerosIsCut() throws {
         let intact = try syncedRecordsBeforeZeros(preallocation: 16 * 1024)
         // Two more records that only partly reached the zeros.
@@ -155,7 +167,7 @@ final class SegmentTests: XCTestCase {
         RecordFrame.append(offset: 111, payload: payload(111), to: &partial)
         try overwrite(at: intact, with: partial.prefix(partial.count - 7))
 
-        let (recovered, cut) = try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true)
+        let (recovered, cut) = try recoverNewest()
         defer { recovered.close() }
         XCTAssertGreaterThan(cut, 0, "a record cut short among the zeros is a torn write")
         XCTAssertEqual(recovered.nextOffset, 111, "record 110 was whole, so it stays")
@@ -167,14 +179,13 @@ final class SegmentTests: XCTestCase {
     /// recovery and where the page starts.
     func recoverAfterAPageOfALaterBatch(reads pageFill: UInt8) throws -> (Result<(segment: Segment, truncatedBytes: Int), Error>, page: Int) {
         let intact = try syncedRecordsBeforeZeros(preallocation: 64 * 1024)
-        var batch: [UInt8] = []
-        for offset in UInt64(110)..<190 { RecordFrame.append(offset: offset, payload: payload(offset), to: &batch) }
+        let batch = frames(110..<190)
         let page = (intact + 4095) / 4096 * 4096
         XCTAssertGreaterThan(page, intact + 200, "the batch has whole records before the page")
         XCTAssertLessThan(page + 4096 + 1000, intact + batch.count, "and after it")
         try overwrite(at: intact, with: batch)
         try overwrite(at: page, with: repeatElement(pageFill, count: 4096))
-        return (Result { try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true) }, page)
+        return (Result { try recoverNewest() }, page)
     }
 
     func testAPageAPowerCutKeptFromTheDiskEndsTheRecordsThoughLaterOnesReachedIt() throws {
@@ -194,8 +205,7 @@ final class SegmentTests: XCTestCase {
         let intact = try syncedRecordsBeforeZeros(preallocation: 64 * 1024)
         let ownPageEnd = (intact / 4096 + 1) * 4096
         XCTAssertNotEqual(intact % 4096, 0, "the synced records end inside a page")
-        var batch: [UInt8] = []
-        for offset in UInt64(110)..<190 { RecordFrame.append(offset: offset, payload: payload(offset), to: &batch) }
+        let batch = frames(110..<190)
         XCTAssertLessThan(ownPageEnd + 1000, intact + batch.count, "the batch has whole records past that page")
         try overwrite(at: ownPageEnd, with: batch[(ownPageEnd - intact)...])
         return (intact, ownPageEnd)
@@ -206,7 +216,7 @@ final class SegmentTests: XCTestCase {
     /// records. Nothing after the synced records was acknowledged, so they end there.
     func testThePageOfTheLastSyncedRecordsKeptFromTheDiskEndsTheRecordsThere() throws {
         let (intact, _) = try batchPastThePageOfTheLastSyncedRecords()
-        let (segment, cut) = try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true)
+        let (segment, cut) = try recoverNewest()
         defer { segment.close() }
         XCTAssertGreaterThan(cut, 0, "the unfinished batch is cut")
         XCTAssertEqual(segment.nextOffset, 110)
@@ -219,7 +229,7 @@ final class SegmentTests: XCTestCase {
     func testThatPageWithAByteThatIsNotZeroIsALoudError() throws {
         let (_, ownPageEnd) = try batchPastThePageOfTheLastSyncedRecords()
         try overwrite(at: ownPageEnd - 1, with: [0x5A])
-        XCTAssertThrowsError(try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true)) { error in
+        XCTAssertThrowsError(try recoverNewest()) { error in
             guard case .corruptRecord = error as? LogRecoveryError else { return XCTFail("\(error)") }
         }
     }
@@ -233,10 +243,9 @@ final class SegmentTests: XCTestCase {
         try segment.sync()
         XCTAssertEqual(segment.size, 4096 - leftover)
         segment.close()
-        var batch: [UInt8] = []
-        for offset in UInt64(101)..<140 { RecordFrame.append(offset: offset, payload: payload(offset), to: &batch) }
+        let batch = frames(101..<140)
         try overwrite(at: 4096, with: batch[leftover...])
-        return Result { try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true) }
+        return Result { try recoverNewest() }
     }
 
     /// The rest of the page holds a whole length field of zeros, which no written record has:
@@ -275,7 +284,7 @@ final class SegmentTests: XCTestCase {
         try handle.write(contentsOf: [original ^ 0x55])
         try handle.close()
 
-        XCTAssertThrowsError(try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true)) { error in
+        XCTAssertThrowsError(try recoverNewest()) { error in
             guard case .corruptRecord(_, let position, let expected, let reason) = error as? LogRecoveryError else { return XCTFail("\(error)") }
             XCTAssertEqual(position, 0)
             XCTAssertEqual(expected, 100)
@@ -296,6 +305,6 @@ final class SegmentTests: XCTestCase {
         RecordFrame.append(offset: 106, payload: [1], to: &stray)
         try file.append(stray)
         file.close()
-        XCTAssertThrowsError(try Segment.recover(baseOffset: 100, file: try PosixLogFile(path: path(), create: false), isNewest: true))
+        XCTAssertThrowsError(try recoverNewest())
     }
 }
