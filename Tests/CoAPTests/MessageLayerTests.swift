@@ -27,8 +27,8 @@ final class MessageLayerTests: XCTestCase {
         actions.compactMap { if case .completeRequest(_, let result) = $0 { result } else { nil } }
     }
 
-    func retransmissionDeadline(_ actions: [MessageLayer.Action]) -> (MessageKey, Int, NIODeadline)? {
-        for case .scheduleRetransmission(let key, let attempt, let deadline) in actions { return (key, attempt, deadline) }
+    func retransmissionDeadline(_ actions: [MessageLayer.Action]) -> NIODeadline? {
+        for case .scheduleRetransmissionCheck(let deadline) in actions { return deadline }
         return nil
     }
 
@@ -39,42 +39,63 @@ final class MessageLayerTests: XCTestCase {
         let (_, actions) = layer.sendRequest(.request(.post, path: "/v1/msg"), to: server, now: at(0), jitter: 0)
         let first = try XCTUnwrap(sent(actions).first)
         XCTAssertEqual(first.type, .confirmable)
-        var (key, attempt, deadline) = try XCTUnwrap(retransmissionDeadline(actions))
+        var deadline = try XCTUnwrap(retransmissionDeadline(actions))
         XCTAssertEqual(deadline, at(2), "jitter 0 gives exactly ACK_TIMEOUT")
+        let early = layer.retransmissionsDue(now: at(1.9), jitter: 0)
+        XCTAssertEqual(early.retransmitted, 0, "nothing before its deadline")
+        XCTAssertEqual(early.actions, [.scheduleRetransmissionCheck(at: at(2))], "and the check is asked for again")
 
         var expectedGaps = [4.0, 8, 16, 32]
         var elapsed = 2.0
         while !expectedGaps.isEmpty {
-            let fired = layer.retransmissionTimerFired(key, attempt: attempt, now: deadline, jitter: 0)
-            XCTAssertEqual(sent(fired).map(\.messageID), [first.messageID], "a retransmission reuses the Message ID")
-            XCTAssertEqual(sent(fired).first?.token, first.token)
-            (key, attempt, deadline) = try XCTUnwrap(retransmissionDeadline(fired))
+            let fired = layer.retransmissionsDue(now: deadline, jitter: 0)
+            XCTAssertEqual(fired.retransmitted, 1)
+            XCTAssertEqual(sent(fired.actions).map(\.messageID), [first.messageID], "a retransmission reuses the Message ID")
+            XCTAssertEqual(sent(fired.actions).first?.token, first.token)
+            deadline = try XCTUnwrap(retransmissionDeadline(fired.actions))
             elapsed += expectedGaps.removeFirst()
             XCTAssertEqual(deadline, at(elapsed))
         }
-        XCTAssertEqual(attempt, 4, "MAX_RETRANSMIT retransmissions")
-        let gaveUp = layer.retransmissionTimerFired(key, attempt: attempt, now: deadline, jitter: 0)
-        XCTAssertEqual(completions(gaveUp), [.failure(.timeout)])
-        XCTAssertTrue(sent(gaveUp).isEmpty)
+        let gaveUp = layer.retransmissionsDue(now: deadline, jitter: 0)
+        XCTAssertEqual(completions(gaveUp.actions), [.failure(.timeout)], "given up after MAX_RETRANSMIT (4) retransmissions")
+        XCTAssertTrue(sent(gaveUp.actions).isEmpty)
+        XCTAssertNil(retransmissionDeadline(gaveUp.actions), "nothing left to check")
         XCTAssertEqual(layer.pendingRequests, 0)
+    }
+
+    func testOneCheckResendsWhatIsDueAndAsksForTheEarliestDeadlineLeft() throws {
+        var layer = makeLayer()
+        let other = try SocketAddress(ipAddress: "127.0.0.2", port: 5683)
+        let (_, first) = layer.sendRequest(.request(.post, path: "/a"), to: server, now: at(0), jitter: 0)
+        let (_, second) = layer.sendRequest(.request(.post, path: "/b"), to: other, now: at(0.5), jitter: 1)
+        XCTAssertEqual(retransmissionDeadline(first), at(2))
+        XCTAssertEqual(retransmissionDeadline(second), at(3.5))
+
+        let check = layer.retransmissionsDue(now: at(2.1), jitter: 0)
+        XCTAssertEqual(check.retransmitted, 1)
+        XCTAssertEqual(sent(check.actions), sent(first), "only the one that is due")
+        XCTAssertEqual(retransmissionDeadline(check.actions), at(3.5), "the second's deadline is now the earliest")
+        let later = layer.retransmissionsDue(now: at(3.5), jitter: 0)
+        XCTAssertEqual(sent(later.actions), sent(second))
+        XCTAssertEqual(retransmissionDeadline(later.actions), at(6.1), "the first's doubled timeout from its resend")
     }
 
     func testInitialTimeoutHonoursTheRandomFactor() throws {
         var layer = makeLayer()
         let (_, actions) = layer.sendRequest(.request(.get, path: "/a"), to: server, now: at(0), jitter: 1)
-        XCTAssertEqual(try XCTUnwrap(retransmissionDeadline(actions)).2, at(3), "ACK_TIMEOUT x ACK_RANDOM_FACTOR")
+        XCTAssertEqual(try XCTUnwrap(retransmissionDeadline(actions)), at(3), "ACK_TIMEOUT x ACK_RANDOM_FACTOR")
     }
 
     func testPiggybackedResponseCompletesAndStopsRetransmission() throws {
         var layer = makeLayer()
         let (token, actions) = layer.sendRequest(.request(.get, path: "/a"), to: server, now: at(0), jitter: 0)
         let request = try XCTUnwrap(sent(actions).first)
-        let (key, attempt, _) = try XCTUnwrap(retransmissionDeadline(actions))
+        XCTAssertNotNil(retransmissionDeadline(actions))
         var ack = CoAPMessage(type: .acknowledgement, code: .content, messageID: request.messageID, token: token, payload: [1])
         let done = layer.datagramReceived(ack.encode(), from: server, now: at(0.1), jitter: 0)
         XCTAssertEqual(completions(done).count, 1)
         XCTAssertEqual(try completions(done).first?.get().payload, [1])
-        XCTAssertTrue(layer.retransmissionTimerFired(key, attempt: attempt, now: at(2), jitter: 0).isEmpty, "no retransmission after the ACK")
+        XCTAssertTrue(layer.retransmissionsDue(now: at(2), jitter: 0).actions.isEmpty, "no retransmission after the ACK, and nothing to check")
         ack.payload = [2]
         XCTAssertTrue(completions(layer.datagramReceived(ack.encode(), from: server, now: at(0.2), jitter: 0)).isEmpty, "a duplicate ACK completes nothing")
     }
@@ -92,11 +113,11 @@ final class MessageLayerTests: XCTestCase {
         var layer = makeLayer()
         let (token, actions) = layer.sendRequest(.request(.post, path: "/v1/msg"), to: server, now: at(0), jitter: 0)
         let request = try XCTUnwrap(sent(actions).first)
-        let (key, attempt, _) = try XCTUnwrap(retransmissionDeadline(actions))
+        XCTAssertNotNil(retransmissionDeadline(actions))
         let afterAck = layer.datagramReceived(CoAPMessage.empty(.acknowledgement, messageID: request.messageID).encode(), from: server, now: at(0.5), jitter: 0)
         XCTAssertTrue(completions(afterAck).isEmpty, "an empty ACK is not the response")
         XCTAssertTrue(afterAck.contains { if case .scheduleSeparateResponseTimeout = $0 { true } else { false } })
-        XCTAssertTrue(layer.retransmissionTimerFired(key, attempt: attempt, now: at(2), jitter: 0).isEmpty, "no retransmission after the empty ACK")
+        XCTAssertTrue(layer.retransmissionsDue(now: at(2), jitter: 0).actions.isEmpty, "no retransmission after the empty ACK")
 
         let separate = CoAPMessage(type: .confirmable, code: .created, messageID: 0x9000, token: token, payload: [7])
         let done = layer.datagramReceived(separate.encode(), from: server, now: at(3), jitter: 0)
@@ -205,12 +226,12 @@ final class MessageLayerTests: XCTestCase {
         XCTAssertEqual(separate.type, .confirmable)
         XCTAssertNotEqual(separate.messageID, 0x2000)
         XCTAssertEqual(separate.token, [0xAA])
-        let (responseKey, attempt, _) = try XCTUnwrap(retransmissionDeadline(responded))
+        XCTAssertEqual(retransmissionDeadline(responded), at(5))
 
         // The separate response is retransmitted until the client acknowledges it.
-        XCTAssertEqual(sent(layer.retransmissionTimerFired(responseKey, attempt: attempt, now: at(5), jitter: 0)), [separate])
+        XCTAssertEqual(sent(layer.retransmissionsDue(now: at(5), jitter: 0).actions), [separate])
         _ = layer.datagramReceived(CoAPMessage.empty(.acknowledgement, messageID: separate.messageID).encode(), from: client, now: at(5.1), jitter: 0)
-        XCTAssertTrue(layer.retransmissionTimerFired(responseKey, attempt: attempt + 1, now: at(9), jitter: 0).isEmpty)
+        XCTAssertTrue(layer.retransmissionsDue(now: at(9), jitter: 0).actions.isEmpty)
 
         // A late duplicate of the request gets the empty ACK again, not a second processing.
         let late = layer.datagramReceived(incoming.encode(), from: client, now: at(20), jitter: 0)

@@ -8,7 +8,8 @@ import NIOCore
 struct MessageLayer {
     enum Action: Equatable {
         case send([UInt8], to: SocketAddress)
-        case scheduleRetransmission(MessageKey, attempt: Int, at: NIODeadline)
+        /// Call `retransmissionsDue` at this time (or later): one timer serves every confirmable.
+        case scheduleRetransmissionCheck(at: NIODeadline)
         /// Call `piggybackWindowsElapsed` at this time (or later): one timer serves every request.
         case schedulePiggybackSweep(at: NIODeadline)
         case scheduleSeparateResponseTimeout(token: [UInt8], at: NIODeadline)
@@ -26,6 +27,8 @@ struct MessageLayer {
         var purpose: ConfirmablePurpose
         var retransmissions: Int
         var timeout: TimeAmount
+        /// When it is sent again (or given up) unless acknowledged before.
+        var deadline: NIODeadline
     }
 
     private struct ClientExchange {
@@ -201,30 +204,38 @@ struct MessageLayer {
         key: MessageKey, datagram: [UInt8], purpose: ConfirmablePurpose, now: NIODeadline, jitter: Double
     ) -> [Action] {
         let timeout = parameters.initialTimeout(jitter: jitter)
-        outgoing[key] = OutgoingConfirmable(datagram: datagram, purpose: purpose, retransmissions: 0, timeout: timeout)
-        return [.send(datagram, to: key.peer), .scheduleRetransmission(key, attempt: 0, at: now + timeout)]
+        outgoing[key] = OutgoingConfirmable(datagram: datagram, purpose: purpose, retransmissions: 0, timeout: timeout, deadline: now + timeout)
+        return [.send(datagram, to: key.peer), .scheduleRetransmissionCheck(at: now + timeout)]
     }
 
-    /// A retransmission timer fired; stale timers (already acknowledged) do nothing.
-    mutating func retransmissionTimerFired(_ key: MessageKey, attempt: Int, now: NIODeadline, jitter: Double) -> [Action] {
-        guard var entry = outgoing[key], entry.retransmissions == attempt else { return [] }
-        guard entry.retransmissions < parameters.maxRetransmit else {
-            outgoing[key] = nil
-            switch entry.purpose {
-            case .request(let token):
-                return finishClientExchange(token: token, result: .failure(.timeout), now: now, jitter: jitter)
-            case .separateResponse:
-                outgoingResponseCount -= 1
-                return []
+    /// The retransmission timer fired: each confirmable whose deadline has passed is sent again
+    /// with its timeout doubled, or given up after MAX_RETRANSMIT. Also says when to look again
+    /// (the earliest deadline left); `retransmitted` counts the datagrams sent again. A scan of
+    /// the confirmables in flight, which `maxPendingRequests` and `maxConfirmableResponses` bound.
+    mutating func retransmissionsDue(now: NIODeadline, jitter: Double) -> (actions: [Action], retransmitted: Int) {
+        var actions: [Action] = []
+        var retransmitted = 0
+        for key in outgoing.compactMap({ $0.value.deadline <= now ? $0.key : nil }) {
+            guard var entry = outgoing[key] else { continue }  // finished by an earlier one's give-up
+            guard entry.retransmissions < parameters.maxRetransmit else {
+                outgoing[key] = nil
+                switch entry.purpose {
+                case .request(let token):
+                    actions += finishClientExchange(token: token, result: .failure(.timeout), now: now, jitter: jitter)
+                case .separateResponse:
+                    outgoingResponseCount -= 1
+                }
+                continue
             }
+            entry.retransmissions += 1
+            entry.timeout = entry.timeout + entry.timeout
+            entry.deadline = now + entry.timeout
+            outgoing[key] = entry
+            actions.append(.send(entry.datagram, to: key.peer))
+            retransmitted += 1
         }
-        entry.retransmissions += 1
-        entry.timeout = entry.timeout + entry.timeout
-        outgoing[key] = entry
-        return [
-            .send(entry.datagram, to: key.peer),
-            .scheduleRetransmission(key, attempt: entry.retransmissions, at: now + entry.timeout),
-        ]
+        if let next = outgoing.values.lazy.map(\.deadline).min() { actions.append(.scheduleRetransmissionCheck(at: next)) }
+        return (actions, retransmitted)
     }
 
     // MARK: - Receiving
