@@ -26,6 +26,26 @@ extension PushStore {
     public func presence(_ presence: Presence) async {}
 }
 
+/// A store that keeps what it is given in memory and never waits, like the simulator's
+/// devices. The push client then handles each frame where NIO reads it, on the connection's
+/// event loop: no task and no async channel between a push and its acknowledgement (that
+/// machinery was a fifth of the simulator's CPU under `scripts/bench-mqtt`).
+public protocol ImmediatePushStore: PushStore {
+    func heldCursors() -> [ChatCursor]
+    /// Called on the session's event loop: it must not block.
+    func storeNow(_ messages: [ChatMessage])
+    func deliveredNow(_ receipt: DeliveryReceipt)
+    func presenceNow(_ presence: Presence)
+}
+
+extension ImmediatePushStore {
+    public func cursors() async throws -> [ChatCursor] { heldCursors() }
+    public func store(_ messages: [ChatMessage]) async throws { storeNow(messages) }
+    public func delivered(_ receipt: DeliveryReceipt) async { deliveredNow(receipt) }
+    public func presence(_ presence: Presence) async { presenceNow(presence) }
+    public func presenceNow(_ presence: Presence) {}
+}
+
 /// A device's push session, kept open: connects to `/v1/push`, says what the device holds,
 /// stores what the server pushes in chat order (dropping duplicates, filling a gap by sync,
 /// never skipping it), acknowledges what it stored, heartbeats, and reconnects with backoff
@@ -126,7 +146,7 @@ public final class PushClient: Sendable {
         sessionChannel.withLockedValue { $0 }?.close(promise: nil)
     }
 
-    enum SessionEnd: Equatable {
+    enum SessionEnd: Equatable, Sendable {
         case ended(reason: String, wasWelcomed: Bool)
         case refused(String)
     }
@@ -141,15 +161,36 @@ public final class PushClient: Sendable {
         return .ended(reason: "closed \(code) \(reason)", wasWelcomed: welcomed)
     }
 
-    private enum Upgrade {
-        case websocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>)
+    private enum Upgrade<Session: Sendable>: Sendable {
+        case websocket(Session)
         case refused(HTTPResponseStatus)
     }
 
     private func session(to server: (host: String, port: Int), on eventLoop: any EventLoop) async -> SessionEnd {
+        let cursors: [ChatCursor]
+        do {
+            cursors = try await store.cursors()
+        } catch {
+            return .ended(reason: "cannot read what the device holds: \(error)", wasWelcomed: false)
+        }
+        let hello = ClientFrame.hello(Hello(token: configuration.token, have: cursors, clientName: configuration.clientName))
+        let state = SessionState()
+        if let immediate = store as? any ImmediatePushStore {
+            return await sessionOnLoop(to: server, on: eventLoop, hello: hello, reception: PushReception(cursors: cursors), store: immediate, state: state)
+        }
+        return await sessionInTask(to: server, on: eventLoop, hello: hello, reception: PushReception(cursors: cursors), state: state)
+    }
+
+    /// A session whose frames a task reads and stores, for a store that waits (SQLite).
+    private func sessionInTask(
+        to server: (host: String, port: Int), on eventLoop: any EventLoop, hello: ClientFrame, reception: PushReception, state: SessionState
+    ) async -> SessionEnd {
         let channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>
         do {
-            switch try await connect(to: server, on: eventLoop) {
+            let upgrade = try await connect(to: server, on: eventLoop) { channel in
+                try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: channel)
+            }
+            switch upgrade {
             case .websocket(let upgraded): channel = upgraded
             case .refused(let status): return .ended(reason: "upgrade refused: \(status.code)", wasWelcomed: false)
             }
@@ -158,20 +199,12 @@ public final class PushClient: Sendable {
         }
         sessionChannel.withLockedValue { $0 = channel.channel }
         defer { sessionChannel.withLockedValue { $0 = nil } }
-        let state = SessionState()
         do {
             return try await channel.executeThenClose { inbound, outbound in
-                let writer = FrameWriter(outbound: outbound, state: state)
-                try await writer.send(.hello(Hello(token: configuration.token, have: try await store.cursors(), clientName: configuration.clientName)))
-                return try await withThrowingTaskGroup(of: SessionEnd?.self) { group in
-                    group.addTask { try await self.heartbeat(writer, state, on: eventLoop) }
-                    group.addTask { try await self.read(inbound, writer, state) }
-                    group.addTask { try await self.watchSilence(state, on: eventLoop) }
-                    defer { group.cancelAll() }
-                    while let result = try await group.next() {
-                        if let result { return result }
-                    }
-                    return .ended(reason: "session ended", wasWelcomed: state.welcomed)
+                let writer = FrameWriter(state: state) { try await outbound.write($0) }
+                try await writer.send(hello)
+                return try await runUntilEnded(writer, state, on: eventLoop) {
+                    try await self.read(inbound, writer, state, reception)
                 }
             }
         } catch {
@@ -179,14 +212,74 @@ public final class PushClient: Sendable {
         }
     }
 
-    private func connect(to server: (host: String, port: Int), on eventLoop: any EventLoop) async throws -> Upgrade {
+    /// A session whose frames are handled where NIO reads them (`ImmediateSession`).
+    private func sessionOnLoop(
+        to server: (host: String, port: Int), on eventLoop: any EventLoop, hello: ClientFrame, reception: PushReception,
+        store: any ImmediatePushStore, state: SessionState
+    ) async -> SessionEnd {
+        let emit: @Sendable (Event) -> Void = { [weak self] in self?.emit($0) }
+        let channel: any Channel
+        let ended: EventLoopFuture<SessionEnd>
+        do {
+            let upgrade = try await connect(to: server, on: eventLoop) { channel in
+                let ended = channel.eventLoop.makePromise(of: SessionEnd.self)
+                do {
+                    try channel.pipeline.syncOperations.addHandler(ImmediateSession(reception: reception, store: store, state: state, ended: ended, emit: emit))
+                } catch {
+                    ended.fail(error)
+                    throw error
+                }
+                return ImmediateSession.Handle(channel: channel, ended: ended.futureResult)
+            }
+            switch upgrade {
+            case .websocket(let handle): (channel, ended) = (handle.channel, handle.ended)
+            case .refused(let status): return .ended(reason: "upgrade refused: \(status.code)", wasWelcomed: false)
+            }
+        } catch {
+            return .ended(reason: "cannot connect: \(error)", wasWelcomed: false)
+        }
+        sessionChannel.withLockedValue { $0 = channel }
+        defer {
+            sessionChannel.withLockedValue { $0 = nil }
+            channel.close(promise: nil)
+        }
+        do {
+            let writer = FrameWriter(state: state) { try await channel.writeAndFlush($0) }
+            try await writer.send(hello)
+            return try await runUntilEnded(writer, state, on: eventLoop) { try await ended.get() }
+        } catch {
+            return .ended(reason: "\(error)", wasWelcomed: state.welcomed)
+        }
+    }
+
+    /// Heartbeats and watches for silence beside `reading` until one of them ends the session.
+    private func runUntilEnded(
+        _ writer: FrameWriter, _ state: SessionState, on eventLoop: any EventLoop, reading: @escaping @Sendable () async throws -> SessionEnd?
+    ) async throws -> SessionEnd {
+        try await withThrowingTaskGroup(of: SessionEnd?.self) { group in
+            group.addTask { try await self.heartbeat(writer, state, on: eventLoop) }
+            group.addTask { try await reading() }
+            group.addTask { try await self.watchSilence(state, on: eventLoop) }
+            defer { group.cancelAll() }
+            while let result = try await group.next() {
+                if let result { return result }
+            }
+            return .ended(reason: "session ended", wasWelcomed: state.welcomed)
+        }
+    }
+
+    /// Connects and upgrades to a WebSocket whose whole messages (fragments joined by NIO's
+    /// aggregator, within `maxFrameBytes`) reach what `upgraded` adds to the pipeline.
+    private func connect<Session: Sendable>(
+        to server: (host: String, port: Int), on eventLoop: any EventLoop, upgraded: @escaping @Sendable (any Channel) throws -> Session
+    ) async throws -> Upgrade<Session> {
         let configuration = self.configuration
         var bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(TimeAmount(configuration.connectTimeout))
         if let localHost = configuration.localHost {
             bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: localHost, port: 0))
         }
-        let upgrade: EventLoopFuture<Upgrade> = try await bootstrap
+        let upgrade: EventLoopFuture<Upgrade<Session>> = try await bootstrap
             .connect(host: server.host, port: server.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let tls = configuration.tls {
@@ -195,11 +288,17 @@ public final class PushClient: Sendable {
                         let isAddress = (try? SocketAddress(ipAddress: server.host, port: 0)) != nil
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: isAddress ? nil : server.host))
                     }
-                    let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade>(
+                    let upgrader = NIOTypedWebSocketClientUpgrader<Upgrade<Session>>(
                         maxFrameSize: configuration.maxFrameBytes,
                         upgradePipelineHandler: { channel, _ in
                             channel.eventLoop.makeCompletedFuture {
-                                .websocket(try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: channel))
+                                try channel.pipeline.syncOperations.addHandler(
+                                    NIOWebSocketFrameAggregator(
+                                        minNonFinalFragmentSize: 0, maxAccumulatedFrameCount: Self.maxFragments,
+                                        maxAccumulatedFrameSize: configuration.maxFrameBytes
+                                    )
+                                )
+                                return .websocket(try upgraded(channel))
                             }
                         }
                     )
@@ -221,6 +320,9 @@ public final class PushClient: Sendable {
             }
         return try await upgrade.get()
     }
+
+    /// The most fragments one message from the server may come in (as the server allows).
+    static let maxFragments = 1_024
 
     /// Sends a Heartbeat whenever nothing was sent for the interval the Welcome announced.
     private func heartbeat(_ writer: FrameWriter, _ state: SessionState, on eventLoop: any EventLoop) async throws -> SessionEnd? {
@@ -255,11 +357,10 @@ public final class PushClient: Sendable {
         return nil
     }
 
-    private func read(_ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, _ writer: FrameWriter, _ state: SessionState) async throws -> SessionEnd? {
-        var held: [UInt64: UInt64] = [:]
-        for cursor in try await store.cursors() { held[cursor.chatID] = cursor.sequence }
-        var syncing = false
-        var message: ByteBuffer?
+    private func read(
+        _ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>, _ writer: FrameWriter, _ state: SessionState, _ reception: PushReception
+    ) async throws -> SessionEnd? {
+        var reception = reception
         for try await frame in inbound {
             state.received()
             switch frame.opcode {
@@ -267,72 +368,39 @@ public final class PushClient: Sendable {
                 try await writer.write(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData))
                 continue
             case .connectionClose:
-                var data = frame.unmaskedData
-                let code = data.readInteger(as: UInt16.self) ?? 1005
-                let reason = data.readString(length: data.readableBytes) ?? ""
-                return Self.end(closeCode: code, reason: reason, welcomed: state.welcomed)
+                return Self.end(closing: frame, welcomed: state.welcomed)
             case .binary:
-                message = frame.unmaskedData
-            case .continuation:
-                var data = frame.unmaskedData
-                message?.writeBuffer(&data)
+                break
             default:
                 continue
             }
-            guard frame.fin, let whole = message else { continue }
-            message = nil
-            guard let serverFrame = try? ServerFrame(serializedBytes: Array(buffer: whole)) else { continue }
-
-            var incoming: [ChatMessage] = []
-            var moreToSync = false
-            switch serverFrame {
-            case .welcome(let welcome):
-                state.welcome(interval: .milliseconds(Int64(max(welcome.heartbeatIntervalMs, 1000))))
+            guard let serverFrame = try? ServerFrame(serializedBytes: frame.unmaskedData.readableBytesView) else { continue }
+            switch reception.react(to: serverFrame) {
+            case .welcomed(let welcome):
+                state.welcome(interval: welcome.heartbeatInterval)
                 emit(.connected(welcome))
-            case .push(.message(let pushed)):
-                incoming = [pushed]
-            case .push(.delivered(let receipt)):
+            case .store(let messages, let replies):
+                if !messages.isEmpty { try await store.store(messages) }
+                for reply in replies { try await writer.send(reply) }
+            case .delivered(let receipt):
                 await store.delivered(receipt)
-            case .push(.presence(let presence)):
+            case .presence(let presence):
                 await store.presence(presence)
-            case .sync(let response):
-                syncing = false
-                incoming = response.messages
-                moreToSync = response.more
-            case .heartbeat:
+            case .refused(let reason):
+                return .refused(reason)
+            case .nothing:
                 break
-            case .error(let error):
-                if error.code == .unauthorized { return .refused(error.message) }
-            }
-            guard !incoming.isEmpty || moreToSync else { continue }
-
-            // Keep each chat consecutive: the next one is stored, an old one is a duplicate, a
-            // later one means a gap that a sync fills. A chat seen for the first time starts
-            // where the server starts it (after the device's stored cursor).
-            var accepted: [ChatMessage] = []
-            var touched: Set<UInt64> = []
-            var gap = false
-            for pushed in incoming {
-                touched.insert(pushed.chatID)
-                let have = held[pushed.chatID]
-                if have == nil || pushed.chatSequence == have! + 1 {
-                    accepted.append(pushed)
-                    held[pushed.chatID] = pushed.chatSequence
-                } else if pushed.chatSequence > have! + 1 {
-                    gap = true
-                }
-            }
-            if !accepted.isEmpty { try await store.store(accepted) }
-            if !touched.isEmpty {
-                // Duplicates are acknowledged again too, so the server's resend stops.
-                try await writer.send(.ack(PushAck(cursors: touched.sorted().compactMap { chat in held[chat].map { ChatCursor(chatID: chat, sequence: $0) } })))
-            }
-            if (gap || moreToSync) && !syncing {
-                syncing = true
-                try await writer.send(.sync(SyncRequest(have: held.map { ChatCursor(chatID: $0.key, sequence: $0.value) })))
             }
         }
         return .ended(reason: "connection closed", wasWelcomed: state.welcomed)
+    }
+
+    /// What a close frame from the server means (`end(closeCode:reason:welcomed:)`).
+    static func end(closing frame: WebSocketFrame, welcomed: Bool) -> SessionEnd {
+        var data = frame.unmaskedData
+        let code = data.readInteger(as: UInt16.self) ?? 1005
+        let reason = data.readString(length: data.readableBytes) ?? ""
+        return end(closeCode: code, reason: reason, welcomed: welcomed)
     }
 
     private func backoff(_ failures: Int) -> Duration {
@@ -359,16 +427,140 @@ private final class SessionState: @unchecked Sendable {
 
 /// Masked client frames (RFC 6455 requires a client to mask every frame).
 private struct FrameWriter: Sendable {
-    let outbound: NIOAsyncChannelOutboundWriter<WebSocketFrame>
     let state: SessionState
+    let output: @Sendable (WebSocketFrame) async throws -> Void
+
+    init(state: SessionState, output: @escaping @Sendable (WebSocketFrame) async throws -> Void) {
+        self.state = state
+        self.output = output
+    }
 
     func send(_ frame: ClientFrame) async throws {
-        try await write(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: ByteBuffer(bytes: frame.serializedBytes())))
+        try await write(ClientFrame.webSocketFrame(frame))
     }
 
     func write(_ frame: WebSocketFrame) async throws {
-        try await outbound.write(frame)
+        try await output(frame)
         state.sent()
+    }
+}
+
+extension ClientFrame {
+    /// A masked binary WebSocket frame holding this frame's bytes.
+    static func webSocketFrame(_ frame: ClientFrame) -> WebSocketFrame {
+        WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: ByteBuffer(bytes: frame.serializedBytes()))
+    }
+}
+
+extension Welcome {
+    /// The heartbeat interval it names, at least a second.
+    var heartbeatInterval: Duration { .milliseconds(Int64(max(heartbeatIntervalMs, 1000))) }
+}
+
+/// A session's frames handled where NIO reads them, for an `ImmediatePushStore`: each push is
+/// stored and acknowledged in the read that brought it. It completes `ended` once, with why
+/// the session ended.
+private final class ImmediateSession: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    /// What the session's task waits on.
+    struct Handle: Sendable {
+        let channel: any Channel
+        let ended: EventLoopFuture<PushClient.SessionEnd>
+    }
+
+    private var reception: PushReception
+    private let store: any ImmediatePushStore
+    private let state: SessionState
+    private let ended: EventLoopPromise<PushClient.SessionEnd>
+    private let emit: @Sendable (PushClient.Event) -> Void
+    private var isOver = false
+    private var unflushed = false
+
+    init(
+        reception: PushReception, store: any ImmediatePushStore, state: SessionState, ended: EventLoopPromise<PushClient.SessionEnd>,
+        emit: @escaping @Sendable (PushClient.Event) -> Void
+    ) {
+        self.reception = reception
+        self.store = store
+        self.state = state
+        self.ended = ended
+        self.emit = emit
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !isOver else { return }
+        let frame = unwrapInboundIn(data)
+        state.received()
+        switch frame.opcode {
+        case .ping:
+            send(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData), context: context)
+            return
+        case .connectionClose:
+            end(PushClient.end(closing: frame, welcomed: state.welcomed), context: context)
+            return
+        case .binary:
+            break
+        default:
+            return
+        }
+        guard let serverFrame = try? ServerFrame(serializedBytes: frame.unmaskedData.readableBytesView) else { return }
+        switch reception.react(to: serverFrame) {
+        case .welcomed(let welcome):
+            state.welcome(interval: welcome.heartbeatInterval)
+            emit(.connected(welcome))
+        case .store(let messages, let replies):
+            if !messages.isEmpty { store.storeNow(messages) }
+            for reply in replies { send(ClientFrame.webSocketFrame(reply), context: context) }
+        case .delivered(let receipt):
+            store.deliveredNow(receipt)
+        case .presence(let presence):
+            store.presenceNow(presence)
+        case .refused(let reason):
+            end(.refused(reason), context: context)
+        case .nothing:
+            break
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        end(.ended(reason: "connection closed", wasWelcomed: state.welcomed), context: context)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        end(.ended(reason: "\(error)", wasWelcomed: state.welcomed), context: context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        // The pipeline is going: nothing to close, but the session's task must not wait forever.
+        guard !isOver else { return }
+        isOver = true
+        ended.succeed(.ended(reason: "connection closed", wasWelcomed: state.welcomed))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if unflushed {
+            unflushed = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    /// Acknowledgements are answers to what the server pushed, which its window per chat
+    /// bounds. They go out with one flush per read (`channelReadComplete`).
+    private func send(_ frame: WebSocketFrame, context: ChannelHandlerContext) {
+        context.write(wrapOutboundOut(frame), promise: nil)
+        unflushed = true
+        state.sent()
+    }
+
+    private func end(_ end: PushClient.SessionEnd, context: ChannelHandlerContext) {
+        guard !isOver else { return }
+        isOver = true
+        ended.succeed(end)
+        context.close(promise: nil)
     }
 }
 

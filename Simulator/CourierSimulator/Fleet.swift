@@ -95,6 +95,7 @@ public struct Fleet: Sendable {
         }
         let stats = FleetStatistics()
         let counters = CoAPCounters()
+        let laneClocks = LaneClocks()
         let dtls = try options.dtls ? FleetDTLS() : nil
         let clock = ContinuousClock()
         let started = clock.now
@@ -113,7 +114,7 @@ public struct Fleet: Sendable {
             SimDevice(
                 index: index, plan: plan, settings: settings,
                 servers: (1...gateways.count).map { gateways[(index + $0) % gateways.count] }, push: (0..<nodes.count).map { nodes[(index + $0) % nodes.count] }, oracle: oracle,
-                stats: stats, counters: counters, dtls: dtls, pushTLS: options.pushTLS, seed: settings.seed ^ (UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
+                stats: stats, counters: counters, laneClocks: laneClocks, dtls: dtls, pushTLS: options.pushTLS, seed: settings.seed ^ (UInt64(index) &* 0x9E37_79B9_7F4A_7C15)
             )
         }
         let rampStep = settings.rampUpSeconds / Double(max(1, devices.count))

@@ -20,6 +20,7 @@ final class SimDevice: Sendable {
     private let oracle: DeliveryOracle
     private let stats: FleetStatistics
     private let counters: CoAPCounters
+    private let laneClocks: LaneClocks
     private let dtls: FleetDTLS?
     private let pushTLS: NIOSSLContext?
     private let seed: UInt64
@@ -37,8 +38,10 @@ final class SimDevice: Sendable {
 
     init(
         index: Int, plan: FleetPlan, settings: SimulationReport.Settings, servers: [SocketAddress], push: [Fleet.Node],
-        oracle: DeliveryOracle, stats: FleetStatistics, counters: CoAPCounters, dtls: FleetDTLS?, pushTLS: NIOSSLContext?, seed: UInt64
+        oracle: DeliveryOracle, stats: FleetStatistics, counters: CoAPCounters, laneClocks: LaneClocks, dtls: FleetDTLS?, pushTLS: NIOSSLContext?,
+        seed: UInt64
     ) {
+        self.laneClocks = laneClocks
         self.dtls = dtls
         self.pushTLS = pushTLS
         self.index = index
@@ -143,20 +146,22 @@ final class SimDevice: Sendable {
         let sender = ReliableSender(endpoint: endpoint, servers: servers, token: dtls == nil ? device.token : "")
         let lanes = settings.window
         let laneRate = perDevice / Double(lanes)
-        // The lanes stay on Swift's pool and sleep on Dispatch's timers. On the socket's event
-        // loop with NIO's timers a lane saved a thread hand-off per message, but a fleet's tens
-        // of thousands of lane timers in NIO's heap held sends up: p99 0.84 and 1.04 s at
-        // 15,000 devices against 42-54 ms this way (scripts/bench-fleet).
-        await withDiscardingTaskGroup { group in
-            for lane in 0..<lanes {
-                group.addTask { [self] in
-                    await runLane(lane, rate: laneRate, sender: sender, deadline: deadline, budget: budget, over: over)
+        // The lanes run on the socket's event loop and sleep on its `LaneClock`.
+        let clock = laneClocks.clock(for: endpoint.eventLoop)
+        await withTaskExecutorPreference(EventLoopTaskExecutor(endpoint.eventLoop)) {
+            await withDiscardingTaskGroup { group in
+                for lane in 0..<lanes {
+                    group.addTask { [self] in
+                        await runLane(lane, rate: laneRate, sender: sender, clock: clock, deadline: deadline, budget: budget, over: over)
+                    }
                 }
             }
         }
     }
 
-    private func runLane(_ lane: Int, rate: Double, sender: ReliableSender, deadline: ContinuousClock.Instant?, budget: MessageBudget?, over: Flag) async {
+    private func runLane(
+        _ lane: Int, rate: Double, sender: ReliableSender, clock laneClock: LaneClock, deadline: ContinuousClock.Instant?, budget: MessageBudget?, over: Flag
+    ) async {
         let clock = ContinuousClock()
         var generator = SplitMix64(seed: seed ^ UInt64(lane + 1) &* 0xBF58_476D_1CE4_E5B9)
         // Poisson arrivals: independent devices, as a real fleet sends.
@@ -170,7 +175,7 @@ final class SimDevice: Sendable {
         let padding = settings.messageBytes
         let changeFraction = (settings.changePercent ?? 0) / 100
         while !Task.isCancelled {
-            do { try await clock.sleep(until: next) } catch { return }
+            do { try await laneClock.sleep(until: next) } catch { return }
             let now = clock.now
             if over.isSet { return }
             if let deadline, now >= deadline { return }
@@ -239,7 +244,9 @@ final class SimDevice: Sendable {
 }
 
 /// A simulated device's memory: its cursor per chat. Everything it stores goes to the oracle.
-final class SimDeviceStore: PushStore {
+/// It keeps all of it in memory, so its push session stores and acknowledges each push where
+/// NIO reads it (`ImmediatePushStore`).
+final class SimDeviceStore: ImmediatePushStore {
     private let device: Int
     private let plan: FleetPlan
     private let oracle: DeliveryOracle
@@ -253,11 +260,11 @@ final class SimDeviceStore: PushStore {
         self.oracle = oracle
     }
 
-    func cursors() async throws -> [ChatCursor] {
+    func heldCursors() -> [ChatCursor] {
         held.withLock { $0.map { ChatCursor(chatID: $0.key, sequence: $0.value) } }
     }
 
-    func store(_ messages: [ChatMessage]) async throws {
+    func storeNow(_ messages: [ChatMessage]) {
         let now = ContinuousClock.now
         held.withLock { held in
             for message in messages { held[message.chatID] = max(held[message.chatID] ?? 0, message.chatSequence) }
@@ -273,7 +280,7 @@ final class SimDeviceStore: PushStore {
         }
     }
 
-    func delivered(_ receipt: DeliveryReceipt) async {}
+    func deliveredNow(_ receipt: DeliveryReceipt) {}
 
     /// The sequence of the newest message this device sent into the chat, once it arrived back.
     func newestOwn(chatID: UInt64) -> UInt64? {

@@ -10,6 +10,8 @@ bin=$(swift build -c release --scratch-path "$scratch" --show-bin-path)
 # COURIER_SERVER_BIN runs another build of the server (say, the last commit's) against the
 # same simulator, to compare two builds side by side in one session.
 server_bin=${COURIER_SERVER_BIN:-$bin/courier-server}
+# COURIER_SIM_BIN likewise runs another build of the simulator against the same server.
+sim_bin=${COURIER_SIM_BIN:-$bin/courier-sim}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/courier-bench.XXXXXX")
 pids=()
@@ -58,7 +60,7 @@ rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0;
 # JSON lands in REPORT. Returns courier-sim's status (1: the oracle found faults).
 simulate() {
     local report=$1; shift
-    "$bin/courier-sim" run --server "127.0.0.1:$coap_port" --push-port "$push_port" \
+    "$sim_bin" run --server "127.0.0.1:$coap_port" --push-port "$push_port" \
         --admin "http://127.0.0.1:$http_port" --admin-token-file "$data/admin.token" \
         --json "$report" --quiet "$@" >"$report.txt" 2>&1
 }

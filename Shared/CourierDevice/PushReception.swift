@@ -1,0 +1,77 @@
+import CourierProtocol
+
+/// What a push session does with each frame from the server, apart from reading and writing:
+/// it keeps each chat consecutive (the next sequence is stored, an older one is a duplicate, a
+/// later one is a gap that a sync fills, never skipped) and says what to store and what to
+/// answer. Both ways of running a session (`PushClient`) use it.
+struct PushReception {
+    enum Reaction: Equatable {
+        case welcomed(Welcome)
+        /// Store the messages (each follows what is held of its chat, in order), then send the
+        /// replies: the acknowledgement of every chat touched, and a sync when a gap showed.
+        case store([ChatMessage], replies: [ClientFrame])
+        case delivered(DeliveryReceipt)
+        case presence(Presence)
+        /// The server will not take this device (an unauthorized error).
+        case refused(String)
+        case nothing
+    }
+
+    /// Per chat, the highest consecutive sequence held.
+    private var held: [UInt64: UInt64]
+    /// A sync request is out and not answered yet: a second one would only ask for the same.
+    private var syncing = false
+
+    init(cursors: [ChatCursor]) {
+        held = Dictionary(cursors.map { ($0.chatID, $0.sequence) }, uniquingKeysWith: max)
+    }
+
+    mutating func react(to frame: ServerFrame) -> Reaction {
+        switch frame {
+        case .welcome(let welcome):
+            return .welcomed(welcome)
+        case .push(.message(let pushed)):
+            return incoming([pushed], moreToSync: false)
+        case .push(.delivered(let receipt)):
+            return .delivered(receipt)
+        case .push(.presence(let presence)):
+            return .presence(presence)
+        case .sync(let response):
+            syncing = false
+            return incoming(response.messages, moreToSync: response.more)
+        case .heartbeat:
+            return .nothing
+        case .error(let error):
+            return error.code == .unauthorized ? .refused(error.message) : .nothing
+        }
+    }
+
+    private mutating func incoming(_ messages: [ChatMessage], moreToSync: Bool) -> Reaction {
+        guard !messages.isEmpty || moreToSync else { return .nothing }
+        // A chat seen for the first time starts where the server starts it (after the
+        // device's stored cursor).
+        var accepted: [ChatMessage] = []
+        var touched: Set<UInt64> = []
+        var gap = false
+        for pushed in messages {
+            touched.insert(pushed.chatID)
+            let have = held[pushed.chatID]
+            if have == nil || pushed.chatSequence == have! + 1 {
+                accepted.append(pushed)
+                held[pushed.chatID] = pushed.chatSequence
+            } else if pushed.chatSequence > have! + 1 {
+                gap = true
+            }
+        }
+        var replies: [ClientFrame] = []
+        if !touched.isEmpty {
+            // Duplicates are acknowledged again too, so the server's resend stops.
+            replies.append(.ack(PushAck(cursors: touched.sorted().compactMap { chat in held[chat].map { ChatCursor(chatID: chat, sequence: $0) } })))
+        }
+        if (gap || moreToSync) && !syncing {
+            syncing = true
+            replies.append(.sync(SyncRequest(have: held.map { ChatCursor(chatID: $0.key, sequence: $0.value) })))
+        }
+        return .store(accepted, replies: replies)
+    }
+}

@@ -1,0 +1,58 @@
+@testable import CourierDevice
+import CourierProtocol
+import XCTest
+
+/// What a device does with each frame of its push session: each chat kept consecutive, every
+/// push acknowledged (duplicates too), a gap filled by one sync, never skipped.
+final class PushReceptionTests: XCTestCase {
+    private func message(chat: UInt64, sequence: UInt64) -> ChatMessage {
+        ChatMessage(
+            serverMessageID: chat * 1_000 + sequence, chatID: chat, chatSequence: sequence, senderUserID: 1, senderDeviceID: 1,
+            clientMessageID: "m\(chat)-\(sequence)", text: "hi", clientSentAtMs: 0, acceptedAtMs: 0
+        )
+    }
+
+    private func push(chat: UInt64, sequence: UInt64) -> ServerFrame {
+        .push(.message(message(chat: chat, sequence: sequence)))
+    }
+
+    private func ack(_ cursors: (UInt64, UInt64)...) -> ClientFrame {
+        .ack(PushAck(cursors: cursors.map { ChatCursor(chatID: $0.0, sequence: $0.1) }))
+    }
+
+    func testTheNextOfAChatIsStoredAndAcknowledgedAndADuplicateIsOnlyAcknowledgedAgain() {
+        var reception = PushReception(cursors: [ChatCursor(chatID: 7, sequence: 3)])
+        XCTAssertEqual(reception.react(to: push(chat: 7, sequence: 4)), .store([message(chat: 7, sequence: 4)], replies: [ack((7, 4))]))
+        XCTAssertEqual(reception.react(to: push(chat: 7, sequence: 4)), .store([], replies: [ack((7, 4))]))
+        XCTAssertEqual(reception.react(to: push(chat: 7, sequence: 2)), .store([], replies: [ack((7, 4))]))
+        // A chat the device holds nothing of starts where the server starts it.
+        XCTAssertEqual(reception.react(to: push(chat: 9, sequence: 12)), .store([message(chat: 9, sequence: 12)], replies: [ack((9, 12))]))
+    }
+
+    func testAGapIsNeverSkippedAndOneSyncFillsIt() {
+        var reception = PushReception(cursors: [ChatCursor(chatID: 7, sequence: 3)])
+        let sync = ClientFrame.sync(SyncRequest(have: [ChatCursor(chatID: 7, sequence: 3)]))
+        XCTAssertEqual(reception.react(to: push(chat: 7, sequence: 5)), .store([], replies: [ack((7, 3)), sync]))
+        // While the sync is out, a later push asks for nothing more.
+        XCTAssertEqual(reception.react(to: push(chat: 7, sequence: 6)), .store([], replies: [ack((7, 3))]))
+        let answer = ServerFrame.sync(SyncResponse(messages: [4, 5, 6].map { message(chat: 7, sequence: $0) }, more: false))
+        XCTAssertEqual(reception.react(to: answer), .store([4, 5, 6].map { message(chat: 7, sequence: $0) }, replies: [ack((7, 6))]))
+        XCTAssertEqual(reception.react(to: push(chat: 7, sequence: 7)), .store([message(chat: 7, sequence: 7)], replies: [ack((7, 7))]))
+    }
+
+    func testAnAnswerWithMoreAsksAgainFromTheNewCursors() {
+        var reception = PushReception(cursors: [ChatCursor(chatID: 7, sequence: 0)])
+        let answer = ServerFrame.sync(SyncResponse(messages: [message(chat: 7, sequence: 1)], more: true))
+        XCTAssertEqual(
+            reception.react(to: answer),
+            .store([message(chat: 7, sequence: 1)], replies: [ack((7, 1)), .sync(SyncRequest(have: [ChatCursor(chatID: 7, sequence: 1)]))])
+        )
+        XCTAssertEqual(reception.react(to: .sync(SyncResponse(messages: [], more: false))), .nothing)
+    }
+
+    func testOnlyAnUnauthorizedErrorRefusesTheDevice() {
+        var reception = PushReception(cursors: [])
+        XCTAssertEqual(reception.react(to: .error(WireError(code: .unauthorized, message: "bad token"))), .refused("bad token"))
+        XCTAssertEqual(reception.react(to: .error(WireError(code: .overloaded, message: "busy"))), .nothing)
+    }
+}
