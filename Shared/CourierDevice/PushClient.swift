@@ -246,7 +246,11 @@ public final class PushClient: Sendable {
         do {
             let writer = FrameWriter(state: state) { try await channel.writeAndFlush($0) }
             try await writer.send(hello)
-            return try await runUntilEnded(writer, state, on: eventLoop) { try await ended.get() }
+            return try await runUntilEnded(writer, state, on: eventLoop) {
+                // A future's wait ignores cancellation: when the heartbeat or the silence watch
+                // ends the session, closing the channel is what ends this wait.
+                try await withTaskCancellationHandler { try await ended.get() } onCancel: { channel.close(promise: nil) }
+            }
         } catch {
             return .ended(reason: "\(error)", wasWelcomed: state.welcomed)
         }
