@@ -166,6 +166,25 @@ public final class PushClient: Sendable {
         case refused(HTTPResponseStatus)
     }
 
+    private enum Opened<Session: Sendable> {
+        case websocket(Session)
+        case failed(SessionEnd)
+    }
+
+    /// `connect`, with a refusal or a failure turned into how the session ended.
+    private func open<Session: Sendable>(
+        _ server: (host: String, port: Int), on eventLoop: any EventLoop, upgraded: @escaping @Sendable (any Channel) throws -> Session
+    ) async -> Opened<Session> {
+        do {
+            switch try await connect(to: server, on: eventLoop, upgraded: upgraded) {
+            case .websocket(let session): return .websocket(session)
+            case .refused(let status): return .failed(.ended(reason: "upgrade refused: \(status.code)", wasWelcomed: false))
+            }
+        } catch {
+            return .failed(.ended(reason: "cannot connect: \(error)", wasWelcomed: false))
+        }
+    }
+
     private func session(to server: (host: String, port: Int), on eventLoop: any EventLoop) async -> SessionEnd {
         let cursors: [ChatCursor]
         do {
@@ -186,16 +205,9 @@ public final class PushClient: Sendable {
         to server: (host: String, port: Int), on eventLoop: any EventLoop, hello: ClientFrame, reception: PushReception, state: SessionState
     ) async -> SessionEnd {
         let channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>
-        do {
-            let upgrade = try await connect(to: server, on: eventLoop) { channel in
-                try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: channel)
-            }
-            switch upgrade {
-            case .websocket(let upgraded): channel = upgraded
-            case .refused(let status): return .ended(reason: "upgrade refused: \(status.code)", wasWelcomed: false)
-            }
-        } catch {
-            return .ended(reason: "cannot connect: \(error)", wasWelcomed: false)
+        switch await open(server, on: eventLoop, upgraded: { try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(wrappingChannelSynchronously: $0) }) {
+        case .websocket(let upgraded): channel = upgraded
+        case .failed(let end): return end
         }
         sessionChannel.withLockedValue { $0 = channel.channel }
         defer { sessionChannel.withLockedValue { $0 = nil } }
@@ -218,25 +230,20 @@ public final class PushClient: Sendable {
         store: any ImmediatePushStore, state: SessionState
     ) async -> SessionEnd {
         let emit: @Sendable (Event) -> Void = { [weak self] in self?.emit($0) }
-        let channel: any Channel
-        let ended: EventLoopFuture<SessionEnd>
-        do {
-            let upgrade = try await connect(to: server, on: eventLoop) { channel in
-                let ended = channel.eventLoop.makePromise(of: SessionEnd.self)
-                do {
-                    try channel.pipeline.syncOperations.addHandler(ImmediateSession(reception: reception, store: store, state: state, ended: ended, emit: emit))
-                } catch {
-                    ended.fail(error)
-                    throw error
-                }
-                return ImmediateSession.Handle(channel: channel, ended: ended.futureResult)
+        let opened = await open(server, on: eventLoop) { channel in
+            let ended = channel.eventLoop.makePromise(of: SessionEnd.self)
+            do {
+                try channel.pipeline.syncOperations.addHandler(ImmediateSession(reception: reception, store: store, state: state, ended: ended, emit: emit))
+            } catch {
+                ended.fail(error)
+                throw error
             }
-            switch upgrade {
-            case .websocket(let handle): (channel, ended) = (handle.channel, handle.ended)
-            case .refused(let status): return .ended(reason: "upgrade refused: \(status.code)", wasWelcomed: false)
-            }
-        } catch {
-            return .ended(reason: "cannot connect: \(error)", wasWelcomed: false)
+            return ImmediateSession.Handle(channel: channel, ended: ended.futureResult)
+        }
+        let (channel, ended): (any Channel, EventLoopFuture<SessionEnd>)
+        switch opened {
+        case .websocket(let handle): (channel, ended) = (handle.channel, handle.ended)
+        case .failed(let end): return end
         }
         sessionChannel.withLockedValue { $0 = channel }
         defer {
@@ -367,19 +374,11 @@ public final class PushClient: Sendable {
         var reception = reception
         for try await frame in inbound {
             state.received()
-            switch frame.opcode {
-            case .ping:
-                try await writer.write(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData))
-                continue
-            case .connectionClose:
-                return Self.end(closing: frame, welcomed: state.welcomed)
-            case .binary:
-                break
-            default:
-                continue
-            }
-            guard let serverFrame = try? ServerFrame(serializedBytes: frame.unmaskedData.readableBytesView) else { continue }
-            switch reception.react(to: serverFrame) {
+            switch reception.react(to: frame) {
+            case .pong(let pong):
+                try await writer.write(pong)
+            case .closed(let code, let reason):
+                return Self.end(closeCode: code, reason: reason, welcomed: state.welcomed)
             case .welcomed(let welcome):
                 state.welcome(interval: welcome.heartbeatInterval)
                 emit(.connected(welcome))
@@ -397,14 +396,6 @@ public final class PushClient: Sendable {
             }
         }
         return .ended(reason: "connection closed", wasWelcomed: state.welcomed)
-    }
-
-    /// What a close frame from the server means (`end(closeCode:reason:welcomed:)`).
-    static func end(closing frame: WebSocketFrame, welcomed: Bool) -> SessionEnd {
-        var data = frame.unmaskedData
-        let code = data.readInteger(as: UInt16.self) ?? 1005
-        let reason = data.readString(length: data.readableBytes) ?? ""
-        return end(closeCode: code, reason: reason, welcomed: welcomed)
     }
 
     private func backoff(_ failures: Int) -> Duration {
@@ -495,22 +486,12 @@ private final class ImmediateSession: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !isOver else { return }
-        let frame = unwrapInboundIn(data)
         state.received()
-        switch frame.opcode {
-        case .ping:
-            send(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData), context: context)
-            return
-        case .connectionClose:
-            end(PushClient.end(closing: frame, welcomed: state.welcomed), context: context)
-            return
-        case .binary:
-            break
-        default:
-            return
-        }
-        guard let serverFrame = try? ServerFrame(serializedBytes: frame.unmaskedData.readableBytesView) else { return }
-        switch reception.react(to: serverFrame) {
+        switch reception.react(to: unwrapInboundIn(data)) {
+        case .pong(let pong):
+            send(pong, context: context)
+        case .closed(let code, let reason):
+            end(PushClient.end(closeCode: code, reason: reason, welcomed: state.welcomed), context: context)
         case .welcomed(let welcome):
             state.welcome(interval: welcome.heartbeatInterval)
             emit(.connected(welcome))
@@ -539,9 +520,7 @@ private final class ImmediateSession: ChannelInboundHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         // The pipeline is going: nothing to close, but the session's task must not wait forever.
-        guard !isOver else { return }
-        isOver = true
-        ended.succeed(.ended(reason: "connection closed", wasWelcomed: state.welcomed))
+        finish(.ended(reason: "connection closed", wasWelcomed: state.welcomed))
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -561,10 +540,17 @@ private final class ImmediateSession: ChannelInboundHandler {
     }
 
     private func end(_ end: PushClient.SessionEnd, context: ChannelHandlerContext) {
-        guard !isOver else { return }
+        guard finish(end) else { return }
+        context.close(promise: nil)
+    }
+
+    /// Completes `ended` the first time; false once it was.
+    @discardableResult
+    private func finish(_ end: PushClient.SessionEnd) -> Bool {
+        guard !isOver else { return false }
         isOver = true
         ended.succeed(end)
-        context.close(promise: nil)
+        return true
     }
 }
 

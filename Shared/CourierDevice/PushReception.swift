@@ -1,4 +1,6 @@
 import CourierProtocol
+import NIOCore
+import NIOWebSocket
 
 /// What a push session does with each frame from the server, apart from reading and writing:
 /// it keeps each chat consecutive (the next sequence is stored, an older one is a duplicate, a
@@ -6,6 +8,11 @@ import CourierProtocol
 /// answer. Both ways of running a session (`PushClient`) use it.
 struct PushReception {
     enum Reaction: Equatable {
+        /// Answer a ping.
+        case pong(WebSocketFrame)
+        /// The server closed the session (`PushClient.end(closeCode:reason:welcomed:)` says
+        /// whether for good).
+        case closed(code: UInt16, reason: String)
         case welcomed(Welcome)
         /// Store the messages (each follows what is held of its chat, in order), then send the
         /// replies: the acknowledgement of every chat touched, and a sync when a gap showed.
@@ -24,6 +31,24 @@ struct PushReception {
 
     init(cursors: [ChatCursor]) {
         held = Dictionary(cursors.map { ($0.chatID, $0.sequence) }, uniquingKeysWith: max)
+    }
+
+    /// What to do with a whole WebSocket message (fragments already joined) from the server.
+    mutating func react(to frame: WebSocketFrame) -> Reaction {
+        switch frame.opcode {
+        case .ping:
+            return .pong(WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData))
+        case .connectionClose:
+            var data = frame.unmaskedData
+            let code = data.readInteger(as: UInt16.self) ?? 1005
+            return .closed(code: code, reason: data.readString(length: data.readableBytes) ?? "")
+        case .binary:
+            // A frame that does not decode is skipped, as an unknown one would be.
+            guard let serverFrame = try? ServerFrame(serializedBytes: frame.unmaskedData.readableBytesView) else { return .nothing }
+            return react(to: serverFrame)
+        default:
+            return .nothing
+        }
     }
 
     mutating func react(to frame: ServerFrame) -> Reaction {

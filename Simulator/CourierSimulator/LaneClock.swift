@@ -1,5 +1,4 @@
 import HeapModule
-import NIOConcurrencyHelpers
 import NIOCore
 import Synchronization
 
@@ -24,12 +23,12 @@ final class LaneClock: Sendable {
     private struct State {
         var wakes = Heap<Wake>()
         var sleepers: [UInt64: CheckedContinuation<Void, any Error>] = [:]
-        var nextID: UInt64 = 0
         /// The earliest loop timer armed (nil: none is).
         var armedFor: ContinuousClock.Instant?
     }
 
-    private let state = NIOLockedValueBox(State())
+    private let state = Mutex(State())
+    private let nextID = Atomic<UInt64>(0)
 
     init(eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
@@ -38,13 +37,10 @@ final class LaneClock: Sendable {
     /// Returns at `deadline` (or a little after: the loop's timer), on the loop when the task
     /// prefers it; throws `CancellationError` once the task is cancelled.
     func sleep(until deadline: ContinuousClock.Instant) async throws {
-        let id = state.withLockedValue { state in
-            state.nextID += 1
-            return state.nextID
-        }
+        let id = nextID.add(1, ordering: .relaxed).newValue
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let arm: Bool = state.withLockedValue { state in
+                let arm: Bool = state.withLock { state in
                     // Cancelled before this ran: its handler found nothing to resume.
                     if Task.isCancelled {
                         continuation.resume(throwing: CancellationError())
@@ -59,7 +55,7 @@ final class LaneClock: Sendable {
                 if arm { armTimer(for: deadline) }
             }
         } onCancel: {
-            state.withLockedValue { $0.sleepers.removeValue(forKey: id) }?.resume(throwing: CancellationError())
+            state.withLock { $0.sleepers.removeValue(forKey: id) }?.resume(throwing: CancellationError())
         }
     }
 
@@ -72,7 +68,7 @@ final class LaneClock: Sendable {
     /// timer can fire a hair before its deadline: then it is armed again for it.)
     private func wakeDue(firedFor fired: ContinuousClock.Instant) {
         let now = ContinuousClock.now
-        let (due, next): ([CheckedContinuation<Void, any Error>], ContinuousClock.Instant?) = state.withLockedValue { state in
+        let (due, next): ([CheckedContinuation<Void, any Error>], ContinuousClock.Instant?) = state.withLock { state in
             var due: [CheckedContinuation<Void, any Error>] = []
             while let first = state.wakes.min, first.deadline <= now {
                 state.wakes.removeMin()

@@ -147,12 +147,12 @@ final class SimDevice: Sendable {
         let lanes = settings.window
         let laneRate = perDevice / Double(lanes)
         // The lanes run on the socket's event loop and sleep on its `LaneClock`.
-        let clock = laneClocks.clock(for: endpoint.eventLoop)
+        let laneClock = laneClocks.clock(for: endpoint.eventLoop)
         await withTaskExecutorPreference(EventLoopTaskExecutor(endpoint.eventLoop)) {
             await withDiscardingTaskGroup { group in
                 for lane in 0..<lanes {
                     group.addTask { [self] in
-                        await runLane(lane, rate: laneRate, sender: sender, clock: clock, deadline: deadline, budget: budget, over: over)
+                        await runLane(lane, rate: laneRate, sender: sender, laneClock: laneClock, deadline: deadline, budget: budget, over: over)
                     }
                 }
             }
@@ -160,7 +160,7 @@ final class SimDevice: Sendable {
     }
 
     private func runLane(
-        _ lane: Int, rate: Double, sender: ReliableSender, clock laneClock: LaneClock, deadline: ContinuousClock.Instant?, budget: MessageBudget?, over: Flag
+        _ lane: Int, rate: Double, sender: ReliableSender, laneClock: LaneClock, deadline: ContinuousClock.Instant?, budget: MessageBudget?, over: Flag
     ) async {
         let clock = ContinuousClock()
         var generator = SplitMix64(seed: seed ^ UInt64(lane + 1) &* 0xBF58_476D_1CE4_E5B9)

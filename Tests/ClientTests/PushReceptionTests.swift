@@ -1,5 +1,7 @@
 @testable import CourierDevice
 import CourierProtocol
+import NIOCore
+import NIOWebSocket
 import XCTest
 
 /// What a device does with each frame of its push session: each chat kept consecutive, every
@@ -48,6 +50,30 @@ final class PushReceptionTests: XCTestCase {
             .store([message(chat: 7, sequence: 1)], replies: [ack((7, 1)), .sync(SyncRequest(have: [ChatCursor(chatID: 7, sequence: 1)]))])
         )
         XCTAssertEqual(reception.react(to: .sync(SyncResponse(messages: [], more: false))), .nothing)
+    }
+
+    func testAPingIsAnsweredACloseSaysItsCodeAndReasonAndAnUnreadableFrameIsSkipped() {
+        var reception = PushReception(cursors: [])
+        guard case .pong(let pong) = reception.react(to: WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer(bytes: [1, 2, 3]))) else {
+            return XCTFail("a ping is answered")
+        }
+        XCTAssertEqual(pong.opcode, .pong)
+        XCTAssertNotNil(pong.maskKey, "a client masks every frame")
+        XCTAssertEqual(Array(buffer: pong.data), [1, 2, 3], "with the ping's data (the encoder masks it)")
+
+        var close = ByteBuffer()
+        close.writeInteger(UInt16(1008))
+        close.writeString("bad token")
+        XCTAssertEqual(reception.react(to: WebSocketFrame(fin: true, opcode: .connectionClose, data: close)), .closed(code: 1008, reason: "bad token"))
+        XCTAssertEqual(reception.react(to: WebSocketFrame(fin: true, opcode: .connectionClose, data: ByteBuffer())), .closed(code: 1005, reason: ""))
+
+        XCTAssertEqual(reception.react(to: WebSocketFrame(fin: true, opcode: .binary, data: ByteBuffer(bytes: [0xFF, 0xFF]))), .nothing)
+        let pushed = ByteBuffer(bytes: ServerFrame.push(.message(message(chat: 4, sequence: 1))).serializedBytes())
+        XCTAssertEqual(
+            reception.react(to: WebSocketFrame(fin: true, opcode: .binary, data: pushed)),
+            .store([message(chat: 4, sequence: 1)], replies: [ack((4, 1))]),
+            "a binary frame is a ServerFrame"
+        )
     }
 
     func testOnlyAnUnauthorizedErrorRefusesTheDevice() {

@@ -44,6 +44,10 @@ final class MessageLayerTests: XCTestCase {
         let early = layer.retransmissionsDue(now: at(1.9), jitter: 0)
         XCTAssertEqual(early.retransmitted, 0, "nothing before its deadline")
         XCTAssertEqual(early.actions, [.scheduleRetransmissionCheck(at: at(2))], "and the check is asked for again")
+        XCTAssertEqual(
+            layer.retransmissionsDue(now: at(1.95), jitter: 0).actions, [.scheduleRetransmissionCheck(at: at(1.95) + .milliseconds(100))],
+            "but no sooner than the slack (100 ms) after this one"
+        )
 
         var expectedGaps = [4.0, 8, 16, 32]
         var elapsed = 2.0

@@ -30,11 +30,9 @@ final class CoAPChannelHandler: ChannelInboundHandler {
     private let piggybackSlack: TimeAmount
     /// The earliest armed retransmission check. Confirmables share these timers: a timer per
     /// message, left to fire after its ACK, filled the loop's timer heap (its pops were 4% of
-    /// the simulator's CPU under `scripts/bench-mqtt`). A deadline at most `retransmissionSlack`
-    /// before the armed one waits for it (a retransmission that late is still within the
-    /// randomized timeout's spirit), and checks come at most that often.
+    /// the simulator's CPU under `scripts/bench-mqtt`). A deadline at most the parameters'
+    /// `retransmissionCheckSlack` before the armed one waits for it.
     private var retransmissionCheckAt: NIODeadline?
-    private let retransmissionSlack: TimeAmount
 
     init(
         parameters: CoAPTransmissionParameters,
@@ -48,7 +46,6 @@ final class CoAPChannelHandler: ChannelInboundHandler {
         self.counters = counters
         layer = MessageLayer(parameters: parameters, seed: UInt64.random(in: .min ... .max))
         piggybackSlack = .nanoseconds(parameters.piggybackWindow.nanoseconds / 5)
-        retransmissionSlack = .nanoseconds(parameters.ackTimeout.nanoseconds / 20)
         blockwise = BlockwiseServer(maxBodySize: maxBodySize, preferredBlockSize: blockSize, maxBytes: blockwiseCacheBytes)
         self.maxDatagramSize = maxDatagramSize
         self.requestSink = requestSink
@@ -215,19 +212,13 @@ final class CoAPChannelHandler: ChannelInboundHandler {
     }
 
     private func armRetransmissionCheck(at deadline: NIODeadline) {
-        if let armed = retransmissionCheckAt, armed <= deadline + retransmissionSlack { return }
+        if let armed = retransmissionCheckAt, armed <= deadline + layer.parameters.retransmissionCheckSlack { return }
         retransmissionCheckAt = deadline
         schedule(at: deadline) { handler in
             if handler.retransmissionCheckAt == deadline { handler.retransmissionCheckAt = nil }
-            let now = Self.now
-            let due = handler.layer.retransmissionsDue(now: now, jitter: handler.jitter)
+            let due = handler.layer.retransmissionsDue(now: Self.now, jitter: handler.jitter)
             if due.retransmitted > 0 { handler.counters?.retransmissions.add(due.retransmitted, ordering: .relaxed) }
-            // The next check no sooner than the slack: a scan per check, not per confirmable.
-            let actions = due.actions.map { (action: MessageLayer.Action) -> MessageLayer.Action in
-                guard case .scheduleRetransmissionCheck(let next) = action else { return action }
-                return .scheduleRetransmissionCheck(at: max(next, now + handler.retransmissionSlack))
-            }
-            handler.perform(actions)
+            handler.perform(due.actions)
         }
     }
 

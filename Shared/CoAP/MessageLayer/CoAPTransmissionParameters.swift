@@ -37,6 +37,12 @@ public struct CoAPTransmissionParameters: Sendable, Hashable {
         maxTransmitSpan + maxLatency + maxLatency + ackTimeout
     }
 
+    /// How late a retransmission may go, a twentieth of ACK_TIMEOUT (100 ms by default): one
+    /// timer serves every confirmable of a socket, checks come at most this often, and a
+    /// deadline this close before the armed check waits for it. Late is safe (the peer's
+    /// duplicate detection spans far longer); early would not be.
+    public var retransmissionCheckSlack: TimeAmount { .nanoseconds(ackTimeout.nanoseconds / 20) }
+
     /// The first retransmission timeout: ACK_TIMEOUT scaled by a factor in [1, ACK_RANDOM_FACTOR].
     /// `jitter` in [0, 1] picks the point, so callers inject randomness and tests stay deterministic.
     public func initialTimeout(jitter: Double) -> TimeAmount {

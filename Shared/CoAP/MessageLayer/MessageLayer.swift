@@ -209,9 +209,10 @@ struct MessageLayer {
     }
 
     /// The retransmission timer fired: each confirmable whose deadline has passed is sent again
-    /// with its timeout doubled, or given up after MAX_RETRANSMIT. Also says when to look again
-    /// (the earliest deadline left); `retransmitted` counts the datagrams sent again. A scan of
-    /// the confirmables in flight, which `maxPendingRequests` and `maxConfirmableResponses` bound.
+    /// with its timeout doubled, or given up after MAX_RETRANSMIT. Also says when to look again:
+    /// the earliest deadline left, but no sooner than `retransmissionCheckSlack`, so this scan of
+    /// the confirmables in flight (which `maxPendingRequests` and `maxConfirmableResponses`
+    /// bound) runs at most that often. `retransmitted` counts the datagrams sent again.
     mutating func retransmissionsDue(now: NIODeadline, jitter: Double) -> (actions: [Action], retransmitted: Int) {
         var actions: [Action] = []
         var retransmitted = 0
@@ -234,7 +235,9 @@ struct MessageLayer {
             actions.append(.send(entry.datagram, to: key.peer))
             retransmitted += 1
         }
-        if let next = outgoing.values.lazy.map(\.deadline).min() { actions.append(.scheduleRetransmissionCheck(at: next)) }
+        if let next = outgoing.values.lazy.map(\.deadline).min() {
+            actions.append(.scheduleRetransmissionCheck(at: max(next, now + parameters.retransmissionCheckSlack)))
+        }
         return (actions, retransmitted)
     }
 
