@@ -6,7 +6,8 @@ import GRDB
 extension SQLiteStorage {
     public func storeMessages(_ messages: [StoredMessage], chatID: UInt64, afterSequence: UInt64) async throws(StorageError) -> [StoreOutcome] {
         let storedAt = Date().milliseconds
-        return try await write { db in
+        return try await write { [chatStates] db in
+            chatStates.forget(chatID)
             guard let last = try Self.lastSequence(db, chatID: chatID) else { throw StorageError.notFound("chat \(chatID)") }
             guard last == afterSequence else {
                 throw StorageError.sequenceConflict(chatID: chatID, expected: afterSequence, found: last)
@@ -29,12 +30,48 @@ extension SQLiteStorage {
             try pool.writeWithoutTransaction { db in
                 var results: [ChatWriteResult] = []
                 results.reserveCapacity(writes.count)
-                try db.inTransaction {
-                    for write in writes { results.append(Self.writeChat(db, write, storedAt: storedAt)) }
+                // IMMEDIATE: the write lock from the start, so no other process commits between
+                // the `data_version` read and this transaction's writes.
+                do {
+                    var known: ChatStates.StoreTransaction?
+                    try db.inTransaction(.immediate) {
+                        known = chatStates.begin(dataVersion: try Self.dataVersion(db))
+                        for write in writes { results.append(try Self.writeChatUnguarded(db, write, storedAt: storedAt, known: &known)) }
+                        return .commit
+                    }
+                    known?.committed()
+                    return results
+                } catch is ChatPartFailed {
+                    // Rolled back whole: written again with each chat's part in a savepoint,
+                    // from what the database holds.
+                    results.removeAll(keepingCapacity: true)
+                }
+                try db.inTransaction(.immediate) {
+                    var unknown: ChatStates.StoreTransaction?
+                    for write in writes {
+                        chatStates.forget(write.chatID)
+                        results.append(Self.writeChat(db, write, storedAt: storedAt, known: &unknown))
+                    }
                     return .commit
                 }
                 return results
             }
+        }
+    }
+
+    /// A chat's part failed in a transaction without savepoints; it is rolled back whole.
+    private struct ChatPartFailed: Error {}
+
+    /// One chat's part of a batch without a savepoint of its own: the common case, where no
+    /// part fails, spares each chat a SAVEPOINT and a RELEASE (GRDB prepares both anew each
+    /// time: a fifth of what a one-message part cost). Any failure is `ChatPartFailed`, and
+    /// `storeBatch` writes the batch again with `writeChat`, whose savepoints keep one chat's
+    /// failure from the others.
+    private static func writeChatUnguarded(_ db: Database, _ write: ChatWrite, storedAt: Int64, known: inout ChatStates.StoreTransaction?) throws -> ChatWriteResult {
+        do {
+            return try writeChatPart(db, write, storedAt: storedAt, unlooked: write.copies.isEmpty ? write.unseenKeys : [], known: &known)
+        } catch {
+            throw ChatPartFailed()
         }
     }
 
@@ -67,11 +104,11 @@ extension SQLiteStorage {
     /// every key is); if one was stored after all (a device's retry appended twice, one key
     /// twice in the batch), its key's uniqueness stops the insert, and the chat's part is
     /// written again with every key looked up.
-    static func writeChat(_ db: Database, _ write: ChatWrite, storedAt: Int64) -> ChatWriteResult {
+    static func writeChat(_ db: Database, _ write: ChatWrite, storedAt: Int64, known: inout ChatStates.StoreTransaction?) -> ChatWriteResult {
         do {
-            return try writeChat(db, write, storedAt: storedAt, unlooked: write.copies.isEmpty ? write.unseenKeys : [])
+            return try writeChat(db, write, storedAt: storedAt, unlooked: write.copies.isEmpty ? write.unseenKeys : [], known: &known)
         } catch is KeyStoredAfterAll {
-            do { return try writeChat(db, write, storedAt: storedAt, unlooked: []) } catch { return .failed(storageError(error)) }
+            do { return try writeChat(db, write, storedAt: storedAt, unlooked: [], known: &known) } catch { return .failed(storageError(error)) }
         } catch {
             return .failed(storageError(error))
         }
@@ -90,25 +127,45 @@ extension SQLiteStorage {
         }
     }
 
-    private static func writeChat(_ db: Database, _ write: ChatWrite, storedAt: Int64, unlooked: Set<UInt64>) throws -> ChatWriteResult {
+    private static func writeChat(_ db: Database, _ write: ChatWrite, storedAt: Int64, unlooked: Set<UInt64>, known: inout ChatStates.StoreTransaction?) throws -> ChatWriteResult {
         var result = ChatWriteResult.chatNotFound
         try db.inSavepoint {
-            guard let last = try lastSequence(db, chatID: write.chatID) else { return .commit }
-            let members = Set(try Int64.fetchAll(db.cachedStatement(sql: "SELECT user_id FROM members WHERE chat_id = ?"), arguments: [Int64(clamping: write.chatID)]).map { UInt64($0) })
-            let accepted = try write.messages.map { message in
-                guard members.contains(message.senderUserID) else { return false }
-                return try changeIsValid(db, message, chatID: write.chatID)
-            }
-            let allowed = zip(write.messages, accepted).filter(\.1).map(\.0)
-            let outcomes = try insertMessages(db, allowed, chatID: write.chatID, afterSequence: last, copies: write.copies, unlooked: unlooked, storedAt: storedAt)
-            let added = outcomes.compactMap(\.added)
-            try queueForSearch(db, added)
-            try applyChanges(db, added)
-            var stored = outcomes.makeIterator()
-            result = .written(accepted.map { $0 ? stored.next() : nil }, added: added, members: members)
+            result = try writeChatPart(db, write, storedAt: storedAt, unlooked: unlooked, known: &known)
             return .commit
         }
         return result
+    }
+
+    /// One chat's part of a batch, in whatever transaction or savepoint the caller holds. The
+    /// chat's members and last sequence come from `known` when it has them (and go back into
+    /// it), else from the database.
+    private static func writeChatPart(_ db: Database, _ write: ChatWrite, storedAt: Int64, unlooked: Set<UInt64>, known: inout ChatStates.StoreTransaction?) throws -> ChatWriteResult {
+        let state: ChatStates.State
+        if let kept = known?.state(of: write.chatID) {
+            state = kept
+        } else {
+            guard let last = try lastSequence(db, chatID: write.chatID) else { return .chatNotFound }
+            let members = try Int64.fetchAll(db.cachedStatement(sql: "SELECT user_id FROM members WHERE chat_id = ?"), arguments: [Int64(clamping: write.chatID)])
+            state = ChatStates.State(members: Set(members.map { UInt64($0) }), lastSequence: last)
+        }
+        let accepted = try write.messages.map { message in
+            guard state.members.contains(message.senderUserID) else { return false }
+            return try changeIsValid(db, message, chatID: write.chatID)
+        }
+        let allowed = zip(write.messages, accepted).filter(\.1).map(\.0)
+        let outcomes = try insertMessages(db, allowed, chatID: write.chatID, afterSequence: state.lastSequence, copies: write.copies, unlooked: unlooked, storedAt: storedAt)
+        let added = outcomes.compactMap(\.added)
+        try queueForSearch(db, added)
+        try applyChanges(db, added)
+        known?.set(ChatStates.State(members: state.members, lastSequence: added.last?.sequence ?? state.lastSequence), of: write.chatID)
+        var stored = outcomes.makeIterator()
+        return .written(accepted.map { $0 ? stored.next() : nil }, added: added, members: state.members)
+    }
+
+    /// SQLite's count of commits by other connections (other processes: this one writes
+    /// through one connection), read by the writer.
+    static func dataVersion(_ db: Database) throws -> Int64 {
+        try Int64.fetchOne(db.cachedStatement(sql: "PRAGMA data_version")) ?? 0
     }
 
     /// Queues newly stored messages for the search index, in their store transaction; a change

@@ -7,7 +7,9 @@ extension SQLiteStorage {
         // Every name and index is checked before the transaction starts.
         let plan = try plan.validated()
         let now = Date()
-        return try await write { [plan] db in
+        return try await write { [plan, chatStates] db in
+            // It may add members to chats that exist.
+            chatStates.forgetAll()
             var users: [ProvisionResult.User] = []
             users.reserveCapacity(plan.users.count)
             for user in plan.users {

@@ -17,6 +17,9 @@ public final class SQLiteStorage: ServerStorage {
     /// Where `makeDurable` blocks in its fdatasync, off the writer (which goes on storing) and
     /// off the event loops.
     let syncThread = DedicatedThreadExecutor(name: "courier-sqlsync")
+    /// Chats' members and last sequences for the store transaction (`storeBatch`); a write
+    /// that changes either forgets the chat in its own transaction.
+    let chatStates = ChatStates()
 
     /// Opens (creating and migrating if needed) the database at `path`.
     public init(path: String) throws(StorageError) {
@@ -252,8 +255,10 @@ public final class SQLiteStorage: ServerStorage {
     public func createChat(name: String, memberIDs: [UInt64]) async throws(StorageError) -> Chat {
         let name = try Self.validName(name, of: "chat")
         let now = Date()
-        return try await write { db in
+        return try await write { [chatStates] db in
             let chat = Chat(id: try Self.insertChat(db, name: name, at: now), name: name, createdAt: Date(milliseconds: now.milliseconds), lastSequence: 0)
+            // The id of a chat whose creation was rolled back may come again.
+            chatStates.forget(chat.id)
             // A missing user throws, and the transaction takes the chat back with it.
             for userID in Set(memberIDs) { try Self.insertMember(db, chatID: chat.id, userID: userID, at: now) }
             return chat
@@ -285,7 +290,8 @@ public final class SQLiteStorage: ServerStorage {
 
     public func addMember(chatID: UInt64, userID: UInt64) async throws(StorageError) {
         let now = Date()
-        try await write { db in
+        try await write { [chatStates] db in
+            chatStates.forget(chatID)
             guard try Int64.fetchOne(db, sql: "SELECT id FROM chats WHERE id = ?", arguments: [Int64(clamping: chatID)]) != nil else {
                 throw StorageError.notFound("chat \(chatID)")
             }
@@ -294,7 +300,8 @@ public final class SQLiteStorage: ServerStorage {
     }
 
     public func removeMember(chatID: UInt64, userID: UInt64) async throws(StorageError) -> Bool {
-        try await write { db in
+        try await write { [chatStates] db in
+            chatStates.forget(chatID)
             guard try Int64.fetchOne(db, sql: "SELECT id FROM chats WHERE id = ?", arguments: [Int64(clamping: chatID)]) != nil else {
                 throw StorageError.notFound("chat \(chatID)")
             }
