@@ -34,10 +34,9 @@ extension SQLiteStorage {
                 // the `data_version` read and this transaction's writes.
                 do {
                     var known: ChatStates.StoreTransaction?
-                    try db.inTransaction(.immediate) {
+                    try db.inPreparedTransaction {
                         known = chatStates.begin(dataVersion: try Self.dataVersion(db))
                         for write in writes { results.append(try Self.writeChatUnguarded(db, write, storedAt: storedAt, known: &known)) }
-                        return .commit
                     }
                     known?.committed()
                     return results
@@ -46,13 +45,12 @@ extension SQLiteStorage {
                     // from what the database holds.
                     results.removeAll(keepingCapacity: true)
                 }
-                try db.inTransaction(.immediate) {
+                try db.inPreparedTransaction {
                     var unknown: ChatStates.StoreTransaction?
                     for write in writes {
                         chatStates.forget(write.chatID)
                         results.append(Self.writeChat(db, write, storedAt: storedAt, known: &unknown))
                     }
-                    return .commit
                 }
                 return results
             }

@@ -471,7 +471,7 @@ public final class SQLiteStorage: ServerStorage {
 
     /// Runs a write transaction on the writer thread, synchronously there.
     func write<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(StorageError) -> T {
-        try await onWriterThread { try pool.write(body) }
+        try await onWriterThread { try pool.writeWithoutTransaction { db in try db.inPreparedTransaction { try body(db) } } }
     }
 
     /// Runs `body` on the writer thread (`writerThread`): no hop for a caller already there,
@@ -534,5 +534,24 @@ public final class SQLiteStorage: ServerStorage {
             editedAtMilliseconds: row["edited_at_ms"],
             deleted: row["deleted"]
         )
+    }
+}
+
+extension Database {
+    /// GRDB's `inTransaction(.immediate)`, with BEGIN and COMMIT prepared once per connection:
+    /// GRDB prepares both anew for every transaction, and SQLite's parser was about a tenth of
+    /// the writer's time at 500 messages a second (`scripts/bench-cost`, `PERF=1`). A body or
+    /// a COMMIT that throws rolls the transaction back (unless SQLite already did), and the
+    /// error goes on.
+    func inPreparedTransaction<T>(_ body: () throws -> T) throws -> T {
+        try cachedStatement(sql: "BEGIN IMMEDIATE TRANSACTION").execute()
+        do {
+            let result = try body()
+            try cachedStatement(sql: "COMMIT TRANSACTION").execute()
+            return result
+        } catch {
+            try? rollback()
+            throw error
+        }
     }
 }

@@ -6,8 +6,29 @@ import XCTest
 
 /// The store transaction keeps each chat's members and last sequence between batches
 /// (`ChatStates`): every change of them, by this storage or by another process, counts at the
-/// next batch, and a kept sequence that is wrong anyway cannot number a message twice.
+/// next batch, and a kept sequence that is wrong anyway cannot number a message twice. Its
+/// BEGIN and COMMIT are prepared once (`inPreparedTransaction`).
 extension SQLiteStorageTests {
+    func testAPreparedTransactionCommitsOrRollsBackWholeAndBeginsAgain() throws {
+        struct Refused: Error {}
+        let queue = try DatabaseQueue(path: "\(directory!)/plain.sqlite3")
+        try queue.writeWithoutTransaction { db in
+            try db.execute(sql: "CREATE TABLE t (x INTEGER UNIQUE)")
+            try db.inPreparedTransaction { try db.execute(sql: "INSERT INTO t VALUES (1)") }
+            XCTAssertThrowsError(try db.inPreparedTransaction {
+                try db.execute(sql: "INSERT INTO t VALUES (2)")
+                throw Refused()
+            }) { XCTAssertTrue($0 is Refused, "the body's error goes on") }
+            XCTAssertThrowsError(try db.inPreparedTransaction {
+                try db.execute(sql: "INSERT INTO t VALUES (3)")
+                try db.execute(sql: "INSERT INTO t VALUES (1)")
+            }) { XCTAssertEqual(($0 as? DatabaseError)?.resultCode, .SQLITE_CONSTRAINT) }
+            XCTAssertFalse(db.isInsideTransaction)
+            let kept = try db.inPreparedTransaction { try Int.fetchAll(db, sql: "SELECT x FROM t ORDER BY x") }
+            XCTAssertEqual(kept, [1], "only the committed transaction's row stays")
+        }
+    }
+
     private func send(_ device: Device, _ chat: Chat, id: UInt64) async throws -> String {
         let message = StoredMessage(serverMessageID: id, chatID: chat.id, sequence: 0, senderUserID: device.userID, senderDeviceID: device.id,
                                     clientMessageID: "m\(id)", text: "text \(id)", clientSentAtMilliseconds: 1, acceptedAtMilliseconds: 2)
