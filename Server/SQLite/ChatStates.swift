@@ -11,9 +11,10 @@ import Synchronization
 /// - a commit by another process (an admin command) changes SQLite's `data_version`, and then
 ///   everything is forgotten.
 ///
-/// A last sequence wrong anyway would collide with the (chat, sequence) uniqueness: the batch
-/// would be written again from what the database says (`storeBatch`). Bounded: at `capacity`
-/// chats it starts over empty.
+/// Should a kept sequence be wrong anyway, one too low collides with the (chat, sequence)
+/// uniqueness and the batch is written again from what the database says (`storeBatch`); one
+/// too high, or wrong members, would go unnoticed, which is why every writer of members and
+/// messages forgets. Bounded: at `capacity` chats it starts over empty.
 final class ChatStates: Sendable {
     struct State: Sendable {
         var members: Set<UInt64>

@@ -45,12 +45,15 @@ extension SQLiteStorage {
                     // from what the database holds.
                     results.removeAll(keepingCapacity: true)
                 }
-                try db.inPreparedTransaction {
-                    var unknown: ChatStates.StoreTransaction?
+                // GRDB's own transaction here: a chat's failure is caught and the loop goes on,
+                // and should SQLite have rolled the whole transaction back (a full disk), GRDB
+                // fails the later chats' statements instead of letting each commit alone.
+                try db.inTransaction(.immediate) {
                     for write in writes {
                         chatStates.forget(write.chatID)
-                        results.append(Self.writeChat(db, write, storedAt: storedAt, known: &unknown))
+                        results.append(Self.writeChat(db, write, storedAt: storedAt))
                     }
+                    return .commit
                 }
                 return results
             }
@@ -102,11 +105,11 @@ extension SQLiteStorage {
     /// every key is); if one was stored after all (a device's retry appended twice, one key
     /// twice in the batch), its key's uniqueness stops the insert, and the chat's part is
     /// written again with every key looked up.
-    static func writeChat(_ db: Database, _ write: ChatWrite, storedAt: Int64, known: inout ChatStates.StoreTransaction?) -> ChatWriteResult {
+    static func writeChat(_ db: Database, _ write: ChatWrite, storedAt: Int64) -> ChatWriteResult {
         do {
-            return try writeChat(db, write, storedAt: storedAt, unlooked: write.copies.isEmpty ? write.unseenKeys : [], known: &known)
+            return try writeChat(db, write, storedAt: storedAt, unlooked: write.copies.isEmpty ? write.unseenKeys : [])
         } catch is KeyStoredAfterAll {
-            do { return try writeChat(db, write, storedAt: storedAt, unlooked: [], known: &known) } catch { return .failed(storageError(error)) }
+            do { return try writeChat(db, write, storedAt: storedAt, unlooked: []) } catch { return .failed(storageError(error)) }
         } catch {
             return .failed(storageError(error))
         }
@@ -125,10 +128,13 @@ extension SQLiteStorage {
         }
     }
 
-    private static func writeChat(_ db: Database, _ write: ChatWrite, storedAt: Int64, unlooked: Set<UInt64>, known: inout ChatStates.StoreTransaction?) throws -> ChatWriteResult {
+    /// Reads the chat's state from the database, never from `ChatStates`: what a savepoint
+    /// rolls back could not be taken back out of it.
+    private static func writeChat(_ db: Database, _ write: ChatWrite, storedAt: Int64, unlooked: Set<UInt64>) throws -> ChatWriteResult {
         var result = ChatWriteResult.chatNotFound
+        var unknown: ChatStates.StoreTransaction?
         try db.inSavepoint {
-            result = try writeChatPart(db, write, storedAt: storedAt, unlooked: unlooked, known: &known)
+            result = try writeChatPart(db, write, storedAt: storedAt, unlooked: unlooked, known: &unknown)
             return .commit
         }
         return result

@@ -538,15 +538,19 @@ public final class SQLiteStorage: ServerStorage {
 }
 
 extension Database {
-    /// GRDB's `inTransaction(.immediate)`, with BEGIN and COMMIT prepared once per connection:
-    /// GRDB prepares both anew for every transaction, and SQLite's parser was about a tenth of
-    /// the writer's time at 500 messages a second (`scripts/bench-cost`, `PERF=1`). A body or
-    /// a COMMIT that throws rolls the transaction back (unless SQLite already did), and the
-    /// error goes on.
+    /// A transaction like GRDB's `inTransaction(.immediate)`, with BEGIN and COMMIT prepared
+    /// once per connection: GRDB prepares both anew for every transaction, and SQLite's parser
+    /// was about a tenth of the writer's time at 500 messages a second (`scripts/bench-cost`,
+    /// `PERF=1`). A body or a COMMIT that throws rolls the transaction back (unless SQLite
+    /// already did), and the error goes on. Unlike GRDB's, it does not make the body's later
+    /// statements fail once SQLite has rolled the transaction back by itself (a full disk):
+    /// a body that catches an error and goes on writing belongs in `inTransaction`. Such a
+    /// transaction is still not committed as if whole: the COMMIT finds none and throws.
     func inPreparedTransaction<T>(_ body: () throws -> T) throws -> T {
         try cachedStatement(sql: "BEGIN IMMEDIATE TRANSACTION").execute()
         do {
             let result = try body()
+            guard isInsideTransaction else { throw DatabaseError(resultCode: .SQLITE_ABORT, message: "the transaction was rolled back by SQLite") }
             try cachedStatement(sql: "COMMIT TRANSACTION").execute()
             return result
         } catch {

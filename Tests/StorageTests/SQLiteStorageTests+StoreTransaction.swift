@@ -29,6 +29,27 @@ extension SQLiteStorageTests {
         }
     }
 
+    func testAPreparedTransactionWhoseCommitFailsOrThatSQLiteEndedIsRolledBackAndSaysSo() throws {
+        let queue = try DatabaseQueue(path: "\(directory!)/plain.sqlite3")
+        try queue.writeWithoutTransaction { db in
+            try db.execute(sql: """
+                CREATE TABLE parent (id INTEGER PRIMARY KEY);
+                CREATE TABLE child (parent_id INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);
+                """)
+            // A deferred foreign key fails the COMMIT itself, which leaves the transaction open.
+            XCTAssertThrowsError(try db.inPreparedTransaction { try db.execute(sql: "INSERT INTO child VALUES (7)") }) {
+                XCTAssertEqual(($0 as? DatabaseError)?.resultCode, .SQLITE_CONSTRAINT)
+            }
+            XCTAssertFalse(db.isInsideTransaction, "rolled back")
+            XCTAssertThrowsError(try db.inPreparedTransaction {
+                try db.execute(sql: "INSERT INTO parent VALUES (1)")
+                try db.execute(sql: "ROLLBACK")
+            }) { XCTAssertEqual(($0 as? DatabaseError)?.resultCode, .SQLITE_ABORT, "a transaction that is gone is not committed as if whole") }
+            XCTAssertEqual(try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM child"), 0)
+            XCTAssertEqual(try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM parent"), 0)
+        }
+    }
+
     private func send(_ device: Device, _ chat: Chat, id: UInt64) async throws -> String {
         let message = StoredMessage(serverMessageID: id, chatID: chat.id, sequence: 0, senderUserID: device.userID, senderDeviceID: device.id,
                                     clientMessageID: "m\(id)", text: "text \(id)", clientSentAtMilliseconds: 1, acceptedAtMilliseconds: 2)
@@ -69,6 +90,21 @@ extension SQLiteStorageTests {
         XCTAssertEqual(afterJoining, "#2")
         let annSends = try await send(ann, chat, id: 4)
         XCTAssertEqual(annSends, "#3")
+    }
+
+    func testAMemberAProvisionAddsToAKeptChatCountsAtTheNextBatch() async throws {
+        let (ann, bob, chat) = try await accounts()
+        let first = try await send(bob, chat, id: 1)
+        XCTAssertEqual(first, "#1")
+        let plan = ProvisionPlan(users: [.init(name: "ann", deviceNames: []), .init(name: "cy", deviceNames: ["phone"])],
+                                 chats: [.init(name: "pair", memberIndexes: [0, 1])], tokenExpiresAt: nil)
+        let provisioned = try await storage.provision(plan)
+        XCTAssertEqual(provisioned.chats.first?.addedUserIDs, [provisioned.users[1].id])
+        let cyDevices = try await storage.devices(ofUser: provisioned.users[1].id)
+        let cy = try XCTUnwrap(cyDevices.first)
+        let cySends = try await send(cy, chat, id: 2)
+        XCTAssertEqual(cySends, "#2", "the new member's send is stored")
+        XCTAssertEqual(storage.chatStates.state(of: chat.id)?.members, [ann.userID, bob.userID, cy.userID])
     }
 
     func testMembersChangedByAnotherProcessCountAtTheNextBatch() async throws {
