@@ -255,10 +255,10 @@ public final class SQLiteStorage: ServerStorage {
     public func createChat(name: String, memberIDs: [UInt64]) async throws(StorageError) -> Chat {
         let name = try Self.validName(name, of: "chat")
         let now = Date()
-        return try await write { [chatStates] db in
+        // No `chatStates.forget`: a new chat was never kept (a store keeps only chats it found,
+        // and chats are never deleted, so no id comes back with a state).
+        return try await write { db in
             let chat = Chat(id: try Self.insertChat(db, name: name, at: now), name: name, createdAt: Date(milliseconds: now.milliseconds), lastSequence: 0)
-            // The id of a chat whose creation was rolled back may come again.
-            chatStates.forget(chat.id)
             // A missing user throws, and the transaction takes the chat back with it.
             for userID in Set(memberIDs) { try Self.insertMember(db, chatID: chat.id, userID: userID, at: now) }
             return chat
