@@ -117,6 +117,11 @@ extension PostgresStorage {
             """, as: (Int32).self).isEmpty
     }
 
+    public func tokensRevoked(since: Date) async throws(StorageError) -> [[UInt8]] {
+        try await readAll("SELECT hash FROM tokens WHERE revoked_at_ms >= \(since.milliseconds)", as: (ByteBuffer).self)
+            .map { Array($0.readableBytesView) }
+    }
+
     public func revokeTokens(deviceID: UInt64, now: Date) async throws(StorageError) -> Int {
         try await writeAll("""
             WITH keys AS (UPDATE device_keys SET revoked_at_ms = \(now.milliseconds) WHERE device_id = \(deviceID.database) AND revoked_at_ms IS NULL)

@@ -325,6 +325,11 @@ extension PostgresStorage {
             """,
             "CREATE INDEX device_keys_by_device ON device_keys(device_id)",
         ]),
+        // The revoked tokens by time, for the token checker's poll (`tokensRevoked`) once a
+        // second on every node: only revoked rows, so it stays small while every device has a token.
+        Migration(version: 7, name: "v7: revoked tokens by time", statements: [
+            "CREATE INDEX tokens_revoked ON tokens(revoked_at_ms) WHERE revoked_at_ms IS NOT NULL",
+        ]),
     ]
 
     /// The newest schema this program knows.

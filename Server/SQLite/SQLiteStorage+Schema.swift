@@ -136,6 +136,11 @@ extension SQLiteStorage {
         migrator.registerMigration("v7: last sequence from the messages") { db in
             try db.execute(sql: "ALTER TABLE chats DROP COLUMN last_sequence")
         }
+        // The revoked tokens by time, for the token checker's poll (`tokensRevoked`) once a
+        // second: only revoked rows, so it stays small while every device has a token.
+        migrator.registerMigration("v8: revoked tokens by time") { db in
+            try db.execute(sql: "CREATE INDEX tokens_revoked ON tokens(revoked_at_ms) WHERE revoked_at_ms IS NOT NULL")
+        }
         return migrator
     }
 

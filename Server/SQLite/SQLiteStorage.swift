@@ -171,6 +171,15 @@ public final class SQLiteStorage: ServerStorage {
         }
     }
 
+    /// Reads only revoked rows, through their index (v8).
+    static let tokensRevokedSQL = "SELECT hash FROM tokens WHERE revoked_at_ms >= ?"
+
+    public func tokensRevoked(since: Date) async throws(StorageError) -> [[UInt8]] {
+        try readOneStatement { db in
+            try Data.fetchAll(db.cachedStatement(sql: Self.tokensRevokedSQL), arguments: [since.milliseconds]).map { [UInt8]($0) }
+        }
+    }
+
     public func revokeTokens(deviceID: UInt64, now: Date) async throws(StorageError) -> Int {
         try await write { db in
             try db.execute(sql: "UPDATE tokens SET revoked_at_ms = ? WHERE device_id = ? AND revoked_at_ms IS NULL", arguments: [now.milliseconds, Int64(clamping: deviceID)])

@@ -31,11 +31,11 @@ final class PostgresStorageTests: XCTestCase {
 
     func testMigrationsAreVersionedAndANodeRefusesASchemaItDoesNotKnow() async throws {
         let applied = try await storage.appliedMigrations()
-        XCTAssertEqual(applied, ["v1: accounts, chats, messages, search, cursors", "v2: courier_store_batch, a batch of chats stored in one call", "v3: invites", "v4: changes (edit, delete, rename)", "v5: online users by node", "v6: device keys"])
+        XCTAssertEqual(applied, ["v1: accounts, chats, messages, search, cursors", "v2: courier_store_batch, a batch of chats stored in one call", "v3: invites", "v4: changes (edit, delete, rename)", "v5: online users by node", "v6: device keys", "v7: revoked tokens by time"])
         _ = try await storage.createUser(name: "ann")
         let again = try await open(url, migrate: true)
         let reapplied = try await again.appliedMigrations()
-        XCTAssertEqual(reapplied.count, 6, "a migration runs once")
+        XCTAssertEqual(reapplied.count, 7, "a migration runs once")
         let kept = try await again.user(named: "ann").name
         XCTAssertEqual(kept, "ann")
         again.close()
@@ -47,11 +47,11 @@ final class PostgresStorageTests: XCTestCase {
         let empties = try TestPostgres.psql(empty, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
         XCTAssertEqual(empties.trimmingCharacters(in: .whitespacesAndNewlines), "0", "a node that refuses creates nothing")
 
-        try TestPostgres.psql(url, "DELETE FROM courier_migrations WHERE version = 6")
+        try TestPostgres.psql(url, "DELETE FROM courier_migrations WHERE version = 7")
         await XCTAssertThrowsAsync(try await self.open(self.url, migrate: false)) {
-            XCTAssertTrue("\($0)".contains("the schema is at version 5 and this courier-server needs 6: run `courier-server migrate"), "\($0)")
+            XCTAssertTrue("\($0)".contains("the schema is at version 6 and this courier-server needs 7: run `courier-server migrate"), "\($0)")
         }
-        try TestPostgres.psql(url, "INSERT INTO courier_migrations (version, name) VALUES (6, 'v6'), (99, 'from the future')")
+        try TestPostgres.psql(url, "INSERT INTO courier_migrations (version, name) VALUES (7, 'v7'), (99, 'from the future')")
         for migrate in [false, true] {
             await XCTAssertThrowsAsync(try await self.open(self.url, migrate: migrate)) {
                 XCTAssertTrue("\($0)".contains("version 99, newer than this courier-server knows"), "\($0)")
@@ -106,6 +106,8 @@ final class PostgresStorageTests: XCTestCase {
     // MARK: - The contract
 
     func testNamesAreValidatedAndUnique() async throws { try await contract.namesAreValidatedAndUnique() }
+
+    func testRevokedTokensAreListedByHashSinceATime() async throws { try await contract.revokedTokensAreListedByHashSinceATime() }
 
     func testTokensAreStoredOnlyAsHashesAndHonourExpiryAndRevocation() async throws {
         try await contract.tokensAreStoredOnlyAsHashesAndHonourExpiryAndRevocation(everythingStored: everythingStored)

@@ -25,10 +25,10 @@ final class SQLiteStorageTests: XCTestCase {
     }
 
     func testMigrationsAreVersionedAndRunOnce() async throws {
-        XCTAssertEqual(try storage.appliedMigrations(), ["v1: accounts, chats, messages, search, cursors", "v2: invites", "v3: changes (edit, delete, rename)", "v4: device keys", "v5: search queue", "v6: dedup keys without rowid", "v7: last sequence from the messages"])
+        XCTAssertEqual(try storage.appliedMigrations(), ["v1: accounts, chats, messages, search, cursors", "v2: invites", "v3: changes (edit, delete, rename)", "v4: device keys", "v5: search queue", "v6: dedup keys without rowid", "v7: last sequence from the messages", "v8: revoked tokens by time"])
         _ = try await storage.createUser(name: "ann")
         let reopened = try SQLiteStorage(path: path)
-        XCTAssertEqual(try reopened.appliedMigrations().count, 7)
+        XCTAssertEqual(try reopened.appliedMigrations().count, 8)
         let value1 = try await reopened.user(named: "ann").name
         XCTAssertEqual(value1, "ann", "reopening keeps the data")
     }
@@ -96,6 +96,8 @@ final class SQLiteStorageTests: XCTestCase {
     // MARK: - The contract
 
     func testNamesAreValidatedAndUnique() async throws { try await contract.namesAreValidatedAndUnique() }
+
+    func testRevokedTokensAreListedByHashSinceATime() async throws { try await contract.revokedTokensAreListedByHashSinceATime() }
 
     func testTokensAreStoredOnlyAsHashesAndHonourExpiryAndRevocation() async throws {
         try await contract.tokensAreStoredOnlyAsHashesAndHonourExpiryAndRevocation(everythingStored: everythingStored)

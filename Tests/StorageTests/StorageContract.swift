@@ -82,6 +82,26 @@ final class StorageContract {
         XCTAssertNil(without.users[0].devices[0].key, "no key unless asked")
     }
 
+    /// What a cache of token answers must forget: the tokens revoked since a time, one by one
+    /// or a device's all at once, and no other.
+    func revokedTokensAreListedByHashSinceATime() async throws {
+        let (_, device, _) = try await member("ann")
+        let (_, other, _) = try await member("bob")
+        let kept = try await storage.issueToken(deviceID: device.id, expiresAt: nil)
+        let revoked = try await storage.issueToken(deviceID: device.id, expiresAt: nil)
+        let otherTokens = [try await storage.issueToken(deviceID: other.id, expiresAt: nil), try await storage.issueToken(deviceID: other.id, expiresAt: nil)]
+        let before = Date(milliseconds: Date().milliseconds - 1)
+        let none = try await storage.tokensRevoked(since: before)
+        XCTAssertEqual(none, [])
+        _ = try await storage.revokeToken(revoked.token, now: Date())
+        _ = try await storage.revokeTokens(deviceID: other.id, now: Date())
+        let listed = try await storage.tokensRevoked(since: before)
+        XCTAssertEqual(Set(listed), Set(([revoked] + otherTokens).map { DeviceToken.hash($0.token) }))
+        XCTAssertFalse(listed.contains(DeviceToken.hash(kept.token)))
+        let later = try await storage.tokensRevoked(since: Date().addingTimeInterval(60))
+        XCTAssertEqual(later, [], "nothing revoked after that time")
+    }
+
     func tokensAreStoredOnlyAsHashesAndHonourExpiryAndRevocation(everythingStored: () async throws -> Data) async throws {
         let (user, device, _) = try await member("ann")
         let token = try await storage.issueToken(deviceID: device.id, expiresAt: nil)

@@ -1,34 +1,128 @@
 import Foundation
 import Synchronization
 
-/// Checks device tokens on every request without a database read each time: answers are
-/// cached for `cacheDuration`, so a revocation takes effect within that time (expiry is checked
-/// on every use). Unknown tokens are cached too, so a flood of bad tokens is not a flood of
-/// queries.
+/// Checks device tokens on every request without a database read each time.
 ///
-/// Bounded: at `capacity` entries the cache is emptied and refills from storage (entries are
-/// cheap to lose; the bound is what matters under a flood of distinct tokens).
+/// - A token's answer is read once and kept. Once a second at most (`pollInterval`, when a
+///   request comes) the authenticator asks storage which tokens were revoked lately, by any
+///   process, and forgets those (`ServerStorage.tokensRevoked`). While the last such poll
+///   is younger than `cacheDuration`, a kept answer stands, up to `longestKeep` from its read;
+///   else (polls failing) an answer stands `cacheDuration` from its read, as a plain cache
+///   would. So a revocation takes effect within about a second, within `cacheDuration` while
+///   polls fail, and within `longestKeep` whatever the clocks say. A fleet whose devices send
+///   less often than `cacheDuration` no longer costs a read per request.
+/// - Each poll looks back `longestKeep` before the last one started, so a revocation stamped
+///   by a clock that far behind, or seen by no poll while a read was on its way, is forgotten
+///   again at the next poll; one stamped further behind waits for the read at `longestKeep`.
+///   Hashes a poll returned are kept until they leave two such margins, so that a read that
+///   started before the revocation cannot put the token back in between.
+/// - Expiry is checked on every use against the expiry read with the answer: nothing changes
+///   a token's expiry after it is issued.
+/// - Unknown tokens are kept too (for `cacheDuration` from their read), so a flood of bad
+///   tokens is not a flood of queries. DTLS peer identities are kept `cacheDuration` from their
+///   read.
+///
+/// Bounded: at `capacity` tokens (or peers) that map is emptied and refills from storage
+/// (entries are cheap to lose; the bound is what matters under a flood of distinct tokens),
+/// and the revoked hashes kept are those of the last two margins, at most `capacity`.
 public final class TokenAuthenticator: Sendable {
     private struct Entry {
         var identity: TokenIdentity?
+        /// When the read that found it started.
         var checkedAt: ContinuousClock.Instant
     }
 
-    private let storage: any ServerStorage
-    private let cacheDuration: Duration
-    private let capacity: Int
-    private let cache = Mutex<[String: Entry]>([:])
+    private struct State {
+        var tokens: [[UInt8]: Entry] = [:]
+        var peers: [String: Entry] = [:]
+        /// The last poll of revocations that answered: when it started.
+        var polledAt: ContinuousClock.Instant?
+        var polledAtDate: Date?
+        var polling = false
+        /// Hashes that polls returned, with when that poll started.
+        var revoked: [[UInt8]: Date] = [:]
+    }
 
-    public init(storage: any ServerStorage, cacheDuration: Duration = .seconds(5), capacity: Int = 100_000) {
+    private let storage: any CredentialStore
+    private let cacheDuration: Duration
+    private let pollInterval: Duration
+    /// The longest a found token's answer is kept without a read, and how far a poll looks
+    /// back before the last one started.
+    private let longestKeep: Duration
+    private let longestKeepSeconds: TimeInterval
+    private let capacity: Int
+    private let state = Mutex(State())
+
+    public init(storage: any CredentialStore, cacheDuration: Duration = .seconds(5), pollInterval: Duration = .seconds(1), longestKeep: Duration = .seconds(60), capacity: Int = 100_000) {
         self.storage = storage
         self.cacheDuration = cacheDuration
+        self.pollInterval = min(pollInterval, cacheDuration)
+        self.longestKeep = longestKeep
+        self.longestKeepSeconds = Double(longestKeep.components.seconds) + Double(longestKeep.components.attoseconds) / 1e18
         self.capacity = capacity
     }
 
     /// Who `token` speaks for, or nil when it is unknown, revoked or expired.
     public func authenticate(_ token: String) async throws(StorageError) -> TokenIdentity? {
         guard !token.isEmpty, token.utf8.count <= DeviceToken.maxLength else { return nil }
-        return try await cached(token) { [storage] () async throws(StorageError) in try await storage.authenticate(token: token, now: Date()) }
+        guard cacheDuration > .zero else { return try await storage.authenticate(token: token, now: Date()) }
+        await pollRevocationsIfDue()
+        let hash = DeviceToken.hash(token)
+        let now = ContinuousClock.now
+        let kept: TokenIdentity?? = state.withLock { state in
+            // A revoked token never comes back: no read needed.
+            if state.revoked[hash] != nil { return .some(nil) }
+            guard let entry = state.tokens[hash] else { return nil }
+            // A found token stands while the polls that would forget it are fresh, up to
+            // `longestKeep` (a revocation stamped by a clock further behind than the polls
+            // look back is seen by that read).
+            var confirmedAt = entry.checkedAt
+            if entry.identity != nil, let polledAt = state.polledAt, now - entry.checkedAt < longestKeep {
+                confirmedAt = max(confirmedAt, polledAt)
+            }
+            return now - confirmedAt < cacheDuration ? .some(entry.identity) : nil
+        }
+        if let kept { return Self.unexpired(kept) }
+        var identity = try await storage.authenticate(token: token, now: Date())
+        state.withLock { state in
+            // Revoked while the read was on its way, and a poll saw it already.
+            if state.revoked[hash] != nil { identity = nil }
+            if state.tokens.count >= capacity { state.tokens.removeAll(keepingCapacity: true) }
+            state.tokens[hash] = Entry(identity: identity, checkedAt: now)
+        }
+        return identity
+    }
+
+    /// Asks storage for the revocations since a margin before the last poll, once
+    /// `pollInterval` has passed since it, and forgets those tokens. One caller polls at a
+    /// time; the others go on with what is kept. A failed poll changes nothing.
+    private func pollRevocationsIfDue() async {
+        let now = ContinuousClock.now
+        let since: Date? = state.withLock { state in
+            guard !state.polling, state.polledAt.map({ now - $0 >= pollInterval }) ?? true else { return nil }
+            state.polling = true
+            return (state.polledAtDate ?? Date()).addingTimeInterval(-longestKeepSeconds)
+        }
+        guard let since else { return }
+        let startedAt = ContinuousClock.now
+        let startedAtDate = Date()
+        let revoked = try? await storage.tokensRevoked(since: since)
+        state.withLock { state in
+            state.polling = false
+            guard let revoked else { return }
+            // Each poll returns a revocation for a minute. A hash kept from an earlier poll needs
+            // nothing more: its token was forgotten then, and every read since saw the hash.
+            for hash in revoked where state.revoked[hash] == nil {
+                state.tokens.removeValue(forKey: hash)
+                state.revoked[hash] = startedAtDate
+            }
+            let oldest = startedAtDate.addingTimeInterval(-2 * longestKeepSeconds)
+            state.revoked = state.revoked.filter { $0.value >= oldest }
+            // Past the bound the hashes go; the next polls' margin still forgets their tokens.
+            if state.revoked.count > capacity { state.revoked.removeAll() }
+            state.polledAt = startedAt
+            state.polledAtDate = startedAtDate
+        }
     }
 
     /// The device a DTLS association proved to be: `psk:IDENTITY` names a device key,
@@ -36,7 +130,6 @@ public final class TokenAuthenticator: Sendable {
     /// certificate the configured authority signed). Nil when it names no device, or the key
     /// was revoked.
     public func authenticate(peerIdentity: String) async throws(StorageError) -> TokenIdentity? {
-        // Cached beside tokens: a token has no ':', so the two never share a key.
         try await cached(peerIdentity) { [storage] () async throws(StorageError) -> TokenIdentity? in
             if peerIdentity.hasPrefix("psk:") {
                 return try await storage.deviceKey(identity: String(peerIdentity.dropFirst(4))).map {
@@ -61,13 +154,13 @@ public final class TokenAuthenticator: Sendable {
 
     private func cached(_ key: String, _ lookup: () async throws(StorageError) -> TokenIdentity?) async throws(StorageError) -> TokenIdentity? {
         let now = ContinuousClock.now
-        if let entry = cache.withLock({ $0[key] }), now - entry.checkedAt < cacheDuration {
+        if let entry = state.withLock({ $0.peers[key] }), now - entry.checkedAt < cacheDuration {
             return Self.unexpired(entry.identity)
         }
         let identity = try await lookup()
-        cache.withLock { cache in
-            if cache.count >= capacity { cache.removeAll(keepingCapacity: true) }
-            cache[key] = Entry(identity: identity, checkedAt: now)
+        state.withLock { state in
+            if state.peers.count >= capacity { state.peers.removeAll(keepingCapacity: true) }
+            state.peers[key] = Entry(identity: identity, checkedAt: now)
         }
         return identity
     }

@@ -5,35 +5,29 @@ import Foundation
 ///
 /// The embedded implementation is SQLite (`SQLiteStorage`); a PostgreSQL one will sit behind the
 /// same protocol, so the SQL is kept portable and the same tests run against each.
-public protocol ServerStorage: ChatBatchStore, DeliveryCursorStore {
-    // MARK: Accounts
+public protocol ServerStorage: ChatBatchStore, DeliveryCursorStore, CredentialStore {
+    // MARK: Accounts (`user(named:)` and `devices(ofUser:)` are in `CredentialStore`)
     func createUser(name: String) async throws(StorageError) -> User
     func user(id: UInt64) async throws(StorageError) -> User
-    func user(named name: String) async throws(StorageError) -> User
     func listUsers() async throws(StorageError) -> [User]
     func createDevice(userID: UInt64, name: String) async throws(StorageError) -> Device
-    func devices(ofUser userID: UInt64) async throws(StorageError) -> [Device]
     func device(id: UInt64) async throws(StorageError) -> Device
     /// Makes sure of every user, device, chat and membership of `plan` in one transaction,
     /// reusing what exists by name, and issues each device a new token. Nothing changes when a
     /// name is invalid or a member index is out of range (`.invalid`).
     func provision(_ plan: ProvisionPlan) async throws(StorageError) -> ProvisionResult
 
-    // MARK: Tokens
+    // MARK: Tokens (`authenticate` and `tokensRevoked` are in `CredentialStore`)
     /// A new random token for the device; only its hash is stored.
     func issueToken(deviceID: UInt64, expiresAt: Date?) async throws(StorageError) -> IssuedToken
-    /// Who `token` speaks for, or nil when it is unknown, revoked or expired at `now`.
-    func authenticate(token: String, now: Date) async throws(StorageError) -> TokenIdentity?
     /// Revokes one token; false when it was unknown or already revoked.
     func revokeToken(_ token: String, now: Date) async throws(StorageError) -> Bool
     /// Revokes every token and pre-shared key of a device; returns how many tokens were active.
     func revokeTokens(deviceID: UInt64, now: Date) async throws(StorageError) -> Int
 
-    // MARK: Pre-shared keys (CoAP over DTLS)
+    // MARK: Pre-shared keys (CoAP over DTLS; `deviceKey(identity:)` is in `CredentialStore`)
     /// A new pre-shared key for the device (`DeviceKey.generate`); earlier ones stay valid.
     func issueDeviceKey(deviceID: UInt64) async throws(StorageError) -> DeviceKey
-    /// The device and key a PSK identity names; nil when unknown or revoked.
-    func deviceKey(identity: String) async throws(StorageError) -> DeviceKey?
 
     // MARK: Invites
     /// A one-time code with which a person signs in as `userName` (created then, if it does not
@@ -157,6 +151,20 @@ public protocol ChatBatchStore: Sendable {
 
 extension ChatBatchStore {
     public var executor: (any TaskExecutor)? { nil }
+}
+
+/// What checking a device's credentials reads (`TokenAuthenticator`). Its own protocol so that
+/// a test can stand between the checker and the store.
+public protocol CredentialStore: Sendable {
+    /// Who `token` speaks for, or nil when it is unknown, revoked or expired at `now`.
+    func authenticate(token: String, now: Date) async throws(StorageError) -> TokenIdentity?
+    /// The hashes (`DeviceToken.hash`) of the tokens revoked at or after `since`, by this
+    /// process or any other: what a checker that keeps answers must forget.
+    func tokensRevoked(since: Date) async throws(StorageError) -> [[UInt8]]
+    /// The device and key a PSK identity names; nil when unknown or revoked.
+    func deviceKey(identity: String) async throws(StorageError) -> DeviceKey?
+    func user(named name: String) async throws(StorageError) -> User
+    func devices(ofUser userID: UInt64) async throws(StorageError) -> [Device]
 }
 
 /// Where acknowledged delivery cursors are stored (`DeliveryCursorWriter` writes through it).
