@@ -271,9 +271,9 @@ public final class PushService: Service, Sendable {
         let key = ObjectIdentifier(channel)
         // Counted and inserted in one step, so concurrent upgrades cannot pass the bound; one
         // past it gets no session at all.
-        let admitted: PushSession? = openSessions.withLockedValue { open in
+        let admitted: PushSession? = try openSessions.withLockedValue { open in
             guard open.count < configuration.maxSessions else { return nil }
-            let session = PushSession(service: self, channel: channel, queryToken: queryToken, stranger: stranger)
+            let session = try PushSession(service: self, channel: channel, queryToken: queryToken, stranger: stranger)
             open[key] = session
             return session
         }

@@ -34,6 +34,9 @@ final class PushSession: Sendable {
     /// The connection's ticket among the strangers, given up once Hello is authenticated.
     let stranger: UInt64
     let link: SessionLink
+    /// The connection's WebSocket encoder, whose context a batch is written from: the batch's
+    /// frames are encoded here into one buffer, so no frame passes the pipeline on its own.
+    private let frameWriter: NIOLoopBound<ChannelHandlerContext>
 
     private enum Phase {
         /// Before the first message; `waiter` is the task waiting for it.
@@ -75,11 +78,13 @@ final class PushSession: Sendable {
     /// this much faster than it is answered is closed (1008).
     static let maxBacklogBytes = 256 * 1024
 
-    init(service: PushService, channel: any Channel, queryToken: String?, stranger: UInt64 = 0) {
+    /// On the channel's event loop, once the upgrade has put the WebSocket handlers in place.
+    init(service: PushService, channel: any Channel, queryToken: String?, stranger: UInt64 = 0) throws {
         self.stranger = stranger
         self.service = service
         self.channel = channel
         self.queryToken = queryToken
+        frameWriter = NIOLoopBound(try channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self), eventLoop: channel.eventLoop)
         link = SessionLink(capacityBytes: service.configuration.maxOutboundBytes)
         link.start { [weak self] in
             guard let self else { return }
@@ -358,38 +363,37 @@ final class PushSession: Sendable {
 
     // MARK: - Outbound, on the event loop
 
-    /// Writes what the link holds: its frames in one write and one flush, then, when the
-    /// session is closing, the close frame and the connection's close. The link hears when the
-    /// batch has reached the socket (its bytes then leave the bound).
+    /// Writes what the link holds: its frames in one buffer, one write and one flush, then,
+    /// when the session is closing, the close frame and the connection's close. The link hears
+    /// when the batch has reached the socket (its bytes then leave the bound).
+    ///
+    /// The frames are encoded here and written from the WebSocket encoder's context, past the
+    /// encoder: through the pipeline each frame was a `WebSocketFrame`, a pipeline pass, a
+    /// header buffer of its own and an entry in the pending writes (about 5% of the event loops'
+    /// time at bench-mqtt's load), for what is a 2-10 byte header on a server's unmasked frame.
     private func writeBatch() {
         let batch = link.take()
-        var closing: (code: UInt16, reason: String)?
-        var frames: [WebSocketFrame] = []
-        frames.reserveCapacity(batch.items.count)
+        var closing = false
+        var buffer = channel.allocator.buffer(capacity: batch.bytes + batch.items.count * Self.maxFrameHeaderBytes)
         for item in batch.items {
             switch item {
             case .frame(let bytes):
-                frames.append(WebSocketFrame(fin: true, opcode: .binary, data: ByteBuffer(bytes: bytes)))
+                Self.writeFrame(opcode: Self.binaryOpcode, payload: bytes, to: &buffer)
             case .close(let code, let reason):
-                closing = (code, reason)
+                let reason = String(reason.utf8.prefix(120)) ?? ""
+                Self.writeFrame(opcode: Self.closeOpcode, payload: [UInt8(code >> 8), UInt8(code & 0xFF)] + Array(reason.utf8), to: &buffer)
+                closing = true
             }
         }
-        if let (code, reason) = closing {
-            var data = ByteBuffer()
-            data.writeInteger(code)
-            data.writeString(String(reason.utf8.prefix(120)) ?? "")
-            frames.append(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))
-        }
-        guard let last = frames.popLast() else {
+        guard buffer.readableBytes > 0 else {
             link.finished(batch)
             return
         }
-        for frame in frames { channel.write(frame, promise: nil) }
         let written = channel.eventLoop.makePromise(of: Void.self)
-        channel.writeAndFlush(last, promise: written)
+        frameWriter.value.writeAndFlush(NIOAny(buffer), promise: written)
         let link = self.link
         let channel = self.channel
-        let isClosing = closing != nil
+        let isClosing = closing
         written.futureResult.whenComplete { result in
             link.finished(batch)
             if case .failure = result {
@@ -400,6 +404,28 @@ final class PushSession: Sendable {
                 channel.close(promise: nil)
             }
         }
+    }
+
+    /// RFC 6455 §5.2: the opcodes of a binary and of a close frame, and the longest header of an
+    /// unmasked frame (2 bytes, 8 more for a 64-bit length).
+    static let binaryOpcode: UInt8 = 0x2
+    static let closeOpcode: UInt8 = 0x8
+    static let maxFrameHeaderBytes = 10
+
+    /// Appends one whole (FIN) unmasked frame: a server's frames carry no mask (RFC 6455 §5.1).
+    static func writeFrame(opcode: UInt8, payload: [UInt8], to buffer: inout ByteBuffer) {
+        buffer.writeInteger(0x80 | opcode)
+        switch payload.count {
+        case ..<126:
+            buffer.writeInteger(UInt8(payload.count))
+        case ...Int(UInt16.max):
+            buffer.writeInteger(UInt8(126))
+            buffer.writeInteger(UInt16(payload.count))
+        default:
+            buffer.writeInteger(UInt8(127))
+            buffer.writeInteger(UInt64(payload.count))
+        }
+        buffer.writeBytes(payload)
     }
 
     // MARK: - Watchdog and closing
