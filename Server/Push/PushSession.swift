@@ -374,17 +374,17 @@ final class PushSession: Sendable {
     private func writeBatch() {
         let batch = link.take()
         var closing = false
-        var buffer = channel.allocator.buffer(capacity: batch.bytes + batch.items.count * Self.maxFrameHeaderBytes)
-        for item in batch.items {
+        let payloads = batch.items.map { item -> (opcode: UInt8, bytes: [UInt8]) in
             switch item {
             case .frame(let bytes):
-                Self.writeFrame(opcode: Self.binaryOpcode, payload: bytes, to: &buffer)
+                return (Self.binaryOpcode, bytes)
             case .close(let code, let reason):
-                let reason = String(reason.utf8.prefix(120)) ?? ""
-                Self.writeFrame(opcode: Self.closeOpcode, payload: [UInt8(code >> 8), UInt8(code & 0xFF)] + Array(reason.utf8), to: &buffer)
                 closing = true
+                return (Self.closeOpcode, [UInt8(code >> 8), UInt8(code & 0xFF)] + Self.closeReason(reason).utf8)
             }
         }
+        var buffer = channel.allocator.buffer(capacity: payloads.reduce(0) { $0 + Self.maxFrameHeaderBytes + $1.bytes.count })
+        for payload in payloads { Self.writeFrame(opcode: payload.opcode, payload: payload.bytes, to: &buffer) }
         guard buffer.readableBytes > 0 else {
             link.finished(batch)
             return
@@ -411,6 +411,14 @@ final class PushSession: Sendable {
     static let binaryOpcode: UInt8 = 0x2
     static let closeOpcode: UInt8 = 0x8
     static let maxFrameHeaderBytes = 10
+
+    /// `reason` cut to whole characters of at most 120 bytes: a close frame's payload is at
+    /// most 125 bytes, its code 2 of them.
+    static func closeReason(_ reason: String) -> Substring {
+        var cut = Substring(reason)
+        while cut.utf8.count > 120 { cut = cut.dropLast() }
+        return cut
+    }
 
     /// Appends one whole (FIN) unmasked frame: a server's frames carry no mask (RFC 6455 §5.1).
     static func writeFrame(opcode: UInt8, payload: [UInt8], to buffer: inout ByteBuffer) {

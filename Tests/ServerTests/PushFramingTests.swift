@@ -32,4 +32,13 @@ final class PushFramingTests: XCTestCase {
         XCTAssertNil(try channel.readInbound(as: WebSocketFrame.self), "nothing more")
         _ = try channel.finish()
     }
+
+    func testACloseReasonIsCutToWholeCharactersWithinTheControlFrameLimit() {
+        XCTAssertEqual(PushSession.closeReason("bad token"), "bad token")
+        let long = String(repeating: "é", count: 100)  // 200 bytes, 2 each
+        XCTAssertEqual(PushSession.closeReason(long), Substring(String(repeating: "é", count: 60)))
+        let odd = "a" + long  // 121 bytes at the 61st character: the cut falls inside one
+        XCTAssertEqual(PushSession.closeReason(odd).utf8.count, 119)
+        XCTAssertTrue(PushSession.closeReason(odd).hasPrefix("aé"))
+    }
 }

@@ -34,8 +34,9 @@ final class SQLiteStorageTests: XCTestCase {
     }
 
     /// Upgrading a database of v5: v6 moves its dedup keys into a table without rowid, every
-    /// key kept and still finding its message (a retry after the upgrade is a duplicate), and
-    /// v7 drops the chats' last-sequence column, numbering going on from the stored messages.
+    /// key kept and still finding its message (a retry after the upgrade is a duplicate), v7
+    /// drops the chats' last-sequence column, numbering going on from the stored messages, and
+    /// v8 indexes the revoked tokens.
     func testAnOlderDatabaseKeepsItsDedupKeysAndItsNumberingThroughTheUpgrade() async throws {
         let contract = self.contract
         let (_, device, chat) = try await contract.member("ann")
@@ -59,6 +60,8 @@ final class SQLiteStorageTests: XCTestCase {
                 ALTER TABLE chats ADD COLUMN last_sequence INTEGER NOT NULL DEFAULT 0;
                 UPDATE chats SET last_sequence = 1;
                 DELETE FROM grdb_migrations WHERE identifier = 'v7: last sequence from the messages';
+                DROP INDEX tokens_revoked;
+                DELETE FROM grdb_migrations WHERE identifier = 'v8: revoked tokens by time';
                 """)
             XCTAssertNotNil(try Int64.fetchOne(db, sql: "SELECT rowid FROM dedup_keys"), "the old table has rowids")
         }
@@ -79,6 +82,7 @@ final class SQLiteStorageTests: XCTestCase {
         try await upgraded.read { db in
             XCTAssertThrowsError(try Int64.fetchOne(db, sql: "SELECT rowid FROM dedup_keys"), "no rowid any more")
             XCTAssertThrowsError(try Int64.fetchOne(db, sql: "SELECT last_sequence FROM chats"), "no last-sequence column any more")
+            XCTAssertEqual(try String.fetchOne(db, sql: "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'tokens_revoked'"), "tokens_revoked", "v8's index")
         }
     }
 

@@ -5,12 +5,13 @@ import Synchronization
 ///
 /// - A token's answer is read once and kept. Once a second at most (`pollInterval`, when a
 ///   request comes) the authenticator asks storage which tokens were revoked lately, by any
-///   process, and forgets those (`ServerStorage.tokensRevoked`). While the last such poll
-///   is younger than `cacheDuration`, a kept answer stands, up to `longestKeep` from its read;
-///   else (polls failing) an answer stands `cacheDuration` from its read, as a plain cache
-///   would. So a revocation takes effect within about a second, within `cacheDuration` while
-///   polls fail, and within `longestKeep` whatever the clocks say. A fleet whose devices send
-///   less often than `cacheDuration` no longer costs a read per request.
+///   process, and forgets those (`CredentialStore.tokensRevoked`). An answer stands
+///   `cacheDuration` from its read, as a plain cache; past that, a found token's answer
+///   stands while the last poll is younger than two intervals, up to `longestKeep` from its
+///   read. So a revocation takes effect within about two seconds while requests come, within
+///   `cacheDuration` of the answer's read when polls fail or run long, and within
+///   `longestKeep` whatever the clocks say. A fleet whose devices send less often than
+///   `cacheDuration` no longer costs a read per request.
 /// - Each poll looks back `longestKeep` before the last one started, so a revocation stamped
 ///   by a clock that far behind, or seen by no poll while a read was on its way, is forgotten
 ///   again at the next poll; one stamped further behind waits for the read at `longestKeep`.
@@ -39,8 +40,11 @@ public final class TokenAuthenticator: Sendable {
         var polledAt: ContinuousClock.Instant?
         var polledAtDate: Date?
         var polling = false
-        /// Hashes that polls returned, with when that poll started.
+        /// When the last poll, answered or not, started: a failing store is asked once an interval.
+        var attemptedAt: ContinuousClock.Instant?
+        /// Hashes that polls returned, with when that poll started, and the oldest of those times.
         var revoked: [[UInt8]: Date] = [:]
+        var oldestRevoked: Date?
     }
 
     private let storage: any CredentialStore
@@ -73,14 +77,16 @@ public final class TokenAuthenticator: Sendable {
             // A revoked token never comes back: no read needed.
             if state.revoked[hash] != nil { return .some(nil) }
             guard let entry = state.tokens[hash] else { return nil }
-            // A found token stands while the polls that would forget it are fresh, up to
-            // `longestKeep` (a revocation stamped by a clock further behind than the polls
-            // look back is seen by that read).
-            var confirmedAt = entry.checkedAt
-            if entry.identity != nil, let polledAt = state.polledAt, now - entry.checkedAt < longestKeep {
-                confirmedAt = max(confirmedAt, polledAt)
-            }
-            return now - confirmedAt < cacheDuration ? .some(entry.identity) : nil
+            let age = now - entry.checkedAt
+            // A found token is read again at `longestKeep` whatever else holds (a revocation
+            // stamped by a clock further behind than the polls look back is seen by that read).
+            if entry.identity != nil && age >= longestKeep { return nil }
+            if age < cacheDuration { return .some(entry.identity) }
+            // Past that, a found token stands while a poll that would have forgotten it is
+            // recent: two intervals, so that requests during the next poll need not read. A
+            // poll that ran long, or polls that fail, leave only the plain cache time.
+            guard entry.identity != nil, let polledAt = state.polledAt, now - polledAt < pollInterval * 2 else { return nil }
+            return .some(entry.identity)
         }
         if let kept { return Self.unexpired(kept) }
         var identity = try await storage.authenticate(token: token, now: Date())
@@ -93,14 +99,15 @@ public final class TokenAuthenticator: Sendable {
         return identity
     }
 
-    /// Asks storage for the revocations since a margin before the last poll, once
-    /// `pollInterval` has passed since it, and forgets those tokens. One caller polls at a
-    /// time; the others go on with what is kept. A failed poll changes nothing.
+    /// Asks storage for the revocations since a margin before the last answered poll, once
+    /// `pollInterval` has passed since the last attempt, and forgets those tokens. One caller
+    /// polls at a time; the others go on with what is kept. A failed poll changes nothing.
     private func pollRevocationsIfDue() async {
         let now = ContinuousClock.now
         let since: Date? = state.withLock { state in
-            guard !state.polling, state.polledAt.map({ now - $0 >= pollInterval }) ?? true else { return nil }
+            guard !state.polling, state.attemptedAt.map({ now - $0 >= pollInterval }) ?? true else { return nil }
             state.polling = true
+            state.attemptedAt = now
             return (state.polledAtDate ?? Date()).addingTimeInterval(-longestKeepSeconds)
         }
         guard let since else { return }
@@ -115,11 +122,19 @@ public final class TokenAuthenticator: Sendable {
             for hash in revoked where state.revoked[hash] == nil {
                 state.tokens.removeValue(forKey: hash)
                 state.revoked[hash] = startedAtDate
+                state.oldestRevoked = min(state.oldestRevoked ?? startedAtDate, startedAtDate)
             }
             let oldest = startedAtDate.addingTimeInterval(-2 * longestKeepSeconds)
-            state.revoked = state.revoked.filter { $0.value >= oldest }
+            // Pruned only when something is due to go, not at every poll.
+            if let kept = state.oldestRevoked, kept < oldest {
+                state.revoked = state.revoked.filter { $0.value >= oldest }
+                state.oldestRevoked = state.revoked.values.min()
+            }
             // Past the bound the hashes go; the next polls' margin still forgets their tokens.
-            if state.revoked.count > capacity { state.revoked.removeAll() }
+            if state.revoked.count > capacity {
+                state.revoked.removeAll()
+                state.oldestRevoked = nil
+            }
             state.polledAt = startedAt
             state.polledAtDate = startedAtDate
         }
