@@ -59,6 +59,16 @@ let package = Package(
             ],
             path: "Shared/DTLS"
         ),
+        // WebSocket frames written straight into one buffer, for the server's pushes and the
+        // devices' acknowledgements.
+        .target(
+            name: "WebSocketFraming",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            path: "Shared/WebSocketFraming"
+        ),
         .target(
             name: "CourierProtocol",
             dependencies: [
@@ -149,6 +159,7 @@ let package = Package(
         .target(
             name: "CourierPush",
             dependencies: [
+                "WebSocketFraming",
                 "CourierActors",
                 "CourierCore",
                 "CourierProtocol",
@@ -239,6 +250,7 @@ let package = Package(
         .target(
             name: "CourierDevice",
             dependencies: [
+                "WebSocketFraming",
                 "CoAP",
                 "CourierProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -427,6 +439,7 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
+                "WebSocketFraming",
             ],
             path: "Tests/ServerTests",
             exclude: ["Peers"]

@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import NIOWebSocket
 import Synchronization
+import WebSocketFraming
 
 /// One device's WebSocket session. The first binary message must be a `Hello`, within the
 /// hello timeout, with a valid token (in Hello or in the upgrade's query `?t=`); the session
@@ -367,24 +368,28 @@ final class PushSession: Sendable {
     /// when the session is closing, the close frame and the connection's close. The link hears
     /// when the batch has reached the socket (its bytes then leave the bound).
     ///
-    /// The frames are encoded here and written from the WebSocket encoder's context, past the
-    /// encoder: through the pipeline each frame was a `WebSocketFrame`, a pipeline pass, a
-    /// header buffer of its own and an entry in the pending writes (about 5% of the event loops'
-    /// time at bench-mqtt's load), for what is a 2-10 byte header on a server's unmasked frame.
+    /// The frames are encoded here (`WebSocketFraming`) and written from the WebSocket encoder's
+    /// context, past the encoder: through the pipeline each frame was a `WebSocketFrame`, a
+    /// pipeline pass, a header buffer of its own and an entry in the pending writes (about 5%
+    /// of the event loops' time at bench-mqtt's load).
     private func writeBatch() {
         let batch = link.take()
         var closing = false
-        let payloads = batch.items.map { item -> (opcode: UInt8, bytes: [UInt8]) in
+        let payloads = batch.items.map { item -> (opcode: WebSocketOpcode, bytes: [UInt8]) in
             switch item {
             case .frame(let bytes):
-                return (Self.binaryOpcode, bytes)
+                return (.binary, bytes)
             case .close(let code, let reason):
                 closing = true
-                return (Self.closeOpcode, [UInt8(code >> 8), UInt8(code & 0xFF)] + Self.closeReason(reason).utf8)
+                return (.connectionClose, [UInt8(code >> 8), UInt8(code & 0xFF)] + Self.closeReason(reason).utf8)
             }
         }
-        var buffer = channel.allocator.buffer(capacity: payloads.reduce(0) { $0 + Self.maxFrameHeaderBytes + $1.bytes.count })
-        for payload in payloads { Self.writeFrame(opcode: payload.opcode, payload: payload.bytes, to: &buffer) }
+        var buffer = channel.allocator.buffer(capacity: payloads.reduce(0) { $0 + ByteBuffer.maxWebSocketFrameHeaderBytes + $1.bytes.count })
+        for payload in payloads {
+            // A server's frames are not masked (RFC 6455 §5.1).
+            buffer.writeWholeWebSocketFrameHeader(opcode: payload.opcode, length: payload.bytes.count)
+            buffer.writeBytes(payload.bytes)
+        }
         guard buffer.readableBytes > 0 else {
             link.finished(batch)
             return
@@ -406,34 +411,12 @@ final class PushSession: Sendable {
         }
     }
 
-    /// RFC 6455 §5.2: the opcodes of a binary and of a close frame, and the longest header of an
-    /// unmasked frame (2 bytes, 8 more for a 64-bit length).
-    static let binaryOpcode: UInt8 = 0x2
-    static let closeOpcode: UInt8 = 0x8
-    static let maxFrameHeaderBytes = 10
-
     /// `reason` cut to whole characters of at most 120 bytes: a close frame's payload is at
     /// most 125 bytes, its code 2 of them.
     static func closeReason(_ reason: String) -> Substring {
         var cut = Substring(reason)
         while cut.utf8.count > 120 { cut = cut.dropLast() }
         return cut
-    }
-
-    /// Appends one whole (FIN) unmasked frame: a server's frames carry no mask (RFC 6455 §5.1).
-    static func writeFrame(opcode: UInt8, payload: [UInt8], to buffer: inout ByteBuffer) {
-        buffer.writeInteger(0x80 | opcode)
-        switch payload.count {
-        case ..<126:
-            buffer.writeInteger(UInt8(payload.count))
-        case ...Int(UInt16.max):
-            buffer.writeInteger(UInt8(126))
-            buffer.writeInteger(UInt16(payload.count))
-        default:
-            buffer.writeInteger(UInt8(127))
-            buffer.writeInteger(UInt64(payload.count))
-        }
-        buffer.writeBytes(payload)
     }
 
     // MARK: - Watchdog and closing

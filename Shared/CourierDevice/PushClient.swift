@@ -7,6 +7,7 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import NIOWebSocket
+import WebSocketFraming
 
 /// Where a device keeps what it has received; the push client keeps it consecutive.
 public protocol PushStore: Sendable {
@@ -471,7 +472,12 @@ private final class ImmediateSession: ChannelInboundHandler {
     private let ended: EventLoopPromise<PushClient.SessionEnd>
     private let emit: @Sendable (PushClient.Event) -> Void
     private var isOver = false
-    private var unflushed = false
+    /// What this read answers, as whole masked frames (`WebSocketFraming`), written past the
+    /// WebSocket encoder in one buffer at the read's end: through the encoder each
+    /// acknowledgement was a frame, a pipeline pass and a header buffer of its own.
+    private var answers: ByteBuffer?
+    /// The WebSocket encoder's context, which the answers are written from.
+    private var encoder: ChannelHandlerContext?
 
     init(
         reception: PushReception, store: any ImmediatePushStore, state: SessionState, ended: EventLoopPromise<PushClient.SessionEnd>,
@@ -484,12 +490,16 @@ private final class ImmediateSession: ChannelInboundHandler {
         self.emit = emit
     }
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        encoder = try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !isOver else { return }
         state.received()
         switch reception.react(to: unwrapInboundIn(data)) {
         case .pong(let pong):
-            send(pong, context: context)
+            send(.pong, pong.data, context: context)
         case .closed(let code, let reason):
             end(PushClient.end(closeCode: code, reason: reason, welcomed: state.welcomed), context: context)
         case .welcomed(let welcome):
@@ -497,7 +507,7 @@ private final class ImmediateSession: ChannelInboundHandler {
             emit(.connected(welcome))
         case .store(let messages, let replies):
             if !messages.isEmpty { store.storeNow(messages) }
-            for reply in replies { send(ClientFrame.webSocketFrame(reply), context: context) }
+            for reply in replies { send(.binary, ByteBuffer(bytes: reply.serializedBytes()), context: context) }
         case .delivered(let receipt):
             store.deliveredNow(receipt)
         case .presence(let presence):
@@ -524,19 +534,25 @@ private final class ImmediateSession: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if unflushed {
-            unflushed = false
-            context.flush()
+        if let answers, let encoder {
+            self.answers = nil
+            encoder.writeAndFlush(NIOAny(answers), promise: nil)
         }
         context.fireChannelReadComplete()
     }
 
     /// Acknowledgements are answers to what the server pushed, which its window per chat
-    /// bounds. They go out with one flush per read (`channelReadComplete`).
-    private func send(_ frame: WebSocketFrame, context: ChannelHandlerContext) {
-        context.write(wrapOutboundOut(frame), promise: nil)
-        unflushed = true
+    /// bounds. They go out in one buffer, one write and one flush per read
+    /// (`channelReadComplete`); without the encoder (not a WebSocket pipeline) each goes
+    /// through the pipeline.
+    private func send(_ opcode: WebSocketOpcode, _ payload: ByteBuffer, context: ChannelHandlerContext) {
         state.sent()
+        guard encoder != nil else {
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: opcode, maskKey: .random(), data: payload)), promise: nil)
+            return
+        }
+        if answers == nil { answers = context.channel.allocator.buffer(capacity: 256) }
+        answers!.writeWholeMaskedWebSocketFrame(opcode: opcode, payload: payload)
     }
 
     private func end(_ end: PushClient.SessionEnd, context: ChannelHandlerContext) {

@@ -2,19 +2,29 @@
 import NIOCore
 import NIOEmbedded
 import NIOWebSocket
+import WebSocketFraming
 import XCTest
 
-/// A push batch's frames are encoded by the session itself, past NIO's encoder: NIO's decoder
-/// reads them back whole, at every length form (7, 16 and 64 bits), and a close frame keeps
-/// its code and reason.
+/// A push batch's frames (and a device's acknowledgements) are encoded by the writer itself,
+/// past NIO's encoder: NIO's decoder reads them back whole, at every length form (7, 16 and 64
+/// bits), unmasked (a server's) and masked (a client's), and a close frame keeps its code and
+/// reason.
 final class PushFramingTests: XCTestCase {
     func testEveryLengthFormAndACloseFrameDecodeWithNIOsDecoder() throws {
         let sizes = [0, 1, 125, 126, 127, 65_535, 65_536, 70_001]
         var buffer = ByteBuffer()
         for (index, size) in sizes.enumerated() {
-            PushSession.writeFrame(opcode: PushSession.binaryOpcode, payload: Array(repeating: UInt8(index), count: size), to: &buffer)
+            let payload = Array(repeating: UInt8(index), count: size)
+            if index % 2 == 0 {
+                buffer.writeWholeWebSocketFrameHeader(opcode: .binary, length: size)
+                buffer.writeBytes(payload)
+            } else {
+                buffer.writeWholeMaskedWebSocketFrame(opcode: .binary, payload: ByteBuffer(bytes: payload))
+            }
         }
-        PushSession.writeFrame(opcode: PushSession.closeOpcode, payload: [0x03, 0xF0] + Array("going away".utf8), to: &buffer)
+        let close: [UInt8] = [0x03, 0xF0] + Array("going away".utf8)
+        buffer.writeWholeWebSocketFrameHeader(opcode: .connectionClose, length: close.count)
+        buffer.writeBytes(close)
 
         let channel = EmbeddedChannel(handler: ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: 1 << 20)))
         try channel.writeInbound(buffer)
@@ -22,13 +32,13 @@ final class PushFramingTests: XCTestCase {
             let frame = try XCTUnwrap(try channel.readInbound(as: WebSocketFrame.self), "frame \(index)")
             XCTAssertTrue(frame.fin)
             XCTAssertEqual(frame.opcode, .binary)
-            XCTAssertNil(frame.maskKey, "a server's frames are not masked")
+            XCTAssertEqual(frame.maskKey == nil, index % 2 == 0, "a server's frames are not masked, a client's are")
             XCTAssertEqual(Array(buffer: frame.unmaskedData), Array(repeating: UInt8(index), count: size), "frame \(index) of \(size) bytes")
         }
-        var close = try XCTUnwrap(try channel.readInbound(as: WebSocketFrame.self))
-        XCTAssertEqual(close.opcode, .connectionClose)
-        XCTAssertEqual(close.data.readWebSocketErrorCode(), .policyViolation)
-        XCTAssertEqual(close.data.readString(length: close.data.readableBytes), "going away")
+        var closing = try XCTUnwrap(try channel.readInbound(as: WebSocketFrame.self))
+        XCTAssertEqual(closing.opcode, .connectionClose)
+        XCTAssertEqual(closing.data.readWebSocketErrorCode(), .policyViolation)
+        XCTAssertEqual(closing.data.readString(length: closing.data.readableBytes), "going away")
         XCTAssertNil(try channel.readInbound(as: WebSocketFrame.self), "nothing more")
         _ = try channel.finish()
     }
