@@ -43,6 +43,23 @@ final class PushFramingTests: XCTestCase {
         _ = try channel.finish()
     }
 
+    /// RFC 6455 §5.7's own examples.
+    func testTheRFCsExampleFramesComeOutByteForByte() {
+        var unmasked = ByteBuffer()
+        unmasked.writeWholeWebSocketFrameHeader(opcode: .text, length: 5)
+        unmasked.writeString("Hello")
+        XCTAssertEqual(Array(buffer: unmasked), [0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F])
+        var masked = ByteBuffer()
+        masked.writeWholeMaskedWebSocketFrame(opcode: .text, payload: ByteBuffer(string: "Hello"), maskingKey: [0x37, 0xFA, 0x21, 0x3D])
+        XCTAssertEqual(Array(buffer: masked), [0x81, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58])
+        var sixteen = ByteBuffer()
+        sixteen.writeWholeWebSocketFrameHeader(opcode: .binary, length: 256)
+        XCTAssertEqual(Array(buffer: sixteen), [0x82, 0x7E, 0x01, 0x00])
+        var sixtyFour = ByteBuffer()
+        sixtyFour.writeWholeWebSocketFrameHeader(opcode: .binary, length: 65_536)
+        XCTAssertEqual(Array(buffer: sixtyFour), [0x82, 0x7F, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00])
+    }
+
     func testACloseReasonIsCutToWholeCharactersWithinTheControlFrameLimit() {
         XCTAssertEqual(PushSession.closeReason("bad token"), "bad token")
         let long = String(repeating: "é", count: 100)  // 200 bytes, 2 each
