@@ -499,7 +499,7 @@ private final class ImmediateSession: ChannelInboundHandler {
         state.received()
         switch reception.react(to: unwrapInboundIn(data)) {
         case .pong(let pong):
-            send(.pong, pong.data, context: context)
+            send(.pong, pong.data.readableBytesView, context: context)
         case .closed(let code, let reason):
             end(PushClient.end(closeCode: code, reason: reason, welcomed: state.welcomed), context: context)
         case .welcomed(let welcome):
@@ -507,7 +507,7 @@ private final class ImmediateSession: ChannelInboundHandler {
             emit(.connected(welcome))
         case .store(let messages, let replies):
             if !messages.isEmpty { store.storeNow(messages) }
-            for reply in replies { send(.binary, ByteBuffer(bytes: reply.serializedBytes()), context: context) }
+            for reply in replies { send(.binary, reply.serializedBytes(), context: context) }
         case .delivered(let receipt):
             store.deliveredNow(receipt)
         case .presence(let presence):
@@ -545,10 +545,11 @@ private final class ImmediateSession: ChannelInboundHandler {
     /// bounds. They go out in one buffer, one write and one flush per read
     /// (`channelReadComplete`); without the encoder (not a WebSocket pipeline) each goes
     /// through the pipeline.
-    private func send(_ opcode: WebSocketOpcode, _ payload: ByteBuffer, context: ChannelHandlerContext) {
+    private func send(_ opcode: WebSocketOpcode, _ payload: some Collection<UInt8>, context: ChannelHandlerContext) {
         state.sent()
         guard encoder != nil else {
-            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: opcode, maskKey: .random(), data: payload)), promise: nil)
+            let frame = WebSocketFrame(fin: true, opcode: opcode, maskKey: .random(), data: context.channel.allocator.buffer(bytes: payload))
+            context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
             return
         }
         if answers == nil { answers = context.channel.allocator.buffer(capacity: 256) }

@@ -47,10 +47,14 @@ extension ByteBuffer {
 
     /// Appends a client's whole frame: its header with the mask (a new random one unless
     /// given), then the payload masked with it.
-    public mutating func writeWholeMaskedWebSocketFrame(opcode: WebSocketOpcode, payload: ByteBuffer, maskingKey: WebSocketMaskingKey = .random()) {
-        writeWholeWebSocketFrameHeader(opcode: opcode, length: payload.readableBytes, maskingKey: maskingKey)
-        var masked = payload
-        masked.webSocketMask(maskingKey)
-        writeBuffer(&masked)
+    public mutating func writeWholeMaskedWebSocketFrame(opcode: WebSocketOpcode, payload: some Collection<UInt8>, maskingKey: WebSocketMaskingKey = .random()) {
+        writeWholeWebSocketFrameHeader(opcode: opcode, length: payload.count, maskingKey: maskingKey)
+        // Masked in place where it was written: a copy of the payload masked on its own would
+        // be one more allocation per frame.
+        let offset = writerIndex - readerIndex
+        writeBytes(payload)
+        withUnsafeMutableReadableBytes { bytes in
+            for index in offset..<bytes.count { bytes[index] ^= maskingKey[(index - offset) & 3] }
+        }
     }
 }

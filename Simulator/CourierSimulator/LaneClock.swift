@@ -32,8 +32,8 @@ final class LaneClock: Sendable {
     /// A timer wakes the sleepers due within this much after it too: at bench-mqtt's 6,000
     /// sends a second, a timer per send was about 7% of the simulator's CPU (NIO's
     /// `scheduleTask`, a promise and a closure each), and with the slack one timer serves the
-    /// several sends due in the next millisecond. A lane sends up to this much early, never
-    /// late, and times its send from when it was sent.
+    /// several sends due in the next millisecond. A lane sends up to this much early (and, on
+    /// a busy loop, late, as any timer), and times its send from when it was sent.
     static let earlySlack: Duration = .milliseconds(1)
 
     init(eventLoop: any EventLoop) {

@@ -178,7 +178,8 @@ final class SimDevice: Sendable {
             do { try await laneClock.sleep(until: next) } catch { return }
             let now = clock.now
             if over.isSet { return }
-            if let deadline, now >= deadline { return }
+            // A send due past the deadline stays unsent, even when woken before it (`earlySlack`).
+            if let deadline, max(next, now) >= deadline { return }
             if let budget, !budget.take() { return }
             let chat = chats[Int(generator.next() % UInt64(chats.count))]
             // Timed from when it was due, not when the lane got to it: a lane held up by a

@@ -19,7 +19,7 @@ final class PushFramingTests: XCTestCase {
                 buffer.writeWholeWebSocketFrameHeader(opcode: .binary, length: size)
                 buffer.writeBytes(payload)
             } else {
-                buffer.writeWholeMaskedWebSocketFrame(opcode: .binary, payload: ByteBuffer(bytes: payload))
+                buffer.writeWholeMaskedWebSocketFrame(opcode: .binary, payload: payload)
             }
         }
         let close: [UInt8] = [0x03, 0xF0] + Array("going away".utf8)
@@ -50,7 +50,9 @@ final class PushFramingTests: XCTestCase {
         unmasked.writeString("Hello")
         XCTAssertEqual(Array(buffer: unmasked), [0x81, 0x05, 0x48, 0x65, 0x6C, 0x6C, 0x6F])
         var masked = ByteBuffer()
-        masked.writeWholeMaskedWebSocketFrame(opcode: .text, payload: ByteBuffer(string: "Hello"), maskingKey: [0x37, 0xFA, 0x21, 0x3D])
+        masked.writeString("already in the buffer ")
+        masked.moveReaderIndex(forwardBy: masked.readableBytes)
+        masked.writeWholeMaskedWebSocketFrame(opcode: .text, payload: Array("Hello".utf8), maskingKey: [0x37, 0xFA, 0x21, 0x3D])
         XCTAssertEqual(Array(buffer: masked), [0x81, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58])
         var sixteen = ByteBuffer()
         sixteen.writeWholeWebSocketFrameHeader(opcode: .binary, length: 256)
