@@ -375,20 +375,26 @@ final class PushSession: Sendable {
     private func writeBatch() {
         let batch = link.take()
         var closing = false
-        let payloads = batch.items.map { item -> (opcode: WebSocketOpcode, bytes: [UInt8]) in
+        // A close frame's payload is at most 125 bytes (a code and a reason cut to 120).
+        var buffer = channel.allocator.buffer(capacity: batch.items.reduce(0) { total, item in
+            switch item {
+            case .frame(let bytes): total + ByteBuffer.maxWebSocketFrameHeaderBytes + bytes.count
+            case .close: total + ByteBuffer.maxWebSocketFrameHeaderBytes + 125
+            }
+        })
+        // A server's frames are not masked (RFC 6455 §5.1).
+        for item in batch.items {
             switch item {
             case .frame(let bytes):
-                return (.binary, bytes)
+                buffer.writeWholeWebSocketFrameHeader(opcode: .binary, length: bytes.count)
+                buffer.writeBytes(bytes)
             case .close(let code, let reason):
+                let reason = Self.closeReason(reason)
+                buffer.writeWholeWebSocketFrameHeader(opcode: .connectionClose, length: 2 + reason.utf8.count)
+                buffer.writeInteger(code)
+                buffer.writeSubstring(reason)
                 closing = true
-                return (.connectionClose, [UInt8(code >> 8), UInt8(code & 0xFF)] + Self.closeReason(reason).utf8)
             }
-        }
-        var buffer = channel.allocator.buffer(capacity: payloads.reduce(0) { $0 + ByteBuffer.maxWebSocketFrameHeaderBytes + $1.bytes.count })
-        for payload in payloads {
-            // A server's frames are not masked (RFC 6455 §5.1).
-            buffer.writeWholeWebSocketFrameHeader(opcode: payload.opcode, length: payload.bytes.count)
-            buffer.writeBytes(payload.bytes)
         }
         guard buffer.readableBytes > 0 else {
             link.finished(batch)

@@ -234,7 +234,9 @@ public final class PushClient: Sendable {
         let opened = await open(server, on: eventLoop) { channel in
             let ended = channel.eventLoop.makePromise(of: SessionEnd.self)
             do {
-                try channel.pipeline.syncOperations.addHandler(ImmediateSession(reception: reception, store: store, state: state, ended: ended, emit: emit))
+                // The upgrade put the WebSocket encoder in place: the answers are written from it.
+                let encoder = try channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+                try channel.pipeline.syncOperations.addHandler(ImmediateSession(reception: reception, store: store, state: state, ended: ended, encoder: encoder, emit: emit))
             } catch {
                 ended.fail(error)
                 throw error
@@ -477,21 +479,18 @@ private final class ImmediateSession: ChannelInboundHandler {
     /// acknowledgement was a frame, a pipeline pass and a header buffer of its own.
     private var answers: ByteBuffer?
     /// The WebSocket encoder's context, which the answers are written from.
-    private var encoder: ChannelHandlerContext?
+    private let encoder: ChannelHandlerContext
 
     init(
         reception: PushReception, store: any ImmediatePushStore, state: SessionState, ended: EventLoopPromise<PushClient.SessionEnd>,
-        emit: @escaping @Sendable (PushClient.Event) -> Void
+        encoder: ChannelHandlerContext, emit: @escaping @Sendable (PushClient.Event) -> Void
     ) {
         self.reception = reception
         self.store = store
         self.state = state
         self.ended = ended
+        self.encoder = encoder
         self.emit = emit
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        encoder = try? context.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -534,7 +533,7 @@ private final class ImmediateSession: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if let answers, let encoder {
+        if let answers {
             self.answers = nil
             encoder.writeAndFlush(NIOAny(answers), promise: nil)
         }
@@ -543,15 +542,9 @@ private final class ImmediateSession: ChannelInboundHandler {
 
     /// Acknowledgements are answers to what the server pushed, which its window per chat
     /// bounds. They go out in one buffer, one write and one flush per read
-    /// (`channelReadComplete`); without the encoder (not a WebSocket pipeline) each goes
-    /// through the pipeline.
+    /// (`channelReadComplete`).
     private func send(_ opcode: WebSocketOpcode, _ payload: some Collection<UInt8>, context: ChannelHandlerContext) {
         state.sent()
-        guard encoder != nil else {
-            let frame = WebSocketFrame(fin: true, opcode: opcode, maskKey: .random(), data: context.channel.allocator.buffer(bytes: payload))
-            context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
-            return
-        }
         if answers == nil { answers = context.channel.allocator.buffer(capacity: 256) }
         answers!.writeWholeMaskedWebSocketFrame(opcode: opcode, payload: payload)
     }

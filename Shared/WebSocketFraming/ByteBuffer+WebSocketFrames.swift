@@ -49,12 +49,14 @@ extension ByteBuffer {
     /// given), then the payload masked with it.
     public mutating func writeWholeMaskedWebSocketFrame(opcode: WebSocketOpcode, payload: some Collection<UInt8>, maskingKey: WebSocketMaskingKey = .random()) {
         writeWholeWebSocketFrameHeader(opcode: opcode, length: payload.count, maskingKey: maskingKey)
-        // Masked in place where it was written: a copy of the payload masked on its own would
-        // be one more allocation per frame.
-        let offset = writerIndex - readerIndex
+        // Masked in place where it was written, by NIO's `webSocketMask` over just the payload
+        // (the readable bytes for a moment): a copy masked on its own would be one more
+        // allocation per frame.
+        let readerIndex = self.readerIndex
+        let payloadStart = writerIndex
         writeBytes(payload)
-        withUnsafeMutableReadableBytes { bytes in
-            for index in offset..<bytes.count { bytes[index] ^= maskingKey[(index - offset) & 3] }
-        }
+        moveReaderIndex(to: payloadStart)
+        webSocketMask(maskingKey)
+        moveReaderIndex(to: readerIndex)
     }
 }

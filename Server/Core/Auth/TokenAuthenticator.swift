@@ -70,25 +70,16 @@ public final class TokenAuthenticator: Sendable {
     public func authenticate(_ token: String) async throws(StorageError) -> TokenIdentity? {
         guard !token.isEmpty, token.utf8.count <= DeviceToken.maxLength else { return nil }
         guard cacheDuration > .zero else { return try await storage.authenticate(token: token, now: Date()) }
-        await pollRevocationsIfDue()
         let hash = DeviceToken.hash(token)
-        let now = ContinuousClock.now
-        let kept: TokenIdentity?? = state.withLock { state in
-            // A revoked token never comes back: no read needed.
-            if state.revoked[hash] != nil { return .some(nil) }
-            guard let entry = state.tokens[hash] else { return nil }
-            let age = now - entry.checkedAt
-            // A found token is read again at `longestKeep` whatever else holds (a revocation
-            // stamped by a clock further behind than the polls look back is seen by that read).
-            if entry.identity != nil && age >= longestKeep { return nil }
-            if age < cacheDuration { return .some(entry.identity) }
-            // Past that, a found token stands while a poll that would have forgotten it is
-            // recent: two intervals, so that requests during the next poll need not read. A
-            // poll that ran long, or polls that fail, leave only the plain cache time.
-            guard entry.identity != nil, let polledAt = state.polledAt, now - polledAt < pollInterval * 2 else { return nil }
-            return .some(entry.identity)
+        // One lock on the common path: the poll's turn is claimed in the same look as the
+        // kept answer, and only a request that claims it waits for the poll.
+        var (pollSince, answer) = state.withLock { state in (claimPoll(&state), kept(hash, in: state)) }
+        if let pollSince {
+            await poll(since: pollSince)
+            answer = state.withLock { state in kept(hash, in: state) }
         }
-        if let kept { return Self.unexpired(kept) }
+        if let answer { return Self.unexpired(answer) }
+        let now = ContinuousClock.now
         var identity = try await storage.authenticate(token: token, now: Date())
         state.withLock { state in
             // Revoked while the read was on its way, and a poll saw it already.
@@ -99,18 +90,38 @@ public final class TokenAuthenticator: Sendable {
         return identity
     }
 
-    /// Asks storage for the revocations since a margin before the last answered poll, once
-    /// `pollInterval` has passed since the last attempt, and forgets those tokens. One caller
-    /// polls at a time; the others go on with what is kept. A failed poll changes nothing.
-    private func pollRevocationsIfDue() async {
+    /// The answer kept for `hash` (`.some(nil)`: refused), or nil when it must be read.
+    private func kept(_ hash: [UInt8], in state: State) -> TokenIdentity?? {
+        // A revoked token never comes back: no read needed.
+        if state.revoked[hash] != nil { return .some(nil) }
+        guard let entry = state.tokens[hash] else { return nil }
         let now = ContinuousClock.now
-        let since: Date? = state.withLock { state in
-            guard !state.polling, state.attemptedAt.map({ now - $0 >= pollInterval }) ?? true else { return nil }
-            state.polling = true
-            state.attemptedAt = now
-            return (state.polledAtDate ?? Date()).addingTimeInterval(-longestKeepSeconds)
-        }
-        guard let since else { return }
+        let age = now - entry.checkedAt
+        // A found token is read again at `longestKeep` whatever else holds (a revocation
+        // stamped by a clock further behind than the polls look back is seen by that read).
+        if entry.identity != nil && age >= longestKeep { return nil }
+        if age < cacheDuration { return .some(entry.identity) }
+        // Past that, a found token stands while a poll that would have forgotten it is
+        // recent: two intervals, so that requests during the next poll need not read. A
+        // poll that ran long, or polls that fail, leave only the plain cache time.
+        guard entry.identity != nil, let polledAt = state.polledAt, now - polledAt < pollInterval * 2 else { return nil }
+        return .some(entry.identity)
+    }
+
+    /// Claims the next poll of revocations when `pollInterval` has passed since the last
+    /// attempt and none is running; returns how far back it asks (a margin before the last
+    /// answered poll). One caller polls at a time; the others go on with what is kept.
+    private func claimPoll(_ state: inout State) -> Date? {
+        let now = ContinuousClock.now
+        guard !state.polling, state.attemptedAt.map({ now - $0 >= pollInterval }) ?? true else { return nil }
+        state.polling = true
+        state.attemptedAt = now
+        return (state.polledAtDate ?? Date()).addingTimeInterval(-longestKeepSeconds)
+    }
+
+    /// Asks storage for the revocations since `since` and forgets those tokens. A failed poll
+    /// changes nothing.
+    private func poll(since: Date) async {
         let startedAt = ContinuousClock.now
         let startedAtDate = Date()
         let revoked = try? await storage.tokensRevoked(since: since)
