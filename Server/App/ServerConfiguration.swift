@@ -49,7 +49,8 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     /// before it started, so the consumers' batches that come within it share it (time-window
     /// batching); 0 writes each at once. See `ChatStoreWriter`.
     public var storeLingerMs = 5
-    /// Log partitions; fixed once a data directory has been created.
+    /// Log partitions; fixed once a data directory has been created (another count is refused
+    /// at start: see `PartitionLayout`).
     public var partitions = 16
     /// Appends waiting per partition; beyond it sends get 5.03.
     public var maxQueuedAppends = 65_536

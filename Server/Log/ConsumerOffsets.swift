@@ -78,13 +78,6 @@ public final class ConsumerOffsets: @unchecked Sendable {
     }
 
     private func write(_ offsets: [Int: UInt64]) throws(LogIOError) {
-        let temporary = path + ".tmp"
-        unlink(temporary)
-        let file = try PosixLogFile(path: temporary, create: true)
-        defer { file.close() }
-        try file.append(Array(Self.render(offsets).utf8))
-        try file.sync()
-        guard rename(temporary, path) == 0 else { throw LogIOError(operation: .write, path: path, errno: errno) }
-        try PosixLogFile.syncDirectory(directory)
+        try PosixLogFile.replace(path, in: directory, with: Array(Self.render(offsets).utf8))
     }
 }

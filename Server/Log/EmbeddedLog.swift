@@ -35,6 +35,7 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
         precondition(configuration.partitionCount > 0 && configuration.usersPerRange > 0)
         self.directory = directory
         self.configuration = configuration
+        try PartitionLayout(partitionCount: configuration.partitionCount, usersPerRange: configuration.usersPerRange).settle(in: "\(directory)/partitions")
         var partitions: [Partition] = []
         for index in 0..<configuration.partitionCount {
             partitions.append(try Partition(directory: "\(directory)/partitions/\(index)", configuration: configuration.partition, fileSystem: configuration.fileSystem))

@@ -147,6 +147,19 @@ public final class PosixLogFile: LogFile {
         defer { Glibc.close(descriptor) }
         guard fsync(descriptor) == 0 else { throw LogIOError(operation: .syncDirectory, path: path, errno: errno) }
     }
+
+    /// Puts `bytes` at `path` (in `directory`) as a new file, synced, renamed over the old one,
+    /// and the directory synced: a crash leaves the old content whole or the new one.
+    public static func replace(_ path: String, in directory: String, with bytes: [UInt8]) throws(LogIOError) {
+        let temporary = path + ".tmp"
+        unlink(temporary)
+        let file = try PosixLogFile(path: temporary, create: true)
+        defer { file.close() }
+        try file.append(bytes)
+        try file.sync()
+        guard rename(temporary, path) == 0 else { throw LogIOError(operation: .write, path: path, errno: errno) }
+        try syncDirectory(directory)
+    }
 }
 
 /// The directory operations a partition needs, behind a protocol so the crash tests can put a

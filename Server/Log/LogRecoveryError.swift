@@ -3,6 +3,9 @@ public enum LogRecoveryError: Error, Sendable, Equatable, CustomStringConvertibl
     /// An invalid record with valid data after it, or in a segment that is not the newest.
     case corruptRecord(segment: String, position: Int, expectedOffset: UInt64, reason: String)
     case io(LogIOError)
+    /// The log was asked to open with another partition count or range size than its
+    /// directory was created with; nothing was opened or changed.
+    case layoutChanged(directory: String, recorded: String, requested: String)
 
     public var description: String {
         switch self {
@@ -10,6 +13,8 @@ public enum LogRecoveryError: Error, Sendable, Equatable, CustomStringConvertibl
             "corrupt record in \(segment) at byte \(position) (offset \(expectedOffset)): \(reason); refusing to truncate acknowledged data"
         case .io(let error):
             "\(error)"
+        case .layoutChanged(let directory, let recorded, let requested):
+            "the log in \(directory) was created with \(recorded) and cannot be opened with \(requested): senders are routed by that layout, so another would leave records unread and split chats over partitions; open it as it was created (the server's `partitions` setting)"
         }
     }
 }
