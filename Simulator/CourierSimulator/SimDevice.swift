@@ -226,8 +226,14 @@ final class SimDevice: Sendable {
 
     /// "sim <id>" padded with dots to `bytes` (at least the id).
     static func text(_ clientMessageID: String, bytes: Int) -> String {
-        let head = "sim \(clientMessageID) "
-        return head.utf8.count >= bytes ? head : head + String(repeating: ".", count: bytes - head.utf8.count)
+        var head = "sim \(clientMessageID) "
+        guard head.utf8.count < bytes else { return head }
+        // Written in place: a repeated string and a concatenation were 2% of a fleet's CPU.
+        return String(unsafeUninitializedCapacity: bytes) { buffer in
+            let headEnd = head.withUTF8 { buffer.initialize(fromContentsOf: $0) }
+            buffer[headEnd...].initialize(repeating: UInt8(ascii: "."))
+            return bytes
+        }
     }
 
     /// Ends the push session and closes the endpoint.

@@ -125,6 +125,7 @@ final class DeliveryOracleTests: XCTestCase {
     func testMessageTextCarriesTheIDAndHasTheRequestedSize() {
         XCTAssertEqual(SimDevice.text("run1-7", bytes: 100).utf8.count, 100)
         XCTAssertTrue(SimDevice.text("run1-7", bytes: 100).hasPrefix("sim run1-7 "))
+        XCTAssertEqual(SimDevice.text("run1-7", bytes: 100).dropFirst("sim run1-7 ".count), Substring(String(repeating: ".", count: 89)), "padded with dots")
         XCTAssertEqual(SimDevice.text("run1-7", bytes: 3), "sim run1-7 ")
     }
 }
