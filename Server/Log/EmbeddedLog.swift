@@ -35,7 +35,8 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
         precondition(configuration.partitionCount > 0 && configuration.usersPerRange > 0)
         self.directory = directory
         self.configuration = configuration
-        try PartitionLayout(partitionCount: configuration.partitionCount, usersPerRange: configuration.usersPerRange).settle(in: "\(directory)/partitions")
+        try PartitionLayout(partitionCount: configuration.partitionCount, usersPerRange: configuration.usersPerRange)
+            .settle(in: "\(directory)/partitions", logDirectory: directory, partition: configuration.partition, fileSystem: configuration.fileSystem)
         var partitions: [Partition] = []
         for index in 0..<configuration.partitionCount {
             partitions.append(try Partition(directory: "\(directory)/partitions/\(index)", configuration: configuration.partition, fileSystem: configuration.fileSystem))

@@ -4,8 +4,10 @@ public enum LogRecoveryError: Error, Sendable, Equatable, CustomStringConvertibl
     case corruptRecord(segment: String, position: Int, expectedOffset: UInt64, reason: String)
     case io(LogIOError)
     /// The log was asked to open with another partition count or range size than its
-    /// directory was created with; nothing was opened or changed.
+    /// directory was created with; no record was added, moved or dropped.
     case layoutChanged(directory: String, recorded: String, requested: String)
+    /// The file that records the partition layout cannot be read or is damaged.
+    case layoutUnreadable(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -14,7 +16,9 @@ public enum LogRecoveryError: Error, Sendable, Equatable, CustomStringConvertibl
         case .io(let error):
             "\(error)"
         case .layoutChanged(let directory, let recorded, let requested):
-            "the log in \(directory) was created with \(recorded) and cannot be opened with \(requested): senders are routed by that layout, so another would leave records unread and split chats over partitions; open it as it was created (the server's `partitions` setting)"
+            "the log in \(directory) holds \(recorded) and cannot be opened with \(requested): senders are routed by that layout, so another would leave records unread and split chats over partitions; open it with the layout it has (the server's `partitions` setting, COURIER_PARTITIONS)"
+        case .layoutUnreadable(let path, let reason):
+            "the log's partition layout \(path) cannot be used: \(reason); it records how senders are routed to partitions, so the log is not opened (restore the file, or remove it to have the layout judged from the partitions' directories)"
         }
     }
 }

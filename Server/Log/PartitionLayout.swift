@@ -4,46 +4,79 @@ import Foundation
 /// range), kept in `partitions/layout` from the directory's first start. Opening the log with
 /// another layout would leave records unread in partitions it no longer opens, and put a
 /// chat's later messages in another partition than its earlier ones (whose order then depends
-/// on two consumers): so the layout of a directory never changes, and asking for another one
-/// is an error that changes nothing.
-struct PartitionLayout: Equatable {
+/// on two consumers): so the layout of a directory that holds records never changes, and
+/// asking for another one is an error that changes nothing.
+struct PartitionLayout: Equatable, CustomStringConvertible {
     var partitionCount: Int
     var usersPerRange: UInt64
 
     static let fileName = "layout"
+    /// Before the layout file, every directory was made with ranges of this size.
+    static let legacyUsersPerRange: UInt64 = 64
+    /// Numbered entries at or above this are not partitions (the server allows 1-1024).
+    static let partitionLimit = 1024
+
+    var description: String { "\(partitionCount) partitions of \(usersPerRange)-user ranges" }
 
     /// Checks `self` against what `directory` (the log's `partitions` directory) was created
-    /// with, and records it when the directory is new. A directory from before the file
-    /// existed counts its partitions' directories; its range size was always 64.
-    func settle(in directory: String) throws(LogRecoveryError) {
+    /// with, and records it when the directory has none yet. A directory from before the file
+    /// existed is judged by its partitions' directories; one whose partitions hold no record
+    /// (a first start cut short) takes `self`.
+    func settle(in directory: String, logDirectory: String, partition: Partition.Configuration, fileSystem: any LogFileSystem) throws(LogRecoveryError) {
         let path = "\(directory)/\(Self.fileName)"
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw .io(LogIOError(operation: .open, path: directory, errno: EIO))
-        }
-        if let data = FileManager.default.contents(atPath: path) {
-            let recorded = try Self.parse(String(decoding: data, as: UTF8.self), path: path)
-            guard recorded == self else { throw .layoutChanged(directory: directory, recorded: recorded.description, requested: description) }
+        do { try fileSystem.createDirectory(directory) } catch { throw .io(error) }
+        if let recorded = try Self.read(path) {
+            guard recorded == self else { throw .layoutChanged(directory: logDirectory, recorded: recorded.description, requested: description) }
             return
         }
-        let existing = Self.partitionDirectories(in: directory)
-        if !existing.isEmpty {
-            let recorded = PartitionLayout(partitionCount: (existing.max() ?? 0) + 1, usersPerRange: 64)
-            guard recorded == self else { throw .layoutChanged(directory: directory, recorded: recorded.description, requested: description) }
+        let existing = Self.partitionDirectories(in: directory).sorted()
+        let legacy = PartitionLayout(partitionCount: existing.count, usersPerRange: Self.legacyUsersPerRange)
+        let complete = existing == Array(0..<existing.count)
+        if !existing.isEmpty && !(complete && legacy == self) {
+            guard try Self.allEmpty(existing.map { "\(directory)/\($0)" }, partition: partition, fileSystem: fileSystem) else {
+                let found = complete ? legacy.description : "the partition directories \(existing.map(String.init).joined(separator: ", ")) (not numbered from 0 without a gap)"
+                throw .layoutChanged(directory: logDirectory, recorded: found, requested: description)
+            }
         }
         // Written before any partition is created, so a first start cut short is finished
         // with the same layout by the next.
         do { try PosixLogFile.replace(path, in: directory, with: Array(rendered.utf8)) } catch { throw .io(error) }
     }
 
-    var description: String { "\(partitionCount) partitions of \(usersPerRange)-user ranges" }
+    /// The recorded layout; nil only when there is no file.
+    private static func read(_ path: String) throws(LogRecoveryError) -> PartitionLayout? {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            if errno == ENOENT { return nil }
+            throw .io(LogIOError(operation: .open, path: path, errno: errno))
+        }
+        close(descriptor)
+        // A layout is three short lines; a larger file is not one.
+        guard let data = FileManager.default.contents(atPath: path), data.count <= 4096 else {
+            throw .layoutUnreadable(path: path, reason: "it cannot be read, or is not a layout")
+        }
+        return try parse(String(decoding: data, as: UTF8.self), path: path)
+    }
 
     private static func partitionDirectories(in directory: String) -> [Int] {
         ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).compactMap { name in
-            guard let index = Int(name), String(index) == name else { return nil }
+            guard let index = Int(name), String(index) == name, (0..<partitionLimit).contains(index) else { return nil }
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: "\(directory)/\(name)", isDirectory: &isDirectory), isDirectory.boolValue else { return nil }
             return index
         }
+    }
+
+    /// Whether none of these partitions holds a record (opening one recovers it, as the log's
+    /// own start would).
+    private static func allEmpty(_ directories: [String], partition configuration: Partition.Configuration, fileSystem: any LogFileSystem) throws(LogRecoveryError) -> Bool {
+        for directory in directories {
+            let partition = try Partition(directory: directory, configuration: configuration, fileSystem: fileSystem)
+            let empty = partition.durableNextOffset == 0
+            partition.close()
+            if !empty { return false }
+        }
+        return true
     }
 
     // "partitions N", "users-per-range M", then "crc32c HEX" over the lines before it.
@@ -53,18 +86,16 @@ struct PartitionLayout: Equatable {
     }
 
     private static func parse(_ text: String, path: String) throws(LogRecoveryError) -> PartitionLayout {
-        func corrupt(_ reason: String) -> LogRecoveryError {
-            .corruptRecord(segment: path, position: 0, expectedOffset: 0, reason: reason)
-        }
+        func damaged(_ reason: String) -> LogRecoveryError { .layoutUnreadable(path: path, reason: reason) }
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
-        guard lines.count == 4, lines[3].isEmpty else { throw corrupt("expected three lines") }
+        guard lines.count == 4, lines[3].isEmpty else { throw damaged("it does not have three lines") }
         let body = lines[0...1].map { "\($0)\n" }.joined()
         guard lines[2].hasPrefix("crc32c "), UInt32(lines[2].dropFirst("crc32c ".count), radix: 16) == CRC32C.checksum(Array(body.utf8)) else {
-            throw corrupt("checksum mismatch")
+            throw damaged("its checksum does not match")
         }
-        guard lines[0].hasPrefix("partitions "), let count = Int(lines[0].dropFirst("partitions ".count)), count > 0,
+        guard lines[0].hasPrefix("partitions "), let count = Int(lines[0].dropFirst("partitions ".count)), (1...partitionLimit).contains(count),
               lines[1].hasPrefix("users-per-range "), let range = UInt64(lines[1].dropFirst("users-per-range ".count)), range > 0
-        else { throw corrupt("bad layout '\(body)'") }
+        else { throw damaged("its values are not a layout") }
         return PartitionLayout(partitionCount: count, usersPerRange: range)
     }
 }

@@ -231,7 +231,7 @@ final class SimDevice: Sendable {
         // Written in place: a repeated string and a concatenation were 2% of a fleet's CPU.
         return String(unsafeUninitializedCapacity: bytes) { buffer in
             let headEnd = head.withUTF8 { buffer.initialize(fromContentsOf: $0) }
-            buffer[headEnd...].initialize(repeating: UInt8(ascii: "."))
+            buffer[headEnd..<bytes].initialize(repeating: UInt8(ascii: "."))
             return bytes
         }
     }
