@@ -52,20 +52,16 @@ public final class ConsumerOffsets: @unchecked Sendable {
         offsets = next
     }
 
-    // "partition offset" lines, then "crc32c HEX" over the lines before it.
+    // "partition offset" lines (`ChecksummedText`).
     private static func render(_ offsets: [Int: UInt64]) -> String {
-        let body = offsets.keys.sorted().map { "\($0) \(offsets[$0]!)\n" }.joined()
-        return body + "crc32c \(String(CRC32C.checksum(Array(body.utf8)), radix: 16))\n"
+        ChecksummedText.render(offsets.keys.sorted().map { "\($0) \(offsets[$0]!)\n" }.joined())
     }
 
     private static func parse(_ text: String, path: String) throws(LogRecoveryError) -> [Int: UInt64] {
         func corrupt(_ reason: String) -> LogRecoveryError {
             .corruptRecord(segment: path, position: 0, expectedOffset: 0, reason: reason)
         }
-        guard let crcLine = text.range(of: "crc32c ", options: .backwards) else { throw corrupt("no checksum line") }
-        let body = String(text[..<crcLine.lowerBound])
-        let stored = text[crcLine.upperBound...].trimmingCharacters(in: .whitespacesAndNewlines)
-        guard UInt32(stored, radix: 16) == CRC32C.checksum(Array(body.utf8)) else { throw corrupt("checksum mismatch") }
+        guard let body = ChecksummedText.body(of: text) else { throw corrupt("no checksum line, or one that does not match") }
         var offsets: [Int: UInt64] = [:]
         for line in body.split(separator: "\n") {
             let fields = line.split(separator: " ")

@@ -50,9 +50,9 @@ struct PartitionLayout: Equatable, CustomStringConvertible {
             if errno == ENOENT { return nil }
             throw .io(LogIOError(operation: .open, path: path, errno: errno))
         }
-        close(descriptor)
-        // A layout is three short lines; a larger file is not one.
-        guard let data = FileManager.default.contents(atPath: path), data.count <= 4096 else {
+        let file = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+        // A layout is two short lines and a checksum; a larger file is not one.
+        guard let data = try? file.read(upToCount: 4097) ?? Data(), data.count <= 4096 else {
             throw .layoutUnreadable(path: path, reason: "it cannot be read, or is not a layout")
         }
         return try parse(String(decoding: data, as: UTF8.self), path: path)
@@ -79,23 +79,17 @@ struct PartitionLayout: Equatable, CustomStringConvertible {
         return true
     }
 
-    // "partitions N", "users-per-range M", then "crc32c HEX" over the lines before it.
+    // "partitions N", "users-per-range M" (`ChecksummedText`).
     private var rendered: String {
-        let body = "partitions \(partitionCount)\nusers-per-range \(usersPerRange)\n"
-        return body + "crc32c \(String(CRC32C.checksum(Array(body.utf8)), radix: 16))\n"
+        ChecksummedText.render("partitions \(partitionCount)\nusers-per-range \(usersPerRange)\n")
     }
 
     private static func parse(_ text: String, path: String) throws(LogRecoveryError) -> PartitionLayout {
-        func damaged(_ reason: String) -> LogRecoveryError { .layoutUnreadable(path: path, reason: reason) }
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
-        guard lines.count == 4, lines[3].isEmpty else { throw damaged("it does not have three lines") }
-        let body = lines[0...1].map { "\($0)\n" }.joined()
-        guard lines[2].hasPrefix("crc32c "), UInt32(lines[2].dropFirst("crc32c ".count), radix: 16) == CRC32C.checksum(Array(body.utf8)) else {
-            throw damaged("its checksum does not match")
-        }
-        guard lines[0].hasPrefix("partitions "), let count = Int(lines[0].dropFirst("partitions ".count)), (1...partitionLimit).contains(count),
+        guard let body = ChecksummedText.body(of: text) else { throw .layoutUnreadable(path: path, reason: "its checksum does not match") }
+        let lines = body.split(separator: "\n")
+        guard lines.count == 2, lines[0].hasPrefix("partitions "), let count = Int(lines[0].dropFirst("partitions ".count)), (1...partitionLimit).contains(count),
               lines[1].hasPrefix("users-per-range "), let range = UInt64(lines[1].dropFirst("users-per-range ".count)), range > 0
-        else { throw damaged("its values are not a layout") }
+        else { throw .layoutUnreadable(path: path, reason: "its values are not a layout") }
         return PartitionLayout(partitionCount: count, usersPerRange: range)
     }
 }

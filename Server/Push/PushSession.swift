@@ -375,11 +375,10 @@ final class PushSession: Sendable {
     private func writeBatch() {
         let batch = link.take()
         var closing = false
-        // A close frame's payload is at most 125 bytes (a code and a reason cut to 120).
         var buffer = channel.allocator.buffer(capacity: batch.items.reduce(0) { total, item in
             switch item {
             case .frame(let bytes): total + ByteBuffer.maxWebSocketFrameHeaderBytes + bytes.count
-            case .close: total + ByteBuffer.maxWebSocketFrameHeaderBytes + 125
+            case .close: total + ByteBuffer.maxWebSocketFrameHeaderBytes + 2 + Self.maxCloseReasonBytes
             }
         })
         // A server's frames are not masked (RFC 6455 §5.1).
@@ -417,11 +416,13 @@ final class PushSession: Sendable {
         }
     }
 
-    /// `reason` cut to whole characters of at most 120 bytes: a close frame's payload is at
-    /// most 125 bytes, its code 2 of them.
+    /// A close frame's payload is at most 125 bytes (RFC 6455 §5.5), its code 2 of them.
+    static let maxCloseReasonBytes = 120
+
+    /// `reason` cut to whole characters of at most `maxCloseReasonBytes`.
     static func closeReason(_ reason: String) -> Substring {
         var cut = Substring(reason)
-        while cut.utf8.count > 120 { cut = cut.dropLast() }
+        while cut.utf8.count > maxCloseReasonBytes { cut = cut.dropLast() }
         return cut
     }
 

@@ -183,7 +183,8 @@ final class SimDevice: Sendable {
             if let budget, !budget.take() { return }
             let chat = chats[Int(generator.next() % UInt64(chats.count))]
             // Timed from when it was due, not when the lane got to it: a lane held up by a
-            // slow answer sends late, and that wait is part of the latency (open loop).
+            // slow answer sends late, and that wait is part of the latency (open loop). Woken
+            // early (`earlySlack`), from when it is sent, so no latency is flattered.
             guard let (number, clientMessageID) = oracle.willSend(.init(chat: chat, senderDevice: index, lane: lane, laneIndex: laneIndex, sentAt: min(next, now))) else { return }
             laneIndex += 1
             var message = SendMessage(
