@@ -8,7 +8,9 @@ import Synchronization
 /// message of its user's chats, per chat in sequence order with no gap: what follows its
 /// starting cursor is replayed from storage, then new messages are pushed as the consumers
 /// store them. The delivery cursor advances only when the device acknowledges; pushes left
-/// unacknowledged past the acknowledgement timeout are sent again.
+/// unacknowledged past the acknowledgement timeout are sent again. The device's own messages
+/// come back to it too (it learns their sequence so) but wait for no acknowledgement of their
+/// own: the next one covers them, and half of a two-person chat's acknowledgements were those.
 ///
 /// One rule makes the seam between replay and live pushes exact: `sent` is the only position
 /// per chat, and a message goes out only when its sequence is `sent + 1`. A live message that
@@ -31,16 +33,65 @@ public final class DeviceEntity: ShardedEntity {
 
     /// Where one chat's delivery to this device stands.
     struct ChatDelivery {
-        /// Acknowledged through here (the stored cursor follows it; see `DeliveryCursorWriter`).
+        /// Acknowledged by the device through here (the stored cursor follows it; see
+        /// `DeliveryCursorWriter`).
         var acked: UInt64
+        /// The window's base: acknowledged, held by the device's own word (its `Hello.have`),
+        /// or passed as this device's own messages. The device learns its message's sequence
+        /// from the push of it but does not acknowledge it (its next acknowledgement covers
+        /// it), so an own message next after this settles as it goes out, and one behind
+        /// unacknowledged pushes waits in `ownAhead`.
+        var settled: UInt64
         /// Pushed (in this session) through here; never behind what the device said it holds.
         var sent: UInt64
         /// The chat is known to hold messages through here.
         var known: UInt64
         /// Since when pushes have waited for an acknowledgement without progress.
         var waitingSince: ContinuousClock.Instant?
+        /// This device's own messages pushed past `settled + 1`, ascending: they settle once
+        /// everything before them is acknowledged. Within the window, so at most its size.
+        var ownAhead: [UInt64] = []
 
-        var unacked: UInt64 { sent > acked ? sent - acked : 0 }
+        init(acked: UInt64, sent: UInt64, known: UInt64) {
+            self.acked = acked
+            settled = max(acked, sent)
+            self.sent = sent
+            self.known = known
+        }
+
+        var unacked: UInt64 { sent > settled ? sent - settled : 0 }
+
+        /// `sequence` (the next) went out; `own` when this device sent it.
+        mutating func pushed(_ sequence: UInt64, own: Bool, at now: ContinuousClock.Instant) {
+            sent = sequence
+            if own {
+                if sequence == settled + 1 { settled = sequence } else { ownAhead.append(sequence) }
+            }
+            if unacked > 0, waitingSince == nil { waitingSince = now }
+        }
+
+        /// The device acknowledged through `sequence` (past `acked`).
+        mutating func acknowledged(through sequence: UInt64, at now: ContinuousClock.Instant) {
+            acked = sequence
+            settled = max(settled, sequence)
+            sent = max(sent, sequence)
+            var passed = 0
+            for own in ownAhead {
+                guard own <= settled + 1 else { break }
+                settled = max(settled, own)
+                passed += 1
+            }
+            ownAhead.removeFirst(passed)
+            waitingSince = unacked > 0 ? now : nil
+        }
+
+        /// Everything past the window's base goes out again (an acknowledged push, or an own
+        /// message that settled, is never sent again in a session).
+        mutating func rewind() {
+            sent = settled
+            ownAhead = []
+            waitingSince = nil
+        }
     }
 
     /// Everything that changes, behind one lock: a push, an acknowledgement and a resend check
@@ -180,8 +231,7 @@ public final class DeviceEntity: ShardedEntity {
             if !state.pumping {
                 for message in messages where message.sequence == chat.sent + 1 {
                     guard chat.unacked < window, link.offer(encoded: message.frame) else { break }
-                    chat.sent = message.sequence
-                    if chat.waitingSince == nil { chat.waitingSince = now }
+                    chat.pushed(message.sequence, own: message.senderDeviceID == id, at: now)
                     pushed += 1
                 }
             }
@@ -210,9 +260,7 @@ public final class DeviceEntity: ShardedEntity {
                 let upTo = min(sequence, max(chat.known, chat.sent))
                 guard upTo > chat.acked else { continue }
                 advanced.append(CursorAdvance(chatID: chatID, from: chat.acked, to: upTo))
-                chat.acked = upTo
-                chat.sent = max(chat.sent, upTo)
-                chat.waitingSince = chat.unacked > 0 ? now : nil
+                chat.acknowledged(through: upTo, at: now)
                 state.chats[chatID] = chat
             }
             return (advanced, !advanced.isEmpty && state.claimPump(window: window))
@@ -235,8 +283,7 @@ public final class DeviceEntity: ShardedEntity {
             for (chatID, chat) in state.chats {
                 awaiting = awaiting || chat.unacked > 0
                 guard let since = chat.waitingSince, now - since >= context.ackTimeout, chat.unacked > 0 else { continue }
-                state.chats[chatID]?.sent = chat.acked
-                state.chats[chatID]?.waitingSince = nil
+                state.chats[chatID]?.rewind()
                 rewound += 1
             }
             if !awaiting { state.pushesOut = false }
@@ -329,8 +376,7 @@ public final class DeviceEntity: ShardedEntity {
                         var pushed = 0
                         for message in page where message.sequence == chat.sent + 1 {
                             guard link.offer(encoded: message.frame) else { break }
-                            chat.sent = message.sequence
-                            if chat.waitingSince == nil { chat.waitingSince = now }
+                            chat.pushed(message.sequence, own: message.senderDeviceID == id, at: now)
                             pushed += 1
                         }
                         state.chats[chatID] = chat
@@ -354,19 +400,23 @@ public final class DeviceEntity: ShardedEntity {
 public struct EncodedPush: Sendable {
     public var chatID: UInt64
     public var sequence: UInt64
+    /// The device that sent the message: its own push needs no acknowledgement.
+    public var senderDeviceID: UInt64
     /// The encoded `ServerFrame` carrying the message.
     public var frame: [UInt8]
 
     public init(_ message: StoredMessage) {
         chatID = message.chatID
         sequence = message.sequence
+        senderDeviceID = message.senderDeviceID
         frame = ServerFrame.push(.message(ChatMessage(message))).serializedBytes()
     }
 
     /// A frame encoded elsewhere (another node of a cluster).
-    public init(chatID: UInt64, sequence: UInt64, frame: [UInt8]) {
+    public init(chatID: UInt64, sequence: UInt64, senderDeviceID: UInt64, frame: [UInt8]) {
         self.chatID = chatID
         self.sequence = sequence
+        self.senderDeviceID = senderDeviceID
         self.frame = frame
     }
 }

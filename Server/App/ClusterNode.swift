@@ -168,8 +168,12 @@ public final class ClusterNode: Sendable {
             }
         }
         for chat in news.chats {
-            let pushes = chat.messages.map { EncodedPush(chatID: chat.chatID, sequence: $0.sequence, frame: $0.frame) }
-            rememberForReceipts(chat)
+            let decoded = chat.messages.compactMap { message -> (ClusterNews.Message, ChatMessage)? in
+                guard case .push(.message(let stored))? = try? ServerFrame(serializedBytes: message.frame) else { return nil }
+                return (message, stored)
+            }
+            let pushes = decoded.map { EncodedPush(chatID: chat.chatID, sequence: $0.0.sequence, senderDeviceID: $0.1.senderDeviceID, frame: $0.0.frame) }
+            rememberForReceipts(decoded.map(\.1), chatID: chat.chatID)
             for device in live.devices(of: chat.members ?? members[chat.chatID] ?? []) {
                 device.heard(chatID: chat.chatID, through: chat.sequence, messages: pushes)
             }
@@ -181,13 +185,11 @@ public final class ClusterNode: Sendable {
     }
 
     /// What receipts need of another node's messages, so that they are not read from the database.
-    private func rememberForReceipts(_ chat: ClusterNews.Chat) {
-        var entries: [(sequence: UInt64, entry: RecentMessages.Entry)] = []
-        for message in chat.messages {
-            guard case .push(.message(let stored))? = try? ServerFrame(serializedBytes: message.frame) else { continue }
-            entries.append((message.sequence, .init(senderUserID: stored.senderUserID, serverMessageID: stored.serverMessageID, clientMessageID: stored.clientMessageID)))
+    private func rememberForReceipts(_ messages: [ChatMessage], chatID: UInt64) {
+        let entries = messages.map { stored in
+            (sequence: stored.chatSequence, entry: RecentMessages.Entry(senderUserID: stored.senderUserID, serverMessageID: stored.serverMessageID, clientMessageID: stored.clientMessageID))
         }
-        recent.add(entries, chatID: chat.chatID)
+        recent.add(entries, chatID: chatID)
     }
 
     /// What the live devices here may have missed (a lost notification): every chat of their

@@ -5,7 +5,8 @@ import NIOWebSocket
 /// What a push session does with each frame from the server, apart from reading and writing:
 /// it keeps each chat consecutive (the next sequence is stored, an older one is a duplicate, a
 /// later one is a gap that a sync fills, never skipped) and says what to store and what to
-/// answer. Both ways of running a session (`PushClient`) use it.
+/// answer: an acknowledgement for every push but the device's own messages, whose cursors go
+/// with the next one. Both ways of running a session (`PushClient`) use it.
 struct PushReception {
     enum Reaction: Equatable {
         /// Answer a ping.
@@ -26,6 +27,12 @@ struct PushReception {
 
     /// Per chat, the highest consecutive sequence held.
     private var held: [UInt64: UInt64]
+    /// This device, from the Welcome: its own messages come back to it and need no
+    /// acknowledgement of their own.
+    private var deviceID: UInt64?
+    /// Chats held further than acknowledged through this device's own messages only: their
+    /// cursors go with the next acknowledgement, never alone (the server does not wait for them).
+    private var heldUnacknowledged: Set<UInt64> = []
     /// A sync request is out and not answered yet: a second one would only ask for the same.
     private var syncing = false
 
@@ -54,6 +61,7 @@ struct PushReception {
     mutating func react(to frame: ServerFrame) -> Reaction {
         switch frame {
         case .welcome(let welcome):
+            deviceID = welcome.deviceID
             return .welcomed(welcome)
         case .push(.message(let pushed)):
             return incoming([pushed], moreToSync: false)
@@ -79,19 +87,25 @@ struct PushReception {
         var touched: Set<UInt64> = []
         var gap = false
         for pushed in messages {
-            touched.insert(pushed.chatID)
             let have = held[pushed.chatID]
             if have == nil || pushed.chatSequence == have! + 1 {
                 accepted.append(pushed)
                 held[pushed.chatID] = pushed.chatSequence
+                if pushed.senderDeviceID == deviceID {
+                    heldUnacknowledged.insert(pushed.chatID)
+                    continue
+                }
             } else if pushed.chatSequence > have! + 1 {
                 gap = true
             }
+            // Duplicates are acknowledged again too, so the server's resend stops.
+            touched.insert(pushed.chatID)
         }
         var replies: [ClientFrame] = []
         if !touched.isEmpty {
-            // Duplicates are acknowledged again too, so the server's resend stops.
-            replies.append(.ack(PushAck(cursors: touched.sorted().compactMap { chat in held[chat].map { ChatCursor(chatID: chat, sequence: $0) } })))
+            let chats = touched.union(heldUnacknowledged)
+            heldUnacknowledged = []
+            replies.append(.ack(PushAck(cursors: chats.sorted().compactMap { chat in held[chat].map { ChatCursor(chatID: chat, sequence: $0) } })))
         }
         if (gap || moreToSync) && !syncing {
             syncing = true

@@ -5,17 +5,17 @@ import NIOWebSocket
 import XCTest
 
 /// What a device does with each frame of its push session: each chat kept consecutive, every
-/// push acknowledged (duplicates too), a gap filled by one sync, never skipped.
+/// push but the device's own acknowledged (duplicates too), a gap filled by one sync, never skipped.
 final class PushReceptionTests: XCTestCase {
-    private func message(chat: UInt64, sequence: UInt64) -> ChatMessage {
+    private func message(chat: UInt64, sequence: UInt64, senderDevice: UInt64 = 1) -> ChatMessage {
         ChatMessage(
-            serverMessageID: chat * 1_000 + sequence, chatID: chat, chatSequence: sequence, senderUserID: 1, senderDeviceID: 1,
+            serverMessageID: chat * 1_000 + sequence, chatID: chat, chatSequence: sequence, senderUserID: 1, senderDeviceID: senderDevice,
             clientMessageID: "m\(chat)-\(sequence)", text: "hi", clientSentAtMs: 0, acceptedAtMs: 0
         )
     }
 
-    private func push(chat: UInt64, sequence: UInt64) -> ServerFrame {
-        .push(.message(message(chat: chat, sequence: sequence)))
+    private func push(chat: UInt64, sequence: UInt64, senderDevice: UInt64 = 1) -> ServerFrame {
+        .push(.message(message(chat: chat, sequence: sequence, senderDevice: senderDevice)))
     }
 
     private func ack(_ cursors: (UInt64, UInt64)...) -> ClientFrame {
@@ -40,6 +40,27 @@ final class PushReceptionTests: XCTestCase {
         let answer = ServerFrame.sync(SyncResponse(messages: [4, 5, 6].map { message(chat: 7, sequence: $0) }, more: false))
         XCTAssertEqual(reception.react(to: answer), .store([4, 5, 6].map { message(chat: 7, sequence: $0) }, replies: [ack((7, 6))]))
         XCTAssertEqual(reception.react(to: push(chat: 7, sequence: 7)), .store([message(chat: 7, sequence: 7)], replies: [ack((7, 7))]))
+    }
+
+    func testTheDevicesOwnMessagesAreHeldAndTheirCursorsGoWithTheNextAcknowledgement() {
+        var reception = PushReception(cursors: [ChatCursor(chatID: 7, sequence: 3), ChatCursor(chatID: 9, sequence: 0)])
+        // Before the Welcome the device does not know itself: everything is acknowledged.
+        XCTAssertEqual(reception.react(to: push(chat: 7, sequence: 4, senderDevice: 5)), .store([message(chat: 7, sequence: 4, senderDevice: 5)], replies: [ack((7, 4))]))
+        _ = reception.react(to: .welcome(Welcome(userID: 1, deviceID: 5, heartbeatIntervalMs: 30_000, serverTimeMs: 0, maxFrameBytes: 65_536)))
+        XCTAssertEqual(
+            reception.react(to: push(chat: 7, sequence: 5, senderDevice: 5)), .store([message(chat: 7, sequence: 5, senderDevice: 5)], replies: []),
+            "its own message is held, not acknowledged alone"
+        )
+        XCTAssertEqual(reception.react(to: push(chat: 7, sequence: 5, senderDevice: 5)), .store([], replies: [ack((7, 5))]), "a duplicate of it is (a resend stops)")
+        XCTAssertEqual(reception.react(to: push(chat: 7, sequence: 6, senderDevice: 5)), .store([message(chat: 7, sequence: 6, senderDevice: 5)], replies: []))
+        XCTAssertEqual(
+            reception.react(to: push(chat: 9, sequence: 1, senderDevice: 2)), .store([message(chat: 9, sequence: 1, senderDevice: 2)], replies: [ack((7, 6), (9, 1))]),
+            "the next acknowledgement carries the held cursor along"
+        )
+        XCTAssertEqual(reception.react(to: push(chat: 9, sequence: 2, senderDevice: 2)), .store([message(chat: 9, sequence: 2, senderDevice: 2)], replies: [ack((9, 2))]), "once")
+        // A sync's answer follows the same rule.
+        let answer = ServerFrame.sync(SyncResponse(messages: [message(chat: 9, sequence: 3, senderDevice: 5)], more: false))
+        XCTAssertEqual(reception.react(to: answer), .store([message(chat: 9, sequence: 3, senderDevice: 5)], replies: []))
     }
 
     func testAnAnswerWithMoreAsksAgainFromTheNewCursors() {

@@ -33,9 +33,10 @@ final class DeliveryTests: XCTestCase {
             return World(storage: storage, chatID: chat.id, alice: (alice.id, aliceDevice.id), bob: (bob.id, bobDevice.id, bobSecond.id))
         }
 
-        /// Stores `count` messages from alice; returns them with their sequences.
-        func send(_ count: Int, chatID: UInt64? = nil) async throws -> [StoredMessage] {
+        /// Stores `count` messages from alice (or `sender`); returns them with their sequences.
+        func send(_ count: Int, chatID: UInt64? = nil, from sender: (user: UInt64, device: UInt64)? = nil) async throws -> [StoredMessage] {
             let chat = chatID ?? self.chatID
+            let sender = sender ?? alice
             let last = try await storage.chat(id: chat).lastSequence
             let messages = (0..<count).map { index -> StoredMessage in
                 let id = nextID.withLockedValue { next in
@@ -43,7 +44,7 @@ final class DeliveryTests: XCTestCase {
                     return next
                 }
                 return StoredMessage(
-                    serverMessageID: id, chatID: chat, sequence: 0, senderUserID: alice.user, senderDeviceID: alice.device,
+                    serverMessageID: id, chatID: chat, sequence: 0, senderUserID: sender.user, senderDeviceID: sender.device,
                     clientMessageID: "m\(id)", text: "message \(id)", clientSentAtMilliseconds: 0, acceptedAtMilliseconds: 0
                 )
             }
@@ -237,6 +238,40 @@ final class DeliveryTests: XCTestCase {
         XCTAssertTrue(device.mayAwaitAcknowledgement, "acknowledging alone does not clear it")
         device.resendUnacknowledged()
         XCTAssertFalse(device.mayAwaitAcknowledgement, "nothing out: the watchdog may skip this device")
+        link.close(code: 1000, reason: "")
+    }
+
+    func testTheDevicesOwnMessagesComeBackWithoutHoldingTheWindowOrWaitingForAnAcknowledgement() async throws {
+        let world = try await World.make()
+        let device = try await world.device(world.alice.device, window: 3, ackTimeout: .milliseconds(200))
+        let link = SessionLink(capacityBytes: 1 << 20)
+        let reader = Reader(link)
+        try await device.attach(link, have: [])
+        device.notify(try await world.send(5))
+        try await reader.waitFor(count: 5)
+        XCTAssertEqual(reader.sequences, Array(1...5), "the sender's own messages come back past a window of 3")
+        try await Task.sleep(for: .milliseconds(250))
+        XCTAssertEqual(device.resendUnacknowledged(), 0, "its own messages wait for no acknowledgement")
+
+        // An own message behind a push that awaits its acknowledgement settles with it.
+        let bob = (user: world.bob.user, device: world.bob.device)
+        device.notify(try await world.send(1, from: bob))
+        device.notify(try await world.send(1))
+        try await reader.waitFor(count: 7)
+        XCTAssertEqual(device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 6)]), [CursorAdvance(chatID: world.chatID, from: 0, to: 6)])
+        try await Task.sleep(for: .milliseconds(250))
+        XCTAssertEqual(device.resendUnacknowledged(), 0, "7 settled once 6 was acknowledged")
+
+        // Unacknowledged past the timeout, the push and the own message behind it come again.
+        device.notify(try await world.send(1, from: bob))
+        device.notify(try await world.send(1))
+        try await reader.waitFor(count: 9)
+        try await Task.sleep(for: .milliseconds(250))
+        XCTAssertEqual(device.resendUnacknowledged(), 1)
+        try await reader.waitFor(count: 11)
+        XCTAssertEqual(Array(reader.sequences.suffix(4)), [8, 9, 8, 9])
+        // The stored cursor moves only with what the device acknowledges.
+        XCTAssertEqual(device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 9)]), [CursorAdvance(chatID: world.chatID, from: 6, to: 9)])
         link.close(code: 1000, reason: "")
     }
 

@@ -288,12 +288,18 @@ final class PushTests: XCTestCase {
         let config = try ServerProcess.configFile(["ackTimeoutSeconds": 1])
         try await withServer(["--config", config]) { server in
             let alice = try await server.account("alice")
-            let chat = try await server.chat("unacked", members: ["alice"])
+            let bob = try await server.account("bob")
+            let chat = try await server.chat("unacked", members: ["alice", "bob"])
+            // The device's own message first, then one from another device: a device's own
+            // messages wait for no acknowledgement, so only the second is sent again.
             try await withClient { client in
-                let response = try await client.send(SendMessage(clientMessageID: "never-acked", chatID: chat, text: "ack me", clientSentAtMs: 0), token: alice.token, to: server.peer)
+                let own = try await client.send(SendMessage(clientMessageID: "own", chatID: chat, text: "mine", clientSentAtMs: 0), token: alice.token, to: server.peer)
+                XCTAssertEqual(own.code, .created)
+                _ = try await server.waitForHistory("unacked", count: 1)
+                let response = try await client.send(SendMessage(clientMessageID: "never-acked", chatID: chat, text: "ack me", clientSentAtMs: 0), token: bob.token, to: server.peer)
                 XCTAssertEqual(response.code, .created)
             }
-            _ = try await server.waitForHistory("unacked", count: 1)
+            _ = try await server.waitForHistory("unacked", count: 2)
             // The device takes the push and never acknowledges it; the session's watchdog
             // sends it again once the timeout has passed, and again after that.
             let lines = try await Self.run(server, [.hello(Hello(token: alice.token, have: [], clientName: "forgetful"))], listen: 4.5)
@@ -303,6 +309,10 @@ final class PushTests: XCTestCase {
             }
             XCTAssertGreaterThanOrEqual(pushes.count, 2, "pushed, then pushed again: \(lines)")
             XCTAssertLessThanOrEqual(pushes.count, 6, "not faster than the timeout: \(lines)")
+            let own = lines.compactMap(Self.serverFrame).filter { frame in
+                if case .push(.message(let message)) = frame { message.clientMessageID == "own" } else { false }
+            }
+            XCTAssertEqual(own.count, 1, "the device's own message, never acknowledged, is not sent again: \(lines)")
             let resends = try await server.metric("courier_push_resends_total") ?? 0
             XCTAssertGreaterThanOrEqual(resends, 1)
         }
