@@ -57,7 +57,7 @@ public final class CourierNode: Sendable {
             logConfiguration.fileSystem = UnsafeNoSyncFileSystem()
         }
         log = try EmbeddedLog(directory: Self.logPath(dataDirectory: configuration.dataDirectory), configuration: logConfiguration)
-        metrics = ServerMetrics(partitionCount: configuration.partitions)
+        metrics = ServerMetrics(partitionCount: log.partitionCount)
 
         let ids = MessageIDGenerator(nodeID: configuration.nodeID)
         // Test faults stand between the consumers and the real log and store, as decorators.

@@ -50,8 +50,8 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
     /// batching); 0 writes each at once. See `ChatStoreWriter`.
     public var storeLingerMs = 5
     /// Log partitions; fixed once a data directory has been created (another count is refused
-    /// at start: see `PartitionLayout`).
-    public var partitions = 16
+    /// at start: see `PartitionLayout`). Unset: what the data directory has, 4 for a new one.
+    public var partitions: Int?
     /// Appends waiting per partition; beyond it sends get 5.03.
     public var maxQueuedAppends = 65_536
     /// Messages acknowledged but not yet stored by their chat; beyond it sends get 5.03.
@@ -148,7 +148,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         maxUnackedPerChat = try value(.maxUnackedPerChat, defaults.maxUnackedPerChat)
         nodeID = try value(.nodeID, defaults.nodeID)
         logLevel = try value(.logLevel, defaults.logLevel)
-        partitions = try value(.partitions, defaults.partitions)
+        partitions = try container.decodeIfPresent(Int.self, forKey: .partitions)
         maxQueuedAppends = try value(.maxQueuedAppends, defaults.maxQueuedAppends)
         maxPendingMessages = try value(.maxPendingMessages, defaults.maxPendingMessages)
         maxConcurrentRequests = try value(.maxConcurrentRequests, defaults.maxConcurrentRequests)
@@ -273,7 +273,7 @@ public struct ServerConfiguration: Codable, Sendable, Equatable {
         try check((1...64).contains(coapChannels), "coapChannels must be 1-64")
         try check((0...MessageIDGenerator.maxNodeID).contains(nodeID), "nodeID must be 0-\(MessageIDGenerator.maxNodeID)")
         try check(["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel), "logLevel must be trace, debug, info, notice, warning, error or critical")
-        try check((1...1024).contains(partitions), "partitions must be 1-1024")
+        try check(partitions.map { (1...1024).contains($0) } ?? true, "partitions must be 1-1024")
         try check((0...1000).contains(storeLingerMs), "storeLingerMs must be 0-1000")
         try check(maxQueuedAppends >= 1, "maxQueuedAppends must be at least 1")
         try check(maxPendingMessages >= 1, "maxPendingMessages must be at least 1")

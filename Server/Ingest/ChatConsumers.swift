@@ -194,6 +194,9 @@ public final class ChatConsumers: Sendable {
                 try? await Task.sleep(for: configuration.idleWait)
                 continue
             }
+            // Each partition has one batch in flight: reading when the store's linger is over,
+            // not before, puts what arrives during it in this batch, not in the one after.
+            await writer.untilNextStart()
             let records: [LogRecord]
             do {
                 records = try await log.read(partition: partition, from: offset, maxBytes: configuration.batchBytes)

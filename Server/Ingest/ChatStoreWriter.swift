@@ -69,6 +69,15 @@ package final class ChatStoreWriter: ChatBatchStore {
         state.withLock { $0.lastStart = .now }
     }
 
+    /// Returns when the next transaction may start (at once without a linger, or when the
+    /// last one started long enough ago). A consumer that reads its partition only then takes
+    /// in what came meanwhile, rather than leaving it to wait behind its batch for the
+    /// transaction after.
+    package func untilNextStart() async {
+        guard let thread, let last = state.withLock({ $0.lastStart }), last + linger > .now else { return }
+        await thread.sleep(until: last + linger)
+    }
+
     package var statistics: (transactions: Int, batches: Int) { state.withLock { ($0.transactions, $0.batches) } }
 
     /// Stores `writes` (see `ChatBatchStore.storeBatch`), together with whatever other

@@ -5,8 +5,16 @@ import Foundation
 public final class EmbeddedLog: MessageLog, @unchecked Sendable {
     // @unchecked: `partitions` and `waitSweeper` never change after init; `groups` is guarded by `lock`.
 
+    /// A new directory's partitions. Four since a partition's consumer reads when the store's
+    /// linger is over: fewer partitions no longer make a message wait behind its partition's
+    /// batch, and with fewer, appends share syncs and consumer wakes more often (README, "What
+    /// one message costs the server"). Directories made before keep their 16.
+    public static let newPartitionCount = 4
+
     public struct Configuration: Sendable {
-        public var partitionCount = 16
+        /// Nil: the count the directory was created with, or `newPartitionCount` for a new
+        /// one. A count set here must be the directory's (`PartitionLayout`).
+        public var partitionCount: Int?
         /// Consecutive user ids that share a partition before the next range is spread elsewhere.
         public var usersPerRange: UInt64 = 64
         public var partition = Partition.Configuration()
@@ -32,13 +40,15 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
 
     /// Opens the log, recovering every partition; the partition count is fixed for a directory.
     public init(directory: String, configuration: Configuration = Configuration()) throws(LogRecoveryError) {
-        precondition(configuration.partitionCount > 0 && configuration.usersPerRange > 0)
+        precondition((configuration.partitionCount.map { $0 > 0 } ?? true) && configuration.usersPerRange > 0)
         self.directory = directory
         self.configuration = configuration
-        try PartitionLayout(partitionCount: configuration.partitionCount, usersPerRange: configuration.usersPerRange)
-            .settle(in: "\(directory)/partitions", logDirectory: directory, partition: configuration.partition, fileSystem: configuration.fileSystem)
+        let layout = try PartitionLayout.settle(
+            partitionCount: configuration.partitionCount, usersPerRange: configuration.usersPerRange, newCount: Self.newPartitionCount,
+            in: "\(directory)/partitions", logDirectory: directory, partition: configuration.partition, fileSystem: configuration.fileSystem
+        )
         var partitions: [Partition] = []
-        for index in 0..<configuration.partitionCount {
+        for index in 0..<layout.partitionCount {
             partitions.append(try Partition(directory: "\(directory)/partitions/\(index)", configuration: configuration.partition, fileSystem: configuration.fileSystem))
         }
         self.partitions = partitions

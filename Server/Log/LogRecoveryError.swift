@@ -16,7 +16,7 @@ public enum LogRecoveryError: Error, Sendable, Equatable, CustomStringConvertibl
         case .io(let error):
             "\(error)"
         case .layoutChanged(let directory, let recorded, let requested):
-            "the log in \(directory) holds \(recorded) and cannot be opened with \(requested): senders are routed by that layout, so another would leave records unread and split chats over partitions; open it with the layout it has (the server's `partitions` setting, COURIER_PARTITIONS)"
+            "the log in \(directory) holds \(recorded) and cannot be opened with \(requested): senders are routed by that layout, so another would leave records unread and split chats over partitions; open it with the layout it has (leave the server's `partitions` setting, COURIER_PARTITIONS, unset, or set it to that count)"
         case .layoutUnreadable(let path, let reason):
             "the log's partition layout \(path) cannot be used: \(reason); it records how senders are routed to partitions, so the log is not opened (restore the file, or remove it to have the layout judged from the partitions' directories)"
         }

@@ -18,29 +18,37 @@ struct PartitionLayout: Equatable, CustomStringConvertible {
 
     var description: String { "\(partitionCount) partitions of \(usersPerRange)-user ranges" }
 
-    /// Checks `self` against what `directory` (the log's `partitions` directory) was created
-    /// with, and records it when the directory has none yet. A directory from before the file
-    /// existed is judged by its partitions' directories; one whose partitions hold no record
-    /// (a first start cut short) takes `self`.
-    func settle(in directory: String, logDirectory: String, partition: Partition.Configuration, fileSystem: any LogFileSystem) throws(LogRecoveryError) {
-        let path = "\(directory)/\(Self.fileName)"
+    /// The layout `directory` (the log's `partitions` directory) was created with, recorded
+    /// there when it has none yet. `partitionCount` nil asks for none in particular: a
+    /// directory keeps what it has, a new one takes `newCount`; a count asked for must be the
+    /// directory's. A directory from before the file existed is judged by its partitions'
+    /// directories; one whose partitions hold no record (a first start cut short) takes the
+    /// count asked for.
+    static func settle(
+        partitionCount requested: Int?, usersPerRange: UInt64, newCount: Int, in directory: String, logDirectory: String,
+        partition: Partition.Configuration, fileSystem: any LogFileSystem
+    ) throws(LogRecoveryError) -> PartitionLayout {
+        let path = "\(directory)/\(fileName)"
         do { try fileSystem.createDirectory(directory) } catch { throw .io(error) }
-        if let recorded = try Self.read(path) {
-            guard recorded == self else { throw .layoutChanged(directory: logDirectory, recorded: recorded.description, requested: description) }
-            return
+        if let recorded = try read(path) {
+            let wanted = PartitionLayout(partitionCount: requested ?? recorded.partitionCount, usersPerRange: usersPerRange)
+            guard recorded == wanted else { throw .layoutChanged(directory: logDirectory, recorded: recorded.description, requested: wanted.description) }
+            return recorded
         }
-        let existing = Self.partitionDirectories(in: directory).sorted()
-        let legacy = PartitionLayout(partitionCount: existing.count, usersPerRange: Self.legacyUsersPerRange)
+        let existing = partitionDirectories(in: directory).sorted()
+        let legacy = PartitionLayout(partitionCount: existing.count, usersPerRange: legacyUsersPerRange)
         let complete = existing == Array(0..<existing.count)
-        if !existing.isEmpty && !(complete && legacy == self) {
-            guard try Self.allEmpty(existing.map { "\(directory)/\($0)" }, partition: partition, fileSystem: fileSystem) else {
+        let wanted = PartitionLayout(partitionCount: requested ?? (complete && !existing.isEmpty ? existing.count : newCount), usersPerRange: usersPerRange)
+        if !existing.isEmpty && !(complete && legacy == wanted) {
+            guard try allEmpty(existing.map { "\(directory)/\($0)" }, partition: partition, fileSystem: fileSystem) else {
                 let found = complete ? legacy.description : "the partition directories \(existing.map(String.init).joined(separator: ", ")) (not numbered from 0 without a gap)"
-                throw .layoutChanged(directory: logDirectory, recorded: found, requested: description)
+                throw .layoutChanged(directory: logDirectory, recorded: found, requested: wanted.description)
             }
         }
         // Written before any partition is created, so a first start cut short is finished
         // with the same layout by the next.
-        do { try PosixLogFile.replace(path, in: directory, with: Array(rendered.utf8)) } catch { throw .io(error) }
+        do { try PosixLogFile.replace(path, in: directory, with: Array(wanted.rendered.utf8)) } catch { throw .io(error) }
+        return wanted
     }
 
     /// The recorded layout; nil only when there is no file.

@@ -87,6 +87,32 @@ final class PartitionLayoutTests: XCTestCase {
         assertRefused(configuration(partitions: 4))
     }
 
+    func testWithNoCountAskedForADirectoryKeepsItsOwnAndANewOneTakesTheDefault() async throws {
+        let sender: UInt64 = 4242
+        let partition = try await makeLegacyLog(sender: sender)  // 8 partitions, no layout file
+        let unset = EmbeddedLog.Configuration()
+        XCTAssertNil(unset.partitionCount)
+        do {
+            let log = try EmbeddedLog(directory: directory, configuration: unset)
+            XCTAssertEqual(log.partitionCount, 8, "an old directory keeps the partitions it has")
+            XCTAssertEqual(log.partition(forUser: sender), partition)
+            let records = try await log.read(partition: partition, from: 0, maxBytes: .max)
+            XCTAssertEqual(records.map(\.payload), [Array("m".utf8)])
+            log.close()
+        }
+        do {
+            let log = try EmbeddedLog(directory: directory, configuration: unset)
+            XCTAssertEqual(log.partitionCount, 8, "and the recorded layout the next time")
+            log.close()
+        }
+        assertRefused(configuration(partitions: EmbeddedLog.newPartitionCount))
+
+        try FileManager.default.removeItem(atPath: directory)
+        let fresh = try EmbeddedLog(directory: directory, configuration: unset)
+        XCTAssertEqual(fresh.partitionCount, EmbeddedLog.newPartitionCount, "a new directory takes the default")
+        fresh.close()
+    }
+
     func testAnOldDirectoryWithAGapIsRefusedWhenItHoldsRecords() async throws {
         let partition = try await makeLegacyLog(sender: 4242)
         let missing = partition == 3 ? 4 : 3
