@@ -65,7 +65,8 @@ public final class DeviceEntity: ShardedEntity {
         mutating func pushed(_ sequence: UInt64, own: Bool, at now: ContinuousClock.Instant) {
             sent = sequence
             if own {
-                if sequence == settled + 1 { settled = sequence } else { ownAhead.append(sequence) }
+                // One at or below `settled` (a replay from behind the stored cursor) holds nothing.
+                if sequence == settled + 1 { settled = sequence } else if sequence > settled + 1 { ownAhead.append(sequence) }
             }
             if unacked > 0, waitingSince == nil { waitingSince = now }
         }
@@ -270,7 +271,7 @@ public final class DeviceEntity: ShardedEntity {
     }
 
     /// Sends again what has waited for an acknowledgement past the timeout: the chat's `sent`
-    /// goes back to its cursor and the pump pushes from there. Called by the session's
+    /// goes back to the window's base (`ChatDelivery.settled`) and the pump pushes from there. Called by the session's
     /// watchdog; returns the number of chats rewound.
     @discardableResult
     package func resendUnacknowledged() -> Int {

@@ -42,7 +42,7 @@ struct PartitionLayout: Equatable, CustomStringConvertible {
         if !existing.isEmpty && !(complete && legacy == wanted) {
             guard try allEmpty(existing.map { "\(directory)/\($0)" }, partition: partition, fileSystem: fileSystem) else {
                 let found = complete ? legacy.description : "the partition directories \(existing.map(String.init).joined(separator: ", ")) (not numbered from 0 without a gap)"
-                throw .layoutChanged(directory: logDirectory, recorded: found, requested: wanted.description)
+                throw .layoutChanged(directory: logDirectory, recorded: found, requested: requested == nil ? "any partition count" : wanted.description)
             }
         }
         // Written before any partition is created, so a first start cut short is finished

@@ -16,7 +16,8 @@ struct PushReception {
         case closed(code: UInt16, reason: String)
         case welcomed(Welcome)
         /// Store the messages (each follows what is held of its chat, in order), then send the
-        /// replies: the acknowledgement of every chat touched, and a sync when a gap showed.
+        /// replies: the acknowledgement of every chat touched by a push that is not the
+        /// device's own (with the cursors its own moved), and a sync when a gap showed.
         case store([ChatMessage], replies: [ClientFrame])
         case delivered(DeliveryReceipt)
         case presence(Presence)

@@ -402,6 +402,13 @@ final class ServerConfigurationTests: XCTestCase {
         XCTAssertFalse(configuration.batchScheduling)
         XCTAssertThrowsError(try configuration.apply(environment: ["COURIER_BATCH_SCHEDULING": "sometimes"]))
         XCTAssertThrowsError(try configuration.apply(environment: ["COURIER_COAP_PORT": "many"]))
+        XCTAssertNil(configuration.partitions, "unset: the data directory's own partition count")
+        XCTAssertNil(configuration.log.partitionCount)
+        try configuration.apply(environment: ["COURIER_PARTITIONS": "8"])
+        XCTAssertEqual(configuration.log.partitionCount, 8)
+        configuration.partitions = 2_000
+        XCTAssertThrowsError(try configuration.validate()) { XCTAssertTrue("\($0)".contains("partitions")) }
+        configuration.partitions = nil
         XCTAssertEqual(configuration.consumers.storeLinger, .milliseconds(5), "the store's linger by default")
         try configuration.apply(environment: ["COURIER_STORE_LINGER_MS": "0"])
         XCTAssertEqual(configuration.consumers.storeLinger, .zero)

@@ -132,7 +132,9 @@ nonisolated struct Courier_V1_DeliveryReceipt: Sendable {
 /// ranges: a cursor acknowledges every message of its chat up to and including
 /// its sequence, and the server advances the device's delivery cursor for that
 /// chat to it (never backwards). A device acknowledges only what it has stored,
-/// and only consecutive sequences, so one ack may cover many pushes.
+/// and only consecutive sequences, so one ack may cover many pushes. Its own
+/// messages (sender_device_id is the device's) need no ack of their own: the
+/// server does not wait for them, and the next ack's cursor covers them.
 nonisolated struct Courier_V1_PushAck: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
