@@ -62,10 +62,8 @@ package final class ChatStoreWriter: ChatBatchStore {
     /// Waits out the linger (on the store's thread, whose tasks, the other partitions'
     /// consumers, hand in their batches meanwhile), then notes the transaction's start.
     private func lingerThenStart() async {
-        guard let thread else { return }
-        if let last = state.withLock({ $0.lastStart }), last + linger > .now {
-            await thread.sleep(until: last + linger)
-        }
+        guard thread != nil else { return }
+        await untilNextStart()
         state.withLock { $0.lastStart = .now }
     }
 

@@ -33,6 +33,7 @@ struct PushReception {
     private var deviceID: UInt64?
     /// Chats held further than acknowledged through this device's own messages only: their
     /// cursors go with the next acknowledgement, never alone (the server does not wait for them).
+    /// At most one entry per chat in `held`.
     private var heldUnacknowledged: Set<UInt64> = []
     /// A sync request is out and not answered yet: a second one would only ask for the same.
     private var syncing = false

@@ -10,30 +10,19 @@ import XCTest
 /// A partition's consumer has one batch in flight; it reads the next when the store's linger
 /// is over, so what arrives meanwhile shares a transaction instead of queueing one by one.
 final class ChatConsumersBatchingTests: XCTestCase {
-    typealias Journal = ChatConsumersDurabilityTests.Journal
-    typealias RecordingStore = ChatConsumersDurabilityTests.RecordingStore
+    typealias Fixture = ChatConsumersDurabilityTests
 
     func testWhatArrivesDuringTheLingerIsReadIntoOneBatch() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-batching-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
-        let storage = try SQLiteStorage(path: "\(directory)/db.sqlite3")
-        var logConfiguration = EmbeddedLog.Configuration()
-        logConfiguration.partitionCount = 1
-        let log = try EmbeddedLog(directory: "\(directory)/log", configuration: logConfiguration)
-        defer { log.close() }
+        let (storage, log) = try Fixture.storeAndLog(partitions: 1, for: self)
         let user = try await storage.createUser(name: "u")
         let device = try await storage.createDevice(userID: user.id, name: "d")
         let chat = try await storage.createChat(name: "c", memberIDs: [user.id])
 
-        let journal = Journal()
+        let journal = Fixture.Journal()
         var configuration = ChatConsumers.Configuration()
         // Long enough that the two appends below fall inside it on a slow machine.
         configuration.storeLinger = .milliseconds(500)
-        let consumers = ChatConsumers(
-            log: log, storage: storage, store: RecordingStore(inner: storage, journal: journal), live: LiveDevices(), accepted: AcceptedMessages(),
-            dedupFilter: DedupFilter(bits: 1 << 16), metrics: ServerMetrics(partitionCount: 1), configuration: configuration, logger: Logger(label: "test")
-        )
+        let consumers = Fixture.consumers(of: log, storage: storage, journal: journal, configuration: configuration)
         let running = Task { await consumers.run() }
         let ids = MessageIDGenerator(nodeID: 0)
         func append(_ text: String) async throws -> UInt64 {

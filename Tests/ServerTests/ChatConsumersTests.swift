@@ -73,15 +73,32 @@ final class ChatConsumersDurabilityTests: XCTestCase {
         }
     }
 
-    func testOffsetsMoveOnlyAfterASharedSyncThatFollowsTheirStores() async throws {
+    /// A SQLite store and a log of `partitions` in a directory of their own, which goes (the
+    /// log closed) when `test` ends.
+    static func storeAndLog(partitions: Int, for test: XCTestCase) throws -> (SQLiteStorage, EmbeddedLog) {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("courier-consumers-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: directory) }
         let storage = try SQLiteStorage(path: "\(directory)/db.sqlite3")
         var logConfiguration = EmbeddedLog.Configuration()
-        logConfiguration.partitionCount = 4
-        let embedded = try EmbeddedLog(directory: "\(directory)/log", configuration: logConfiguration)
-        defer { embedded.close() }
+        logConfiguration.partitionCount = partitions
+        let log = try EmbeddedLog(directory: "\(directory)/log", configuration: logConfiguration)
+        test.addTeardownBlock {
+            log.close()
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+        return (storage, log)
+    }
+
+    /// Consumers of `log` storing into `storage` through a `RecordingStore`.
+    static func consumers(of log: any MessageLog, storage: SQLiteStorage, journal: Journal, configuration: ChatConsumers.Configuration) -> ChatConsumers {
+        ChatConsumers(
+            log: log, storage: storage, store: RecordingStore(inner: storage, journal: journal), live: LiveDevices(), accepted: AcceptedMessages(),
+            dedupFilter: DedupFilter(bits: 1 << 16), metrics: ServerMetrics(partitionCount: log.partitionCount), configuration: configuration, logger: Logger(label: "test")
+        )
+    }
+
+    func testOffsetsMoveOnlyAfterASharedSyncThatFollowsTheirStores() async throws {
+        let (storage, embedded) = try Self.storeAndLog(partitions: 4, for: self)
         let journal = Journal()
         let log = RecordingLog(inner: embedded, journal: journal)
 
@@ -95,10 +112,7 @@ final class ChatConsumersDurabilityTests: XCTestCase {
         }
         var configuration = ChatConsumers.Configuration()
         configuration.offsetCommitInterval = .milliseconds(100)
-        let consumers = ChatConsumers(
-            log: log, storage: storage, store: RecordingStore(inner: storage, journal: journal), live: LiveDevices(), accepted: AcceptedMessages(),
-            dedupFilter: DedupFilter(bits: 1 << 16), metrics: ServerMetrics(partitionCount: 4), configuration: configuration, logger: Logger(label: "test")
-        )
+        let consumers = Self.consumers(of: log, storage: storage, journal: journal, configuration: configuration)
         let running = Task { await consumers.run() }
 
         // 400 messages over about 2 s, so that many batches are stored between syncs.
