@@ -220,7 +220,7 @@ public final class ChatConsumers: Sendable {
     /// marks the records processed. False if cancelled.
     private func finish(_ settled: Settled, partition: Int, parked: ParkedChats) async -> Bool {
         if Task.isCancelled { return false }
-        for (key, settlement) in settled.settlements { accepted.settle(key, settlement) }
+        accepted.settle(settled.settlements)
         await fanOut(settled.stored)
         parked.markProcessed(settled.processedOffsets)
         // Stored is what catching up waits for: a retry finds it from now on.

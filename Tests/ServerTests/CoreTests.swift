@@ -39,6 +39,19 @@ final class MessageIDTests: XCTestCase {
         XCTAssertGreaterThan(restarted.next(), before, "an id from before the restart never comes again")
     }
 
+    /// Event loops take ids at once: none is handed out twice, and each thread's are in order.
+    func testIDsTakenConcurrentlyAreUniqueAndEachThreadsAreOrdered() {
+        let generator = MessageIDGenerator(nodeID: 7)
+        let taken = NIOLockedValueBox([[UInt64]]())
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            let ids = (0..<10_000).map { _ in generator.next() }
+            taken.withLockedValue { $0.append(ids) }
+        }
+        let all = taken.withLockedValue { $0 }
+        XCTAssertEqual(Set(all.joined()).count, 40_000)
+        for ids in all { XCTAssertEqual(ids, ids.sorted()) }
+    }
+
     func testTwoNodesNeverCollide() {
         let clock: @Sendable () -> Date = { Date(timeIntervalSince1970: 1_800_000_000) }
         let a = MessageIDGenerator(nodeID: 1, clock: clock)
@@ -354,8 +367,12 @@ final class AcceptedMessagesTests: XCTestCase {
             let key = AcceptedMessages.Key(deviceID: 1, clientMessageID: "m\(number)")
             guard case .claimed = await table.claim(key, .init(serverMessageID: UInt64(number), chatID: 1, text: "t", acceptedAtMilliseconds: 0)) else { return XCTFail() }
             table.finish(key, inLog: true)
-            table.settle(key, .stored(serverMessageID: UInt64(number), sequence: UInt64(number + 1)))
         }
+        // Settled as a consumer settles a stored batch: in one call, oldest first.
+        table.settle((0..<5).map { number in
+            (AcceptedMessages.Key(deviceID: 1, clientMessageID: "m\(number)"), AcceptedMessages.Settlement.stored(serverMessageID: UInt64(number), sequence: UInt64(number + 1)))
+        })
+        XCTAssertEqual(table.count, 0)
         // The two oldest are forgotten: claiming them again is a fresh claim.
         guard case .claimed = await table.claim(.init(deviceID: 1, clientMessageID: "m0"), .init(serverMessageID: 9, chatID: 1, text: "t", acceptedAtMilliseconds: 0)) else { return XCTFail("forgotten") }
         guard case .accepted = await table.claim(.init(deviceID: 1, clientMessageID: "m4"), .init(serverMessageID: 9, chatID: 1, text: "t", acceptedAtMilliseconds: 0)) else { return XCTFail("remembered") }
@@ -383,6 +400,28 @@ final class AcceptedMessagesTests: XCTestCase {
         table.finish(refusedKey, inLog: true)
         XCTAssertEqual(table.count, 0, "a refused message does not hold a place")
         guard case .claimed = await table.claim(refusedKey, acceptance) else { return XCTFail("a retry of a refused message is a fresh claim") }
+    }
+}
+
+final class DedupFilterTests: XCTestCase {
+    func testEveryInsertedKeyIsFoundAndFewOthersAre() {
+        let filter = DedupFilter(bits: 1 << 16)
+        for number in 0..<1_000 { filter.insert(deviceID: UInt64(number % 7), clientMessageID: "m\(number)") }
+        for number in 0..<1_000 { XCTAssertTrue(filter.mightContain(deviceID: UInt64(number % 7), clientMessageID: "m\(number)")) }
+        // 1,000 keys in 65,536 bits with 7 hashes: about 1 in 10^6 false positives expected.
+        let strangers = (0..<1_000).filter { filter.mightContain(deviceID: 99, clientMessageID: "m\($0)") }.count
+        XCTAssertLessThan(strangers, 20, "the same ids from another device are other keys")
+    }
+
+    /// Inserts from several threads at once, into words they share: no bit is lost.
+    func testConcurrentInsertsAreAllKept() {
+        let filter = DedupFilter(bits: 1 << 10, hashCount: 3)
+        DispatchQueue.concurrentPerform(iterations: 8) { thread in
+            for number in 0..<500 { filter.insert(deviceID: UInt64(thread), clientMessageID: "k\(number)") }
+        }
+        for thread in 0..<8 {
+            for number in 0..<500 { XCTAssertTrue(filter.mightContain(deviceID: UInt64(thread), clientMessageID: "k\(number)")) }
+        }
     }
 }
 

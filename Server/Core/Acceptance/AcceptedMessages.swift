@@ -168,22 +168,32 @@ public final class AcceptedMessages: Sendable {
     /// and sequence storage holds (for a duplicate, those of the first copy); a refused one is
     /// forgotten.
     public func settle(_ key: Key, _ settlement: Settlement) {
+        table.withLock { Self.settle(key, settlement, in: &$0, storedCapacity: storedCapacity) }
+    }
+
+    /// `settle` for a whole stored batch under one lock: the consumers' thread took the lock
+    /// once per message, each time in the way of the gateway's event loops.
+    public func settle(_ settlements: [(Key, Settlement)]) {
         table.withLock { table in
-            switch table.states[key] {
-            case .inLog(var acceptance):
-                table.waitingToBeStored -= 1
-                if case .stored(let serverMessageID, let sequence) = settlement {
-                    acceptance.serverMessageID = serverMessageID
-                    acceptance.sequence = sequence
-                    Self.remember(key, acceptance, in: &table, capacity: storedCapacity)
-                } else {
-                    table.states[key] = nil
-                }
-            case .appending(let acceptance, let waiters, _):
-                table.states[key] = .appending(acceptance, waiters: waiters, settled: settlement)
-            case .stored, nil:
-                break
+            for (key, settlement) in settlements { Self.settle(key, settlement, in: &table, storedCapacity: storedCapacity) }
+        }
+    }
+
+    private static func settle(_ key: Key, _ settlement: Settlement, in table: inout Table, storedCapacity: Int) {
+        switch table.states[key] {
+        case .inLog(var acceptance):
+            table.waitingToBeStored -= 1
+            if case .stored(let serverMessageID, let sequence) = settlement {
+                acceptance.serverMessageID = serverMessageID
+                acceptance.sequence = sequence
+                remember(key, acceptance, in: &table, capacity: storedCapacity)
+            } else {
+                table.states[key] = nil
             }
+        case .appending(let acceptance, let waiters, _):
+            table.states[key] = .appending(acceptance, waiters: waiters, settled: settlement)
+        case .stored, nil:
+            break
         }
     }
 

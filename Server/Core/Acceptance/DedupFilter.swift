@@ -7,43 +7,59 @@ import Synchronization
 /// Bounded: a fixed bit array (`bits`, 2^27 by default = 16 MiB, about 1% false positives at
 /// 14 million keys). Past that the false-positive rate grows and more sends pay the lookup;
 /// nothing is ever answered wrongly.
-public final class DedupFilter: Sendable {
-    private let bitCount: Int
+///
+/// Lock-free: bits are only ever set, so an insert is one atomic OR per bit and a lookup one
+/// load per bit. Under a lock, the gateway's event loops and the consumers' store thread
+/// queued behind each other on every send and every stored message. A lookup racing the
+/// insert of its own key may see only some of its bits and say "no"; callers order the two
+/// through the gateway's accepted table (the consumer inserts before it settles the key there).
+public final class DedupFilter: @unchecked Sendable {
+    private let bitCount: UInt64
     private let hashCount: Int
-    private let words: Mutex<[UInt64]>
+    private let wordCount: Int
+    /// Allocated once and never moved, as atomics require; freed in `deinit`.
+    private let words: UnsafeMutablePointer<Atomic<UInt64>>
 
     public init(bits: Int = 1 << 27, hashCount: Int = 7) {
         precondition(bits >= 64 && hashCount >= 1)
-        bitCount = bits
+        bitCount = UInt64(bits)
         self.hashCount = hashCount
-        words = Mutex([UInt64](repeating: 0, count: (bits + 63) / 64))
+        wordCount = (bits + 63) / 64
+        words = .allocate(capacity: wordCount)
+        for index in 0..<wordCount { (words + index).initialize(to: Atomic(0)) }
+    }
+
+    deinit {
+        words.deinitialize(count: wordCount)
+        words.deallocate()
     }
 
     public func insert(deviceID: UInt64, clientMessageID: String) {
-        let positions = self.positions(deviceID, clientMessageID)
-        words.withLock { words in
-            for position in positions { words[position >> 6] |= 1 << UInt64(position & 63) }
+        let (a, b) = hashes(deviceID, clientMessageID)
+        for round in 0..<UInt64(hashCount) {
+            let position = (a &+ round &* b) % bitCount
+            words[Int(position >> 6)].bitwiseOr(1 << (position & 63), ordering: .releasing)
         }
     }
 
-    /// False only if the key was never inserted.
+    /// False only if the key was never inserted (by an insert that has returned).
     public func mightContain(deviceID: UInt64, clientMessageID: String) -> Bool {
-        let positions = self.positions(deviceID, clientMessageID)
-        return words.withLock { words in
-            positions.allSatisfy { words[$0 >> 6] & (1 << UInt64($0 & 63)) != 0 }
+        let (a, b) = hashes(deviceID, clientMessageID)
+        for round in 0..<UInt64(hashCount) {
+            let position = (a &+ round &* b) % bitCount
+            guard words[Int(position >> 6)].load(ordering: .acquiring) & (1 << (position & 63)) != 0 else { return false }
         }
+        return true
     }
 
-    /// Double hashing (Kirsch-Mitzenmacher): k positions from two 64-bit hashes.
-    private func positions(_ deviceID: UInt64, _ clientMessageID: String) -> [Int] {
+    /// Double hashing (Kirsch-Mitzenmacher): the k positions are `a + i * b` for i in 0..<k.
+    private func hashes(_ deviceID: UInt64, _ clientMessageID: String) -> (UInt64, UInt64) {
         var first = Hasher()
         first.combine(deviceID)
         first.combine(clientMessageID)
         var second = Hasher()
         second.combine(clientMessageID)
         second.combine(deviceID ^ 0x9E37_79B9_7F4A_7C15)
-        let a = UInt64(bitPattern: Int64(first.finalize()))
-        let b = UInt64(bitPattern: Int64(second.finalize())) | 1
-        return (0..<hashCount).map { Int((a &+ UInt64($0) &* b) % UInt64(bitCount)) }
+        return (UInt64(bitPattern: Int64(first.finalize())), UInt64(bitPattern: Int64(second.finalize())) | 1)
     }
 }
