@@ -73,7 +73,17 @@ public final class OpsHTTPService: Service, Sendable {
             },
             logger: logger
         )
-        try await app.run()
+        // Hummingbird's date cache ends its timer with AsyncAlgorithms' `merge`, whose lock is
+        // held across a continuation; Swift 6.0-6.3 may re-enqueue the task before the
+        // continuation's closure runs (swiftlang/swift#85668, apple/swift-async-algorithms#430).
+        // On the NIO event loops, which run every task here (`ServerMain`), that job went
+        // behind the merge's other input on the same loop, which then waited for the lock
+        // forever: the server hung at SIGTERM (once in about 14 stops after load). On a
+        // thread of its own the listener's tasks (the date cache is one) take the lock off the
+        // event loops, and whoever waits for it waits on another thread that goes on running.
+        try await withTaskExecutorPreference(DedicatedThreadExecutor(name: "courier-ops")) {
+            try await app.run()
+        }
     }
 
     private static func json(_ status: HTTPResponse.Status, _ body: ByteBuffer) -> Response {
