@@ -78,9 +78,11 @@ public final class OpsHTTPService: Service, Sendable {
         // continuation's closure runs (swiftlang/swift#85668, apple/swift-async-algorithms#430).
         // On the NIO event loops, which run every task here (`ServerMain`), that job went
         // behind the merge's other input on the same loop, which then waited for the lock
-        // forever: the server hung at SIGTERM (once in about 14 stops after load). On a
-        // thread of its own the listener's tasks (the date cache is one) take the lock off the
-        // event loops, and whoever waits for it waits on another thread that goes on running.
+        // forever: the server hung at SIGTERM (once in about 14 stops after load). On a thread
+        // of its own the job that releases the lock is not queued behind an event loop that
+        // waits for it. This narrows the fault, not ends it: a wait for that lock on this
+        // thread itself (the merge's cancellation handler) could still hang it; the end is
+        // async-algorithms' fix (PR #444) once released.
         try await withTaskExecutorPreference(DedicatedThreadExecutor(name: "courier-ops")) {
             try await app.run()
         }

@@ -408,20 +408,24 @@ final class DedupFilterTests: XCTestCase {
         let filter = DedupFilter(bits: 1 << 16)
         for number in 0..<1_000 { filter.insert(deviceID: UInt64(number % 7), clientMessageID: "m\(number)") }
         for number in 0..<1_000 { XCTAssertTrue(filter.mightContain(deviceID: UInt64(number % 7), clientMessageID: "m\(number)")) }
-        // 1,000 keys in 65,536 bits with 7 hashes: about 1 in 10^6 false positives expected.
+        // 1,000 keys in 65,536 bits with 7 hashes: about 1 in 10^7 false positives expected.
         let strangers = (0..<1_000).filter { filter.mightContain(deviceID: 99, clientMessageID: "m\($0)") }.count
         XCTAssertLessThan(strangers, 20, "the same ids from another device are other keys")
     }
 
-    /// Inserts from several threads at once, into words they share: no bit is lost.
+    /// Inserts from several threads at once, into words they share: no bit is lost (the same
+    /// keys inserted from one thread set exactly the same bits).
     func testConcurrentInsertsAreAllKept() {
-        let filter = DedupFilter(bits: 1 << 10, hashCount: 3)
+        let concurrent = DedupFilter(bits: 1 << 16, hashCount: 3)
         DispatchQueue.concurrentPerform(iterations: 8) { thread in
-            for number in 0..<500 { filter.insert(deviceID: UInt64(thread), clientMessageID: "k\(number)") }
+            for number in 0..<2_000 { concurrent.insert(deviceID: UInt64(thread), clientMessageID: "k\(number)") }
         }
+        let sequential = DedupFilter(bits: 1 << 16, hashCount: 3)
         for thread in 0..<8 {
-            for number in 0..<500 { XCTAssertTrue(filter.mightContain(deviceID: UInt64(thread), clientMessageID: "k\(number)")) }
+            for number in 0..<2_000 { sequential.insert(deviceID: UInt64(thread), clientMessageID: "k\(number)") }
         }
+        XCTAssertGreaterThan(sequential.bitsSet, 20_000, "most bits still clear: a lost bit would show")
+        XCTAssertEqual(concurrent.bitsSet, sequential.bitsSet)
     }
 }
 

@@ -171,11 +171,16 @@ public final class AcceptedMessages: Sendable {
         table.withLock { Self.settle(key, settlement, in: &$0, storedCapacity: storedCapacity) }
     }
 
-    /// `settle` for a whole stored batch under one lock: the consumers' thread took the lock
-    /// once per message, each time in the way of the gateway's event loops.
+    /// `settle` for a whole stored batch, up to 256 messages under one lock: the consumers'
+    /// thread took the lock once per message, each time in the way of the gateway's event
+    /// loops; a chunk bounds how long a claim can wait behind it.
     public func settle(_ settlements: [(Key, Settlement)]) {
-        table.withLock { table in
-            for (key, settlement) in settlements { Self.settle(key, settlement, in: &table, storedCapacity: storedCapacity) }
+        for start in stride(from: 0, to: settlements.count, by: 256) {
+            table.withLock { table in
+                for (key, settlement) in settlements[start..<min(start + 256, settlements.count)] {
+                    Self.settle(key, settlement, in: &table, storedCapacity: storedCapacity)
+                }
+            }
         }
     }
 

@@ -52,6 +52,11 @@ public final class DedupFilter: @unchecked Sendable {
         return true
     }
 
+    /// How many bits are set (for tests).
+    var bitsSet: Int {
+        (0..<wordCount).reduce(0) { $0 + words[$1].load(ordering: .acquiring).nonzeroBitCount }
+    }
+
     /// Double hashing (Kirsch-Mitzenmacher): the k positions are `a + i * b` for i in 0..<k.
     private func hashes(_ deviceID: UInt64, _ clientMessageID: String) -> (UInt64, UInt64) {
         var first = Hasher()
