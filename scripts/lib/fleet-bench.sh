@@ -49,10 +49,8 @@ start_server() {
 
 stop_server() { kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; }
 
-# run_ns PID: time its threads spent on a CPU, in ns, from the scheduler's own accounting
-# (se.sum_exec_runtime in /proc/PID/task/*/sched, in ms): exact, where the tick-sampled
-# utime+stime of this virtual machine was seen to claim 2.3 cores busy on a 2-core machine.
-run_ns() { cat /proc/"$1"/task/*/sched 2>/dev/null | awk '/^se.sum_exec_runtime/ { s += $3 } END { printf "%.0f\n", s * 1e6 }'; }
+# cpu_ticks, switches and run_ns PID: what the process has cost so far.
+source "$(dirname "${BASH_SOURCE[0]}")/process-cost.sh"
 
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 

@@ -171,18 +171,20 @@ public final class AcceptedMessages: Sendable {
         table.withLock { Self.settle(key, settlement, in: &$0, storedCapacity: storedCapacity) }
     }
 
-    /// `settle` for a whole stored batch, up to 256 messages under one lock: the consumers'
-    /// thread took the lock once per message, each time in the way of the gateway's event
-    /// loops; a chunk bounds how long a claim can wait behind it.
+    /// `settle` for a whole stored batch, `settledPerLock` messages under one lock: the
+    /// consumers' thread took the lock once per message, each time in the way of the gateway's
+    /// event loops; a chunk bounds how long a claim can wait behind it.
     public func settle(_ settlements: [(Key, Settlement)]) {
-        for start in stride(from: 0, to: settlements.count, by: 256) {
+        for start in stride(from: 0, to: settlements.count, by: Self.settledPerLock) {
             table.withLock { table in
-                for (key, settlement) in settlements[start..<min(start + 256, settlements.count)] {
+                for (key, settlement) in settlements[start..<min(start + Self.settledPerLock, settlements.count)] {
                     Self.settle(key, settlement, in: &table, storedCapacity: storedCapacity)
                 }
             }
         }
     }
+
+    private static let settledPerLock = 256
 
     private static func settle(_ key: Key, _ settlement: Settlement, in table: inout Table, storedCapacity: Int) {
         switch table.states[key] {

@@ -37,8 +37,8 @@ public final class DedupFilter: @unchecked Sendable {
     public func insert(deviceID: UInt64, clientMessageID: String) {
         let (a, b) = hashes(deviceID, clientMessageID)
         for round in 0..<UInt64(hashCount) {
-            let position = (a &+ round &* b) % bitCount
-            words[Int(position >> 6)].bitwiseOr(1 << (position & 63), ordering: .releasing)
+            let (word, mask) = bit(round, a, b)
+            words[word].bitwiseOr(mask, ordering: .releasing)
         }
     }
 
@@ -46,8 +46,8 @@ public final class DedupFilter: @unchecked Sendable {
     public func mightContain(deviceID: UInt64, clientMessageID: String) -> Bool {
         let (a, b) = hashes(deviceID, clientMessageID)
         for round in 0..<UInt64(hashCount) {
-            let position = (a &+ round &* b) % bitCount
-            guard words[Int(position >> 6)].load(ordering: .acquiring) & (1 << (position & 63)) != 0 else { return false }
+            let (word, mask) = bit(round, a, b)
+            guard words[word].load(ordering: .acquiring) & mask != 0 else { return false }
         }
         return true
     }
@@ -55,6 +55,12 @@ public final class DedupFilter: @unchecked Sendable {
     /// How many bits are set (for tests).
     var bitsSet: Int {
         (0..<wordCount).reduce(0) { $0 + words[$1].load(ordering: .acquiring).nonzeroBitCount }
+    }
+
+    /// The key's bit of this round: its word and the mask within it.
+    private func bit(_ round: UInt64, _ a: UInt64, _ b: UInt64) -> (word: Int, mask: UInt64) {
+        let position = (a &+ round &* b) % bitCount
+        return (Int(position >> 6), 1 << (position & 63))
     }
 
     /// Double hashing (Kirsch-Mitzenmacher): the k positions are `a + i * b` for i in 0..<k.
