@@ -428,6 +428,7 @@ let package = Package(
                 "CourierGateway",
                 "CourierIngest",
                 "CourierLog",
+                "CourierOps",
                 "CourierProtocol",
                 "CourierPush",
                 "CourierSQLite",

@@ -16,11 +16,21 @@ public final class OpsHTTPService: Service, Sendable {
     let isReady: @Sendable () async -> Bool
     let logger: Logger
     let admin: AdminAPI?
+    let maxConnections: Int
     private let boundPort = NIOLockedValueBox<Int?>(nil)
 
-    public init(host: String, port: Int, metrics: ServerMetrics, admin: AdminAPI? = nil, logger: Logger, isReady: @escaping @Sendable () async -> Bool) {
+    /// Connections open at once: each is a task on the listener's thread, so past
+    /// `maxConnections` a new one waits in the kernel's accept queue (256) until one closes, and
+    /// beyond that queue the kernel refuses it. Scrapers, probes and provisioning open a few.
+    public static let defaultMaxConnections = 64
+
+    public init(
+        host: String, port: Int, metrics: ServerMetrics, admin: AdminAPI? = nil, maxConnections: Int = OpsHTTPService.defaultMaxConnections, logger: Logger,
+        isReady: @escaping @Sendable () async -> Bool
+    ) {
         self.host = host
         self.admin = admin
+        self.maxConnections = maxConnections
         self.port = port
         self.metrics = metrics
         self.logger = logger
@@ -66,7 +76,10 @@ public final class OpsHTTPService: Service, Sendable {
         }
         let app = Application(
             router: router,
-            configuration: .init(address: .hostname(host, port: port), serverName: "courier-server"),
+            configuration: .init(
+                address: .hostname(host, port: port), serverName: "courier-server",
+                availableConnectionsDelegate: .maximum(maxConnections, logger: logger)
+            ),
             onServerRunning: { [boundPort, logger] channel in
                 boundPort.withLockedValue { $0 = channel.localAddress?.port }
                 logger.info("ops HTTP listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])

@@ -9,8 +9,8 @@ import Foundation
 /// The queue of jobs holds one job per task that is ready to run here, so it is bounded by the
 /// tasks that prefer this executor: for the SQLite threads a fixed set (the log's consumers
 /// and the storage calls in flight); for the ops listener's (`OpsHTTPService`) one task per
-/// open ops connection, which Hummingbird does not bound (the listener binds to loopback
-/// unless told otherwise). The thread ends once the executor is gone: it holds no reference
+/// open ops connection, of which the listener accepts at most
+/// `OpsHTTPService.defaultMaxConnections`. The thread ends once the executor is gone: it holds no reference
 /// to it, since a job comes here only from a task inside a `withTaskExecutorPreference` scope
 /// that holds one.
 public final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
