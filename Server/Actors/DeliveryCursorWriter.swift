@@ -11,11 +11,16 @@ import Synchronization
 /// The writer gathers for `gatherDelay` before each transaction, so the transactions are at most
 /// one per `gatherDelay` however many acknowledgements come (without it, each would find the
 /// writer idle, or the few that came during the last transaction, and pay a transaction for
-/// that). 25 ms: each round is a timer, a hop to SQLite's writer and back, about four thread
-/// wake-ups, which at 10 ms were most of a wake-up per message at 500 msgs/s; a sender's
-/// delivery receipt comes at most that much later. A failed write is kept and tried again with backoff. Should the server stop first, the stored cursors are behind
+/// that). 25 ms: each round is a timer and a transaction, whose thread wake-ups at 10 ms were
+/// most of a wake-up per message at 500 msgs/s; a sender's delivery receipt comes at most that
+/// much later. A failed write is kept and tried again with backoff. Should the server stop first, the stored cursors are behind
 /// what was acknowledged, and the devices are sent those messages again when they reconnect
 /// (at least once; a cursor never moves without an acknowledgement).
+///
+/// With a `thread` (the embedded store's writer thread), the writer runs there: it waits out
+/// `gatherDelay` in that thread's own timer and writes without a hop. `Task.sleep` goes through
+/// dispatch's timer thread and a dispatch worker before the task is back on an event loop
+/// (three thread wake-ups per round), and the write then hopped to the store's thread and back.
 ///
 /// Bounded by the devices and their chats: a (device, chat) pair holds one pending advance,
 /// which later acknowledgements widen.
@@ -49,13 +54,18 @@ package final class DeliveryCursorWriter: Sendable {
     private let storage: any DeliveryCursorStore
     private let receipts: DeliveryReceipts?
     private let gatherDelay: Duration
+    private let thread: DedicatedThreadExecutor?
     private let logger: Logger
     private let state = Mutex(State())
 
-    package init(storage: any DeliveryCursorStore, receipts: DeliveryReceipts?, gatherDelay: Duration = .milliseconds(25), logger: Logger) {
+    package init(
+        storage: any DeliveryCursorStore, receipts: DeliveryReceipts?, gatherDelay: Duration = .milliseconds(25), thread: DedicatedThreadExecutor? = nil,
+        logger: Logger
+    ) {
         self.storage = storage
         self.receipts = receipts
         self.gatherDelay = gatherDelay
+        self.thread = thread
         self.logger = logger
     }
 
@@ -72,7 +82,7 @@ package final class DeliveryCursorWriter: Sendable {
             return !state.writing
         }
         // The writer task lives only while advances wait; the next record starts another.
-        if startWriter { Task { await self.writeUntilEmpty() } }
+        if startWriter { Task(executorPreference: thread) { await self.writeUntilEmpty() } }
     }
 
     /// Advances recorded and not yet stored.
@@ -90,7 +100,7 @@ package final class DeliveryCursorWriter: Sendable {
     private func writeUntilEmpty() async {
         var failures = 0
         while true {
-            try? await Task.sleep(for: gatherDelay)
+            await pause(gatherDelay)
             let batch: [Key: Pending]? = state.withLock { state in
                 guard !state.pending.isEmpty else {
                     state.writing = false
@@ -109,7 +119,7 @@ package final class DeliveryCursorWriter: Sendable {
                 state.withLock { state in
                     for (key, pending) in batch { state.pending[key, default: pending].widen(pending) }
                 }
-                try? await Task.sleep(for: .milliseconds(min(100 << min(failures, 5), 2_000)))
+                await pause(.milliseconds(min(100 << min(failures, 5), 2_000)))
                 continue
             }
             guard let receipts else { continue }
@@ -120,6 +130,15 @@ package final class DeliveryCursorWriter: Sendable {
             for (device, advances) in byDevice {
                 await receipts.acknowledged(advances, userID: device.userID, deviceID: device.deviceID)
             }
+        }
+    }
+
+    /// Waits on the writer's thread's timer when it has one (see the type's comment).
+    private func pause(_ duration: Duration) async {
+        if let thread {
+            await thread.sleep(until: .now + duration)
+        } else {
+            try? await Task.sleep(for: duration)
         }
     }
 }

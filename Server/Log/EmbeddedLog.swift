@@ -39,7 +39,8 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
     public var partitionCount: Int { partitions.count }
 
     /// Opens the log, recovering every partition; the partition count is fixed for a directory.
-    public init(directory: String, configuration: Configuration = Configuration()) throws(LogRecoveryError) {
+    /// The sweep of expired waits sleeps on `sweepTimer` when given, else with `Task.sleep`.
+    public init(directory: String, configuration: Configuration = Configuration(), sweepTimer: (any LogTimer)? = nil) throws(LogRecoveryError) {
         precondition((configuration.partitionCount.map { $0 > 0 } ?? true) && configuration.usersPerRange > 0)
         self.directory = directory
         self.configuration = configuration
@@ -59,10 +60,14 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
             guard ConsumerOffsets.isValidGroupName(name) else { continue }
             groups[name] = try ConsumerOffsets(directory: consumers, group: name)
         }
-        waitSweeper = Task { [weak self] in
+        waitSweeper = Task(executorPreference: sweepTimer?.executor) { [weak self] in
             while !Task.isCancelled {
-                try? await Task.sleep(for: Self.waitSweepInterval)
-                guard let self else { return }
+                if let sweepTimer {
+                    await sweepTimer.sleep(for: Self.waitSweepInterval)
+                } else {
+                    try? await Task.sleep(for: Self.waitSweepInterval)
+                }
+                guard let self, !Task.isCancelled else { return }
                 let now = ContinuousClock.now
                 for partition in self.partitions { partition.expireWaiters(now: now) }
             }

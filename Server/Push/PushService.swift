@@ -86,7 +86,7 @@ public final class PushService: Service, Sendable {
         self.devices = devices
         self.live = live
         self.storage = storage
-        cursors = DeliveryCursorWriter(storage: storage, receipts: receipts, logger: logger)
+        cursors = DeliveryCursorWriter(storage: storage, receipts: receipts, thread: storage.executor as? DedicatedThreadExecutor, logger: logger)
         strangers = Strangers(bound: configuration.maxStrangers)
         self.metrics = metrics
         self.logger = logger

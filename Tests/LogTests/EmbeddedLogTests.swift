@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import XCTest
 @testable import CourierLog
 
@@ -49,6 +50,33 @@ final class EmbeddedLogTests: XCTestCase {
         let appendedAt = clock.now
         await woken
         XCTAssertLessThan(clock.now - appendedAt, .seconds(5), "the append wakes the waiter")
+    }
+
+    /// A timer that counts its sleeps and keeps them with `Task.sleep`.
+    final class CountingTimer: LogTimer {
+        let sleeps = Mutex(0)
+        var executor: any TaskExecutor { globalConcurrentExecutor }
+
+        func sleep(for duration: Duration) async {
+            sleeps.withLock { $0 += 1 }
+            try? await Task.sleep(for: duration)
+        }
+    }
+
+    func testTheSweepSleepsOnTheTimerItIsGivenAndEndsWithTheLog() async throws {
+        let timer = CountingTimer()
+        let log = try EmbeddedLog(directory: directory, sweepTimer: timer)
+        let clock = ContinuousClock()
+        let started = clock.now
+        await log.waitForRecords(partition: 1, at: 0, timeout: .milliseconds(150))
+        XCTAssertGreaterThanOrEqual(clock.now - started, .milliseconds(150), "not before the timeout")
+        XCTAssertLessThan(clock.now - started, .seconds(5), "the sweep ends it")
+        XCTAssertGreaterThanOrEqual(timer.sleeps.withLock { $0 }, 3, "the sweep slept on the timer (every 50 ms)")
+        log.close()
+        try await Task.sleep(for: .milliseconds(200))
+        let afterClose = timer.sleeps.withLock { $0 }
+        try await Task.sleep(for: .milliseconds(300))
+        XCTAssertEqual(timer.sleeps.withLock { $0 }, afterClose, "no sweep after close")
     }
 
     func testCommittedOffsetsPersistPerGroup() async throws {

@@ -206,6 +206,40 @@ final class DeliveryTests: XCTestCase {
         XCTAssertEqual(writer.pendingCount, 0)
     }
 
+    /// Real storage that notes the thread each cursor write runs on.
+    final class CursorWritesNoted: DeliveryCursorStore {
+        let inner: SQLiteStorage
+        let threads = NIOLockedValueBox<[String]>([])
+
+        init(_ inner: SQLiteStorage) {
+            self.inner = inner
+        }
+
+        func advanceDeliveryCursors(_ cursors: [DeliveryCursor]) async throws(StorageError) {
+            threads.withLockedValue { $0.append(currentThreadName()) }
+            try await inner.advanceDeliveryCursors(cursors)
+        }
+    }
+
+    /// With a thread, the writer waits out its gathering on that thread's timer and writes from
+    /// there (no dispatch timer, no hop); acknowledgements recorded while it waits share a write.
+    func testAWriterWithAThreadGathersAndWritesOnThatThread() async throws {
+        let world = try await World.make()
+        _ = try await world.send(12)
+        let store = CursorWritesNoted(world.storage)
+        let thread = DedicatedThreadExecutor(name: "cursor-test")
+        let writer = DeliveryCursorWriter(storage: store, receipts: nil, gatherDelay: .milliseconds(200), thread: thread, logger: Logger(label: "test"))
+        writer.record([CursorAdvance(chatID: world.chatID, from: 0, to: 5)], userID: world.bob.user, deviceID: world.bob.device)
+        writer.record([CursorAdvance(chatID: world.chatID, from: 5, to: 9)], userID: world.bob.user, deviceID: world.bob.device)
+        writer.record([CursorAdvance(chatID: world.chatID, from: 0, to: 3)], userID: world.alice.user, deviceID: world.alice.device)
+        await writer.drain(timeout: .seconds(10))
+        let bobs = try await world.storage.deliveryCursor(deviceID: world.bob.device, chatID: world.chatID)
+        let alices = try await world.storage.deliveryCursor(deviceID: world.alice.device, chatID: world.chatID)
+        XCTAssertEqual(bobs, 9)
+        XCTAssertEqual(alices, 3)
+        XCTAssertEqual(store.threads.withLockedValue { $0 }, ["cursor-test"], "one write for the three, on the writer's thread")
+    }
+
     func testTheWindowHoldsPushesUntilAcknowledgedAndUnackedPushesAreResent() async throws {
         let world = try await World.make()
         _ = try await world.send(25)
