@@ -127,6 +127,10 @@ package final class DeliveryCursorWriter: Sendable {
             for (key, pending) in batch {
                 byDevice[Acknowledger(deviceID: key.deviceID, userID: pending.userID), default: []].append(CursorAdvance(chatID: key.chatID, from: pending.from, to: pending.to))
             }
+            // With a thread, the Chat actors' receipts run here too (a default actor runs on the
+            // calling task's preferred executor): no hop per device. Handing the round to the
+            // global executor instead went through dispatch's queue (measured: 0.2 switches
+            // and 40 us per message more at 500 msgs/s).
             for (device, advances) in byDevice {
                 await receipts.acknowledged(advances, userID: device.userID, deviceID: device.deviceID)
             }
