@@ -17,20 +17,27 @@ public final class OpsHTTPService: Service, Sendable {
     let logger: Logger
     let admin: AdminAPI?
     let maxConnections: Int
+    let idleTimeout: Duration
     private let boundPort = NIOLockedValueBox<Int?>(nil)
 
-    /// Connections open at once: each is a task on the listener's thread, so past
-    /// `maxConnections` a new one waits in the kernel's accept queue (256) until one closes, and
-    /// beyond that queue the kernel refuses it. Scrapers, probes and provisioning open a few.
+    /// Connections open at once, about (Hummingbird checks before each accept, and NIO may
+    /// accept a few in one read): each is a task on the listener's thread. Past it a new one
+    /// waits in the kernel's accept queue (256) until one closes; beyond that queue Linux drops
+    /// the handshake and the client retries until its own timeout. Scrapers, probes and
+    /// provisioning open a few.
     public static let defaultMaxConnections = 64
+    /// A connection with no request for this long is closed, so idle keep-alive connections
+    /// (a scraper's pool, a half-sent request) cannot hold every place and lock probes out.
+    public static let defaultIdleTimeout: Duration = .seconds(30)
 
     public init(
-        host: String, port: Int, metrics: ServerMetrics, admin: AdminAPI? = nil, maxConnections: Int = OpsHTTPService.defaultMaxConnections, logger: Logger,
-        isReady: @escaping @Sendable () async -> Bool
+        host: String, port: Int, metrics: ServerMetrics, admin: AdminAPI? = nil, maxConnections: Int = OpsHTTPService.defaultMaxConnections,
+        idleTimeout: Duration = OpsHTTPService.defaultIdleTimeout, logger: Logger, isReady: @escaping @Sendable () async -> Bool
     ) {
         self.host = host
         self.admin = admin
         self.maxConnections = maxConnections
+        self.idleTimeout = idleTimeout
         self.port = port
         self.metrics = metrics
         self.logger = logger
@@ -76,6 +83,7 @@ public final class OpsHTTPService: Service, Sendable {
         }
         let app = Application(
             router: router,
+            server: .http1(configuration: .init(idleTimeout: TimeAmount(idleTimeout))),
             configuration: .init(
                 address: .hostname(host, port: port), serverName: "courier-server",
                 availableConnectionsDelegate: .maximum(maxConnections, logger: logger)

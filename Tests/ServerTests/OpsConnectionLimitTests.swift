@@ -14,12 +14,7 @@ final class OpsConnectionLimitTests: XCTestCase {
         ) { true }
         let running = Task { try await service.run() }
         defer { running.cancel() }
-        var port: Int?
-        for _ in 0..<500 where port == nil {
-            port = service.listeningPort
-            if port == nil { try await Task.sleep(for: .milliseconds(10)) }
-        }
-        let listening = try XCTUnwrap(port, "the listener came up")
+        let listening = try await Self.port(of: service)
         let group = MultiThreadedEventLoopGroup.singleton
 
         // Two connections, each answered, and each kept open (HTTP/1.1 keep-alive).
@@ -39,6 +34,49 @@ final class OpsConnectionLimitTests: XCTestCase {
         XCTAssertTrue(late?.hasPrefix("HTTP/1.1 200") == true, late ?? "still not served after a connection closed")
         try await second.channel.close()
         try await third.channel.close()
+    }
+
+    /// Connections that send nothing are closed after the idle timeout, so they cannot hold
+    /// every place: a probe that waits behind them is served.
+    func testIdleConnectionsAreClosedAndFreeTheirPlaces() async throws {
+        let service = OpsHTTPService(
+            host: "127.0.0.1", port: 0, metrics: ServerMetrics(partitionCount: 1), maxConnections: 2, idleTimeout: .seconds(1),
+            logger: Logger(label: "ops-test")
+        ) { true }
+        let running = Task { try await service.run() }
+        defer { running.cancel() }
+        let listening = try await Self.port(of: service)
+        let group = MultiThreadedEventLoopGroup.singleton
+        // Two connections that never send a request: one open, one with half a request.
+        let silent = try await HealthProbe.open(port: listening, group: group)
+        let halfSent = try await HealthProbe.open(port: listening, group: group)
+        try await halfSent.channel.writeAndFlush(ByteBuffer(string: "GET /health HTTP/1.1\r\n"))
+        let probe = try await HealthProbe.open(port: listening, group: group)
+        let answer = try await probe.ask(within: .seconds(15))
+        XCTAssertTrue(answer?.hasPrefix("HTTP/1.1 200") == true, answer ?? "the probe was never served")
+        for idle in [silent, halfSent] {
+            let closed = try await Self.isClosed(idle.channel, within: .seconds(10))
+            XCTAssertTrue(closed, "the server closed an idle connection")
+        }
+        try await probe.channel.close()
+    }
+
+    private static func port(of service: OpsHTTPService) async throws -> Int {
+        for _ in 0..<500 {
+            if let port = service.listeningPort { return port }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        XCTFail("the ops listener did not come up")
+        throw CancellationError()
+    }
+
+    private static func isClosed(_ channel: any Channel, within wait: Duration) async throws -> Bool {
+        let deadline = ContinuousClock.now + wait
+        while ContinuousClock.now < deadline {
+            if !channel.isActive { return true }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return false
     }
 }
 

@@ -11,8 +11,9 @@ import Foundation
 /// and the storage calls in flight); for the ops listener's (`OpsHTTPService`) one task per
 /// open ops connection, of which the listener accepts at most
 /// `OpsHTTPService.defaultMaxConnections`. The thread ends once the executor is gone: it holds no reference
-/// to it, since a job comes here only from a task inside a `withTaskExecutorPreference` scope
-/// that holds one.
+/// to it. Whoever sends jobs here holds one: a `withTaskExecutorPreference` scope, or the
+/// owner of a `Task(executorPreference:)` that runs or sleeps here (the store's writers, the
+/// delivery cursor writer, the log's sweep).
 public final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
     // @unchecked: the thread and the executor share `queue`, which `NSCondition` guards.
     private final class Queue: @unchecked Sendable {
