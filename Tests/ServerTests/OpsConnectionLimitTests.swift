@@ -9,12 +9,8 @@ import XCTest
 /// The ops listener holds a bounded number of connections: each is a task on its one thread.
 final class OpsConnectionLimitTests: XCTestCase {
     func testAConnectionPastTheLimitIsServedOnlyOnceAnotherCloses() async throws {
-        let service = OpsHTTPService(
-            host: "127.0.0.1", port: 0, metrics: ServerMetrics(partitionCount: 1), maxConnections: 2, logger: Logger(label: "ops-test")
-        ) { true }
-        let running = Task { try await service.run() }
+        let (listening, running) = try await Self.start(maxConnections: 2, idleTimeout: .seconds(60))
         defer { running.cancel() }
-        let listening = try await Self.port(of: service)
         let group = MultiThreadedEventLoopGroup.singleton
 
         // Two connections, each answered, and each kept open (HTTP/1.1 keep-alive).
@@ -39,13 +35,8 @@ final class OpsConnectionLimitTests: XCTestCase {
     /// Connections that send nothing are closed after the idle timeout, so they cannot hold
     /// every place: a probe that waits behind them is served.
     func testIdleConnectionsAreClosedAndFreeTheirPlaces() async throws {
-        let service = OpsHTTPService(
-            host: "127.0.0.1", port: 0, metrics: ServerMetrics(partitionCount: 1), maxConnections: 2, idleTimeout: .seconds(1),
-            logger: Logger(label: "ops-test")
-        ) { true }
-        let running = Task { try await service.run() }
+        let (listening, running) = try await Self.start(maxConnections: 2, idleTimeout: .seconds(1))
         defer { running.cancel() }
-        let listening = try await Self.port(of: service)
         let group = MultiThreadedEventLoopGroup.singleton
         // Two connections that never send a request: one open, one with half a request.
         let silent = try await HealthProbe.open(port: listening, group: group)
@@ -61,11 +52,18 @@ final class OpsConnectionLimitTests: XCTestCase {
         try await probe.channel.close()
     }
 
-    private static func port(of service: OpsHTTPService) async throws -> Int {
+    /// Runs a listener on a port of its own; returns the port and the task to cancel.
+    private static func start(maxConnections: Int, idleTimeout: Duration) async throws -> (port: Int, running: Task<Void, any Error>) {
+        let service = OpsHTTPService(
+            host: "127.0.0.1", port: 0, metrics: ServerMetrics(partitionCount: 1), maxConnections: maxConnections, idleTimeout: idleTimeout,
+            logger: Logger(label: "ops-test")
+        ) { true }
+        let running = Task { try await service.run() }
         for _ in 0..<500 {
-            if let port = service.listeningPort { return port }
+            if let port = service.listeningPort { return (port, running) }
             try await Task.sleep(for: .milliseconds(10))
         }
+        running.cancel()
         XCTFail("the ops listener did not come up")
         throw CancellationError()
     }
