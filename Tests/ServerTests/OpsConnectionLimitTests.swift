@@ -9,19 +9,18 @@ import XCTest
 /// The ops listener holds a bounded number of connections: each is a task on its one thread.
 final class OpsConnectionLimitTests: XCTestCase {
     func testAConnectionPastTheLimitIsServedOnlyOnceAnotherCloses() async throws {
-        let (listening, running) = try await Self.start(maxConnections: 2, idleTimeout: .seconds(60))
-        defer { running.cancel() }
-        let group = MultiThreadedEventLoopGroup.singleton
+        let listener = try await Listener(maxConnections: 2, idleTimeout: .seconds(60))
+        defer { listener.stop() }
 
         // Two connections, each answered, and each kept open (HTTP/1.1 keep-alive).
-        let first = try await HealthProbe.open(port: listening, group: group)
-        let second = try await HealthProbe.open(port: listening, group: group)
+        let first = try await listener.connect()
+        let second = try await listener.connect()
         for probe in [first, second] {
             let answer = try await probe.ask(within: .seconds(10))
             XCTAssertTrue(answer?.hasPrefix("HTTP/1.1 200") == true, answer ?? "no answer")
         }
         // The third is not accepted while both are open: its request stays unanswered...
-        let third = try await HealthProbe.open(port: listening, group: group)
+        let third = try await listener.connect()
         let early = try await third.ask(within: .seconds(1))
         XCTAssertNil(early, "served past the limit: \(early ?? "")")
         // ...until one of them closes.
@@ -35,14 +34,13 @@ final class OpsConnectionLimitTests: XCTestCase {
     /// Connections that send nothing are closed after the idle timeout, so they cannot hold
     /// every place: a probe that waits behind them is served.
     func testIdleConnectionsAreClosedAndFreeTheirPlaces() async throws {
-        let (listening, running) = try await Self.start(maxConnections: 2, idleTimeout: .seconds(1))
-        defer { running.cancel() }
-        let group = MultiThreadedEventLoopGroup.singleton
+        let listener = try await Listener(maxConnections: 2, idleTimeout: .seconds(1))
+        defer { listener.stop() }
         // Two connections that never send a request: one open, one with half a request.
-        let silent = try await HealthProbe.open(port: listening, group: group)
-        let halfSent = try await HealthProbe.open(port: listening, group: group)
+        let silent = try await listener.connect()
+        let halfSent = try await listener.connect()
         try await halfSent.channel.writeAndFlush(ByteBuffer(string: "GET /health HTTP/1.1\r\n"))
-        let probe = try await HealthProbe.open(port: listening, group: group)
+        let probe = try await listener.connect()
         let answer = try await probe.ask(within: .seconds(15))
         XCTAssertTrue(answer?.hasPrefix("HTTP/1.1 200") == true, answer ?? "the probe was never served")
         for idle in [silent, halfSent] {
@@ -50,22 +48,6 @@ final class OpsConnectionLimitTests: XCTestCase {
             XCTAssertTrue(closed, "the server closed an idle connection")
         }
         try await probe.channel.close()
-    }
-
-    /// Runs a listener on a port of its own; returns the port and the task to cancel.
-    private static func start(maxConnections: Int, idleTimeout: Duration) async throws -> (port: Int, running: Task<Void, any Error>) {
-        let service = OpsHTTPService(
-            host: "127.0.0.1", port: 0, metrics: ServerMetrics(partitionCount: 1), maxConnections: maxConnections, idleTimeout: idleTimeout,
-            logger: Logger(label: "ops-test")
-        ) { true }
-        let running = Task { try await service.run() }
-        for _ in 0..<500 {
-            if let port = service.listeningPort { return (port, running) }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        running.cancel()
-        XCTFail("the ops listener did not come up")
-        throw CancellationError()
     }
 
     private static func isClosed(_ channel: any Channel, within wait: Duration) async throws -> Bool {
@@ -76,6 +58,33 @@ final class OpsConnectionLimitTests: XCTestCase {
         }
         return false
     }
+}
+
+/// An ops listener on a port of its own, run until `stop()`.
+private struct Listener {
+    let port: Int
+    let running: Task<Void, any Error>
+
+    init(maxConnections: Int, idleTimeout: Duration) async throws {
+        let service = OpsHTTPService(
+            host: "127.0.0.1", port: 0, metrics: ServerMetrics(partitionCount: 1), maxConnections: maxConnections, idleTimeout: idleTimeout,
+            logger: Logger(label: "ops-test")
+        ) { true }
+        running = Task { try await service.run() }
+        for _ in 0..<500 where service.listeningPort == nil { try await Task.sleep(for: .milliseconds(10)) }
+        guard let port = service.listeningPort else {
+            running.cancel()
+            XCTFail("the ops listener did not come up")
+            throw CancellationError()
+        }
+        self.port = port
+    }
+
+    func connect() async throws -> HealthProbe {
+        try await HealthProbe.open(port: port, group: MultiThreadedEventLoopGroup.singleton)
+    }
+
+    func stop() { running.cancel() }
 }
 
 /// A raw HTTP/1.1 connection that sends `GET /health` and collects what comes back.

@@ -7,13 +7,13 @@ import Foundation
 /// queue would be.
 ///
 /// The queue of jobs holds one job per task that is ready to run here, so it is bounded by the
-/// tasks that prefer this executor: for the SQLite threads a fixed set (the log's consumers
-/// and the storage calls in flight); for the ops listener's (`OpsHTTPService`) one task per
-/// open ops connection, of which the listener accepts at most
-/// `OpsHTTPService.defaultMaxConnections`. The thread ends once the executor is gone: it holds no reference
-/// to it. Whoever sends jobs here holds one: a `withTaskExecutorPreference` scope, or the
-/// owner of a `Task(executorPreference:)` that runs or sleeps here (the store's writers, the
-/// delivery cursor writer, the log's sweep).
+/// tasks that prefer this executor: for the SQLite threads a fixed set (the log's consumers,
+/// the storage calls in flight, the delivery cursor writer, the log's sweep); for the ops
+/// listener's (`OpsHTTPService`) one task per open ops connection, of which the listener
+/// holds about `OpsHTTPService.defaultMaxConnections`. The thread ends once the executor is
+/// gone: it holds no reference to it. Whoever sends jobs here holds one: a
+/// `withTaskExecutorPreference` scope, or the owner of a `Task(executorPreference:)` that
+/// runs or sleeps here.
 public final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
     // @unchecked: the thread and the executor share `queue`, which `NSCondition` guards.
     private final class Queue: @unchecked Sendable {
