@@ -146,10 +146,6 @@ package final class DeliveryCursorWriter: Sendable {
 
     /// Waits on the writer's thread's timer when it has one (see the type's comment).
     private func pause(_ duration: Duration) async {
-        if let thread {
-            await thread.sleep(until: .now + duration)
-        } else {
-            try? await Task.sleep(for: duration)
-        }
+        try? await DedicatedThreadExecutor.sleep(for: duration, on: thread)
     }
 }

@@ -228,6 +228,6 @@ private struct StoreThreadTimer: LogTimer {
     var executor: any TaskExecutor { thread }
 
     func sleep(for duration: Duration) async {
-        await thread.sleep(until: .now + duration)
+        try? await thread.sleep(until: .now + duration)
     }
 }

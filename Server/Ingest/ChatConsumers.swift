@@ -131,7 +131,8 @@ public final class ChatConsumers: Sendable {
 
     private func commitPeriodically() async {
         while !Task.isCancelled {
-            do { try await Task.sleep(for: configuration.offsetCommitInterval) } catch { return }
+            // On the store's thread, where this task runs, when it has one (no dispatch timer).
+            do { try await DedicatedThreadExecutor.sleep(for: configuration.offsetCommitInterval, on: writer.executor) } catch { return }
             guard await commitOffsets() else { return }
         }
     }

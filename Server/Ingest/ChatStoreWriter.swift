@@ -73,7 +73,7 @@ package final class ChatStoreWriter: ChatBatchStore {
     /// transaction after.
     package func untilNextStart() async {
         guard let thread, let last = state.withLock({ $0.lastStart }), last + linger > .now else { return }
-        await thread.sleep(until: last + linger)
+        try? await thread.sleep(until: last + linger)
     }
 
     package var statistics: (transactions: Int, batches: Int) { state.withLock { ($0.transactions, $0.batches) } }

@@ -133,7 +133,7 @@ public final class PushService: Service, Sendable {
         }
         let serving = listeners
         // Ends (cancelled) once the accept loops and every session have.
-        let sweeping = Task { [watchdog] in await watchdog.run() }
+        let sweeping = Task { [watchdog] in await watchdog.run(on: MultiThreadedEventLoopGroup.singleton.next()) }
         defer { sweeping.cancel() }
         // SIGHUP: a renewed certificate is taken without dropping a session.
         let reloading = Task { [weak self] in

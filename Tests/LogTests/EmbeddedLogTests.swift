@@ -52,7 +52,8 @@ final class EmbeddedLogTests: XCTestCase {
         XCTAssertLessThan(clock.now - appendedAt, .seconds(5), "the append wakes the waiter")
     }
 
-    /// A timer that counts its sleeps and, like the store thread's, cannot be cancelled.
+    /// A timer that counts its sleeps and ignores cancellation: the sweep must end with the log
+    /// even so.
     final class CountingTimer: LogTimer {
         let sleeps = Mutex(0)
         var executor: any TaskExecutor { globalConcurrentExecutor }

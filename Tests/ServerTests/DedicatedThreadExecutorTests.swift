@@ -41,7 +41,7 @@ final class DedicatedThreadExecutorTests: XCTestCase {
             await withTaskGroup(of: (Int, Duration, String)?.self) { group in
                 for delay in [600, 200, 400] {
                     group.addTask {
-                        await executor.sleep(until: start + .milliseconds(delay))
+                        try? await executor.sleep(until: start + .milliseconds(delay))
                         return (delay, ContinuousClock.now - start, currentThreadName())
                     }
                 }
@@ -66,7 +66,7 @@ final class DedicatedThreadExecutorTests: XCTestCase {
         }
         // A deadline already past does not wait.
         let before = ContinuousClock.now
-        await withTaskExecutorPreference(executor) { await executor.sleep(until: before - .seconds(1)) }
+        await withTaskExecutorPreference(executor) { try? await executor.sleep(until: before - .seconds(1)) }
         XCTAssertLessThan(ContinuousClock.now - before, .seconds(5))
     }
 
@@ -76,16 +76,45 @@ final class DedicatedThreadExecutorTests: XCTestCase {
         let executor = DedicatedThreadExecutor(name: "courier-sl2-\(Int.random(in: 100...999))")
         let order = Mutex<[String]>([])
         async let late: Void = withTaskExecutorPreference(executor) {
-            await executor.sleep(until: .now + .seconds(3))
+            try? await executor.sleep(until: .now + .seconds(3))
             order.withLock { $0.append("late") }
         }
         // Long enough for the thread to be in its timed wait for the late one.
         try await Task.sleep(for: .milliseconds(300))
         let start = ContinuousClock.now
-        await withTaskExecutorPreference(executor) { await executor.sleep(until: start + .milliseconds(200)) }
+        await withTaskExecutorPreference(executor) { try? await executor.sleep(until: start + .milliseconds(200)) }
         order.withLock { $0.append("soon") }
         XCTAssertGreaterThanOrEqual(ContinuousClock.now - start, .milliseconds(200))
         await late
         XCTAssertEqual(order.withLock { $0 }, ["soon", "late"])
+    }
+
+    /// A cancelled sleeper throws at once, long before its deadline, and the thread goes on
+    /// keeping the others; a task cancelled before it sleeps does not sleep at all.
+    func testACancelledSleeperThrowsAtOnceAndTheOthersStillWake() async throws {
+        let executor = DedicatedThreadExecutor(name: "courier-sl3-\(Int.random(in: 100...999))")
+        let start = ContinuousClock.now
+        let cancelled = Task(executorPreference: executor) { () async -> Bool in
+            (try? await executor.sleep(until: .now + .seconds(60))) == nil
+        }
+        let other = Task(executorPreference: executor) { () async throws -> Duration in
+            try await executor.sleep(until: start + .milliseconds(400))
+            return ContinuousClock.now - start
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        cancelled.cancel()
+        let cancelledThrew = await cancelled.value
+        XCTAssertTrue(cancelledThrew, "a cancelled sleep throws")
+        XCTAssertLessThan(ContinuousClock.now - start, .seconds(10), "at once, not at its deadline")
+        let otherSlept = try await other.value
+        XCTAssertGreaterThanOrEqual(otherSlept, .milliseconds(400), "the other sleeper still waits for its deadline")
+
+        let early = Task(executorPreference: executor) { () async -> Bool in
+            withUnsafeCurrentTask { $0?.cancel() }
+            return (try? await executor.sleep(until: .now + .seconds(60))) == nil
+        }
+        let threw = await early.value
+        XCTAssertTrue(threw, "a task already cancelled throws without sleeping")
+        XCTAssertLessThan(ContinuousClock.now - start, .seconds(10))
     }
 }

@@ -1,4 +1,5 @@
 @testable import CourierPush
+import NIOPosix
 import XCTest
 
 /// The one sweep that stands in for a timer per push session.
@@ -39,7 +40,8 @@ final class SessionWatchdogTests: XCTestCase {
             seen.add("session", resendsDue)
             return .fine
         }
-        let running = Task { await watchdog.run() }
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let running = Task { await watchdog.run(on: loop) }
         try await Task.sleep(for: .milliseconds(500))
         running.cancel()
         await running.value

@@ -16,11 +16,19 @@ import Foundation
 /// runs or sleeps here.
 public final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
     // @unchecked: the thread and the executor share `queue`, which `NSCondition` guards.
+    private struct Sleeper {
+        let id: UInt64
+        let deadline: ContinuousClock.Instant
+        let continuation: CheckedContinuation<Bool, Never>
+    }
+
     private final class Queue: @unchecked Sendable {
         let condition = NSCondition()
         var jobs: [UnownedJob] = []
-        /// Tasks sleeping on this thread (`sleep(until:)`), soonest last.
-        var sleepers: [(deadline: ContinuousClock.Instant, continuation: CheckedContinuation<Void, Never>)] = []
+        /// Tasks sleeping on this thread (`sleep(until:)`), soonest last; a continuation
+        /// resumes with true when its deadline came, false when its task was cancelled.
+        var sleepers: [Sleeper] = []
+        var lastSleeperID: UInt64 = 0
         var closed = false
     }
 
@@ -55,15 +63,46 @@ public final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
     }
 
     /// Suspends the calling task until `deadline`, kept by this thread's own wait: no timer
-    /// thread is woken for it, and the task goes on here. Not cancellable; meant for waits of
-    /// milliseconds. Bounded like the jobs: one entry per task that prefers this executor.
-    public func sleep(until deadline: ContinuousClock.Instant) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            queue.condition.lock()
-            let index = queue.sleepers.firstIndex { $0.deadline < deadline } ?? queue.sleepers.endIndex
-            queue.sleepers.insert((deadline, continuation), at: index)
-            queue.condition.signal()
-            queue.condition.unlock()
+    /// thread is woken for it, and the task goes on here. Throws once the task is cancelled, at
+    /// once. Bounded like the jobs: one entry per task that prefers this executor.
+    public func sleep(until deadline: ContinuousClock.Instant) async throws(CancellationError) {
+        let id = queue.condition.withLock {
+            queue.lastSleeperID += 1
+            return queue.lastSleeperID
+        }
+        let cameDue = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+                queue.condition.lock()
+                // Under the lock: a cancellation either came before this (the flag is set before
+                // the handler runs) or finds the entry below.
+                guard !Task.isCancelled else {
+                    queue.condition.unlock()
+                    continuation.resume(returning: false)
+                    return
+                }
+                let index = queue.sleepers.firstIndex { $0.deadline < deadline } ?? queue.sleepers.endIndex
+                queue.sleepers.insert(Sleeper(id: id, deadline: deadline, continuation: continuation), at: index)
+                queue.condition.signal()
+                queue.condition.unlock()
+            }
+        } onCancel: {
+            // The thread's wait for it ends in its own time; it then finds nothing due.
+            let cancelled = queue.condition.withLock { () -> Sleeper? in
+                guard let index = queue.sleepers.firstIndex(where: { $0.id == id }) else { return nil }
+                return queue.sleepers.remove(at: index)
+            }
+            cancelled?.continuation.resume(returning: false)
+        }
+        if !cameDue { throw CancellationError() }
+    }
+
+    /// Sleeps on `executor`'s own timer when it is a dedicated thread (the task goes on there,
+    /// with no wake-up of dispatch's timer thread and a worker), else with `Task.sleep`.
+    public static func sleep(for duration: Duration, on executor: (any TaskExecutor)?) async throws(CancellationError) {
+        if let thread = executor as? DedicatedThreadExecutor {
+            try await thread.sleep(until: .now + duration)
+        } else {
+            do { try await Task.sleep(for: duration) } catch { throw CancellationError() }
         }
     }
 
@@ -72,7 +111,7 @@ public final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
     /// back here as jobs).
     private static func run(_ queue: Queue, as executor: UnownedTaskExecutor) {
         var batch: [UnownedJob] = []
-        var due: [CheckedContinuation<Void, Never>] = []
+        var due: [CheckedContinuation<Bool, Never>] = []
         while true {
             queue.condition.lock()
             while queue.jobs.isEmpty && !queue.closed {
@@ -95,7 +134,7 @@ public final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
             }
             swap(&batch, &queue.jobs)
             queue.condition.unlock()
-            for continuation in due { continuation.resume() }
+            for continuation in due { continuation.resume(returning: true) }
             due.removeAll(keepingCapacity: true)
             for job in batch { job.runSynchronously(on: executor) }
             batch.removeAll(keepingCapacity: true)
