@@ -171,7 +171,7 @@ public final class ClientEngine: Sendable {
 
     /// A positive duration in whole seconds, rounded up (at least 1).
     static func wholeSeconds(_ duration: Duration) -> Int {
-        max(1, Int((Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18).rounded(.up)))
+        max(1, Int((duration / .seconds(1)).rounded(.up)))
     }
 
     static func describe(_ attempt: ReliableSender.Attempt) -> String {

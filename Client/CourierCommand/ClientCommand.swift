@@ -29,7 +29,7 @@ struct Ping: AsyncParsableCommand {
         await endpoint.close()
         switch outcome {
         case .success(let answer):
-            let milliseconds = Double(answer.roundTrip.components.attoseconds) / 1e15 + Double(answer.roundTrip.components.seconds) * 1e3
+            let milliseconds = answer.roundTrip / .milliseconds(1)
             print("\(server): \(answer.code) \(answer.body) in \((milliseconds * 10).rounded() / 10) ms")
             guard answer.code.isSuccess else { throw ExitCode(1) }
         case .failure(let error):

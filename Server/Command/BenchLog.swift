@@ -152,7 +152,7 @@ private func processorSeconds() -> Double {
 }
 
 private func milliseconds(_ duration: Duration) -> Double {
-    Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+    duration / .milliseconds(1)
 }
 
 private func percentile(_ sorted: [Double], _ fraction: Double) -> Double {

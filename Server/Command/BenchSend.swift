@@ -59,8 +59,7 @@ struct BenchSend: AsyncParsableCommand {
                         let start = clock.now
                         do {
                             let response = try await client.request(request, to: peer)
-                            let elapsed = (clock.now - start).components
-                            latencies.append(Double(elapsed.seconds) * 1000 + Double(elapsed.attoseconds) / 1e15)
+                            latencies.append((clock.now - start) / .milliseconds(1))
                             codes["\(response.code)", default: 0] += 1
                         } catch {
                             codes["\(error)", default: 0] += 1

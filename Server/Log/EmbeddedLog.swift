@@ -145,7 +145,7 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
     public func applyRetention(olderThan retention: Duration, now: Date = Date()) throws(LogIOError) -> Int {
         let known = lock.withLock { Array(groups.values) }
         guard !known.isEmpty else { return 0 }
-        let cutoff = now.addingTimeInterval(-Double(retention.components.seconds) - Double(retention.components.attoseconds) / 1e18)
+        let cutoff = now.addingTimeInterval(-(retention / .seconds(1)))
         var deleted = 0
         for (index, partition) in partitions.enumerated() {
             let lowest = known.map { $0.committed(partition: index) }.min()!

@@ -291,8 +291,7 @@ public final class Partition: @unchecked Sendable {
         let gatherTarget = lastBatchCount - lastBatchCount / 8
         if queue.count < gatherTarget && !stopping {
             wakeWriterAt = gatherTarget
-            let seconds = Double(lastCommitDuration.components.seconds) + Double(lastCommitDuration.components.attoseconds) / 1e18
-            let deadline = Date(timeIntervalSinceNow: min(seconds, Self.maxGatherSeconds))
+            let deadline = Date(timeIntervalSinceNow: min(lastCommitDuration / .seconds(1), Self.maxGatherSeconds))
             while queue.count < gatherTarget && !stopping && condition.wait(until: deadline) {}
         }
         var bytes = 0

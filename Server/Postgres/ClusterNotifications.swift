@@ -143,7 +143,7 @@ public final class ClusterNotifications: Sendable {
                     totals.statements += 1
                     totals.payloads += payloads.count
                     totals.payloadBytes += payloads.reduce(0) { $0 + $1.utf8.count }
-                    totals.notifySeconds += Double(waited.components.seconds) + Double(waited.components.attoseconds) / 1e18
+                    totals.notifySeconds += waited / .seconds(1)
                 }
             } catch {
                 // The other nodes' repair sweep finds these messages a few seconds later.

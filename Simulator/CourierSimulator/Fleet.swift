@@ -153,7 +153,7 @@ public struct Fleet: Sendable {
             let progress = oracle.progress
             let window = oracle.takeLatencyWindow()
             let second = SimulationReport.Second(
-                elapsed: Double((now - started).components.seconds) + Double((now - started).components.attoseconds) / 1e18,
+                elapsed: (now - started) / .seconds(1),
                 connected: stats.connected, sent: progress.sent, acknowledged: progress.acknowledged, delivered: progress.arrivals,
                 inFlight: stats.inFlight, acknowledgedPerSecond: Double(progress.acknowledged - last.acknowledged),
                 deliveredPerSecond: Double(progress.arrivals - last.arrivals), ackP99: window.ack.p99Milliseconds, deliveryP99: window.delivery.p99Milliseconds
@@ -229,7 +229,7 @@ public struct Fleet: Sendable {
     }
 
     static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        duration / .seconds(1)
     }
 
     static func progressLine(_ second: SimulationReport.Second, phase: String, deliveryP99: Double, outstanding: Int) -> String {

@@ -41,8 +41,7 @@ public struct HealthFleet: Sendable {
                         let start = clock.now
                         do throws(CoAPClientError) {
                             let response = try await endpoint.request(.request(.get, path: "/v1/health"), to: server)
-                            let elapsed = clock.now - start
-                            let milliseconds = Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15
+                            let milliseconds = (clock.now - start) / .milliseconds(1)
                             results.append(response.code.isSuccess ? .success(milliseconds) : .failure(.invalidRequest("answered \(response.code)")))
                         } catch {
                             results.append(.failure(error))

@@ -62,7 +62,7 @@ public final class TokenAuthenticator: Sendable {
         self.cacheDuration = cacheDuration
         self.pollInterval = min(pollInterval, cacheDuration)
         self.longestKeep = longestKeep
-        self.longestKeepSeconds = Double(longestKeep.components.seconds) + Double(longestKeep.components.attoseconds) / 1e18
+        self.longestKeepSeconds = longestKeep / .seconds(1)
         self.capacity = capacity
     }
 

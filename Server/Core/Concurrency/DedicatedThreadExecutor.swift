@@ -123,8 +123,7 @@ public final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
                 if soonest <= now { break }
                 // The condition's deadline is on the wall clock, which may be stepped back: a
                 // wait of at most 50 ms is checked again against the monotonic clock.
-                let wait = min(soonest - now, .milliseconds(50)).components
-                _ = queue.condition.wait(until: Date(timeIntervalSinceNow: Double(wait.seconds) + Double(wait.attoseconds) / 1e18))
+                _ = queue.condition.wait(until: Date(timeIntervalSinceNow: min(soonest - now, .milliseconds(50)) / .seconds(1)))
             }
             let now = ContinuousClock.now
             while let last = queue.sleepers.last, last.deadline <= now || queue.closed { due.append(queue.sleepers.removeLast().continuation) }

@@ -40,8 +40,7 @@ final class DeviceRateLimiter: Sendable {
             var bucket = buckets[deviceID] ?? Bucket(tokens: burst, refilledAt: now)
             if buckets[deviceID] == nil, buckets.count >= maxDevices { makeRoom(&buckets, now: now) }
             let elapsed = now - bucket.refilledAt
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            bucket.tokens = min(burst, bucket.tokens + max(0, seconds) * ratePerSecond)
+            bucket.tokens = min(burst, bucket.tokens + max(0, elapsed / .seconds(1)) * ratePerSecond)
             bucket.refilledAt = now
             defer { buckets[deviceID] = bucket }
             guard bucket.tokens >= 1 else {

@@ -223,7 +223,7 @@ private struct Probe {
 }
 
 private extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+    var seconds: Double { self / .seconds(1) }
 }
 
 /// How many queries the nodes gave up on at the answer limit (`PostgresStorage.answerLimit`) and
