@@ -154,6 +154,29 @@ final class ClusterTests: XCTestCase {
         }
     }
 
+    /// A device's own message committed by another node comes back to it as its own: the
+    /// news keeps the sender's device (`ClusterNode.heard`), so the push needs no
+    /// acknowledgement. With a window of one push, a device that acknowledges nothing still
+    /// gets every message it sent.
+    func testOwnMessagesCommittedByAnotherNodeComeBackWithoutHoldingTheWindow() async throws {
+        let settings = try ServerProcess.configFile(["maxUnackedPerChat": 1])
+        defer { try? FileManager.default.removeItem(atPath: settings) }
+        try await withCluster(nodes: 2, arguments: ["--config", settings]) { nodes in
+            let ann = try await nodes[0].account("ann")
+            let chat = try await nodes[0].chat("general", members: ["ann"])
+            let witness = try await PushWitness(pushPort: nodes[0].pushPort, frames: [.hello(Hello(token: ann.token, have: [], clientName: "witness"))])
+            try await withClient { client in
+                for index in 1...3 {
+                    let response = try await client.send(SendMessage(clientMessageID: "own-\(index)", chatID: chat, text: "message \(index)", clientSentAtMs: 0), token: ann.token, to: nodes[1].peer)
+                    XCTAssertEqual(response.code, .created)
+                }
+            }
+            try await Task.sleep(for: .seconds(3))  // committed on node 1, heard and pushed by node 0
+            let session = await witness.finish()
+            XCTAssertEqual(session.messages.map(\.clientMessageID), ["own-1", "own-2", "own-3"], "none waits for an acknowledgement of the one before")
+        }
+    }
+
     /// A commit whose notification never came (its node died between the two, or the listening
     /// connection was down): the repair sweep still delivers it, within a few seconds.
     func testAMessageCommittedWithoutANotificationStillReachesTheDevices() async throws {

@@ -275,6 +275,27 @@ final class DeliveryTests: XCTestCase {
         link.close(code: 1000, reason: "")
     }
 
+    /// What a device says it holds (`Hello.have`) is the window's base, like an acknowledgement:
+    /// it does not count as pushes waiting for one, and a resend starts after it.
+    func testWhatTheDeviceSaysItHoldsIsTheWindowsBaseNotPushesOut() async throws {
+        let world = try await World.make()
+        _ = try await world.send(10)
+        let device = try await world.device(world.bob.device, window: 2, ackTimeout: .milliseconds(200))
+        let link = SessionLink(capacityBytes: 1 << 20)
+        let reader = Reader(link)
+        try await device.attach(link, have: [ChatCursor(chatID: world.chatID, sequence: 5)])
+        try await reader.waitFor(count: 2)
+        try await reader.settle()
+        XCTAssertEqual(reader.sequences, [6, 7], "a full window after what it holds, though its stored cursor is 0")
+
+        try await Task.sleep(for: .milliseconds(250))
+        XCTAssertEqual(device.resendUnacknowledged(), 1)
+        try await reader.waitFor(count: 4)
+        try await reader.settle()
+        XCTAssertEqual(reader.sequences, [6, 7, 6, 7], "the resend starts after what it holds")
+        link.close(code: 1000, reason: "")
+    }
+
     func testTheDevicesOwnMessagesComeBackWithoutHoldingTheWindowOrWaitingForAnAcknowledgement() async throws {
         let world = try await World.make()
         let device = try await world.device(world.alice.device, window: 3, ackTimeout: .milliseconds(200))

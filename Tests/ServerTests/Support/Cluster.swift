@@ -5,8 +5,8 @@ import XCTest
 // Cluster mode's test helpers: nodes on a database of their own on the tests' PostgreSQL.
 
 /// A migrated database of its own (on the tests' PostgreSQL unless `url` names one) and `count`
-/// started nodes on it.
-func startCluster(nodes count: Int, url given: String? = nil) async throws -> [ServerProcess] {
+/// started nodes on it, each started with `arguments` besides its own.
+func startCluster(nodes count: Int, url given: String? = nil, arguments: [String] = []) async throws -> [ServerProcess] {
     let url = try given ?? TestPostgres.newDatabase()
     let migrated = try await ExternalProgram.run(ServerProcess.binary, ["migrate", "--postgres", url], timeout: 60)
     guard migrated.status == 0 else { throw ServerTestError("migrate failed: \(migrated.stderr)") }
@@ -15,15 +15,15 @@ func startCluster(nodes count: Int, url given: String? = nil) async throws -> [S
         let node = try await ServerProcess()
         node.postgres = url
         nodes.append(node)
-        try await node.start()
+        try await node.start(arguments)
     }
     return nodes
 }
 
 /// Runs `body` with a started cluster; every node is killed and removed however it ends (their
 /// logs go into the failure).
-func withCluster(nodes count: Int, url: String? = nil, _ body: ([ServerProcess]) async throws -> Void) async throws {
-    let nodes = try await startCluster(nodes: count, url: url)
+func withCluster(nodes count: Int, url: String? = nil, arguments: [String] = [], _ body: ([ServerProcess]) async throws -> Void) async throws {
+    let nodes = try await startCluster(nodes: count, url: url, arguments: arguments)
     do {
         try await body(nodes)
     } catch {
