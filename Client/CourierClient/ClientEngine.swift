@@ -171,7 +171,10 @@ public final class ClientEngine: Sendable {
 
     /// A positive duration in whole seconds, rounded up (at least 1).
     static func wholeSeconds(_ duration: Duration) -> Int {
-        max(1, Int((duration / .seconds(1)).rounded(.up)))
+        // From the components, exactly: a division by a second in floating point can land a
+        // hair above a whole number of seconds, which rounding up would turn into one more.
+        let (seconds, attoseconds) = duration.components
+        return max(1, Int(clamping: seconds) + (attoseconds > 0 ? 1 : 0))
     }
 
     static func describe(_ attempt: ReliableSender.Attempt) -> String {

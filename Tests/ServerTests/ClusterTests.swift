@@ -171,7 +171,9 @@ final class ClusterTests: XCTestCase {
                     XCTAssertEqual(response.code, .created)
                 }
             }
-            try await Task.sleep(for: .seconds(3))  // committed on node 1, heard and pushed by node 0
+            // Committed on node 1, heard and pushed by node 0; within the 10 s acknowledgement
+            // timeout, after which a wrongly held push would be resent.
+            await witness.waitForMessages(3, timeout: .seconds(8))
             let session = await witness.finish()
             XCTAssertEqual(session.messages.map(\.clientMessageID), ["own-1", "own-2", "own-3"], "none waits for an acknowledgement of the one before")
         }

@@ -104,6 +104,11 @@ final class PushWitness: @unchecked Sendable {
         while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(20)) }
         await ExternalProgram.stop(process)
         defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        return seen
+    }
+
+    /// What the session has seen so far; the witness goes on watching.
+    var seen: Record {
         var record = Record(frames: [], ending: nil)
         for line in lines {
             if line.hasPrefix("frame ") {
@@ -115,5 +120,11 @@ final class PushWitness: @unchecked Sendable {
             }
         }
         return record
+    }
+
+    /// Waits until the session has seen `count` pushed messages, or `timeout` passes.
+    func waitForMessages(_ count: Int, timeout: Duration) async {
+        let deadline = ContinuousClock.now + timeout
+        while seen.messages.count < count && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(50)) }
     }
 }
