@@ -55,13 +55,11 @@ final class SessionWatchdog: Sendable {
     /// the cancellation. A sweep of every session blocks the loop's I/O while it runs, about a
     /// millisecond or two per thousand sessions here (it ran on the loops before too, as a task).
     func run(on loop: any EventLoop) async {
-        let sweeps = NIOLockedValueBox(0)
+        // Only the loop touches the count: a box bound to it, no lock.
+        let sweeps = NIOLoopBoundBox.makeBoxSendingValue(0, eventLoop: loop)
         let repeated = loop.scheduleRepeatedTask(initialDelay: TimeAmount(interval), delay: TimeAmount(interval)) { [self] _ in
-            let count = sweeps.withLockedValue { count in
-                count += 1
-                return count
-            }
-            sweep(now: .now, resendsDue: count % resendEvery == 0)
+            sweeps.value += 1
+            sweep(now: .now, resendsDue: sweeps.value % resendEvery == 0)
         }
         let stopped = loop.makePromise(of: Void.self)
         await withTaskCancellationHandler {

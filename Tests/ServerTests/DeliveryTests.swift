@@ -60,6 +60,18 @@ final class DeliveryTests: XCTestCase {
             context.ackTimeout = ackTimeout
             return try await DeviceEntity.activate(id: id, context: context)
         }
+
+        /// Device `id`'s actor with a session attached (saying it holds `have`), and a reader
+        /// taking what the session is pushed.
+        func session(
+            _ id: UInt64, window: UInt64 = 1_000, ackTimeout: Duration = .seconds(10), linkBytes: Int = 1 << 20, have: [ChatCursor] = []
+        ) async throws -> (device: DeviceEntity, link: SessionLink, reader: Reader) {
+            let device = try await device(id, window: window, ackTimeout: ackTimeout)
+            let link = SessionLink(capacityBytes: linkBytes)
+            let reader = Reader(link)
+            try await device.attach(link, have: have)
+            return (device, link, reader)
+        }
     }
 
     /// Plays the session's writer: takes every batch off the link and keeps the pushed messages.
@@ -100,10 +112,7 @@ final class DeliveryTests: XCTestCase {
     func testReplayThenLivePushesMeetWithoutAGapOrADuplicate() async throws {
         let world = try await World.make()
         _ = try await world.send(700)
-        let device = try await world.device(world.bob.device, window: 100_000)
-        let link = SessionLink(capacityBytes: 16 * 1024)
-        let reader = Reader(link)
-        try await device.attach(link, have: [])
+        let (device, link, reader) = try await world.session(world.bob.device, window: 100_000, linkBytes: 16 * 1024)
         // Live messages arrive while the replay is still going (the small link makes it slow),
         // and some notifications come twice, as after a consumer retry.
         for _ in 0..<20 {
@@ -120,10 +129,7 @@ final class DeliveryTests: XCTestCase {
     func testAMissedNotificationIsFilledFromStorageNeverSkipped() async throws {
         let world = try await World.make()
         _ = try await world.send(5)
-        let device = try await world.device(world.bob.device)
-        let link = SessionLink(capacityBytes: 1 << 20)
-        let reader = Reader(link)
-        try await device.attach(link, have: [])
+        let (device, link, reader) = try await world.session(world.bob.device)
         try await reader.waitFor(count: 5)
         _ = try await world.send(3)  // stored, but the device never hears of them (a lost hand-off)
         let later = try await world.send(1)
@@ -243,10 +249,7 @@ final class DeliveryTests: XCTestCase {
     func testTheWindowHoldsPushesUntilAcknowledgedAndUnackedPushesAreResent() async throws {
         let world = try await World.make()
         _ = try await world.send(25)
-        let device = try await world.device(world.bob.device, window: 10, ackTimeout: .milliseconds(200))
-        let link = SessionLink(capacityBytes: 1 << 20)
-        let reader = Reader(link)
-        try await device.attach(link, have: [])
+        let (device, link, reader) = try await world.session(world.bob.device, window: 10, ackTimeout: .milliseconds(200))
         try await reader.waitFor(count: 10)
         try await reader.settle()
         XCTAssertEqual(reader.sequences, Array(1...10), "no more than the window without an acknowledgement")
@@ -280,10 +283,9 @@ final class DeliveryTests: XCTestCase {
     func testWhatTheDeviceSaysItHoldsIsTheWindowsBaseNotPushesOut() async throws {
         let world = try await World.make()
         _ = try await world.send(10)
-        let device = try await world.device(world.bob.device, window: 2, ackTimeout: .milliseconds(200))
-        let link = SessionLink(capacityBytes: 1 << 20)
-        let reader = Reader(link)
-        try await device.attach(link, have: [ChatCursor(chatID: world.chatID, sequence: 5)])
+        let (device, link, reader) = try await world.session(
+            world.bob.device, window: 2, ackTimeout: .milliseconds(200), have: [ChatCursor(chatID: world.chatID, sequence: 5)]
+        )
         try await reader.waitFor(count: 2)
         try await reader.settle()
         XCTAssertEqual(reader.sequences, [6, 7], "a full window after what it holds, though its stored cursor is 0")
@@ -298,10 +300,7 @@ final class DeliveryTests: XCTestCase {
 
     func testTheDevicesOwnMessagesComeBackWithoutHoldingTheWindowOrWaitingForAnAcknowledgement() async throws {
         let world = try await World.make()
-        let device = try await world.device(world.alice.device, window: 3, ackTimeout: .milliseconds(200))
-        let link = SessionLink(capacityBytes: 1 << 20)
-        let reader = Reader(link)
-        try await device.attach(link, have: [])
+        let (device, link, reader) = try await world.session(world.alice.device, window: 3, ackTimeout: .milliseconds(200))
         device.notify(try await world.send(5))
         try await reader.waitFor(count: 5)
         XCTAssertEqual(reader.sequences, Array(1...5), "the sender's own messages come back past a window of 3")

@@ -64,7 +64,8 @@ public final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
 
     /// Suspends the calling task until `deadline`, kept by this thread's own wait: no timer
     /// thread is woken for it, and the task goes on here. Throws once the task is cancelled, at
-    /// once. Bounded like the jobs: one entry per task that prefers this executor.
+    /// once. Bounded like the jobs: one entry per sleeping task, and the tasks that sleep here
+    /// are the fixed set the type's comment lists.
     public func sleep(until deadline: ContinuousClock.Instant) async throws(CancellationError) {
         let id = queue.condition.withLock {
             queue.lastSleeperID += 1
