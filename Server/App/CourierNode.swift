@@ -56,10 +56,7 @@ public final class CourierNode: Sendable {
             logger.warning("unsafeNoSync is on: acknowledged messages can be lost in a power cut (benchmarks only)")
             logConfiguration.fileSystem = UnsafeNoSyncFileSystem()
         }
-        log = try EmbeddedLog(
-            directory: Self.logPath(dataDirectory: configuration.dataDirectory), configuration: logConfiguration,
-            sweepTimer: (storage.executor as? DedicatedThreadExecutor).map(StoreThreadTimer.init)
-        )
+        log = try EmbeddedLog(directory: Self.logPath(dataDirectory: configuration.dataDirectory), configuration: logConfiguration)
         metrics = ServerMetrics(partitionCount: log.partitionCount)
 
         let ids = MessageIDGenerator(nodeID: configuration.nodeID)
@@ -217,17 +214,5 @@ struct MaintenanceService: Service {
             rounds += 1
             await node.maintain(retentionCheck: rounds % 60 == 0)
         }
-    }
-}
-
-/// The log's sweep of expired waits on SQLite's writer thread, whose own timer keeps the sleep
-/// (`DedicatedThreadExecutor.sleep`): the consumers whose waits it ends run on that thread.
-private struct StoreThreadTimer: LogTimer {
-    let thread: DedicatedThreadExecutor
-
-    var executor: any TaskExecutor { thread }
-
-    func sleep(for duration: Duration) async {
-        try? await thread.sleep(until: .now + duration)
     }
 }

@@ -29,9 +29,11 @@ public final class FaultyLog: MessageLog {
 
     public func durableNextOffset(partition: Int) async -> UInt64 { await inner.durableNextOffset(partition: partition) }
 
-    public func waitForRecords(partition: Int, at offset: UInt64, timeout: Duration) async {
-        await inner.waitForRecords(partition: partition, at: offset, timeout: timeout)
+    public func waitForRecords(partition: Int, at offset: UInt64, unless interrupted: () -> Bool) async {
+        await inner.waitForRecords(partition: partition, at: offset, unless: interrupted)
     }
+
+    public func interruptWaits() { inner.interruptWaits() }
 
     public func committedOffset(group: String, partition: Int) async throws(LogIOError) -> UInt64 {
         try await inner.committedOffset(group: group, partition: partition)

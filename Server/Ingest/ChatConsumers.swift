@@ -35,8 +35,9 @@ public final class ChatConsumers: Sendable {
     public struct Configuration: Sendable {
         /// Bytes read from a partition per batch.
         public var batchBytes = 256 * 1024
-        /// How long an idle consumer sleeps before checking for shutdown.
-        public var idleWait: Duration = .milliseconds(200)
+        /// How often a partition whose parked messages are at the bound looks again, and the
+        /// longest the retrier sleeps before looking for newly parked chats.
+        public var parkedPollInterval: Duration = .milliseconds(200)
         public var maxRetryDelay: Duration = .seconds(1)
         /// Messages one partition may hold parked behind failing chats; at the bound the
         /// partition stops reading until the retrier stores some (the log keeps the rest).
@@ -65,8 +66,7 @@ public final class ChatConsumers: Sendable {
     let configuration: Configuration
     let logger: Logger
     private let startupTargets = Mutex<[Int: UInt64]>([:])
-    /// Per partition, the offset below which every record is stored (not yet durably).
-    private let positions = Mutex<[Int: UInt64]>([:])
+    private let positions = Mutex(Positions())
     private let stopping = Mutex(false)
 
     /// Writes go to `store` (by default `storage` itself; the test faults put a decorator here).
@@ -90,7 +90,7 @@ public final class ChatConsumers: Sendable {
     /// then on a retry of any message finds it in storage or in flight, so the gateway may open.
     public var caughtUp: Bool {
         let targets = startupTargets.withLock { $0 }
-        let positions = positions.withLock { $0 }
+        let positions = positions.withLock { $0.reached }
         guard targets.count == log.partitionCount else { return false }
         return targets.allSatisfy { partition, target in (positions[partition] ?? 0) >= target }
     }
@@ -129,11 +129,41 @@ public final class ChatConsumers: Sendable {
     /// Offsets as last committed, per partition; only the committer touches it.
     private let committed = Mutex<[Int: UInt64]>([:])
 
+    /// Per partition, the offset below which every record is stored (not yet durably), and the
+    /// committer when it waits for one to move.
+    private struct Positions {
+        var reached: [Int: UInt64] = [:]
+        var committerWaiting: CheckedContinuation<Void, Never>?
+    }
+
     private func commitPeriodically() async {
         while !Task.isCancelled {
+            // Idle, the committer sleeps until a batch is stored: no timer for nothing to commit.
+            await waitUntilStoredPastCommitted()
             // On the store's thread, where this task runs, when it has one (no dispatch timer).
             do { try await DedicatedThreadExecutor.sleep(for: configuration.offsetCommitInterval, on: writer.executor) } catch { return }
             guard await commitOffsets() else { return }
+        }
+    }
+
+    /// Returns once some partition has stored past its committed offset, or when cancelled.
+    private func waitUntilStoredPastCommitted() async {
+        let committed = committed.withLock { $0 }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let waiting = positions.withLock { positions in
+                    // `finish` moves a position under this lock before it looks for a waiter.
+                    guard !Task.isCancelled, !positions.reached.contains(where: { $0.value > committed[$0.key] ?? 0 }) else { return false }
+                    positions.committerWaiting = continuation
+                    return true
+                }
+                if !waiting { continuation.resume() }
+            }
+        } onCancel: {
+            positions.withLock { positions in
+                defer { positions.committerWaiting = nil }
+                return positions.committerWaiting
+            }?.resume()
         }
     }
 
@@ -141,7 +171,7 @@ public final class ChatConsumers: Sendable {
     /// progressed, in one write. False if cancelled.
     private func commitOffsets() async -> Bool {
         // Read before the sync: the sync covers every transaction these positions count.
-        let reached = positions.withLock { $0 }
+        let reached = positions.withLock { $0.reached }
         let moved = committed.withLock { committed in reached.filter { $0.value > committed[$0.key] ?? 0 } }
         guard !moved.isEmpty else { return true }
         guard await retrying("make the stored messages durable", { try await self.writer.makeDurable() }) != nil,
@@ -158,6 +188,8 @@ public final class ChatConsumers: Sendable {
     /// Asks every consumer to commit what it has and return.
     public func stop() {
         stopping.withLock { $0 = true }
+        // Idle consumers wait for records without a timeout; this ends their waits.
+        log.interruptWaits()
     }
 
     private var isStopping: Bool { stopping.withLock { $0 } }
@@ -175,7 +207,7 @@ public final class ChatConsumers: Sendable {
             logger.info("consumer resumes", metadata: ["partition": "\(partition)", "offset": "\(offset)", "logEnd": "\(target)"])
         }
         startupTargets.withLock { $0[partition] = target }
-        positions.withLock { $0[partition] = offset }
+        positions.withLock { $0.reached[partition] = offset }
         committed.withLock { $0[partition] = offset }
 
         let parked = ParkedChats(resumingAt: offset, limit: configuration.maxParkedMessages)
@@ -192,7 +224,7 @@ public final class ChatConsumers: Sendable {
         var offset = start
         while !isStopping && !Task.isCancelled {
             if parked.isFull {
-                try? await Task.sleep(for: configuration.idleWait)
+                try? await Task.sleep(for: configuration.parkedPollInterval)
                 continue
             }
             // Each partition has one batch in flight: reading when the store's linger is over,
@@ -207,7 +239,7 @@ public final class ChatConsumers: Sendable {
                 continue
             }
             guard let last = records.last else {
-                await log.waitForRecords(partition: partition, at: offset, timeout: configuration.idleWait)
+                await log.waitForRecords(partition: partition, at: offset) { isStopping }
                 continue
             }
             // Cancelled midway: nothing is committed, so the batch is replayed next time.
@@ -226,7 +258,11 @@ public final class ChatConsumers: Sendable {
         parked.markProcessed(settled.processedOffsets)
         // Stored is what catching up waits for: a retry finds it from now on.
         let reached = parked.committable
-        positions.withLock { $0[partition] = reached }
+        positions.withLock { positions in
+            positions.reached[partition] = reached
+            defer { positions.committerWaiting = nil }
+            return positions.committerWaiting
+        }?.resume()
         return true
     }
 
@@ -240,7 +276,7 @@ public final class ChatConsumers: Sendable {
                     await parked.waitUntilParked()
                     continue
                 }
-                try? await Task.sleep(for: min(due, configuration.idleWait))
+                try? await Task.sleep(for: min(due, configuration.parkedPollInterval))
                 continue
             }
             guard let (settled, failed) = await store([chatID: waiting], partition: partition) else { return }

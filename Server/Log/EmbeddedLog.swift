@@ -3,7 +3,7 @@ import Foundation
 /// The embedded log: a fixed number of partitions under one directory, plus each consumer
 /// group's committed offsets. Partitions are chosen by sender user range.
 public final class EmbeddedLog: MessageLog, @unchecked Sendable {
-    // @unchecked: `partitions` and `waitSweeper` never change after init; `groups` is guarded by `lock`.
+    // @unchecked: `partitions` never changes after init; `groups` is guarded by `lock`.
 
     /// A new directory's partitions. Four since a partition's consumer reads when the store's
     /// linger is over: fewer partitions no longer make a message wait behind its partition's
@@ -31,16 +31,11 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
     /// Offset commits (write, fsync, rename, fsync) block; they run here, not on Swift's
     /// cooperative threads, which must stay free for the gateway and the actors.
     private let blockingIO = DispatchQueue(label: "courier-log-io", attributes: .concurrent)
-    /// Ends the waits for records whose timeout passed, for every partition: one timer for the
-    /// log instead of one per wait. A wait may last up to this much past its timeout.
-    static let waitSweepInterval: Duration = .milliseconds(50)
-    private var waitSweeper: Task<Void, Never>?
 
     public var partitionCount: Int { partitions.count }
 
     /// Opens the log, recovering every partition; the partition count is fixed for a directory.
-    /// The sweep of expired waits sleeps on `sweepTimer` when given, else with `Task.sleep`.
-    public init(directory: String, configuration: Configuration = Configuration(), sweepTimer: (any LogTimer)? = nil) throws(LogRecoveryError) {
+    public init(directory: String, configuration: Configuration = Configuration()) throws(LogRecoveryError) {
         precondition((configuration.partitionCount.map { $0 > 0 } ?? true) && configuration.usersPerRange > 0)
         self.directory = directory
         self.configuration = configuration
@@ -59,18 +54,6 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
             let name = String(file.dropLast(".offsets".count))
             guard ConsumerOffsets.isValidGroupName(name) else { continue }
             groups[name] = try ConsumerOffsets(directory: consumers, group: name)
-        }
-        waitSweeper = Task(executorPreference: sweepTimer?.executor) { [weak self] in
-            while !Task.isCancelled {
-                if let sweepTimer {
-                    await sweepTimer.sleep(for: Self.waitSweepInterval)
-                } else {
-                    try? await Task.sleep(for: Self.waitSweepInterval)
-                }
-                guard let self, !Task.isCancelled else { return }
-                let now = ContinuousClock.now
-                for partition in self.partitions { partition.expireWaiters(now: now) }
-            }
         }
     }
 
@@ -97,8 +80,12 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
         partitions[partition].durableNextOffset
     }
 
-    public func waitForRecords(partition: Int, at offset: UInt64, timeout: Duration) async {
-        await partitions[partition].waitForRecords(at: offset, timeout: timeout)
+    public func waitForRecords(partition: Int, at offset: UInt64, unless interrupted: () -> Bool) async {
+        await partitions[partition].waitForRecords(at: offset, unless: interrupted)
+    }
+
+    public func interruptWaits() {
+        for partition in partitions { partition.interruptWaits() }
     }
 
     public func committedOffset(group: String, partition: Int) async throws(LogIOError) -> UInt64 {
@@ -155,7 +142,6 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
     }
 
     public func close() {
-        lock.withLock { waitSweeper }?.cancel()
         for partition in partitions { partition.close() }
     }
 }

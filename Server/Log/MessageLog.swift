@@ -22,8 +22,14 @@ public protocol MessageLog: Sendable {
     func read(partition: Int, from offset: UInt64, maxBytes: Int) async throws(LogReadError) -> [LogRecord]
     /// The offset after the last durable record of `partition`.
     func durableNextOffset(partition: Int) async -> UInt64
-    /// Returns once a record at `offset` is readable in `partition`, or after `timeout`.
-    func waitForRecords(partition: Int, at offset: UInt64, timeout: Duration) async
+    /// Returns once a record at `offset` is readable in `partition`, when the calling task is
+    /// cancelled, or when `interruptWaits()` is called; at once if `interrupted()` is already
+    /// true. There is no timeout: a consumer that stops sets its flag, which `interrupted`
+    /// reads, and then calls `interruptWaits()`; the log reads the flag under the lock the
+    /// interruption takes, so the stop is not lost between the consumer's check and its wait.
+    func waitForRecords(partition: Int, at offset: UInt64, unless interrupted: () -> Bool) async
+    /// Ends every wait for records now; each waiter looks again at why it waited.
+    func interruptWaits()
     /// Where `group` resumes in `partition`.
     func committedOffset(group: String, partition: Int) async throws(LogIOError) -> UInt64
     /// Durably moves `group`'s resume points forward, one per partition, all in one write.

@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Synchronization
 
 /// One partition of the durable log: a directory of segments and a writer thread that group
 /// commits. Every append waiting when the writer comes round shares one write and one
@@ -49,10 +50,10 @@ public final class Partition: @unchecked Sendable {
     /// gives that many appenders up to that long to come back before it starts the next batch.
     private var lastBatchCount = 0
     private var lastCommitDuration = Duration.zero
-    /// Readers waiting for records at or beyond an offset (consumers at the end of the log),
-    /// until their deadline.
-    private var waiters: [UInt64: (offset: UInt64, deadline: ContinuousClock.Instant, continuation: CheckedContinuation<Void, Never>)] = [:]
-    private var nextWaiterID: UInt64 = 0
+    /// Readers waiting for records at or beyond an offset (consumers at the end of the log):
+    /// one per consumer of the partition.
+    private var waiters: [UInt64: (offset: UInt64, continuation: CheckedContinuation<Void, Never>)] = [:]
+    private let waiterIDs = Atomic<UInt64>(0)
 
     private let segmentsLock = NSLock()
     private var segments: [Segment]
@@ -132,35 +133,34 @@ public final class Partition: @unchecked Sendable {
         segmentsLock.withLock { segments.last!.durableNextOffset }
     }
 
-    /// Returns once a durable record at `offset` exists, once `timeout` has passed (as seen by
-    /// the owner's next `expireWaiters`), or when the partition closes: a consumer at the end
-    /// of the log sleeps here instead of polling. No timer per wait: a consumer waits about once
-    /// per message at low load, and a timer each was a task, a dispatch timer and two thread
-    /// wake-ups per message.
-    public func waitForRecords(at offset: UInt64, timeout: Duration) async {
-        let deadline = ContinuousClock.now + timeout
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let waiting: Bool = condition.withLock {
-                // The writer marks records durable before it takes this lock to wake waiters,
-                // so a check here cannot miss a wake-up.
-                if stopping || durableNextOffset > offset { return false }
-                nextWaiterID += 1
-                waiters[nextWaiterID] = (offset, deadline, continuation)
-                return true
+    /// Returns once a durable record at `offset` exists, when the partition closes, when the
+    /// calling task is cancelled or `interruptWaits()` is called; at once if `interrupted()` is
+    /// already true. `interrupted` is read under the lock `interruptWaits` takes, so a caller
+    /// that sets its own stop flag before calling `interruptWaits()` cannot sleep through it.
+    /// No timeout and no timer: an idle consumer costs no wake-ups (a sweep of expired waits
+    /// was 20 wake-ups a second of SQLite's thread, loaded or idle).
+    public func waitForRecords(at offset: UInt64, unless interrupted: () -> Bool) async {
+        let id = waiterIDs.add(1, ordering: .relaxed).newValue
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let waiting: Bool = condition.withLock {
+                    // The writer marks records durable before it takes this lock to wake
+                    // waiters, and a cancellation sets its flag before its handler takes it,
+                    // so a check here cannot miss a wake-up.
+                    if stopping || durableNextOffset > offset || Task.isCancelled || interrupted() { return false }
+                    waiters[id] = (offset, continuation)
+                    return true
+                }
+                if !waiting { continuation.resume() }
             }
-            if !waiting { continuation.resume() }
+        } onCancel: {
+            condition.withLock { waiters.removeValue(forKey: id) }?.continuation.resume()
         }
     }
 
-    /// Resumes the waiters whose timeout has passed by `now`.
-    func expireWaiters(now: ContinuousClock.Instant) {
-        let expired: [CheckedContinuation<Void, Never>] = condition.withLock {
-            guard !waiters.isEmpty else { return [] }
-            let due = waiters.filter { $0.value.deadline <= now }
-            for id in due.keys { waiters.removeValue(forKey: id) }
-            return due.values.map(\.continuation)
-        }
-        for continuation in expired { continuation.resume() }
+    /// Ends every wait for records now; each waiter looks again at why it waited.
+    public func interruptWaits() {
+        wakeWaiters(durableNextOffset: 0, all: true)
     }
 
     /// Wakes the waiters whose record is now durable (or all of them when closing).

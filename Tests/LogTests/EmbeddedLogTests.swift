@@ -32,52 +32,103 @@ final class EmbeddedLogTests: XCTestCase {
         XCTAssertEqual(records.map(\.offset), offsets)
     }
 
-    func testAWaitForRecordsEndsAtItsTimeoutOrAtTheRecordWithoutATimerOfItsOwn() async throws {
+    /// A flag shared between a test and its tasks.
+    final class Flag: Sendable {
+        private let value = Mutex(false)
+        var isSet: Bool { value.withLock { $0 } }
+        func set() { value.withLock { $0 = true } }
+    }
+
+    /// A wait in its own task, and whether it has returned.
+    private func startWait(_ log: EmbeddedLog, partition: Int, interrupted: Flag? = nil) -> (task: Task<Void, Never>, ended: Flag) {
+        let ended = Flag()
+        let task = Task {
+            await log.waitForRecords(partition: partition, at: 0) { interrupted?.isSet ?? false }
+            ended.set()
+        }
+        return (task, ended)
+    }
+
+    /// Whether the wait has ended by `limit`; polled, so a broken wait fails the test instead
+    /// of hanging it.
+    private func endsWithin(_ limit: Duration, _ ended: Flag) async throws -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while !ended.isSet {
+            if ContinuousClock.now > deadline { return false }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return true
+    }
+
+    func testAWaitForRecordsHasNoTimeoutAndEndsAtTheRecord() async throws {
         let log = try EmbeddedLog(directory: directory)
         defer { log.close() }
-        // Nothing comes: the log's one sweeper ends the wait after its timeout.
-        let clock = ContinuousClock()
-        let started = clock.now
-        await log.waitForRecords(partition: 3, at: 0, timeout: .milliseconds(150))
-        let waited = clock.now - started
-        XCTAssertGreaterThanOrEqual(waited, .milliseconds(150), "not before the timeout")
-        XCTAssertLessThan(waited, .seconds(5), "the sweeper ends it")
+        let wait = startWait(log, partition: 3)
+        // Longer than the 200 ms timeout and 50 ms sweep the waits had before.
+        try await Task.sleep(for: .milliseconds(600))
+        XCTAssertFalse(wait.ended.isSet, "nothing came: the wait goes on")
 
-        // A record comes: the wait ends then, long before a timeout of a minute.
-        async let woken: Void = log.waitForRecords(partition: 3, at: 0, timeout: .seconds(60))
-        try await Task.sleep(for: .milliseconds(50))
         _ = try await log.append(Array("m".utf8), partition: 3)
-        let appendedAt = clock.now
-        await woken
-        XCTAssertLessThan(clock.now - appendedAt, .seconds(5), "the append wakes the waiter")
+        let ended = try await endsWithin(.seconds(5), wait.ended)
+        XCTAssertTrue(ended, "the append wakes the waiter")
+
+        let again = startWait(log, partition: 3)
+        let endedAtOnce = try await endsWithin(.seconds(5), again.ended)
+        XCTAssertTrue(endedAtOnce, "a record already there: no wait")
     }
 
-    /// A timer that counts its sleeps and ignores cancellation: the sweep must end with the log
-    /// even so.
-    final class CountingTimer: LogTimer {
-        let sleeps = Mutex(0)
-        var executor: any TaskExecutor { globalConcurrentExecutor }
+    func testAStopEndsAWaitWhetherItComesBeforeOrDuringTheWait() async throws {
+        let log = try EmbeddedLog(directory: directory)
+        defer { log.close() }
+        // During: the waiter's flag is set, then the waits are interrupted.
+        let stopped = Flag()
+        let during = startWait(log, partition: 1, interrupted: stopped)
+        let other = startWait(log, partition: 2)
+        try await Task.sleep(for: .milliseconds(100))
+        XCTAssertFalse(during.ended.isSet)
+        stopped.set()
+        log.interruptWaits()
+        let duringEnded = try await endsWithin(.seconds(5), during.ended)
+        XCTAssertTrue(duringEnded, "the interruption ends the wait")
+        // A waiter whose flag is not set is woken too and may wait again: nothing is lost.
+        let otherEnded = try await endsWithin(.seconds(5), other.ended)
+        XCTAssertTrue(otherEnded)
 
-        func sleep(for duration: Duration) async {
-            sleeps.withLock { $0 += 1 }
-            await Task.detached { try? await Task.sleep(for: duration) }.value
+        // Before: the flag is already set, so the wait does not begin (there is no further
+        // interruption to end it).
+        let before = startWait(log, partition: 1, interrupted: stopped)
+        let beforeEnded = try await endsWithin(.seconds(5), before.ended)
+        XCTAssertTrue(beforeEnded, "a stop before the wait is not slept through")
+    }
+
+    func testCancellingAWaitEndsItAndACancelledTaskDoesNotWait() async throws {
+        let log = try EmbeddedLog(directory: directory)
+        defer { log.close() }
+        let waiting = startWait(log, partition: 0)
+        try await Task.sleep(for: .milliseconds(100))
+        XCTAssertFalse(waiting.ended.isSet)
+        waiting.task.cancel()
+        let cancelledEnded = try await endsWithin(.seconds(5), waiting.ended)
+        XCTAssertTrue(cancelledEnded, "cancellation ends the wait")
+
+        let endedFirst = Flag()
+        Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            await log.waitForRecords(partition: 0, at: 0) { false }
+            endedFirst.set()
         }
+        let cancelledFirstEnded = try await endsWithin(.seconds(5), endedFirst)
+        XCTAssertTrue(cancelledFirstEnded, "a task cancelled before it waits does not wait")
     }
 
-    func testTheSweepSleepsOnTheTimerItIsGivenAndEndsWithTheLog() async throws {
-        let timer = CountingTimer()
-        let log = try EmbeddedLog(directory: directory, sweepTimer: timer)
-        let clock = ContinuousClock()
-        let started = clock.now
-        await log.waitForRecords(partition: 1, at: 0, timeout: .milliseconds(150))
-        XCTAssertGreaterThanOrEqual(clock.now - started, .milliseconds(150), "not before the timeout")
-        XCTAssertLessThan(clock.now - started, .seconds(5), "the sweep ends it")
-        XCTAssertGreaterThanOrEqual(timer.sleeps.withLock { $0 }, 1, "the sweep slept on the timer")
+    func testClosingTheLogEndsTheWaits() async throws {
+        let log = try EmbeddedLog(directory: directory)
+        let waiting = startWait(log, partition: 2)
+        try await Task.sleep(for: .milliseconds(100))
+        XCTAssertFalse(waiting.ended.isSet)
         log.close()
-        try await Task.sleep(for: .milliseconds(200))
-        let afterClose = timer.sleeps.withLock { $0 }
-        try await Task.sleep(for: .milliseconds(300))
-        XCTAssertEqual(timer.sleeps.withLock { $0 }, afterClose, "no sweep after close")
+        let ended = try await endsWithin(.seconds(5), waiting.ended)
+        XCTAssertTrue(ended, "closing the log ends the waits")
     }
 
     func testCommittedOffsetsPersistPerGroup() async throws {

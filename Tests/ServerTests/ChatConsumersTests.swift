@@ -61,9 +61,10 @@ final class ChatConsumersDurabilityTests: XCTestCase {
             try await inner.read(partition: partition, from: offset, maxBytes: maxBytes)
         }
         func durableNextOffset(partition: Int) async -> UInt64 { await inner.durableNextOffset(partition: partition) }
-        func waitForRecords(partition: Int, at offset: UInt64, timeout: Duration) async {
-            await inner.waitForRecords(partition: partition, at: offset, timeout: timeout)
+        func waitForRecords(partition: Int, at offset: UInt64, unless interrupted: () -> Bool) async {
+            await inner.waitForRecords(partition: partition, at: offset, unless: interrupted)
         }
+        func interruptWaits() { inner.interruptWaits() }
         func committedOffset(group: String, partition: Int) async throws(LogIOError) -> UInt64 {
             try await inner.committedOffset(group: group, partition: partition)
         }
@@ -177,6 +178,45 @@ final class ChatConsumersDurabilityTests: XCTestCase {
         XCTAssertEqual(journal.storeThreads.withLock { $0 }, ["courier-sqlite"])
         XCTAssertGreaterThan(batches, syncs * 2, "the partitions' batches share syncs (\(batches) batches, \(syncs) syncs)")
         print("consumers: \(batches) stored batches, \(syncs) syncs")
+    }
+
+    func testIdleConsumersKeepNoTimerWakeOnTheNextMessageAndStopAtOnce() async throws {
+        let (storage, log) = try Self.storeAndLog(partitions: 4, for: self)
+        let user = try await storage.createUser(name: "u")
+        let device = try await storage.createDevice(userID: user.id, name: "d")
+        let chat = try await storage.createChat(name: "c", memberIDs: [user.id])
+        var configuration = ChatConsumers.Configuration()
+        configuration.offsetCommitInterval = .milliseconds(100)
+        let consumers = Self.consumers(of: log, storage: storage, journal: Journal(), configuration: configuration)
+        let stopped = Mutex(false)
+        let running = Task {
+            await consumers.run()
+            stopped.withLock { $0 = true }
+        }
+        let thread = try XCTUnwrap(storage.executor as? DedicatedThreadExecutor)
+        let ids = MessageIDGenerator(nodeID: 0)
+        let partition = log.partition(forUser: user.id)
+
+        for round in 1...2 {
+            let message = AcceptedMessage(
+                serverMessageID: ids.next(), chatID: chat.id, senderUserID: user.id, senderDeviceID: device.id,
+                clientMessageID: "\(round)", text: "m\(round)", clientSentAtMs: 0, acceptedAtMs: 0
+            )
+            let offset = try await log.append(message.serializedBytes(), partition: partition)
+            // After an idle spell the consumer's wait and the committer wake for the new message.
+            try await waitUntil("message \(round) stored and its offset committed") {
+                try await log.committedOffset(group: ChatConsumers.group, partition: partition) > offset
+            }
+            // Nothing more to commit: the committer sleeps on no timer (it slept every 100 ms).
+            try await waitUntil("no timer on SQLite's thread", timeout: .seconds(3)) { thread.sleeperCount == 0 }
+            try await Task.sleep(for: .milliseconds(300))
+            XCTAssertEqual(thread.sleeperCount, 0, "idle consumers set no timer")
+        }
+
+        // The consumers wait for records without a timeout; the stop ends the waits.
+        consumers.stop()
+        try await waitUntil("the consumers stopped", timeout: .seconds(5)) { stopped.withLock { $0 } }
+        await running.value
     }
 
     private func committedEverything(_ log: EmbeddedLog, _ offsets: [UInt64: (partition: Int, offset: UInt64)]) async -> Bool {

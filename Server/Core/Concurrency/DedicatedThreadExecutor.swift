@@ -97,6 +97,9 @@ public final class DedicatedThreadExecutor: TaskExecutor, @unchecked Sendable {
         if !cameDue { throw CancellationError() }
     }
 
+    /// Tasks sleeping here now: what an idle server keeps waking this thread for.
+    package var sleeperCount: Int { queue.condition.withLock { queue.sleepers.count } }
+
     /// Sleeps on `executor`'s own timer when it is a dedicated thread (the task goes on there,
     /// with no wake-up of dispatch's timer thread and a worker), else with `Task.sleep`.
     public static func sleep(for duration: Duration, on executor: (any TaskExecutor)?) async throws(CancellationError) {
