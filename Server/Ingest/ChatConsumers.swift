@@ -20,8 +20,8 @@ import Synchronization
 /// flowing, and a retrier stores them with backoff. The offset never moves past a parked
 /// message, so a crash replays it.
 ///
-/// Durability is one point for every partition: each `offsetCommitInterval` one committer
-/// makes what was stored durable (`ChatBatchStore.makeDurable`: one sync for all the
+/// Durability is one point for every partition: `offsetCommitInterval` after something is
+/// stored (and no more often) one committer makes what was stored durable (`ChatBatchStore.makeDurable`: one sync for all the
 /// transactions since the last) and then moves every partition's offset in one write. Until
 /// then the log holds the messages: a power cut that takes the last transactions replays them,
 /// in the same order, so they get the same sequence numbers.
@@ -42,8 +42,9 @@ public final class ChatConsumers: Sendable {
         /// Messages one partition may hold parked behind failing chats; at the bound the
         /// partition stops reading until the retrier stores some (the log keeps the rest).
         public var maxParkedMessages = 10_000
-        /// How often the stored messages are made durable and the offsets of every partition
-        /// committed, together (three syncs). A commit that comes late only makes a crash
+        /// How long after something is stored (and how often at most) the stored messages are
+        /// made durable and the offsets of every partition committed, together (three syncs).
+        /// Nothing stored, no round. A commit that comes late only makes a crash
         /// replay more records, which the chats' dedup keys turn into no-ops. The end of
         /// consuming always commits.
         public var offsetCommitInterval: Duration = .milliseconds(250)
@@ -126,14 +127,15 @@ public final class ChatConsumers: Sendable {
         if !Task.isCancelled { _ = await commitOffsets() }
     }
 
-    /// Offsets as last committed, per partition; only the committer touches it.
-    private let committed = Mutex<[Int: UInt64]>([:])
-
-    /// Per partition, the offset below which every record is stored (not yet durably), and the
-    /// committer when it waits for one to move.
+    /// Per partition, the offset below which every record is stored (not yet durably) and the
+    /// offset last committed; and the committer while it waits for the first to pass the second.
     private struct Positions {
         var reached: [Int: UInt64] = [:]
+        /// Set by each partition's consumer as it starts, then moved by the committer alone.
+        var committed: [Int: UInt64] = [:]
         var committerWaiting: CheckedContinuation<Void, Never>?
+
+        var anyPastCommitted: Bool { reached.contains { $0.value > committed[$0.key] ?? 0 } }
     }
 
     private func commitPeriodically() async {
@@ -148,12 +150,11 @@ public final class ChatConsumers: Sendable {
 
     /// Returns once some partition has stored past its committed offset, or when cancelled.
     private func waitUntilStoredPastCommitted() async {
-        let committed = committed.withLock { $0 }
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let waiting = positions.withLock { positions in
                     // `finish` moves a position under this lock before it looks for a waiter.
-                    guard !Task.isCancelled, !positions.reached.contains(where: { $0.value > committed[$0.key] ?? 0 }) else { return false }
+                    guard !Task.isCancelled, !positions.anyPastCommitted else { return false }
                     positions.committerWaiting = continuation
                     return true
                 }
@@ -171,13 +172,12 @@ public final class ChatConsumers: Sendable {
     /// progressed, in one write. False if cancelled.
     private func commitOffsets() async -> Bool {
         // Read before the sync: the sync covers every transaction these positions count.
-        let reached = positions.withLock { $0.reached }
-        let moved = committed.withLock { committed in reached.filter { $0.value > committed[$0.key] ?? 0 } }
+        let moved = positions.withLock { positions in positions.reached.filter { $0.value > positions.committed[$0.key] ?? 0 } }
         guard !moved.isEmpty else { return true }
         guard await retrying("make the stored messages durable", { try await self.writer.makeDurable() }) != nil,
               await retrying("commit offsets \(moved)", { try await self.log.commit(group: Self.group, offsets: moved) }) != nil
         else { return false }
-        committed.withLock { $0.merge(moved) { max($0, $1) } }
+        positions.withLock { $0.committed.merge(moved) { max($0, $1) } }
         metrics.countOffsetCommit()
         for (partition, offset) in moved {
             metrics.recordLag(partition: partition, records: await log.durableNextOffset(partition: partition) - offset)
@@ -207,8 +207,10 @@ public final class ChatConsumers: Sendable {
             logger.info("consumer resumes", metadata: ["partition": "\(partition)", "offset": "\(offset)", "logEnd": "\(target)"])
         }
         startupTargets.withLock { $0[partition] = target }
-        positions.withLock { $0.reached[partition] = offset }
-        committed.withLock { $0[partition] = offset }
+        positions.withLock { positions in
+            positions.committed[partition] = offset
+            positions.reached[partition] = offset
+        }
 
         let parked = ParkedChats(resumingAt: offset, limit: configuration.maxParkedMessages)
         await withTaskGroup(of: Void.self) { group in
@@ -258,8 +260,10 @@ public final class ChatConsumers: Sendable {
         parked.markProcessed(settled.processedOffsets)
         // Stored is what catching up waits for: a retry finds it from now on.
         let reached = parked.committable
-        positions.withLock { positions in
+        positions.withLock { positions -> CheckedContinuation<Void, Never>? in
             positions.reached[partition] = reached
+            // Only for something to commit: a batch wholly parked moves nothing.
+            guard reached > positions.committed[partition] ?? 0 else { return nil }
             defer { positions.committerWaiting = nil }
             return positions.committerWaiting
         }?.resume()

@@ -84,6 +84,9 @@ public final class EmbeddedLog: MessageLog, @unchecked Sendable {
         await partitions[partition].waitForRecords(at: offset, unless: interrupted)
     }
 
+    /// Readers waiting for records in `partition` now (for tests: a wait has begun).
+    package func waiterCount(partition: Int) -> Int { partitions[partition].waiterCount }
+
     public func interruptWaits() {
         for partition in partitions { partition.interruptWaits() }
     }

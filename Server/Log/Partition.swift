@@ -158,6 +158,9 @@ public final class Partition: @unchecked Sendable {
         }
     }
 
+    /// Readers waiting now (for tests: a wait has begun).
+    package var waiterCount: Int { condition.withLock { waiters.count } }
+
     /// Ends every wait for records now; each waiter looks again at why it waited.
     public func interruptWaits() {
         wakeWaiters(durableNextOffset: 0, all: true)

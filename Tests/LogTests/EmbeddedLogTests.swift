@@ -60,6 +60,15 @@ final class EmbeddedLogTests: XCTestCase {
         return true
     }
 
+    /// Waits until `count` readers wait in `partition`: the waits under test have begun.
+    private func waitersBegin(_ log: EmbeddedLog, partition: Int, count: Int = 1) async throws {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while log.waiterCount(partition: partition) != count {
+            guard ContinuousClock.now < deadline else { return XCTFail("\(count) waiter(s) in partition \(partition) expected") }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
     func testAWaitForRecordsHasNoTimeoutAndEndsAtTheRecord() async throws {
         let log = try EmbeddedLog(directory: directory)
         defer { log.close() }
@@ -67,6 +76,7 @@ final class EmbeddedLogTests: XCTestCase {
         // Longer than the 200 ms timeout and 50 ms sweep the waits had before.
         try await Task.sleep(for: .milliseconds(600))
         XCTAssertFalse(wait.ended.isSet, "nothing came: the wait goes on")
+        XCTAssertEqual(log.waiterCount(partition: 3), 1)
 
         _ = try await log.append(Array("m".utf8), partition: 3)
         let ended = try await endsWithin(.seconds(5), wait.ended)
@@ -84,7 +94,8 @@ final class EmbeddedLogTests: XCTestCase {
         let stopped = Flag()
         let during = startWait(log, partition: 1, interrupted: stopped)
         let other = startWait(log, partition: 2)
-        try await Task.sleep(for: .milliseconds(100))
+        try await waitersBegin(log, partition: 1)
+        try await waitersBegin(log, partition: 2)
         XCTAssertFalse(during.ended.isSet)
         stopped.set()
         log.interruptWaits()
@@ -105,11 +116,12 @@ final class EmbeddedLogTests: XCTestCase {
         let log = try EmbeddedLog(directory: directory)
         defer { log.close() }
         let waiting = startWait(log, partition: 0)
-        try await Task.sleep(for: .milliseconds(100))
+        try await waitersBegin(log, partition: 0)
         XCTAssertFalse(waiting.ended.isSet)
         waiting.task.cancel()
         let cancelledEnded = try await endsWithin(.seconds(5), waiting.ended)
         XCTAssertTrue(cancelledEnded, "cancellation ends the wait")
+        XCTAssertEqual(log.waiterCount(partition: 0), 0, "and takes it off the list")
 
         let endedFirst = Flag()
         Task {
@@ -124,7 +136,7 @@ final class EmbeddedLogTests: XCTestCase {
     func testClosingTheLogEndsTheWaits() async throws {
         let log = try EmbeddedLog(directory: directory)
         let waiting = startWait(log, partition: 2)
-        try await Task.sleep(for: .milliseconds(100))
+        try await waitersBegin(log, partition: 2)
         XCTAssertFalse(waiting.ended.isSet)
         log.close()
         let ended = try await endsWithin(.seconds(5), waiting.ended)

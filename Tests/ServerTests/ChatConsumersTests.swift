@@ -180,7 +180,7 @@ final class ChatConsumersDurabilityTests: XCTestCase {
         print("consumers: \(batches) stored batches, \(syncs) syncs")
     }
 
-    func testIdleConsumersKeepNoTimerWakeOnTheNextMessageAndStopAtOnce() async throws {
+    func testIdleConsumersKeepNoTimerWakeOnTheNextMessageAndStop() async throws {
         let (storage, log) = try Self.storeAndLog(partitions: 4, for: self)
         let user = try await storage.createUser(name: "u")
         let device = try await storage.createDevice(userID: user.id, name: "d")
@@ -211,6 +211,7 @@ final class ChatConsumersDurabilityTests: XCTestCase {
             try await waitUntil("no timer on SQLite's thread", timeout: .seconds(3)) { thread.sleeperCount == 0 }
             try await Task.sleep(for: .milliseconds(300))
             XCTAssertEqual(thread.sleeperCount, 0, "idle consumers set no timer")
+            XCTAssertEqual(log.waiterCount(partition: partition), 1, "the consumer waits for records")
         }
 
         // The consumers wait for records without a timeout; the stop ends the waits.

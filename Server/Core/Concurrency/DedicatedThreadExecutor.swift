@@ -8,7 +8,7 @@ import Foundation
 ///
 /// The queue of jobs holds one job per task that is ready to run here, so it is bounded by the
 /// tasks that prefer this executor: for the SQLite threads a fixed set (the log's consumers,
-/// the storage calls in flight, the delivery cursor writer, the log's sweep); for the ops
+/// the storage calls in flight, the delivery cursor writer, the offset committer); for the ops
 /// listener's (`OpsHTTPService`) one task per open ops connection, of which the listener
 /// holds about `OpsHTTPService.defaultMaxConnections`. The thread ends once the executor is
 /// gone: it holds no reference to it. Whoever sends jobs here holds one: a
