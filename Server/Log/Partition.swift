@@ -252,7 +252,7 @@ public final class Partition: @unchecked Sendable {
             condition.broadcast()
         }
         writerStopped.wait()
-        wakeWaiters(durableNextOffset: 0, all: true)
+        interruptWaits()
         segmentsLock.withLock {
             isClosed = true
             segments.removeFirst(segments.count - 1)
