@@ -231,10 +231,8 @@ public final class DeviceEntity: ShardedEntity {
             var pushed = 0
             if !state.pumping {
                 for message in messages where message.sequence == chat.sent + 1 {
-                    // The device shows its own message already: its sequence may wait for the next write.
-                    let own = message.senderDeviceID == id
-                    guard chat.unacked < window, link.offer(encoded: message.frame, deferrable: own) else { break }
-                    chat.pushed(message.sequence, own: own, at: now)
+                    guard chat.unacked < window, link.offer(encoded: message.frame) else { break }
+                    chat.pushed(message.sequence, own: message.senderDeviceID == id, at: now)
                     pushed += 1
                 }
             }
@@ -302,11 +300,10 @@ public final class DeviceEntity: ShardedEntity {
     package var mayAwaitAcknowledgement: Bool { state.withLock { $0.pushesOut } }
 
     /// A receipt for a message this device's user sent; dropped when no session is attached
-    /// (receipts are not replayed; see DeliveryReceipt). Receipts wait for the session's next
-    /// write (at most the watchdog's 500 ms).
+    /// (receipts are not replayed; see DeliveryReceipt).
     func deliverReceipts(_ receipts: [DeliveryReceipt]) {
         guard let link = state.withLock({ $0.session }) else { return }
-        for receipt in receipts { link.offer(.push(.delivered(receipt)), deferrable: true) }
+        for receipt in receipts { link.offer(.push(.delivered(receipt))) }
     }
 
     /// Presence of users who share a chat with this device's user; dropped when no session is

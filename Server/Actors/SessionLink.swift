@@ -15,12 +15,6 @@ import Foundation
 /// nothing is queued or in flight). The Device's pump waits for room instead of offering
 /// more; a reader that stops reading therefore stalls the link rather than growing it, and the
 /// session's watchdog closes it once it has been stalled for the slow-reader timeout.
-///
-/// A frame that may wait (`deferrable`: a device's own message coming back to it, a delivery
-/// receipt) does not wake the writer: it goes with the next write, at the watchdog's next look
-/// (`sweep`, every 500 ms), or once what waits reaches a quarter of the bound. Such frames tell
-/// the device what it already shows (its message stored, its message delivered); each was a
-/// write and a read of its own, a third of both ends' frames under `scripts/bench-mqtt`.
 package final class SessionLink: @unchecked Sendable {
     // @unchecked: every stored property is guarded by `lock`.
     package enum Item: Sendable {
@@ -45,8 +39,6 @@ package final class SessionLink: @unchecked Sendable {
     private var wake: (@Sendable () -> Void)?
     /// The writer was woken or holds a batch: no other wake until it finishes.
     private var writerBusy = false
-    /// Something queued must go now; false while only deferrable frames wait.
-    private var writeWanted = false
     private var roomWaiters: [CheckedContinuation<Void, Never>] = []
     private var lastProgress = ContinuousClock.now
 
@@ -58,45 +50,37 @@ package final class SessionLink: @unchecked Sendable {
     package func start(writer wake: @escaping @Sendable () -> Void) {
         let wakeNow = lock.withLock { () -> Bool in
             self.wake = wake
-            if !queue.isEmpty { wantWrite() }
             return claimWriter()
         }
         if wakeNow { wake() }
     }
 
-    /// Queues `frame` unless that would pass the bound or the session is closing; a
-    /// `deferrable` frame waits for the next write (see the type's comment).
+    /// Queues `frame` unless that would pass the bound or the session is closing.
     @discardableResult
-    package func offer(_ frame: ServerFrame, deferrable: Bool = false) -> Bool {
-        offer(encoded: frame.serializedBytes(), deferrable: deferrable)
+    package func offer(_ frame: ServerFrame) -> Bool {
+        offer(encoded: frame.serializedBytes())
     }
 
     /// Queues an encoded `ServerFrame` (one encoding of a push serves every recipient device).
     @discardableResult
-    func offer(encoded bytes: [UInt8], deferrable: Bool = false) -> Bool {
+    func offer(encoded bytes: [UInt8]) -> Bool {
         let (accepted, wake): (Bool, (@Sendable () -> Void)?) = lock.withLock {
             let held = queuedBytes + inFlightBytes
             guard closeReason == nil, held == 0 || held + bytes.count <= capacityBytes else { return (false, nil) }
+            // Stalled time counts from when the link last had nothing to write.
+            if held == 0 { lastProgress = ContinuousClock.now }
             queue.append(.frame(bytes))
             queuedBytes += bytes.count
-            if !deferrable || queuedBytes >= capacityBytes / 4 { wantWrite() }
             return (true, claimWriter() ? self.wake : nil)
         }
         wake?()
         return accepted
     }
 
-    /// Something queued must go now. Call with `lock` held.
-    private func wantWrite() {
-        // Stalled time counts from when the link last had nothing it had to write.
-        if !writeWanted && inFlightBytes == 0 { lastProgress = ContinuousClock.now }
-        writeWanted = true
-    }
-
-    /// Marks the writer busy if it is idle, installed and something queued must go; the
+    /// Marks the writer busy if it is idle, installed and there is something queued; the
     /// caller then wakes it outside the lock. Call with `lock` held.
     private func claimWriter() -> Bool {
-        guard wake != nil, !writerBusy, writeWanted, !queue.isEmpty else { return false }
+        guard wake != nil, !writerBusy, !queue.isEmpty else { return false }
         writerBusy = true
         return true
     }
@@ -107,7 +91,6 @@ package final class SessionLink: @unchecked Sendable {
         lock.withLock {
             let batch = Batch(items: queue, bytes: queuedBytes)
             queue.removeAll(keepingCapacity: true)
-            writeWanted = false
             inFlightBytes += queuedBytes
             queuedBytes = 0
             return batch
@@ -163,8 +146,8 @@ package final class SessionLink: @unchecked Sendable {
         let (waiters, wake): ([CheckedContinuation<Void, Never>], (@Sendable () -> Void)?) = lock.withLock {
             guard closeReason == nil else { return ([], nil) }
             closeReason = reason
+            if queue.isEmpty && inFlightBytes == 0 { lastProgress = ContinuousClock.now }
             queue.append(contentsOf: items)
-            wantWrite()
             let waiters = roomWaiters
             roomWaiters = []
             return (waiters, claimWriter() ? self.wake : nil)
@@ -174,24 +157,8 @@ package final class SessionLink: @unchecked Sendable {
     }
 
     /// How long the writer has made no progress while it has something to write; nil when it
-    /// is idle (nothing in flight, and nothing queued but deferrable frames).
+    /// is idle (nothing queued, nothing in flight).
     package func stalled(now: ContinuousClock.Instant) -> Duration? {
-        lock.withLock { stalledLocked(now: now) }
-    }
-
-    private func stalledLocked(now: ContinuousClock.Instant) -> Duration? {
-        (inFlightBytes > 0 || (writeWanted && !queue.isEmpty)) ? now - lastProgress : nil
-    }
-
-    /// The watchdog's look: what waits deferred goes now, and the answer is `stalled(now:)`
-    /// from before it (in one lock, since the watchdog looks at every session).
-    package func sweep(now: ContinuousClock.Instant) -> Duration? {
-        let (stalled, wake): (Duration?, (@Sendable () -> Void)?) = lock.withLock {
-            let stalled = stalledLocked(now: now)
-            if !queue.isEmpty { wantWrite() }
-            return (stalled, claimWriter() ? self.wake : nil)
-        }
-        wake?()
-        return stalled
+        lock.withLock { (inFlightBytes > 0 || !queue.isEmpty) ? now - lastProgress : nil }
     }
 }

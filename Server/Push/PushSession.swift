@@ -435,8 +435,7 @@ final class PushSession: Sendable {
     }
 
     /// The watchdog's look at this session (every 500 ms): the heartbeat window, the
-    /// slow-reader timeout, the deferred frames (they go now), and when due the device's
-    /// acknowledgement timeout.
+    /// slow-reader timeout, and when due the device's acknowledgement timeout.
     private func check(now: ContinuousClock.Instant, resendsDue: Bool) -> SessionWatchdog.Verdict {
         guard !link.isClosed else { return .ended }
         let (identity, device, lastHeard) = state.withLock { ($0.identity, $0.device, $0.lastHeard) }
@@ -444,7 +443,7 @@ final class PushSession: Sendable {
             close(.goingAway, "heartbeat timeout", metric: "heartbeat")
             return .ended
         }
-        if let stalled = link.sweep(now: now), stalled > configuration.slowReaderTimeout {
+        if let stalled = link.stalled(now: now), stalled > configuration.slowReaderTimeout {
             logger.info("push session closed: reader too slow", metadata: ["device": "\(identity?.deviceID ?? 0)", "stalled": "\(stalled)"])
             close(.policyViolation, "reader too slow: pushes not read for \(configuration.slowReaderTimeout)", metric: "slow_reader")
             // The device catches up by replay when it reconnects.

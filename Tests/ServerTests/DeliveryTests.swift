@@ -75,14 +75,11 @@ final class DeliveryTests: XCTestCase {
     }
 
     /// Plays the session's writer: takes every batch off the link and keeps the pushed messages.
-    /// While a test waits, it also plays the watchdog, which sends what waits deferred.
     final class Reader: Sendable {
         let pushed = NIOLockedValueBox<[ChatMessage]>([])
         let receipts = NIOLockedValueBox<[DeliveryReceipt]>([])
-        let link: SessionLink
 
         init(_ link: SessionLink) {
-            self.link = link
             let pushed = self.pushed
             let receipts = self.receipts
             link.start {
@@ -103,17 +100,13 @@ final class DeliveryTests: XCTestCase {
         var sequences: [UInt64] { pushed.withLockedValue { $0.map(\.chatSequence) } }
 
         func waitFor(count: Int, timeout: Duration = .seconds(10)) async throws {
-            try await waitUntil("\(count) pushes arrived", timeout: timeout) { [link] in
-                _ = link.sweep(now: .now)
-                return pushed.withLockedValue { $0.count } >= count
+            try await waitUntil("\(count) pushes arrived", timeout: timeout) {
+                pushed.withLockedValue { $0.count } >= count
             }
         }
 
         /// Gives late (wrong) pushes a moment to show up.
-        func settle() async throws {
-            _ = link.sweep(now: .now)
-            try await Task.sleep(for: .milliseconds(300))
-        }
+        func settle() async throws { try await Task.sleep(for: .milliseconds(300)) }
     }
 
     func testReplayThenLivePushesMeetWithoutAGapOrADuplicate() async throws {
@@ -333,44 +326,6 @@ final class DeliveryTests: XCTestCase {
         XCTAssertEqual(Array(reader.sequences.suffix(4)), [8, 9, 8, 9])
         // The stored cursor moves only with what the device acknowledges.
         XCTAssertEqual(device.acknowledge([ChatCursor(chatID: world.chatID, sequence: 9)]), [CursorAdvance(chatID: world.chatID, from: 6, to: 9)])
-        link.close(code: 1000, reason: "")
-    }
-
-    func testTheDevicesOwnMessagesAndItsReceiptsWaitForTheNextWrite() async throws {
-        let world = try await World.make()
-        let device = try await world.device(world.alice.device)
-        let link = SessionLink(capacityBytes: 1 << 20)
-        let wakes = NIOLockedValueBox(0)
-        link.start { wakes.withLockedValue { $0 += 1 } }
-        try await device.attach(link, have: [])
-
-        let own = try await world.send(2)
-        device.notify(own)
-        device.deliverReceipts([DeliveryReceipt(chatID: world.chatID, chatSequence: 1, serverMessageID: own[0].serverMessageID, clientMessageID: own[0].clientMessageID)])
-        XCTAssertEqual(wakes.withLockedValue { $0 }, 0, "her own messages coming back and a receipt do not wake the writer")
-        XCTAssertNil(link.stalled(now: .now), "nor do they count as a stalled writer")
-
-        let bob = (user: world.bob.user, device: world.bob.device)
-        device.notify(try await world.send(1, from: bob))
-        XCTAssertEqual(wakes.withLockedValue { $0 }, 1, "Bob's message does")
-        let batch = link.take()
-        let frames = batch.items.compactMap { item -> ServerFrame? in
-            guard case .frame(let bytes) = item else { return nil }
-            return try? ServerFrame(serializedBytes: bytes)
-        }
-        let pushed = frames.compactMap { frame -> UInt64? in
-            guard case .push(.message(let message)) = frame else { return nil }
-            return message.chatSequence
-        }
-        XCTAssertEqual(pushed, [1, 2, 3], "what waited goes in the same write, in order")
-        XCTAssertEqual(frames.count, 4, "with the receipt")
-        link.finished(batch)
-
-        device.notify(try await world.send(1))
-        XCTAssertEqual(wakes.withLockedValue { $0 }, 1)
-        XCTAssertNil(link.sweep(now: .now))
-        XCTAssertEqual(wakes.withLockedValue { $0 }, 2, "the watchdog's look sends what waits")
-        XCTAssertEqual(link.take().items.count, 1)
         link.close(code: 1000, reason: "")
     }
 

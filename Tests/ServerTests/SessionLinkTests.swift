@@ -50,36 +50,6 @@ final class SessionLinkTests: XCTestCase {
         XCTAssertFalse(empty.offer(encoded: frame(1)))
     }
 
-    func testDeferrableFramesWaitForTheNextWriteTheWatchdogsLookOrAQuarterOfTheBound() {
-        let link = SessionLink(capacityBytes: 1_000)
-        let wakes = NIOLockedValueBox(0)
-        link.start { wakes.withLockedValue { $0 += 1 } }
-        XCTAssertTrue(link.offer(encoded: frame(10), deferrable: true))
-        XCTAssertEqual(wakes.withLockedValue { $0 }, 0, "a deferrable frame does not wake the writer")
-        XCTAssertNil(link.stalled(now: .now), "nor does it count as a stalled writer")
-        XCTAssertTrue(link.offer(encoded: frame(20)))
-        XCTAssertEqual(wakes.withLockedValue { $0 }, 1, "the next frame that must go wakes it")
-        let batch = link.take()
-        XCTAssertEqual(batch.items.map(\.size), [10, 20], "the deferred frame goes in the same write, in order")
-
-        XCTAssertTrue(link.offer(encoded: frame(30), deferrable: true))
-        link.finished(batch)
-        XCTAssertEqual(wakes.withLockedValue { $0 }, 1, "a deferrable frame that came during the write waits")
-        XCTAssertNil(link.sweep(now: .now), "the watchdog's look finds no stalled writer")
-        XCTAssertEqual(wakes.withLockedValue { $0 }, 2, "and sends what waits")
-        let swept = link.take()
-        XCTAssertEqual(swept.items.map(\.size), [30])
-        XCTAssertNotNil(link.stalled(now: .now), "once woken, the writer's unfinished work counts")
-        link.finished(swept)
-        XCTAssertNil(link.sweep(now: .now))
-        XCTAssertEqual(wakes.withLockedValue { $0 }, 2, "nothing waits: no wake")
-
-        XCTAssertTrue(link.offer(encoded: frame(200), deferrable: true))
-        XCTAssertEqual(wakes.withLockedValue { $0 }, 2)
-        XCTAssertTrue(link.offer(encoded: frame(50), deferrable: true))
-        XCTAssertEqual(wakes.withLockedValue { $0 }, 3, "250 bytes waiting, a quarter of the bound: the writer is woken")
-    }
-
     func testCloseGoesAfterWhatIsQueuedAndRefusesLaterOffers() {
         let link = SessionLink(capacityBytes: 100)
         let wakes = NIOLockedValueBox(0)
@@ -93,12 +63,5 @@ final class SessionLinkTests: XCTestCase {
         XCTAssertEqual(batch.items.count, 3, "the frame, the Error frame, then the close")
         guard case .close(let code, _) = batch.items.last else { return XCTFail("no close at the end") }
         XCTAssertEqual(code, 1008)
-    }
-}
-
-extension SessionLink.Item {
-    /// The frame's bytes; 0 for a close.
-    var size: Int {
-        if case .frame(let bytes) = self { bytes.count } else { 0 }
     }
 }
