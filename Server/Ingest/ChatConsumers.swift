@@ -23,9 +23,9 @@ import Synchronization
 /// Durability is one point for every partition: `offsetCommitInterval` after something is
 /// stored (and no more often) one committer makes what was stored durable
 /// (`ChatBatchStore.makeDurable`: one sync for all the transactions since the last) and then
-/// moves every partition's offset in one write. Until
-/// then the log holds the messages: a power cut that takes the last transactions replays them,
-/// in the same order, so they get the same sequence numbers.
+/// moves every partition's offset in one write. Until then the log holds the messages: a power
+/// cut that takes the last transactions replays them, in the same order, so they get the same
+/// sequence numbers.
 ///
 /// Stored messages go to the live devices of the chat's members (`LiveDevices`), each message
 /// encoded once for all of them; a member with no session costs nothing until it reconnects

@@ -24,9 +24,10 @@ public protocol MessageLog: Sendable {
     func durableNextOffset(partition: Int) async -> UInt64
     /// Returns once a record at `offset` is readable in `partition`, when the log closes, when
     /// the calling task is cancelled, or when `interruptWaits()` is called; at once if
-    /// `interrupted()` is already true. There is no timeout: a consumer that stops sets its flag, which `interrupted`
-    /// reads, and then calls `interruptWaits()`; the log reads the flag under the lock the
-    /// interruption takes, so the stop is not lost between the consumer's check and its wait.
+    /// `interrupted()` is already true. There is no timeout: a consumer that stops sets its
+    /// flag, which `interrupted` reads, and then calls `interruptWaits()`; the log reads the
+    /// flag under the lock the interruption takes, so the stop is not lost between the
+    /// consumer's check and its wait.
     func waitForRecords(partition: Int, at offset: UInt64, unless interrupted: () -> Bool) async
     /// Ends every wait for records now; each waiter looks again at why it waited.
     func interruptWaits()
